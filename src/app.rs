@@ -1,0 +1,183 @@
+//! Wiring: builds the store, the writer task, the source and both listeners
+//! from a [`Config`], and shuts them down in order.
+//!
+//! `main` and the integration tests start the sidecar the same way, through
+//! [`start`]; tests bind port 0 and read the real addresses back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{Config, SourceKind};
+use crate::readiness::Readiness;
+use crate::server::admin::AdminPlane;
+use crate::server::data::DataPlane;
+use crate::server::{serve, Limits};
+use crate::source::file::FileSource;
+use crate::status::SyncStatus;
+use crate::store::Store;
+use crate::writer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("source.kind = \"{0}\" is not available in this build")]
+    UnsupportedSource(&'static str),
+}
+
+/// How to start, beyond the config file.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub clock: SharedClock,
+    pub limits: Limits,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            clock: Arc::new(SystemClock),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A running sidecar.
+#[derive(Debug)]
+pub struct Sidecar {
+    data_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    store: Store,
+    status: Arc<SyncStatus>,
+    check_now: Arc<Notify>,
+    shutdown: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Sidecar {
+    pub fn data_addr(&self) -> SocketAddr {
+        self.data_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn status(&self) -> &Arc<SyncStatus> {
+        &self.status
+    }
+
+    /// Asks the source to look for changes now instead of at its next poll.
+    pub fn check_source_now(&self) {
+        self.check_now.notify_one();
+    }
+
+    /// Stops accepting on every listener, drains in-flight requests within
+    /// the drain deadline, then stops the source and the writer.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.servers {
+            let _ = task.await;
+        }
+        for task in self.background {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Starts with the system clock and default limits.
+pub async fn start(config: Config) -> Result<Sidecar, StartError> {
+    start_with(config, Options::default()).await
+}
+
+pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, StartError> {
+    let data_listener = bind("data plane", config.server.listen).await?;
+    let admin_listener = bind("operator plane", config.admin.listen).await?;
+    let data_addr = local_addr("data plane", &data_listener)?;
+    let admin_addr = local_addr("operator plane", &admin_listener)?;
+
+    let (store, store_writer) = Store::new(config.source.max_removed_fraction);
+    let status = Arc::new(SyncStatus::default());
+    let (writer, writer_task) = writer::spawn(store_writer, options.clock.clone());
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let check_now = Arc::new(Notify::new());
+
+    let source_task = match config.source.kind {
+        SourceKind::File => {
+            let source = FileSource {
+                path: config.source.path.clone(),
+                poll_interval: config.source.poll_interval,
+                writer,
+                status: status.clone(),
+                clock: options.clock.clone(),
+            };
+            tokio::spawn(source.run(check_now.clone(), shutdown_rx.clone()))
+        }
+        SourceKind::Http => return Err(StartError::UnsupportedSource("http")),
+    };
+
+    let data = Arc::new(DataPlane {
+        store: store.clone(),
+        project_header: config.server.project_header.clone(),
+        environment_header: config.server.environment_header.clone(),
+    });
+    let admin = Arc::new(AdminPlane {
+        readiness: Readiness {
+            store: store.clone(),
+            status: status.clone(),
+            max_staleness: config.readiness.max_staleness,
+            clock: options.clock.clone(),
+        },
+    });
+    let servers = vec![
+        tokio::spawn(serve(
+            data_listener,
+            data,
+            options.limits,
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(serve(admin_listener, admin, options.limits, shutdown_rx)),
+    ];
+    tracing::info!(%data_addr, %admin_addr, source = config.source.kind.as_str(), "env-sidecar listening");
+    Ok(Sidecar {
+        data_addr,
+        admin_addr,
+        store,
+        status,
+        check_now,
+        shutdown,
+        servers,
+        background: vec![source_task, writer_task],
+    })
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            what,
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+fn local_addr(what: &'static str, listener: &TcpListener) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|source| StartError::Bind {
+        what,
+        addr: "?".into(),
+        source,
+    })
+}

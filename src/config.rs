@@ -1,0 +1,361 @@
+//! Configuration: the TOML file, its defaults, and validation of every key.
+//!
+//! Every key is optional; an unknown key, a wrong type or a bad value stops
+//! the start with a message naming the key. Secrets never live here: the
+//! file only names the environment variables that hold them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::HeaderName;
+use serde::{Deserialize, Deserializer};
+
+/// The file read when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "config/sidecar.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {key}: {message}")]
+    Parse {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("config: {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub source: SourceConfig,
+    pub cache: CacheConfig,
+    pub readiness: ReadinessConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Also serve the data plane on this Unix socket when non-empty.
+    pub unix_socket: String,
+    #[serde(deserialize_with = "header_name")]
+    pub project_header: HeaderName,
+    #[serde(deserialize_with = "header_name")]
+    pub environment_header: HeaderName,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            unix_socket: String::new(),
+            project_header: HeaderName::from_static("x-project-id"),
+            environment_header: HeaderName::from_static("x-environment"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Name of the environment variable holding the admin token.
+    pub token_env: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            token_env: "ENV_SIDECAR_ADMIN_TOKEN".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    File,
+    Http,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::File => "file",
+            SourceKind::Http => "http",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    Watch,
+    Poll,
+}
+
+impl SyncMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Watch => "watch",
+            SyncMode::Poll => "poll",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    pub kind: SourceKind,
+    /// `kind = "file"`: the snapshot file.
+    pub path: PathBuf,
+    /// `kind = "http"`: the control plane's base URL.
+    pub url: String,
+    pub mode: SyncMode,
+    /// Name of the environment variable holding the control-plane token.
+    pub token_env: String,
+    #[serde(deserialize_with = "duration")]
+    pub poll_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub long_poll_wait: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub backoff_max: Duration,
+    pub max_removed_fraction: f64,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            kind: SourceKind::File,
+            path: PathBuf::from("config/snapshot.json"),
+            url: String::new(),
+            mode: SyncMode::Watch,
+            token_env: "ENV_SIDECAR_CONTROL_PLANE_TOKEN".into(),
+            poll_interval: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+            long_poll_wait: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(30),
+            max_removed_fraction: 0.5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Last-known-good file; empty disables the cache.
+    pub path: PathBuf,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            path: PathBuf::from("var/last-known-good.json"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadinessConfig {
+    /// Unready when the last successful contact with the source is older;
+    /// zero means never.
+    #[serde(deserialize_with = "duration")]
+    pub max_staleness: Duration,
+}
+
+impl Config {
+    /// Parses and checks a TOML document; `path` is only used in messages.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|err| {
+            let key = err.path().to_string();
+            let inner = err.into_inner();
+            let line = inner
+                .span()
+                .map(|span| {
+                    format!(
+                        " (line {})",
+                        text[..span.start.min(text.len())].lines().count().max(1)
+                    )
+                })
+                .unwrap_or_default();
+            ConfigError::Parse {
+                path: path.to_owned(),
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
+                message: format!("{}{line}", inner.message().trim_end()),
+            }
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Reads `path`. A missing file is an error only when `required`
+    /// (an explicit `--config`); otherwise the defaults apply.
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::from_toml(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(Config::default())
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Checks the values serde cannot: ranges and cross-key rules.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.into(),
+            })
+        };
+        let s = &self.source;
+        if !(0.0..=1.0).contains(&s.max_removed_fraction) {
+            return invalid("source.max_removed_fraction", "must be between 0 and 1");
+        }
+        if s.kind == SourceKind::Http {
+            if s.url.is_empty() {
+                return invalid("source.url", "is required when source.kind = \"http\"");
+            }
+            if !(s.url.starts_with("http://") || s.url.starts_with("https://")) {
+                return invalid("source.url", "must start with http:// or https://");
+            }
+        }
+        if s.kind == SourceKind::File && s.path.as_os_str().is_empty() {
+            return invalid("source.path", "is required when source.kind = \"file\"");
+        }
+        for (key, d) in [
+            ("source.poll_interval", s.poll_interval),
+            ("source.request_timeout", s.request_timeout),
+            ("source.long_poll_wait", s.long_poll_wait),
+            ("source.backoff_max", s.backoff_max),
+        ] {
+            if d.is_zero() {
+                return invalid(key, "must be greater than zero");
+            }
+        }
+        if self.server.project_header == self.server.environment_header {
+            return invalid(
+                "server.environment_header",
+                "must differ from server.project_header",
+            );
+        }
+        Ok(())
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(de)?;
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not a duration like \"250ms\", \"5s\" or \"1m\": {e}"
+        ))
+    })
+}
+
+fn header_name<'de, D: Deserializer<'de>>(de: D) -> Result<HeaderName, D::Error> {
+    let text = String::deserialize(de)?;
+    HeaderName::from_bytes(text.as_bytes())
+        .map_err(|_| serde::de::Error::custom(format!("{text:?} is not a valid HTTP header name")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9901");
+        assert_eq!(c.source.kind, SourceKind::File);
+        assert_eq!(c.source.mode, SyncMode::Watch);
+        assert_eq!(c.source.long_poll_wait, Duration::from_secs(30));
+        assert_eq!(c.source.max_removed_fraction, 0.5);
+        assert_eq!(c.readiness.max_staleness, Duration::ZERO);
+        assert_eq!(c.server.project_header, "x-project-id");
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_name() {
+        let err = parse("[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_port"), "{err}");
+        let err = parse("[surce]\nkind = \"file\"\n").unwrap_err().to_string();
+        assert!(err.contains("surce"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err = parse("[source]\nrequest_timeout = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("source.request_timeout"), "{err}");
+        let err = parse("[server]\nlisten = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.listen"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (text, key) in [
+            (
+                "[source]\nrequest_timeout = \"5 parsecs\"\n",
+                "source.request_timeout",
+            ),
+            ("[source]\nkind = \"ftp\"\n", "source.kind"),
+            (
+                "[source]\nmax_removed_fraction = 1.5\n",
+                "source.max_removed_fraction",
+            ),
+            ("[source]\nkind = \"http\"\n", "source.url"),
+            (
+                "[server]\nproject_header = \"bad header\"\n",
+                "server.project_header",
+            ),
+            ("[source]\npoll_interval = \"0s\"\n", "source.poll_interval"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text:?} gave {err}");
+        }
+    }
+
+    #[test]
+    fn durations_accept_the_documented_forms() {
+        let c = parse("[source]\npoll_interval = \"250ms\"\nbackoff_max = \"1m\"\n").unwrap();
+        assert_eq!(c.source.poll_interval, Duration::from_millis(250));
+        assert_eq!(c.source.backoff_max, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_shipped_config_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG_PATH);
+        Config::load(&path, true).unwrap();
+    }
+}

@@ -1,0 +1,120 @@
+//! The `env-sidecar` binary: flags, logging, runtime, signals. Everything
+//! else lives in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use env_sidecar::config::{Config, DEFAULT_CONFIG_PATH};
+
+/// Resolves LLM-gateway environments from a lock-free snapshot.
+#[derive(Debug, Parser)]
+#[command(name = "env-sidecar", version)]
+struct Args {
+    /// Config file [default: config/sidecar.toml, if present]
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Overrides server.listen (data plane address)
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Overrides admin.listen (operator plane address)
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
+    /// Overrides source.path (kind = "file")
+    #[arg(long, value_name = "PATH")]
+    source_path: Option<PathBuf>,
+}
+
+/// Exit status for a bad config or bad flags (EX_USAGE / EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging();
+    let config = match load_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("env-sidecar: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("env-sidecar: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let sidecar = match env_sidecar::app::start(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("env-sidecar: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_signal().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        sidecar.shutdown().await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+fn load_config(args: &Args) -> Result<Config, env_sidecar::config::ConfigError> {
+    let (path, required) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    };
+    let mut config = Config::load(&path, required)?;
+    if let Some(addr) = args.listen {
+        config.server.listen = addr;
+    }
+    if let Some(addr) = args.admin_listen {
+        config.admin.listen = addr;
+    }
+    if let Some(p) = &args.source_path {
+        config.source.path = p.clone();
+    }
+    config.check()?;
+    Ok(config)
+}
+
+fn init_logging() {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false),
+        )
+        .with(filter)
+        .init();
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

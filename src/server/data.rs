@@ -1,0 +1,249 @@
+//! The data plane: what gateways call on every request.
+//!
+//! * `GET  /v1/resolve`        resolve one request (query or headers)
+//! * `POST /v1/resolve/batch`  resolve up to 1000 requests, answers in order
+//! * `GET  /v1/projects`       ids and revisions of every project
+//! * `GET  /v1/projects/{id}`  one project as served now
+//!
+//! `GET /v1/resolve` is the hot path: parse the query in place, resolve,
+//! answer with pre-rendered bytes and headers. No allocation beyond what
+//! hyper needs for the response itself.
+
+use std::borrow::Cow;
+
+use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use percent_encoding::percent_decode_str;
+use serde::{Deserialize, Serialize};
+
+use super::api::{clip, json_ok, json_response, ApiError, JSON};
+use super::query::{fill_from_headers, parse_query, ResolveQuery};
+use super::views::ProjectView;
+use super::{Body, Handler};
+use crate::resolve::{Answer, Outcome};
+use crate::store::Store;
+use crate::validate::is_valid_id;
+
+/// Most requests in one batch.
+pub const MAX_BATCH_ITEMS: usize = 1000;
+/// Largest batch body accepted (1000 maximal items fit comfortably).
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+
+pub const RESOLVED_ENVIRONMENT: HeaderName = HeaderName::from_static("x-resolved-environment");
+pub const RESOLUTION_OUTCOME: HeaderName = HeaderName::from_static("x-resolution-outcome");
+pub const SNAPSHOT_REVISION: HeaderName = HeaderName::from_static("x-snapshot-revision");
+
+#[derive(Debug, Clone)]
+pub struct DataPlane {
+    pub store: Store,
+    pub project_header: HeaderName,
+    pub environment_header: HeaderName,
+}
+
+impl Handler for DataPlane {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path();
+        match (req.method(), path) {
+            (&Method::GET, "/v1/resolve") => self.resolve(&req),
+            (&Method::POST, "/v1/resolve/batch") => self.batch(req).await,
+            (&Method::GET, "/v1/projects") => self.list(),
+            (&Method::GET, p) if p.starts_with("/v1/projects/") => {
+                self.project(&p["/v1/projects/".len()..])
+            }
+            (m, "/v1/resolve" | "/v1/resolve/batch" | "/v1/projects") => {
+                ApiError::method_not_allowed(m, path).into_response()
+            }
+            (m, p) if p.starts_with("/v1/projects/") => {
+                ApiError::method_not_allowed(m, "/v1/projects/{id}").into_response()
+            }
+            _ => ApiError::not_found(format!("no route for {}", clip(path))).into_response(),
+        }
+    }
+}
+
+impl DataPlane {
+    fn resolve(&self, req: &Request<Incoming>) -> Response<Body> {
+        let mut query = match parse_query(req.uri().query().unwrap_or("")) {
+            Ok(q) => q,
+            Err(message) => return ApiError::invalid(message).into_response(),
+        };
+        if let Err(message) = fill_from_headers(
+            &mut query,
+            req.headers(),
+            &self.project_header,
+            &self.environment_header,
+        ) {
+            return ApiError::invalid(message).into_response();
+        }
+        match self.resolve_one(&query) {
+            Ok(answer) => answer_response(answer),
+            Err(err) => err.into_response(),
+        }
+    }
+
+    fn resolve_one(&self, query: &ResolveQuery<'_>) -> Result<Answer, ApiError> {
+        let Some(project) = query.project.as_deref() else {
+            return Err(ApiError::invalid(format!(
+                "project is required (query parameter \"project\" or header {})",
+                self.project_header
+            )));
+        };
+        // An empty environment is the same as none: proxies often forward
+        // an empty header for an absent one.
+        let environment = query.environment.as_deref().filter(|e| !e.is_empty());
+        self.store
+            .resolve(project, environment, query.strict)
+            .map_err(|err| ApiError::from_resolve(err, project, environment))
+    }
+
+    async fn batch(&self, req: Request<Incoming>) -> Response<Body> {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_BATCH_BYTES as u64) {
+            return too_large_body().into_response();
+        }
+        let bytes = match Limited::new(req.into_body(), MAX_BATCH_BYTES)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return too_large_body().into_response()
+            }
+            Err(e) => return ApiError::invalid(format!("cannot read body: {e}")).into_response(),
+        };
+        let body: BatchBody = match serde_json::from_slice(&bytes) {
+            Ok(b) => b,
+            Err(e) => {
+                return ApiError::invalid(format!(
+                    "body must be {{\"requests\": [{{\"project\": ..., \"environment\": ...}}, ...]}}: {e}"
+                ))
+                .into_response()
+            }
+        };
+        if body.requests.len() > MAX_BATCH_ITEMS {
+            return ApiError::too_large(format!(
+                "{} requests in one batch; at most {MAX_BATCH_ITEMS}",
+                body.requests.len()
+            ))
+            .into_response();
+        }
+        let mut out = Vec::with_capacity(32 + body.requests.len() * 320);
+        out.extend_from_slice(b"{\"results\":[");
+        for (i, item) in body.requests.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let query = ResolveQuery {
+                project: item.project.as_deref().map(Cow::Borrowed),
+                environment: item.environment.as_deref().map(Cow::Borrowed),
+                strict: item.strict,
+            };
+            match self.resolve_one(&query) {
+                Ok(answer) => out.extend_from_slice(&answer.body),
+                Err(err) => out.extend_from_slice(&err.body()),
+            }
+        }
+        out.extend_from_slice(b"]}");
+        json_response(StatusCode::OK, out)
+    }
+
+    fn list(&self) -> Response<Body> {
+        if !self.store.is_loaded() {
+            return ApiError::not_ready().into_response();
+        }
+        #[derive(Serialize)]
+        struct Item<'a> {
+            id: &'a str,
+            revision: u64,
+        }
+        #[derive(Serialize)]
+        struct List<'a> {
+            projects: Vec<Item<'a>>,
+        }
+        let all = self.store.projects();
+        json_ok(&List {
+            projects: all
+                .iter()
+                .map(|p| Item {
+                    id: p.id(),
+                    revision: p.revision(),
+                })
+                .collect(),
+        })
+    }
+
+    fn project(&self, raw_id: &str) -> Response<Body> {
+        let id = match percent_decode_str(raw_id).decode_utf8() {
+            Ok(id) => id,
+            Err(_) => {
+                return ApiError::invalid("project id is not valid UTF-8 once percent-decoded")
+                    .into_response()
+            }
+        };
+        if !is_valid_id(&id) {
+            return ApiError::invalid(format!(
+                "invalid project id {:?}: must be 1-128 characters of A-Z a-z 0-9 _ -",
+                clip(&id)
+            ))
+            .into_response();
+        }
+        if !self.store.is_loaded() {
+            return ApiError::not_ready().into_response();
+        }
+        let rejection = self.store.rejection(&id);
+        match self.store.project(&id) {
+            Some(project) => json_ok(&ProjectView::new(&project, rejection.as_ref())),
+            None => {
+                let mut message = format!("unknown project {id:?}");
+                if let Some(r) = rejection {
+                    message.push_str(&format!(
+                        "; its document (revision {}) was rejected: {}: {}",
+                        r.revision.map_or("?".to_string(), |r| r.to_string()),
+                        r.reason.as_str(),
+                        r.message
+                    ));
+                }
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_project", message).into_response()
+            }
+        }
+    }
+}
+
+fn too_large_body() -> ApiError {
+    ApiError::too_large(format!("batch body larger than {MAX_BATCH_BYTES} bytes"))
+}
+
+#[derive(Deserialize)]
+struct BatchBody {
+    requests: Vec<BatchItem>,
+}
+
+#[derive(Deserialize)]
+struct BatchItem {
+    #[serde(default)]
+    project: Option<String>,
+    #[serde(default)]
+    environment: Option<String>,
+    #[serde(default)]
+    strict: bool,
+}
+
+/// A 200 resolve answer: pre-rendered body and headers, no formatting.
+pub fn answer_response(answer: Answer) -> Response<Body> {
+    let mut response = Response::new(Body::new(answer.body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, JSON);
+    headers.insert(RESOLVED_ENVIRONMENT, answer.environment);
+    headers.insert(RESOLUTION_OUTCOME, outcome_header(answer.outcome));
+    headers.insert(SNAPSHOT_REVISION, answer.revision);
+    response
+}
+
+fn outcome_header(outcome: Outcome) -> HeaderValue {
+    HeaderValue::from_static(outcome.as_str())
+}

@@ -1,0 +1,111 @@
+//! JSON views of served state for introspection (`/v1/projects/{id}`,
+//! `/admin/status`). Built per request from the store; not the hot path.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::project::Project;
+use crate::store::Rejection;
+use crate::timestamp::format_rfc3339;
+use crate::wire::{Pending, Pointers};
+
+#[derive(Debug, Serialize)]
+pub struct RejectionView {
+    pub project: String,
+    pub revision: Option<u64>,
+    pub reason: &'static str,
+    pub message: String,
+    pub at: String,
+}
+
+impl From<&Rejection> for RejectionView {
+    fn from(r: &Rejection) -> Self {
+        RejectionView {
+            project: r.project.clone(),
+            revision: r.revision,
+            reason: r.reason.as_str(),
+            message: r.message.clone(),
+            at: format_rfc3339(r.at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProjectView<'a> {
+    pub id: &'a str,
+    pub revision: u64,
+    pub accepted_at: String,
+    pub published_at: Option<&'a str>,
+    pub environments: Vec<EnvironmentView<'a>>,
+    pub last_rejection: Option<RejectionView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EnvironmentView<'a> {
+    pub id: &'a str,
+    pub slug: &'a str,
+    pub name: &'a str,
+    pub description: Option<&'a str>,
+    pub color: &'a str,
+    pub system: bool,
+    pub default_publish_target: bool,
+    pub production: bool,
+    pub gateway_fallback: bool,
+    pub position: Option<i64>,
+    /// As served now: scheduled changes that are due are merged in.
+    pub pointers: &'a Pointers,
+    /// Awaiting approval; never served.
+    pub pending: &'a [Pending],
+    /// Scheduled changes not yet in effect, soonest first.
+    pub scheduled: Vec<ScheduledView<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScheduledView<'a> {
+    pub at: String,
+    pub pointers: &'a BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl<'a> ProjectView<'a> {
+    pub fn new(project: &'a Project, rejection: Option<&Rejection>) -> ProjectView<'a> {
+        let valid = project.valid();
+        let upcoming = &valid.schedule()[project.applied()..];
+        let environments = valid
+            .environments()
+            .iter()
+            .zip(project.environments())
+            .enumerate()
+            .map(|(i, (doc, served))| EnvironmentView {
+                id: &doc.id,
+                slug: &doc.slug,
+                name: &doc.name,
+                description: doc.description.as_deref(),
+                color: &doc.color,
+                system: doc.system,
+                default_publish_target: doc.default_publish_target,
+                production: doc.production,
+                gateway_fallback: doc.gateway_fallback,
+                position: doc.position,
+                pointers: &served.pointers,
+                pending: &doc.pending,
+                scheduled: upcoming
+                    .iter()
+                    .filter(|e| e.environment == i)
+                    .map(|e| ScheduledView {
+                        at: format_rfc3339(e.at),
+                        pointers: &doc.scheduled[e.entry].pointers,
+                    })
+                    .collect(),
+            })
+            .collect();
+        ProjectView {
+            id: project.id(),
+            revision: project.revision(),
+            accepted_at: format_rfc3339(project.accepted_at()),
+            published_at: valid.document().published_at.as_deref(),
+            environments,
+            last_rejection: rejection.map(RejectionView::from),
+        }
+    }
+}

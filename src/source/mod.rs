@@ -1,0 +1,7 @@
+//! Sources: where snapshots come from. Each source runs as one task, fetches,
+//! parses into wire types, and hands updates to the writer task; it never
+//! touches the store directly.
+//!
+//! * [`file`]: a JSON snapshot file, re-read when it changes (the default).
+
+pub mod file;

@@ -1,0 +1,75 @@
+//! Sync status: what the source last achieved and last failed at, for
+//! readiness (staleness), `/admin/status` and the age gauge.
+//!
+//! Written by the source task, read by the operator plane; never touched by
+//! the resolve path.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A timestamped message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub at: SystemTime,
+    pub message: String,
+}
+
+#[derive(Debug, Default)]
+pub struct SyncStatus {
+    /// Millis since the epoch of the last successful contact (0 = never);
+    /// an atomic so readiness checks take no lock.
+    last_contact_ms: AtomicU64,
+    events: Mutex<Events>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Events {
+    pub last_success: Option<Event>,
+    pub last_error: Option<Event>,
+}
+
+impl SyncStatus {
+    /// The source reached its data (even if nothing changed).
+    pub fn success(&self, at: SystemTime, message: impl Into<String>) {
+        let ms = at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.last_contact_ms.fetch_max(ms, Ordering::Relaxed);
+        self.lock().last_success = Some(Event {
+            at,
+            message: message.into(),
+        });
+    }
+
+    /// The source failed to fetch, or what it fetched was refused whole.
+    pub fn error(&self, at: SystemTime, message: impl Into<String>) {
+        self.lock().last_error = Some(Event {
+            at,
+            message: message.into(),
+        });
+    }
+
+    pub fn events(&self) -> Events {
+        self.lock().clone()
+    }
+
+    /// Time of the last successful contact with the source.
+    pub fn last_contact(&self) -> Option<SystemTime> {
+        match self.last_contact_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(UNIX_EPOCH + Duration::from_millis(ms)),
+        }
+    }
+
+    /// How long since the last successful contact, if there was one.
+    pub fn age(&self, now: SystemTime) -> Option<Duration> {
+        self.last_contact()
+            .map(|t| now.duration_since(t).unwrap_or_default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Events> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
