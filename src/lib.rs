@@ -21,6 +21,7 @@
 //! * [`server`]: the accept loop, the data plane and the operator plane.
 //! * [`config`]: the TOML file and its checks.
 //! * [`app`]: wiring and ordered shutdown; [`clock`], [`timestamp`]: time.
+//! * [`generate`]: deterministic synthetic projects (simulator, benches).
 //!
 //! The binary (`src/main.rs`) only parses flags, sets up logging, calls
 //! [`app::start`] and waits for a signal.
@@ -30,6 +31,7 @@
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod generate;
 pub mod project;
 pub mod readiness;
 pub mod resolve;

@@ -1,0 +1,57 @@
+//! In-process resolve: hit, fallback, unknown project and strict miss, at
+//! 1k / 10k / 100k projects. The library call the HTTP handler makes,
+//! without the network.
+
+use std::time::SystemTime;
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use env_sidecar::generate;
+use env_sidecar::store::{ApplyOptions, Store, Update};
+use env_sidecar::wire::SnapshotBody;
+
+fn loaded_store(n: usize) -> Store {
+    let (store, mut writer) = Store::new(0.5);
+    let body = SnapshotBody {
+        revision: 1,
+        projects: (0..n).map(|i| Ok(generate::project(i, 1, None))).collect(),
+    };
+    let opts = ApplyOptions {
+        now: SystemTime::now(),
+        allow_mass_removal: false,
+    };
+    writer.apply(Update::Snapshot(body), opts).expect("applies");
+    store
+}
+
+fn resolve(c: &mut Criterion) {
+    let mut group = c.benchmark_group("resolve");
+    for n in [1_000, 10_000, 100_000] {
+        let store = loaded_store(n);
+        let ids: Vec<String> = (0..1024)
+            .map(|i| generate::project_id((i * 7919) % n))
+            .collect();
+        let mut k = 0usize;
+        let mut next = move || {
+            k = (k + 1) & 1023;
+            k
+        };
+        group.bench_function(BenchmarkId::new("hit", n), |b| {
+            b.iter(|| black_box(store.resolve(&ids[next()], Some("Staging"), false)))
+        });
+        group.bench_function(BenchmarkId::new("fallback", n), |b| {
+            b.iter(|| black_box(store.resolve(&ids[next()], Some("nope"), false)))
+        });
+        group.bench_function(BenchmarkId::new("unknown_project", n), |b| {
+            b.iter(|| black_box(store.resolve("proj-missing", Some("prod"), false)))
+        });
+        group.bench_function(BenchmarkId::new("strict_miss", n), |b| {
+            b.iter(|| black_box(store.resolve(&ids[next()], Some("nope"), true)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, resolve);
+criterion_main!(benches);

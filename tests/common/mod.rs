@@ -1,0 +1,251 @@
+//! Shared helpers for integration tests: fixture documents, a sidecar
+//! started on port 0 over a snapshot file, and a small HTTP client.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use env_sidecar::app::{self, Sidecar};
+use env_sidecar::config::Config;
+use serde_json::{json, Value};
+
+/// One environment document.
+pub fn env(id: &str, slug: &str, pointers: Value) -> Value {
+    json!({
+        "id": id,
+        "slug": slug,
+        "name": format!("{slug} environment"),
+        "color": "#16a34a",
+        "system": slug == "prod" || slug == "staging",
+        "pointers": pointers,
+    })
+}
+
+/// A valid project: prod (fallback, position 0), staging (publish target,
+/// position 1), qa and canary. Every pointer value is tagged
+/// `<slug>-r<revision>` so a test can tell which revision served.
+pub fn project(id: &str, revision: u64) -> Value {
+    let tag = |slug: &str| json!({"prompts": {"summarize": format!("{slug}-r{revision}")}});
+    let mut prod = env(&format!("{id}_prod"), "prod", tag("prod"));
+    prod["gateway_fallback"] = json!(true);
+    prod["production"] = json!(true);
+    prod["position"] = json!(0);
+    let mut staging = env(&format!("{id}_staging"), "staging", tag("staging"));
+    staging["default_publish_target"] = json!(true);
+    staging["position"] = json!(1);
+    let mut qa = env(&format!("{id}_qa"), "qa", tag("qa"));
+    qa["position"] = json!(2);
+    let mut canary = env(&format!("{id}_canary"), "canary", tag("canary"));
+    canary["position"] = json!(3);
+    json!({"id": id, "revision": revision, "environments": [canary, qa, staging, prod]})
+}
+
+pub fn snapshot(revision: u64, projects: Vec<Value>) -> Value {
+    json!({"revision": revision, "projects": projects})
+}
+
+/// A sidecar running in this test's runtime over a snapshot file.
+pub struct TestSidecar {
+    pub sidecar: Sidecar,
+    pub dir: tempfile::TempDir,
+    pub snapshot_path: PathBuf,
+    pub client: reqwest::Client,
+}
+
+impl TestSidecar {
+    /// Starts over `initial` (written as JSON), or over no file at all.
+    pub async fn start(initial: Option<&Value>) -> TestSidecar {
+        TestSidecar::start_with(initial, |_| {}).await
+    }
+
+    pub async fn start_with(
+        initial: Option<&Value>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestSidecar {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let snapshot_path = dir.path().join("snapshot.json");
+        if let Some(doc) = initial {
+            write_json(&snapshot_path, doc);
+        }
+        let mut config = Config::default();
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        config.admin.listen = "127.0.0.1:0".parse().unwrap();
+        config.source.path = snapshot_path.clone();
+        config.source.poll_interval = Duration::from_millis(50);
+        config.cache.path = PathBuf::new();
+        tweak(&mut config);
+        let sidecar = app::start(config).await.expect("sidecar starts");
+        let t = TestSidecar {
+            sidecar,
+            dir,
+            snapshot_path,
+            client: reqwest::Client::new(),
+        };
+        if initial.is_some() {
+            t.wait_ready().await;
+        }
+        t
+    }
+
+    pub fn data(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.sidecar.data_addr(), path_and_query)
+    }
+
+    pub fn admin(&self, path: &str) -> String {
+        format!("http://{}{}", self.sidecar.admin_addr(), path)
+    }
+
+    /// GET on the data plane: status, headers, JSON body.
+    pub async fn get(&self, path_and_query: &str) -> Reply {
+        Reply::from(
+            self.client
+                .get(self.data(path_and_query))
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await
+    }
+
+    pub async fn get_admin(&self, path: &str) -> Reply {
+        Reply::from(
+            self.client
+                .get(self.admin(path))
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await
+    }
+
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> Reply {
+        let req = self
+            .client
+            .post(self.data(path))
+            .header("content-type", "application/json")
+            .body(body);
+        Reply::from(req.send().await.expect("request")).await
+    }
+
+    /// Replaces the snapshot file (atomically, as an operator's deploy
+    /// would) and asks the source to look at it now.
+    pub fn write_snapshot(&self, doc: &Value) {
+        write_json(&self.snapshot_path, doc);
+        self.sidecar.check_source_now();
+    }
+
+    pub fn write_raw(&self, bytes: &[u8]) {
+        let tmp = self.snapshot_path.with_extension("tmp");
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, &self.snapshot_path).unwrap();
+        self.sidecar.check_source_now();
+    }
+
+    pub async fn wait_ready(&self) {
+        eventually("sidecar ready", || async {
+            self.get_admin("/readyz").await.status == 200
+        })
+        .await;
+    }
+
+    /// Waits until the project's served revision is `revision`.
+    pub async fn wait_revision(&self, project: &str, revision: u64) {
+        eventually(&format!("{project} at revision {revision}"), || async {
+            self.sidecar.store().project(project).map(|p| p.revision()) == Some(revision)
+        })
+        .await;
+    }
+
+    /// Waits until the source has applied its last read (success or error
+    /// recorded after `since`).
+    pub async fn wait_source_read_after(&self, since: std::time::SystemTime) {
+        eventually("the source to read the file", || async {
+            let ev = self.sidecar.status().events();
+            ev.last_success.is_some_and(|e| e.at >= since)
+                || ev.last_error.is_some_and(|e| e.at >= since)
+        })
+        .await;
+    }
+}
+
+pub fn write_json(path: &std::path::Path, doc: &Value) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(doc).unwrap()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Polls `cond` until it holds; fails the test after 10 s. This bounds a
+/// wait for an asynchronous effect; it asserts nothing about speed.
+pub async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// An HTTP answer, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub async fn from(resp: reqwest::Response) -> Reply {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the error shape and returns the code.
+    pub fn error_code(&self) -> &str {
+        let code = self.body["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error shape in {}", self.text));
+        let message = self.body["error"]["message"]
+            .as_str()
+            .expect("error.message");
+        assert!(!message.is_empty(), "error message is empty");
+        code
+    }
+}
+
+/// Sends `request` verbatim over a fresh TCP connection and reads the
+/// answer until the server closes it. For paths and bytes an HTTP client
+/// library would normalise or refuse to send.
+pub async fn raw_request(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+/// A GET of `path` (sent exactly as given) with `Connection: close`.
+pub async fn raw_get(addr: std::net::SocketAddr, path: &[u8]) -> (u16, String) {
+    let mut req = b"GET ".to_vec();
+    req.extend_from_slice(path);
+    req.extend_from_slice(b" HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
+    raw_request(addr, &req).await
+}
