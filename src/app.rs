@@ -5,12 +5,14 @@
 //! [`start`]; tests bind port 0 and read the real addresses back.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+use crate::cache::{self, CacheWriter};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, SourceKind};
 use crate::readiness::Readiness;
@@ -18,9 +20,10 @@ use crate::server::admin::AdminPlane;
 use crate::server::data::DataPlane;
 use crate::server::{serve, Limits};
 use crate::source::file::FileSource;
+use crate::source::http::{ControlPlane, HttpSource, Secret};
 use crate::status::SyncStatus;
 use crate::store::Store;
-use crate::writer;
+use crate::writer::{self, WriterHandle, ORIGIN_CACHE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -30,8 +33,8 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
-    #[error("source.kind = \"{0}\" is not available in this build")]
-    UnsupportedSource(&'static str),
+    #[error("cannot set up the source: {0}")]
+    Source(String),
 }
 
 /// How to start, beyond the config file.
@@ -111,9 +114,16 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
 
     let (store, store_writer) = Store::new(config.source.max_removed_fraction);
     let status = Arc::new(SyncStatus::default());
-    let (writer, writer_task) = writer::spawn(store_writer, options.clock.clone());
+    let cache_path = Some(config.cache.path.clone()).filter(|p| !p.as_os_str().is_empty());
+    let persist = cache_path.as_ref().map(|_| Arc::new(Notify::new()));
+    let (writer, writer_task) = writer::spawn(store_writer, options.clock.clone(), persist.clone());
     let (shutdown, shutdown_rx) = watch::channel(false);
     let check_now = Arc::new(Notify::new());
+    let mut background = Vec::new();
+
+    if let Some(path) = &cache_path {
+        load_cache(path, &writer, &status).await;
+    }
 
     let source_task = match config.source.kind {
         SourceKind::File => {
@@ -126,8 +136,38 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
             };
             tokio::spawn(source.run(check_now.clone(), shutdown_rx.clone()))
         }
-        SourceKind::Http => return Err(StartError::UnsupportedSource("http")),
+        SourceKind::Http => {
+            let s = &config.source;
+            let token = Secret::from_env(&s.token_env);
+            let control_plane =
+                ControlPlane::new(&s.url, token, s.request_timeout, s.long_poll_wait)
+                    .map_err(|e| StartError::Source(e.to_string()))?;
+            let source = HttpSource {
+                control_plane,
+                mode: s.mode,
+                poll_interval: s.poll_interval,
+                backoff_max: s.backoff_max,
+                store: store.clone(),
+                writer,
+                status: status.clone(),
+                clock: options.clock.clone(),
+            };
+            tokio::spawn(source.run(shutdown_rx.clone()))
+        }
     };
+    background.push(source_task);
+    // The writer stops once the source (its last handle) is gone; the cache
+    // writer flushes after that, on shutdown.
+    background.push(writer_task);
+    if let (Some(path), Some(dirty)) = (cache_path, persist) {
+        let cache = CacheWriter {
+            path,
+            store: store.clone(),
+            dirty,
+            last_write: Arc::default(),
+        };
+        background.push(tokio::spawn(cache.run(shutdown_rx.clone())));
+    }
 
     let data = Arc::new(DataPlane {
         store: store.clone(),
@@ -160,7 +200,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
         check_now,
         shutdown,
         servers,
-        background: vec![source_task, writer_task],
+        background,
     })
 }
 
@@ -180,4 +220,42 @@ fn local_addr(what: &'static str, listener: &TcpListener) -> Result<SocketAddr, 
         addr: "?".into(),
         source,
     })
+}
+
+/// Loads the last-known-good cache, if there is a valid one. Never fails:
+/// a missing or damaged cache is logged and the sidecar starts without it.
+async fn load_cache(path: &Path, writer: &WriterHandle, status: &SyncStatus) {
+    let owned = path.to_owned();
+    let loaded = tokio::task::spawn_blocking(move || cache::load(&owned)).await;
+    let body = match loaded {
+        Ok(Ok(body)) => body,
+        Ok(Err(cache::CacheError::Read { source, .. }))
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            tracing::info!(path = %path.display(), "no last-known-good cache yet");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "last-known-good cache ignored");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "last-known-good cache ignored");
+            return;
+        }
+    };
+    let projects = body.projects.len();
+    match writer
+        .apply(crate::store::Update::Snapshot(body), ORIGIN_CACHE, true)
+        .await
+    {
+        Ok(report) => {
+            // The data is as fresh as the file: staleness counts from its write.
+            if let Some(written) = std::fs::metadata(path).and_then(|m| m.modified()).ok() {
+                status.baseline(written);
+            }
+            tracing::info!(path = %path.display(), projects, accepted = report.added, cursor = report.cursor, "serving from the last-known-good cache");
+        }
+        Err(e) => tracing::warn!(error = %e, "last-known-good cache not applied"),
+    }
 }

@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod generate;
@@ -36,6 +37,7 @@ pub mod project;
 pub mod readiness;
 pub mod resolve;
 pub mod server;
+pub mod simulator;
 pub mod source;
 pub mod status;
 pub mod store;

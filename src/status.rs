@@ -43,6 +43,16 @@ impl SyncStatus {
         });
     }
 
+    /// Sets the staleness baseline without recording a contact (data loaded
+    /// from the disk cache is as fresh as the cache file).
+    pub fn baseline(&self, at: SystemTime) {
+        let ms = at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.last_contact_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
     /// The source failed to fetch, or what it fetched was refused whole.
     pub fn error(&self, at: SystemTime, message: impl Into<String>) {
         self.lock().last_error = Some(Event {

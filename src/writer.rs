@@ -5,7 +5,9 @@
 //! logs one line per outcome and per rejection, and owns the follow-up work
 //! that must happen after an apply (later: cache persistence, schedules).
 
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::clock::SharedClock;
@@ -20,6 +22,9 @@ pub enum WriteError {
     #[error("the writer task has stopped")]
     Stopped,
 }
+
+/// The origin of updates loaded from the last-known-good cache.
+pub const ORIGIN_CACHE: &str = "cache";
 
 struct Command {
     update: Update,
@@ -67,7 +72,13 @@ impl std::fmt::Debug for Command {
 }
 
 /// Starts the writer task. It ends when every handle is dropped.
-pub fn spawn(mut writer: StoreWriter, clock: SharedClock) -> (WriterHandle, JoinHandle<()>) {
+/// `persist` is notified after every apply that changed something (except
+/// loading the cache itself), for the last-known-good cache.
+pub fn spawn(
+    mut writer: StoreWriter,
+    clock: SharedClock,
+    persist: Option<Arc<Notify>>,
+) -> (WriterHandle, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Command>(64);
     let task = tokio::spawn(async move {
         while let Some(cmd) = rx.recv().await {
@@ -77,6 +88,11 @@ pub fn spawn(mut writer: StoreWriter, clock: SharedClock) -> (WriterHandle, Join
             };
             let result = writer.apply(cmd.update, opts);
             log_outcome(cmd.origin, &result);
+            if let (Ok(report), Some(persist)) = (&result, &persist) {
+                if report.changed() > 0 && cmd.origin != ORIGIN_CACHE {
+                    persist.notify_one();
+                }
+            }
             let _ = cmd.reply.send(result);
         }
     });

@@ -3,5 +3,9 @@
 //! touches the store directly.
 //!
 //! * [`file`]: a JSON snapshot file, re-read when it changes (the default).
+//! * [`http`]: a control plane, in `watch` or `poll` mode.
+//! * [`backoff`]: exponential backoff with full jitter, for retries.
 
+pub mod backoff;
 pub mod file;
+pub mod http;

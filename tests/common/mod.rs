@@ -63,28 +63,51 @@ impl TestSidecar {
         tweak: impl FnOnce(&mut Config),
     ) -> TestSidecar {
         let dir = tempfile::tempdir().expect("tempdir");
-        let snapshot_path = dir.path().join("snapshot.json");
         if let Some(doc) = initial {
-            write_json(&snapshot_path, doc);
+            write_json(&dir.path().join("snapshot.json"), doc);
         }
-        let mut config = Config::default();
-        config.server.listen = "127.0.0.1:0".parse().unwrap();
-        config.admin.listen = "127.0.0.1:0".parse().unwrap();
-        config.source.path = snapshot_path.clone();
-        config.source.poll_interval = Duration::from_millis(50);
-        config.cache.path = PathBuf::new();
+        let mut config = file_config(dir.path());
         tweak(&mut config);
-        let sidecar = app::start(config).await.expect("sidecar starts");
-        let t = TestSidecar {
-            sidecar,
-            dir,
-            snapshot_path,
-            client: reqwest::Client::new(),
-        };
+        let t = TestSidecar::launch(config, dir).await;
         if initial.is_some() {
             t.wait_ready().await;
         }
         t
+    }
+
+    /// Starts the sidecar following the control plane at `url`, without
+    /// waiting for readiness.
+    pub async fn follow(url: &str, tweak: impl FnOnce(&mut Config)) -> TestSidecar {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = http_config(dir.path(), url);
+        tweak(&mut config);
+        TestSidecar::launch(config, dir).await
+    }
+
+    /// Starts the sidecar with exactly `config`; `dir` lives as long as it.
+    pub async fn launch(config: Config, dir: tempfile::TempDir) -> TestSidecar {
+        let snapshot_path = config.source.path.clone();
+        let sidecar = app::start(config).await.expect("sidecar starts");
+        TestSidecar {
+            sidecar,
+            dir,
+            snapshot_path,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// The answer's `summarize` prompt of `project`/`environment`, which the
+    /// fixtures tag with the revision (`qa-r3`), or the status code.
+    pub async fn served(&self, project: &str, environment: &str) -> String {
+        let r = self
+            .get(&format!(
+                "/v1/resolve?project={project}&environment={environment}"
+            ))
+            .await;
+        match r.body["pointers"]["prompts"]["summarize"].as_str() {
+            Some(v) => v.to_owned(),
+            None => format!("status {}", r.status),
+        }
     }
 
     pub fn data(&self, path_and_query: &str) -> String {
@@ -166,6 +189,46 @@ impl TestSidecar {
         })
         .await;
     }
+}
+
+/// Test defaults: port 0 everywhere, no disk cache, a snapshot file in
+/// `dir` checked every 50 ms.
+pub fn file_config(dir: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    config.source.path = dir.join("snapshot.json");
+    config.source.poll_interval = Duration::from_millis(50);
+    config.cache.path = PathBuf::new();
+    config
+}
+
+/// Following a control plane, with short timeouts so faults clear fast.
+pub fn http_config(dir: &std::path::Path, url: &str) -> Config {
+    let mut config = file_config(dir);
+    config.source.kind = env_sidecar::config::SourceKind::Http;
+    config.source.url = url.to_owned();
+    config.source.long_poll_wait = Duration::from_millis(500);
+    config.source.request_timeout = Duration::from_secs(1);
+    config.source.backoff_max = Duration::from_millis(300);
+    config.source.poll_interval = Duration::from_millis(100);
+    config
+}
+
+/// A simulator serving `projects` as its baseline.
+pub async fn simulator(
+    projects: Vec<Value>,
+    token: Option<&str>,
+) -> env_sidecar::simulator::Simulator {
+    let sim = env_sidecar::simulator::Simulator::start(
+        "127.0.0.1:0".parse().unwrap(),
+        token.map(str::to_owned),
+    )
+    .await
+    .expect("simulator starts");
+    sim.publish(projects);
+    sim.compact();
+    sim
 }
 
 pub fn write_json(path: &std::path::Path, doc: &Value) {

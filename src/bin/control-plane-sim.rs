@@ -1,0 +1,134 @@
+//! `control-plane-sim`: a control plane for demos, load tests and manual
+//! fault drills. A thin shell over `env_sidecar::simulator`.
+//!
+//! Prints `listening on http://ADDR` on stdout once it accepts requests.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use env_sidecar::simulator::{Faults, Simulator};
+
+/// Serves the env-sidecar sync protocol from a snapshot file or a generated
+/// population, optionally mutating projects and injecting faults.
+#[derive(Debug, Parser)]
+#[command(name = "control-plane-sim", version)]
+struct Args {
+    /// Address to listen on (port 0: any free port)
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Serve the projects of this snapshot file
+    #[arg(long, value_name = "FILE", conflicts_with = "generate")]
+    snapshot: Option<PathBuf>,
+    /// Serve N generated projects instead
+    #[arg(long, value_name = "N")]
+    generate: Option<usize>,
+    /// Publish this many new project revisions per second (random projects
+    /// among the generated ones)
+    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
+    mutate: f64,
+    /// Require `Authorization: Bearer <value of this variable>`
+    #[arg(long, value_name = "VAR")]
+    token_env: Option<String>,
+    /// Fraction of requests answered with --error-status
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    #[arg(long, default_value_t = 503)]
+    error_status: u16,
+    /// Added to every answer, e.g. 200ms
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    latency: Duration,
+    /// Fraction of 200 answers with a body cut short
+    #[arg(long, default_value_t = 0.0)]
+    malformed_rate: f64,
+    /// Fraction of requests that never get an answer
+    #[arg(long, default_value_t = 0.0)]
+    hang_rate: f64,
+    /// Go down (connection refused) every this long ...
+    #[arg(long, value_parser = humantime::parse_duration)]
+    down_every: Option<Duration>,
+    /// ... for this long
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    down_for: Duration,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("control-plane-sim: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> ExitCode {
+    let token = args
+        .token_env
+        .as_deref()
+        .and_then(|v| std::env::var(v).ok())
+        .filter(|t| !t.is_empty());
+    let sim = match Simulator::start(args.listen, token).await {
+        Ok(sim) => sim,
+        Err(e) => {
+            eprintln!("control-plane-sim: cannot listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut population = 0;
+    if let Some(path) = &args.snapshot {
+        match std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| sim.load_snapshot(&b))
+        {
+            Ok(n) => eprintln!("serving {n} projects from {}", path.display()),
+            Err(e) => {
+                eprintln!("control-plane-sim: {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if let Some(n) = args.generate {
+        sim.generate(n);
+        population = n;
+        eprintln!("serving {n} generated projects");
+    }
+    sim.set_faults(Faults {
+        error_rate: args.error_rate,
+        error_status: args.error_status,
+        latency: args.latency,
+        malformed_rate: args.malformed_rate,
+        hang_rate: args.hang_rate,
+    });
+    if args.mutate > 0.0 {
+        if population == 0 {
+            eprintln!("control-plane-sim: --mutate needs --generate N");
+            return ExitCode::FAILURE;
+        }
+        sim.spawn_mutator(population, args.mutate);
+    }
+    if let Some(every) = args.down_every {
+        let sim = sim.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                eprintln!("going down for {:?}", args.down_for);
+                sim.go_down(args.down_for);
+                tokio::time::sleep(args.down_for).await;
+            }
+        });
+    }
+    println!("listening on {}", sim.url());
+    let _ = std::io::stdout().flush();
+    let _ = tokio::signal::ctrl_c().await;
+    sim.stop();
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,321 @@
+//! The last-known-good cache: the whole served state (every project's
+//! accepted document, and the sync cursor) on local disk, so a restart
+//! serves at once even when the control plane is down.
+//!
+//! File format (JSON): `{"format": "env-sidecar-last-known-good",
+//! "version": 1, "crc32": "<hex>", "body": {"cursor": N, "projects": [...]}}`
+//! where the CRC-32 covers the exact bytes of `body`. Written atomically:
+//! a temp file in the same directory, fsync, rename over the old file, fsync
+//! the directory. A load that fails any check (unreadable, truncated, wrong
+//! format or version, checksum mismatch) is an error the caller logs and
+//! ignores: the cache can never stop the sidecar from starting.
+//!
+//! Loaded documents go through the same validation as any fetch.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::{watch, Notify};
+
+use crate::project::Project;
+use crate::status::Event;
+use crate::store::Store;
+use crate::wire::{parse_snapshot, SnapshotBody, WireProject};
+
+pub const FORMAT: &str = "env-sidecar-last-known-good";
+pub const VERSION: u32 = 1;
+
+/// A burst of accepted changes within this window costs one write.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a last-known-good file: {message}")]
+    Format { path: PathBuf, message: String },
+    #[error("{path} has version {found}, this build reads version {VERSION}")]
+    Version { path: PathBuf, found: u32 },
+    #[error("{path} fails its checksum (stored {stored}, computed {computed:08x}): truncated or corrupt")]
+    Checksum {
+        path: PathBuf,
+        stored: String,
+        computed: u32,
+    },
+}
+
+#[derive(Serialize)]
+struct BodyOut<'a> {
+    cursor: u64,
+    projects: Vec<&'a WireProject>,
+}
+
+#[derive(Deserialize)]
+struct FileIn<'a> {
+    format: String,
+    version: u32,
+    crc32: String,
+    #[serde(borrow)]
+    body: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct BodyIn<'a> {
+    cursor: u64,
+    #[serde(borrow)]
+    projects: &'a RawValue,
+}
+
+/// Renders the cache file for `projects` at `cursor`.
+pub fn encode(cursor: u64, projects: &[Arc<Project>]) -> Vec<u8> {
+    let body = BodyOut {
+        cursor,
+        projects: projects.iter().map(|p| p.valid().document()).collect(),
+    };
+    // Plain data of strings and integers: serialising cannot fail.
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    let crc = crc32fast::hash(&body);
+    let mut out = Vec::with_capacity(body.len() + 128);
+    out.extend_from_slice(
+        format!(r#"{{"format":"{FORMAT}","version":{VERSION},"crc32":"{crc:08x}","body":"#)
+            .as_bytes(),
+    );
+    out.extend_from_slice(&body);
+    out.extend_from_slice(b"}\n");
+    out
+}
+
+/// Checks and decodes a cache file into a snapshot body (`revision` is
+/// the cursor).
+pub fn decode(path: &Path, bytes: &[u8]) -> Result<SnapshotBody, CacheError> {
+    let format_error = |message: String| CacheError::Format {
+        path: path.to_owned(),
+        message,
+    };
+    let file: FileIn = serde_json::from_slice(bytes).map_err(|e| format_error(e.to_string()))?;
+    if file.format != FORMAT {
+        return Err(format_error(format!("format is {:?}", file.format)));
+    }
+    if file.version != VERSION {
+        return Err(CacheError::Version {
+            path: path.to_owned(),
+            found: file.version,
+        });
+    }
+    let computed = crc32fast::hash(file.body.get().as_bytes());
+    if u32::from_str_radix(&file.crc32, 16).ok() != Some(computed) {
+        return Err(CacheError::Checksum {
+            path: path.to_owned(),
+            stored: file.crc32,
+            computed,
+        });
+    }
+    let body: BodyIn =
+        serde_json::from_str(file.body.get()).map_err(|e| format_error(e.to_string()))?;
+    // Reuse the snapshot parser so cached documents take the same path.
+    let mut snapshot = Vec::with_capacity(body.projects.get().len() + 40);
+    snapshot.extend_from_slice(format!(r#"{{"revision":{},"projects":"#, body.cursor).as_bytes());
+    snapshot.extend_from_slice(body.projects.get().as_bytes());
+    snapshot.push(b'}');
+    parse_snapshot(&snapshot).map_err(|e| format_error(e.to_string()))
+}
+
+/// Reads and decodes the cache file.
+pub fn load(path: &Path) -> Result<SnapshotBody, CacheError> {
+    let bytes = std::fs::read(path).map_err(|source| CacheError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    decode(path, &bytes)
+}
+
+/// Writes `bytes` to `path` atomically and durably.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+    let err = |source| CacheError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(err)?;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(&dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(err)
+}
+
+/// Persists the store whenever the writer reports accepted changes,
+/// debounced, and once more at shutdown if anything is still unwritten.
+#[derive(Debug)]
+pub struct CacheWriter {
+    pub path: PathBuf,
+    pub store: Store,
+    /// Notified by the writer task after every apply that changed something.
+    pub dirty: Arc<Notify>,
+    /// Last successful write, or last failure (for `/admin/status`).
+    pub last_write: Arc<std::sync::Mutex<Option<Result<Event, Event>>>>,
+}
+
+impl CacheWriter {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = self.dirty.notified() => {}
+                _ = shutdown.changed() => return self.flush_if_dirty().await,
+            }
+            // Let a burst finish; whatever lands meanwhile is in this write.
+            tokio::select! {
+                _ = tokio::time::sleep(DEBOUNCE) => {}
+                _ = shutdown.changed() => {}
+            }
+            self.write_now().await;
+            if *shutdown.borrow() {
+                return self.flush_if_dirty().await;
+            }
+        }
+    }
+
+    async fn flush_if_dirty(&self) {
+        // `notified()` consumes a stored permit if the writer left one.
+        let pending = tokio::time::timeout(Duration::ZERO, self.dirty.notified())
+            .await
+            .is_ok();
+        if pending {
+            self.write_now().await;
+        }
+    }
+
+    /// Writes the current state now (off the async threads).
+    pub async fn write_now(&self) {
+        let (store, path) = (self.store.clone(), self.path.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            let projects = store.projects();
+            let bytes = encode(store.cursor(), &projects);
+            write_atomic(&path, &bytes).map(|()| (projects.len(), bytes.len()))
+        })
+        .await;
+        let now = SystemTime::now();
+        let outcome = match result {
+            Ok(Ok((projects, bytes))) => {
+                tracing::debug!(path = %self.path.display(), projects, bytes, "last-known-good cache written");
+                Ok(Event {
+                    at: now,
+                    message: format!("{projects} projects, {bytes} bytes"),
+                })
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "last-known-good cache not written; the previous file stays");
+                Err(Event {
+                    at: now,
+                    message: e.to_string(),
+                })
+            }
+            Err(e) => Err(Event {
+                at: now,
+                message: format!("cache task failed: {e}"),
+            }),
+        };
+        *self.last_write.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate;
+    use crate::store::{ApplyOptions, Update};
+
+    fn store_with(n: usize) -> Store {
+        let (store, mut writer) = Store::new(0.5);
+        let body = SnapshotBody {
+            revision: 42,
+            projects: (0..n).map(|i| Ok(generate::project(i, 3, None))).collect(),
+        };
+        let opts = ApplyOptions {
+            now: SystemTime::now(),
+            allow_mass_removal: false,
+        };
+        writer.apply(Update::Snapshot(body), opts).unwrap();
+        store
+    }
+
+    #[test]
+    fn round_trips_cursor_and_documents() {
+        let store = store_with(5);
+        let bytes = encode(store.cursor(), &store.projects());
+        let body = decode(Path::new("x"), &bytes).unwrap();
+        assert_eq!(body.revision, 42);
+        assert_eq!(body.projects.len(), 5);
+        let first = body.projects[0].as_ref().unwrap();
+        assert_eq!(first, store.projects()[0].valid().document());
+    }
+
+    #[test]
+    fn every_kind_of_damage_is_detected() {
+        let good = encode(7, &store_with(3).projects());
+        let path = Path::new("x");
+        // Truncated anywhere.
+        for cut in [0, 1, good.len() / 2, good.len() - 3] {
+            assert!(decode(path, &good[..cut]).is_err(), "cut at {cut}");
+        }
+        // A flipped byte inside the body (a digit in a revision: still JSON).
+        let text = String::from_utf8(good.clone()).unwrap();
+        let flipped = text.replacen("\"revision\":3", "\"revision\":4", 1);
+        assert!(matches!(
+            decode(path, flipped.as_bytes()),
+            Err(CacheError::Checksum { .. })
+        ));
+        let wrong_version = text.replacen("\"version\":1", "\"version\":2", 1);
+        assert!(matches!(
+            decode(path, wrong_version.as_bytes()),
+            Err(CacheError::Version { found: 2, .. })
+        ));
+        let wrong_format = text.replacen(FORMAT, "something-else", 1);
+        assert!(matches!(
+            decode(path, wrong_format.as_bytes()),
+            Err(CacheError::Format { .. })
+        ));
+        assert!(decode(path, b"\x00\xff garbage").is_err());
+    }
+
+    #[test]
+    fn atomic_write_replaces_the_file_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/lkg.json");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+}

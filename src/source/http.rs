@@ -1,0 +1,382 @@
+//! The HTTP source: follows a control plane (§5 of the protocol).
+//!
+//! * `watch`: a full `GET /v1/snapshot`, then long polls of
+//!   `GET /v1/changes?after=<cursor>&wait=<s>`; `410` means the cursor is too
+//!   old, so take a full snapshot again.
+//! * `poll`: `GET /v1/snapshot` every `poll_interval` with `If-None-Match`;
+//!   `304` changes nothing.
+//!
+//! Every request carries the bearer token (never logged) and a timeout.
+//! Failures, including a fetch the writer refuses whole, back off
+//! exponentially with full jitter; success resets the backoff. The sidecar
+//! keeps serving whatever it has throughout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{AUTHORIZATION, ETAG, IF_NONE_MATCH};
+use http::{HeaderValue, StatusCode};
+use tokio::sync::watch;
+
+use super::backoff::{self, Backoff};
+use crate::clock::SharedClock;
+use crate::config::SyncMode;
+use crate::status::SyncStatus;
+use crate::store::{ApplyReport, Store, Update};
+use crate::wire::{parse_changes, parse_project, parse_snapshot, Incoming};
+use crate::writer::{WriteError, WriterHandle};
+
+/// A bearer token. Its `Debug` never shows the value.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Reads the variable `name`; unset or empty means no token.
+    pub fn from_env(name: &str) -> Option<Secret> {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(Secret)
+    }
+
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Why a fetch failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FetchError {
+    #[error("request failed: {0}")]
+    Transport(String),
+    #[error("request timed out")]
+    Timeout,
+    #[error("control plane answered {0}")]
+    Status(u16),
+    #[error("{0}")]
+    Malformed(String),
+    #[error(transparent)]
+    Refused(#[from] WriteError),
+}
+
+/// What a fetch brought back.
+#[derive(Debug)]
+pub enum Fetched<T> {
+    Body(T),
+    NotModified,
+    /// `410`: the cursor is too old.
+    Gone,
+}
+
+/// Talks §5 to one control plane.
+#[derive(Debug, Clone)]
+pub struct ControlPlane {
+    http: reqwest::Client,
+    base: String,
+    token: Option<Secret>,
+    pub request_timeout: Duration,
+    pub long_poll_wait: Duration,
+}
+
+/// The kinds of request, as metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    Snapshot,
+    Changes,
+    Project,
+}
+
+impl RequestKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Snapshot => "snapshot",
+            RequestKind::Changes => "changes",
+            RequestKind::Project => "project",
+        }
+    }
+}
+
+impl ControlPlane {
+    pub fn new(
+        base: &str,
+        token: Option<Secret>,
+        request_timeout: Duration,
+        long_poll_wait: Duration,
+    ) -> Result<ControlPlane, FetchError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(request_timeout)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| FetchError::Transport(e.to_string()))?;
+        Ok(ControlPlane {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            request_timeout,
+            long_poll_wait,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET /v1/snapshot`, conditional on `etag` when given. Returns the body
+    /// and the new ETag.
+    pub async fn snapshot(
+        &self,
+        etag: Option<&str>,
+    ) -> Result<Fetched<(crate::wire::SnapshotBody, Option<String>)>, FetchError> {
+        let mut req = self.get("/v1/snapshot", self.request_timeout);
+        if let Some(tag) = etag {
+            req = req.header(IF_NONE_MATCH, tag);
+        }
+        let resp = send(req).await?;
+        match resp.status() {
+            StatusCode::NOT_MODIFIED => Ok(Fetched::NotModified),
+            StatusCode::OK => {
+                let tag = resp
+                    .headers()
+                    .get(ETAG)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let bytes = body(resp).await?;
+                // Large snapshots take a while to parse: keep it off the
+                // threads that serve requests.
+                let parsed = tokio::task::spawn_blocking(move || parse_snapshot(&bytes))
+                    .await
+                    .map_err(|e| FetchError::Malformed(e.to_string()))?
+                    .map_err(|e| FetchError::Malformed(format!("snapshot: {e}")))?;
+                Ok(Fetched::Body((parsed, tag)))
+            }
+            other => Err(FetchError::Status(other.as_u16())),
+        }
+    }
+
+    /// `GET /v1/changes?after=N&wait=S`.
+    pub async fn changes(
+        &self,
+        after: u64,
+    ) -> Result<Fetched<crate::wire::ChangesBody>, FetchError> {
+        let wait = self.long_poll_wait.as_secs_f64();
+        let path = format!("/v1/changes?after={after}&wait={wait}");
+        let resp = send(self.get(&path, self.long_poll_wait + self.request_timeout)).await?;
+        match resp.status() {
+            StatusCode::GONE => Ok(Fetched::Gone),
+            StatusCode::OK => {
+                let bytes = body(resp).await?;
+                let parsed = parse_changes(&bytes)
+                    .map_err(|e| FetchError::Malformed(format!("changes: {e}")))?;
+                Ok(Fetched::Body(parsed))
+            }
+            other => Err(FetchError::Status(other.as_u16())),
+        }
+    }
+
+    /// `GET /v1/projects/{id}`: `None` when the control plane says 404.
+    pub async fn project(&self, id: &str) -> Result<Option<Incoming>, FetchError> {
+        let path = format!(
+            "/v1/projects/{}",
+            percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let resp = send(self.get(&path, self.request_timeout)).await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::OK => {
+                let bytes = body(resp).await?;
+                let parsed = parse_project(&bytes)
+                    .map_err(|e| FetchError::Malformed(format!("project: {e}")))?;
+                Ok(Some(parsed))
+            }
+            other => Err(FetchError::Status(other.as_u16())),
+        }
+    }
+
+    fn get(&self, path: &str, timeout: Duration) -> reqwest::RequestBuilder {
+        let mut req = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .timeout(timeout);
+        if let Some(token) = &self.token {
+            if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", token.expose())) {
+                value.set_sensitive(true);
+                req = req.header(AUTHORIZATION, value);
+            }
+        }
+        req
+    }
+}
+
+async fn send(req: reqwest::RequestBuilder) -> Result<reqwest::Response, FetchError> {
+    req.send().await.map_err(transport)
+}
+
+async fn body(resp: reqwest::Response) -> Result<bytes::Bytes, FetchError> {
+    resp.bytes().await.map_err(transport)
+}
+
+fn transport(e: reqwest::Error) -> FetchError {
+    if e.is_timeout() {
+        FetchError::Timeout
+    } else {
+        // Without the URL: it is ours, and keeps messages short.
+        FetchError::Transport(e.without_url().to_string())
+    }
+}
+
+/// The sync loop.
+#[derive(Debug)]
+pub struct HttpSource {
+    pub control_plane: ControlPlane,
+    pub mode: SyncMode,
+    pub poll_interval: Duration,
+    pub backoff_max: Duration,
+    pub store: Store,
+    pub writer: WriterHandle,
+    pub status: Arc<SyncStatus>,
+    pub clock: SharedClock,
+}
+
+/// Where the loop stands.
+#[derive(Debug, Default)]
+struct Position {
+    /// Cursor for `changes`; `None` means a full snapshot is needed.
+    cursor: Option<u64>,
+    /// ETag of the last applied snapshot (poll mode).
+    etag: Option<String>,
+    /// 410s in a row: a control plane that keeps answering 410 right after
+    /// a snapshot gets backoff, not a tight loop.
+    gone_streak: u32,
+}
+
+impl HttpSource {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Backoff::new(backoff::BASE, self.backoff_max, backoff::seed());
+        let mut pos = Position::default();
+        if self.store.is_loaded() && self.store.cursor() > 0 {
+            // Loaded from the cache: carry on from its cursor.
+            pos.cursor = Some(self.store.cursor());
+            if self.mode == SyncMode::Poll {
+                // A fleet restarted together must not poll in lockstep.
+                let offset = backoff.uniform(self.poll_interval);
+                if sleep_or_shutdown(offset, &mut shutdown).await {
+                    return;
+                }
+            }
+        }
+        loop {
+            let result = tokio::select! {
+                r = self.step(&mut pos) => r,
+                _ = shutdown.changed() => return,
+            };
+            let wait = match result {
+                Ok(wait) => {
+                    backoff.reset();
+                    wait
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    self.status.error(self.clock.now(), e.to_string());
+                    tracing::warn!(error = %e, failures = backoff.failures(), retry_in = ?delay, "sync failed; serving the last good snapshot");
+                    delay
+                }
+            };
+            if sleep_or_shutdown(wait, &mut shutdown).await {
+                return;
+            }
+        }
+    }
+
+    /// One fetch and apply. Returns how long to wait before the next.
+    async fn step(&self, pos: &mut Position) -> Result<Duration, FetchError> {
+        match (self.mode, pos.cursor) {
+            (SyncMode::Watch, Some(cursor)) => match self.control_plane.changes(cursor).await? {
+                Fetched::Body(body) => {
+                    let revision = body.revision;
+                    let report = self.apply(Update::Changes(body), "changes").await?;
+                    pos.cursor = Some(revision);
+                    pos.gone_streak = 0;
+                    self.contact(format!("changes after {cursor}: {}", summary(&report)));
+                    Ok(Duration::ZERO)
+                }
+                Fetched::Gone => {
+                    pos.cursor = None;
+                    pos.gone_streak += 1;
+                    self.contact(format!(
+                        "cursor {cursor} too old (410); taking a full snapshot"
+                    ));
+                    if pos.gone_streak > 1 {
+                        return Err(FetchError::Status(410));
+                    }
+                    Ok(Duration::ZERO)
+                }
+                Fetched::NotModified => Err(FetchError::Status(304)),
+            },
+            (mode, _) => {
+                let etag = if mode == SyncMode::Poll {
+                    pos.etag.as_deref()
+                } else {
+                    None
+                };
+                let next = if mode == SyncMode::Poll {
+                    self.poll_interval
+                } else {
+                    Duration::ZERO
+                };
+                match self.control_plane.snapshot(etag).await? {
+                    Fetched::Body((body, tag)) => {
+                        let revision = body.revision;
+                        let report = self.apply(Update::Snapshot(body), "snapshot").await?;
+                        pos.cursor = Some(revision);
+                        pos.etag = tag;
+                        self.contact(format!("snapshot {revision}: {}", summary(&report)));
+                        Ok(next)
+                    }
+                    Fetched::NotModified => {
+                        self.contact("snapshot not modified");
+                        Ok(next)
+                    }
+                    Fetched::Gone => Err(FetchError::Status(410)),
+                }
+            }
+        }
+    }
+
+    async fn apply(&self, update: Update, origin: &'static str) -> Result<ApplyReport, FetchError> {
+        Ok(self.writer.apply(update, origin, false).await?)
+    }
+
+    fn contact(&self, message: impl Into<String>) {
+        self.status.success(self.clock.now(), message);
+    }
+}
+
+fn summary(report: &ApplyReport) -> String {
+    format!(
+        "{} changed, {} rejected",
+        report.changed(),
+        report.rejected.len()
+    )
+}
+
+/// Sleeps; true if shutdown came first.
+async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    if d.is_zero() {
+        return *shutdown.borrow();
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = shutdown.changed() => true,
+    }
+}
