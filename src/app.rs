@@ -251,7 +251,7 @@ async fn load_cache(path: &Path, writer: &WriterHandle, status: &SyncStatus) {
     {
         Ok(report) => {
             // The data is as fresh as the file: staleness counts from its write.
-            if let Some(written) = std::fs::metadata(path).and_then(|m| m.modified()).ok() {
+            if let Ok(written) = std::fs::metadata(path).and_then(|m| m.modified()) {
                 status.baseline(written);
             }
             tracing::info!(path = %path.display(), projects, accepted = report.added, cursor = report.cursor, "serving from the last-known-good cache");
