@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::cache::{self, CacheWriter};
+use crate::cache::{self, CacheState, CacheWriter};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, SourceKind};
 use crate::readiness::Readiness;
@@ -61,6 +61,7 @@ pub struct Sidecar {
     store: Store,
     status: Arc<SyncStatus>,
     check_now: Arc<Notify>,
+    cache: Arc<CacheState>,
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -81,6 +82,11 @@ impl Sidecar {
 
     pub fn status(&self) -> &Arc<SyncStatus> {
         &self.status
+    }
+
+    /// What the last-known-good cache writer has done.
+    pub fn cache(&self) -> &Arc<CacheState> {
+        &self.cache
     }
 
     /// Asks the source to look for changes now instead of at its next poll.
@@ -120,6 +126,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
     let (shutdown, shutdown_rx) = watch::channel(false);
     let check_now = Arc::new(Notify::new());
     let mut background = Vec::new();
+    let cache_state = Arc::new(CacheState::default());
 
     if let Some(path) = &cache_path {
         load_cache(path, &writer, &status).await;
@@ -164,7 +171,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
             path,
             store: store.clone(),
             dirty,
-            last_write: Arc::default(),
+            state: cache_state.clone(),
         };
         background.push(tokio::spawn(cache.run(shutdown_rx.clone())));
     }
@@ -198,6 +205,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
         store,
         status,
         check_now,
+        cache: cache_state,
         shutdown,
         servers,
         background,

@@ -171,6 +171,33 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
     result.map_err(err)
 }
 
+/// What the cache writer has done, for status and tests.
+#[derive(Debug, Default)]
+pub struct CacheState {
+    writes: std::sync::atomic::AtomicU64,
+    last: std::sync::Mutex<Option<Result<Event, Event>>>,
+}
+
+impl CacheState {
+    /// Successful writes since start.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The last write: `Ok` with what was written, or `Err` with why not.
+    pub fn last(&self) -> Option<Result<Event, Event>> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn record(&self, outcome: Result<Event, Event>) {
+        if outcome.is_ok() {
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+    }
+}
+
 /// Persists the store whenever the writer reports accepted changes,
 /// debounced, and once more at shutdown if anything is still unwritten.
 #[derive(Debug)]
@@ -179,8 +206,7 @@ pub struct CacheWriter {
     pub store: Store,
     /// Notified by the writer task after every apply that changed something.
     pub dirty: Arc<Notify>,
-    /// Last successful write, or last failure (for `/admin/status`).
-    pub last_write: Arc<std::sync::Mutex<Option<Result<Event, Event>>>>,
+    pub state: Arc<CacheState>,
 }
 
 impl CacheWriter {
@@ -242,7 +268,7 @@ impl CacheWriter {
                 message: format!("cache task failed: {e}"),
             }),
         };
-        *self.last_write.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+        self.state.record(outcome);
     }
 }
 

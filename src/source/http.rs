@@ -228,11 +228,19 @@ async fn body(resp: reqwest::Response) -> Result<bytes::Bytes, FetchError> {
 
 fn transport(e: reqwest::Error) -> FetchError {
     if e.is_timeout() {
-        FetchError::Timeout
-    } else {
-        // Without the URL: it is ours, and keeps messages short.
-        FetchError::Transport(e.without_url().to_string())
+        return FetchError::Timeout;
     }
+    // Without the URL (it is ours), with the causes: "error sending
+    // request" alone does not tell an operator "connection refused".
+    let e = e.without_url();
+    let mut message = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        message.push_str(": ");
+        message.push_str(&c.to_string());
+        cause = c.source();
+    }
+    FetchError::Transport(message)
 }
 
 /// The sync loop.

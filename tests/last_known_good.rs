@@ -1,0 +1,159 @@
+//! The last-known-good cache: written after accepted changes (debounced),
+//! loaded first on start so the sidecar serves while the control plane is
+//! down, carried on from its cursor, and ignored when damaged.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use common::{eventually, http_config, project, simulator, TestSidecar};
+
+fn cached(config: &mut env_sidecar::config::Config, path: &std::path::Path) {
+    config.cache.path = path.to_owned();
+}
+
+#[tokio::test]
+async fn a_restart_serves_from_the_cache_while_the_control_plane_is_down() {
+    let keep = tempfile::tempdir().unwrap();
+    let cache = keep.path().join("lkg.json");
+    let sim = simulator(vec![project("acme", 1), project("globex", 1)], None).await;
+    let url = sim.url();
+    let first = TestSidecar::follow(&url, |c| cached(c, &cache)).await;
+    first.wait_ready().await;
+    sim.publish([project("acme", 2)]);
+    first.wait_revision("acme", 2).await;
+    eventually("the cache written at revision 2", || async {
+        std::fs::read_to_string(&cache).is_ok_and(|t| t.contains("qa-r2"))
+    })
+    .await;
+    first.sidecar.shutdown().await;
+    sim.stop();
+
+    let second = TestSidecar::follow(&url, |c| cached(c, &cache)).await;
+    // Ready at once, before any contact with the (dead) control plane.
+    assert_eq!(second.get_admin("/readyz").await.status, 200);
+    assert_eq!(second.served("acme", "qa").await, "qa-r2");
+    assert_eq!(second.served("globex", "qa").await, "qa-r1");
+    assert!(second.sidecar.status().events().last_success.is_none());
+    eventually("failures against the dead control plane", || async {
+        second.sidecar.status().events().last_error.is_some()
+    })
+    .await;
+    assert_eq!(second.served("acme", "qa").await, "qa-r2", "still serving");
+}
+
+#[tokio::test]
+async fn a_restart_carries_on_from_the_cached_cursor() {
+    let keep = tempfile::tempdir().unwrap();
+    let cache = keep.path().join("lkg.json");
+    let sim = simulator(vec![project("acme", 1)], None).await;
+    let first = TestSidecar::follow(&sim.url(), |c| cached(c, &cache)).await;
+    first.wait_ready().await;
+    eventually("the cache written", || async {
+        first.sidecar.cache().writes() >= 1
+    })
+    .await;
+    first.sidecar.shutdown().await;
+
+    let snapshots = sim.counters().snapshot.load(Ordering::SeqCst);
+    let second = TestSidecar::follow(&sim.url(), |c| cached(c, &cache)).await;
+    sim.publish([project("acme", 2)]);
+    second.wait_revision("acme", 2).await;
+    assert_eq!(
+        sim.counters().snapshot.load(Ordering::SeqCst),
+        snapshots,
+        "no full snapshot needed: the cursor came from the cache"
+    );
+}
+
+#[tokio::test]
+async fn a_burst_of_changes_costs_one_write() {
+    let keep = tempfile::tempdir().unwrap();
+    let cache = keep.path().join("lkg.json");
+    let sim = simulator(vec![project("acme", 1)], None).await;
+    let t = TestSidecar::follow(&sim.url(), |c| cached(c, &cache)).await;
+    t.wait_ready().await;
+    eventually("the first write", || async {
+        t.sidecar.cache().writes() == 1
+    })
+    .await;
+    // 20 revisions in quick succession (well inside the 200 ms debounce).
+    for rev in 2..=21 {
+        sim.publish([project("acme", rev)]);
+    }
+    t.wait_revision("acme", 21).await;
+    eventually("the burst written", || async {
+        std::fs::read_to_string(&cache).is_ok_and(|text| text.contains("qa-r21"))
+    })
+    .await;
+    tokio::time::sleep(env_sidecar::cache::DEBOUNCE * 3).await;
+    let writes = t.sidecar.cache().writes();
+    assert!(writes <= 3, "{writes} writes for one burst");
+    assert!(matches!(t.sidecar.cache().last(), Some(Ok(_))));
+}
+
+#[tokio::test]
+async fn a_damaged_cache_is_ignored_and_the_source_still_loads() {
+    let sim = simulator(vec![project("acme", 1)], None).await;
+    for damage in ["corrupt", "truncated", "checksum", "version", "empty"] {
+        let keep = tempfile::tempdir().unwrap();
+        let cache = keep.path().join("lkg.json");
+        // A valid cache of a different state, then damaged.
+        let good = valid_cache_bytes().await;
+        let text = String::from_utf8(good.clone()).unwrap();
+        let bytes: Vec<u8> = match damage {
+            "corrupt" => b"\x00\x01 not json at all".to_vec(),
+            "truncated" => good[..good.len() / 2].to_vec(),
+            "checksum" => text.replacen("qa-r7", "qa-r8", 1).into_bytes(),
+            "version" => text
+                .replacen("\"version\":1", "\"version\":99", 1)
+                .into_bytes(),
+            _ => Vec::new(),
+        };
+        std::fs::write(&cache, bytes).unwrap();
+        let t = TestSidecar::follow(&sim.url(), |c| cached(c, &cache)).await;
+        t.wait_ready().await;
+        assert_eq!(
+            t.served("acme", "qa").await,
+            "qa-r1",
+            "{damage}: served what the control plane has"
+        );
+        t.sidecar.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_damaged_cache_with_no_control_plane_leaves_the_sidecar_not_ready() {
+    let keep = tempfile::tempdir().unwrap();
+    let cache = keep.path().join("lkg.json");
+    let good = valid_cache_bytes().await;
+    std::fs::write(&cache, &good[..good.len() - 10]).unwrap();
+    let t = TestSidecar::follow("http://127.0.0.1:9", |c| cached(c, &cache)).await;
+    eventually("a failed fetch", || async {
+        t.sidecar.status().events().last_error.is_some()
+    })
+    .await;
+    assert_eq!(t.get_admin("/readyz").await.status, 503);
+    assert_eq!(
+        t.get("/v1/resolve?project=acme").await.error_code(),
+        "not_ready"
+    );
+}
+
+/// The bytes of a real cache file holding `acme` at revision 7.
+async fn valid_cache_bytes() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("lkg.json");
+    let sim = simulator(vec![project("acme", 7)], None).await;
+    let mut config = http_config(dir.path(), &sim.url());
+    config.cache.path = cache.clone();
+    let t = TestSidecar::launch(config, tempfile::tempdir().unwrap()).await;
+    t.wait_ready().await;
+    eventually("cache written", || async {
+        t.sidecar.cache().writes() >= 1
+    })
+    .await;
+    t.sidecar.shutdown().await;
+    sim.stop();
+    std::fs::read(&cache).unwrap()
+}
