@@ -1,29 +1,40 @@
-//! Wiring: builds the store, the writer task, the source and both listeners
-//! from a [`Config`], and shuts them down in order.
+//! Wiring: builds the store, the writer task, the source, the cache writer
+//! and every listener from a [`Config`], and shuts them down in order.
 //!
 //! `main` and the integration tests start the sidecar the same way, through
 //! [`start`]; tests bind port 0 and read the real addresses back.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::cache::{self, CacheState, CacheWriter};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, SourceKind};
+use crate::metrics::Metrics;
 use crate::readiness::Readiness;
-use crate::server::admin::AdminPlane;
+use crate::refresh::Refresher;
+use crate::secret::Secret;
+use crate::server::admin::{AdminPlane, StatusInfo};
 use crate::server::data::DataPlane;
 use crate::server::{serve, Limits};
 use crate::source::file::FileSource;
-use crate::source::http::{ControlPlane, HttpSource, Secret};
+use crate::source::http::{ControlPlane, HttpSource};
 use crate::status::SyncStatus;
 use crate::store::Store;
 use crate::writer::{self, WriterHandle, ORIGIN_CACHE};
+
+/// Permissions of the data-plane Unix socket: owner and group may connect.
+pub const UNIX_SOCKET_MODE: u32 = 0o660;
+
+/// How often histogram samples are folded into buckets between scrapes.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -33,6 +44,13 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
+    #[error(
+        "refusing to serve the operator plane on {0} without a token: set the variable named by \
+         admin.token_env, or listen on a loopback address"
+    )]
+    InsecureAdmin(SocketAddr),
+    #[error("server.unix_socket {0}: exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
     #[error("cannot set up the source: {0}")]
     Source(String),
 }
@@ -60,8 +78,10 @@ pub struct Sidecar {
     admin_addr: SocketAddr,
     store: Store,
     status: Arc<SyncStatus>,
+    metrics: Arc<Metrics>,
     check_now: Arc<Notify>,
     cache: Arc<CacheState>,
+    unix_socket: Option<PathBuf>,
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -84,6 +104,10 @@ impl Sidecar {
         &self.status
     }
 
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// What the last-known-good cache writer has done.
     pub fn cache(&self) -> &Arc<CacheState> {
         &self.cache
@@ -95,7 +119,8 @@ impl Sidecar {
     }
 
     /// Stops accepting on every listener, drains in-flight requests within
-    /// the drain deadline, then stops the source and the writer.
+    /// the drain deadline, stops the source and the writer, and flushes
+    /// the last-known-good cache.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         for task in self.servers {
@@ -103,6 +128,9 @@ impl Sidecar {
         }
         for task in self.background {
             let _ = task.await;
+        }
+        if let Some(path) = &self.unix_socket {
+            let _ = std::fs::remove_file(path);
         }
     }
 }
@@ -113,20 +141,37 @@ pub async fn start(config: Config) -> Result<Sidecar, StartError> {
 }
 
 pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, StartError> {
+    let admin_token = Secret::from_env(&config.admin.token_env);
+    if admin_token.is_none() && !config.admin.listen.ip().is_loopback() {
+        return Err(StartError::InsecureAdmin(config.admin.listen));
+    }
     let data_listener = bind("data plane", config.server.listen).await?;
     let admin_listener = bind("operator plane", config.admin.listen).await?;
     let data_addr = local_addr("data plane", &data_listener)?;
     let admin_addr = local_addr("operator plane", &admin_listener)?;
+    let unix_socket =
+        Some(PathBuf::from(&config.server.unix_socket)).filter(|p| !p.as_os_str().is_empty());
+    let unix_listener = match &unix_socket {
+        Some(path) => Some(bind_unix(path)?),
+        None => None,
+    };
 
+    let clock = options.clock.clone();
+    let metrics = Metrics::new();
     let (store, store_writer) = Store::new(config.source.max_removed_fraction);
     let status = Arc::new(SyncStatus::default());
     let cache_path = Some(config.cache.path.clone()).filter(|p| !p.as_os_str().is_empty());
+    let cache_state = Arc::new(CacheState::default());
     let persist = cache_path.as_ref().map(|_| Arc::new(Notify::new()));
-    let (writer, writer_task) = writer::spawn(store_writer, options.clock.clone(), persist.clone());
+    let (writer, writer_task) = writer::spawn(
+        store_writer,
+        clock.clone(),
+        persist.clone(),
+        metrics.clone(),
+    );
     let (shutdown, shutdown_rx) = watch::channel(false);
     let check_now = Arc::new(Notify::new());
-    let mut background = Vec::new();
-    let cache_state = Arc::new(CacheState::default());
+    let (refresher, jobs) = Refresher::new(config.source.request_timeout);
 
     if let Some(path) = &cache_path {
         load_cache(path, &writer, &status).await;
@@ -139,9 +184,11 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
                 poll_interval: config.source.poll_interval,
                 writer,
                 status: status.clone(),
-                clock: options.clock.clone(),
+                store: store.clone(),
+                metrics: metrics.clone(),
+                clock: clock.clone(),
             };
-            tokio::spawn(source.run(check_now.clone(), shutdown_rx.clone()))
+            tokio::spawn(source.run(check_now.clone(), jobs, shutdown_rx.clone()))
         }
         SourceKind::Http => {
             let s = &config.source;
@@ -157,16 +204,16 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
                 store: store.clone(),
                 writer,
                 status: status.clone(),
-                clock: options.clock.clone(),
+                metrics: metrics.clone(),
+                clock: clock.clone(),
             };
-            tokio::spawn(source.run(shutdown_rx.clone()))
+            tokio::spawn(source.run(jobs, shutdown_rx.clone()))
         }
     };
-    background.push(source_task);
-    // The writer stops once the source (its last handle) is gone; the cache
-    // writer flushes after that, on shutdown.
-    background.push(writer_task);
-    if let (Some(path), Some(dirty)) = (cache_path, persist) {
+    // Order matters at shutdown: the source stops, which drops the last
+    // writer handle so the writer drains and stops, then the cache flushes.
+    let mut background = vec![source_task, writer_task];
+    if let (Some(path), Some(dirty)) = (cache_path.clone(), persist) {
         let cache = CacheWriter {
             path,
             store: store.clone(),
@@ -175,9 +222,14 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
         };
         background.push(tokio::spawn(cache.run(shutdown_rx.clone())));
     }
+    background.push(tokio::spawn(metrics_upkeep(
+        metrics.clone(),
+        shutdown_rx.clone(),
+    )));
 
     let data = Arc::new(DataPlane {
         store: store.clone(),
+        metrics: metrics.clone(),
         project_header: config.server.project_header.clone(),
         environment_header: config.server.environment_header.clone(),
     });
@@ -186,26 +238,58 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
             store: store.clone(),
             status: status.clone(),
             max_staleness: config.readiness.max_staleness,
-            clock: options.clock.clone(),
+            clock: clock.clone(),
+        },
+        metrics: metrics.clone(),
+        refresher,
+        token: admin_token,
+        info: StatusInfo {
+            source_kind: config.source.kind,
+            source_url: config.source.url.clone(),
+            source_path: config.source.path.clone(),
+            mode: config.source.mode,
+            cache_path,
+            cache: cache_state.clone(),
         },
     });
-    let servers = vec![
+    let mut servers = vec![
         tokio::spawn(serve(
             data_listener,
-            data,
+            data.clone(),
             options.limits,
             shutdown_rx.clone(),
         )),
-        tokio::spawn(serve(admin_listener, admin, options.limits, shutdown_rx)),
+        tokio::spawn(serve(
+            admin_listener,
+            admin,
+            options.limits,
+            shutdown_rx.clone(),
+        )),
     ];
-    tracing::info!(%data_addr, %admin_addr, source = config.source.kind.as_str(), "env-sidecar listening");
+    if let Some(listener) = unix_listener {
+        servers.push(tokio::spawn(serve(
+            listener,
+            data,
+            options.limits,
+            shutdown_rx,
+        )));
+    }
+    tracing::info!(
+        %data_addr,
+        %admin_addr,
+        unix_socket = ?unix_socket,
+        source = config.source.kind.as_str(),
+        "env-sidecar listening"
+    );
     Ok(Sidecar {
         data_addr,
         admin_addr,
         store,
         status,
+        metrics,
         check_now,
         cache: cache_state,
+        unix_socket,
         shutdown,
         servers,
         background,
@@ -230,12 +314,39 @@ fn local_addr(what: &'static str, listener: &TcpListener) -> Result<SocketAddr, 
     })
 }
 
+/// Binds the Unix socket, removing a stale socket file left by a previous
+/// run (but never a regular file), and sets its permissions.
+fn bind_unix(path: &Path) -> Result<UnixListener, StartError> {
+    let err = |source| StartError::Bind {
+        what: "data plane (unix socket)",
+        addr: path.display().to_string(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path).map_err(err)?,
+        Ok(_) => return Err(StartError::NotASocket(path.to_owned())),
+        Err(_) => {}
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(UNIX_SOCKET_MODE))
+        .map_err(err)?;
+    Ok(listener)
+}
+
+async fn metrics_upkeep(metrics: Arc<Metrics>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(METRICS_UPKEEP) => metrics.upkeep(),
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// Loads the last-known-good cache, if there is a valid one. Never fails:
 /// a missing or damaged cache is logged and the sidecar starts without it.
 async fn load_cache(path: &Path, writer: &WriterHandle, status: &SyncStatus) {
     let owned = path.to_owned();
-    let loaded = tokio::task::spawn_blocking(move || cache::load(&owned)).await;
-    let body = match loaded {
+    let body = match tokio::task::spawn_blocking(move || cache::load(&owned)).await {
         Ok(Ok(body)) => body,
         Ok(Err(cache::CacheError::Read { source, .. }))
             if source.kind() == std::io::ErrorKind::NotFound =>
@@ -262,7 +373,13 @@ async fn load_cache(path: &Path, writer: &WriterHandle, status: &SyncStatus) {
             if let Ok(written) = std::fs::metadata(path).and_then(|m| m.modified()) {
                 status.baseline(written);
             }
-            tracing::info!(path = %path.display(), projects, accepted = report.added, cursor = report.cursor, "serving from the last-known-good cache");
+            tracing::info!(
+                path = %path.display(),
+                projects,
+                accepted = report.added,
+                cursor = report.cursor,
+                "serving from the last-known-good cache"
+            );
         }
         Err(e) => tracing::warn!(error = %e, "last-known-good cache not applied"),
     }

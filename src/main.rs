@@ -24,6 +24,19 @@ struct Args {
     /// Overrides source.path (kind = "file")
     #[arg(long, value_name = "PATH")]
     source_path: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Probe the operator plane's /readyz and exit 0 when ready, 1 when not
+    /// (for container health checks; needs no shell tools)
+    Health {
+        /// Address of the operator plane [default: admin.listen of the config]
+        #[arg(long, value_name = "ADDR")]
+        addr: Option<SocketAddr>,
+    },
 }
 
 /// Exit status for a bad config or bad flags (EX_USAGE / EX_CONFIG).
@@ -39,6 +52,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Some(Command::Health { addr }) = args.command {
+        return health(addr.unwrap_or(config.admin.listen));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -82,6 +98,33 @@ fn load_config(args: &Args) -> Result<Config, env_sidecar::config::ConfigError> 
     }
     config.check()?;
     Ok(config)
+}
+
+/// `GET /readyz` over a plain TCP connection, bounded by two seconds.
+fn health(addr: SocketAddr) -> ExitCode {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(2);
+    let probe = || -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        stream
+            .write_all(b"GET /readyz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head)?;
+        Ok(String::from_utf8_lossy(&head).into_owned())
+    };
+    match probe() {
+        Ok(head) if head.starts_with("HTTP/1.1 200") => ExitCode::SUCCESS,
+        Ok(head) => {
+            eprintln!("env-sidecar health: not ready ({})", head.trim());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("env-sidecar health: {addr}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logging() {

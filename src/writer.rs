@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::clock::SharedClock;
+use crate::metrics::Metrics;
 use crate::store::{ApplyError, ApplyOptions, ApplyReport, StoreWriter, Update};
 use crate::timestamp::format_rfc3339;
 
@@ -78,6 +79,7 @@ pub fn spawn(
     mut writer: StoreWriter,
     clock: SharedClock,
     persist: Option<Arc<Notify>>,
+    metrics: Arc<Metrics>,
 ) -> (WriterHandle, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Command>(64);
     let task = tokio::spawn(async move {
@@ -88,6 +90,16 @@ pub fn spawn(
             };
             let result = writer.apply(cmd.update, opts);
             log_outcome(cmd.origin, &result);
+            if let Ok(report) = &result {
+                for r in &report.rejected {
+                    metrics.rejected(r.reason);
+                }
+                if cmd.origin != ORIGIN_CACHE {
+                    for published in &report.published {
+                        metrics.propagated(*published, opts.now);
+                    }
+                }
+            }
             if let (Ok(report), Some(persist)) = (&result, &persist) {
                 if report.changed() > 0 && cmd.origin != ORIGIN_CACHE {
                     persist.notify_one();

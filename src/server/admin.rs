@@ -1,25 +1,68 @@
 //! The operator plane (default `127.0.0.1:9901`).
 //!
-//! * `GET /healthz`  200 while the process runs
-//! * `GET /readyz`   200 once a snapshot is loaded and not stale, else 503
+//! * `GET  /metrics`        Prometheus text exposition (open, for scrapers)
+//! * `GET  /healthz`        200 while the process runs (open)
+//! * `GET  /readyz`         200 once a snapshot is loaded and not stale (open)
+//! * `GET  /admin/status`   source, cursor, last success / error, counts,
+//!   rejections, cache, readiness, version
+//! * `POST /admin/refresh[?project=P][&allow_mass_removal=true]`
+//!   fetch now and answer what changed; concurrent calls coalesce
 //!
-//! Probes stay open; nothing here is on the resolve path.
+//! `/admin/*` requires `Authorization: Bearer <token>` when the admin token
+//! variable is set (compared in constant time). Nothing here is on the
+//! resolve path.
 
-use http::{Method, Request, Response, StatusCode};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use serde::Serialize;
 
-use super::api::{clip, json_response, ApiError};
+use super::api::{clip, json_ok, json_response, ApiError};
+use super::query::decode_param;
+use super::views::RejectionView;
 use super::{Body, Handler};
+use crate::cache::CacheState;
+use crate::config::{SourceKind, SyncMode};
+use crate::metrics::Metrics;
 use crate::readiness::Readiness;
+use crate::refresh::{RefreshRequest, Refresher, Scope};
+use crate::secret::Secret;
+use crate::status::Event;
+use crate::timestamp::format_rfc3339;
+use crate::validate::is_valid_id;
 
+/// What `/admin/status` reports about the configuration.
 #[derive(Debug, Clone)]
+pub struct StatusInfo {
+    pub source_kind: SourceKind,
+    pub source_url: String,
+    pub source_path: PathBuf,
+    pub mode: SyncMode,
+    pub cache_path: Option<PathBuf>,
+    pub cache: Arc<CacheState>,
+}
+
+#[derive(Debug)]
 pub struct AdminPlane {
     pub readiness: Readiness,
+    pub metrics: Arc<Metrics>,
+    pub refresher: Refresher,
+    pub token: Option<Secret>,
+    pub info: StatusInfo,
 }
 
 impl Handler for AdminPlane {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path();
+        if path.starts_with("/admin/") && !self.authorized(&req) {
+            if path == "/admin/refresh" {
+                self.metrics.refreshed("unauthorized");
+            }
+            return ApiError::unauthorized().into_response();
+        }
         match (req.method(), path) {
             (&Method::GET, "/healthz") => {
                 json_response(StatusCode::OK, &b"{\"status\":\"ok\"}"[..])
@@ -30,8 +73,170 @@ impl Handler for AdminPlane {
                     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why).into_response()
                 }
             },
-            (m, "/healthz" | "/readyz") => ApiError::method_not_allowed(m, path).into_response(),
+            (&Method::GET, "/metrics") => {
+                let r = &self.readiness;
+                let text = self.metrics.render(&r.store, &r.status, &r.clock);
+                let mut response = Response::new(Body::new(text.into()));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                response
+            }
+            (&Method::GET, "/admin/status") => self.status(),
+            (&Method::POST, "/admin/refresh") => {
+                self.refresh(req.uri().query().unwrap_or("")).await
+            }
+            (m, "/healthz" | "/readyz" | "/metrics" | "/admin/status" | "/admin/refresh") => {
+                ApiError::method_not_allowed(m, path).into_response()
+            }
             _ => ApiError::not_found(format!("no route for {}", clip(path))).into_response(),
+        }
+    }
+}
+
+impl AdminPlane {
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        match &self.token {
+            None => true,
+            Some(token) => {
+                token.matches_bearer(req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes))
+            }
+        }
+    }
+
+    async fn refresh(&self, query: &str) -> Response<Body> {
+        let request = match parse_refresh(query) {
+            Ok(r) => r,
+            Err(message) => return ApiError::invalid(message).into_response(),
+        };
+        let outcome = self.refresher.refresh(request).await;
+        self.metrics.refreshed(outcome.result);
+        json_ok(&*outcome)
+    }
+
+    fn status(&self) -> Response<Body> {
+        let r = &self.readiness;
+        let now = r.clock.now();
+        let events = r.status.events();
+        let readiness = r.check();
+        let (cache_last_write, cache_last_error) = match self.info.cache.last() {
+            Some(Ok(e)) => (Some(EventView::from(&e)), None),
+            Some(Err(e)) => (None, Some(EventView::from(&e))),
+            None => (None, None),
+        };
+        let view = StatusView {
+            version: env!("CARGO_PKG_VERSION"),
+            ready: readiness.is_ok(),
+            not_ready_reason: readiness.err(),
+            source: SourceView {
+                kind: self.info.source_kind.as_str(),
+                url: (self.info.source_kind == SourceKind::Http)
+                    .then_some(self.info.source_url.as_str()),
+                path: (self.info.source_kind == SourceKind::File)
+                    .then(|| self.info.source_path.display().to_string()),
+                mode: (self.info.source_kind == SourceKind::Http)
+                    .then_some(self.info.mode.as_str()),
+            },
+            cursor: r.store.cursor(),
+            last_success: events.last_success.as_ref().map(EventView::from),
+            last_error: events.last_error.as_ref().map(EventView::from),
+            snapshot_age_seconds: r.status.age(now).map(|a| a.as_secs_f64()),
+            projects: r.store.project_count(),
+            environments: r.store.environment_count(),
+            rejected: r
+                .store
+                .all_rejections()
+                .iter()
+                .map(RejectionView::from)
+                .collect(),
+            cache: CacheView {
+                path: self
+                    .info
+                    .cache_path
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
+                writes: self.info.cache.writes(),
+                last_write: cache_last_write,
+                last_error: cache_last_error,
+            },
+        };
+        json_ok(&view)
+    }
+}
+
+fn parse_refresh(query: &str) -> Result<RefreshRequest, String> {
+    let mut scope = Scope::All;
+    let mut allow_mass_removal = false;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "project" => {
+                let id = decode_param(key, value)?;
+                if !is_valid_id(&id) {
+                    return Err(format!("invalid project id {:?}", clip(&id)));
+                }
+                scope = Scope::Project(id.into_owned());
+            }
+            "allow_mass_removal" => {
+                allow_mass_removal = match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err("allow_mass_removal must be true or false".into()),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(RefreshRequest {
+        scope,
+        allow_mass_removal,
+    })
+}
+
+#[derive(Serialize)]
+struct StatusView<'a> {
+    version: &'static str,
+    ready: bool,
+    not_ready_reason: Option<String>,
+    source: SourceView<'a>,
+    cursor: u64,
+    last_success: Option<EventView>,
+    last_error: Option<EventView>,
+    snapshot_age_seconds: Option<f64>,
+    projects: usize,
+    environments: usize,
+    rejected: Vec<RejectionView>,
+    cache: CacheView,
+}
+
+#[derive(Serialize)]
+struct SourceView<'a> {
+    kind: &'static str,
+    url: Option<&'a str>,
+    path: Option<String>,
+    mode: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct CacheView {
+    path: Option<String>,
+    writes: u64,
+    last_write: Option<EventView>,
+    last_error: Option<EventView>,
+}
+
+#[derive(Serialize)]
+struct EventView {
+    at: String,
+    message: String,
+}
+
+impl From<&Event> for EventView {
+    fn from(e: &Event) -> Self {
+        EventView {
+            at: format_rfc3339(e.at),
+            message: e.message.clone(),
         }
     }
 }

@@ -10,6 +10,8 @@
 //! hyper needs for the response itself.
 
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Instant;
 
 use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -21,7 +23,8 @@ use super::api::{clip, json_ok, json_response, ApiError, JSON};
 use super::query::{fill_from_headers, parse_query, ResolveQuery};
 use super::views::ProjectView;
 use super::{Body, Handler};
-use crate::resolve::{Answer, Outcome};
+use crate::metrics::{Metrics, ResolveOutcome};
+use crate::resolve::{Answer, Outcome, ResolveError};
 use crate::store::Store;
 use crate::validate::is_valid_id;
 
@@ -37,6 +40,7 @@ pub const SNAPSHOT_REVISION: HeaderName = HeaderName::from_static("x-snapshot-re
 #[derive(Debug, Clone)]
 pub struct DataPlane {
     pub store: Store,
+    pub metrics: Arc<Metrics>,
     pub project_header: HeaderName,
     pub environment_header: HeaderName,
 }
@@ -64,9 +68,10 @@ impl Handler for DataPlane {
 
 impl DataPlane {
     fn resolve(&self, req: &Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
         let mut query = match parse_query(req.uri().query().unwrap_or("")) {
             Ok(q) => q,
-            Err(message) => return ApiError::invalid(message).into_response(),
+            Err(message) => return self.invalid(message, started).into_response(),
         };
         if let Err(message) = fill_from_headers(
             &mut query,
@@ -74,27 +79,45 @@ impl DataPlane {
             &self.project_header,
             &self.environment_header,
         ) {
-            return ApiError::invalid(message).into_response();
+            return self.invalid(message, started).into_response();
         }
-        match self.resolve_one(&query) {
+        match self.resolve_one(&query, started) {
             Ok(answer) => answer_response(answer),
             Err(err) => err.into_response(),
         }
     }
 
-    fn resolve_one(&self, query: &ResolveQuery<'_>) -> Result<Answer, ApiError> {
+    /// Resolves one request and records it in the metrics.
+    fn resolve_one(&self, query: &ResolveQuery<'_>, started: Instant) -> Result<Answer, ApiError> {
         let Some(project) = query.project.as_deref() else {
-            return Err(ApiError::invalid(format!(
+            let message = format!(
                 "project is required (query parameter \"project\" or header {})",
                 self.project_header
-            )));
+            );
+            return Err(self.invalid(message, started));
         };
         // An empty environment is the same as none: proxies often forward
         // an empty header for an absent one.
         let environment = query.environment.as_deref().filter(|e| !e.is_empty());
-        self.store
-            .resolve(project, environment, query.strict)
-            .map_err(|err| ApiError::from_resolve(err, project, environment))
+        let result = self.store.resolve(project, environment, query.strict);
+        let outcome = match &result {
+            Ok(answer) if answer.outcome == Outcome::Exact => ResolveOutcome::Exact,
+            Ok(_) => ResolveOutcome::Fallback,
+            Err(ResolveError::InvalidProject | ResolveError::InvalidEnvironment) => {
+                ResolveOutcome::InvalidRequest
+            }
+            Err(ResolveError::UnknownProject) => ResolveOutcome::UnknownProject,
+            Err(ResolveError::UnknownEnvironment) => ResolveOutcome::UnknownEnvironment,
+            Err(ResolveError::NotReady) => ResolveOutcome::NotReady,
+        };
+        self.metrics.resolved(outcome, started.elapsed());
+        result.map_err(|err| ApiError::from_resolve(err, project, environment))
+    }
+
+    fn invalid(&self, message: String, started: Instant) -> ApiError {
+        self.metrics
+            .resolved(ResolveOutcome::InvalidRequest, started.elapsed());
+        ApiError::invalid(message)
     }
 
     async fn batch(&self, req: Request<Incoming>) -> Response<Body> {
@@ -143,7 +166,7 @@ impl DataPlane {
                 environment: item.environment.as_deref().map(Cow::Borrowed),
                 strict: item.strict,
             };
-            match self.resolve_one(&query) {
+            match self.resolve_one(&query, Instant::now()) {
                 Ok(answer) => out.extend_from_slice(&answer.body),
                 Err(err) => out.extend_from_slice(&err.body()),
             }

@@ -46,12 +46,13 @@ pub fn parse_query(query: &str) -> Result<ResolveQuery<'_>, String> {
         if slot.is_some() {
             return Err(format!("parameter {key:?} is repeated"));
         }
-        *slot = Some(decode(key, value)?);
+        *slot = Some(decode_param(key, value)?);
     }
     Ok(out)
 }
 
-fn decode<'a>(key: &str, value: &'a str) -> Result<Cow<'a, str>, String> {
+/// Percent-decodes a query value (borrowing when nothing is escaped).
+pub fn decode_param<'a>(key: &str, value: &'a str) -> Result<Cow<'a, str>, String> {
     if !value.contains('%') {
         return Ok(Cow::Borrowed(value));
     }

@@ -10,7 +10,7 @@ use crate::store::Rejection;
 use crate::timestamp::format_rfc3339;
 use crate::wire::{Pending, Pointers};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RejectionView {
     pub project: String,
     pub revision: Option<u64>,

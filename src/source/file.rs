@@ -10,12 +10,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::time::Instant;
 
 use crate::clock::SharedClock;
+use crate::metrics::{Metrics, SyncKind, SyncResult};
+use crate::refresh::{RefreshJob, RefreshOutcome, RefreshRequest, Scope};
 use crate::status::SyncStatus;
-use crate::store::{ApplyReport, Update};
-use crate::wire::parse_snapshot;
+use crate::store::{ApplyReport, Store, Update};
+use crate::wire::{parse_snapshot, SnapshotBody};
 use crate::writer::{WriteError, WriterHandle};
 
 /// Size and modification time: enough to notice an edit or a replace.
@@ -27,6 +30,8 @@ pub struct FileSource {
     pub poll_interval: Duration,
     pub writer: WriterHandle,
     pub status: Arc<SyncStatus>,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
 }
 
@@ -42,8 +47,14 @@ pub enum FileError {
 }
 
 impl FileSource {
-    /// Runs until `shutdown` flips; `check_now` forces an immediate check.
-    pub async fn run(self, check_now: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    /// Runs until `shutdown` flips; `check_now` forces an immediate check;
+    /// refresh jobs re-read the file at once.
+    pub async fn run(
+        self,
+        check_now: Arc<Notify>,
+        mut jobs: mpsc::Receiver<RefreshJob>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut seen: Option<Fingerprint> = None;
         let mut last_problem: Option<String> = None;
         loop {
@@ -64,7 +75,63 @@ impl FileSource {
             tokio::select! {
                 _ = tokio::time::sleep(self.poll_interval) => {}
                 _ = check_now.notified() => seen = None,
+                Some((request, reply)) = jobs.recv() => {
+                    let _ = reply.send(self.forced(request).await);
+                    seen = self.fingerprint().await;
+                }
                 _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// A forced refresh: re-read the file now, whole or for one project.
+    pub async fn forced(&self, request: RefreshRequest) -> RefreshOutcome {
+        let allow = request.allow_mass_removal;
+        match request.scope {
+            Scope::All => {
+                let before = Some(self.store.cursor());
+                match self.read_and_apply(allow).await {
+                    Ok(report) => {
+                        RefreshOutcome::applied(&report, before, Some(self.store.cursor()))
+                    }
+                    Err(FileError::Write(WriteError::Refused(e))) => {
+                        RefreshOutcome::refused(e.to_string(), before)
+                    }
+                    Err(e) => RefreshOutcome::failed(e.to_string(), before),
+                }
+            }
+            Scope::Project(id) => {
+                let before = self.store.project(&id).map(|p| p.revision());
+                let body = match self.read().await {
+                    Ok(body) => body,
+                    Err(e) => {
+                        self.status.error(self.clock.now(), e.to_string());
+                        return RefreshOutcome::failed(e.to_string(), before);
+                    }
+                };
+                let document = body.projects.into_iter().find(|p| match p {
+                    Ok(doc) => doc.id == id,
+                    Err(u) => u.id == id,
+                });
+                let update = Update::Project {
+                    id: id.clone(),
+                    document,
+                };
+                match self.writer.apply(update, "refresh", allow).await {
+                    Ok(report) => {
+                        self.status.success(
+                            self.clock.now(),
+                            format!("re-read {id} from {}", self.path.display()),
+                        );
+                        RefreshOutcome::applied(
+                            &report,
+                            before,
+                            self.store.project(&id).map(|p| p.revision()),
+                        )
+                    }
+                    Err(WriteError::Refused(e)) => RefreshOutcome::refused(e.to_string(), before),
+                    Err(e) => RefreshOutcome::failed(e.to_string(), before),
+                }
             }
         }
     }
@@ -73,16 +140,7 @@ impl FileSource {
     pub async fn read_and_apply(&self, allow_mass_removal: bool) -> Result<ApplyReport, FileError> {
         let path = self.path.display().to_string();
         let result: Result<ApplyReport, FileError> = async {
-            let bytes = tokio::fs::read(&self.path)
-                .await
-                .map_err(|e| FileError::Read {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-            let body = parse_snapshot(&bytes).map_err(|e| FileError::Malformed {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
+            let body = self.read().await?;
             Ok(self
                 .writer
                 .apply(Update::Snapshot(body), "file", allow_mass_removal)
@@ -101,6 +159,33 @@ impl FileSource {
             ),
             Err(e) => self.status.error(now, e.to_string()),
         }
+        result
+    }
+
+    /// Reads and parses the file (counted as a `snapshot` sync request).
+    async fn read(&self) -> Result<SnapshotBody, FileError> {
+        let path = self.path.display().to_string();
+        let started = Instant::now();
+        let result = async {
+            let bytes = tokio::fs::read(&self.path)
+                .await
+                .map_err(|e| FileError::Read {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            parse_snapshot(&bytes).map_err(|e| FileError::Malformed {
+                path: path.clone(),
+                message: e.to_string(),
+            })
+        }
+        .await;
+        let outcome = if result.is_ok() {
+            SyncResult::Ok
+        } else {
+            SyncResult::Error
+        };
+        self.metrics
+            .sync_request(SyncKind::Snapshot, outcome, started.elapsed());
         result
     }
 

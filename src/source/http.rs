@@ -16,43 +16,21 @@ use std::time::Duration;
 
 use http::header::{AUTHORIZATION, ETAG, IF_NONE_MATCH};
 use http::{HeaderValue, StatusCode};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use super::backoff::{self, Backoff};
 use crate::clock::SharedClock;
 use crate::config::SyncMode;
+use crate::metrics::{Metrics, SyncKind, SyncResult};
+use crate::refresh::{RefreshJob, RefreshOutcome, RefreshRequest, Scope};
+use crate::secret::Secret;
 use crate::status::SyncStatus;
 use crate::store::{ApplyReport, Store, Update};
-use crate::wire::{parse_changes, parse_project, parse_snapshot, Incoming};
+use crate::wire::{
+    parse_changes, parse_project, parse_snapshot, ChangesBody, Incoming, SnapshotBody,
+};
 use crate::writer::{WriteError, WriterHandle};
-
-/// A bearer token. Its `Debug` never shows the value.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Reads the variable `name`; unset or empty means no token.
-    pub fn from_env(name: &str) -> Option<Secret> {
-        std::env::var(name)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .map(Secret)
-    }
-
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
 
 /// Why a fetch failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -253,6 +231,7 @@ pub struct HttpSource {
     pub store: Store,
     pub writer: WriterHandle,
     pub status: Arc<SyncStatus>,
+    pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
 }
 
@@ -268,40 +247,59 @@ struct Position {
     gone_streak: u32,
 }
 
+enum Event {
+    Step(Result<Duration, FetchError>),
+    Job(RefreshJob),
+    Shutdown,
+}
+
 impl HttpSource {
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Runs until `shutdown` flips. Refresh jobs are served at once, even
+    /// in the middle of a long poll (which is abandoned and restarted).
+    pub async fn run(
+        self,
+        mut jobs: mpsc::Receiver<RefreshJob>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut backoff = Backoff::new(backoff::BASE, self.backoff_max, backoff::seed());
         let mut pos = Position::default();
+        let mut next = Instant::now();
         if self.store.is_loaded() && self.store.cursor() > 0 {
             // Loaded from the cache: carry on from its cursor.
             pos.cursor = Some(self.store.cursor());
             if self.mode == SyncMode::Poll {
                 // A fleet restarted together must not poll in lockstep.
-                let offset = backoff.uniform(self.poll_interval);
-                if sleep_or_shutdown(offset, &mut shutdown).await {
-                    return;
-                }
+                next += backoff.uniform(self.poll_interval);
             }
         }
         loop {
-            let result = tokio::select! {
-                r = self.step(&mut pos) => r,
-                _ = shutdown.changed() => return,
-            };
-            let wait = match result {
-                Ok(wait) => {
-                    backoff.reset();
-                    wait
+            let event = tokio::select! {
+                _ = tokio::time::sleep_until(next) => {
+                    tokio::select! {
+                        r = self.step(&mut pos) => Event::Step(r),
+                        Some(job) = jobs.recv() => Event::Job(job),
+                        _ = shutdown.changed() => Event::Shutdown,
+                    }
                 }
-                Err(e) => {
+                Some(job) = jobs.recv() => Event::Job(job),
+                _ = shutdown.changed() => Event::Shutdown,
+            };
+            match event {
+                Event::Shutdown => return,
+                Event::Job((request, reply)) => {
+                    let outcome = self.forced(&mut pos, request).await;
+                    let _ = reply.send(outcome);
+                }
+                Event::Step(Ok(wait)) => {
+                    backoff.reset();
+                    next = Instant::now() + wait;
+                }
+                Event::Step(Err(e)) => {
                     let delay = backoff.next_delay();
                     self.status.error(self.clock.now(), e.to_string());
                     tracing::warn!(error = %e, failures = backoff.failures(), retry_in = ?delay, "sync failed; serving the last good snapshot");
-                    delay
+                    next = Instant::now() + delay;
                 }
-            };
-            if sleep_or_shutdown(wait, &mut shutdown).await {
-                return;
             }
         }
     }
@@ -309,10 +307,10 @@ impl HttpSource {
     /// One fetch and apply. Returns how long to wait before the next.
     async fn step(&self, pos: &mut Position) -> Result<Duration, FetchError> {
         match (self.mode, pos.cursor) {
-            (SyncMode::Watch, Some(cursor)) => match self.control_plane.changes(cursor).await? {
+            (SyncMode::Watch, Some(cursor)) => match self.changes(cursor).await? {
                 Fetched::Body(body) => {
                     let revision = body.revision;
-                    let report = self.apply(Update::Changes(body), "changes").await?;
+                    let report = self.apply(Update::Changes(body), "changes", false).await?;
                     pos.cursor = Some(revision);
                     pos.gone_streak = 0;
                     self.contact(format!("changes after {cursor}: {}", summary(&report)));
@@ -332,20 +330,21 @@ impl HttpSource {
                 Fetched::NotModified => Err(FetchError::Status(304)),
             },
             (mode, _) => {
-                let etag = if mode == SyncMode::Poll {
-                    pos.etag.as_deref()
-                } else {
-                    None
-                };
-                let next = if mode == SyncMode::Poll {
+                let poll = mode == SyncMode::Poll;
+                let next = if poll {
                     self.poll_interval
                 } else {
                     Duration::ZERO
                 };
-                match self.control_plane.snapshot(etag).await? {
+                match self
+                    .snapshot(if poll { pos.etag.as_deref() } else { None })
+                    .await?
+                {
                     Fetched::Body((body, tag)) => {
                         let revision = body.revision;
-                        let report = self.apply(Update::Snapshot(body), "snapshot").await?;
+                        let report = self
+                            .apply(Update::Snapshot(body), "snapshot", false)
+                            .await?;
                         pos.cursor = Some(revision);
                         pos.etag = tag;
                         self.contact(format!("snapshot {revision}: {}", summary(&report)));
@@ -361,12 +360,119 @@ impl HttpSource {
         }
     }
 
-    async fn apply(&self, update: Update, origin: &'static str) -> Result<ApplyReport, FetchError> {
-        Ok(self.writer.apply(update, origin, false).await?)
+    /// A forced refresh: a full snapshot without `If-None-Match`, or one
+    /// project.
+    async fn forced(&self, pos: &mut Position, request: RefreshRequest) -> RefreshOutcome {
+        let allow = request.allow_mass_removal;
+        match request.scope {
+            Scope::All => {
+                let before = Some(self.store.cursor());
+                let fetched = match self.snapshot(None).await {
+                    Ok(Fetched::Body(b)) => b,
+                    Ok(_) => return self.refresh_failed(FetchError::Status(304), before),
+                    Err(e) => return self.refresh_failed(e, before),
+                };
+                let (body, tag) = fetched;
+                let revision = body.revision;
+                match self.apply(Update::Snapshot(body), "refresh", allow).await {
+                    Ok(report) => {
+                        pos.cursor = Some(revision);
+                        pos.etag = tag;
+                        pos.gone_streak = 0;
+                        self.contact(format!("forced snapshot {revision}: {}", summary(&report)));
+                        RefreshOutcome::applied(&report, before, Some(self.store.cursor()))
+                    }
+                    Err(e) => self.refresh_failed(e, before),
+                }
+            }
+            Scope::Project(id) => {
+                let before = self.store.project(&id).map(|p| p.revision());
+                let started = Instant::now();
+                let fetched = self.control_plane.project(&id).await;
+                let result = if fetched.is_ok() {
+                    SyncResult::Ok
+                } else {
+                    SyncResult::Error
+                };
+                self.metrics
+                    .sync_request(SyncKind::Project, result, started.elapsed());
+                let document = match fetched {
+                    Ok(d) => d,
+                    Err(e) => return self.refresh_failed(e, before),
+                };
+                match self
+                    .apply(
+                        Update::Project {
+                            id: id.clone(),
+                            document,
+                        },
+                        "refresh",
+                        allow,
+                    )
+                    .await
+                {
+                    Ok(report) => {
+                        self.contact(format!("forced project {id}: {}", summary(&report)));
+                        RefreshOutcome::applied(
+                            &report,
+                            before,
+                            self.store.project(&id).map(|p| p.revision()),
+                        )
+                    }
+                    Err(e) => self.refresh_failed(e, before),
+                }
+            }
+        }
+    }
+
+    fn refresh_failed(&self, e: FetchError, revision: Option<u64>) -> RefreshOutcome {
+        self.status.error(self.clock.now(), e.to_string());
+        match e {
+            FetchError::Refused(WriteError::Refused(refusal)) => {
+                RefreshOutcome::refused(refusal.to_string(), revision)
+            }
+            other => RefreshOutcome::failed(other.to_string(), revision),
+        }
+    }
+
+    async fn snapshot(
+        &self,
+        etag: Option<&str>,
+    ) -> Result<Fetched<(SnapshotBody, Option<String>)>, FetchError> {
+        let started = Instant::now();
+        let fetched = self.control_plane.snapshot(etag).await;
+        self.metrics
+            .sync_request(SyncKind::Snapshot, sync_result(&fetched), started.elapsed());
+        fetched
+    }
+
+    async fn changes(&self, after: u64) -> Result<Fetched<ChangesBody>, FetchError> {
+        let started = Instant::now();
+        let fetched = self.control_plane.changes(after).await;
+        self.metrics
+            .sync_request(SyncKind::Changes, sync_result(&fetched), started.elapsed());
+        fetched
+    }
+
+    async fn apply(
+        &self,
+        update: Update,
+        origin: &'static str,
+        allow: bool,
+    ) -> Result<ApplyReport, FetchError> {
+        Ok(self.writer.apply(update, origin, allow).await?)
     }
 
     fn contact(&self, message: impl Into<String>) {
         self.status.success(self.clock.now(), message);
+    }
+}
+
+fn sync_result<T>(fetched: &Result<Fetched<T>, FetchError>) -> SyncResult {
+    match fetched {
+        Ok(Fetched::Body(_)) => SyncResult::Ok,
+        Ok(Fetched::NotModified) => SyncResult::NotModified,
+        Ok(Fetched::Gone) | Err(_) => SyncResult::Error,
     }
 }
 
@@ -376,15 +482,4 @@ fn summary(report: &ApplyReport) -> String {
         report.changed(),
         report.rejected.len()
     )
-}
-
-/// Sleeps; true if shutdown came first.
-async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
-    if d.is_zero() {
-        return *shutdown.borrow();
-    }
-    tokio::select! {
-        _ = tokio::time::sleep(d) => false,
-        _ = shutdown.changed() => true,
-    }
 }

@@ -1,0 +1,338 @@
+//! Prometheus metrics. Names, types and labels are part of the contract.
+//!
+//! Each sidecar owns its own recorder (not a process-global one), and every
+//! metric handle with every label combination is registered once here, at
+//! start: recording on the resolve path is an atomic add and a lock-free
+//! histogram push, never a registry lookup. Labels come from fixed
+//! vocabularies only; nothing a request or a document controls becomes a
+//! label. Gauges are refreshed when `/metrics` is scraped.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use metrics::{
+    Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit,
+};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+use crate::clock::SharedClock;
+use crate::status::SyncStatus;
+use crate::store::Store;
+use crate::validate::Reason;
+
+pub const RESOLVE_REQUESTS: &str = "env_sidecar_resolve_requests_total";
+pub const RESOLVE_DURATION: &str = "env_sidecar_resolve_duration_seconds";
+pub const SYNC_REQUESTS: &str = "env_sidecar_sync_requests_total";
+pub const SYNC_DURATION: &str = "env_sidecar_sync_duration_seconds";
+pub const PROJECT_REJECTIONS: &str = "env_sidecar_project_rejections_total";
+pub const SNAPSHOT_REVISION: &str = "env_sidecar_snapshot_revision";
+pub const SNAPSHOT_AGE: &str = "env_sidecar_snapshot_age_seconds";
+pub const PROJECTS: &str = "env_sidecar_projects";
+pub const ENVIRONMENTS: &str = "env_sidecar_environments";
+pub const ADMIN_REFRESH: &str = "env_sidecar_admin_refresh_total";
+pub const PROPAGATION_DELAY: &str = "env_sidecar_propagation_delay_seconds";
+pub const SCHEDULED_APPLIED: &str = "env_sidecar_scheduled_changes_applied_total";
+pub const BUILD_INFO: &str = "env_sidecar_build_info";
+
+/// Every metric name, for tests and docs.
+pub const ALL: [&str; 13] = [
+    RESOLVE_REQUESTS,
+    RESOLVE_DURATION,
+    SYNC_REQUESTS,
+    SYNC_DURATION,
+    PROJECT_REJECTIONS,
+    SNAPSHOT_REVISION,
+    SNAPSHOT_AGE,
+    PROJECTS,
+    ENVIRONMENTS,
+    ADMIN_REFRESH,
+    PROPAGATION_DELAY,
+    SCHEDULED_APPLIED,
+    BUILD_INFO,
+];
+
+/// Resolve buckets: the path is sub-millisecond, so start at 1 µs.
+const RESOLVE_BUCKETS: [f64; 14] = [
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 1e-1,
+];
+const SYNC_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0,
+];
+const PROPAGATION_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 120.0,
+];
+
+/// The `outcome` label of `env_sidecar_resolve_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolveOutcome {
+    Exact = 0,
+    Fallback = 1,
+    UnknownProject = 2,
+    UnknownEnvironment = 3,
+    InvalidRequest = 4,
+    NotReady = 5,
+}
+
+const RESOLVE_OUTCOMES: [&str; 6] = [
+    "exact",
+    "fallback",
+    "unknown_project",
+    "unknown_environment",
+    "invalid_request",
+    "not_ready",
+];
+
+/// The `kind` label of the sync metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncKind {
+    Snapshot = 0,
+    Changes = 1,
+    Project = 2,
+}
+
+const SYNC_KINDS: [&str; 3] = ["snapshot", "changes", "project"];
+
+/// The `result` label of `env_sidecar_sync_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncResult {
+    Ok = 0,
+    NotModified = 1,
+    Error = 2,
+}
+
+const SYNC_RESULTS: [&str; 3] = ["ok", "not_modified", "error"];
+
+/// The `result` label of `env_sidecar_admin_refresh_total`.
+pub const REFRESH_RESULTS: [&str; 5] = [
+    "updated",
+    "not_modified",
+    "rejected",
+    "error",
+    "unauthorized",
+];
+
+#[derive(Debug)]
+pub struct Metrics {
+    handle: PrometheusHandle,
+    resolve: [Counter; 6],
+    resolve_duration: Histogram,
+    sync: [[Counter; 3]; 3],
+    sync_duration: [Histogram; 3],
+    rejections: Vec<(Reason, Counter)>,
+    refresh: [Counter; 5],
+    propagation: Histogram,
+    scheduled: Counter,
+    revision: Gauge,
+    age: Gauge,
+    projects: Gauge,
+    environments: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let recorder = build_recorder();
+        let counter = |name: &'static str, labels: Vec<Label>| {
+            recorder.register_counter(&Key::from_parts(name, labels), &metadata())
+        };
+        let histogram = |name: &'static str, labels: Vec<Label>| {
+            recorder.register_histogram(&Key::from_parts(name, labels), &metadata())
+        };
+        let gauge =
+            |name: &'static str| recorder.register_gauge(&Key::from_name(name), &metadata());
+        describe(&recorder);
+
+        let resolve =
+            RESOLVE_OUTCOMES.map(|o| counter(RESOLVE_REQUESTS, vec![Label::new("outcome", o)]));
+        let sync = SYNC_KINDS.map(|k| {
+            SYNC_RESULTS.map(|r| {
+                counter(
+                    SYNC_REQUESTS,
+                    vec![Label::new("kind", k), Label::new("result", r)],
+                )
+            })
+        });
+        let sync_duration =
+            SYNC_KINDS.map(|k| histogram(SYNC_DURATION, vec![Label::new("kind", k)]));
+        let rejections = Reason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    *r,
+                    counter(PROJECT_REJECTIONS, vec![Label::new("reason", r.as_str())]),
+                )
+            })
+            .collect();
+        let refresh =
+            REFRESH_RESULTS.map(|r| counter(ADMIN_REFRESH, vec![Label::new("result", r)]));
+        let build_info = recorder.register_gauge(
+            &Key::from_parts(
+                BUILD_INFO,
+                vec![Label::new("version", env!("CARGO_PKG_VERSION"))],
+            ),
+            &metadata(),
+        );
+        build_info.set(1.0);
+        let metrics = Metrics {
+            resolve,
+            resolve_duration: histogram(RESOLVE_DURATION, vec![]),
+            sync,
+            sync_duration,
+            rejections,
+            refresh,
+            propagation: histogram(PROPAGATION_DELAY, vec![]),
+            scheduled: counter(SCHEDULED_APPLIED, vec![]),
+            revision: gauge(SNAPSHOT_REVISION),
+            age: gauge(SNAPSHOT_AGE),
+            projects: gauge(PROJECTS),
+            environments: gauge(ENVIRONMENTS),
+            handle: recorder.handle(),
+        };
+        Arc::new(metrics)
+    }
+
+    /// One resolve answered (hot path: an atomic add and a histogram push).
+    #[inline]
+    pub fn resolved(&self, outcome: ResolveOutcome, took: Duration) {
+        self.resolve[outcome as usize].increment(1);
+        self.resolve_duration.record(took.as_secs_f64());
+    }
+
+    pub fn sync_request(&self, kind: SyncKind, result: SyncResult, took: Duration) {
+        self.sync[kind as usize][result as usize].increment(1);
+        self.sync_duration[kind as usize].record(took.as_secs_f64());
+    }
+
+    pub fn rejected(&self, reason: Reason) {
+        if let Some((_, c)) = self.rejections.iter().find(|(r, _)| *r == reason) {
+            c.increment(1);
+        }
+    }
+
+    /// `result` must be one of [`REFRESH_RESULTS`].
+    pub fn refreshed(&self, result: &str) {
+        if let Some(i) = REFRESH_RESULTS.iter().position(|r| *r == result) {
+            self.refresh[i].increment(1);
+        }
+    }
+
+    /// A document published at `published` is served as of `now`.
+    pub fn propagated(&self, published: SystemTime, now: SystemTime) {
+        let delay = now.duration_since(published).unwrap_or_default();
+        self.propagation.record(delay.as_secs_f64());
+    }
+
+    pub fn scheduled_applied(&self, n: u64) {
+        self.scheduled.increment(n);
+    }
+
+    /// Drains histogram samples into their buckets (call periodically so
+    /// memory stays bounded between scrapes).
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    /// The exposition, with gauges brought up to date first.
+    pub fn render(&self, store: &Store, status: &SyncStatus, clock: &SharedClock) -> String {
+        self.revision.set(store.cursor() as f64);
+        self.projects.set(store.project_count() as f64);
+        self.environments.set(store.environment_count() as f64);
+        // Before any contact there is no age; report 0 rather than a lie.
+        self.age
+            .set(status.age(clock.now()).map_or(0.0, |a| a.as_secs_f64()));
+        self.handle.render()
+    }
+}
+
+fn metadata() -> Metadata<'static> {
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()))
+}
+
+fn build_recorder() -> PrometheusRecorder {
+    let builder = PrometheusBuilder::new();
+    let with_buckets = builder
+        .set_buckets_for_metric(Matcher::Full(RESOLVE_DURATION.into()), &RESOLVE_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(SYNC_DURATION.into()), &SYNC_BUCKETS))
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(PROPAGATION_DELAY.into()),
+                &PROPAGATION_BUCKETS,
+            )
+        });
+    match with_buckets {
+        Ok(b) => b.build_recorder(),
+        // Only fails on an empty bucket list, which the constants are not.
+        Err(_) => PrometheusBuilder::new().build_recorder(),
+    }
+}
+
+fn describe(recorder: &PrometheusRecorder) {
+    let c = |name: &'static str, unit: Option<Unit>, help: &'static str| {
+        recorder.describe_counter(KeyName::from(name), unit, SharedString::from(help))
+    };
+    let g = |name: &'static str, unit: Option<Unit>, help: &'static str| {
+        recorder.describe_gauge(KeyName::from(name), unit, SharedString::from(help))
+    };
+    let h = |name: &'static str, help: &'static str| {
+        recorder.describe_histogram(
+            KeyName::from(name),
+            Some(Unit::Seconds),
+            SharedString::from(help),
+        )
+    };
+    c(
+        RESOLVE_REQUESTS,
+        None,
+        "Resolve requests by outcome (batch items count one each).",
+    );
+    h(
+        RESOLVE_DURATION,
+        "Time to resolve one request inside the sidecar.",
+    );
+    c(
+        SYNC_REQUESTS,
+        None,
+        "Requests to the source by kind and result.",
+    );
+    h(
+        SYNC_DURATION,
+        "Duration of requests to the source, by kind (long polls include the wait).",
+    );
+    c(
+        PROJECT_REJECTIONS,
+        None,
+        "Project documents rejected, by reason.",
+    );
+    g(
+        SNAPSHOT_REVISION,
+        None,
+        "Cursor (snapshot revision) of the last applied fetch.",
+    );
+    g(
+        SNAPSHOT_AGE,
+        Some(Unit::Seconds),
+        "Time since the last successful contact with the source.",
+    );
+    g(PROJECTS, None, "Projects served.");
+    g(
+        ENVIRONMENTS,
+        None,
+        "Environments served, over all projects.",
+    );
+    c(ADMIN_REFRESH, None, "Forced refreshes by result.");
+    h(
+        PROPAGATION_DELAY,
+        "Delay from publication at the control plane to being served here.",
+    );
+    c(
+        SCHEDULED_APPLIED,
+        None,
+        "Scheduled pointer changes applied when due.",
+    );
+    g(
+        BUILD_INFO,
+        None,
+        "Always 1; the version label names the build.",
+    );
+}
