@@ -1,20 +1,28 @@
+# syntax=docker/dockerfile:1
 # Build: the release binary from the locked dependency set.
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
-RUN cargo build --release --locked --bin env-sidecar
+RUN cargo build --release --locked --bin env-sidecar \
+    && mkdir -p /out/var
 
-# Run: a minimal image, non-root, with the default config and sample snapshot.
-FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin sidecar \
-    && mkdir -p /app/var && chown sidecar /app/var
+# Run: distroless (glibc, CA certificates, no shell), as the non-root user
+# 65532. The health check is the binary itself, so no shell tools are needed.
+FROM gcr.io/distroless/cc-debian12:nonroot
 WORKDIR /app
 COPY --from=build /src/target/release/env-sidecar /usr/local/bin/env-sidecar
 COPY config ./config
-USER sidecar
-# Inside a container the planes must listen beyond loopback to be reachable.
+# var/ holds the last-known-good cache; mount a volume here to keep it
+# across container restarts.
+COPY --from=build --chown=65532:65532 /out/var ./var
+USER 65532:65532
+# 8080: data plane. 9901: operator plane, which stays on loopback unless a
+# token is provided (ENV_SIDECAR_ADMIN_TOKEN) and --admin-listen 0.0.0.0:9901
+# is passed; the sidecar refuses a public operator plane without a token.
 EXPOSE 8080 9901
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+  CMD ["/usr/local/bin/env-sidecar", "health"]
 ENTRYPOINT ["/usr/local/bin/env-sidecar"]
 CMD ["--listen", "0.0.0.0:8080"]

@@ -1,0 +1,166 @@
+//! The real binary under SIGTERM: it stops accepting, lets an in-flight
+//! request finish, flushes the last-known-good cache, exits 0, and never
+//! logs a token.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{project, snapshot};
+
+#[test]
+fn sigterm_drains_an_in_flight_request_flushes_the_cache_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_json(
+        &dir.path().join("snapshot.json"),
+        &snapshot(1, vec![project("acme", 1)]),
+    );
+    let cache = dir.path().join("cache/lkg.json");
+    let config = dir.path().join("sidecar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"ENV_SIDECAR_TEST_SHUTDOWN_ADMIN\"\n\
+             [source]\npath = \"{}\"\ntoken_env = \"ENV_SIDECAR_TEST_SHUTDOWN_CP\"\n[cache]\npath = \"{}\"\n",
+            dir.path().join("snapshot.json").display(),
+            cache.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "debug")
+        .env("ENV_SIDECAR_TEST_SHUTDOWN_ADMIN", "admin-secret-value")
+        .env("ENV_SIDECAR_TEST_SHUTDOWN_CP", "cp-secret-value")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let addr_after = |line: &str, key: &str| -> SocketAddr {
+        let rest = line.split(key).nth(1).unwrap();
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let (data_addr, admin_addr) = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "exited early:\n{log}"
+        );
+        log.push_str(&line);
+        if line.contains("data_addr=") {
+            break (
+                addr_after(&line, "data_addr="),
+                addr_after(&line, "admin_addr="),
+            );
+        }
+    };
+    let log_reader = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        rest
+    });
+    // Wait until it serves.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get_status(data_addr, "/v1/resolve?project=acme") != Some(200) {
+        assert!(Instant::now() < deadline, "never served");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The container health probe sees it ready.
+    let health = Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
+        .args(["health", "--addr", &admin_addr.to_string()])
+        .status()
+        .unwrap();
+    assert!(health.success(), "health probe of a ready sidecar");
+
+    // A batch request, in flight: headers and half the body sent.
+    let body = br#"{"requests":[{"project":"acme","environment":"qa"}]}"#;
+    let mut inflight = TcpStream::connect(data_addr).unwrap();
+    write!(inflight, "POST /v1/resolve/batch HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len()).unwrap();
+    inflight.write_all(&body[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // New connections are refused once the listener is closed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect_timeout(&data_addr, Duration::from_millis(200)).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The in-flight request still completes.
+    inflight.write_all(&body[10..]).unwrap();
+    inflight
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = inflight.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "in-flight answer: {answer:?}"
+    );
+    assert!(answer.contains("qa-r1"));
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    log.push_str(&log_reader.join().unwrap());
+    assert_eq!(exit.code(), Some(0), "log:\n{log}");
+    assert!(cache.exists(), "cache flushed at shutdown");
+    assert!(std::fs::read_to_string(&cache).unwrap().contains("qa-r1"));
+    assert!(log.contains("stopped"), "{log}");
+    assert!(
+        !log.contains("admin-secret-value") && !log.contains("cp-secret-value"),
+        "a token was logged:\n{log}"
+    );
+}
+
+#[test]
+fn a_bad_config_stops_the_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[source]\nrequest_timeout = \"soon\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("source.request_timeout"), "{err}");
+}
+
+#[test]
+fn the_health_subcommand_reports_readiness() {
+    let out = Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
+        .args(["health", "--addr", "127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "nothing listens on port 9");
+}
+
+fn get_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.read_to_string(&mut text).ok()?;
+    text.get(9..12)?.parse().ok()
+}
