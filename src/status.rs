@@ -43,8 +43,9 @@ impl SyncStatus {
         });
     }
 
-    /// Sets the staleness baseline without recording a contact (data loaded
-    /// from the disk cache is as fresh as the cache file).
+    /// Moves the staleness baseline without recording an event: data loaded
+    /// from the disk cache is as fresh as the cache file, and an unchanged
+    /// snapshot file that was read fine is as fresh as the last check.
     pub fn baseline(&self, at: SystemTime) {
         let ms = at
             .duration_since(UNIX_EPOCH)

@@ -237,3 +237,16 @@ async fn a_file_removing_most_projects_is_refused_whole() {
         err.message
     );
 }
+
+#[tokio::test]
+async fn an_unchanged_file_stays_fresh_for_staleness() {
+    let t = TestSidecar::start_with(Some(&snapshot(1, vec![project("acme", 1)])), |c| {
+        c.readiness.max_staleness = std::time::Duration::from_millis(500)
+    })
+    .await;
+    // Several staleness windows pass without any change to the file.
+    for _ in 0..4 {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(t.get_admin("/readyz").await.status, 200);
+    }
+}

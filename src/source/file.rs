@@ -71,6 +71,10 @@ impl FileSource {
                     }
                 }
                 seen = fingerprint;
+            } else if last_problem.is_none() {
+                // Unchanged and last read fine: what we serve is what the
+                // file says, so this counts as fresh contact (staleness).
+                self.status.baseline(self.clock.now());
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.poll_interval) => {}
