@@ -2,12 +2,13 @@
 //! 1k / 10k / 100k projects. The library call the HTTP handler makes,
 //! without the network.
 
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use env_sidecar::generate;
+use env_sidecar::metrics::{Metrics, ResolveOutcome};
 use env_sidecar::store::{ApplyOptions, Store, Update};
 use env_sidecar::wire::SnapshotBody;
 
@@ -53,5 +54,29 @@ fn resolve(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, resolve);
+/// What the data plane adds per resolve for metrics: one counter add and
+/// one histogram push (plus reading the clock twice, measured apart).
+fn metrics_recording(c: &mut Criterion) {
+    let metrics = Metrics::new();
+    let mut group = c.benchmark_group("metrics");
+    group.bench_function("record_resolve", |b| {
+        b.iter(|| {
+            metrics.resolved(
+                black_box(ResolveOutcome::Exact),
+                black_box(Duration::from_nanos(700)),
+            )
+        })
+    });
+    group.bench_function("instant_now_and_elapsed", |b| {
+        b.iter(|| {
+            let started = Instant::now();
+            black_box(started.elapsed())
+        })
+    });
+    // Samples pile up between scrapes; fold them as the upkeep task does.
+    metrics.upkeep();
+    group.finish();
+}
+
+criterion_group!(benches, resolve, metrics_recording);
 criterion_main!(benches);

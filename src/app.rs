@@ -81,6 +81,8 @@ pub struct Sidecar {
     metrics: Arc<Metrics>,
     check_now: Arc<Notify>,
     cache: Arc<CacheState>,
+    /// For `tick_schedules`; dropped first at shutdown so the writer ends.
+    writer: WriterHandle,
     unix_socket: Option<PathBuf>,
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
@@ -113,6 +115,13 @@ impl Sidecar {
         &self.cache
     }
 
+    /// Applies the scheduled changes due now (by the sidecar's clock)
+    /// without waiting for the timer; returns how many took effect. For
+    /// tests that drive a manual clock.
+    pub async fn tick_schedules(&self) -> usize {
+        self.writer.tick().await.unwrap_or(0)
+    }
+
     /// Asks the source to look for changes now instead of at its next poll.
     pub fn check_source_now(&self) {
         self.check_now.notify_one();
@@ -122,6 +131,7 @@ impl Sidecar {
     /// the drain deadline, stops the source and the writer, and flushes
     /// the last-known-good cache.
     pub async fn shutdown(self) {
+        drop(self.writer);
         let _ = self.shutdown.send(true);
         for task in self.servers {
             let _ = task.await;
@@ -182,7 +192,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
             let source = FileSource {
                 path: config.source.path.clone(),
                 poll_interval: config.source.poll_interval,
-                writer,
+                writer: writer.clone(),
                 status: status.clone(),
                 store: store.clone(),
                 metrics: metrics.clone(),
@@ -202,7 +212,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
                 poll_interval: s.poll_interval,
                 backoff_max: s.backoff_max,
                 store: store.clone(),
-                writer,
+                writer: writer.clone(),
                 status: status.clone(),
                 metrics: metrics.clone(),
                 clock: clock.clone(),
@@ -289,6 +299,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
         metrics,
         check_now,
         cache: cache_state,
+        writer,
         unix_socket,
         shutdown,
         servers,

@@ -117,6 +117,9 @@ pub struct ApplyReport {
     pub rejected: Vec<Rejection>,
     /// `published_at` of every accepted document that carried one.
     pub published: Vec<SystemTime>,
+    /// Accepted projects with scheduled changes still to come, and when
+    /// the next one is due (for the scheduler).
+    pub scheduled: Vec<(String, SystemTime)>,
     /// Cursor after the update.
     pub cursor: u64,
 }
@@ -126,6 +129,15 @@ impl ApplyReport {
     pub fn changed(&self) -> usize {
         self.added + self.updated + self.removed
     }
+}
+
+/// What applying a project's due scheduled changes did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DueOutcome {
+    /// Schedule entries newly in effect.
+    pub applied: usize,
+    /// When the next entry of this project falls due, if any.
+    pub next_due: Option<SystemTime>,
 }
 
 /// An update refused as a whole: nothing was changed.
@@ -212,6 +224,19 @@ impl Store {
     /// Cursor of the last applied snapshot or change batch (0 before any).
     pub fn cursor(&self) -> u64 {
         self.shared.cursor.load(Ordering::Relaxed)
+    }
+
+    /// The earliest scheduled change still to come, over all projects
+    /// (a scan: for status pages, not the hot path).
+    pub fn next_scheduled(&self) -> Option<(String, SystemTime)> {
+        let index = self.shared.index.load();
+        index
+            .values()
+            .filter_map(|slot| {
+                let p = slot.0.load();
+                p.next_due().map(|at| (p.id().to_owned(), at))
+            })
+            .min_by_key(|(_, at)| *at)
     }
 
     pub fn rejection(&self, id: &str) -> Option<Rejection> {
@@ -347,20 +372,43 @@ impl StoreWriter {
         Ok(report)
     }
 
-    /// Re-publishes a project with exactly `applied` scheduled entries in
-    /// effect (the scheduler's entry point). Returns the new snapshot, or
-    /// `None` if the project is gone.
-    pub fn republish(&mut self, id: &str, applied: usize) -> Option<Arc<Project>> {
+    /// Applies the scheduled changes of project `id` that are due at
+    /// `now` and not yet in effect, by publishing a new snapshot of it.
+    /// Never un-applies: if the wall clock went backwards, nothing changes.
+    pub fn apply_due(&mut self, id: &str, now: SystemTime) -> DueOutcome {
         let index = self.shared.index.load();
-        let slot = index.get(id)?;
-        let old = slot.0.load_full();
+        let Some(slot) = index.get(id) else {
+            return DueOutcome::default();
+        };
+        let current = slot.0.load_full();
+        let due = current
+            .valid()
+            .schedule()
+            .iter()
+            .take_while(|e| e.at <= now)
+            .count();
+        if due <= current.applied() {
+            return DueOutcome {
+                applied: 0,
+                next_due: current.next_due(),
+            };
+        }
         let next = Arc::new(Project::with_applied(
-            old.valid().clone(),
-            old.accepted_at(),
-            applied,
+            current.valid().clone(),
+            current.accepted_at(),
+            due,
         ));
-        slot.0.store(next.clone());
-        Some(next)
+        let outcome = DueOutcome {
+            applied: due - current.applied(),
+            next_due: next.next_due(),
+        };
+        slot.0.store(next);
+        outcome
+    }
+
+    /// The earliest scheduled change still to come, over all projects.
+    pub fn next_scheduled(&self) -> Option<(String, SystemTime)> {
+        self.reader().next_scheduled()
     }
 
     fn check_blast_radius(
@@ -432,6 +480,9 @@ impl StoreWriter {
             report.published.push(published);
         }
         let project = Arc::new(Project::build(valid, opts.now, opts.now));
+        if let Some(due) = project.next_due() {
+            report.scheduled.push((id.clone(), due));
+        }
         let envs = project.environments().len() as isize;
         match (slot, previous) {
             (Some(slot), Some(prev)) => {

@@ -150,6 +150,12 @@ impl AdminPlane {
                 .iter()
                 .map(RejectionView::from)
                 .collect(),
+            next_scheduled_change: r.store.next_scheduled().map(|(project, at)| {
+                ScheduledChangeView {
+                    project,
+                    at: format_rfc3339(at),
+                }
+            }),
             cache: CacheView {
                 path: self
                     .info
@@ -207,7 +213,14 @@ struct StatusView<'a> {
     projects: usize,
     environments: usize,
     rejected: Vec<RejectionView>,
+    next_scheduled_change: Option<ScheduledChangeView>,
     cache: CacheView,
+}
+
+#[derive(Serialize)]
+struct ScheduledChangeView {
+    project: String,
+    at: String,
 }
 
 #[derive(Serialize)]

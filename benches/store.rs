@@ -1,0 +1,165 @@
+//! Writer-side costs: replacing one project (1k / 10k / 100k loaded, to show
+//! it does not depend on the count), applying a full snapshot (parse +
+//! validate + index, 10k / 100k), snapshot parse+validate throughput, and
+//! applying hundreds of scheduled changes due at the same instant.
+
+use std::hint::black_box;
+use std::time::{Duration, SystemTime};
+
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use env_sidecar::generate;
+use env_sidecar::store::{ApplyOptions, Store, StoreWriter, Update};
+use env_sidecar::validate::validate;
+use env_sidecar::wire::{parse_snapshot, SnapshotBody};
+
+fn opts() -> ApplyOptions {
+    ApplyOptions {
+        now: SystemTime::now(),
+        allow_mass_removal: false,
+    }
+}
+
+fn loaded(n: usize) -> (Store, StoreWriter) {
+    let (store, mut writer) = Store::new(0.5);
+    let body = SnapshotBody {
+        revision: 1,
+        projects: (0..n).map(|i| Ok(generate::project(i, 1, None))).collect(),
+    };
+    writer
+        .apply(Update::Snapshot(body), opts())
+        .expect("applies");
+    (store, writer)
+}
+
+fn replace_one(c: &mut Criterion) {
+    let mut group = c.benchmark_group("replace_one_project");
+    for n in [1_000, 10_000, 100_000] {
+        let (_store, mut writer) = loaded(n);
+        let mut revision = 1;
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter_batched(
+                || {
+                    revision += 1;
+                    generate::project(n / 2, revision, None)
+                },
+                |doc| {
+                    let update = Update::Project {
+                        id: doc.id.clone(),
+                        document: Some(Ok(doc)),
+                    };
+                    black_box(writer.apply(update, opts()).expect("applies"))
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+fn full_snapshot(c: &mut Criterion) {
+    let mut group = c.benchmark_group("apply_full_snapshot");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
+    for n in [10_000, 100_000] {
+        let json = generate::snapshot_json(n, 1);
+        group.throughput(Throughput::Bytes(json.len() as u64));
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter_batched(
+                || Store::new(0.5),
+                |(store, mut writer)| {
+                    let body = parse_snapshot(&json).expect("parses");
+                    writer
+                        .apply(Update::Snapshot(body), opts())
+                        .expect("applies");
+                    // Dropping 100k projects is not part of applying them.
+                    store
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+}
+
+fn parse_validate(c: &mut Criterion) {
+    let json = generate::snapshot_json(10_000, 1);
+    let mut group = c.benchmark_group("parse_validate");
+    group
+        .sample_size(10)
+        .throughput(Throughput::Bytes(json.len() as u64));
+    group.bench_function("10000_projects", |b| {
+        b.iter(|| {
+            let body = parse_snapshot(&json).expect("parses");
+            let valid = body
+                .projects
+                .into_iter()
+                .filter_map(|p| p.ok())
+                .map(|p| validate(p, None))
+                .filter(|v| v.is_ok());
+            black_box(valid.count())
+        })
+    });
+    group.finish();
+}
+
+fn scheduled_burst(c: &mut Criterion) {
+    const DUE: usize = 300;
+    let at = SystemTime::now() + Duration::from_secs(3600);
+    let mut group = c.benchmark_group("scheduled");
+    group.bench_function(BenchmarkId::new("apply_due_same_instant", DUE), |b| {
+        b.iter_batched(
+            || {
+                let (store, mut writer) = Store::new(0.5);
+                let projects = (0..DUE)
+                    .map(|i| {
+                        let mut doc = generate::project(i, 1, None);
+                        let mut overlay = std::collections::BTreeMap::new();
+                        overlay.insert(
+                            "prompts".to_string(),
+                            [("prompt-0".to_string(), "cut".to_string())].into(),
+                        );
+                        doc.environments[0]
+                            .scheduled
+                            .push(env_sidecar::wire::Scheduled {
+                                at: env_sidecar::timestamp::format_rfc3339(at),
+                                pointers: overlay,
+                            });
+                        Ok(doc)
+                    })
+                    .collect();
+                writer
+                    .apply(
+                        Update::Snapshot(SnapshotBody {
+                            revision: 1,
+                            projects,
+                        }),
+                        opts(),
+                    )
+                    .expect("applies");
+                (store, writer)
+            },
+            |(store, mut writer)| {
+                let mut applied = 0;
+                for i in 0..DUE {
+                    applied += writer
+                        .apply_due(&generate::project_id(i), at + Duration::from_millis(1))
+                        .applied;
+                }
+                assert_eq!(applied, DUE);
+                store
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    replace_one,
+    full_snapshot,
+    parse_validate,
+    scheduled_burst
+);
+criterion_main!(benches);
