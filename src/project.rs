@@ -33,8 +33,9 @@ pub struct Project {
     applied: usize,
     /// In serving order, parallel to `valid.environments()`.
     environments: Box<[ServedEnvironment]>,
-    /// `(slug, environment index)` sorted by slug, for binary search.
-    slug_index: Box<[(Box<str>, u16)]>,
+    /// Every slug as an inline key, sorted, for a binary search that does
+    /// not leave this array for slugs of up to 8 bytes (most of them).
+    slug_index: Box<[SlugKey]>,
     fallback: usize,
     fallback_not_requested: Answer,
     fallback_unknown: Answer,
@@ -65,12 +66,18 @@ impl Project {
                 ServedEnvironment { pointers, exact }
             })
             .collect();
-        let mut slug_index: Vec<(Box<str>, u16)> = envs
+        let mut slug_index: Vec<SlugKey> = envs
             .iter()
             .enumerate()
-            .map(|(i, e)| (e.slug.as_str().into(), i as u16))
+            .map(|(i, e)| SlugKey::new(e.slug.as_bytes(), i as u16))
             .collect();
-        slug_index.sort_unstable();
+        slug_index.sort_unstable_by(|a, b| {
+            (a.prefix, a.len).cmp(&(b.prefix, b.len)).then_with(|| {
+                envs[usize::from(a.index)]
+                    .slug
+                    .cmp(&envs[usize::from(b.index)].slug)
+            })
+        });
         let fallback_pointers = &environments[fallback].pointers;
         let fallback_not_requested =
             render(&valid, fallback, fallback_pointers, Outcome::NotRequested);
@@ -133,13 +140,51 @@ impl Project {
         let Some(slug) = slug else {
             return Some(&self.fallback_not_requested);
         };
-        match self
+        match self.find(slug) {
+            Some(index) => Some(&self.environments[index].exact),
+            None if strict => None,
+            None => Some(&self.fallback_unknown),
+        }
+    }
+
+    #[inline]
+    fn find(&self, slug: &[u8]) -> Option<usize> {
+        let key = SlugKey::new(slug, 0);
+        let start = self
             .slug_index
-            .binary_search_by(|(s, _)| s.as_bytes().cmp(slug))
-        {
-            Ok(at) => Some(&self.environments[usize::from(self.slug_index[at].1)].exact),
-            Err(_) if strict => None,
-            Err(_) => Some(&self.fallback_unknown),
+            .partition_point(|k| (k.prefix, k.len) < (key.prefix, key.len));
+        for k in &self.slug_index[start..] {
+            if (k.prefix, k.len) != (key.prefix, key.len) {
+                break;
+            }
+            let index = usize::from(k.index);
+            // Up to 8 bytes the key is the whole slug; beyond, compare.
+            if slug.len() <= 8 || self.valid.environments()[index].slug.as_bytes() == slug {
+                return Some(index);
+            }
+        }
+        None
+    }
+}
+
+/// A slug's first 8 bytes and length, packed for comparison in place.
+#[derive(Debug, Clone, Copy)]
+struct SlugKey {
+    prefix: u64,
+    len: u8,
+    index: u16,
+}
+
+impl SlugKey {
+    #[inline]
+    fn new(slug: &[u8], index: u16) -> SlugKey {
+        let mut bytes = [0u8; 8];
+        let n = slug.len().min(8);
+        bytes[..n].copy_from_slice(&slug[..n]);
+        SlugKey {
+            prefix: u64::from_be_bytes(bytes),
+            len: slug.len().min(255) as u8,
+            index,
         }
     }
 }

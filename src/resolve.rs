@@ -68,15 +68,19 @@ pub enum ResolveError {
     NotReady,
 }
 
-/// Resolves against the store's current snapshot. `environment` is the slug
-/// as the client sent it (any ASCII case); `None` means not requested.
+/// Resolves against the store's current snapshot and hands the answer to
+/// `f` without copying it (the library call for embedders: a syntax check,
+/// two lock-free loads, a hash lookup and a binary search). `environment`
+/// is the slug as the client sent it (any ASCII case); `None` means not
+/// requested.
 #[inline]
-pub fn resolve(
+pub fn resolve_with<R>(
     store: &Store,
     project: &str,
     environment: Option<&str>,
     strict: bool,
-) -> Result<Answer, ResolveError> {
+    f: impl FnOnce(&Answer) -> R,
+) -> Result<R, ResolveError> {
     if !is_valid_id(project) {
         return Err(ResolveError::InvalidProject);
     }
@@ -92,9 +96,21 @@ pub fn resolve(
         None => Err(ResolveError::UnknownProject),
         Some(p) => p
             .answer(slug, strict)
-            .cloned()
+            .map(f)
             .ok_or(ResolveError::UnknownEnvironment),
     })
+}
+
+/// [`resolve_with`], returning an owned answer (reference-count bumps): what
+/// the HTTP layer needs to hand bytes to the connection.
+#[inline]
+pub fn resolve(
+    store: &Store,
+    project: &str,
+    environment: Option<&str>,
+    strict: bool,
+) -> Result<Answer, ResolveError> {
+    resolve_with(store, project, environment, strict, Answer::clone)
 }
 
 /// Checks slug syntax (case-insensitively) and writes its lower-case form

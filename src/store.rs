@@ -3,8 +3,8 @@
 //!
 //! # Structure, and why
 //!
-//! `ArcSwap<Index>` where `Index` maps a project id to a `Slot`, and each
-//! slot is an `ArcSwap<Project>`. A reader does two lock-free loads (the
+//! `ArcSwap<Index>` where `Index` maps a project id to a `Slot` (held by
+//! value), and each slot is an `ArcSwap<Project>`. A reader does two lock-free loads (the
 //! index, then the slot) and holds both guards for the whole answer, so an
 //! answer always comes from exactly one accepted revision.
 //!
@@ -37,10 +37,24 @@ use crate::wire::{ChangesBody, Incoming, SnapshotBody, Unreadable};
 /// Mass removal is only guarded once at least this many projects are loaded.
 pub const MASS_REMOVAL_MIN_LOADED: usize = 10;
 
-type Index = HashMap<Box<str>, Arc<Slot>, foldhash::fast::RandomState>;
+/// Project id → that project's slot, held by value: a lookup is one hop
+/// from the bucket to the project.
+type Index = HashMap<Box<str>, Slot, foldhash::fast::RandomState>;
 
 #[derive(Debug)]
 struct Slot(ArcSwap<Project>);
+
+/// A copy of the index sharing every project. The writer swaps it in when
+/// the set of projects changes; replacements from then on go to the copy.
+fn copy_index(index: &Index) -> Index {
+    let mut copy = Index::with_capacity_and_hasher(index.len() + 16, Default::default());
+    copy.extend(
+        index
+            .iter()
+            .map(|(id, slot)| (id.clone(), Slot(ArcSwap::new(slot.0.load_full())))),
+    );
+    copy
+}
 
 #[derive(Debug, Default)]
 struct Shared {
@@ -186,6 +200,18 @@ impl Store {
         resolve::resolve(self, project, environment, strict)
     }
 
+    /// See [`resolve::resolve_with`]: the answer is lent to `f`, not copied.
+    #[inline]
+    pub fn resolve_with<R>(
+        &self,
+        project: &str,
+        environment: Option<&str>,
+        strict: bool,
+        f: impl FnOnce(&Answer) -> R,
+    ) -> Result<R, ResolveError> {
+        resolve::resolve_with(self, project, environment, strict, f)
+    }
+
     /// Runs `f` on the current snapshot of one project, without cloning it.
     #[inline]
     pub fn with_project<R>(&self, id: &str, f: impl FnOnce(Option<&Project>) -> R) -> R {
@@ -268,13 +294,13 @@ struct Pending<'a> {
 }
 
 impl Pending<'_> {
-    fn get(&self, id: &str) -> Option<&Arc<Slot>> {
+    fn get(&self, id: &str) -> Option<&Slot> {
         self.next.as_ref().unwrap_or(self.current).get(id)
     }
 
     fn edit(&mut self) -> &mut Index {
         let current = self.current;
-        self.next.get_or_insert_with(|| current.clone())
+        self.next.get_or_insert_with(|| copy_index(current))
     }
 }
 
@@ -441,8 +467,7 @@ impl StoreWriter {
             Ok(doc) => (doc.id.as_str(), Some(doc.revision)),
             Err(u) => (u.id.as_str(), u.revision),
         };
-        let slot = pending.get(id).cloned();
-        let previous = slot.as_ref().map(|s| s.0.load_full());
+        let previous = pending.get(id).map(|s| s.0.load_full());
         if let (Some(prev), Some(revision)) = (&previous, revision) {
             if revision < prev.revision() {
                 report.stale += 1;
@@ -484,7 +509,7 @@ impl StoreWriter {
             report.scheduled.push((id.clone(), due));
         }
         let envs = project.environments().len() as isize;
-        match (slot, previous) {
+        match (pending.get(&id), previous) {
             (Some(slot), Some(prev)) => {
                 slot.0.store(project);
                 self.count(0, envs - prev.environments().len() as isize);
@@ -493,7 +518,7 @@ impl StoreWriter {
             _ => {
                 pending
                     .edit()
-                    .insert(id.as_str().into(), Arc::new(Slot(ArcSwap::new(project))));
+                    .insert(id.as_str().into(), Slot(ArcSwap::new(project)));
                 self.count(1, envs);
                 report.added += 1;
             }
