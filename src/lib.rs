@@ -33,6 +33,7 @@ pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod generate;
+pub mod histogram;
 pub mod metrics;
 pub mod project;
 pub mod readiness;

@@ -1,0 +1,140 @@
+//! Footprint of the real binary: resident memory after loading a snapshot
+//! (against the snapshot JSON's size) at 10k and 100k projects, and the
+//! time from process start to ready when it starts from a 10k-project
+//! last-known-good cache with the control plane unreachable.
+//!
+//! Run: `cargo bench --bench footprint`
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use env_sidecar::generate;
+use env_sidecar::store::{ApplyOptions, Store, Update};
+use env_sidecar::wire::parse_snapshot;
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    println!("resident memory after loading (file source, metrics on):");
+    for n in [10_000, 100_000] {
+        let json = generate::snapshot_json(n, 1);
+        let path = dir.path().join(format!("snapshot-{n}.json"));
+        std::fs::write(&path, &json).unwrap();
+        let source = format!("kind = \"file\"\npath = \"{}\"\n", path.display());
+        let (mut child, admin) = spawn(dir.path(), &source, "");
+        wait_ready(admin, Duration::from_secs(120));
+        std::thread::sleep(Duration::from_millis(500));
+        let rss = rss_bytes(child.id());
+        println!(
+            "  {n:>7} projects: snapshot JSON {:>6.1} MiB, RSS {:>6.1} MiB, ratio {:.2}",
+            mib(json.len() as u64),
+            mib(rss),
+            rss as f64 / json.len() as f64
+        );
+        stop(&mut child);
+    }
+
+    println!("ready from a 10k-project last-known-good cache (control plane down):");
+    let cache = dir.path().join("lkg.json");
+    let json = generate::snapshot_json(10_000, 1);
+    let (store, mut writer) = Store::new(0.5);
+    let opts = ApplyOptions {
+        now: SystemTime::now(),
+        allow_mass_removal: false,
+    };
+    writer
+        .apply(Update::Snapshot(parse_snapshot(&json).unwrap()), opts)
+        .unwrap();
+    std::fs::write(
+        &cache,
+        env_sidecar::cache::encode(store.cursor(), &store.projects()),
+    )
+    .unwrap();
+    let mut times = Vec::new();
+    for _ in 0..7 {
+        let source = "kind = \"http\"\nurl = \"http://127.0.0.1:9\"\n".to_string();
+        let started = Instant::now();
+        let (mut child, admin) = spawn(dir.path(), &source, &cache.display().to_string());
+        wait_ready(admin, Duration::from_secs(30));
+        times.push(started.elapsed());
+        stop(&mut child);
+    }
+    times.sort();
+    println!(
+        "  cache {:.1} MiB: median {:?}, min {:?}, max {:?} from spawn to /readyz 200 (7 starts)",
+        mib(std::fs::metadata(&cache).unwrap().len()),
+        times[times.len() / 2],
+        times[0],
+        times[times.len() - 1]
+    );
+}
+
+fn spawn(dir: &Path, source: &str, cache: &str) -> (Child, SocketAddr) {
+    let data = free_addr();
+    let admin = free_addr();
+    let config = dir.join(format!("footprint-{}.toml", admin.port()));
+    let mut f = std::fs::File::create(&config).unwrap();
+    write!(f, "[server]\nlisten = \"{data}\"\n[admin]\nlisten = \"{admin}\"\n[source]\n{source}[cache]\npath = \"{cache}\"\n").unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sidecar starts");
+    (child, admin)
+}
+
+fn wait_ready(admin: SocketAddr, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let ready = TcpStream::connect(admin)
+            .and_then(|mut s| {
+                s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")?;
+                let mut head = [0u8; 12];
+                s.read_exact(&mut head)?;
+                Ok(&head == b"HTTP/1.1 200")
+            })
+            .unwrap_or(false);
+        if ready {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not ready within {limit:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
