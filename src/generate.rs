@@ -43,18 +43,15 @@ pub fn project(i: usize, revision: u64, published_at: Option<SystemTime>) -> Wir
                     format!("v{revision}-{}", rng.below(100)),
                 );
             }
-            pointers.routing_rules.insert(
-                "default".into(),
-                format!("v{revision}-rel-{}", rng.below(50)),
-            );
-            pointers.providers.insert(
-                "openai".into(),
-                format!("v{revision}-act-{}", rng.below(20)),
-            );
-            pointers.providers.insert(
-                "anthropic".into(),
-                format!("v{revision}-act-{}", rng.below(20)),
-            );
+            pointers
+                .routing_rules
+                .insert("default", format!("v{revision}-rel-{}", rng.below(50)));
+            pointers
+                .providers
+                .insert("openai", format!("v{revision}-act-{}", rng.below(20)));
+            pointers
+                .providers
+                .insert("anthropic", format!("v{revision}-act-{}", rng.below(20)));
             WireEnvironment {
                 id: format!("{id}-env-{pos}"),
                 slug: (*slug).to_string(),

@@ -20,8 +20,10 @@ use crate::wire::Pointers;
 /// One environment as served.
 #[derive(Debug)]
 pub struct ServedEnvironment {
-    /// Base pointers with the due scheduled changes overlaid.
-    pub pointers: Pointers,
+    /// The pointers with due scheduled changes overlaid, when any overlay
+    /// applies to this environment; otherwise the document's own pointers
+    /// serve (not copied: most environments have no schedule).
+    overlaid: Option<Pointers>,
     exact: Answer,
 }
 
@@ -61,9 +63,10 @@ impl Project {
         let fallback = envs.iter().position(|e| e.gateway_fallback).unwrap_or(0);
         let environments: Box<[ServedEnvironment]> = (0..envs.len())
             .map(|i| {
-                let pointers = valid.pointers_with(i, applied);
-                let exact = render(&valid, i, &pointers, Outcome::Exact);
-                ServedEnvironment { pointers, exact }
+                let overlaid = valid.overlaid_pointers(i, applied);
+                let pointers = overlaid.as_ref().unwrap_or(&envs[i].pointers);
+                let exact = render(&valid, i, pointers, Outcome::Exact);
+                ServedEnvironment { overlaid, exact }
             })
             .collect();
         let mut slug_index: Vec<SlugKey> = envs
@@ -78,7 +81,10 @@ impl Project {
                     .cmp(&envs[usize::from(b.index)].slug)
             })
         });
-        let fallback_pointers = &environments[fallback].pointers;
+        let fallback_pointers = environments[fallback]
+            .overlaid
+            .as_ref()
+            .unwrap_or(&envs[fallback].pointers);
         let fallback_not_requested =
             render(&valid, fallback, fallback_pointers, Outcome::NotRequested);
         let fallback_unknown = render(
@@ -127,6 +133,14 @@ impl Project {
 
     pub fn environments(&self) -> &[ServedEnvironment] {
         &self.environments
+    }
+
+    /// The pointers environment `index` serves now.
+    pub fn pointers(&self, index: usize) -> &Pointers {
+        self.environments[index]
+            .overlaid
+            .as_ref()
+            .unwrap_or(&self.valid.environments()[index].pointers)
     }
 
     pub fn fallback_index(&self) -> usize {

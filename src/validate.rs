@@ -155,6 +155,16 @@ impl ValidProject {
     }
 
     /// The pointers of environment `index` with the first `applied`
+    /// schedule entries overlaid, or `None` when none of them concerns this
+    /// environment (its own pointers serve as they are).
+    pub fn overlaid_pointers(&self, index: usize, applied: usize) -> Option<Pointers> {
+        let due = &self.schedule[..applied.min(self.schedule.len())];
+        due.iter()
+            .any(|e| e.environment == index)
+            .then(|| self.pointers_with(index, applied))
+    }
+
+    /// The pointers of environment `index` with the first `applied`
     /// schedule entries overlaid. Pending releases are never part of this.
     pub fn pointers_with(&self, index: usize, applied: usize) -> Pointers {
         let mut pointers = self.doc.environments[index].pointers.clone();
@@ -165,7 +175,7 @@ impl ValidProject {
             let overlay = &self.doc.environments[index].scheduled[entry.entry].pointers;
             for (kind, map) in overlay {
                 if let Some(target) = pointers.kind_mut(kind) {
-                    target.extend(map.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    target.extend(map.iter().map(|(k, v)| (k.as_str(), v.as_str())));
                 }
             }
         }
@@ -268,7 +278,7 @@ pub fn validate(
     for (index, env) in doc.environments.iter().enumerate() {
         let mut merged: BTreeMap<(&str, &str), ()> = BTreeMap::new();
         for (kind, key, _) in env.pointers.iter() {
-            merged.insert((kind, key.as_str()), ());
+            merged.insert((kind, key), ());
         }
         for (entry, change) in env.scheduled.iter().enumerate() {
             let at = parse_rfc3339(&change.at).or_else(|e| {
@@ -294,7 +304,7 @@ pub fn validate(
                 };
                 for (key, value) in map {
                     validate_pointer(&env.slug, kind, key, value)?;
-                    merged.insert((kind, key.as_str()), ());
+                    merged.insert((kind, key), ());
                 }
             }
             schedule.push(ScheduleEntry {

@@ -11,16 +11,16 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-/// The three pointer maps an environment carries. Ordered maps, so every
+/// The three pointer maps an environment carries. Sorted by key, so every
 /// rendering of a project is deterministic.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pointers {
     #[serde(default, deserialize_with = "null_as_default")]
-    pub prompts: BTreeMap<String, String>,
+    pub prompts: PointerMap,
     #[serde(default, deserialize_with = "null_as_default")]
-    pub routing_rules: BTreeMap<String, String>,
+    pub routing_rules: PointerMap,
     #[serde(default, deserialize_with = "null_as_default")]
-    pub providers: BTreeMap<String, String>,
+    pub providers: PointerMap,
 }
 
 /// The pointer kinds, in the order they are rendered.
@@ -36,7 +36,7 @@ impl Pointers {
     }
 
     /// The map for a kind name, if it is one of [`POINTER_KINDS`].
-    pub fn kind_mut(&mut self, kind: &str) -> Option<&mut BTreeMap<String, String>> {
+    pub fn kind_mut(&mut self, kind: &str) -> Option<&mut PointerMap> {
         match kind {
             "prompts" => Some(&mut self.prompts),
             "routing_rules" => Some(&mut self.routing_rules),
@@ -46,7 +46,7 @@ impl Pointers {
     }
 
     /// Every `(kind, key, value)` triple.
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &String, &String)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str, &str)> {
         self.prompts
             .iter()
             .map(|(k, v)| ("prompts", k, v))
@@ -56,6 +56,103 @@ impl Pointers {
                     .map(|(k, v)| ("routing_rules", k, v)),
             )
             .chain(self.providers.iter().map(|(k, v)| ("providers", k, v)))
+    }
+}
+
+/// Key → version, sorted by key, in one flat vector. These maps hold a
+/// handful of entries; a `BTreeMap` would spend a ~500-byte node on each,
+/// which dominated the memory of a loaded snapshot. Duplicate keys in a
+/// document: the last one wins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PointerMap(Vec<(Box<str>, Box<str>)>);
+
+impl PointerMap {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(k, _)| (**k).cmp(key))
+            .ok()
+            .map(|i| &*self.0[i].1)
+    }
+
+    /// Sets `key` to `value`, replacing any previous value.
+    pub fn insert(&mut self, key: impl Into<Box<str>>, value: impl Into<Box<str>>) {
+        let (key, value) = (key.into(), value.into());
+        match self.0.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (key, value)),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (&**k, &**v))
+    }
+}
+
+impl<K: Into<Box<str>>, V: Into<Box<str>>> Extend<(K, V)> for PointerMap {
+    fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, entries: I) {
+        for (k, v) in entries {
+            self.insert(k, v);
+        }
+    }
+}
+
+impl<K: Into<Box<str>>, V: Into<Box<str>>> FromIterator<(K, V)> for PointerMap {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(entries: I) -> Self {
+        let mut map = PointerMap::default();
+        map.extend(entries);
+        map
+    }
+}
+
+impl Serialize for PointerMap {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = ser.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(&**k, &**v)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for PointerMap {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = PointerMap;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of pointer keys to versions")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<PointerMap, A::Error> {
+                let mut entries: Vec<(Box<str>, Box<str>)> =
+                    Vec::with_capacity(access.size_hint().unwrap_or(0));
+                while let Some((k, v)) = access.next_entry::<String, String>()? {
+                    entries.push((k.into_boxed_str(), v.into_boxed_str()));
+                }
+                // Stable sort, then keep the last of equal keys.
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut deduped: Vec<(Box<str>, Box<str>)> = Vec::with_capacity(entries.len());
+                for entry in entries {
+                    match deduped.last_mut() {
+                        Some(last) if last.0 == entry.0 => *last = entry,
+                        _ => deduped.push(entry),
+                    }
+                }
+                Ok(PointerMap(deduped))
+            }
+        }
+        de.deserialize_map(Visitor)
     }
 }
 
@@ -262,6 +359,22 @@ mod tests {
             assert!(parse_snapshot(body).is_err());
         }
         assert!(parse_changes(br#"{"revision": 1, "removed": "x"}"#).is_err());
+    }
+
+    #[test]
+    fn pointer_maps_sort_keep_the_last_duplicate_and_round_trip() {
+        let map: PointerMap = serde_json::from_str(r#"{"b": "2", "a": "1", "b": "3"}"#).unwrap();
+        assert_eq!(map.iter().collect::<Vec<_>>(), [("a", "1"), ("b", "3")]);
+        assert_eq!(map.get("b"), Some("3"));
+        assert_eq!(map.get("c"), None);
+        assert_eq!(serde_json::to_string(&map).unwrap(), r#"{"a":"1","b":"3"}"#);
+        let mut m = map.clone();
+        m.extend([("a", "9"), ("c", "4")]);
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"a":"9","b":"3","c":"4"}"#
+        );
+        assert!(serde_json::from_str::<PointerMap>(r#"{"a": 1}"#).is_err());
     }
 
     #[test]

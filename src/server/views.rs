@@ -74,9 +74,8 @@ impl<'a> ProjectView<'a> {
         let environments = valid
             .environments()
             .iter()
-            .zip(project.environments())
             .enumerate()
-            .map(|(i, (doc, served))| EnvironmentView {
+            .map(|(i, doc)| EnvironmentView {
                 id: &doc.id,
                 slug: &doc.slug,
                 name: &doc.name,
@@ -87,7 +86,7 @@ impl<'a> ProjectView<'a> {
                 production: doc.production,
                 gateway_fallback: doc.gateway_fallback,
                 position: doc.position,
-                pointers: &served.pointers,
+                pointers: project.pointers(i),
                 pending: &doc.pending,
                 scheduled: upcoming
                     .iter()

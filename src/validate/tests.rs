@@ -312,15 +312,16 @@ fn schedule_overlays_in_time_order_later_wins() {
     let p = check(d).unwrap();
     assert_eq!(p.schedule().len(), 2);
     let one = p.pointers_with(0, 1);
-    assert_eq!(one.prompts["a"], "2");
-    assert_eq!(one.prompts["c"], "2");
+    assert_eq!(one.prompts.get("a"), Some("2"));
+    assert_eq!(one.prompts.get("c"), Some("2"));
     let both = p.pointers_with(0, 2);
-    assert_eq!(both.prompts["a"], "3", "the later entry wins");
+    assert_eq!(both.prompts.get("a"), Some("3"), "the later entry wins");
     assert_eq!(
-        both.prompts["b"], "1",
+        both.prompts.get("b"),
+        Some("1"),
         "keys not mentioned keep their value"
     );
-    assert_eq!(both.providers["x"], "1");
+    assert_eq!(both.providers.get("x"), Some("1"));
 }
 
 #[test]
