@@ -6,6 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+
+/// mimalloc: a loaded snapshot is mostly small strings, which glibc's
+/// malloc rounds up to 32-byte chunks (see the README's memory figures).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use env_sidecar::config::{Config, DEFAULT_CONFIG_PATH};
 
 /// Resolves LLM-gateway environments from a lock-free snapshot.
