@@ -24,9 +24,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 /// Every response body: bytes known up front.
 pub type Body = Full<Bytes>;
@@ -45,7 +45,13 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// In-flight requests get this long to finish once shutdown starts.
     pub drain_deadline: Duration,
+    /// Open connections per listener; one more is answered `503
+    /// overloaded` and closed at once.
+    pub max_connections: usize,
 }
+
+/// What a connection over the limit receives before it is closed.
+const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\nretry-after: 1\r\ncontent-length: 82\r\n\r\n{\"error\":{\"code\":\"overloaded\",\"message\":\"too many open connections; retry later\"}}";
 
 impl Default for Limits {
     fn default() -> Self {
@@ -53,6 +59,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
             drain_deadline: Duration::from_secs(10),
+            max_connections: 1024,
         }
     }
 }
@@ -90,6 +97,7 @@ pub async fn serve<L: Listener, H: Handler>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
@@ -108,6 +116,14 @@ pub async fn serve<L: Listener, H: Handler>(
             },
             _ = shutdown.changed() => break,
         };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tokio::spawn(async move {
+                let mut io = io;
+                let _ = io.write_all(OVERLOADED).await;
+                let _ = io.shutdown().await;
+            });
+            continue;
+        };
         let handler = handler.clone();
         let service = service_fn(move |req| {
             let handler = handler.clone();
@@ -118,6 +134,7 @@ pub async fn serve<L: Listener, H: Handler>(
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop(permit);
         });
     }
     drop(listener);
