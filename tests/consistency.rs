@@ -85,7 +85,7 @@ fn in_process_readers_never_see_mixed_or_rejected_revisions() {
             let (store, done, checked) = (store.clone(), done.clone(), checked.clone());
             std::thread::spawn(move || {
                 let mut n: u64 = r;
-                let mut last_seen = vec![0u64; PROJECTS];
+                let mut last_seen = [0u64; PROJECTS];
                 while !done.load(Ordering::Relaxed) {
                     n = n
                         .wrapping_mul(6364136223846793005)
