@@ -107,7 +107,7 @@ fn in_process_readers_never_see_mixed_or_rejected_revisions() {
         })
         .collect();
 
-    let mut revisions = vec![1u64; PROJECTS];
+    let mut revisions = [1u64; PROJECTS];
     for n in 0..5000usize {
         let i = (n * 7) % PROJECTS;
         revisions[i] += 1;
@@ -164,7 +164,7 @@ async fn over_http_answers_never_mix_revisions() {
         })
         .collect();
 
-    let mut revisions = vec![1u64; PROJECTS];
+    let mut revisions = [1u64; PROJECTS];
     for n in 0..600usize {
         let i = (n * 3) % PROJECTS;
         let bad = n % 4 == 0;
