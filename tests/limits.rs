@@ -6,36 +6,18 @@ mod common;
 
 use std::time::Duration;
 
-use common::{file_config, project, snapshot, TestSidecar};
-use env_sidecar::app::{self, Options};
+use common::{project, snapshot, TestSidecar};
+use env_sidecar::app::Options;
 use env_sidecar::server::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn with_limits(limits: Limits) -> TestSidecar {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_json(
-        &dir.path().join("snapshot.json"),
-        &snapshot(1, vec![project("acme", 1)]),
-    );
-    let config = file_config(dir.path());
-    let sidecar = app::start_with(
-        config,
-        Options {
-            limits,
-            ..Options::default()
-        },
-    )
-    .await
-    .unwrap();
-    let t = TestSidecar {
-        snapshot_path: dir.path().join("snapshot.json"),
-        sidecar,
-        dir,
-        client: reqwest::Client::new(),
+    let options = Options {
+        limits,
+        ..Options::default()
     };
-    t.wait_ready().await;
-    t
+    TestSidecar::start_with_options(&snapshot(1, vec![project("acme", 1)]), options).await
 }
 
 /// Reads until the peer closes (or `limit` passes); returns what arrived

@@ -6,8 +6,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{file_config, project, snapshot, TestSidecar};
-use env_sidecar::app::{self, Options};
+use common::{project, snapshot, TestSidecar};
+use env_sidecar::app::Options;
 use env_sidecar::clock::ManualClock;
 use env_sidecar::timestamp::format_rfc3339;
 use serde_json::{json, Value};
@@ -39,21 +39,11 @@ struct Fixture {
 
 async fn start(initial: Value) -> Fixture {
     let clock = ManualClock::new(t0());
-    let dir = tempfile::tempdir().unwrap();
-    common::write_json(&dir.path().join("snapshot.json"), &initial);
-    let config = file_config(dir.path());
     let options = Options {
         clock: Arc::new(clock.clone()),
         ..Options::default()
     };
-    let sidecar = app::start_with(config, options).await.unwrap();
-    let t = TestSidecar {
-        snapshot_path: dir.path().join("snapshot.json"),
-        sidecar,
-        dir,
-        client: reqwest::Client::new(),
-    };
-    t.wait_ready().await;
+    let t = TestSidecar::start_with_options(&initial, options).await;
     Fixture { t, clock }
 }
 

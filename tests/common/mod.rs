@@ -84,6 +84,26 @@ impl TestSidecar {
         TestSidecar::launch(config, dir).await
     }
 
+    /// Starts over `initial` (a snapshot file) with non-default start
+    /// options (clock, limits), and waits until it is ready.
+    pub async fn start_with_options(initial: &Value, options: app::Options) -> TestSidecar {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_json(&dir.path().join("snapshot.json"), initial);
+        let config = file_config(dir.path());
+        let snapshot_path = config.source.path.clone();
+        let sidecar = app::start_with(config, options)
+            .await
+            .expect("sidecar starts");
+        let t = TestSidecar {
+            sidecar,
+            dir,
+            snapshot_path,
+            client: reqwest::Client::new(),
+        };
+        t.wait_ready().await;
+        t
+    }
+
     /// Starts the sidecar with exactly `config`; `dir` lives as long as it.
     pub async fn launch(config: Config, dir: tempfile::TempDir) -> TestSidecar {
         let snapshot_path = config.source.path.clone();
