@@ -216,14 +216,7 @@ async fn slow_and_hanging_answers_time_out_and_recover() {
     )
     .await;
     sim.publish([project("acme", 2)]);
-    eventually("a timeout", || async {
-        t.sidecar
-            .status()
-            .events()
-            .last_error
-            .is_some_and(|e| e.message.contains("timed out"))
-    })
-    .await;
+    t.wait_error_containing("timed out").await;
     keeps_serving(&t, "qa-r1").await;
     // Slow but within the timeout is fine.
     sim.set_faults(Faults {
@@ -238,14 +231,7 @@ async fn a_control_plane_that_goes_down_is_waited_out() {
     let sim = simulator(vec![project("acme", 1)], None).await;
     let t = synced(&sim, |_| {}).await;
     sim.go_down(Duration::from_millis(1500));
-    eventually("connection errors", || async {
-        t.sidecar
-            .status()
-            .events()
-            .last_error
-            .is_some_and(|e| e.message.contains("request failed"))
-    })
-    .await;
+    t.wait_error_containing("request failed").await;
     keeps_serving(&t, "qa-r1").await;
     sim.publish([project("acme", 2)]);
     t.wait_revision("acme", 2).await;
@@ -276,27 +262,12 @@ async fn not_ready_while_nothing_answers_then_ready_when_it_does() {
 
 #[tokio::test]
 async fn a_rejected_change_batch_backs_off_instead_of_spinning() {
-    let many: Vec<_> = (0..12).map(|i| project(&format!("p{i}"), 1)).collect();
+    let many: Vec<_> = common::numbered(12);
     let sim = simulator(many, None).await;
     let t = synced(&sim, |c| c.source.backoff_max = Duration::from_secs(5)).await;
-    sim.remove(
-        (0..9)
-            .map(|i| format!("p{i}"))
-            .collect::<Vec<_>>()
-            .iter()
-            .map(String::as_str),
-    );
-    eventually("the batch refused", || async {
-        t.sidecar
-            .status()
-            .events()
-            .last_error
-            .is_some_and(|e| e.message.contains("refusing to remove"))
-    })
-    .await;
-    let before = sim.requests();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let during = sim.requests() - before;
+    sim.remove(common::numbered_ids(9).iter().map(String::as_str));
+    t.wait_error_containing("refusing to remove").await;
+    let during = common::requests_during(&sim, Duration::from_millis(1500)).await;
     // A spinning loop would make thousands of requests in 1.5 s; backoff
     // with a 100 ms first window doubling each time makes a handful.
     assert!(during <= 12, "{during} requests in 1.5 s");
@@ -320,33 +291,18 @@ async fn malformed_answers_back_off_instead_of_spinning() {
     )
     .await;
     sim.publish([project("acme", 2)]);
-    let before = sim.requests();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let during = sim.requests() - before;
+    let during = common::requests_during(&sim, Duration::from_millis(1500)).await;
     assert!(during <= 12, "{during} requests in 1.5 s");
     assert_eq!(t.served("acme", "qa").await, "qa-r1");
 }
 
 #[tokio::test]
 async fn an_emptied_snapshot_is_refused_in_poll_mode() {
-    let many: Vec<_> = (0..12).map(|i| project(&format!("p{i}"), 1)).collect();
+    let many: Vec<_> = common::numbered(12);
     let sim = simulator(many, None).await;
     let t = synced(&sim, |c| c.source.mode = SyncMode::Poll).await;
-    sim.remove(
-        (0..12)
-            .map(|i| format!("p{i}"))
-            .collect::<Vec<_>>()
-            .iter()
-            .map(String::as_str),
-    );
-    eventually("the snapshot refused", || async {
-        t.sidecar
-            .status()
-            .events()
-            .last_error
-            .is_some_and(|e| e.message.contains("refusing to remove 12 of 12"))
-    })
-    .await;
+    sim.remove(common::numbered_ids(12).iter().map(String::as_str));
+    t.wait_error_containing("refusing to remove 12 of 12").await;
     assert_eq!(t.sidecar.store().project_count(), 12);
     assert_eq!(t.get("/v1/resolve?project=p3").await.status, 200);
 }

@@ -329,16 +329,10 @@ async fn refresh_of_one_project_fetches_only_that_project() {
 
 #[tokio::test]
 async fn mass_removal_needs_the_override() {
-    let many: Vec<_> = (0..12).map(|i| project(&format!("p{i}"), 1)).collect();
+    let many: Vec<_> = common::numbered(12);
     let sim = simulator(many, None).await;
     let t = forced_only(&sim).await;
-    sim.remove(
-        (0..9)
-            .map(|i| format!("p{i}"))
-            .collect::<Vec<_>>()
-            .iter()
-            .map(String::as_str),
-    );
+    sim.remove(common::numbered_ids(9).iter().map(String::as_str));
     let r = post_admin(&t, "/admin/refresh", None).await;
     assert_eq!(r.body["result"], "rejected");
     assert!(r.body["error"]

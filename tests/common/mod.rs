@@ -184,6 +184,18 @@ impl TestSidecar {
         self.sidecar.check_source_now();
     }
 
+    /// Waits until the last recorded source error contains `text`.
+    pub async fn wait_error_containing(&self, text: &str) {
+        eventually(&format!("a source error containing {text:?}"), || async {
+            self.sidecar
+                .status()
+                .events()
+                .last_error
+                .is_some_and(|e| e.message.contains(text))
+        })
+        .await;
+    }
+
     pub async fn wait_ready(&self) {
         eventually("sidecar ready", || async {
             self.get_admin("/readyz").await.status == 200
@@ -233,6 +245,23 @@ pub fn http_config(dir: &std::path::Path, url: &str) -> Config {
     config.source.backoff_max = Duration::from_millis(300);
     config.source.poll_interval = Duration::from_millis(100);
     config
+}
+
+/// `count` fixture projects named `p0`, `p1`, ... at revision 1.
+pub fn numbered(count: usize) -> Vec<Value> {
+    (0..count).map(|i| project(&format!("p{i}"), 1)).collect()
+}
+
+/// The ids `p0` .. `p{count-1}`.
+pub fn numbered_ids(count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("p{i}")).collect()
+}
+
+/// Control-plane requests served while `window` passes.
+pub async fn requests_during(sim: &env_sidecar::simulator::Simulator, window: Duration) -> u64 {
+    let before = sim.requests();
+    tokio::time::sleep(window).await;
+    sim.requests() - before
 }
 
 /// A simulator serving `projects` as its baseline.
