@@ -78,7 +78,6 @@ pub struct Sidecar {
     admin_addr: SocketAddr,
     store: Store,
     status: Arc<SyncStatus>,
-    metrics: Arc<Metrics>,
     check_now: Arc<Notify>,
     cache: Arc<CacheState>,
     /// For `tick_schedules`; dropped first at shutdown so the writer ends.
@@ -104,10 +103,6 @@ impl Sidecar {
 
     pub fn status(&self) -> &Arc<SyncStatus> {
         &self.status
-    }
-
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
     }
 
     /// What the last-known-good cache writer has done.
@@ -296,7 +291,6 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
         admin_addr,
         store,
         status,
-        metrics,
         check_now,
         cache: cache_state,
         writer,

@@ -15,13 +15,21 @@
 //! * [`project`]: a project as served, answers pre-rendered to bytes.
 //! * [`store`]: lock-free per-project snapshots, and the one writer.
 //! * [`resolve`]: the hot path: syntax check, two loads, a lookup.
-//! * [`writer`]: the task that owns the writer and applies updates.
-//! * [`source`]: where snapshots come from (`file`).
+//! * [`writer`]: the task that owns the writer: applies updates, runs the
+//!   scheduler for scheduled cutovers, records rejections and propagation.
+//! * [`source`]: where snapshots come from (`file`, `http`, with backoff).
+//! * [`cache`]: the last-known-good file: atomic, checksummed, debounced.
+//! * [`refresh`]: forced refreshes, coalesced, carried out by the source.
 //! * [`status`], [`readiness`]: what the source last did; are we ready.
-//! * [`server`]: the accept loop, the data plane and the operator plane.
+//! * [`server`]: the accept loop and limits, the data plane, the operator
+//!   plane, the error shape.
+//! * [`metrics`], [`histogram`]: the contract's metrics; the resolve path
+//!   records into fixed atomic buckets.
+//! * [`secret`]: tokens from the environment, compared in constant time.
 //! * [`config`]: the TOML file and its checks.
 //! * [`app`]: wiring and ordered shutdown; [`clock`], [`timestamp`]: time.
-//! * [`generate`]: deterministic synthetic projects (simulator, benches).
+//! * [`generate`], [`simulator`]: synthetic projects and a control plane
+//!   speaking the sync protocol (tests, benches, demos).
 //!
 //! The binary (`src/main.rs`) only parses flags, sets up logging, calls
 //! [`app::start`] and waits for a signal.

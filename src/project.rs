@@ -38,7 +38,6 @@ pub struct Project {
     /// Every slug as an inline key, sorted, for a binary search that does
     /// not leave this array for slugs of up to 8 bytes (most of them).
     slug_index: Box<[SlugKey]>,
-    fallback: usize,
     fallback_not_requested: Answer,
     fallback_unknown: Answer,
 }
@@ -99,7 +98,6 @@ impl Project {
             applied,
             environments,
             slug_index: slug_index.into_boxed_slice(),
-            fallback,
             fallback_not_requested,
             fallback_unknown,
         }
@@ -141,10 +139,6 @@ impl Project {
             .overlaid
             .as_ref()
             .unwrap_or(&self.valid.environments()[index].pointers)
-    }
-
-    pub fn fallback_index(&self) -> usize {
-        self.fallback
     }
 
     /// The answer for a slug already lower-cased and syntax-checked, or the

@@ -312,10 +312,6 @@ impl StoreWriter {
         }
     }
 
-    pub fn max_removed_fraction(&self) -> f64 {
-        self.max_removed_fraction
-    }
-
     /// Applies one fetch: validates every document, publishes the accepted
     /// ones project by project, records rejections, removes what the fetch
     /// removes. A fetch tripping the blast-radius guard changes nothing.
@@ -430,11 +426,6 @@ impl StoreWriter {
         };
         slot.0.store(next);
         outcome
-    }
-
-    /// The earliest scheduled change still to come, over all projects.
-    pub fn next_scheduled(&self) -> Option<(String, SystemTime)> {
-        self.reader().next_scheduled()
     }
 
     fn check_blast_radius(

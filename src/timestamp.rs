@@ -88,13 +88,6 @@ pub fn format_rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-/// Milliseconds since the Unix epoch (0 for times before it).
-pub fn unix_millis(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn digits(b: &[u8], at: usize, len: usize) -> Result<u32, TimestampError> {
     let slice = b.get(at..at + len).ok_or(TimestampError("truncated"))?;
     slice.iter().try_fold(0u32, |acc, &c| {

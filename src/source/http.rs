@@ -66,24 +66,6 @@ pub struct ControlPlane {
     pub long_poll_wait: Duration,
 }
 
-/// The kinds of request, as metric labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestKind {
-    Snapshot,
-    Changes,
-    Project,
-}
-
-impl RequestKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RequestKind::Snapshot => "snapshot",
-            RequestKind::Changes => "changes",
-            RequestKind::Project => "project",
-        }
-    }
-}
-
 impl ControlPlane {
     pub fn new(
         base: &str,
@@ -104,10 +86,6 @@ impl ControlPlane {
             request_timeout,
             long_poll_wait,
         })
-    }
-
-    pub fn base_url(&self) -> &str {
-        &self.base
     }
 
     /// `GET /v1/snapshot`, conditional on `etag` when given. Returns the body

@@ -2,7 +2,7 @@
 //! parses into wire types, and hands updates to the writer task; it never
 //! touches the store directly.
 //!
-//! * [`file`]: a JSON snapshot file, re-read when it changes (the default).
+//! * [`file`](mod@file): a JSON snapshot file, re-read when it changes (the default).
 //! * [`http`]: a control plane, in `watch` or `poll` mode.
 //! * [`backoff`]: exponential backoff with full jitter, for retries.
 
