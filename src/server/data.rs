@@ -139,25 +139,13 @@ impl DataPlane {
             }
             Err(e) => return ApiError::invalid(format!("cannot read body: {e}")).into_response(),
         };
-        let body: BatchBody = match serde_json::from_slice(&bytes) {
-            Ok(b) => b,
-            Err(e) => {
-                return ApiError::invalid(format!(
-                    "body must be {{\"requests\": [{{\"project\": ..., \"environment\": ...}}, ...]}}: {e}"
-                ))
-                .into_response()
-            }
+        let requests = match parse_batch(&bytes) {
+            Ok(requests) => requests,
+            Err(err) => return err.into_response(),
         };
-        if body.requests.len() > MAX_BATCH_ITEMS {
-            return ApiError::too_large(format!(
-                "{} requests in one batch; at most {MAX_BATCH_ITEMS}",
-                body.requests.len()
-            ))
-            .into_response();
-        }
-        let mut out = Vec::with_capacity(32 + body.requests.len() * 320);
+        let mut out = Vec::with_capacity(32 + requests.len() * 320);
         out.extend_from_slice(b"{\"results\":[");
-        for (i, item) in body.requests.iter().enumerate() {
+        for (i, item) in requests.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
@@ -246,14 +234,32 @@ struct BatchBody {
     requests: Vec<BatchItem>,
 }
 
-#[derive(Deserialize)]
-struct BatchItem {
+/// One request of a batch, as the client sent it.
+#[derive(Debug, Deserialize)]
+pub struct BatchItem {
     #[serde(default)]
-    project: Option<String>,
+    pub project: Option<String>,
     #[serde(default)]
-    environment: Option<String>,
+    pub environment: Option<String>,
     #[serde(default)]
-    strict: bool,
+    pub strict: bool,
+}
+
+/// Reads a batch body: `{"requests": [...]}` with at most
+/// [`MAX_BATCH_ITEMS`] items (the byte limit is enforced while reading).
+pub fn parse_batch(bytes: &[u8]) -> Result<Vec<BatchItem>, ApiError> {
+    let body: BatchBody = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::invalid(format!(
+            "body must be {{\"requests\": [{{\"project\": ..., \"environment\": ...}}, ...]}}: {e}"
+        ))
+    })?;
+    if body.requests.len() > MAX_BATCH_ITEMS {
+        return Err(ApiError::too_large(format!(
+            "{} requests in one batch; at most {MAX_BATCH_ITEMS}",
+            body.requests.len()
+        )));
+    }
+    Ok(body.requests)
 }
 
 /// A 200 resolve answer: pre-rendered body and headers, no formatting.

@@ -361,3 +361,6 @@ pub async fn raw_get(addr: std::net::SocketAddr, path: &[u8]) -> (u16, String) {
     req.extend_from_slice(b" HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
     raw_request(addr, &req).await
 }
+
+pub mod rules;
+pub mod targets;

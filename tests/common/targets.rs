@@ -1,0 +1,275 @@
+//! What each fuzz target checks, shared by the cargo-fuzz targets in
+//! `tests/fuzz/` (coverage-guided, run for as long as you like) and by
+//! `tests/fuzz_inputs.rs` (generated inputs plus every saved crash, on
+//! every `cargo test`). Each function takes arbitrary bytes and panics only
+//! when the sidecar breaks a property; the sidecar itself must never panic.
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use env_sidecar::cache;
+use env_sidecar::project::Project;
+use env_sidecar::resolve::{Answer, Outcome, ResolveError};
+use env_sidecar::server::api::ApiError;
+use env_sidecar::server::data::parse_batch;
+use env_sidecar::server::query::{fill_from_headers, parse_query};
+use env_sidecar::store::{ApplyOptions, Store, Update};
+use env_sidecar::validate::validate;
+use env_sidecar::wire::{self, Incoming, SnapshotBody, WireProject};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+
+use super::rules;
+
+/// A project document (what `GET /v1/projects/{id}` answers) and the same
+/// bytes read as a snapshot body: parsing never panics, every accepted
+/// document keeps every rule, every readable document that keeps every
+/// rule is accepted, and the served answers say what the document says.
+pub fn document(data: &[u8]) {
+    if let Ok(incoming) = wire::parse_project(data) {
+        let raw: Value = serde_json::from_slice(data).expect("parsed bytes are JSON");
+        check_incoming(&raw, incoming);
+    }
+    if let Ok(snapshot) = wire::parse_snapshot(data) {
+        let raw: Value = serde_json::from_slice(data).expect("parsed bytes are JSON");
+        check_snapshot(&raw["projects"], snapshot);
+    }
+}
+
+/// A cache file, raw (first byte even) or with the rest framed by a valid
+/// header and checksum (first byte odd) so the fuzzer reaches the body.
+pub fn cache_file(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let bytes = if mode % 2 == 0 {
+        rest.to_vec()
+    } else {
+        frame(rest)
+    };
+    let path = Path::new("fuzz.cache");
+    match cache::decode(path, &bytes) {
+        Ok(snapshot) => {
+            let raw: Value = serde_json::from_slice(&bytes).expect("decoded bytes are JSON");
+            check_snapshot(&raw["body"]["projects"], snapshot);
+        }
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+}
+
+/// A resolve request: `query \n project-header \n environment-header`.
+/// Reading it never panics; an answer always names an environment of the
+/// project, and an exact answer is the one that was asked for.
+pub fn request(data: &[u8]) {
+    let mut parts = data.splitn(3, |&b| b == b'\n');
+    let Ok(query) = std::str::from_utf8(parts.next().unwrap_or_default()) else {
+        return;
+    };
+    let mut headers = HeaderMap::new();
+    for name in [PROJECT_HEADER, ENVIRONMENT_HEADER] {
+        if let Some(value) = parts.next().and_then(|v| HeaderValue::from_bytes(v).ok()) {
+            headers.insert(name, value);
+        }
+    }
+    let mut parsed = match parse_query(query) {
+        Ok(parsed) => parsed,
+        Err(message) => return assert!(!message.is_empty()),
+    };
+    let (project_header, environment_header) = (
+        HeaderName::from_static(PROJECT_HEADER),
+        HeaderName::from_static(ENVIRONMENT_HEADER),
+    );
+    if let Err(message) =
+        fill_from_headers(&mut parsed, &headers, &project_header, &environment_header)
+    {
+        return assert!(!message.is_empty());
+    }
+    let project = parsed.project.as_deref().unwrap_or("");
+    let environment = parsed.environment.as_deref().filter(|e| !e.is_empty());
+    check_resolve(project, environment, parsed.strict);
+}
+
+/// A batch body: reading it never panics, errors are 400 or 413 with a
+/// message, and every item resolves like a single request.
+pub fn batch(data: &[u8]) {
+    match parse_batch(data) {
+        Ok(items) => {
+            for item in items {
+                let environment = item.environment.as_deref().filter(|e| !e.is_empty());
+                check_resolve(
+                    item.project.as_deref().unwrap_or(""),
+                    environment,
+                    item.strict,
+                );
+            }
+        }
+        Err(ApiError {
+            status, message, ..
+        }) => {
+            assert!(
+                status == 400 || status == 413,
+                "batch error status {status}"
+            );
+            assert!(!message.is_empty());
+        }
+    }
+}
+
+const PROJECT_HEADER: &str = "x-project-id";
+const ENVIRONMENT_HEADER: &str = "x-environment";
+
+fn check_resolve(project: &str, environment: Option<&str>, strict: bool) {
+    match served().resolve(project, environment, strict) {
+        Ok(answer) => check_answer(project, environment, &answer),
+        Err(ResolveError::NotReady) => panic!("the fixture store is loaded"),
+        Err(ResolveError::UnknownEnvironment) => {
+            assert!(strict, "only strict requests miss an environment")
+        }
+        Err(_) => {}
+    }
+}
+
+fn check_answer(project: &str, environment: Option<&str>, answer: &Answer) {
+    let body: Value = serde_json::from_slice(&answer.body).expect("answers are JSON");
+    assert_eq!(body["project"], project);
+    let slug = answer.environment.to_str().expect("slug header is ASCII");
+    assert_eq!(body["environment"]["slug"], slug);
+    match answer.outcome {
+        Outcome::Exact => assert_eq!(
+            Some(slug.to_string()),
+            environment.map(str::to_ascii_lowercase)
+        ),
+        Outcome::NotRequested => assert!(environment.is_none()),
+        Outcome::UnknownEnvironment => assert!(environment.is_some()),
+    }
+}
+
+/// The store the request and batch targets resolve against: the README's
+/// sample projects, loaded once.
+fn served() -> &'static Store {
+    static STORE: OnceLock<Store> = OnceLock::new();
+    STORE.get_or_init(|| {
+        let (store, mut writer) = Store::new(0.5);
+        let docs: Vec<Value> = ["acme", "globex", "x"]
+            .iter()
+            .map(|id| fixture(id))
+            .collect();
+        let body = serde_json::json!({"revision": 1, "projects": docs});
+        let snapshot = wire::parse_snapshot(body.to_string().as_bytes()).expect("fixture parses");
+        let report = writer
+            .apply(Update::Snapshot(snapshot), options())
+            .expect("fixture applies");
+        assert_eq!(report.added, 3);
+        store
+    })
+}
+
+/// prod (fallback), staging (publish target) and qa.
+fn fixture(id: &str) -> Value {
+    let env = |slug: &str, system: bool| {
+        serde_json::json!({
+            "id": format!("{id}_{slug}"), "slug": slug, "name": slug, "color": "#112233",
+            "system": system, "pointers": {"prompts": {"p": format!("{slug}-v1")}},
+        })
+    };
+    let mut prod = env("prod", true);
+    prod["gateway_fallback"] = true.into();
+    let mut staging = env("staging", true);
+    staging["default_publish_target"] = true.into();
+    serde_json::json!({"id": id, "revision": 3, "environments": [prod, staging, env("qa", false)]})
+}
+
+fn options() -> ApplyOptions {
+    ApplyOptions {
+        now: UNIX_EPOCH + Duration::from_secs(1),
+        allow_mass_removal: true,
+    }
+}
+
+fn check_incoming(raw: &Value, incoming: Incoming) {
+    let Ok(doc) = incoming else {
+        return;
+    };
+    check_document(raw, doc);
+}
+
+/// Validation agrees with the independent checker, and an accepted
+/// document serves exactly its own environments.
+fn check_document(raw: &Value, doc: WireProject) {
+    let verdict = rules::violation(raw);
+    let valid = match validate(doc, None) {
+        Ok(valid) => valid,
+        Err(e) => {
+            assert!(
+                verdict.is_some(),
+                "rejected ({}: {}) a document the checker accepts: {raw}",
+                e.reason.as_str(),
+                e.message
+            );
+            return;
+        }
+    };
+    if let Some(broken) = verdict {
+        panic!("accepted a document that breaks a rule ({broken}): {raw}");
+    }
+    let project = Project::build(valid.into(), SystemTime::now(), UNIX_EPOCH);
+    for env in project.valid().environments() {
+        let answer = project
+            .answer(Some(env.slug.as_bytes()), true)
+            .expect("every slug resolves strictly");
+        check_answer(project.id(), Some(&env.slug), answer);
+    }
+    let fallback = project.answer(None, false).expect("there is a fallback");
+    let body: Value = serde_json::from_slice(&fallback.body).expect("answers are JSON");
+    let fallback_env = project
+        .valid()
+        .environments()
+        .iter()
+        .find(|e| e.gateway_fallback)
+        .expect("one fallback");
+    assert_eq!(body["environment"]["slug"], fallback_env.slug.as_str());
+}
+
+/// Every project the snapshot makes served keeps every rule, and every
+/// project served came from the snapshot.
+fn check_snapshot(raw_projects: &Value, snapshot: SnapshotBody) {
+    let raw: Vec<Value> = raw_projects.as_array().cloned().unwrap_or_default();
+    let (store, mut writer) = Store::new(1.0);
+    let report = writer.apply(Update::Snapshot(snapshot), options());
+    let Ok(report) = report else {
+        return;
+    };
+    assert!(store.is_loaded());
+    for project in store.projects() {
+        let sources: Vec<&Value> = raw
+            .iter()
+            .filter(|r| r["id"] == project.id() && r["revision"] == project.revision())
+            .collect();
+        assert!(
+            !sources.is_empty(),
+            "{} is served but not in the snapshot",
+            project.id()
+        );
+        assert!(
+            sources.iter().any(|s| rules::violation(s).is_none()),
+            "served a document that breaks a rule: {}",
+            sources[0]
+        );
+    }
+    assert!(report.added <= raw.len());
+}
+
+/// Wraps `body` in a cache file header with a correct checksum.
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        r#"{{"format":"{}","version":{},"crc32":"{:08x}","body":"#,
+        cache::FORMAT,
+        cache::VERSION,
+        crc32fast::hash(body)
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out.push(b'}');
+    out
+}
