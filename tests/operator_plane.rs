@@ -142,8 +142,7 @@ async fn rejections_and_propagation_are_counted() {
 
 #[tokio::test]
 async fn promtool_accepts_the_exposition() {
-    let Ok(promtool) = which("promtool") else {
-        println!("SKIPPED: promtool not installed here (CI installs Debian's prometheus package)");
+    let Some(promtool) = common::system_tool("promtool", "prometheus") else {
         return;
     };
     let t = TestSidecar::start(Some(&snapshot(1, vec![project("acme", 1)]))).await;
@@ -170,16 +169,6 @@ async fn promtool_accepts_the_exposition() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn which(name: &str) -> Result<std::path::PathBuf, ()> {
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|p| p.join(name))
-                .find(|p| p.is_file())
-        })
-        .ok_or(())
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! A real Prometheus (Debian's `prometheus`) scrapes the sidecar's
 //! `/metrics` and its query API returns the resolve counter. Skipped, with
-//! a printed reason, where the binary is absent (CI installs it).
+//! a printed reason, where the binary is absent (CI installs it and
+//! requires it).
 
 mod common;
 
@@ -10,13 +11,7 @@ use common::{project, snapshot, TestSidecar};
 
 #[tokio::test]
 async fn prometheus_ingests_the_resolve_counter() {
-    let Some(prometheus) = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-    else {
-        println!(
-            "SKIPPED: prometheus not installed here (CI installs Debian's prometheus package)"
-        );
+    let Some(prometheus) = common::system_tool("prometheus", "prometheus") else {
         return;
     };
     let t = TestSidecar::start(Some(&snapshot(1, vec![project("acme", 1)]))).await;

@@ -364,3 +364,23 @@ pub async fn raw_get(addr: std::net::SocketAddr, path: &[u8]) -> (u16, String) {
 
 pub mod rules;
 pub mod targets;
+
+/// A system program a test drives for real (nginx, prometheus, promtool).
+/// Where it is missing the test is skipped with a printed reason, unless
+/// `ENV_SIDECAR_REQUIRE_TOOLS` is set: CI sets it after installing them,
+/// so there a missing program fails instead of passing silently.
+pub fn system_tool(name: &str, package: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("ENV_SIDECAR_REQUIRE_TOOLS").is_none(),
+            "{name} is required here: apt-get install {package}"
+        );
+        println!("SKIPPED: {name} is not installed (apt-get install {package}; CI installs it)");
+    }
+    found
+}
