@@ -157,3 +157,76 @@ async fn valid_cache_bytes() -> Vec<u8> {
     sim.stop();
     std::fs::read(&cache).unwrap()
 }
+
+/// A full disk, as the process sees it: the file-size limit (`ulimit -f`,
+/// with SIGXFSZ ignored) makes every write past 4 KiB fail, as ENOSPC
+/// would. The sidecar must keep serving what it accepted, report the
+/// failed write, and leave the previous cache file whole.
+#[tokio::test]
+async fn a_cache_write_that_runs_out_of_space_keeps_serving_and_the_old_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot_path = dir.path().join("snapshot.json");
+    let cache = dir.path().join("lkg.json");
+    common::write_json(
+        &snapshot_path,
+        &common::snapshot(1, vec![project("small", 1)]),
+    );
+    let config = dir.path().join("sidecar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [source]\npath = \"{}\"\npoll_interval = \"100ms\"\n[cache]\npath = \"{}\"\n",
+            snapshot_path.display(),
+            cache.display()
+        ),
+    )
+    .unwrap();
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(r#"trap '' XFSZ; ulimit -f 8; exec "$0" --config "$1""#)
+        .arg(env!("CARGO_BIN_EXE_env-sidecar"))
+        .arg(&config);
+    let mut sidecar = common::process::SidecarProcess::spawn(command);
+    eventually("the small snapshot cached", || async {
+        env_sidecar::cache::load(&cache).is_ok()
+    })
+    .await;
+    let small = std::fs::read(&cache).unwrap();
+    assert!(small.len() < 4096, "the first cache file fits the limit");
+
+    // Twenty projects: the cache file would be well over the limit.
+    common::write_json(&snapshot_path, &common::snapshot(2, common::numbered(20)));
+    let client = reqwest::Client::new();
+    let status_url = format!("http://{}/admin/status", sidecar.admin_addr);
+    eventually("the failed cache write reported", || async {
+        let Ok(resp) = client.get(&status_url).send().await else {
+            return false;
+        };
+        let status: serde_json::Value =
+            serde_json::from_str(&resp.text().await.unwrap_or_default()).unwrap_or_default();
+        status["cache"]["last_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("lkg.json"))
+    })
+    .await;
+    let resolve = format!(
+        "http://{}/v1/resolve?project=p19&environment=qa",
+        sidecar.data_addr
+    );
+    let served = client.get(&resolve).send().await.unwrap();
+    assert_eq!(served.status(), 200, "the new snapshot is served");
+    assert!(sidecar.is_running());
+    assert_eq!(
+        std::fs::read(&cache).unwrap(),
+        small,
+        "the old cache file is whole"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}

@@ -4,11 +4,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::process::SidecarProcess;
 use common::{project, snapshot};
 
 #[test]
@@ -30,40 +31,14 @@ fn sigterm_drains_an_in_flight_request_flushes_the_cache_and_exits_zero() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "debug")
-        .env("ENV_SIDECAR_TEST_SHUTDOWN_ADMIN", "admin-secret-value")
-        .env("ENV_SIDECAR_TEST_SHUTDOWN_CP", "cp-secret-value")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut log = String::new();
-    let addr_after = |line: &str, key: &str| -> SocketAddr {
-        let rest = line.split(key).nth(1).unwrap();
-        rest.split_whitespace().next().unwrap().parse().unwrap()
-    };
-    let (data_addr, admin_addr) = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "exited early:\n{log}"
-        );
-        log.push_str(&line);
-        if line.contains("data_addr=") {
-            break (
-                addr_after(&line, "data_addr="),
-                addr_after(&line, "admin_addr="),
-            );
-        }
-    };
-    let log_reader = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = stderr.read_to_string(&mut rest);
-        rest
-    });
+    let mut sidecar = SidecarProcess::start(
+        &config,
+        &[
+            ("ENV_SIDECAR_TEST_SHUTDOWN_ADMIN", "admin-secret-value"),
+            ("ENV_SIDECAR_TEST_SHUTDOWN_CP", "cp-secret-value"),
+        ],
+    );
+    let (data_addr, admin_addr) = (sidecar.data_addr, sidecar.admin_addr);
     // Wait until it serves.
     let deadline = Instant::now() + Duration::from_secs(10);
     while get_status(data_addr, "/v1/resolve?project=acme") != Some(200) {
@@ -85,11 +60,7 @@ fn sigterm_drains_an_in_flight_request_flushes_the_cache_and_exits_zero() {
     inflight.write_all(&body[..10]).unwrap();
     std::thread::sleep(Duration::from_millis(100));
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sidecar.terminate();
     // New connections are refused once the listener is closed.
     let deadline = Instant::now() + Duration::from_secs(5);
     while TcpStream::connect_timeout(&data_addr, Duration::from_millis(200)).is_ok() {
@@ -109,15 +80,8 @@ fn sigterm_drains_an_in_flight_request_flushes_the_cache_and_exits_zero() {
     );
     assert!(answer.contains("qa-r1"));
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let exit = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    log.push_str(&log_reader.join().unwrap());
+    let exit = sidecar.wait_exit(Duration::from_secs(15));
+    let log = sidecar.log();
     assert_eq!(exit.code(), Some(0), "log:\n{log}");
     assert!(cache.exists(), "cache flushed at shutdown");
     assert!(std::fs::read_to_string(&cache).unwrap().contains("qa-r1"));

@@ -288,12 +288,21 @@ pub fn write_json(path: &std::path::Path, doc: &Value) {
 
 /// Polls `cond` until it holds; fails the test after 10 s. This bounds a
 /// wait for an asynchronous effect; it asserts nothing about speed.
-pub async fn eventually<F, Fut>(what: &str, mut cond: F)
+pub async fn eventually<F, Fut>(what: &str, cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    eventually_within(Duration::from_secs(10), what, cond).await
+}
+
+/// [`eventually`] with a limit of `limit`.
+pub async fn eventually_within<F, Fut>(limit: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
     while !cond().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -384,3 +393,4 @@ pub fn system_tool(name: &str, package: &str) -> Option<PathBuf> {
     }
     found
 }
+pub mod process;

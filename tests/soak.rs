@@ -1,0 +1,354 @@
+//! A bounded soak of the real binary: while gateways-like clients resolve
+//! continuously, the control plane mutates projects and cycles through
+//! every fault it can show (errors, slowness past the timeout, malformed
+//! bodies, hangs, going down, 410 Gone, invalid documents, a mass deletion).
+//! Every answer must be a 200 from an accepted document; memory and open
+//! file descriptors must stay flat; once the faults stop the sidecar must
+//! converge on the control plane's final state and cache it.
+//!
+//! 60 s by default; `SOAK_SECONDS=600 cargo test --release --test soak --
+//! --nocapture` soaks longer and prints the figures.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::process::SidecarProcess;
+use env_sidecar::generate;
+use env_sidecar::simulator::{Faults, Simulator};
+use serde_json::Value;
+
+/// Projects the load asks about and the mutator republishes.
+const SERVED: usize = 100;
+/// Projects 100..200 exist too; the mass deletion removes them.
+const ALL: usize = 200;
+const FINAL_REVISION: u64 = 1_000_000;
+/// A pointer value only rejected documents carry.
+const MARKER: &str = "FROM-A-REJECTED-DOCUMENT";
+
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Clean,
+    Errors,
+    SlowPastTimeout,
+    Malformed,
+    Hangs,
+    Down,
+    Gone,
+    InvalidDocuments,
+    MassDeletion,
+}
+
+const PHASES: [Phase; 9] = [
+    Phase::Clean,
+    Phase::Errors,
+    Phase::SlowPastTimeout,
+    Phase::Malformed,
+    Phase::Hangs,
+    Phase::Down,
+    Phase::Gone,
+    Phase::InvalidDocuments,
+    Phase::MassDeletion,
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soak_under_every_fault_loses_nothing_leaks_nothing_and_converges() {
+    let total: u64 = std::env::var("SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let cycles = (total / 30).max(2);
+    let phase_len = Duration::from_secs(total) / (cycles as u32 * PHASES.len() as u32);
+
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), None)
+        .await
+        .unwrap();
+    sim.generate(ALL);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("lkg.json");
+    let config = dir.path().join("sidecar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [source]\nkind = \"http\"\nurl = \"{}\"\nmode = \"watch\"\nrequest_timeout = \"1s\"\n\
+             long_poll_wait = \"2s\"\nbackoff_max = \"500ms\"\nmax_removed_fraction = 0.3\n\
+             [cache]\npath = \"{}\"\n",
+            sim.url(),
+            cache.display()
+        ),
+    )
+    .unwrap();
+    let mut sidecar = SidecarProcess::start(&config, &[("RUST_LOG", "info")]);
+    let data = sidecar.data_addr;
+    let admin = sidecar.admin_addr;
+    common::eventually_within(Duration::from_secs(20), "ready", || async {
+        reqwest::get(format!("http://{admin}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let fds_before_load = sidecar.open_fds();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = Load::default();
+    let workers: Vec<_> = (0..4u64)
+        .map(|seed| tokio::spawn(load.clone().run(data, seed, stop.clone())))
+        .collect();
+    let mutator = sim.spawn_mutator(SERVED, 20.0);
+
+    let mut samples = Vec::new();
+    for cycle in 0..cycles {
+        for (index, phase) in PHASES.iter().enumerate() {
+            let started = Instant::now();
+            run_phase(
+                *phase,
+                &sim,
+                admin,
+                data,
+                cycle * 10 + index as u64,
+                phase_len,
+            )
+            .await;
+            tokio::time::sleep(phase_len.saturating_sub(started.elapsed())).await;
+            assert!(sidecar.is_running(), "the sidecar died:\n{}", sidecar.log());
+        }
+        samples.push((sidecar.rss_kib(), sidecar.open_fds()));
+    }
+
+    // Faults off, mutation stopped, one final valid revision of everything.
+    sim.set_faults(Faults::default());
+    mutator.abort();
+    publish_all(&sim, FINAL_REVISION, None);
+    let expected: Vec<(String, u64)> = (0..ALL)
+        .map(|i| (generate::project_id(i), FINAL_REVISION))
+        .collect();
+    let client = reqwest::Client::new();
+    common::eventually_within(Duration::from_secs(30), "convergence", || async {
+        served_revisions(&client, data).await.as_ref() == Some(&expected)
+    })
+    .await;
+    common::eventually_within(
+        Duration::from_secs(10),
+        "the final state cached",
+        || async {
+            env_sidecar::cache::load(&cache).is_ok_and(|snapshot| {
+                snapshot.projects.len() == ALL
+                    && snapshot
+                        .projects
+                        .iter()
+                        .all(|p| p.as_ref().is_ok_and(|p| p.revision == FINAL_REVISION))
+            })
+        },
+    )
+    .await;
+
+    stop.store(true, SeqCst);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fds_after_load = sidecar.open_fds();
+
+    let (rss_start, fds_start) = samples[0];
+    let (rss_end, fds_end) = *samples.last().unwrap();
+    let unexpected = load.unexpected.lock().unwrap().clone();
+    println!("RSS KiB and fds after each cycle: {samples:?}");
+    println!(
+        "soak {total}s, {cycles} cycles of {} phases of {phase_len:?}: {} answers, {} unexpected; \
+         RSS {rss_start} KiB after cycle 1 -> {rss_end} KiB at the end; \
+         fds {fds_start} -> {fds_end} under load, {fds_before_load} before load, {fds_after_load} after",
+        PHASES.len(),
+        load.ok.load(SeqCst),
+        unexpected.len(),
+    );
+    assert!(unexpected.is_empty(), "unexpected answers: {unexpected:#?}");
+    assert!(load.ok.load(SeqCst) > 1000, "the load hardly ran");
+    assert!(
+        rss_end <= rss_start + 16 * 1024,
+        "resident memory grew from {rss_start} KiB to {rss_end} KiB"
+    );
+    assert!(
+        fds_end <= fds_start + 8,
+        "fds grew from {fds_start} to {fds_end}"
+    );
+    assert!(
+        fds_after_load <= fds_before_load + 4,
+        "fds {fds_before_load} before the load, {fds_after_load} after it"
+    );
+    assert!(!sidecar.log().contains("panicked"), "{}", sidecar.log());
+    sim.stop();
+}
+
+async fn run_phase(
+    phase: Phase,
+    sim: &Simulator,
+    admin: std::net::SocketAddr,
+    data: std::net::SocketAddr,
+    step: u64,
+    len: Duration,
+) {
+    let faults = match phase {
+        Phase::Errors => Faults {
+            error_rate: 0.5,
+            error_status: 503,
+            ..Faults::default()
+        },
+        Phase::SlowPastTimeout => Faults {
+            latency: Duration::from_millis(1500),
+            ..Faults::default()
+        },
+        Phase::Malformed => Faults {
+            malformed_rate: 0.5,
+            ..Faults::default()
+        },
+        Phase::Hangs => Faults {
+            hang_rate: 0.5,
+            ..Faults::default()
+        },
+        _ => Faults::default(),
+    };
+    sim.set_faults(faults);
+    match phase {
+        Phase::Down => sim.go_down(len / 2),
+        Phase::Gone => sim.compact(),
+        Phase::InvalidDocuments => {
+            // Newer revisions of ten served projects, each breaking a rule.
+            let docs = (0..10).map(|i| {
+                let mut doc = serde_json::to_value(generate::project(i, 500_000 + step, None))
+                    .expect("a generated project serialises");
+                for env in doc["environments"].as_array_mut().expect("environments") {
+                    env["pointers"]["prompts"]["marker"] = MARKER.into();
+                }
+                doc["environments"][0]["color"] = "BAD".into();
+                doc
+            });
+            sim.publish(docs);
+        }
+        Phase::MassDeletion => mass_deletion(sim, admin, data, step).await,
+        _ => {}
+    }
+}
+
+/// Half the projects vanish while the sidecar cannot see it happen, so it
+/// can only learn of it from a full snapshot: the blast-radius guard must
+/// refuse that snapshot and keep serving them; then they come back.
+async fn mass_deletion(
+    sim: &Simulator,
+    admin: std::net::SocketAddr,
+    data: std::net::SocketAddr,
+    step: u64,
+) {
+    sim.go_down(Duration::from_millis(800));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let removed: Vec<String> = (SERVED..ALL).map(generate::project_id).collect();
+    sim.remove(removed.iter().map(String::as_str));
+    sim.compact();
+    let client = reqwest::Client::new();
+    common::eventually_within(Duration::from_secs(10), "the guard refusing", || async {
+        let status = client
+            .get(format!("http://{admin}/admin/status"))
+            .send()
+            .await;
+        match status {
+            Ok(r) => r
+                .text()
+                .await
+                .unwrap_or_default()
+                .contains("refusing to remove"),
+            Err(_) => false,
+        }
+    })
+    .await;
+    let still = client
+        .get(format!("http://{data}/v1/resolve?project={}", removed[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        still.status(),
+        200,
+        "a refused mass deletion removed a project"
+    );
+    // They come back with a newer revision.
+    let revision = 600_000 + step;
+    sim.publish(
+        (SERVED..ALL).map(|i| {
+            serde_json::to_value(generate::project(i, revision, None)).expect("serialises")
+        }),
+    );
+}
+
+fn publish_all(sim: &Simulator, revision: u64, published_at: Option<std::time::SystemTime>) {
+    sim.publish((0..ALL).map(|i| {
+        serde_json::to_value(generate::project(i, revision, published_at)).expect("serialises")
+    }));
+}
+
+/// `(id, revision)` of every served project, sorted.
+async fn served_revisions(
+    client: &reqwest::Client,
+    data: std::net::SocketAddr,
+) -> Option<Vec<(String, u64)>> {
+    let resp = client
+        .get(format!("http://{data}/v1/projects"))
+        .send()
+        .await
+        .ok()?;
+    let body: Value = serde_json::from_str(&resp.text().await.ok()?).ok()?;
+    let mut list: Vec<(String, u64)> = body["projects"]
+        .as_array()?
+        .iter()
+        .map(|p| Some((p["id"].as_str()?.to_string(), p["revision"].as_u64()?)))
+        .collect::<Option<_>>()?;
+    list.sort();
+    Some(list)
+}
+
+#[derive(Clone, Default)]
+struct Load {
+    ok: Arc<AtomicU64>,
+    unexpected: Arc<Mutex<Vec<String>>>,
+}
+
+impl Load {
+    /// Resolves random served projects over one keep-alive client until
+    /// stopped; anything but a well-formed 200 is unexpected.
+    async fn run(self, data: std::net::SocketAddr, seed: u64, stop: Arc<AtomicBool>) {
+        let client = reqwest::Client::new();
+        let mut rng = generate::Rng(seed + 1);
+        while !stop.load(SeqCst) {
+            let id = generate::project_id(rng.below(SERVED));
+            let env = ["qa", "staging", "prod", "nope"][rng.below(4)];
+            let url = format!("http://{data}/v1/resolve?project={id}&environment={env}");
+            let problem = match client.get(&url).send().await {
+                Err(e) => Some(format!("{url}: {e}")),
+                Ok(resp) if resp.status() != 200 => {
+                    Some(format!("{url}: status {}", resp.status()))
+                }
+                Ok(resp) => {
+                    let text = resp.text().await.unwrap_or_default();
+                    let body: Value = serde_json::from_str(&text).unwrap_or_default();
+                    if body["project"] != id.as_str() || text.contains(MARKER) {
+                        Some(format!("{url}: {text}"))
+                    } else {
+                        None
+                    }
+                }
+            };
+            match problem {
+                None => {
+                    self.ok.fetch_add(1, SeqCst);
+                }
+                Some(p) => {
+                    let mut list = self.unexpected.lock().unwrap();
+                    if list.len() < 20 {
+                        list.push(p);
+                    }
+                }
+            }
+        }
+    }
+}
