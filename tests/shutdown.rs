@@ -13,7 +13,7 @@ use common::process::SidecarProcess;
 use common::{project, snapshot};
 
 #[test]
-fn sigterm_drains_an_in_flight_request_flushes_the_cache_and_exits_zero() {
+fn sigterm_under_load_drains_in_flight_requests_flushes_the_cache_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     common::write_json(
         &dir.path().join("snapshot.json"),
@@ -60,6 +60,12 @@ fn sigterm_drains_an_in_flight_request_flushes_the_cache_and_exits_zero() {
     inflight.write_all(&body[..10]).unwrap();
     std::thread::sleep(Duration::from_millis(100));
 
+    // Four keep-alive clients resolving as fast as they can.
+    let load: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || hammer(data_addr)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+
     sidecar.terminate();
     // New connections are refused once the listener is closed.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -81,6 +87,12 @@ fn sigterm_drains_an_in_flight_request_flushes_the_cache_and_exits_zero() {
     assert!(answer.contains("qa-r1"));
 
     let exit = sidecar.wait_exit(Duration::from_secs(15));
+    // Until its connection closed, every answer a client got was whole and 200.
+    for worker in load {
+        let (answered, bad) = worker.join().unwrap();
+        assert!(answered > 0, "a client got no answer before the shutdown");
+        assert!(bad.is_empty(), "answers during shutdown: {bad:?}");
+    }
     let log = sidecar.log();
     assert_eq!(exit.code(), Some(0), "log:\n{log}");
     assert!(cache.exists(), "cache flushed at shutdown");
@@ -114,6 +126,55 @@ fn the_health_subcommand_reports_readiness() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "nothing listens on port 9");
+}
+
+/// Resolves over one keep-alive connection, reconnecting, until nothing
+/// listens: (answers read whole, anything that was not a whole 200).
+fn hammer(addr: SocketAddr) -> (usize, Vec<String>) {
+    let (mut answered, mut bad) = (0, Vec::new());
+    while let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        loop {
+            let sent = writer.write_all(
+                b"GET /v1/resolve?project=acme&environment=qa HTTP/1.1\r\nhost: x\r\n\r\n",
+            );
+            match sent.and_then(|()| read_response(&mut reader)) {
+                Ok(None) | Err(_) => break, // closed between answers
+                Ok(Some((200, body))) if body.contains("qa-r1") => answered += 1,
+                Ok(Some((status, body))) => bad.push(format!("{status}: {body}")),
+            }
+        }
+    }
+    (answered, bad)
+}
+
+/// One HTTP/1.1 response with a content-length; `None` at a clean close.
+fn read_response(reader: &mut impl std::io::BufRead) -> std::io::Result<Option<(u16, String)>> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let status = line.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut length = 0;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if line.trim_end().is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok(Some((status, String::from_utf8_lossy(&body).into_owned())))
 }
 
 fn get_status(addr: SocketAddr, path: &str) -> Option<u16> {
