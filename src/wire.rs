@@ -59,47 +59,115 @@ impl Pointers {
     }
 }
 
-/// Key → version, sorted by key, in one flat vector. These maps hold a
-/// handful of entries; a `BTreeMap` would spend a ~500-byte node on each,
-/// which dominated the memory of a loaded snapshot. Duplicate keys in a
-/// document: the last one wins.
+/// Key → version, sorted by key. Every key and value lives in one string
+/// (`key₀ value₀ key₁ value₁ …`, no separators) with the end offsets of
+/// each beside it: two allocations per map however many entries it has.
+/// A map of strings boxed one by one cost two allocations and 32 bytes of
+/// pointers per entry, and pointers are most of a loaded snapshot.
+/// Duplicate keys in a document: the last one wins.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PointerMap(Vec<(Box<str>, Box<str>)>);
+pub struct PointerMap {
+    text: Box<str>,
+    /// Per entry: where its key ends and where its value ends in `text`.
+    ends: Box<[(u32, u32)]>,
+}
+
+/// A pointer map whose text would not fit 32-bit offsets (over 4 GiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a pointer map larger than 4 GiB")]
+pub struct PointerMapTooLarge;
 
 impl PointerMap {
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.ends.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.ends.is_empty()
+    }
+
+    fn entry(&self, i: usize) -> (&str, &str) {
+        let start = if i == 0 {
+            0
+        } else {
+            self.ends[i - 1].1 as usize
+        };
+        let (key_end, value_end) = self.ends[i];
+        (
+            &self.text[start..key_end as usize],
+            &self.text[key_end as usize..value_end as usize],
+        )
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .binary_search_by(|(k, _)| (**k).cmp(key))
-            .ok()
-            .map(|i| &*self.0[i].1)
+        let (mut low, mut high) = (0, self.len());
+        while low < high {
+            let mid = low + (high - low) / 2;
+            let (k, v) = self.entry(mid);
+            match k.cmp(key) {
+                std::cmp::Ordering::Less => low = mid + 1,
+                std::cmp::Ordering::Greater => high = mid,
+                std::cmp::Ordering::Equal => return Some(v),
+            }
+        }
+        None
     }
 
-    /// Sets `key` to `value`, replacing any previous value.
+    /// Sets `key` to `value`, replacing any previous value (rebuilds the
+    /// map: for the writer's overlays, never on the hot path).
     pub fn insert(&mut self, key: impl Into<Box<str>>, value: impl Into<Box<str>>) {
-        let (key, value) = (key.into(), value.into());
-        match self.0.binary_search_by(|(k, _)| k.cmp(&key)) {
-            Ok(i) => self.0[i].1 = value,
-            Err(i) => self.0.insert(i, (key, value)),
-        }
+        self.extend([(key, value)]);
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (&**k, &**v))
+        (0..self.len()).map(|i| self.entry(i))
+    }
+
+    /// Builds a map from entries in any order; of equal keys the last wins.
+    fn build<K: AsRef<str>, V: AsRef<str>>(
+        mut entries: Vec<(K, V)>,
+    ) -> Result<PointerMap, PointerMapTooLarge> {
+        // Stable sort, then keep the last of equal keys.
+        entries.sort_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
+        let mut kept: Vec<(K, V)> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match kept.last_mut() {
+                Some(last) if last.0.as_ref() == entry.0.as_ref() => *last = entry,
+                _ => kept.push(entry),
+            }
+        }
+        let size: usize = kept
+            .iter()
+            .map(|(k, v)| k.as_ref().len() + v.as_ref().len())
+            .sum();
+        if u32::try_from(size).is_err() {
+            return Err(PointerMapTooLarge);
+        }
+        let mut text = String::with_capacity(size);
+        let mut ends = Vec::with_capacity(kept.len());
+        for (k, v) in &kept {
+            text.push_str(k.as_ref());
+            let key_end = text.len() as u32;
+            text.push_str(v.as_ref());
+            ends.push((key_end, text.len() as u32));
+        }
+        Ok(PointerMap {
+            text: text.into_boxed_str(),
+            ends: ends.into_boxed_slice(),
+        })
     }
 }
 
 impl<K: Into<Box<str>>, V: Into<Box<str>>> Extend<(K, V)> for PointerMap {
+    /// Adds entries (a later one replaces an earlier one of the same key).
+    /// Overlays are validated to 128-character keys and values, so they
+    /// cannot reach the 4 GiB limit; a map that would is left unchanged.
     fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, entries: I) {
-        for (k, v) in entries {
-            self.insert(k, v);
+        let mut all: Vec<(Box<str>, Box<str>)> =
+            self.iter().map(|(k, v)| (k.into(), v.into())).collect();
+        all.extend(entries.into_iter().map(|(k, v)| (k.into(), v.into())));
+        if let Ok(map) = PointerMap::build(all) {
+            *self = map;
         }
     }
 }
@@ -115,9 +183,9 @@ impl<K: Into<Box<str>>, V: Into<Box<str>>> FromIterator<(K, V)> for PointerMap {
 impl Serialize for PointerMap {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut map = ser.serialize_map(Some(self.0.len()))?;
-        for (k, v) in &self.0 {
-            map.serialize_entry(&**k, &**v)?;
+        let mut map = ser.serialize_map(Some(self.len()))?;
+        for (k, v) in self.iter() {
+            map.serialize_entry(k, v)?;
         }
         map.end()
     }
@@ -135,21 +203,12 @@ impl<'de> Deserialize<'de> for PointerMap {
                 self,
                 mut access: A,
             ) -> Result<PointerMap, A::Error> {
-                let mut entries: Vec<(Box<str>, Box<str>)> =
-                    Vec::with_capacity(access.size_hint().unwrap_or(0));
-                while let Some((k, v)) = access.next_entry::<String, String>()? {
-                    entries.push((k.into_boxed_str(), v.into_boxed_str()));
+                let mut entries: Vec<(String, String)> =
+                    Vec::with_capacity(access.size_hint().unwrap_or(0).min(4096));
+                while let Some(entry) = access.next_entry::<String, String>()? {
+                    entries.push(entry);
                 }
-                // Stable sort, then keep the last of equal keys.
-                entries.sort_by(|a, b| a.0.cmp(&b.0));
-                let mut deduped: Vec<(Box<str>, Box<str>)> = Vec::with_capacity(entries.len());
-                for entry in entries {
-                    match deduped.last_mut() {
-                        Some(last) if last.0 == entry.0 => *last = entry,
-                        _ => deduped.push(entry),
-                    }
-                }
-                Ok(PointerMap(deduped))
+                PointerMap::build(entries).map_err(serde::de::Error::custom)
             }
         }
         de.deserialize_map(Visitor)
@@ -382,5 +441,17 @@ mod tests {
         let c = parse_changes(br#"{"revision": 9}"#).unwrap();
         assert_eq!(c.revision, 9);
         assert!(c.projects.is_empty() && c.removed.is_empty());
+    }
+
+    #[test]
+    fn pointer_map_insert_replaces_or_adds_in_order() {
+        let mut map: PointerMap = [("m", "1"), ("é", "x")].into_iter().collect();
+        map.insert("a", "0");
+        map.insert("m", "2");
+        let entries: Vec<_> = map.iter().collect();
+        assert_eq!(entries, [("a", "0"), ("m", "2"), ("é", "x")]);
+        assert_eq!(map.get("m"), Some("2"));
+        assert_eq!(map.get("b"), None);
+        assert!(PointerMap::default().is_empty());
     }
 }
