@@ -121,7 +121,7 @@ async fn a_soak_under_every_fault_loses_nothing_leaks_nothing_and_converges() {
     // Faults off, mutation stopped, one final valid revision of everything.
     sim.set_faults(Faults::default());
     mutator.abort();
-    publish_all(&sim, FINAL_REVISION, None);
+    publish(&sim, 0..ALL, FINAL_REVISION);
     let expected: Vec<(String, u64)> = (0..ALL)
         .map(|i| (generate::project_id(i), FINAL_REVISION))
         .collect();
@@ -274,17 +274,16 @@ async fn mass_deletion(
     );
     // They come back with a newer revision.
     let revision = 600_000 + step;
+    publish(sim, SERVED..ALL, revision);
+}
+
+/// Valid generated projects `range` at `revision`.
+fn publish(sim: &Simulator, range: std::ops::Range<usize>, revision: u64) {
     sim.publish(
-        (SERVED..ALL).map(|i| {
+        range.map(|i| {
             serde_json::to_value(generate::project(i, revision, None)).expect("serialises")
         }),
     );
-}
-
-fn publish_all(sim: &Simulator, revision: u64, published_at: Option<std::time::SystemTime>) {
-    sim.publish((0..ALL).map(|i| {
-        serde_json::to_value(generate::project(i, revision, published_at)).expect("serialises")
-    }));
 }
 
 /// `(id, revision)` of every served project, sorted.
