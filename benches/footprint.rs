@@ -1,19 +1,49 @@
 //! Footprint of the real binary: resident memory after loading a snapshot
 //! (against the snapshot JSON's size) at 10k and 100k projects, and the
 //! time from process start to ready when it starts from a 10k-project
-//! last-known-good cache with the control plane unreachable.
+//! last-known-good cache with the control plane unreachable. It also
+//! counts, in process, the bytes and allocations a loaded project holds
+//! (requested sizes, before any allocator rounding).
 //!
 //! Run: `cargo bench --bench footprint`
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
 use env_sidecar::generate;
 use env_sidecar::store::{ApplyOptions, Store, Update};
 use env_sidecar::wire::parse_snapshot;
+
+/// The system allocator, counting live bytes and allocations.
+struct Counting;
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+static LIVE_ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to `System` unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size(), Relaxed);
+        LIVE_ALLOCATIONS.fetch_add(1, Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size(), Relaxed);
+        LIVE_ALLOCATIONS.fetch_sub(1, Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live() -> (usize, usize) {
+    (LIVE_BYTES.load(Relaxed), LIVE_ALLOCATIONS.load(Relaxed))
+}
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -42,6 +72,7 @@ fn main() {
     println!("ready from a 10k-project last-known-good cache (control plane down):");
     let cache = dir.path().join("lkg.json");
     let json = generate::snapshot_json(10_000, 1);
+    let (bytes_before, allocations_before) = live();
     let (store, mut writer) = Store::new(0.5);
     let opts = ApplyOptions {
         now: SystemTime::now(),
@@ -50,6 +81,13 @@ fn main() {
     writer
         .apply(Update::Snapshot(parse_snapshot(&json).unwrap()), opts)
         .unwrap();
+    let (bytes_after, allocations_after) = live();
+    println!(
+        "  (in process: a loaded project holds {} B in {} allocations, requested sizes; its JSON is {} B)",
+        (bytes_after - bytes_before) / 10_000,
+        (allocations_after - allocations_before) / 10_000,
+        json.len() / 10_000
+    );
     std::fs::write(
         &cache,
         env_sidecar::cache::encode(store.cursor(), &store.projects()),

@@ -142,8 +142,15 @@ fn hammer(addr: SocketAddr) -> (usize, Vec<String>) {
             let sent = writer.write_all(
                 b"GET /v1/resolve?project=acme&environment=qa HTTP/1.1\r\nhost: x\r\n\r\n",
             );
-            match sent.and_then(|()| read_response(&mut reader)) {
-                Ok(None) | Err(_) => break, // closed between answers
+            if sent.is_err() {
+                break; // closed between answers
+            }
+            match read_response(&mut reader) {
+                Ok(None) => break, // closed before an answer began
+                Err(e) => {
+                    bad.push(format!("an answer cut short: {e}"));
+                    break;
+                }
                 Ok(Some((200, body))) if body.contains("qa-r1") => answered += 1,
                 Ok(Some((status, body))) => bad.push(format!("{status}: {body}")),
             }
@@ -152,11 +159,16 @@ fn hammer(addr: SocketAddr) -> (usize, Vec<String>) {
     (answered, bad)
 }
 
-/// One HTTP/1.1 response with a content-length; `None` at a clean close.
+/// One HTTP/1.1 response with a content-length. `None` when the
+/// connection ended before any byte of an answer (a close or reset between
+/// answers); an error once an answer has begun.
 fn read_response(reader: &mut impl std::io::BufRead) -> std::io::Result<Option<(u16, String)>> {
     let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Ok(None);
+    match reader.read_line(&mut line) {
+        Ok(0) => return Ok(None),
+        Err(_) if line.is_empty() => return Ok(None),
+        Err(e) => return Err(e),
+        Ok(_) => {}
     }
     let status = line.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
     let mut length = 0;

@@ -74,7 +74,10 @@ pub fn request(data: &[u8]) {
     }
     let mut parsed = match parse_query(query) {
         Ok(parsed) => parsed,
-        Err(message) => return assert!(!message.is_empty()),
+        Err(message) => {
+            assert!(!message.is_empty(), "a refused query says why");
+            return;
+        }
     };
     let (project_header, environment_header) = (
         HeaderName::from_static(PROJECT_HEADER),
@@ -83,7 +86,8 @@ pub fn request(data: &[u8]) {
     if let Err(message) =
         fill_from_headers(&mut parsed, &headers, &project_header, &environment_header)
     {
-        return assert!(!message.is_empty());
+        assert!(!message.is_empty(), "a refused header says why");
+        return;
     }
     let project = parsed.project.as_deref().unwrap_or("");
     let environment = parsed.environment.as_deref().filter(|e| !e.is_empty());
