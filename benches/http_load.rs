@@ -252,8 +252,7 @@ fn typical_answer(snapshot: &[u8]) -> Vec<u8> {
     store
         .resolve(&generate::project_id(42), Some("staging"), false)
         .unwrap()
-        .body
-        .to_vec()
+        .body()
 }
 
 /// The floor: hyper 1, http1, keep-alive, a fixed JSON body.

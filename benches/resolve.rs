@@ -42,28 +42,22 @@ fn resolve(c: &mut Criterion) {
         };
         group.bench_function(BenchmarkId::new("hit", n), |b| {
             b.iter(|| {
-                black_box(
-                    store.resolve_with(&ids[next()], Some("Staging"), false, |a| a.body.len()),
-                )
+                black_box(store.resolve_with(&ids[next()], Some("Staging"), false, |a| a.len()))
             })
         });
         group.bench_function(BenchmarkId::new("hit_owned", n), |b| {
             b.iter(|| black_box(store.resolve(&ids[next()], Some("Staging"), false)))
         });
         group.bench_function(BenchmarkId::new("fallback", n), |b| {
-            b.iter(|| {
-                black_box(store.resolve_with(&ids[next()], Some("nope"), false, |a| a.body.len()))
-            })
+            b.iter(|| black_box(store.resolve_with(&ids[next()], Some("nope"), false, |a| a.len())))
         });
         group.bench_function(BenchmarkId::new("unknown_project", n), |b| {
             b.iter(|| {
-                black_box(store.resolve_with("proj-missing", Some("prod"), false, |a| a.body.len()))
+                black_box(store.resolve_with("proj-missing", Some("prod"), false, |a| a.len()))
             })
         });
         group.bench_function(BenchmarkId::new("strict_miss", n), |b| {
-            b.iter(|| {
-                black_box(store.resolve_with(&ids[next()], Some("nope"), true, |a| a.body.len()))
-            })
+            b.iter(|| black_box(store.resolve_with(&ids[next()], Some("nope"), true, |a| a.len())))
         });
     }
     group.finish();

@@ -1,11 +1,15 @@
-//! A project as served: a validated document, the effective pointers of each
-//! environment (scheduled changes that are due merged in), a slug index, and
-//! every resolve answer pre-rendered to bytes.
+//! A project as served: the validated document, a slug index, and every
+//! resolve answer pre-rendered to bytes.
 //!
 //! All the work happens in [`Project::build`], once per accepted revision (or
-//! per scheduled change applied). Resolving only looks up and clones
-//! reference-counted bytes: it never formats, parses or allocates.
+//! per scheduled change applied). Each answer is three parts (see
+//! [`AnswerRef`]); the project renders its prefix and one tail per
+//! environment into a single buffer, and both response headers are slices
+//! of it. So a project's answers cost one allocation and hold no byte twice,
+//! and resolving only looks up and lends: it never formats, parses or
+//! allocates.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -13,18 +17,19 @@ use bytes::Bytes;
 use http::HeaderValue;
 use serde::Serialize;
 
-use crate::resolve::{Answer, Outcome};
+use crate::resolve::{AnswerRef, Outcome};
 use crate::validate::{ValidProject, MAX_SLUG_LEN};
-use crate::wire::Pointers;
+use crate::wire::{Pointers, WireEnvironment};
 
 /// One environment as served.
 #[derive(Debug)]
-pub struct ServedEnvironment {
-    /// The pointers with due scheduled changes overlaid, when any overlay
-    /// applies to this environment; otherwise the document's own pointers
-    /// serve (not copied: most environments have no schedule).
-    overlaid: Option<Pointers>,
-    exact: Answer,
+struct ServedEnvironment {
+    /// `"environment":{…},"pointers":{…}}`: the end of every answer this
+    /// environment serves, with due scheduled changes merged in.
+    tail: Bytes,
+    /// The slug, a slice of `tail`: `x-resolved-environment`, and the key
+    /// the slug index compares beyond its first 8 bytes.
+    slug: HeaderValue,
 }
 
 #[derive(Debug)]
@@ -33,13 +38,17 @@ pub struct Project {
     accepted_at: SystemTime,
     /// How many entries of `valid.schedule()` are in effect (a prefix).
     applied: usize,
+    /// `{"project":…,"revision":…,`: the start of every answer.
+    prefix: Bytes,
+    /// The revision's digits, a slice of `prefix`: `x-snapshot-revision`.
+    revision: HeaderValue,
     /// In serving order, parallel to `valid.environments()`.
     environments: Box<[ServedEnvironment]>,
     /// Every slug as an inline key, sorted, for a binary search that does
     /// not leave this array for slugs of up to 8 bytes (most of them).
     slug_index: Box<[SlugKey]>,
-    fallback_not_requested: Answer,
-    fallback_unknown: Answer,
+    /// The gateway fallback's index in `environments`.
+    fallback: usize,
 }
 
 impl Project {
@@ -60,46 +69,46 @@ impl Project {
         let applied = applied.min(valid.schedule().len());
         let envs = valid.environments();
         let fallback = envs.iter().position(|e| e.gateway_fallback).unwrap_or(0);
-        let environments: Box<[ServedEnvironment]> = (0..envs.len())
-            .map(|i| {
-                let overlaid = valid.overlaid_pointers(i, applied);
-                let pointers = overlaid.as_ref().unwrap_or(&envs[i].pointers);
-                let exact = render(&valid, i, pointers, Outcome::Exact);
-                ServedEnvironment { overlaid, exact }
+
+        let mut out = Rendered::default();
+        let prefix = out.prefix(&valid);
+        let tails: Vec<(Range<usize>, Range<usize>)> = (0..envs.len())
+            .map(|i| match valid.overlaid_pointers(i, applied) {
+                Some(overlaid) => out.tail(&envs[i], &overlaid),
+                None => out.tail(&envs[i], &envs[i].pointers),
             })
             .collect();
-        let mut slug_index: Vec<SlugKey> = envs
+        let buffer = Bytes::from(out.bytes.into_boxed_slice());
+
+        let environments: Box<[ServedEnvironment]> = tails
+            .into_iter()
+            .map(|(tail, slug)| ServedEnvironment {
+                tail: buffer.slice(tail),
+                slug: header_value(buffer.slice(slug)),
+            })
+            .collect();
+        let mut slug_index: Vec<SlugKey> = environments
             .iter()
             .enumerate()
             .map(|(i, e)| SlugKey::new(e.slug.as_bytes(), i as u16))
             .collect();
         slug_index.sort_unstable_by(|a, b| {
             (a.prefix, a.len).cmp(&(b.prefix, b.len)).then_with(|| {
-                envs[usize::from(a.index)]
+                environments[usize::from(a.index)]
                     .slug
-                    .cmp(&envs[usize::from(b.index)].slug)
+                    .as_bytes()
+                    .cmp(environments[usize::from(b.index)].slug.as_bytes())
             })
         });
-        let fallback_pointers = environments[fallback]
-            .overlaid
-            .as_ref()
-            .unwrap_or(&envs[fallback].pointers);
-        let fallback_not_requested =
-            render(&valid, fallback, fallback_pointers, Outcome::NotRequested);
-        let fallback_unknown = render(
-            &valid,
-            fallback,
-            fallback_pointers,
-            Outcome::UnknownEnvironment,
-        );
         Project {
-            valid,
             accepted_at,
             applied,
+            revision: header_value(buffer.slice(prefix.1)),
+            prefix: buffer.slice(prefix.0),
             environments,
             slug_index: slug_index.into_boxed_slice(),
-            fallback_not_requested,
-            fallback_unknown,
+            fallback,
+            valid,
         }
     }
 
@@ -129,30 +138,35 @@ impl Project {
         self.valid.schedule().get(self.applied).map(|e| e.at)
     }
 
-    pub fn environments(&self) -> &[ServedEnvironment] {
-        &self.environments
+    /// Number of environments.
+    pub fn environment_count(&self) -> usize {
+        self.environments.len()
     }
 
-    /// The pointers environment `index` serves now.
-    pub fn pointers(&self, index: usize) -> &Pointers {
-        self.environments[index]
-            .overlaid
-            .as_ref()
-            .unwrap_or(&self.valid.environments()[index].pointers)
+    /// The pointers environment `index` serves now (computed: for
+    /// introspection, not the hot path).
+    pub fn pointers(&self, index: usize) -> Pointers {
+        self.valid.pointers_with(index, self.applied)
     }
 
     /// The answer for a slug already lower-cased and syntax-checked, or the
     /// fallback; `None` only in strict mode for a slug that is not here.
     #[inline]
-    pub fn answer(&self, slug: Option<&[u8]>, strict: bool) -> Option<&Answer> {
-        let Some(slug) = slug else {
-            return Some(&self.fallback_not_requested);
+    pub fn answer(&self, slug: Option<&[u8]>, strict: bool) -> Option<AnswerRef<'_>> {
+        let (index, outcome) = match slug.map(|s| self.find(s)) {
+            None => (self.fallback, Outcome::NotRequested),
+            Some(Some(index)) => (index, Outcome::Exact),
+            Some(None) if strict => return None,
+            Some(None) => (self.fallback, Outcome::UnknownEnvironment),
         };
-        match self.find(slug) {
-            Some(index) => Some(&self.environments[index].exact),
-            None if strict => None,
-            None => Some(&self.fallback_unknown),
-        }
+        let env = &self.environments[index];
+        Some(AnswerRef {
+            outcome,
+            prefix: &self.prefix,
+            tail: &env.tail,
+            environment: &env.slug,
+            revision: &self.revision,
+        })
     }
 
     #[inline]
@@ -167,7 +181,7 @@ impl Project {
             }
             let index = usize::from(k.index);
             // Up to 8 bytes the key is the whole slug; beyond, compare.
-            if slug.len() <= 8 || self.valid.environments()[index].slug.as_bytes() == slug {
+            if slug.len() <= 8 || self.environments[index].slug.as_bytes() == slug {
                 return Some(index);
             }
         }
@@ -199,48 +213,60 @@ impl SlugKey {
 
 const _: () = assert!(MAX_SLUG_LEN <= 64);
 
-#[derive(Serialize)]
-struct AnswerBody<'a> {
-    project: &'a str,
-    revision: u64,
-    outcome: &'static str,
-    reason: Option<&'static str>,
-    environment: AnswerEnvironment<'a>,
-    pointers: &'a Pointers,
+/// The answer parts of one project, rendered into one buffer.
+#[derive(Default)]
+struct Rendered {
+    bytes: Vec<u8>,
 }
 
-#[derive(Serialize)]
-struct AnswerEnvironment<'a> {
-    id: &'a str,
-    slug: &'a str,
-    name: &'a str,
-    production: bool,
-    color: &'a str,
-}
-
-fn render(valid: &ValidProject, index: usize, pointers: &Pointers, outcome: Outcome) -> Answer {
-    let env = &valid.environments()[index];
-    let body = AnswerBody {
-        project: valid.id(),
-        revision: valid.revision(),
-        outcome: outcome.as_str(),
-        reason: outcome.reason(),
-        environment: AnswerEnvironment {
-            id: &env.id,
-            slug: &env.slug,
-            name: &env.name,
-            production: env.production,
-            color: &env.color,
-        },
-        pointers,
-    };
-    // Serialising plain structs of strings and integers cannot fail.
-    let bytes = serde_json::to_vec(&body).unwrap_or_default();
-    Answer {
-        outcome,
-        body: Bytes::from(bytes),
-        // A validated slug is `[a-z0-9-]`, always a valid header value.
-        environment: HeaderValue::from_str(&env.slug).unwrap_or(HeaderValue::from_static("")),
-        revision: HeaderValue::from(valid.revision()),
+impl Rendered {
+    /// Writes `{"project":…,"revision":…,`; returns its range and the
+    /// range of the revision's digits.
+    fn prefix(&mut self, valid: &ValidProject) -> (Range<usize>, Range<usize>) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(br#"{"project":"#);
+        self.json(valid.id());
+        self.bytes.extend_from_slice(br#","revision":"#);
+        let digits = self.bytes.len();
+        self.bytes
+            .extend_from_slice(valid.revision().to_string().as_bytes());
+        let digits = digits..self.bytes.len();
+        self.bytes.push(b',');
+        (start..self.bytes.len(), digits)
     }
+
+    /// Writes `"environment":{…},"pointers":{…}}`; returns its range and
+    /// the range of the slug.
+    fn tail(&mut self, env: &WireEnvironment, pointers: &Pointers) -> (Range<usize>, Range<usize>) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(br#""environment":{"id":"#);
+        self.json(&env.id);
+        // A validated slug is `[a-z0-9-]`: nothing to escape, and always a
+        // valid header value.
+        self.bytes.extend_from_slice(br#","slug":""#);
+        let slug = self.bytes.len();
+        self.bytes.extend_from_slice(env.slug.as_bytes());
+        let slug = slug..self.bytes.len();
+        self.bytes.extend_from_slice(br#"","name":"#);
+        self.json(&env.name);
+        self.bytes.extend_from_slice(br#","production":"#);
+        self.json(&env.production);
+        self.bytes.extend_from_slice(br#","color":"#);
+        self.json(&env.color);
+        self.bytes.extend_from_slice(br#"},"pointers":"#);
+        self.json(pointers);
+        self.bytes.push(b'}');
+        (start..self.bytes.len(), slug)
+    }
+
+    fn json(&mut self, value: &(impl Serialize + ?Sized)) {
+        // Strings, booleans and maps of strings into a Vec: cannot fail.
+        let _ = serde_json::to_writer(&mut self.bytes, value);
+    }
+}
+
+/// A header value over bytes already checked (a validated slug, or
+/// digits); empty if they somehow are not valid.
+fn header_value(bytes: Bytes) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes).unwrap_or(HeaderValue::from_static(""))
 }

@@ -31,26 +31,97 @@ impl Outcome {
         }
     }
 
-    /// The `reason` field (`null` for exact answers).
-    pub fn reason(self) -> Option<&'static str> {
+    /// The answer's `"outcome":…,"reason":…,` fragment.
+    pub fn fragment(self) -> &'static [u8] {
         match self {
-            Outcome::Exact => None,
-            Outcome::NotRequested => Some("not_requested"),
-            Outcome::UnknownEnvironment => Some("unknown_environment"),
+            Outcome::Exact => br#""outcome":"exact","reason":null,"#,
+            Outcome::NotRequested => br#""outcome":"fallback","reason":"not_requested","#,
+            Outcome::UnknownEnvironment => {
+                br#""outcome":"fallback","reason":"unknown_environment","#
+            }
         }
     }
 }
 
-/// A pre-rendered resolve answer. Cloning is cheap (reference counts).
+/// A pre-rendered resolve answer, lent by the snapshot. The body is three
+/// parts sent in order: the project's prefix (`{"project":…,"revision":…,`),
+/// the outcome's fixed fragment (`"outcome":…,"reason":…,`) and the serving
+/// environment's tail (`"environment":{…},"pointers":{…}}`). The parts are
+/// shared by every answer that uses them, so a project holds each byte
+/// once and serving one copies nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerRef<'a> {
+    pub outcome: Outcome,
+    pub prefix: &'a Bytes,
+    pub tail: &'a Bytes,
+    /// `x-resolved-environment`: the slug that serves.
+    pub environment: &'a HeaderValue,
+    /// `x-snapshot-revision`: the project's accepted revision.
+    pub revision: &'a HeaderValue,
+}
+
+impl AnswerRef<'_> {
+    /// Length of the body in bytes.
+    pub fn len(&self) -> usize {
+        self.prefix.len() + self.outcome.fragment().len() + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends the body to `out`.
+    pub fn write_body(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.prefix);
+        out.extend_from_slice(self.outcome.fragment());
+        out.extend_from_slice(self.tail);
+    }
+
+    /// The body as one buffer (a copy: for callers off the hot path).
+    pub fn body(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len());
+        self.write_body(&mut out);
+        out
+    }
+
+    /// An owned answer: reference-count bumps, no copy.
+    pub fn owned(self) -> Answer {
+        Answer {
+            outcome: self.outcome,
+            prefix: self.prefix.clone(),
+            tail: self.tail.clone(),
+            environment: self.environment.clone(),
+            revision: self.revision.clone(),
+        }
+    }
+}
+
+/// An owned [`AnswerRef`], for handing to a connection.
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub outcome: Outcome,
-    /// The JSON body.
-    pub body: Bytes,
-    /// `x-resolved-environment`: the slug that serves.
+    pub prefix: Bytes,
+    pub tail: Bytes,
     pub environment: HeaderValue,
-    /// `x-snapshot-revision`: the project's accepted revision.
     pub revision: HeaderValue,
+}
+
+impl Answer {
+    /// The borrowed form.
+    pub fn borrowed(&self) -> AnswerRef<'_> {
+        AnswerRef {
+            outcome: self.outcome,
+            prefix: &self.prefix,
+            tail: &self.tail,
+            environment: &self.environment,
+            revision: &self.revision,
+        }
+    }
+
+    /// The body as one buffer (a copy: for callers off the hot path).
+    pub fn body(&self) -> Vec<u8> {
+        self.borrowed().body()
+    }
 }
 
 /// Why a request could not be resolved.
@@ -79,7 +150,7 @@ pub fn resolve_with<R>(
     project: &str,
     environment: Option<&str>,
     strict: bool,
-    f: impl FnOnce(&Answer) -> R,
+    f: impl FnOnce(AnswerRef<'_>) -> R,
 ) -> Result<R, ResolveError> {
     if !is_valid_id(project) {
         return Err(ResolveError::InvalidProject);
@@ -110,7 +181,7 @@ pub fn resolve(
     environment: Option<&str>,
     strict: bool,
 ) -> Result<Answer, ResolveError> {
-    resolve_with(store, project, environment, strict, Answer::clone)
+    resolve_with(store, project, environment, strict, |a| a.owned())
 }
 
 /// Checks slug syntax (case-insensitively) and writes its lower-case form

@@ -30,7 +30,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 
 use crate::project::Project;
-use crate::resolve::{self, Answer, ResolveError};
+use crate::resolve::{self, Answer, AnswerRef, ResolveError};
 use crate::validate::{validate, Reason, ValidationError};
 use crate::wire::{ChangesBody, Incoming, SnapshotBody, Unreadable};
 
@@ -207,7 +207,7 @@ impl Store {
         project: &str,
         environment: Option<&str>,
         strict: bool,
-        f: impl FnOnce(&Answer) -> R,
+        f: impl FnOnce(AnswerRef<'_>) -> R,
     ) -> Result<R, ResolveError> {
         resolve::resolve_with(self, project, environment, strict, f)
     }
@@ -367,7 +367,7 @@ impl StoreWriter {
         }
         for id in &removals {
             if let Some(slot) = pending.edit().remove(id.as_str()) {
-                self.count(-1, -(slot.0.load().environments().len() as isize));
+                self.count(-1, -(slot.0.load().environment_count() as isize));
                 report.removed += 1;
             }
         }
@@ -499,11 +499,11 @@ impl StoreWriter {
         if let Some(due) = project.next_due() {
             report.scheduled.push((id.clone(), due));
         }
-        let envs = project.environments().len() as isize;
+        let envs = project.environment_count() as isize;
         match (pending.get(&id), previous) {
             (Some(slot), Some(prev)) => {
                 slot.0.store(project);
-                self.count(0, envs - prev.environments().len() as isize);
+                self.count(0, envs - prev.environment_count() as isize);
                 report.updated += 1;
             }
             _ => {

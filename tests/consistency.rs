@@ -93,7 +93,7 @@ fn in_process_readers_never_see_mixed_or_rejected_revisions() {
                     let i = (n >> 33) as usize % PROJECTS;
                     let slug = SLUGS[(n >> 20) as usize % SLUGS.len()];
                     let answer = store.resolve(&format!("p{i}"), Some(slug), false).unwrap();
-                    let body: Value = serde_json::from_slice(&answer.body).unwrap();
+                    let body: Value = serde_json::from_slice(&answer.body()).unwrap();
                     let revision = check(&body, answer.revision.to_str().ok());
                     assert!(
                         revision >= last_seen[i],

@@ -135,7 +135,7 @@ fn observed(store: &Store) -> Model {
         let slug = if qa.slug == "qa" { "qa" } else { "quality" };
         // What is served carries the same revision.
         let answer = store.resolve(p.id(), Some(slug), true).unwrap();
-        let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&answer.body()).unwrap();
         assert_eq!(body["revision"], p.revision());
         assert_eq!(
             body["pointers"]["prompts"]["summarize"],

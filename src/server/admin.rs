@@ -76,7 +76,7 @@ impl Handler for AdminPlane {
             (&Method::GET, "/metrics") => {
                 let r = &self.readiness;
                 let text = self.metrics.render(&r.store, &r.status, &r.clock);
-                let mut response = Response::new(Body::new(text.into()));
+                let mut response = Response::new(Body::new(text));
                 response.headers_mut().insert(
                     CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -155,7 +156,7 @@ impl DataPlane {
                 strict: item.strict,
             };
             match self.resolve_one(&query, Instant::now()) {
-                Ok(answer) => out.extend_from_slice(&answer.body),
+                Ok(answer) => answer.borrowed().write_body(&mut out),
                 Err(err) => out.extend_from_slice(&err.body()),
             }
         }
@@ -264,12 +265,20 @@ pub fn parse_batch(bytes: &[u8]) -> Result<Vec<BatchItem>, ApiError> {
 
 /// A 200 resolve answer: pre-rendered body and headers, no formatting.
 pub fn answer_response(answer: Answer) -> Response<Body> {
-    let mut response = Response::new(Body::new(answer.body));
+    let Answer {
+        outcome,
+        prefix,
+        tail,
+        environment,
+        revision,
+    } = answer;
+    let fragment = Bytes::from_static(outcome.fragment());
+    let mut response = Response::new(Body::chunks([prefix, fragment, tail]));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, JSON);
-    headers.insert(RESOLVED_ENVIRONMENT, answer.environment);
-    headers.insert(RESOLUTION_OUTCOME, outcome_header(answer.outcome));
-    headers.insert(SNAPSHOT_REVISION, answer.revision);
+    headers.insert(RESOLVED_ENVIRONMENT, environment);
+    headers.insert(RESOLUTION_OUTCOME, outcome_header(outcome));
+    headers.insert(SNAPSHOT_REVISION, revision);
     response
 }
 

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod body;
 pub mod data;
 pub mod query;
 pub mod views;
@@ -16,9 +17,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -28,8 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Semaphore};
 
-/// Every response body: bytes known up front.
-pub type Body = Full<Bytes>;
+pub use body::Body;
 
 /// One plane's routes.
 pub trait Handler: Send + Sync + 'static {

@@ -54,7 +54,7 @@ pub struct EnvironmentView<'a> {
     pub gateway_fallback: bool,
     pub position: Option<i64>,
     /// As served now: scheduled changes that are due are merged in.
-    pub pointers: &'a Pointers,
+    pub pointers: Pointers,
     /// Awaiting approval; never served.
     pub pending: &'a [Pending],
     /// Scheduled changes not yet in effect, soonest first.

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use env_sidecar::cache;
 use env_sidecar::project::Project;
-use env_sidecar::resolve::{Answer, Outcome, ResolveError};
+use env_sidecar::resolve::{AnswerRef, Outcome, ResolveError};
 use env_sidecar::server::api::ApiError;
 use env_sidecar::server::data::parse_batch;
 use env_sidecar::server::query::{fill_from_headers, parse_query};
@@ -125,7 +125,7 @@ const ENVIRONMENT_HEADER: &str = "x-environment";
 
 fn check_resolve(project: &str, environment: Option<&str>, strict: bool) {
     match served().resolve(project, environment, strict) {
-        Ok(answer) => check_answer(project, environment, &answer),
+        Ok(answer) => check_answer(project, environment, answer.borrowed()),
         Err(ResolveError::NotReady) => panic!("the fixture store is loaded"),
         Err(ResolveError::UnknownEnvironment) => {
             assert!(strict, "only strict requests miss an environment")
@@ -134,18 +134,30 @@ fn check_resolve(project: &str, environment: Option<&str>, strict: bool) {
     }
 }
 
-fn check_answer(project: &str, environment: Option<&str>, answer: &Answer) {
-    let body: Value = serde_json::from_slice(&answer.body).expect("answers are JSON");
+fn check_answer(project: &str, environment: Option<&str>, answer: AnswerRef<'_>) {
+    let body: Value = serde_json::from_slice(&answer.body()).expect("answers are JSON");
     assert_eq!(body["project"], project);
     let slug = answer.environment.to_str().expect("slug header is ASCII");
     assert_eq!(body["environment"]["slug"], slug);
+    let revision = answer.revision.to_str().expect("revision header is ASCII");
+    assert_eq!(body["revision"].to_string(), revision);
+    assert_eq!(body["outcome"], answer.outcome.as_str());
     match answer.outcome {
-        Outcome::Exact => assert_eq!(
-            Some(slug.to_string()),
-            environment.map(str::to_ascii_lowercase)
-        ),
-        Outcome::NotRequested => assert!(environment.is_none()),
-        Outcome::UnknownEnvironment => assert!(environment.is_some()),
+        Outcome::Exact => {
+            assert_eq!(
+                Some(slug.to_string()),
+                environment.map(str::to_ascii_lowercase)
+            );
+            assert_eq!(body["reason"], Value::Null);
+        }
+        Outcome::NotRequested => {
+            assert!(environment.is_none());
+            assert_eq!(body["reason"], "not_requested");
+        }
+        Outcome::UnknownEnvironment => {
+            assert!(environment.is_some());
+            assert_eq!(body["reason"], "unknown_environment");
+        }
     }
 }
 
@@ -225,7 +237,7 @@ fn check_document(raw: &Value, doc: WireProject) {
         check_answer(project.id(), Some(&env.slug), answer);
     }
     let fallback = project.answer(None, false).expect("there is a fallback");
-    let body: Value = serde_json::from_slice(&fallback.body).expect("answers are JSON");
+    let body: Value = serde_json::from_slice(&fallback.body()).expect("answers are JSON");
     let fallback_env = project
         .valid()
         .environments()
