@@ -95,7 +95,7 @@ fn parse_validate(c: &mut Criterion) {
                 .projects
                 .into_iter()
                 .filter_map(|p| p.ok())
-                .map(|p| validate(p, None))
+                .map(|p| validate(p, &[]))
                 .filter(|v| v.is_ok());
             black_box(valid.count())
         })

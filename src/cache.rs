@@ -17,14 +17,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::{watch, Notify};
 
 use crate::project::Project;
 use crate::status::Event;
 use crate::store::Store;
-use crate::wire::{parse_snapshot, SnapshotBody, WireProject};
+use crate::wire::{parse_projects, SnapshotBody};
 
 pub const FORMAT: &str = "env-sidecar-last-known-good";
 pub const VERSION: u32 = 1;
@@ -56,12 +56,6 @@ pub enum CacheError {
     },
 }
 
-#[derive(Serialize)]
-struct BodyOut<'a> {
-    cursor: u64,
-    projects: Vec<&'a WireProject>,
-}
-
 #[derive(Deserialize)]
 struct FileIn<'a> {
     format: String,
@@ -75,26 +69,61 @@ struct FileIn<'a> {
 struct BodyIn<'a> {
     cursor: u64,
     #[serde(borrow)]
-    projects: &'a RawValue,
+    projects: Vec<&'a RawValue>,
 }
 
-/// Renders the cache file for `projects` at `cursor`.
+/// Renders the cache file for `projects` at `cursor` (in memory: for
+/// tests and benchmarks; the cache writer streams it with [`write_to`]).
 pub fn encode(cursor: u64, projects: &[Arc<Project>]) -> Vec<u8> {
-    let body = BodyOut {
-        cursor,
-        projects: projects.iter().map(|p| p.valid().document()).collect(),
-    };
-    // Plain data of strings and integers: serialising cannot fail.
-    let body = serde_json::to_vec(&body).unwrap_or_default();
-    let crc = crc32fast::hash(&body);
-    let mut out = Vec::with_capacity(body.len() + 128);
-    out.extend_from_slice(
-        format!(r#"{{"format":"{FORMAT}","version":{VERSION},"crc32":"{crc:08x}","body":"#)
-            .as_bytes(),
-    );
-    out.extend_from_slice(&body);
-    out.extend_from_slice(b"}\n");
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = write_to(&mut out, cursor, projects);
     out
+}
+
+/// Writes the cache file for `projects` at `cursor` to `out`, copying each
+/// project's stored JSON as it is: no copy of the whole file is ever built
+/// in memory (it would be as large as the snapshot, and the allocator keeps
+/// such peaks resident long after).
+/// Returns the number of bytes written.
+pub fn write_to(
+    out: &mut (impl Write + ?Sized),
+    cursor: u64,
+    projects: &[Arc<Project>],
+) -> std::io::Result<u64> {
+    let mut crc = crc32fast::Hasher::new();
+    body_parts(cursor, projects, |part| {
+        crc.update(part);
+        Ok(())
+    })?;
+    let head = format!(
+        r#"{{"format":"{FORMAT}","version":{VERSION},"crc32":"{:08x}","body":"#,
+        crc.finalize()
+    );
+    let mut written = head.len() as u64;
+    out.write_all(head.as_bytes())?;
+    body_parts(cursor, projects, |part| {
+        written += part.len() as u64;
+        out.write_all(part)
+    })?;
+    out.write_all(b"}\n")?;
+    Ok(written + 2)
+}
+
+/// Hands the body's bytes to `f` in order: `{"cursor":N,"projects":[…]}`.
+fn body_parts(
+    cursor: u64,
+    projects: &[Arc<Project>],
+    mut f: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    f(format!(r#"{{"cursor":{cursor},"projects":["#).as_bytes())?;
+    for (i, project) in projects.iter().enumerate() {
+        if i > 0 {
+            f(b",")?;
+        }
+        f(project.document_json().as_bytes())?;
+    }
+    f(b"]}")
 }
 
 /// Checks and decodes a cache file into a snapshot body (`revision` is
@@ -124,12 +153,12 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<SnapshotBody, CacheError> {
     }
     let body: BodyIn =
         serde_json::from_str(file.body.get()).map_err(|e| format_error(e.to_string()))?;
-    // Reuse the snapshot parser so cached documents take the same path.
-    let mut snapshot = Vec::with_capacity(body.projects.get().len() + 40);
-    snapshot.extend_from_slice(format!(r#"{{"revision":{},"projects":"#, body.cursor).as_bytes());
-    snapshot.extend_from_slice(body.projects.get().as_bytes());
-    snapshot.push(b'}');
-    parse_snapshot(&snapshot).map_err(|e| format_error(e.to_string()))
+    // The snapshot parser's own element parser: cached documents take the
+    // same path as fetched ones.
+    Ok(SnapshotBody {
+        revision: body.cursor,
+        projects: parse_projects(&body.projects).map_err(|e| format_error(e.to_string()))?,
+    })
 }
 
 /// Reads and decodes the cache file.
@@ -143,6 +172,17 @@ pub fn load(path: &Path) -> Result<SnapshotBody, CacheError> {
 
 /// Writes `bytes` to `path` atomically and durably.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+    write_atomic_with(path, |f| f.write_all(bytes))
+}
+
+/// Writes the file `write` produces to `path` atomically and durably: a
+/// temporary file in the same directory, fsync, rename, fsync the
+/// directory. On any error the temporary file is removed and `path` is
+/// untouched.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), CacheError> {
     let err = |source| CacheError::Write {
         path: path.to_owned(),
         source,
@@ -158,8 +198,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        write(&mut f)?;
+        let f = f
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
         f.sync_all()?;
         drop(f);
         std::fs::rename(&tmp, path)?;
@@ -243,8 +286,12 @@ impl CacheWriter {
         let (store, path) = (self.store.clone(), self.path.clone());
         let result = tokio::task::spawn_blocking(move || {
             let projects = store.projects();
-            let bytes = encode(store.cursor(), &projects);
-            write_atomic(&path, &bytes).map(|()| (projects.len(), bytes.len()))
+            let mut bytes = 0;
+            write_atomic_with(&path, |f| {
+                bytes = write_to(f, store.cursor(), &projects)?;
+                Ok(())
+            })
+            .map(|()| (projects.len(), bytes))
         })
         .await;
         let now = SystemTime::now();
@@ -300,7 +347,7 @@ mod tests {
         assert_eq!(body.revision, 42);
         assert_eq!(body.projects.len(), 5);
         let first = body.projects[0].as_ref().unwrap();
-        assert_eq!(first, store.projects()[0].valid().document());
+        assert_eq!(first, store.projects()[0].reparse().unwrap().document());
     }
 
     #[test]

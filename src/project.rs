@@ -1,5 +1,5 @@
-//! A project as served: the validated document, a slug index, and every
-//! resolve answer pre-rendered to bytes.
+//! A project as served: its accepted document at rest, a slug index, and
+//! every resolve answer pre-rendered to bytes.
 //!
 //! All the work happens in [`Project::build`], once per accepted revision (or
 //! per scheduled change applied). Each answer is three parts (see
@@ -8,9 +8,14 @@
 //! of it. So a project's answers cost one allocation and hold no byte twice,
 //! and resolving only looks up and lends: it never formats, parses or
 //! allocates.
+//!
+//! The document itself is kept as its compact JSON text (one allocation,
+//! about the size it had on the wire) rather than as parsed maps and
+//! strings (dozens of allocations, a third larger). Only introspection,
+//! scheduled changes and the cache need it, and they read the text back
+//! ([`Project::reparse`]); resolving never does.
 
 use std::ops::Range;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -18,8 +23,8 @@ use http::HeaderValue;
 use serde::Serialize;
 
 use crate::resolve::{AnswerRef, Outcome};
-use crate::validate::{ValidProject, MAX_SLUG_LEN};
-use crate::wire::{Pointers, WireEnvironment};
+use crate::validate::{validate, ScheduleEntry, ValidProject, ValidationError, MAX_SLUG_LEN};
+use crate::wire::{Pointers, WireEnvironment, WireProject};
 
 /// One environment as served.
 #[derive(Debug)]
@@ -32,17 +37,40 @@ struct ServedEnvironment {
     slug: HeaderValue,
 }
 
+impl ServedEnvironment {
+    fn slug(&self) -> &str {
+        std::str::from_utf8(self.slug.as_bytes()).unwrap_or_default()
+    }
+
+    /// The environment id, read from the tail where [`Rendered::tail`] put
+    /// it (ids are `[A-Za-z0-9_-]`, written without escapes).
+    fn id(&self) -> &str {
+        let rest = self.tail.get(ID_AT.len()..).unwrap_or_default();
+        let end = rest.iter().position(|&b| b == b'"').unwrap_or(0);
+        std::str::from_utf8(&rest[..end]).unwrap_or_default()
+    }
+}
+
+/// How every tail starts, up to the environment id's first byte.
+const ID_AT: &[u8] = br#""environment":{"id":""#;
+
 #[derive(Debug)]
 pub struct Project {
-    valid: Arc<ValidProject>,
+    id: Box<str>,
+    revision: u64,
+    /// The accepted document, as [`ValidProject::to_json`] wrote it.
+    document: Box<str>,
+    published_at: Option<SystemTime>,
+    /// Every scheduled entry, by instant (see [`ValidProject::schedule`]).
+    schedule: Box<[ScheduleEntry]>,
     accepted_at: SystemTime,
-    /// How many entries of `valid.schedule()` are in effect (a prefix).
+    /// How many entries of `schedule` are in effect (a prefix).
     applied: usize,
     /// `{"project":…,"revision":…,`: the start of every answer.
     prefix: Bytes,
     /// The revision's digits, a slice of `prefix`: `x-snapshot-revision`.
-    revision: HeaderValue,
-    /// In serving order, parallel to `valid.environments()`.
+    revision_header: HeaderValue,
+    /// In serving order, as in the document.
     environments: Box<[ServedEnvironment]>,
     /// Every slug as an inline key, sorted, for a binary search that does
     /// not leave this array for slugs of up to 8 bytes (most of them).
@@ -54,24 +82,20 @@ pub struct Project {
 impl Project {
     /// Builds the served form with every scheduled entry due at `now`
     /// applied.
-    pub fn build(valid: Arc<ValidProject>, accepted_at: SystemTime, now: SystemTime) -> Project {
+    pub fn build(valid: &ValidProject, accepted_at: SystemTime, now: SystemTime) -> Project {
         let applied = valid.schedule().iter().take_while(|e| e.at <= now).count();
         Project::with_applied(valid, accepted_at, applied)
     }
 
     /// Builds the served form with exactly the first `applied` schedule
     /// entries in effect.
-    pub fn with_applied(
-        valid: Arc<ValidProject>,
-        accepted_at: SystemTime,
-        applied: usize,
-    ) -> Project {
+    pub fn with_applied(valid: &ValidProject, accepted_at: SystemTime, applied: usize) -> Project {
         let applied = applied.min(valid.schedule().len());
         let envs = valid.environments();
         let fallback = envs.iter().position(|e| e.gateway_fallback).unwrap_or(0);
 
         let mut out = Rendered::default();
-        let prefix = out.prefix(&valid);
+        let prefix = out.prefix(valid);
         let tails: Vec<(Range<usize>, Range<usize>)> = (0..envs.len())
             .map(|i| match valid.overlaid_pointers(i, applied) {
                 Some(overlaid) => out.tail(&envs[i], &overlaid),
@@ -101,27 +125,62 @@ impl Project {
             })
         });
         Project {
+            id: valid.id().into(),
+            revision: valid.revision(),
+            document: valid.to_json(),
+            published_at: valid.published_at(),
+            schedule: valid.schedule().into(),
             accepted_at,
             applied,
-            revision: header_value(buffer.slice(prefix.1)),
+            revision_header: header_value(buffer.slice(prefix.1)),
             prefix: buffer.slice(prefix.0),
             environments,
             slug_index: slug_index.into_boxed_slice(),
             fallback,
-            valid,
         }
     }
 
     pub fn id(&self) -> &str {
-        self.valid.id()
+        &self.id
     }
 
     pub fn revision(&self) -> u64 {
-        self.valid.revision()
+        self.revision
     }
 
-    pub fn valid(&self) -> &Arc<ValidProject> {
-        &self.valid
+    /// The accepted document as compact JSON, environments in serving
+    /// order (what the cache stores).
+    pub fn document_json(&self) -> &str {
+        &self.document
+    }
+
+    /// The accepted document read back and validated again: for
+    /// introspection and scheduled changes, never the hot path. It cannot
+    /// fail for a document this type wrote; the error exists so that a
+    /// bug here is reported instead of served.
+    pub fn reparse(&self) -> Result<ValidProject, ReparseError> {
+        let doc: WireProject = serde_json::from_str(&self.document)?;
+        Ok(validate(doc, &[])?)
+    }
+
+    /// `(environment id, slug)` of every environment, for the slug
+    /// immutability check of the next revision.
+    pub fn environment_keys(&self) -> Vec<(&str, &str)> {
+        self.environments
+            .iter()
+            .map(|e| (e.id(), e.slug()))
+            .collect()
+    }
+
+    /// `published_at` of the accepted document, if it had a readable one.
+    pub fn published_at(&self) -> Option<SystemTime> {
+        self.published_at
+    }
+
+    /// Every scheduled change, by instant; the first
+    /// [`applied`](Self::applied) are in effect.
+    pub fn schedule(&self) -> &[ScheduleEntry] {
+        &self.schedule
     }
 
     pub fn accepted_at(&self) -> SystemTime {
@@ -135,18 +194,12 @@ impl Project {
 
     /// When the next scheduled change falls due, if any is left.
     pub fn next_due(&self) -> Option<SystemTime> {
-        self.valid.schedule().get(self.applied).map(|e| e.at)
+        self.schedule.get(self.applied).map(|e| e.at)
     }
 
     /// Number of environments.
     pub fn environment_count(&self) -> usize {
         self.environments.len()
-    }
-
-    /// The pointers environment `index` serves now (computed: for
-    /// introspection, not the hot path).
-    pub fn pointers(&self, index: usize) -> Pointers {
-        self.valid.pointers_with(index, self.applied)
     }
 
     /// The answer for a slug already lower-cased and syntax-checked, or the
@@ -165,7 +218,7 @@ impl Project {
             prefix: &self.prefix,
             tail: &env.tail,
             environment: &env.slug,
-            revision: &self.revision,
+            revision: &self.revision_header,
         })
     }
 
@@ -187,6 +240,15 @@ impl Project {
         }
         None
     }
+}
+
+/// The stored document could not be read back (a bug, never input).
+#[derive(Debug, thiserror::Error)]
+pub enum ReparseError {
+    #[error("the stored document is not readable: {0}")]
+    Unreadable(#[from] serde_json::Error),
+    #[error("the stored document no longer validates: {0}")]
+    Invalid(#[from] ValidationError),
 }
 
 /// A slug's first 8 bytes and length, packed for comparison in place.
@@ -239,7 +301,7 @@ impl Rendered {
     /// the range of the slug.
     fn tail(&mut self, env: &WireEnvironment, pointers: &Pointers) -> (Range<usize>, Range<usize>) {
         let start = self.bytes.len();
-        self.bytes.extend_from_slice(br#""environment":{"id":"#);
+        self.bytes.extend_from_slice(&ID_AT[..ID_AT.len() - 1]);
         self.json(&env.id);
         // A validated slug is `[a-z0-9-]`: nothing to escape, and always a
         // valid header value.

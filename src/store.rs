@@ -404,7 +404,6 @@ impl StoreWriter {
         };
         let current = slot.0.load_full();
         let due = current
-            .valid()
             .schedule()
             .iter()
             .take_while(|e| e.at <= now)
@@ -415,11 +414,16 @@ impl StoreWriter {
                 next_due: current.next_due(),
             };
         }
-        let next = Arc::new(Project::with_applied(
-            current.valid().clone(),
-            current.accepted_at(),
-            due,
-        ));
+        let valid = match current.reparse() {
+            Ok(valid) => valid,
+            Err(e) => {
+                // Cannot happen for a document the store wrote; if it does,
+                // keep serving what is served and stop scheduling it.
+                tracing::error!(project = id, error = %e, "scheduled change not applied");
+                return DueOutcome::default();
+            }
+        };
+        let next = Arc::new(Project::with_applied(&valid, current.accepted_at(), due));
         let outcome = DueOutcome {
             applied: due - current.applied(),
             next_due: next.next_due(),
@@ -485,8 +489,12 @@ impl StoreWriter {
             }
         };
         let (id, revision) = (doc.id.clone(), doc.revision);
-        let valid = match validate(doc, previous.as_ref().map(|p| &**p.valid())) {
-            Ok(valid) => Arc::new(valid),
+        let previous_keys = previous
+            .as_ref()
+            .map(|p| p.environment_keys())
+            .unwrap_or_default();
+        let valid = match validate(doc, &previous_keys) {
+            Ok(valid) => valid,
             Err(error) => {
                 self.reject(id, Some(revision), error, opts.now, report);
                 return;
@@ -495,7 +503,7 @@ impl StoreWriter {
         if let Some(published) = valid.published_at() {
             report.published.push(published);
         }
-        let project = Arc::new(Project::build(valid, opts.now, opts.now));
+        let project = Arc::new(Project::build(&valid, opts.now, opts.now));
         if let Some(due) = project.next_due() {
             report.scheduled.push((id.clone(), due));
         }

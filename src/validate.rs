@@ -3,8 +3,9 @@
 //!
 //! A `ValidProject` can only be made here, so the store cannot hold a
 //! project that broke a rule. Rules that depend on history (slug
-//! immutability) take the last accepted document of the project; revision
-//! ordering is the store's business because "stale" is not an error.
+//! immutability) take the environments of the project's last accepted
+//! revision; revision ordering is the store's business because "stale" is
+//! not an error.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::SystemTime;
@@ -146,6 +147,26 @@ impl ValidProject {
         &self.doc
     }
 
+    /// The document as compact JSON: the form a project keeps at rest and
+    /// the cache stores. Reading it back and validating it again gives
+    /// this same project.
+    pub fn to_json(&self) -> Box<str> {
+        // Plain data of strings, integers and booleans: cannot fail.
+        serde_json::to_string(&self.doc)
+            .unwrap_or_default()
+            .into_boxed_str()
+    }
+
+    /// `(environment id, slug)` of every environment, for
+    /// [`validate`]'s slug-immutability check of the next revision.
+    pub fn environment_keys(&self) -> Vec<(&str, &str)> {
+        self.doc
+            .environments
+            .iter()
+            .map(|e| (e.id.as_str(), e.slug.as_str()))
+            .collect()
+    }
+
     pub fn published_at(&self) -> Option<SystemTime> {
         self.published_at
     }
@@ -183,11 +204,12 @@ impl ValidProject {
     }
 }
 
-/// Validates `doc` against every rule; `previous` is the project's last
-/// accepted document, if any (slug immutability).
+/// Validates `doc` against every rule. `previous` holds `(environment id,
+/// slug)` of every environment of the project's last accepted revision
+/// (empty for a new project): slugs are immutable.
 pub fn validate(
     mut doc: WireProject,
-    previous: Option<&ValidProject>,
+    previous: &[(&str, &str)],
 ) -> Result<ValidProject, ValidationError> {
     if !is_valid_id(&doc.id) {
         return fail(
@@ -248,18 +270,16 @@ pub fn validate(
             format!("exactly one environment must be the default publish target, found {targets}"),
         );
     }
-    if let Some(prev) = previous {
-        for env in &doc.environments {
-            if let Some(old) = prev.environments().iter().find(|o| o.id == env.id) {
-                if old.slug != env.slug {
-                    return fail(
-                        Reason::SlugChanged,
-                        format!(
-                            "environment {:?} has slug {:?}; slugs are immutable (was {:?})",
-                            env.id, env.slug, old.slug
-                        ),
-                    );
-                }
+    for env in &doc.environments {
+        if let Some((_, old)) = previous.iter().find(|(id, _)| *id == env.id) {
+            if *old != env.slug {
+                return fail(
+                    Reason::SlugChanged,
+                    format!(
+                        "environment {:?} has slug {:?}; slugs are immutable (was {:?})",
+                        env.id, env.slug, old
+                    ),
+                );
             }
         }
     }

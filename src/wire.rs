@@ -352,7 +352,9 @@ pub fn parse_project(body: &[u8]) -> Result<Incoming, MalformedBody> {
     parse_one(raw)
 }
 
-fn parse_projects(raw: &[&RawValue]) -> Result<Vec<Incoming>, MalformedBody> {
+/// Parses each element of a `projects` list on its own: an unreadable
+/// element is an [`Unreadable`] for that project, not a failed fetch.
+pub fn parse_projects(raw: &[&RawValue]) -> Result<Vec<Incoming>, MalformedBody> {
     raw.iter().map(|r| parse_one(r)).collect()
 }
 

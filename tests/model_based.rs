@@ -126,13 +126,9 @@ impl Model {
 fn observed(store: &Store) -> Model {
     let mut m = Model::default();
     for p in store.projects() {
-        let qa = p
-            .valid()
-            .environments()
-            .iter()
-            .find(|e| e.id.ends_with("_qa"))
-            .unwrap();
-        let slug = if qa.slug == "qa" { "qa" } else { "quality" };
+        let keys = p.environment_keys();
+        let (_, served) = keys.iter().find(|(id, _)| id.ends_with("_qa")).unwrap();
+        let slug = if *served == "qa" { "qa" } else { "quality" };
         // What is served carries the same revision.
         let answer = store.resolve(p.id(), Some(slug), true).unwrap();
         let body: serde_json::Value = serde_json::from_slice(&answer.body()).unwrap();

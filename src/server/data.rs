@@ -209,7 +209,13 @@ impl DataPlane {
         }
         let rejection = self.store.rejection(&id);
         match self.store.project(&id) {
-            Some(project) => json_ok(&ProjectView::new(&project, rejection.as_ref())),
+            Some(project) => match project.reparse() {
+                Ok(valid) => json_ok(&ProjectView::new(&project, &valid, rejection.as_ref())),
+                Err(e) => {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                        .into_response()
+                }
+            },
             None => {
                 let mut message = format!("unknown project {id:?}");
                 if let Some(r) = rejection {

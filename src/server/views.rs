@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::project::Project;
 use crate::store::Rejection;
 use crate::timestamp::format_rfc3339;
+use crate::validate::ValidProject;
 use crate::wire::{Pending, Pointers};
 
 #[derive(Debug, Clone, Serialize)]
@@ -68,8 +69,13 @@ pub struct ScheduledView<'a> {
 }
 
 impl<'a> ProjectView<'a> {
-    pub fn new(project: &'a Project, rejection: Option<&Rejection>) -> ProjectView<'a> {
-        let valid = project.valid();
+    /// The view of `project`; `valid` is its document read back
+    /// ([`Project::reparse`]).
+    pub fn new(
+        project: &'a Project,
+        valid: &'a ValidProject,
+        rejection: Option<&Rejection>,
+    ) -> ProjectView<'a> {
         let upcoming = &valid.schedule()[project.applied()..];
         let environments = valid
             .environments()
@@ -86,7 +92,7 @@ impl<'a> ProjectView<'a> {
                 production: doc.production,
                 gateway_fallback: doc.gateway_fallback,
                 position: doc.position,
-                pointers: project.pointers(i),
+                pointers: valid.pointers_with(i, project.applied()),
                 pending: &doc.pending,
                 scheduled: upcoming
                     .iter()

@@ -25,7 +25,7 @@ fn base() -> Value {
 fn check(doc: Value) -> Result<ValidProject, ValidationError> {
     validate(
         serde_json::from_value(doc).expect("fixture is readable"),
-        None,
+        &[],
     )
 }
 
@@ -289,7 +289,11 @@ fn slug_change_against_the_last_accepted_document() {
     let mut d = base();
     d["revision"] = json!(2);
     d["environments"][2]["slug"] = json!("quality");
-    let err = validate(serde_json::from_value(d).unwrap(), Some(&first)).unwrap_err();
+    let err = validate(
+        serde_json::from_value(d).unwrap(),
+        &first.environment_keys(),
+    )
+    .unwrap_err();
     assert_eq!(err.reason, Reason::SlugChanged);
     // A new environment id with a new slug is fine.
     let mut d = base();
@@ -297,7 +301,11 @@ fn slug_change_against_the_last_accepted_document() {
         .as_array_mut()
         .unwrap()
         .push(env("env_canary", "canary"));
-    assert!(validate(serde_json::from_value(d).unwrap(), Some(&first)).is_ok());
+    assert!(validate(
+        serde_json::from_value(d).unwrap(),
+        &first.environment_keys()
+    )
+    .is_ok());
 }
 
 #[test]
@@ -322,6 +330,22 @@ fn schedule_overlays_in_time_order_later_wins() {
         "keys not mentioned keep their value"
     );
     assert_eq!(both.providers.get("x"), Some("1"));
+}
+
+#[test]
+fn the_json_form_reads_back_as_the_same_project() {
+    let mut d = base();
+    d["environments"][2]["position"] = json!(-1);
+    d["environments"][0]["scheduled"] =
+        json!([{"at": "2030-01-01T00:00:00Z", "pointers": {"prompts": {"a": "2"}}}]);
+    d["environments"][1]["pending"] = json!([{"kind": "prompts", "key": "a", "version": "9"}]);
+    d["environments"][1]["description"] = json!("caf\u{e9} \"quoted\" \n");
+    d["published_at"] = json!("2026-01-01T00:00:00Z");
+    d["unknown_field"] = json!({"ignored": true});
+    let p = check(d).unwrap();
+    let back: WireProject = serde_json::from_str(&p.to_json()).unwrap();
+    assert_eq!(back, *p.document(), "environments stay in serving order");
+    assert_eq!(validate(back, &[]).unwrap(), p);
 }
 
 #[test]

@@ -214,7 +214,7 @@ fn check_incoming(raw: &Value, incoming: Incoming) {
 /// document serves exactly its own environments.
 fn check_document(raw: &Value, doc: WireProject) {
     let verdict = rules::violation(raw);
-    let valid = match validate(doc, None) {
+    let valid = match validate(doc, &[]) {
         Ok(valid) => valid,
         Err(e) => {
             assert!(
@@ -229,8 +229,10 @@ fn check_document(raw: &Value, doc: WireProject) {
     if let Some(broken) = verdict {
         panic!("accepted a document that breaks a rule ({broken}): {raw}");
     }
-    let project = Project::build(valid.into(), SystemTime::now(), UNIX_EPOCH);
-    for env in project.valid().environments() {
+    let project = Project::build(&valid, SystemTime::now(), UNIX_EPOCH);
+    let stored = project.reparse().expect("the stored form reads back");
+    assert_eq!(stored, valid, "the stored form is the accepted project");
+    for env in valid.environments() {
         let answer = project
             .answer(Some(env.slug.as_bytes()), true)
             .expect("every slug resolves strictly");
@@ -238,8 +240,7 @@ fn check_document(raw: &Value, doc: WireProject) {
     }
     let fallback = project.answer(None, false).expect("there is a fallback");
     let body: Value = serde_json::from_slice(&fallback.body()).expect("answers are JSON");
-    let fallback_env = project
-        .valid()
+    let fallback_env = valid
         .environments()
         .iter()
         .find(|e| e.gateway_fallback)
