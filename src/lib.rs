@@ -19,6 +19,7 @@
 //!   scheduler for scheduled cutovers, records rejections and propagation.
 //! * [`source`]: where snapshots come from (`file`, `http`, with backoff).
 //! * [`cache`]: the last-known-good file: atomic, checksummed, debounced.
+//! * [`memory`]: gives freed memory back after large updates.
 //! * [`refresh`]: forced refreshes, coalesced, carried out by the source.
 //! * [`status`], [`readiness`]: what the source last did; are we ready.
 //! * [`server`]: the accept loop and limits, the data plane, the operator
@@ -42,6 +43,7 @@ pub mod clock;
 pub mod config;
 pub mod generate;
 pub mod histogram;
+pub mod memory;
 pub mod metrics;
 pub mod project;
 pub mod readiness;

@@ -181,6 +181,7 @@ impl Writer {
         allow: bool,
     ) -> Result<ApplyReport, ApplyError> {
         let now = self.clock.now();
+        let snapshot = matches!(update, Update::Snapshot(_));
         let result = self.store.apply(
             update,
             ApplyOptions {
@@ -188,6 +189,10 @@ impl Writer {
                 allow_mass_removal: allow,
             },
         );
+        if snapshot {
+            // The whole parsed snapshot was just freed.
+            crate::memory::release();
+        }
         log_outcome(origin, &result);
         if let Ok(report) = &result {
             for r in &report.rejected {
