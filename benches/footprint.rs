@@ -51,17 +51,28 @@ fn main() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     println!("resident memory after loading (file source, metrics on):");
-    for n in [10_000, 100_000] {
+    for (n, with_cache) in [(10_000, false), (10_000, true), (100_000, false)] {
         let json = generate::snapshot_json(n, 1);
         let path = dir.path().join(format!("snapshot-{n}.json"));
         std::fs::write(&path, &json).unwrap();
         let source = format!("kind = \"file\"\npath = \"{}\"\n", path.display());
-        let (mut child, admin) = spawn(dir.path(), &source, "");
+        // With the cache on (as in the default config), after it is written.
+        let cache = dir.path().join(format!("footprint-lkg-{n}.json"));
+        let cache_path = if with_cache {
+            cache.display().to_string()
+        } else {
+            String::new()
+        };
+        let (mut child, admin) = spawn(dir.path(), &source, &cache_path);
         wait_ready(admin, Duration::from_secs(120));
+        while with_cache && !cache.exists() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         std::thread::sleep(Duration::from_millis(500));
         let rss = rss_bytes(child.id());
         println!(
-            "  {n:>7} projects: snapshot JSON {:>6.1} MiB, RSS {:>6.1} MiB, ratio {:.2}",
+            "  {n:>7} projects{}: snapshot JSON {:>6.1} MiB, RSS {:>6.1} MiB, ratio {:.2}",
+            if with_cache { ", cache written" } else { "" },
             mib(json.len() as u64),
             mib(rss),
             rss as f64 / json.len() as f64

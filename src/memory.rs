@@ -28,3 +28,23 @@ pub fn release() {
         release();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    fn count() {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn release_calls_the_registered_function() {
+        set_release(count);
+        release();
+        release();
+        assert_eq!(CALLS.load(Ordering::SeqCst), 2);
+    }
+}

@@ -177,10 +177,16 @@ impl FileSource {
                     path: path.clone(),
                     message: e.to_string(),
                 })?;
-            parse_snapshot(&bytes).map_err(|e| FileError::Malformed {
-                path: path.clone(),
-                message: e.to_string(),
-            })
+            // Large snapshots take a while to parse: keep it off the
+            // threads that serve requests.
+            tokio::task::spawn_blocking(move || parse_snapshot(&bytes))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|parsed| parsed.map_err(|e| e.to_string()))
+                .map_err(|message| FileError::Malformed {
+                    path: path.clone(),
+                    message,
+                })
         }
         .await;
         let outcome = if result.is_ok() {
