@@ -121,6 +121,24 @@ fn main() {
         times[0],
         times[times.len() - 1]
     );
+
+    // A restart that reaches its source: the cache, then the same snapshot
+    // again from the file (every project unchanged). Two loads' worth of
+    // parsing has come and gone.
+    let source = format!(
+        "kind = \"file\"\npath = \"{}\"\n",
+        dir.path().join("snapshot-10000.json").display()
+    );
+    let (mut child, admin) = spawn(dir.path(), &source, &cache.display().to_string());
+    wait_ready(admin, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1500));
+    let rss = rss_bytes(child.id());
+    stop(&mut child);
+    println!(
+        "  RSS after the cache and then the same snapshot from the file: {:.1} MiB, ratio {:.2}",
+        mib(rss),
+        rss as f64 / json.len() as f64
+    );
 }
 
 fn spawn(dir: &Path, source: &str, cache: &str) -> (Child, SocketAddr) {

@@ -106,8 +106,9 @@ pub fn write_to(
         written += part.len() as u64;
         out.write_all(part)
     })?;
-    out.write_all(b"}\n")?;
-    Ok(written + 2)
+    let end = b"}\n";
+    out.write_all(end)?;
+    Ok(written + end.len() as u64)
 }
 
 /// Hands the body's bytes to `f` in order: `{"cursor":N,"projects":[…]}`.
@@ -343,6 +344,9 @@ mod tests {
     fn round_trips_cursor_and_documents() {
         let store = store_with(5);
         let bytes = encode(store.cursor(), &store.projects());
+        let mut streamed = Vec::new();
+        let reported = write_to(&mut streamed, store.cursor(), &store.projects()).unwrap();
+        assert_eq!((streamed.len() as u64, &streamed), (reported, &bytes));
         let body = decode(Path::new("x"), &bytes).unwrap();
         assert_eq!(body.revision, 42);
         assert_eq!(body.projects.len(), 5);

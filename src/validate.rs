@@ -157,16 +157,6 @@ impl ValidProject {
             .into_boxed_str()
     }
 
-    /// `(environment id, slug)` of every environment, for
-    /// [`validate`]'s slug-immutability check of the next revision.
-    pub fn environment_keys(&self) -> Vec<(&str, &str)> {
-        self.doc
-            .environments
-            .iter()
-            .map(|e| (e.id.as_str(), e.slug.as_str()))
-            .collect()
-    }
-
     pub fn published_at(&self) -> Option<SystemTime> {
         self.published_at
     }

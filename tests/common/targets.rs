@@ -232,6 +232,16 @@ fn check_document(raw: &Value, doc: WireProject) {
     let project = Project::build(&valid, SystemTime::now(), UNIX_EPOCH);
     let stored = project.reparse().expect("the stored form reads back");
     assert_eq!(stored, valid, "the stored form is the accepted project");
+    let keys: Vec<(&str, &str)> = valid
+        .environments()
+        .iter()
+        .map(|e| (e.id.as_str(), e.slug.as_str()))
+        .collect();
+    assert_eq!(
+        project.environment_keys(),
+        keys,
+        "slug immutability sees every (id, slug)"
+    );
     for env in valid.environments() {
         let answer = project
             .answer(Some(env.slug.as_bytes()), true)
