@@ -15,9 +15,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
-use env_sidecar::generate;
+use env_sidecar::model::wire::parse_snapshot;
+use env_sidecar::sim::generate;
 use env_sidecar::store::{ApplyOptions, Store, Update};
-use env_sidecar::wire::parse_snapshot;
 
 /// The system allocator, counting live bytes and allocations.
 struct Counting;
@@ -101,7 +101,7 @@ fn main() {
     );
     std::fs::write(
         &cache,
-        env_sidecar::cache::encode(store.cursor(), &store.projects()),
+        env_sidecar::sync::cache::encode(store.cursor(), &store.projects()),
     )
     .unwrap();
     let mut times = Vec::new();

@@ -16,9 +16,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use env_sidecar::generate;
+use env_sidecar::model::wire::parse_snapshot;
+use env_sidecar::sim::generate;
 use env_sidecar::store::{ApplyOptions, Store, Update};
-use env_sidecar::wire::parse_snapshot;
 use http_body_util::Full;
 
 const PROJECTS: usize = 10_000;
@@ -250,9 +250,10 @@ fn typical_answer(snapshot: &[u8]) -> Vec<u8> {
     };
     writer.apply(Update::Snapshot(body), opts).unwrap();
     store
-        .resolve(&generate::project_id(42), Some("staging"), false)
+        .resolve_with(&generate::project_id(42), Some("staging"), false, |a| {
+            a.body()
+        })
         .unwrap()
-        .body()
 }
 
 /// The floor: hyper 1, http1, keep-alive, a fixed JSON body.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use env_sidecar::app;
 use env_sidecar::config::{Config, SourceKind};
-use env_sidecar::simulator::Simulator;
+use env_sidecar::sim::simulator::Simulator;
 
 const PROJECTS: usize = 10_000;
 const CHANGES: usize = 300;
@@ -47,9 +47,9 @@ async fn run() {
     let mut delays = Vec::with_capacity(CHANGES);
     for i in 0..CHANGES {
         let n = (i * 7919) % PROJECTS;
-        let id = env_sidecar::generate::project_id(n);
+        let id = env_sidecar::sim::generate::project_id(n);
         let want = store.project(&id).map_or(1, |p| p.revision()) + 1;
-        let doc = env_sidecar::generate::project(n, want, Some(std::time::SystemTime::now()));
+        let doc = env_sidecar::sim::generate::project(n, want, Some(std::time::SystemTime::now()));
         let text = serde_json::to_string(&doc).expect("json");
         let t0 = Instant::now();
         sim.publish_raw(vec![(id.clone(), want, text)]);

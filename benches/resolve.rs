@@ -9,10 +9,10 @@ use std::time::{Duration, Instant, SystemTime};
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use env_sidecar::generate;
-use env_sidecar::metrics::{Metrics, ResolveOutcome};
+use env_sidecar::model::wire::SnapshotBody;
+use env_sidecar::sim::generate;
 use env_sidecar::store::{ApplyOptions, Store, Update};
-use env_sidecar::wire::SnapshotBody;
+use env_sidecar::telemetry::{Api, Metrics, ResolveOutcome};
 
 fn loaded_store(n: usize) -> Store {
     let (store, mut writer) = Store::new(0.5);
@@ -46,7 +46,9 @@ fn resolve(c: &mut Criterion) {
             })
         });
         group.bench_function(BenchmarkId::new("hit_owned", n), |b| {
-            b.iter(|| black_box(store.resolve(&ids[next()], Some("Staging"), false)))
+            b.iter(|| {
+                black_box(store.resolve_with(&ids[next()], Some("Staging"), false, |a| a.owned()))
+            })
         });
         group.bench_function(BenchmarkId::new("fallback", n), |b| {
             b.iter(|| black_box(store.resolve_with(&ids[next()], Some("nope"), false, |a| a.len())))
@@ -71,6 +73,7 @@ fn metrics_recording(c: &mut Criterion) {
     group.bench_function("record_resolve", |b| {
         b.iter(|| {
             metrics.resolved(
+                black_box(Api::Resolve),
                 black_box(ResolveOutcome::Exact),
                 black_box(Duration::from_nanos(700)),
             )

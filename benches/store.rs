@@ -7,10 +7,10 @@ use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use env_sidecar::generate;
+use env_sidecar::model::validate::validate;
+use env_sidecar::model::wire::{parse_snapshot, SnapshotBody};
+use env_sidecar::sim::generate;
 use env_sidecar::store::{ApplyOptions, Store, StoreWriter, Update};
-use env_sidecar::validate::validate;
-use env_sidecar::wire::{parse_snapshot, SnapshotBody};
 
 fn opts() -> ApplyOptions {
     ApplyOptions {
@@ -121,8 +121,8 @@ fn scheduled_burst(c: &mut Criterion) {
                         );
                         doc.environments[0]
                             .scheduled
-                            .push(env_sidecar::wire::Scheduled {
-                                at: env_sidecar::timestamp::format_rfc3339(at),
+                            .push(env_sidecar::model::wire::Scheduled {
+                                at: env_sidecar::model::timestamp::format_rfc3339(at),
                                 pointers: overlay,
                             });
                         Ok(doc)

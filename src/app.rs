@@ -11,24 +11,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::cache::{self, CacheState, CacheWriter};
-use crate::clock::{SharedClock, SystemClock};
+use crate::config::secret::Env;
 use crate::config::{Config, SourceKind};
-use crate::metrics::Metrics;
-use crate::readiness::Readiness;
-use crate::refresh::Refresher;
-use crate::secret::Secret;
+use crate::model::clock::{SharedClock, SystemClock};
 use crate::server::admin::{AdminPlane, StatusInfo};
 use crate::server::data::DataPlane;
 use crate::server::{serve, Limits};
-use crate::source::file::FileSource;
-use crate::source::http::{ControlPlane, HttpSource};
-use crate::status::SyncStatus;
-use crate::store::Store;
-use crate::writer::{self, WriterHandle, ORIGIN_CACHE};
+use crate::store::{Store, Update};
+use crate::sync::cache::{self, CacheState, CacheWriter};
+use crate::sync::file::FileSource;
+use crate::sync::http::{ControlPlane, HttpSource};
+use crate::sync::readiness::Readiness;
+use crate::sync::refresh::Refresher;
+use crate::sync::status::SyncStatus;
+use crate::sync::writer::{self, WriterHandle};
+use crate::sync::{self as sync, Origin, SourceCommand, SyncContext};
+use crate::telemetry::Metrics;
 
 /// Permissions of the data-plane Unix socket: owner and group may connect.
 pub const UNIX_SOCKET_MODE: u32 = 0o660;
@@ -51,8 +52,10 @@ pub enum StartError {
     InsecureAdmin(SocketAddr),
     #[error("server.unix_socket {0}: exists and is not a socket; refusing to replace it")]
     NotASocket(PathBuf),
-    #[error("cannot set up the source: {0}")]
-    Source(String),
+    #[error("cannot set up the HTTP client for the control plane: {0}")]
+    HttpClient(#[source] reqwest::Error),
+    #[error("cannot start the writer thread: {0}")]
+    Writer(#[source] std::io::Error),
 }
 
 /// How to start, beyond the config file.
@@ -60,6 +63,9 @@ pub enum StartError {
 pub struct Options {
     pub clock: SharedClock,
     pub limits: Limits,
+    /// Where the variables named by `*.token_env` are read (the process
+    /// environment by default; tests inject their own).
+    pub env: Env,
 }
 
 impl Default for Options {
@@ -67,6 +73,7 @@ impl Default for Options {
         Options {
             clock: Arc::new(SystemClock),
             limits: Limits::default(),
+            env: Env::process(),
         }
     }
 }
@@ -78,7 +85,7 @@ pub struct Sidecar {
     admin_addr: SocketAddr,
     store: Store,
     status: Arc<SyncStatus>,
-    check_now: Arc<Notify>,
+    commands: mpsc::Sender<SourceCommand>,
     cache: Arc<CacheState>,
     /// For `tick_schedules`; dropped first at shutdown so the writer ends.
     writer: WriterHandle,
@@ -117,9 +124,11 @@ impl Sidecar {
         self.writer.tick().await.unwrap_or(0)
     }
 
-    /// Asks the source to look for changes now instead of at its next poll.
+    /// Asks the source to look for changes now instead of at its next poll
+    /// or retry (whatever its kind). A request already queued covers this
+    /// one.
     pub fn check_source_now(&self) {
-        self.check_now.notify_one();
+        let _ = self.commands.try_send(SourceCommand::CheckNow);
     }
 
     /// Stops accepting on every listener, drains in-flight requests within
@@ -146,7 +155,7 @@ pub async fn start(config: Config) -> Result<Sidecar, StartError> {
 }
 
 pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, StartError> {
-    let admin_token = Secret::from_env(&config.admin.token_env);
+    let admin_token = options.env.secret(&config.admin.token_env);
     if admin_token.is_none() && !config.admin.listen.ip().is_loopback() {
         return Err(StartError::InsecureAdmin(config.admin.listen));
     }
@@ -168,56 +177,50 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
     let cache_path = Some(config.cache.path.clone()).filter(|p| !p.as_os_str().is_empty());
     let cache_state = Arc::new(CacheState::default());
     let persist = cache_path.as_ref().map(|_| Arc::new(Notify::new()));
-    let (writer, writer_task) = writer::spawn(
+    let (writer, writer_stopped) = writer::spawn(
         store_writer,
         clock.clone(),
         persist.clone(),
         metrics.clone(),
-    );
+    )
+    .map_err(StartError::Writer)?;
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let check_now = Arc::new(Notify::new());
-    let (refresher, jobs) = Refresher::new(config.source.request_timeout);
+    let (commands, commands_rx) = mpsc::channel(16);
+    let refresher = Refresher::new(commands.clone(), config.source.request_timeout);
 
     if let Some(path) = &cache_path {
+        for stale in cache::remove_stale_temp_files(path) {
+            tracing::info!(path = %stale.display(), "removed a temporary cache file left by an earlier process");
+        }
         load_cache(path, &writer, &status).await;
     }
 
-    let source_task = match config.source.kind {
+    let ctx = SyncContext {
+        store: store.clone(),
+        writer: writer.clone(),
+        status: status.clone(),
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+    };
+    let s = &config.source;
+    let source_task = match s.kind {
         SourceKind::File => {
-            let source = FileSource {
-                path: config.source.path.clone(),
-                poll_interval: config.source.poll_interval,
-                writer: writer.clone(),
-                status: status.clone(),
-                store: store.clone(),
-                metrics: metrics.clone(),
-                clock: clock.clone(),
-            };
-            tokio::spawn(source.run(check_now.clone(), jobs, shutdown_rx.clone()))
+            let source = FileSource::new(s.path.clone(), s.poll_interval);
+            tokio::spawn(sync::run(source, ctx, commands_rx, shutdown_rx.clone()))
         }
         SourceKind::Http => {
-            let s = &config.source;
-            let token = Secret::from_env(&s.token_env);
+            let token = options.env.secret(&s.token_env);
             let control_plane =
                 ControlPlane::new(&s.url, token, s.request_timeout, s.long_poll_wait)
-                    .map_err(|e| StartError::Source(e.to_string()))?;
-            let source = HttpSource {
-                control_plane,
-                mode: s.mode,
-                poll_interval: s.poll_interval,
-                backoff_max: s.backoff_max,
-                store: store.clone(),
-                writer: writer.clone(),
-                status: status.clone(),
-                metrics: metrics.clone(),
-                clock: clock.clone(),
-            };
-            tokio::spawn(source.run(jobs, shutdown_rx.clone()))
+                    .map_err(StartError::HttpClient)?;
+            let source = HttpSource::new(control_plane, s.mode, s.poll_interval, s.backoff_max);
+            tokio::spawn(sync::run(source, ctx, commands_rx, shutdown_rx.clone()))
         }
     };
     // Order matters at shutdown: the source stops, which drops the last
-    // writer handle so the writer drains and stops, then the cache flushes.
-    let mut background = vec![source_task, writer_task];
+    // writer handle but the sidecar's; the writer drains and stops once
+    // that one goes too, then the cache flushes.
+    let mut background = vec![source_task, tokio::spawn(writer_stopped.wait())];
     if let (Some(path), Some(dirty)) = (cache_path.clone(), persist) {
         let cache = CacheWriter {
             path,
@@ -291,7 +294,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
         admin_addr,
         store,
         status,
-        check_now,
+        commands,
         cache: cache_state,
         writer,
         unix_socket,
@@ -370,7 +373,7 @@ async fn load_cache(path: &Path, writer: &WriterHandle, status: &SyncStatus) {
     };
     let projects = body.projects.len();
     match writer
-        .apply(crate::store::Update::Snapshot(body), ORIGIN_CACHE, true)
+        .apply(Update::Snapshot(body), Origin::Cache, true)
         .await
     {
         Ok(report) => {

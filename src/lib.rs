@@ -5,57 +5,42 @@
 //! snapshot of every project's environments that readers consult without
 //! locks and a single writer keeps fresh from its source.
 //!
-//! # Layout
+//! # Layers
 //!
-//! Data flows top to bottom: a source fetches, the writer validates and
-//! publishes, the servers read.
+//! Each folder is a layer; a layer imports only the layers listed before
+//! it, never one after it (no module cycles; checked in CI by
+//! `tests/layers.rs`):
 //!
-//! * [`wire`]: project documents and fetch bodies as sent (untrusted).
-//! * [`validate`]: every data-model rule; the only way to a `ValidProject`.
-//! * [`project`]: a project as served, answers pre-rendered to bytes.
-//! * [`store`]: lock-free per-project snapshots, and the one writer.
-//! * [`resolve`]: the hot path: syntax check, two loads, a lookup.
-//! * [`writer`]: the task that owns the writer: applies updates, runs the
-//!   scheduler for scheduled cutovers, records rejections and propagation.
-//! * [`source`]: where snapshots come from (`file`, `http`, with backoff).
-//! * [`cache`]: the last-known-good file: atomic, checksummed, debounced.
-//! * [`memory`]: gives freed memory back after large updates.
-//! * [`refresh`]: forced refreshes, coalesced, carried out by the source.
-//! * [`status`], [`readiness`]: what the source last did; are we ready.
-//! * [`server`]: the accept loop and limits, the data plane, the operator
-//!   plane, the error shape.
-//! * [`metrics`], [`histogram`]: the contract's metrics; the resolve path
-//!   records into fixed atomic buckets.
-//! * [`secret`]: tokens from the environment, compared in constant time.
-//! * [`config`]: the TOML file and its checks.
-//! * [`app`]: wiring and ordered shutdown; [`clock`], [`timestamp`]: time.
-//! * [`generate`], [`simulator`]: synthetic projects and a control plane
-//!   speaking the sync protocol (tests, benches, demos).
+//! 1. [`model`]: wire types, validation, time. Pure: no I/O, no state.
+//!    [`config`]: the TOML file and where secrets come from.
+//! 2. [`telemetry`]: the contract's metrics, recorded without locks.
+//! 3. [`store`]: every project as served, answers pre-rendered; the hot
+//!    path's single entry ([`store::Store::resolve_with`]) and the one
+//!    writer that validates and publishes updates.
+//! 4. [`sync`]: sources (file, HTTP), the writer thread and the
+//!    scheduler, forced refresh, status, readiness, the last-known-good
+//!    cache.
+//! 5. [`server`]: the accept loop and limits, the data plane, the
+//!    operator plane, error answers, JSON views.
+//! 6. [`app`]: wiring and ordered shutdown.
 //!
+//! [`sim`] (the `sim` feature, on by default) is tooling: a generator and
+//! a control-plane simulator for tests, benchmarks and demos. It may use
+//! every layer; no layer uses it, and a build without the feature has
+//! none of its code.
+//!
+//! The domain (model, store, sync) never imports presentation (server).
 //! The binary (`src/main.rs`) only parses flags, sets up logging, calls
 //! [`app::start`] and waits for a signal.
 
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub mod cache;
-pub mod clock;
 pub mod config;
-pub mod generate;
-pub mod histogram;
-pub mod memory;
-pub mod metrics;
-pub mod project;
-pub mod readiness;
-pub mod refresh;
-pub mod resolve;
-pub mod secret;
+pub mod model;
 pub mod server;
-pub mod simulator;
-pub mod source;
-pub mod status;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod store;
-pub mod timestamp;
-pub mod validate;
-pub mod wire;
-pub mod writer;
+pub mod sync;
+pub mod telemetry;

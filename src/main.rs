@@ -40,12 +40,13 @@ enum Command {
     },
 }
 
-/// Exit status for a bad config or bad flags (EX_USAGE / EX_CONFIG).
+/// Exit status for a bad config (EX_CONFIG). Bad flags exit 2 (clap's usage
+/// error).
 const EXIT_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     allocator::configure();
-    env_sidecar::memory::set_release(allocator::release);
+    env_sidecar::sync::memory::set_release(allocator::release);
     let args = Args::parse();
     init_logging();
     let config = match load_config(&args) {

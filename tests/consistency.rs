@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use env_sidecar::model::wire::{SnapshotBody, WireProject};
 use env_sidecar::store::{ApplyOptions, Store, Update};
-use env_sidecar::wire::{SnapshotBody, WireProject};
 use serde_json::{json, Value};
 
 const PROJECTS: usize = 20;
@@ -92,7 +92,9 @@ fn in_process_readers_never_see_mixed_or_rejected_revisions() {
                         .wrapping_add(1442695040888963407);
                     let i = (n >> 33) as usize % PROJECTS;
                     let slug = SLUGS[(n >> 20) as usize % SLUGS.len()];
-                    let answer = store.resolve(&format!("p{i}"), Some(slug), false).unwrap();
+                    let answer = store
+                        .resolve_with(&format!("p{i}"), Some(slug), false, |a| a.owned())
+                        .unwrap();
                     let body: Value = serde_json::from_slice(&answer.body()).unwrap();
                     let revision = check(&body, answer.revision.to_str().ok());
                     assert!(

@@ -4,6 +4,8 @@
 
 mod common;
 
+use env_sidecar::model::clock::Clock;
+
 use std::time::SystemTime;
 
 use common::{project, snapshot, TestSidecar};
@@ -240,13 +242,37 @@ async fn a_file_removing_most_projects_is_refused_whole() {
 
 #[tokio::test]
 async fn an_unchanged_file_stays_fresh_for_staleness() {
-    let t = TestSidecar::start_with(Some(&snapshot(1, vec![project("acme", 1)])), |c| {
-        c.readiness.max_staleness = std::time::Duration::from_millis(500)
-    })
+    let clock = env_sidecar::model::clock::ManualClock::new(SystemTime::now());
+    let options = env_sidecar::app::Options {
+        clock: std::sync::Arc::new(clock.clone()),
+        ..common::test_options()
+    };
+    let max = std::time::Duration::from_secs(30);
+    let t = TestSidecar::start_configured(
+        Some(&snapshot(1, vec![project("acme", 1)])),
+        |c| c.readiness.max_staleness = max,
+        options,
+    )
     .await;
-    // Several staleness windows pass without any change to the file.
+    // Several staleness windows pass (by the sidecar's clock) without any
+    // change to the file: each check of the unchanged file counts as
+    // fresh contact, so the sidecar stays ready.
     for _ in 0..4 {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        clock.advance(max * 2 / 3);
+        let now = clock.now();
+        common::eventually("a check of the unchanged file", || async {
+            t.sidecar.status().last_contact().is_some_and(|at| {
+                // Millisecond resolution.
+                at + std::time::Duration::from_millis(1) >= now
+            })
+        })
+        .await;
         assert_eq!(t.get_admin("/readyz").await.status, 200);
     }
+    // Without contact it does go stale: the clock moves past max_staleness
+    // while the file is unreadable.
+    std::fs::remove_file(&t.snapshot_path).unwrap();
+    t.wait_error_containing("cannot read").await;
+    clock.advance(max * 2);
+    assert_eq!(t.get_admin("/readyz").await.status, 503);
 }

@@ -359,7 +359,7 @@ fn a_batch_over_the_item_limit_is_refused_as_too_large() {
     let requests: Vec<Value> = (0..1001).map(|_| json!({"project": "x"})).collect();
     let body = json!({"requests": requests}).to_string();
     let err = env_sidecar::server::data::parse_batch(body.as_bytes()).unwrap_err();
-    assert_eq!(err.status, 413);
+    assert_eq!(err.status(), 413);
 }
 
 /// Every saved fuzzer input (seeds and past crashes) still passes.

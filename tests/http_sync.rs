@@ -8,8 +8,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{eventually, project, simulator, TestSidecar};
+use env_sidecar::config::secret::Env;
 use env_sidecar::config::SyncMode;
-use env_sidecar::simulator::{Faults, Simulator};
+use env_sidecar::sim::simulator::{Faults, Simulator};
 
 async fn synced(
     sim: &Simulator,
@@ -117,10 +118,12 @@ async fn poll_mode_sends_if_none_match_and_handles_304() {
 
 #[tokio::test]
 async fn the_bearer_token_is_sent_on_every_request() {
-    let var = "ENV_SIDECAR_TEST_TOKEN_SENT";
-    std::env::set_var(var, "s3cret-token");
     let sim = simulator(vec![project("acme", 1)], Some("s3cret-token")).await;
-    let t = synced(&sim, |c| c.source.token_env = var.into()).await;
+    let env = Env::from_pairs([("CP_TOKEN", "s3cret-token")]);
+    let t =
+        TestSidecar::follow_with_env(&sim.url(), |c| c.source.token_env = "CP_TOKEN".into(), env)
+            .await;
+    t.wait_ready().await;
     sim.publish([project("acme", 2)]);
     t.wait_revision("acme", 2).await;
     assert_eq!(
@@ -132,10 +135,11 @@ async fn the_bearer_token_is_sent_on_every_request() {
 
 #[tokio::test]
 async fn a_wrong_token_never_loads_anything() {
-    let var = "ENV_SIDECAR_TEST_TOKEN_WRONG";
-    std::env::set_var(var, "not-it");
     let sim = simulator(vec![project("acme", 1)], Some("s3cret-token")).await;
-    let t = TestSidecar::follow(&sim.url(), |c| c.source.token_env = var.into()).await;
+    let env = Env::from_pairs([("CP_TOKEN", "not-it")]);
+    let t =
+        TestSidecar::follow_with_env(&sim.url(), |c| c.source.token_env = "CP_TOKEN".into(), env)
+            .await;
     eventually("401s", || async {
         sim.counters().unauthorized.load(Ordering::SeqCst) >= 2
     })
@@ -231,7 +235,8 @@ async fn a_control_plane_that_goes_down_is_waited_out() {
     let sim = simulator(vec![project("acme", 1)], None).await;
     let t = synced(&sim, |_| {}).await;
     sim.go_down(Duration::from_millis(1500));
-    t.wait_error_containing("request failed").await;
+    t.wait_error_containing("request to the control plane failed")
+        .await;
     keeps_serving(&t, "qa-r1").await;
     sim.publish([project("acme", 2)]);
     t.wait_revision("acme", 2).await;
@@ -320,4 +325,19 @@ async fn an_invalid_document_from_the_control_plane_is_rejected_alone() {
         t.sidecar.store().rejection("acme").unwrap().reason.as_str(),
         "invalid_slug"
     );
+}
+
+#[tokio::test]
+async fn check_source_now_fetches_at_once_from_a_control_plane() {
+    let sim = simulator(vec![project("acme", 1)], None).await;
+    let t = synced(&sim, |c| {
+        c.source.mode = SyncMode::Poll;
+        c.source.poll_interval = Duration::from_secs(3600);
+    })
+    .await;
+    sim.publish([project("acme", 2)]);
+    // Without the nudge the next poll is an hour away.
+    t.sidecar.check_source_now();
+    t.wait_revision("acme", 2).await;
+    assert_eq!(t.served("acme", "qa").await, "qa-r2");
 }

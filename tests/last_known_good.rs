@@ -86,7 +86,7 @@ async fn a_burst_of_changes_costs_one_write() {
         std::fs::read_to_string(&cache).is_ok_and(|text| text.contains("qa-r21"))
     })
     .await;
-    tokio::time::sleep(env_sidecar::cache::DEBOUNCE * 3).await;
+    tokio::time::sleep(env_sidecar::sync::cache::DEBOUNCE * 3).await;
     let writes = t.sidecar.cache().writes();
     assert!(writes <= 3, "{writes} writes for one burst");
     assert!(matches!(t.sidecar.cache().last(), Some(Ok(_))));
@@ -190,7 +190,7 @@ async fn a_cache_write_that_runs_out_of_space_keeps_serving_and_the_old_file() {
         .arg(&config);
     let mut sidecar = common::process::SidecarProcess::spawn(command);
     eventually("the small snapshot cached", || async {
-        env_sidecar::cache::load(&cache).is_ok()
+        env_sidecar::sync::cache::load(&cache).is_ok()
     })
     .await;
     let small = std::fs::read(&cache).unwrap();
@@ -229,4 +229,37 @@ async fn a_cache_write_that_runs_out_of_space_keeps_serving_and_the_old_file() {
         .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[tokio::test]
+async fn a_restart_removes_temp_files_a_crashed_writer_left_behind() {
+    let keep = tempfile::tempdir().unwrap();
+    let cache = keep.path().join("lkg.json");
+    let sim = simulator(vec![project("acme", 1)], None).await;
+    let first = TestSidecar::follow(&sim.url(), |c| cached(c, &cache)).await;
+    first.wait_ready().await;
+    eventually("the cache written", || async { cache.exists() }).await;
+    first.sidecar.shutdown().await;
+    // What a process killed in the middle of a write leaves: its own
+    // temporary file, named after its pid. Files that merely look alike
+    // belong to someone else and stay.
+    let orphan = keep.path().join(".lkg.json.tmp.4242");
+    std::fs::write(&orphan, vec![b'x'; 1 << 20]).unwrap();
+    let strangers = [
+        ".lkg.json.tmp.notapid",
+        ".other.json.tmp.4242",
+        "lkg.json.bak",
+    ];
+    for name in strangers {
+        std::fs::write(keep.path().join(name), b"mine").unwrap();
+    }
+    sim.stop();
+
+    let second = TestSidecar::follow(&sim.url(), |c| cached(c, &cache)).await;
+    assert!(!orphan.exists(), "the orphaned temp file is gone");
+    for name in strangers {
+        assert!(keep.path().join(name).exists(), "{name} must be left alone");
+    }
+    // The cache itself was untouched and serves.
+    assert_eq!(second.served("acme", "qa").await, "qa-r1");
 }

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 async fn with_limits(limits: Limits) -> TestSidecar {
     let options = Options {
         limits,
-        ..Options::default()
+        ..common::test_options()
     };
     TestSidecar::start_with_options(&snapshot(1, vec![project("acme", 1)]), options).await
 }

@@ -8,9 +8,10 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::time::SystemTime;
 
+use env_sidecar::model::wire::{ChangesBody, Incoming, SnapshotBody, Unreadable, WireProject};
 use env_sidecar::store::{ApplyOptions, Store, StoreWriter, Update};
-use env_sidecar::wire::{ChangesBody, Incoming, SnapshotBody, Unreadable, WireProject};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use serde_json::json;
 
 const IDS: usize = 14;
@@ -130,7 +131,9 @@ fn observed(store: &Store) -> Model {
         let (_, served) = keys.iter().find(|(id, _)| id.ends_with("_qa")).unwrap();
         let slug = if *served == "qa" { "qa" } else { "quality" };
         // What is served carries the same revision.
-        let answer = store.resolve(p.id(), Some(slug), true).unwrap();
+        let answer = store
+            .resolve_with(p.id(), Some(slug), true, |a| a.owned())
+            .unwrap();
         let body: serde_json::Value = serde_json::from_slice(&answer.body()).unwrap();
         assert_eq!(body["revision"], p.revision());
         assert_eq!(
@@ -218,7 +221,13 @@ fn step(writer: &mut StoreWriter, model: &mut Model, op: &Op, n: usize) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        // Failures are saved beside this file (model_based.proptest-regressions,
+        // committed) and replayed first on every run.
+        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn the_store_serves_exactly_what_the_model_says(ops in prop::collection::vec(op(), 1..40)) {

@@ -12,9 +12,10 @@ use common::{
     eventually, file_config, http_config, project, simulator, snapshot, Reply, TestSidecar,
 };
 use env_sidecar::app::{self, Options, StartError};
-use env_sidecar::clock::ManualClock;
+use env_sidecar::config::secret::Env;
 use env_sidecar::config::SyncMode;
-use env_sidecar::simulator::Faults;
+use env_sidecar::model::clock::ManualClock;
+use env_sidecar::sim::simulator::Faults;
 use serde_json::json;
 
 /// The value of one sample line (`name{labels} value`) in an exposition.
@@ -48,24 +49,33 @@ async fn metrics_have_every_contract_name_and_counters_move() {
     )
     .await;
     let m = t.get_admin("/metrics").await.text;
-    for name in env_sidecar::metrics::ALL {
+    for name in env_sidecar::telemetry::metrics::ALL {
         assert!(
             m.contains(&format!("# TYPE {name} ")),
             "{name} missing from:\n{m}"
         );
     }
-    let count = |outcome: &str| {
+    let count = |api: &str, outcome: &str| {
         sample(
             &m,
-            &format!("env_sidecar_resolve_requests_total{{outcome=\"{outcome}\"}}"),
+            &format!("env_sidecar_resolve_requests_total{{outcome=\"{outcome}\",api=\"{api}\"}}"),
         )
     };
-    assert_eq!(count("exact"), Some(2.0));
-    assert_eq!(count("fallback"), Some(2.0));
-    assert_eq!(count("unknown_environment"), Some(1.0));
-    assert_eq!(count("unknown_project"), Some(1.0));
-    assert_eq!(count("invalid_request"), Some(1.0));
-    assert_eq!(count("not_ready"), Some(0.0));
+    assert_eq!(count("resolve", "exact"), Some(1.0));
+    assert_eq!(count("batch", "exact"), Some(1.0));
+    assert_eq!(count("resolve", "fallback"), Some(1.0));
+    assert_eq!(count("batch", "fallback"), Some(1.0));
+    assert_eq!(count("resolve", "unknown_environment"), Some(1.0));
+    assert_eq!(count("resolve", "unknown_project"), Some(1.0));
+    assert_eq!(count("resolve", "invalid_request"), Some(1.0));
+    assert_eq!(count("resolve", "not_ready"), Some(0.0));
+    for api in ["authz_http", "authz_grpc"] {
+        assert_eq!(
+            count(api, "exact"),
+            Some(0.0),
+            "every api is exported from the start"
+        );
+    }
     assert_eq!(
         sample(&m, "env_sidecar_resolve_duration_seconds_count"),
         Some(7.0)
@@ -102,8 +112,11 @@ async fn metrics_have_every_contract_name_and_counters_move() {
     t.get("/v1/resolve?project=acme&environment=qa").await;
     let m = t.get_admin("/metrics").await.text;
     assert_eq!(
-        sample(&m, "env_sidecar_resolve_requests_total{outcome=\"exact\"}"),
-        Some(3.0)
+        sample(
+            &m,
+            "env_sidecar_resolve_requests_total{outcome=\"exact\",api=\"resolve\"}"
+        ),
+        Some(2.0)
     );
 }
 
@@ -115,7 +128,9 @@ async fn rejections_and_propagation_are_counted() {
     let mut bad = project("acme", 2);
     bad["environments"][0]["color"] = json!("red");
     let mut published = project("globex", 1);
-    published["published_at"] = json!(env_sidecar::timestamp::format_rfc3339(SystemTime::now()));
+    published["published_at"] = json!(env_sidecar::model::timestamp::format_rfc3339(
+        SystemTime::now()
+    ));
     sim.publish([bad, published]);
     t.wait_revision("globex", 1).await;
     let m = t.get_admin("/metrics").await.text;
@@ -209,11 +224,12 @@ async fn status_reports_accepted_and_rejected_updates() {
 
 #[tokio::test]
 async fn status_shows_the_control_plane_url_and_never_the_token() {
-    std::env::set_var("ENV_SIDECAR_TEST_STATUS_CP_TOKEN", "cp-s3cret");
     let sim = simulator(vec![project("acme", 1)], Some("cp-s3cret")).await;
-    let t = TestSidecar::follow(&sim.url(), |c| {
-        c.source.token_env = "ENV_SIDECAR_TEST_STATUS_CP_TOKEN".into()
-    })
+    let t = TestSidecar::follow_with_env(
+        &sim.url(),
+        |c| c.source.token_env = "CP_TOKEN".into(),
+        Env::from_pairs([("CP_TOKEN", "cp-s3cret")]),
+    )
     .await;
     t.wait_ready().await;
     let s = t.get_admin("/admin/status").await;
@@ -223,7 +239,7 @@ async fn status_shows_the_control_plane_url_and_never_the_token() {
 }
 
 /// A poll-mode sidecar that only fetches when forced.
-async fn forced_only(sim: &env_sidecar::simulator::Simulator) -> TestSidecar {
+async fn forced_only(sim: &env_sidecar::sim::simulator::Simulator) -> TestSidecar {
     let t = TestSidecar::follow(&sim.url(), |c| {
         c.source.mode = SyncMode::Poll;
         c.source.poll_interval = Duration::from_secs(3600);
@@ -385,10 +401,11 @@ async fn refresh_works_for_the_file_source() {
 
 #[tokio::test]
 async fn admin_endpoints_need_the_token_when_one_is_set() {
-    std::env::set_var("ENV_SIDECAR_TEST_ADMIN_TOKEN_AUTH", "adm1n-t0ken");
-    let t = TestSidecar::start_with(Some(&snapshot(1, vec![project("acme", 1)])), |c| {
-        c.admin.token_env = "ENV_SIDECAR_TEST_ADMIN_TOKEN_AUTH".into()
-    })
+    let t = TestSidecar::start_with_env(
+        Some(&snapshot(1, vec![project("acme", 1)])),
+        |c| c.admin.token_env = "ADMIN_TOKEN".into(),
+        Env::from_pairs([("ADMIN_TOKEN", "adm1n-t0ken")]),
+    )
     .await;
     for token in [
         None,
@@ -438,7 +455,7 @@ async fn staleness_flips_readiness() {
     config.readiness.max_staleness = Duration::from_secs(30);
     let options = Options {
         clock: Arc::new(clock.clone()),
-        ..Options::default()
+        ..common::test_options()
     };
     let sidecar = app::start_with(config, options).await.unwrap();
     let readyz = format!("http://{}/readyz", sidecar.admin_addr());
@@ -450,7 +467,7 @@ async fn staleness_flips_readiness() {
             .status()
             .events()
             .last_error
-            .is_some_and(|e| e.message.contains("request failed"))
+            .is_some_and(|e| e.message.contains("request to the control plane failed"))
     })
     .await;
     clock.advance(Duration::from_secs(20));
@@ -472,13 +489,24 @@ async fn a_public_operator_plane_without_a_token_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = file_config(dir.path());
     config.admin.listen = "0.0.0.0:0".parse().unwrap();
-    config.admin.token_env = "ENV_SIDECAR_TEST_TOKEN_NEVER_SET".into();
-    let err = app::start(config.clone()).await.unwrap_err();
+    config.admin.token_env = "ADMIN_TOKEN".into();
+    let options = |pairs: &[(&str, &str)]| app::Options {
+        env: Env::from_pairs(pairs.iter().copied()),
+        ..common::test_options()
+    };
+    let err = app::start_with(config.clone(), options(&[]))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StartError::InsecureAdmin(_)));
     assert!(err.to_string().contains("without a token"), "{err}");
-    std::env::set_var("ENV_SIDECAR_TEST_TOKEN_PUBLIC", "x");
-    config.admin.token_env = "ENV_SIDECAR_TEST_TOKEN_PUBLIC".into();
-    app::start(config)
+    let err = app::start_with(config.clone(), options(&[("ADMIN_TOKEN", "")]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StartError::InsecureAdmin(_)),
+        "an empty token is no token"
+    );
+    app::start_with(config, options(&[("ADMIN_TOKEN", "x")]))
         .await
         .expect("allowed with a token")
         .shutdown()
@@ -527,4 +555,22 @@ async fn a_regular_file_in_the_socket_path_is_never_deleted() {
     let err = app::start(config).await.unwrap_err();
     assert!(matches!(err, StartError::NotASocket(_)), "{err}");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
+}
+
+#[tokio::test]
+async fn repeated_or_bad_admin_parameters_get_the_data_planes_400() {
+    let t = TestSidecar::start(Some(&snapshot(1, vec![project("acme", 1)]))).await;
+    for query in [
+        "project=acme&project=acme",
+        "allow_mass_removal=true&allow_mass_removal=true",
+        "allow_mass_removal=yes",
+        "project=bad%20id",
+    ] {
+        let r = post_admin(&t, &format!("/admin/refresh?{query}"), None).await;
+        assert_eq!(r.status, 400, "{query}: {}", r.text);
+        assert_eq!(r.error_code(), "invalid_request");
+    }
+    let r = t.get_admin("/admin/refresh").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.error_code(), "method_not_allowed");
 }

@@ -45,7 +45,7 @@ async fn prometheus_ingests_the_resolve_counter() {
         .spawn()
         .expect("prometheus starts");
     let query = format!(
-        "http://127.0.0.1:{port}/api/v1/query?query=env_sidecar_resolve_requests_total%7Boutcome%3D%22exact%22%7D"
+        "http://127.0.0.1:{port}/api/v1/query?query=env_sidecar_resolve_requests_total%7Boutcome%3D%22exact%22%2Capi%3D%22resolve%22%7D"
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = String::new();

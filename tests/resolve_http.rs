@@ -256,5 +256,8 @@ async fn unknown_routes_and_methods_get_the_error_shape() {
     assert_eq!(r.error_code(), "not_found");
     let r = t.post("/v1/resolve", "").await;
     assert_eq!(r.status, 405);
-    assert_eq!(r.error_code(), "invalid_request");
+    assert_eq!(r.error_code(), "method_not_allowed");
+    let r = t.get("/v1/resolve/batch").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.error_code(), "method_not_allowed");
 }

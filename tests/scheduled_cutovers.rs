@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{project, snapshot, TestSidecar};
 use env_sidecar::app::Options;
-use env_sidecar::clock::ManualClock;
-use env_sidecar::timestamp::format_rfc3339;
+use env_sidecar::model::clock::ManualClock;
+use env_sidecar::model::timestamp::format_rfc3339;
 use serde_json::{json, Value};
 
 /// 2030-01-01T00:00:00Z: the tests' "now" at start.
@@ -41,7 +41,7 @@ async fn start(initial: Value) -> Fixture {
     let clock = ManualClock::new(t0());
     let options = Options {
         clock: Arc::new(clock.clone()),
-        ..Options::default()
+        ..common::test_options()
     };
     let t = TestSidecar::start_with_options(&initial, options).await;
     Fixture { t, clock }
@@ -311,7 +311,10 @@ async fn a_backwards_clock_never_unapplies_a_change() {
     assert_eq!(f.prod("acme").await["prompts"]["summarize"], "first");
     // The same revision arriving again is a no-op: still applied.
     f.t.write_snapshot(&snapshot(2, vec![scheduled("acme", 1, json!([]))]));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    common::eventually("the file read again", || async {
+        f.t.sidecar.store().cursor() == 2
+    })
+    .await;
     assert_eq!(f.prod("acme").await["prompts"]["summarize"], "first");
     assert_eq!(f.advance_to(120).await, 1);
     assert_eq!(f.prod("acme").await["prompts"]["summarize"], "second");
@@ -329,14 +332,8 @@ async fn hundreds_of_changes_due_at_the_same_instant_all_apply() {
         })
         .collect();
     let f = start(snapshot(1, projects)).await;
-    let started = std::time::Instant::now();
+    // How long it takes is a benchmark (`cargo bench --bench store -- scheduled`).
     assert_eq!(f.advance_to(60).await, 300);
-    // Loose: the precise figure is `cargo bench --bench scheduler`.
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
     for i in [0, 150, 299] {
         assert_eq!(
             f.prod(&format!("p{i}")).await["prompts"]["summarize"],

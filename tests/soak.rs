@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::process::SidecarProcess;
-use env_sidecar::generate;
-use env_sidecar::simulator::{Faults, Simulator};
+use env_sidecar::sim::generate;
+use env_sidecar::sim::simulator::{Faults, Simulator};
 use serde_json::Value;
 
 /// Projects the load asks about and the mutator republishes.
@@ -134,7 +134,7 @@ async fn a_soak_under_every_fault_loses_nothing_leaks_nothing_and_converges() {
         Duration::from_secs(10),
         "the final state cached",
         || async {
-            env_sidecar::cache::load(&cache).is_ok_and(|snapshot| {
+            env_sidecar::sync::cache::load(&cache).is_ok_and(|snapshot| {
                 snapshot.projects.len() == ALL
                     && snapshot
                         .projects

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use env_sidecar::simulator::{Faults, Simulator};
+use env_sidecar::sim::simulator::{Faults, Simulator};
 
 /// Serves the env-sidecar sync protocol from a snapshot file or a generated
 /// population, optionally mutating projects and injecting faults.

@@ -20,19 +20,19 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 
-use super::api::{clip, json_ok, json_response, ApiError};
-use super::query::decode_param;
-use super::views::RejectionView;
+use super::error::{clip, json_ok, json_response, ApiError};
+use super::query::{flag, params};
+use super::views::{RefreshView, RejectionView};
 use super::{Body, Handler};
-use crate::cache::CacheState;
+use crate::config::secret::Secret;
 use crate::config::{SourceKind, SyncMode};
-use crate::metrics::Metrics;
-use crate::readiness::Readiness;
-use crate::refresh::{RefreshRequest, Refresher, Scope};
-use crate::secret::Secret;
-use crate::status::Event;
-use crate::timestamp::format_rfc3339;
-use crate::validate::is_valid_id;
+use crate::model::timestamp::format_rfc3339;
+use crate::model::validate::is_valid_id;
+use crate::sync::cache::CacheState;
+use crate::sync::readiness::Readiness;
+use crate::sync::refresh::{RefreshRequest, Refresher, Scope};
+use crate::sync::status::Event;
+use crate::telemetry::{Gauges, Metrics, RefreshLabel};
 
 /// What `/admin/status` reports about the configuration.
 #[derive(Debug, Clone)]
@@ -59,7 +59,7 @@ impl Handler for AdminPlane {
         let path = req.uri().path();
         if path.starts_with("/admin/") && !self.authorized(&req) {
             if path == "/admin/refresh" {
-                self.metrics.refreshed("unauthorized");
+                self.metrics.refreshed(RefreshLabel::Unauthorized);
             }
             return ApiError::unauthorized().into_response();
         }
@@ -69,13 +69,17 @@ impl Handler for AdminPlane {
             }
             (&Method::GET, "/readyz") => match self.readiness.check() {
                 Ok(()) => json_response(StatusCode::OK, &b"{\"ready\":true}"[..]),
-                Err(why) => {
-                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why).into_response()
-                }
+                Err(why) => ApiError::not_ready(why).into_response(),
             },
             (&Method::GET, "/metrics") => {
                 let r = &self.readiness;
-                let text = self.metrics.render(&r.store, &r.status, &r.clock);
+                let text = self.metrics.render(Gauges {
+                    revision: r.store.cursor() as f64,
+                    // Before any contact there is no age; 0 rather than a lie.
+                    age_seconds: r.status.age(r.clock.now()).map_or(0.0, |a| a.as_secs_f64()),
+                    projects: r.store.project_count(),
+                    environments: r.store.environment_count(),
+                });
                 let mut response = Response::new(Body::new(text));
                 response.headers_mut().insert(
                     CONTENT_TYPE,
@@ -90,7 +94,7 @@ impl Handler for AdminPlane {
             (m, "/healthz" | "/readyz" | "/metrics" | "/admin/status" | "/admin/refresh") => {
                 ApiError::method_not_allowed(m, path).into_response()
             }
-            _ => ApiError::not_found(format!("no route for {}", clip(path))).into_response(),
+            _ => ApiError::no_route(path).into_response(),
         }
     }
 }
@@ -111,8 +115,8 @@ impl AdminPlane {
             Err(message) => return ApiError::invalid(message).into_response(),
         };
         let outcome = self.refresher.refresh(request).await;
-        self.metrics.refreshed(outcome.result);
-        json_ok(&*outcome)
+        self.metrics.refreshed(outcome.result.into());
+        json_ok(&RefreshView::from(&*outcome))
     }
 
     fn status(&self) -> Response<Body> {
@@ -128,7 +132,7 @@ impl AdminPlane {
         let view = StatusView {
             version: env!("CARGO_PKG_VERSION"),
             ready: readiness.is_ok(),
-            not_ready_reason: readiness.err(),
+            not_ready_reason: readiness.err().map(|e| e.to_string()),
             source: SourceView {
                 kind: self.info.source_kind.as_str(),
                 url: (self.info.source_kind == SourceKind::Http)
@@ -172,31 +176,15 @@ impl AdminPlane {
 }
 
 fn parse_refresh(query: &str) -> Result<RefreshRequest, String> {
-    let mut scope = Scope::All;
-    let mut allow_mass_removal = false;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match key {
-            "project" => {
-                let id = decode_param(key, value)?;
-                if !is_valid_id(&id) {
-                    return Err(format!("invalid project id {:?}", clip(&id)));
-                }
-                scope = Scope::Project(id.into_owned());
-            }
-            "allow_mass_removal" => {
-                allow_mass_removal = match value {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err("allow_mass_removal must be true or false".into()),
-                }
-            }
-            _ => {}
-        }
-    }
+    let [project, allow] = params(query, ["project", "allow_mass_removal"])?;
+    let scope = match project {
+        None => Scope::All,
+        Some(id) if is_valid_id(&id) => Scope::Project(id.into_owned()),
+        Some(id) => return Err(format!("invalid project id {:?}", clip(&id))),
+    };
     Ok(RefreshRequest {
         scope,
-        allow_mass_removal,
+        allow_mass_removal: flag("allow_mass_removal", allow.as_deref())?,
     })
 }
 

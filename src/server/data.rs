@@ -20,14 +20,13 @@ use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 
-use super::api::{clip, json_ok, json_response, ApiError, JSON};
+use super::error::{clip, json_ok, json_response, ApiError, ErrorCode, JSON};
 use super::query::{fill_from_headers, parse_query, ResolveQuery};
 use super::views::ProjectView;
 use super::{Body, Handler};
-use crate::metrics::{Metrics, ResolveOutcome};
-use crate::resolve::{Answer, Outcome, ResolveError};
-use crate::store::Store;
-use crate::validate::is_valid_id;
+use crate::model::validate::is_valid_id;
+use crate::store::{Answer, Outcome, ResolveError, Store};
+use crate::telemetry::{Api, Metrics, ResolveOutcome};
 
 /// Most requests in one batch.
 pub const MAX_BATCH_ITEMS: usize = 1000;
@@ -62,7 +61,7 @@ impl Handler for DataPlane {
             (m, p) if p.starts_with("/v1/projects/") => {
                 ApiError::method_not_allowed(m, "/v1/projects/{id}").into_response()
             }
-            _ => ApiError::not_found(format!("no route for {}", clip(path))).into_response(),
+            _ => ApiError::no_route(path).into_response(),
         }
     }
 }
@@ -72,7 +71,7 @@ impl DataPlane {
         let started = Instant::now();
         let mut query = match parse_query(req.uri().query().unwrap_or("")) {
             Ok(q) => q,
-            Err(message) => return self.invalid(message, started).into_response(),
+            Err(message) => return self.invalid(Api::Resolve, message, started).into_response(),
         };
         if let Err(message) = fill_from_headers(
             &mut query,
@@ -80,27 +79,34 @@ impl DataPlane {
             &self.project_header,
             &self.environment_header,
         ) {
-            return self.invalid(message, started).into_response();
+            return self.invalid(Api::Resolve, message, started).into_response();
         }
-        match self.resolve_one(&query, started) {
+        match self.resolve_one(Api::Resolve, &query, started) {
             Ok(answer) => answer_response(answer),
             Err(err) => err.into_response(),
         }
     }
 
     /// Resolves one request and records it in the metrics.
-    fn resolve_one(&self, query: &ResolveQuery<'_>, started: Instant) -> Result<Answer, ApiError> {
+    fn resolve_one(
+        &self,
+        api: Api,
+        query: &ResolveQuery<'_>,
+        started: Instant,
+    ) -> Result<Answer, ApiError> {
         let Some(project) = query.project.as_deref() else {
             let message = format!(
                 "project is required (query parameter \"project\" or header {})",
                 self.project_header
             );
-            return Err(self.invalid(message, started));
+            return Err(self.invalid(api, message, started));
         };
         // An empty environment is the same as none: proxies often forward
         // an empty header for an absent one.
         let environment = query.environment.as_deref().filter(|e| !e.is_empty());
-        let result = self.store.resolve(project, environment, query.strict);
+        let result = self
+            .store
+            .resolve_with(project, environment, query.strict, |a| a.owned());
         let outcome = match &result {
             Ok(answer) if answer.outcome == Outcome::Exact => ResolveOutcome::Exact,
             Ok(_) => ResolveOutcome::Fallback,
@@ -111,13 +117,13 @@ impl DataPlane {
             Err(ResolveError::UnknownEnvironment) => ResolveOutcome::UnknownEnvironment,
             Err(ResolveError::NotReady) => ResolveOutcome::NotReady,
         };
-        self.metrics.resolved(outcome, started.elapsed());
+        self.metrics.resolved(api, outcome, started.elapsed());
         result.map_err(|err| ApiError::from_resolve(err, project, environment))
     }
 
-    fn invalid(&self, message: String, started: Instant) -> ApiError {
+    fn invalid(&self, api: Api, message: String, started: Instant) -> ApiError {
         self.metrics
-            .resolved(ResolveOutcome::InvalidRequest, started.elapsed());
+            .resolved(api, ResolveOutcome::InvalidRequest, started.elapsed());
         ApiError::invalid(message)
     }
 
@@ -155,7 +161,7 @@ impl DataPlane {
                 environment: item.environment.as_deref().map(Cow::Borrowed),
                 strict: item.strict,
             };
-            match self.resolve_one(&query, Instant::now()) {
+            match self.resolve_one(Api::Batch, &query, Instant::now()) {
                 Ok(answer) => answer.borrowed().write_body(&mut out),
                 Err(err) => out.extend_from_slice(&err.body()),
             }
@@ -166,7 +172,7 @@ impl DataPlane {
 
     fn list(&self) -> Response<Body> {
         if !self.store.is_loaded() {
-            return ApiError::not_ready().into_response();
+            return ApiError::from(ResolveError::NotReady).into_response();
         }
         #[derive(Serialize)]
         struct Item<'a> {
@@ -205,16 +211,13 @@ impl DataPlane {
             .into_response();
         }
         if !self.store.is_loaded() {
-            return ApiError::not_ready().into_response();
+            return ApiError::from(ResolveError::NotReady).into_response();
         }
         let rejection = self.store.rejection(&id);
         match self.store.project(&id) {
             Some(project) => match project.reparse() {
                 Ok(valid) => json_ok(&ProjectView::new(&project, &valid, rejection.as_ref())),
-                Err(e) => {
-                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-                        .into_response()
-                }
+                Err(e) => ApiError::internal(e.to_string()).into_response(),
             },
             None => {
                 let mut message = format!("unknown project {id:?}");
@@ -226,7 +229,7 @@ impl DataPlane {
                         r.message
                     ));
                 }
-                ApiError::new(StatusCode::NOT_FOUND, "unknown_project", message).into_response()
+                ApiError::new(ErrorCode::UnknownProject, message).into_response()
             }
         }
     }

@@ -3,11 +3,20 @@
 //! bounded shutdown.
 //!
 //! Each plane is a [`Handler`]; this module knows nothing of routes.
+//!
+//! * [`data`]: the data plane (what gateways call).
+//! * [`admin`]: the operator plane (metrics, health, status, refresh).
+//! * [`error`]: every error answer, from one vocabulary of codes.
+//! * [`query`]: query strings and identity headers.
+//! * [`views`]: JSON views of domain state. [`body`]: response bodies.
+//!
+//! The presentation layer: it reads the store and the sync state; nothing
+//! below it imports it.
 
 pub mod admin;
-pub mod api;
 pub mod body;
 pub mod data;
+pub mod error;
 pub mod query;
 pub mod views;
 
@@ -28,6 +37,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Semaphore};
 
 pub use body::Body;
+use error::{ApiError, ErrorCode};
 
 /// One plane's routes.
 pub trait Handler: Send + Sync + 'static {
@@ -47,9 +57,6 @@ pub struct Limits {
     /// overloaded` and closed at once.
     pub max_connections: usize,
 }
-
-/// What a connection over the limit receives before it is closed.
-const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\nretry-after: 1\r\ncontent-length: 82\r\n\r\n{\"error\":{\"code\":\"overloaded\",\"message\":\"too many open connections; retry later\"}}";
 
 impl Default for Limits {
     fn default() -> Self {
@@ -94,6 +101,13 @@ pub async fn serve<L: Listener, H: Handler>(
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // What a connection over the limit receives before it is closed.
+    let overloaded: bytes::Bytes = ApiError::new(
+        ErrorCode::Overloaded,
+        "too many open connections; retry later",
+    )
+    .to_http1_bytes()
+    .into();
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut http = http1::Builder::new();
@@ -115,9 +129,10 @@ pub async fn serve<L: Listener, H: Handler>(
             _ = shutdown.changed() => break,
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
+            let overloaded = overloaded.clone();
             tokio::spawn(async move {
                 let mut io = io;
-                let _ = io.write_all(OVERLOADED).await;
+                let _ = io.write_all(&overloaded).await;
                 let _ = io.shutdown().await;
             });
             continue;

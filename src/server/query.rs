@@ -1,6 +1,7 @@
-//! Reading a resolve request from a query string and headers, without
-//! building maps: one pass over `a=b&c=d`, percent-decoding only values
-//! that need it.
+//! Reading request input from a query string and headers, without building
+//! maps: one pass over `a=b&c=d`, percent-decoding only values that need
+//! it. Shared by both planes, so a repeated parameter is a `400`
+//! everywhere.
 
 use std::borrow::Cow;
 
@@ -15,40 +16,47 @@ pub struct ResolveQuery<'a> {
     pub strict: bool,
 }
 
-/// Parses `project`, `environment` and `strict` from a query string; other
-/// parameters are ignored. A repeated parameter, a value that is not UTF-8
-/// once decoded, or a `strict` other than `true`/`false` is an error.
-pub fn parse_query(query: &str) -> Result<ResolveQuery<'_>, String> {
-    let mut out = ResolveQuery::default();
-    let mut strict_seen = false;
+/// Reads the parameters `names` from a query string, each percent-decoded;
+/// other parameters are ignored. A parameter given twice, or a value that
+/// is not UTF-8 once decoded, is an error.
+pub fn params<'a, const N: usize>(
+    query: &'a str,
+    names: [&str; N],
+) -> Result<[Option<Cow<'a, str>>; N], String> {
+    let mut out = [const { None }; N];
     for pair in query.split('&') {
         if pair.is_empty() {
             continue;
         }
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let slot = match key {
-            "project" => &mut out.project,
-            "environment" => &mut out.environment,
-            "strict" => {
-                if strict_seen {
-                    return Err("parameter \"strict\" is repeated".into());
-                }
-                strict_seen = true;
-                out.strict = match value {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err("parameter \"strict\" must be true or false".into()),
-                };
-                continue;
-            }
-            _ => continue,
+        let Some(slot) = names.iter().position(|n| *n == key) else {
+            continue;
         };
-        if slot.is_some() {
+        if out[slot].is_some() {
             return Err(format!("parameter {key:?} is repeated"));
         }
-        *slot = Some(decode_param(key, value)?);
+        out[slot] = Some(decode_param(key, value)?);
     }
     Ok(out)
+}
+
+/// `true` / `false` (absent: false).
+pub fn flag(name: &str, value: Option<&str>) -> Result<bool, String> {
+    match value {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(format!("parameter {name:?} must be true or false")),
+    }
+}
+
+/// Parses `project`, `environment` and `strict` from a query string.
+pub fn parse_query(query: &str) -> Result<ResolveQuery<'_>, String> {
+    let [project, environment, strict] = params(query, ["project", "environment", "strict"])?;
+    Ok(ResolveQuery {
+        project,
+        environment,
+        strict: flag("strict", strict.as_deref())?,
+    })
 }
 
 /// Percent-decodes a query value (borrowing when nothing is escaped).
@@ -59,6 +67,26 @@ pub fn decode_param<'a>(key: &str, value: &'a str) -> Result<Cow<'a, str>, Strin
     percent_decode_str(value)
         .decode_utf8()
         .map_err(|_| format!("parameter {key:?} is not valid UTF-8 once percent-decoded"))
+}
+
+/// The single value of header `name`, if present. A header that arrives
+/// more than once is an error: a proxy that appends its own value to the
+/// client's cannot be told apart from the client, so no copy is trusted.
+pub fn single_header<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<&'a str>, String> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(format!("header {name} is repeated"));
+    }
+    value
+        .to_str()
+        .map(Some)
+        .map_err(|_| format!("header {name} must be visible ASCII"))
 }
 
 /// Fills what the query left out from the configured headers.
@@ -72,13 +100,11 @@ pub fn fill_from_headers<'a>(
         (&mut query.project, project_header),
         (&mut query.environment, environment_header),
     ] {
+        // Checked even when the query has the value: a repeated identity
+        // header is refused however the request is made.
+        let value = single_header(headers, name)?;
         if slot.is_none() {
-            if let Some(value) = headers.get(name) {
-                let text = value
-                    .to_str()
-                    .map_err(|_| format!("header {name} must be visible ASCII"))?;
-                *slot = Some(Cow::Borrowed(text));
-            }
+            *slot = value.map(Cow::Borrowed);
         }
     }
     Ok(())
@@ -112,5 +138,22 @@ mod tests {
         assert!(parse_query("project=%FF%FE").is_err());
         assert!(parse_query("strict=yes").is_err());
         assert!(parse_query("strict=true&strict=false").is_err());
+        assert!(params("a=1&b=2&a=1", ["a"]).is_err());
+    }
+
+    #[test]
+    fn a_repeated_identity_header_is_refused() {
+        let name = HeaderName::from_static("x-project-id");
+        let mut headers = HeaderMap::new();
+        headers.append(&name, "acme".parse().unwrap());
+        assert_eq!(single_header(&headers, &name), Ok(Some("acme")));
+        headers.append(&name, "globex".parse().unwrap());
+        assert!(single_header(&headers, &name).is_err());
+        let mut q = ResolveQuery {
+            project: Some(Cow::Borrowed("from-query")),
+            ..ResolveQuery::default()
+        };
+        let env = HeaderName::from_static("x-environment");
+        assert!(fill_from_headers(&mut q, &headers, &name, &env).is_err());
     }
 }

@@ -1,15 +1,16 @@
-//! JSON views of served state for introspection (`/v1/projects/{id}`,
-//! `/admin/status`). Built per request from the store; not the hot path.
+//! JSON views of served and sync state (`/v1/projects/{id}`,
+//! `/admin/status`, `/admin/refresh`): the presentation of domain types,
+//! built per request; not the hot path.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::project::Project;
-use crate::store::Rejection;
-use crate::timestamp::format_rfc3339;
-use crate::validate::ValidProject;
-use crate::wire::{Pending, Pointers};
+use crate::model::timestamp::format_rfc3339;
+use crate::model::validate::ValidProject;
+use crate::model::wire::{Pending, Pointers};
+use crate::store::{Project, Rejection};
+use crate::sync::refresh::RefreshOutcome;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RejectionView {
@@ -28,6 +29,30 @@ impl From<&Rejection> for RejectionView {
             reason: r.reason.as_str(),
             message: r.message.clone(),
             at: format_rfc3339(r.at),
+        }
+    }
+}
+
+/// The answer of `POST /admin/refresh`.
+#[derive(Debug, Serialize)]
+pub struct RefreshView<'a> {
+    pub result: &'static str,
+    pub revision_before: Option<u64>,
+    pub revision_after: Option<u64>,
+    pub changed: usize,
+    pub rejected: Vec<RejectionView>,
+    pub error: Option<&'a str>,
+}
+
+impl<'a> From<&'a RefreshOutcome> for RefreshView<'a> {
+    fn from(o: &'a RefreshOutcome) -> Self {
+        RefreshView {
+            result: o.result.as_str(),
+            revision_before: o.revision_before,
+            revision_after: o.revision_after,
+            changed: o.changed,
+            rejected: o.rejected.iter().map(RejectionView::from).collect(),
+            error: o.error.as_deref(),
         }
     }
 }

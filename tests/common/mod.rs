@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use env_sidecar::app::{self, Sidecar};
+use env_sidecar::config::secret::Env;
 use env_sidecar::config::Config;
 use serde_json::{json, Value};
 
@@ -62,13 +63,38 @@ impl TestSidecar {
         initial: Option<&Value>,
         tweak: impl FnOnce(&mut Config),
     ) -> TestSidecar {
+        TestSidecar::start_configured(initial, tweak, test_options()).await
+    }
+
+    /// [`start_with`](Self::start_with), with the secrets in `env` (never
+    /// the process environment: tests run in parallel threads).
+    pub async fn start_with_env(
+        initial: Option<&Value>,
+        tweak: impl FnOnce(&mut Config),
+        env: Env,
+    ) -> TestSidecar {
+        let options = app::Options {
+            env,
+            ..test_options()
+        };
+        TestSidecar::start_configured(initial, tweak, options).await
+    }
+
+    /// Starts over `initial` (or no file), with `tweak` applied to the
+    /// test config and exactly `options`; waits for readiness when there
+    /// is a file.
+    pub async fn start_configured(
+        initial: Option<&Value>,
+        tweak: impl FnOnce(&mut Config),
+        options: app::Options,
+    ) -> TestSidecar {
         let dir = tempfile::tempdir().expect("tempdir");
         if let Some(doc) = initial {
             write_json(&dir.path().join("snapshot.json"), doc);
         }
         let mut config = file_config(dir.path());
         tweak(&mut config);
-        let t = TestSidecar::launch(config, dir).await;
+        let t = TestSidecar::launch_with(config, dir, options).await;
         if initial.is_some() {
             t.wait_ready().await;
         }
@@ -78,36 +104,56 @@ impl TestSidecar {
     /// Starts the sidecar following the control plane at `url`, without
     /// waiting for readiness.
     pub async fn follow(url: &str, tweak: impl FnOnce(&mut Config)) -> TestSidecar {
+        TestSidecar::launch_following(url, tweak, test_options()).await
+    }
+
+    /// [`follow`](Self::follow), with the secrets in `env`.
+    pub async fn follow_with_env(
+        url: &str,
+        tweak: impl FnOnce(&mut Config),
+        env: Env,
+    ) -> TestSidecar {
+        let options = app::Options {
+            env,
+            ..test_options()
+        };
+        TestSidecar::launch_following(url, tweak, options).await
+    }
+
+    /// Follows the control plane at `url` with exactly `options`.
+    pub async fn launch_following(
+        url: &str,
+        tweak: impl FnOnce(&mut Config),
+        options: app::Options,
+    ) -> TestSidecar {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = http_config(dir.path(), url);
         tweak(&mut config);
-        TestSidecar::launch(config, dir).await
+        TestSidecar::launch_with(config, dir, options).await
     }
 
     /// Starts over `initial` (a snapshot file) with non-default start
     /// options (clock, limits), and waits until it is ready.
     pub async fn start_with_options(initial: &Value, options: app::Options) -> TestSidecar {
-        let dir = tempfile::tempdir().expect("tempdir");
-        write_json(&dir.path().join("snapshot.json"), initial);
-        let config = file_config(dir.path());
+        TestSidecar::start_configured(Some(initial), |_| {}, options).await
+    }
+
+    /// Starts the sidecar with exactly `config`; `dir` lives as long as it.
+    /// No secrets: the process environment is never read.
+    pub async fn launch(config: Config, dir: tempfile::TempDir) -> TestSidecar {
+        TestSidecar::launch_with(config, dir, test_options()).await
+    }
+
+    /// Starts the sidecar with exactly `config` and `options`.
+    pub async fn launch_with(
+        config: Config,
+        dir: tempfile::TempDir,
+        options: app::Options,
+    ) -> TestSidecar {
         let snapshot_path = config.source.path.clone();
         let sidecar = app::start_with(config, options)
             .await
             .expect("sidecar starts");
-        let t = TestSidecar {
-            sidecar,
-            dir,
-            snapshot_path,
-            client: reqwest::Client::new(),
-        };
-        t.wait_ready().await;
-        t
-    }
-
-    /// Starts the sidecar with exactly `config`; `dir` lives as long as it.
-    pub async fn launch(config: Config, dir: tempfile::TempDir) -> TestSidecar {
-        let snapshot_path = config.source.path.clone();
-        let sidecar = app::start(config).await.expect("sidecar starts");
         TestSidecar {
             sidecar,
             dir,
@@ -223,6 +269,15 @@ impl TestSidecar {
     }
 }
 
+/// Start options for tests: no secrets (the process environment is never
+/// read), the system clock, default limits.
+pub fn test_options() -> app::Options {
+    app::Options {
+        env: Env::from_pairs::<&str, &str>([]),
+        ..app::Options::default()
+    }
+}
+
 /// Test defaults: port 0 everywhere, no disk cache, a snapshot file in
 /// `dir` checked every 50 ms.
 pub fn file_config(dir: &std::path::Path) -> Config {
@@ -258,7 +313,10 @@ pub fn numbered_ids(count: usize) -> Vec<String> {
 }
 
 /// Control-plane requests served while `window` passes.
-pub async fn requests_during(sim: &env_sidecar::simulator::Simulator, window: Duration) -> u64 {
+pub async fn requests_during(
+    sim: &env_sidecar::sim::simulator::Simulator,
+    window: Duration,
+) -> u64 {
     let before = sim.requests();
     tokio::time::sleep(window).await;
     sim.requests() - before
@@ -268,8 +326,8 @@ pub async fn requests_during(sim: &env_sidecar::simulator::Simulator, window: Du
 pub async fn simulator(
     projects: Vec<Value>,
     token: Option<&str>,
-) -> env_sidecar::simulator::Simulator {
-    let sim = env_sidecar::simulator::Simulator::start(
+) -> env_sidecar::sim::simulator::Simulator {
+    let sim = env_sidecar::sim::simulator::Simulator::start(
         "127.0.0.1:0".parse().unwrap(),
         token.map(str::to_owned),
     )

@@ -8,15 +8,14 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use env_sidecar::cache;
-use env_sidecar::project::Project;
-use env_sidecar::resolve::{AnswerRef, Outcome, ResolveError};
-use env_sidecar::server::api::ApiError;
+use env_sidecar::model::validate::validate;
+use env_sidecar::model::wire::{self, Incoming, SnapshotBody, WireProject};
 use env_sidecar::server::data::parse_batch;
 use env_sidecar::server::query::{fill_from_headers, parse_query};
+use env_sidecar::store::Project;
+use env_sidecar::store::{AnswerRef, Outcome, ResolveError};
 use env_sidecar::store::{ApplyOptions, Store, Update};
-use env_sidecar::validate::validate;
-use env_sidecar::wire::{self, Incoming, SnapshotBody, WireProject};
+use env_sidecar::sync::cache;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
@@ -108,14 +107,13 @@ pub fn batch(data: &[u8]) {
                 );
             }
         }
-        Err(ApiError {
-            status, message, ..
-        }) => {
+        Err(err) => {
+            let status = err.status();
             assert!(
                 status == 400 || status == 413,
                 "batch error status {status}"
             );
-            assert!(!message.is_empty());
+            assert!(!err.message.is_empty());
         }
     }
 }
@@ -124,8 +122,10 @@ const PROJECT_HEADER: &str = "x-project-id";
 const ENVIRONMENT_HEADER: &str = "x-environment";
 
 fn check_resolve(project: &str, environment: Option<&str>, strict: bool) {
-    match served().resolve(project, environment, strict) {
-        Ok(answer) => check_answer(project, environment, answer.borrowed()),
+    match served().resolve_with(project, environment, strict, |answer| {
+        check_answer(project, environment, answer)
+    }) {
+        Ok(()) => {}
         Err(ResolveError::NotReady) => panic!("the fixture store is loaded"),
         Err(ResolveError::UnknownEnvironment) => {
             assert!(strict, "only strict requests miss an environment")

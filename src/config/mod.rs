@@ -1,8 +1,10 @@
-//! Configuration: the TOML file, its defaults, and validation of every key.
+//! Configuration: the TOML file, its defaults, and validation of every key;
+//! [`secret`]: where secrets come from.
 //!
 //! Every key is optional; an unknown key, a wrong type or a bad value stops
 //! the start with a message naming the key. Secrets never live here: the
-//! file only names the environment variables that hold them.
+//! file only names the environment variables that hold them. A base layer:
+//! it imports nothing else of the crate.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,6 +12,8 @@ use std::time::Duration;
 
 use http::HeaderName;
 use serde::{Deserialize, Deserializer};
+
+pub mod secret;
 
 /// The file read when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/sidecar.toml";

@@ -18,11 +18,8 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use crate::clock::SharedClock;
-use crate::histogram::AtomicHistogram;
-use crate::status::SyncStatus;
-use crate::store::Store;
-use crate::validate::Reason;
+use super::histogram::AtomicHistogram;
+use crate::model::validate::Reason;
 
 pub const RESOLVE_REQUESTS: &str = "env_sidecar_resolve_requests_total";
 pub const RESOLVE_DURATION: &str = "env_sidecar_resolve_duration_seconds";
@@ -79,6 +76,22 @@ pub enum ResolveOutcome {
     NotReady = 5,
 }
 
+/// The `api` label of `env_sidecar_resolve_requests_total`: which
+/// interface asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// `GET /v1/resolve`.
+    Resolve = 0,
+    /// Items of `POST /v1/resolve/batch`.
+    Batch = 1,
+    /// `/v1/authz` (HTTP forward-auth).
+    AuthzHttp = 2,
+    /// Envoy ext_authz `Check` over gRPC.
+    AuthzGrpc = 3,
+}
+
+const APIS: [&str; 4] = ["resolve", "batch", "authz_http", "authz_grpc"];
+
 const RESOLVE_OUTCOMES: [&str; 6] = [
     "exact",
     "fallback",
@@ -109,7 +122,17 @@ pub enum SyncResult {
 const SYNC_RESULTS: [&str; 3] = ["ok", "not_modified", "error"];
 
 /// The `result` label of `env_sidecar_admin_refresh_total`.
-pub const REFRESH_RESULTS: [&str; 5] = [
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshLabel {
+    Updated = 0,
+    NotModified = 1,
+    Rejected = 2,
+    Error = 3,
+    /// Refused before it ran: no or a wrong admin token.
+    Unauthorized = 4,
+}
+
+const REFRESH_RESULTS: [&str; 5] = [
     "updated",
     "not_modified",
     "rejected",
@@ -117,10 +140,23 @@ pub const REFRESH_RESULTS: [&str; 5] = [
     "unauthorized",
 ];
 
+/// What the gauges show, read by the caller at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    /// Cursor (snapshot revision) of the last applied fetch.
+    pub revision: f64,
+    /// Seconds since the last successful contact with the source (0
+    /// before any).
+    pub age_seconds: f64,
+    pub projects: usize,
+    pub environments: usize,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     handle: PrometheusHandle,
-    resolve: [Counter; 6],
+    /// By api, then outcome.
+    resolve: [[Counter; 6]; 4],
     /// Atomic buckets, not the exporter's queue (see `histogram`).
     resolve_duration: AtomicHistogram,
     sync: [[Counter; 3]; 3],
@@ -148,8 +184,14 @@ impl Metrics {
             |name: &'static str| recorder.register_gauge(&Key::from_name(name), &metadata());
         describe(&recorder);
 
-        let resolve =
-            RESOLVE_OUTCOMES.map(|o| counter(RESOLVE_REQUESTS, vec![Label::new("outcome", o)]));
+        let resolve = APIS.map(|api| {
+            RESOLVE_OUTCOMES.map(|o| {
+                counter(
+                    RESOLVE_REQUESTS,
+                    vec![Label::new("outcome", o), Label::new("api", api)],
+                )
+            })
+        });
         let sync = SYNC_KINDS.map(|k| {
             SYNC_RESULTS.map(|r| {
                 counter(
@@ -199,8 +241,8 @@ impl Metrics {
 
     /// One resolve answered (hot path: an atomic add and a histogram push).
     #[inline]
-    pub fn resolved(&self, outcome: ResolveOutcome, took: Duration) {
-        self.resolve[outcome as usize].increment(1);
+    pub fn resolved(&self, api: Api, outcome: ResolveOutcome, took: Duration) {
+        self.resolve[api as usize][outcome as usize].increment(1);
         self.resolve_duration.record(took);
     }
 
@@ -215,11 +257,8 @@ impl Metrics {
         }
     }
 
-    /// `result` must be one of [`REFRESH_RESULTS`].
-    pub fn refreshed(&self, result: &str) {
-        if let Some(i) = REFRESH_RESULTS.iter().position(|r| *r == result) {
-            self.refresh[i].increment(1);
-        }
+    pub fn refreshed(&self, result: RefreshLabel) {
+        self.refresh[result as usize].increment(1);
     }
 
     /// A document published at `published` is served as of `now`.
@@ -238,14 +277,12 @@ impl Metrics {
         self.handle.run_upkeep();
     }
 
-    /// The exposition, with gauges brought up to date first.
-    pub fn render(&self, store: &Store, status: &SyncStatus, clock: &SharedClock) -> String {
-        self.revision.set(store.cursor() as f64);
-        self.projects.set(store.project_count() as f64);
-        self.environments.set(store.environment_count() as f64);
-        // Before any contact there is no age; report 0 rather than a lie.
-        self.age
-            .set(status.age(clock.now()).map_or(0.0, |a| a.as_secs_f64()));
+    /// The exposition, with the gauges set to `gauges` first.
+    pub fn render(&self, gauges: Gauges) -> String {
+        self.revision.set(gauges.revision);
+        self.projects.set(gauges.projects as f64);
+        self.environments.set(gauges.environments as f64);
+        self.age.set(gauges.age_seconds);
         let mut text = self.handle.render();
         self.resolve_duration
             .render(RESOLVE_DURATION, RESOLVE_DURATION_HELP, &mut text);
@@ -291,7 +328,7 @@ fn describe(recorder: &PrometheusRecorder) {
     c(
         RESOLVE_REQUESTS,
         None,
-        "Resolve requests by outcome (batch items count one each).",
+        "Resolve requests by outcome and api (batch items count one each).",
     );
 
     c(

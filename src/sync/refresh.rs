@@ -9,16 +9,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::server::views::RejectionView;
-use crate::store::ApplyReport;
+use super::SourceCommand;
+use crate::store::{ApplyReport, Rejection};
+use crate::telemetry::RefreshLabel;
 
 /// What to fetch.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Scope {
-    /// A full snapshot (without `If-None-Match`), or a re-read of the file.
+    /// A full snapshot (without `If-None-Match`), a re-read of the file, or
+    /// a full load from Redis.
     All,
     /// One project.
     Project(String),
@@ -31,18 +32,53 @@ pub struct RefreshRequest {
     pub allow_mass_removal: bool,
 }
 
-/// The answer of `POST /admin/refresh`.
-#[derive(Debug, Clone, Serialize)]
+/// How a forced refresh went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshResult {
+    /// Something was added, updated or removed.
+    Updated,
+    NotModified,
+    /// Documents were rejected and nothing changed, or the fetch was
+    /// refused whole.
+    Rejected,
+    /// The fetch failed.
+    Error,
+}
+
+impl RefreshResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshResult::Updated => "updated",
+            RefreshResult::NotModified => "not_modified",
+            RefreshResult::Rejected => "rejected",
+            RefreshResult::Error => "error",
+        }
+    }
+}
+
+impl From<RefreshResult> for RefreshLabel {
+    fn from(r: RefreshResult) -> RefreshLabel {
+        match r {
+            RefreshResult::Updated => RefreshLabel::Updated,
+            RefreshResult::NotModified => RefreshLabel::NotModified,
+            RefreshResult::Rejected => RefreshLabel::Rejected,
+            RefreshResult::Error => RefreshLabel::Error,
+        }
+    }
+}
+
+/// The outcome of `POST /admin/refresh` (the server renders it).
+#[derive(Debug, Clone)]
 pub struct RefreshOutcome {
-    /// `updated`, `not_modified`, `rejected` or `error`.
-    pub result: &'static str,
+    pub result: RefreshResult,
     /// Snapshot cursor (scope all) or project revision (scope project)
-    /// before and after; `null` where there was none.
+    /// before and after; `None` where there was none.
     pub revision_before: Option<u64>,
     pub revision_after: Option<u64>,
     /// Projects added, updated or removed.
     pub changed: usize,
-    pub rejected: Vec<RejectionView>,
+    pub rejected: Vec<Rejection>,
+    /// Why the fetch failed or was refused, rendered for people.
     pub error: Option<String>,
 }
 
@@ -55,18 +91,18 @@ impl RefreshOutcome {
         after: Option<u64>,
     ) -> RefreshOutcome {
         let result = if report.changed() > 0 {
-            "updated"
+            RefreshResult::Updated
         } else if !report.rejected.is_empty() {
-            "rejected"
+            RefreshResult::Rejected
         } else {
-            "not_modified"
+            RefreshResult::NotModified
         };
         RefreshOutcome {
             result,
             revision_before: before,
             revision_after: after,
             changed: report.changed(),
-            rejected: report.rejected.iter().map(RejectionView::from).collect(),
+            rejected: report.rejected.clone(),
             error: None,
         }
     }
@@ -74,16 +110,15 @@ impl RefreshOutcome {
     /// The fetch was refused whole (the blast-radius guard).
     pub fn refused(message: String, revision: Option<u64>) -> RefreshOutcome {
         RefreshOutcome {
-            result: "rejected",
-            error: Some(message),
-            ..RefreshOutcome::failed(String::new(), revision)
+            result: RefreshResult::Rejected,
+            ..RefreshOutcome::failed(message, revision)
         }
     }
 
     /// The fetch failed.
     pub fn failed(message: String, revision: Option<u64>) -> RefreshOutcome {
         RefreshOutcome {
-            result: "error",
+            result: RefreshResult::Error,
             revision_before: revision,
             revision_after: revision,
             changed: 0,
@@ -93,32 +128,26 @@ impl RefreshOutcome {
     }
 }
 
-/// A refresh for the source to carry out.
-pub type RefreshJob = (RefreshRequest, oneshot::Sender<RefreshOutcome>);
-
 type Flight = watch::Receiver<Option<Arc<RefreshOutcome>>>;
 
 /// The operator plane's side: coalesces and forwards to the source.
 #[derive(Debug)]
 pub struct Refresher {
-    jobs: mpsc::Sender<RefreshJob>,
+    commands: mpsc::Sender<SourceCommand>,
     inflight: Arc<Mutex<HashMap<RefreshRequest, Flight>>>,
     /// How long a caller waits for the outcome.
     timeout: Duration,
 }
 
 impl Refresher {
-    /// A refresher and the receiving end the source listens on.
-    pub fn new(timeout: Duration) -> (Refresher, mpsc::Receiver<RefreshJob>) {
-        let (jobs, rx) = mpsc::channel(16);
-        (
-            Refresher {
-                jobs,
-                inflight: Arc::default(),
-                timeout,
-            },
-            rx,
-        )
+    /// A refresher that hands its fetches to the source listening on
+    /// `commands`.
+    pub fn new(commands: mpsc::Sender<SourceCommand>, timeout: Duration) -> Refresher {
+        Refresher {
+            commands,
+            inflight: Arc::default(),
+            timeout,
+        }
     }
 
     pub async fn refresh(&self, request: RefreshRequest) -> Arc<RefreshOutcome> {
@@ -130,7 +159,7 @@ impl Refresher {
                     let (tx, rx) = watch::channel(None);
                     inflight.insert(request.clone(), rx.clone());
                     tokio::spawn(fly(
-                        self.jobs.clone(),
+                        self.commands.clone(),
                         self.inflight.clone(),
                         request,
                         tx,
@@ -155,14 +184,15 @@ impl Refresher {
 }
 
 async fn fly(
-    jobs: mpsc::Sender<RefreshJob>,
+    commands: mpsc::Sender<SourceCommand>,
     inflight: Arc<Mutex<HashMap<RefreshRequest, Flight>>>,
     request: RefreshRequest,
     done: watch::Sender<Option<Arc<RefreshOutcome>>>,
     timeout: Duration,
 ) {
     let (reply, answer) = oneshot::channel();
-    let outcome = match jobs.send((request.clone(), reply)).await {
+    let command = SourceCommand::Refresh(request.clone(), reply);
+    let outcome = match commands.send(command).await {
         Err(_) => RefreshOutcome::failed("the source has stopped".into(), None),
         Ok(()) => match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(outcome)) => outcome,

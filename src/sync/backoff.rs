@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use crate::generate::Rng;
-
 /// First retry window.
 pub const BASE: Duration = Duration::from_millis(100);
 
@@ -14,16 +12,23 @@ pub struct Backoff {
     base: Duration,
     max: Duration,
     failures: u32,
-    rng: Rng,
+    rng: fastrand::Rng,
 }
 
 impl Backoff {
-    pub fn new(base: Duration, max: Duration, seed: u64) -> Backoff {
+    /// Jitter seeded from the process's entropy: sidecars that failed
+    /// together draw different delays.
+    pub fn new(base: Duration, max: Duration) -> Backoff {
+        Backoff::seeded(base, max, fastrand::u64(..))
+    }
+
+    /// Reproducible jitter, for tests.
+    pub fn seeded(base: Duration, max: Duration, seed: u64) -> Backoff {
         Backoff {
             base,
             max: max.max(base),
             failures: 0,
-            rng: Rng(seed),
+            rng: fastrand::Rng::with_seed(seed),
         }
     }
 
@@ -51,21 +56,8 @@ impl Backoff {
     /// Uniform in `[0, upto]`.
     pub fn uniform(&mut self, upto: Duration) -> Duration {
         let nanos = upto.as_nanos().min(u64::MAX as u128) as u64;
-        Duration::from_nanos(if nanos == 0 {
-            0
-        } else {
-            self.rng.next_u64() % (nanos + 1)
-        })
+        Duration::from_nanos(self.rng.u64(0..=nanos))
     }
-}
-
-/// A seed that differs between processes and between sources.
-pub fn seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    nanos ^ (u64::from(std::process::id()) << 32)
 }
 
 #[cfg(test)]
@@ -74,7 +66,7 @@ mod tests {
 
     #[test]
     fn windows_double_up_to_the_cap_and_reset() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1), 7);
+        let mut b = Backoff::seeded(Duration::from_millis(100), Duration::from_secs(1), 7);
         let mut windows = Vec::new();
         for _ in 0..6 {
             let window = b.window();
@@ -90,7 +82,7 @@ mod tests {
 
     #[test]
     fn delays_are_jittered_across_the_whole_window() {
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(1), 1);
+        let mut b = Backoff::seeded(Duration::from_secs(1), Duration::from_secs(1), 1);
         let delays: Vec<_> = (0..200).map(|_| b.next_delay()).collect();
         assert!(delays.iter().any(|d| *d < Duration::from_millis(250)));
         assert!(delays.iter().any(|d| *d > Duration::from_millis(750)));
@@ -98,7 +90,7 @@ mod tests {
 
     #[test]
     fn never_overflows() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(30), 3);
+        let mut b = Backoff::seeded(Duration::from_millis(100), Duration::from_secs(30), 3);
         for _ in 0..200 {
             assert!(b.next_delay() <= Duration::from_secs(30));
         }

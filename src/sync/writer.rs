@@ -1,37 +1,42 @@
-//! The writer task: the only place the store changes.
+//! The writer: the only place the store changes, on its own thread.
 //!
-//! Sources send fetched updates here over a channel and wait for the
-//! outcome; the task applies them one at a time through [`StoreWriter`],
-//! logs one line per outcome and per rejection, records rejection and
-//! propagation metrics, tells the cache writer that something changed, and
-//! runs the scheduler.
+//! Sources send fetched updates here and wait for the outcome; the writer
+//! applies them one at a time through [`StoreWriter`], logs one line per
+//! outcome and per rejection, records rejection and propagation metrics,
+//! tells the cache writer that something changed, and runs the scheduler.
+//! Validating and rendering a large snapshot takes a second or more, so
+//! this runs on a dedicated OS thread (`env-sidecar-writer`), never on a
+//! runtime worker that serves requests.
 //!
 //! # Scheduled changes
 //!
 //! One min-heap of `(due instant, project id)` for the whole sidecar, fed
 //! by every accepted document with scheduled changes still to come. The
-//! task sleeps until the earliest instant (re-reading the wall clock at
-//! least every second, so a forward jump of the clock is noticed), then
-//! publishes a new snapshot of each due project with its overlays merged.
-//! Entries are checked against the project as served when they pop, so a
-//! newer document (which brings its own entries) or a removal needs no
-//! bookkeeping: stale entries find nothing to do. Applying never goes
-//! backwards: a wall clock that jumps back cannot un-apply a change.
+//! thread waits for a command or until the earliest instant (re-reading the
+//! wall clock at least every second, so a forward jump of the clock is
+//! noticed), then publishes a new snapshot of each due project with its
+//! overlays merged. Entries are checked against the project as served when
+//! they pop, so a newer document (which brings its own entries) or a
+//! removal needs no bookkeeping: stale entries find nothing to do. Applying
+//! never goes backwards: a wall clock that jumps back cannot un-apply a
+//! change.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, oneshot, Notify};
-use tokio::task::JoinHandle;
+use tokio::sync::{oneshot, Notify};
 
-use crate::clock::SharedClock;
-use crate::metrics::Metrics;
+use super::memory;
+use super::Origin;
+use crate::model::clock::SharedClock;
+use crate::model::timestamp::format_rfc3339;
 use crate::store::{ApplyError, ApplyOptions, ApplyReport, StoreWriter, Update};
-use crate::timestamp::format_rfc3339;
+use crate::telemetry::Metrics;
 
-/// The longest the scheduler sleeps before looking at the wall clock again.
+/// The longest the scheduler waits before looking at the wall clock again.
 const MAX_SCHEDULER_SLEEP: Duration = Duration::from_secs(1);
 
 /// Why an update was not applied.
@@ -39,17 +44,14 @@ const MAX_SCHEDULER_SLEEP: Duration = Duration::from_secs(1);
 pub enum WriteError {
     #[error(transparent)]
     Refused(#[from] ApplyError),
-    #[error("the writer task has stopped")]
+    #[error("the writer has stopped")]
     Stopped,
 }
-
-/// The origin of updates loaded from the last-known-good cache.
-pub const ORIGIN_CACHE: &str = "cache";
 
 enum Command {
     Apply {
         update: Update,
-        origin: &'static str,
+        origin: Origin,
         allow_mass_removal: bool,
         reply: oneshot::Sender<Result<ApplyReport, ApplyError>>,
     },
@@ -58,19 +60,19 @@ enum Command {
     Tick(oneshot::Sender<usize>),
 }
 
-/// Sends updates to the writer task. Cheap to clone.
+/// Sends updates to the writer. Cheap to clone; the writer stops once
+/// every handle is dropped.
 #[derive(Debug, Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Command>,
 }
 
 impl WriterHandle {
-    /// Applies `update` and returns what it changed. `origin` names the
-    /// fetch in logs (`file`, `snapshot`, `changes`, `refresh`, `cache`).
+    /// Applies `update` and returns what it changed.
     pub async fn apply(
         &self,
         update: Update,
-        origin: &'static str,
+        origin: Origin,
         allow_mass_removal: bool,
     ) -> Result<ApplyReport, WriteError> {
         let (reply, answer) = oneshot::channel();
@@ -80,10 +82,7 @@ impl WriterHandle {
             allow_mass_removal,
             reply,
         };
-        self.tx
-            .send(command)
-            .await
-            .map_err(|_| WriteError::Stopped)?;
+        self.tx.send(command).map_err(|_| WriteError::Stopped)?;
         Ok(answer.await.map_err(|_| WriteError::Stopped)??)
     }
 
@@ -93,7 +92,6 @@ impl WriterHandle {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Command::Tick(reply))
-            .await
             .map_err(|_| WriteError::Stopped)?;
         answer.await.map_err(|_| WriteError::Stopped)
     }
@@ -110,7 +108,7 @@ impl std::fmt::Debug for Command {
     }
 }
 
-/// The writer task's state.
+/// The writer's state.
 struct Writer {
     store: StoreWriter,
     clock: SharedClock,
@@ -119,16 +117,28 @@ struct Writer {
     due: BinaryHeap<Reverse<(SystemTime, String)>>,
 }
 
-/// Starts the writer task. It ends when every handle is dropped.
-/// `persist` is notified after every change (except loading the cache
-/// itself), for the last-known-good cache.
+/// The running writer thread; [`Stopped::wait`] resolves once it ended.
+#[derive(Debug)]
+pub struct Stopped(oneshot::Receiver<()>);
+
+impl Stopped {
+    /// Waits until the thread has ended (all handles dropped, queue
+    /// drained).
+    pub async fn wait(self) {
+        let _ = self.0.await;
+    }
+}
+
+/// Starts the writer thread. `persist` is notified after every change
+/// (except loading the cache itself), for the last-known-good cache.
 pub fn spawn(
     store: StoreWriter,
     clock: SharedClock,
     persist: Option<Arc<Notify>>,
     metrics: Arc<Metrics>,
-) -> (WriterHandle, JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel::<Command>(64);
+) -> std::io::Result<(WriterHandle, Stopped)> {
+    let (tx, rx) = mpsc::channel::<Command>();
+    let (done_tx, done_rx) = oneshot::channel();
     let writer = Writer {
         store,
         clock,
@@ -136,40 +146,44 @@ pub fn spawn(
         metrics,
         due: BinaryHeap::new(),
     };
-    (WriterHandle { tx }, tokio::spawn(writer.run(rx)))
+    std::thread::Builder::new()
+        .name("env-sidecar-writer".into())
+        .spawn(move || {
+            writer.run(rx);
+            let _ = done_tx.send(());
+        })?;
+    Ok((WriterHandle { tx }, Stopped(done_rx)))
 }
 
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
         loop {
-            let sleep = self.due.peek().map(|Reverse((at, _))| {
+            let wait = self.due.peek().map(|Reverse((at, _))| {
                 at.duration_since(self.clock.now())
                     .unwrap_or_default()
                     .min(MAX_SCHEDULER_SLEEP)
             });
-            let command = tokio::select! {
-                command = rx.recv() => match command {
-                    Some(c) => c,
-                    None => return,
-                },
-                _ = sleep_for(sleep) => {
-                    self.apply_due();
-                    continue;
-                }
+            let command = match wait {
+                Some(wait) => rx.recv_timeout(wait),
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             match command {
-                Command::Apply {
+                Ok(Command::Apply {
                     update,
                     origin,
                     allow_mass_removal,
                     reply,
-                } => {
+                }) => {
                     let result = self.apply(update, origin, allow_mass_removal);
                     let _ = reply.send(result);
                 }
-                Command::Tick(reply) => {
+                Ok(Command::Tick(reply)) => {
                     let _ = reply.send(self.apply_due());
                 }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.apply_due();
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
             }
         }
     }
@@ -177,7 +191,7 @@ impl Writer {
     fn apply(
         &mut self,
         update: Update,
-        origin: &'static str,
+        origin: Origin,
         allow: bool,
     ) -> Result<ApplyReport, ApplyError> {
         let now = self.clock.now();
@@ -191,21 +205,19 @@ impl Writer {
         );
         if snapshot {
             // The whole parsed snapshot was just freed.
-            crate::memory::release();
+            memory::release();
         }
         log_outcome(origin, &result);
         if let Ok(report) = &result {
             for r in &report.rejected {
                 self.metrics.rejected(r.reason);
             }
-            if origin != ORIGIN_CACHE {
+            if origin != Origin::Cache {
                 for published in &report.published {
                     self.metrics.propagated(*published, now);
                 }
                 if report.changed() > 0 {
-                    if let Some(persist) = &self.persist {
-                        persist.notify_one();
-                    }
+                    self.persist();
                 }
             }
             for (id, at) in &report.scheduled {
@@ -237,22 +249,20 @@ impl Writer {
         }
         if applied > 0 {
             self.metrics.scheduled_applied(applied as u64);
-            if let Some(persist) = &self.persist {
-                persist.notify_one();
-            }
+            self.persist();
         }
         applied
     }
-}
 
-async fn sleep_for(d: Option<Duration>) {
-    match d {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
+    fn persist(&self) {
+        if let Some(persist) = &self.persist {
+            persist.notify_one();
+        }
     }
 }
 
-fn log_outcome(origin: &'static str, result: &Result<ApplyReport, ApplyError>) {
+fn log_outcome(origin: Origin, result: &Result<ApplyReport, ApplyError>) {
+    let origin = origin.as_str();
     match result {
         Ok(report) => {
             for r in &report.rejected {

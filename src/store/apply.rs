@@ -1,90 +1,22 @@
-//! The store: every project's served snapshot, readable without locks, and
-//! the one writer that applies updates to it.
+//! The write side of the store: validating fetched documents and
+//! publishing them, project by project, with the blast-radius guard.
 //!
-//! # Structure, and why
-//!
-//! `ArcSwap<Index>` where `Index` maps a project id to a `Slot` (held by
-//! value), and each slot is an `ArcSwap<Project>`. A reader does two lock-free loads (the
-//! index, then the slot) and holds both guards for the whole answer, so an
-//! answer always comes from exactly one accepted revision.
-//!
-//! * Replacing a project (the common update) is one `store` into its slot:
-//!   work proportional to that project, whatever the number of projects.
-//! * Adding or removing projects swaps a new index, copied from the old one
-//!   once per fetch: O(projects) pointer copies, paid only when the set of
-//!   projects changes.
-//! * `dashmap` was the other candidate. Its shards are `RwLock`s: a reader
-//!   takes a read lock and waits whenever the writer is inserting into the
-//!   same shard. Here readers never wait for the writer, at all.
-//!
-//! Only [`StoreWriter`] can change anything, and there is exactly one per
-//! store (it is not `Clone`), owned by the writer task. Everything the
-//! writer needs to decide (last accepted document per project for slug
-//! immutability and revision order) lives in the served snapshot itself.
+//! [`StoreWriter`] is not `Clone`: exactly one exists per store, owned by
+//! the writer (see `sync::writer`), and it runs off the request threads.
+//! Everything it decides from (last accepted revision and slugs) lives in
+//! the served snapshot itself.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
-use crate::project::Project;
-use crate::resolve::{self, Answer, AnswerRef, ResolveError};
-use crate::validate::{validate, Reason, ValidationError};
-use crate::wire::{ChangesBody, Incoming, SnapshotBody, Unreadable};
-
-/// Mass removal is only guarded once at least this many projects are loaded.
-pub const MASS_REMOVAL_MIN_LOADED: usize = 10;
-
-/// Project id → that project's slot, held by value: a lookup is one hop
-/// from the bucket to the project.
-type Index = HashMap<Box<str>, Slot, foldhash::fast::RandomState>;
-
-#[derive(Debug)]
-struct Slot(ArcSwap<Project>);
-
-/// A copy of the index sharing every project. The writer swaps it in when
-/// the set of projects changes; replacements from then on go to the copy.
-fn copy_index(index: &Index) -> Index {
-    let mut copy = Index::with_capacity_and_hasher(index.len() + 16, Default::default());
-    copy.extend(
-        index
-            .iter()
-            .map(|(id, slot)| (id.clone(), Slot(ArcSwap::new(slot.0.load_full())))),
-    );
-    copy
-}
-
-#[derive(Debug, Default)]
-struct Shared {
-    index: ArcSwap<Index>,
-    loaded: AtomicBool,
-    /// Cursor of the last applied snapshot or change batch (0 = none).
-    cursor: AtomicU64,
-    projects: AtomicUsize,
-    environments: AtomicUsize,
-    /// Last rejection per project id. Touched by the writer and by
-    /// introspection only, never by resolve.
-    rejections: Mutex<HashMap<String, Rejection>>,
-}
-
-/// A rejected document, kept for introspection until a newer revision of
-/// the project is accepted or the project goes away.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    pub project: String,
-    pub revision: Option<u64>,
-    pub reason: Reason,
-    pub message: String,
-    pub at: SystemTime,
-}
-
-/// Read side of the store. Cheap to clone; every clone sees the same data.
-#[derive(Debug, Clone)]
-pub struct Store {
-    shared: Arc<Shared>,
-}
+use super::project::Project;
+use super::{copy_index, lock, Index, Rejection, Shared, Slot, MASS_REMOVAL_MIN_LOADED};
+use crate::model::validate::{validate, Reason, ValidationError};
+use crate::model::wire::{ChangesBody, Incoming, SnapshotBody, Unreadable};
 
 /// Write side of the store: exactly one exists per store.
 #[derive(Debug)]
@@ -168,125 +100,6 @@ pub enum ApplyError {
     },
 }
 
-impl Store {
-    /// A new, empty (not ready) store and its only writer.
-    pub fn new(max_removed_fraction: f64) -> (Store, StoreWriter) {
-        let shared = Arc::new(Shared::default());
-        (
-            Store {
-                shared: shared.clone(),
-            },
-            StoreWriter {
-                shared,
-                max_removed_fraction,
-            },
-        )
-    }
-
-    /// True once a full snapshot has been applied.
-    #[inline]
-    pub fn is_loaded(&self) -> bool {
-        self.shared.loaded.load(Ordering::Acquire)
-    }
-
-    /// See [`resolve::resolve`].
-    #[inline]
-    pub fn resolve(
-        &self,
-        project: &str,
-        environment: Option<&str>,
-        strict: bool,
-    ) -> Result<Answer, ResolveError> {
-        resolve::resolve(self, project, environment, strict)
-    }
-
-    /// See [`resolve::resolve_with`]: the answer is lent to `f`, not copied.
-    #[inline]
-    pub fn resolve_with<R>(
-        &self,
-        project: &str,
-        environment: Option<&str>,
-        strict: bool,
-        f: impl FnOnce(AnswerRef<'_>) -> R,
-    ) -> Result<R, ResolveError> {
-        resolve::resolve_with(self, project, environment, strict, f)
-    }
-
-    /// Runs `f` on the current snapshot of one project, without cloning it.
-    #[inline]
-    pub fn with_project<R>(&self, id: &str, f: impl FnOnce(Option<&Project>) -> R) -> R {
-        let index = self.shared.index.load();
-        match index.get(id) {
-            Some(slot) => f(Some(&slot.0.load())),
-            None => f(None),
-        }
-    }
-
-    /// The current snapshot of one project, owned.
-    pub fn project(&self, id: &str) -> Option<Arc<Project>> {
-        self.shared
-            .index
-            .load()
-            .get(id)
-            .map(|slot| slot.0.load_full())
-    }
-
-    /// Every project, sorted by id.
-    pub fn projects(&self) -> Vec<Arc<Project>> {
-        let index = self.shared.index.load_full();
-        let mut all: Vec<Arc<Project>> = index.values().map(|s| s.0.load_full()).collect();
-        all.sort_unstable_by(|a, b| a.id().cmp(b.id()));
-        all
-    }
-
-    pub fn project_count(&self) -> usize {
-        self.shared.projects.load(Ordering::Relaxed)
-    }
-
-    pub fn environment_count(&self) -> usize {
-        self.shared.environments.load(Ordering::Relaxed)
-    }
-
-    /// Cursor of the last applied snapshot or change batch (0 before any).
-    pub fn cursor(&self) -> u64 {
-        self.shared.cursor.load(Ordering::Relaxed)
-    }
-
-    /// The earliest scheduled change still to come, over all projects
-    /// (a scan: for status pages, not the hot path).
-    pub fn next_scheduled(&self) -> Option<(String, SystemTime)> {
-        let index = self.shared.index.load();
-        index
-            .values()
-            .filter_map(|slot| {
-                let p = slot.0.load();
-                p.next_due().map(|at| (p.id().to_owned(), at))
-            })
-            .min_by_key(|(_, at)| *at)
-    }
-
-    pub fn rejection(&self, id: &str) -> Option<Rejection> {
-        self.rejections().get(id).cloned()
-    }
-
-    /// All kept rejections, sorted by project id.
-    pub fn all_rejections(&self) -> Vec<Rejection> {
-        let mut all: Vec<Rejection> = self.rejections().values().cloned().collect();
-        all.sort_by(|a, b| a.project.cmp(&b.project));
-        all
-    }
-
-    fn rejections(&self) -> MutexGuard<'_, HashMap<String, Rejection>> {
-        lock(&self.shared.rejections)
-    }
-}
-
-/// A poisoned lock only means another thread panicked while holding it; the
-/// map inside is still a valid map, so keep going.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Per-update state: the index copy, made only if the set of projects changes.
 struct Pending<'a> {
     current: &'a Index,
@@ -305,9 +118,16 @@ impl Pending<'_> {
 }
 
 impl StoreWriter {
+    pub(super) fn new(shared: Arc<Shared>, max_removed_fraction: f64) -> StoreWriter {
+        StoreWriter {
+            shared,
+            max_removed_fraction,
+        }
+    }
+
     /// A reader of this writer's store.
-    pub fn reader(&self) -> Store {
-        Store {
+    pub fn reader(&self) -> super::Store {
+        super::Store {
             shared: self.shared.clone(),
         }
     }

@@ -8,8 +8,8 @@
 
 use std::time::SystemTime;
 
-use crate::timestamp::format_rfc3339;
-use crate::wire::{Pending, Pointers, WireEnvironment, WireProject};
+use crate::model::timestamp::format_rfc3339;
+use crate::model::wire::{Pending, Pointers, WireEnvironment, WireProject};
 
 const CUSTOM: [&str; 6] = ["qa", "canary", "dev", "perf", "eu-canary", "sandbox"];
 const COLORS: [&str; 6] = [
@@ -122,7 +122,7 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::validate;
+    use crate::model::validate::validate;
 
     #[test]
     fn generated_projects_are_valid_and_deterministic() {

@@ -356,3 +356,13 @@ fn reason_codes_are_distinct() {
     let codes: HashSet<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
     assert_eq!(codes.len(), Reason::ALL.len());
 }
+
+#[test]
+fn request_slugs_are_lowered_and_checked() {
+    let mut buf = [0u8; MAX_SLUG_LEN];
+    assert_eq!(lower_slug("Canary-2", &mut buf), Some(&b"canary-2"[..]));
+    for bad in ["", "2x", "x-", "x_y", "x y", "é", &"a".repeat(65)] {
+        assert_eq!(lower_slug(bad, &mut buf), None, "{bad:?}");
+    }
+    assert!(lower_slug(&"a".repeat(64), &mut buf).is_some());
+}

@@ -22,9 +22,11 @@ use bytes::Bytes;
 use http::HeaderValue;
 use serde::Serialize;
 
-use crate::resolve::{AnswerRef, Outcome};
-use crate::validate::{validate, ScheduleEntry, ValidProject, ValidationError, MAX_SLUG_LEN};
-use crate::wire::{Pointers, WireEnvironment, WireProject};
+use super::answer::{AnswerRef, Outcome};
+use crate::model::validate::{
+    validate, ScheduleEntry, ValidProject, ValidationError, MAX_SLUG_LEN,
+};
+use crate::model::wire::{Pointers, WireEnvironment, WireProject};
 
 /// One environment as served.
 #[derive(Debug)]

@@ -1,15 +1,13 @@
-//! Resolution: which environment, and which pointers, serve a request.
+//! Resolve answers: what a project pre-renders for each way it can be
+//! asked, and why a request could not be answered.
 //!
-//! The answer is one of the project's pre-rendered [`Answer`]s, so resolving
-//! is a syntax check, two lock-free loads and a binary search. This path
-//! never locks against the writer, never parses the snapshot and never
-//! allocates (cloning an answer bumps reference counts).
+//! [`Project`](super::project::Project) builds the parts once per accepted
+//! revision; [`Store::resolve_with`](super::Store::resolve_with) lends them.
+//! Nothing here formats, parses or allocates per request: an owned
+//! [`Answer`] is reference-count bumps.
 
 use bytes::Bytes;
 use http::HeaderValue;
-
-use crate::store::Store;
-use crate::validate::{is_valid_id, MAX_SLUG_LEN};
 
 /// What kind of answer this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -137,82 +135,4 @@ pub enum ResolveError {
     UnknownEnvironment,
     #[error("no snapshot loaded yet")]
     NotReady,
-}
-
-/// Resolves against the store's current snapshot and hands the answer to
-/// `f` without copying it (the library call for embedders: a syntax check,
-/// two lock-free loads, a hash lookup and a binary search). `environment`
-/// is the slug as the client sent it (any ASCII case); `None` means not
-/// requested.
-#[inline]
-pub fn resolve_with<R>(
-    store: &Store,
-    project: &str,
-    environment: Option<&str>,
-    strict: bool,
-    f: impl FnOnce(AnswerRef<'_>) -> R,
-) -> Result<R, ResolveError> {
-    if !is_valid_id(project) {
-        return Err(ResolveError::InvalidProject);
-    }
-    let mut buf = [0u8; MAX_SLUG_LEN];
-    let slug = match environment {
-        None => None,
-        Some(raw) => Some(lower_slug(raw, &mut buf).ok_or(ResolveError::InvalidEnvironment)?),
-    };
-    if !store.is_loaded() {
-        return Err(ResolveError::NotReady);
-    }
-    store.with_project(project, |p| match p {
-        None => Err(ResolveError::UnknownProject),
-        Some(p) => p
-            .answer(slug, strict)
-            .map(f)
-            .ok_or(ResolveError::UnknownEnvironment),
-    })
-}
-
-/// [`resolve_with`], returning an owned answer (reference-count bumps): what
-/// the HTTP layer needs to hand bytes to the connection.
-#[inline]
-pub fn resolve(
-    store: &Store,
-    project: &str,
-    environment: Option<&str>,
-    strict: bool,
-) -> Result<Answer, ResolveError> {
-    resolve_with(store, project, environment, strict, |a| a.owned())
-}
-
-/// Checks slug syntax (case-insensitively) and writes its lower-case form
-/// into `buf`. `None` for anything that cannot be a slug.
-#[inline]
-pub fn lower_slug<'b>(raw: &str, buf: &'b mut [u8; MAX_SLUG_LEN]) -> Option<&'b [u8]> {
-    let bytes = raw.as_bytes();
-    let len = bytes.len();
-    if len == 0 || len > MAX_SLUG_LEN || !bytes[0].is_ascii_alphabetic() || bytes[len - 1] == b'-' {
-        return None;
-    }
-    for (dst, &c) in buf.iter_mut().zip(bytes) {
-        if !(c.is_ascii_alphanumeric() || c == b'-') {
-            return None;
-        }
-        *dst = c.to_ascii_lowercase();
-    }
-    Some(&buf[..len])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slugs_are_lowered_and_checked() {
-        let mut buf = [0u8; MAX_SLUG_LEN];
-        assert_eq!(lower_slug("Canary-2", &mut buf), Some(&b"canary-2"[..]));
-        for bad in ["", "2x", "x-", "x_y", "x y", "é", &"a".repeat(65)] {
-            assert_eq!(lower_slug(bad, &mut buf), None, "{bad:?}");
-        }
-        assert!(lower_slug(&"a".repeat(64), &mut buf).is_some());
-    }
 }

@@ -21,10 +21,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::{watch, Notify};
 
-use crate::project::Project;
-use crate::status::Event;
-use crate::store::Store;
-use crate::wire::{parse_projects, SnapshotBody};
+use super::status::Event;
+use crate::model::wire::{parse_projects, SnapshotBody};
+use crate::store::{Project, Store};
 
 pub const FORMAT: &str = "env-sidecar-last-known-good";
 pub const VERSION: u32 = 1;
@@ -197,7 +196,7 @@ pub fn write_atomic_with(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
+    let tmp = dir.join(format!("{}{}", temp_prefix(&file_name), std::process::id()));
     let result = (|| {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
         write(&mut f)?;
@@ -213,6 +212,48 @@ pub fn write_atomic_with(
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(err)
+}
+
+/// How the temporary files of `file_name` start: `.{file_name}.tmp.`,
+/// followed by the writer's process id.
+fn temp_prefix(file_name: &str) -> String {
+    format!(".{file_name}.tmp.")
+}
+
+/// Removes temporary files that an earlier process left beside the cache
+/// when it died mid-write (a crash-looping pod would otherwise fill its
+/// volume): only files in the cache's directory whose name is the cache's
+/// own temp prefix followed by a process id. Returns what was removed.
+pub fn remove_stale_temp_files(path: &Path) -> Vec<PathBuf> {
+    let Some(file_name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Vec::new();
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let prefix = temp_prefix(&file_name);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) {
+            let stale = entry.path();
+            match std::fs::remove_file(&stale) {
+                Ok(()) => removed.push(stale),
+                Err(e) => {
+                    tracing::warn!(path = %stale.display(), error = %e, "cannot remove a stale cache temp file")
+                }
+            }
+        }
+    }
+    removed
 }
 
 /// What the cache writer has done, for status and tests.
@@ -323,15 +364,29 @@ impl CacheWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate;
+    use crate::model::wire::parse_snapshot;
     use crate::store::{ApplyOptions, Update};
+
+    /// Project `i` at revision 3: prod (fallback) and staging.
+    fn project(i: usize) -> String {
+        let env = |slug: &str, flags: &str| {
+            format!(
+                r##"{{"id":"p{i}-{slug}","slug":"{slug}","name":"{slug}","color":"#16a34a","system":true,{flags}"pointers":{{"prompts":{{"a":"v{i}"}}}}}}"##
+            )
+        };
+        format!(
+            r#"{{"id":"p{i}","revision":3,"environments":[{},{}]}}"#,
+            env("prod", r#""gateway_fallback":true,"position":0,"#),
+            env("staging", r#""default_publish_target":true,"position":1,"#)
+        )
+    }
 
     fn store_with(n: usize) -> Store {
         let (store, mut writer) = Store::new(0.5);
-        let body = SnapshotBody {
-            revision: 42,
-            projects: (0..n).map(|i| Ok(generate::project(i, 3, None))).collect(),
-        };
+        let projects: Vec<String> = (0..n).map(project).collect();
+        let text = format!(r#"{{"revision":42,"projects":[{}]}}"#, projects.join(","));
+        let body = parse_snapshot(text.as_bytes()).unwrap();
+        assert!(body.projects.iter().all(Result::is_ok));
         let opts = ApplyOptions {
             now: SystemTime::now(),
             allow_mass_removal: false,
@@ -380,6 +435,39 @@ mod tests {
             Err(CacheError::Format { .. })
         ));
         assert!(decode(path, b"\x00\xff garbage").is_err());
+    }
+
+    #[test]
+    fn only_the_caches_own_stale_temp_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lkg.json");
+        let keep = [
+            "lkg.json",
+            ".lkg.json.tmp.",
+            ".lkg.json.tmp.12x",
+            ".other.json.tmp.12",
+            "lkg.json.tmp.12",
+        ];
+        for name in keep
+            .iter()
+            .chain(&[".lkg.json.tmp.12", ".lkg.json.tmp.999999"])
+        {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        std::fs::create_dir(dir.path().join(".lkg.json.tmp.77")).unwrap();
+        let mut removed = remove_stale_temp_files(&path);
+        removed.sort();
+        assert_eq!(
+            removed,
+            [
+                dir.path().join(".lkg.json.tmp.12"),
+                dir.path().join(".lkg.json.tmp.999999")
+            ]
+        );
+        for name in keep {
+            assert!(dir.path().join(name).exists(), "{name} was removed");
+        }
+        assert!(dir.path().join(".lkg.json.tmp.77").is_dir());
     }
 
     #[test]

@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::SystemTime;
 
-use crate::timestamp::parse_rfc3339;
-use crate::wire::{Pointers, WireEnvironment, WireProject, POINTER_KINDS};
+use crate::model::timestamp::parse_rfc3339;
+use crate::model::wire::{Pointers, WireEnvironment, WireProject, POINTER_KINDS};
 
 pub const MAX_ID_LEN: usize = 128;
 pub const MAX_SLUG_LEN: usize = 64;
@@ -471,6 +471,25 @@ pub fn is_valid_slug(slug: &str) -> bool {
         && b[b.len() - 1] != b'-'
         && b.iter()
             .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+}
+
+/// Checks the syntax of a slug as a client sent it (any ASCII case) and
+/// writes its lower-case form into `buf`; `None` for anything that cannot
+/// be a slug. Allocation-free: the resolve path calls it per request.
+#[inline]
+pub fn lower_slug<'b>(raw: &str, buf: &'b mut [u8; MAX_SLUG_LEN]) -> Option<&'b [u8]> {
+    let bytes = raw.as_bytes();
+    let len = bytes.len();
+    if len == 0 || len > MAX_SLUG_LEN || !bytes[0].is_ascii_alphabetic() || bytes[len - 1] == b'-' {
+        return None;
+    }
+    for (dst, &c) in buf.iter_mut().zip(bytes) {
+        if !(c.is_ascii_alphanumeric() || c == b'-') {
+            return None;
+        }
+        *dst = c.to_ascii_lowercase();
+    }
+    Some(&buf[..len])
 }
 
 fn is_valid_color(color: &str) -> bool {

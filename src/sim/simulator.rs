@@ -24,8 +24,8 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::generate::{self, Rng};
-use crate::server::api::json_response;
+use super::generate::{self, Rng};
+use crate::server::error::json_response;
 use crate::server::{serve, Body, Handler, Limits};
 
 /// Faults applied to every request, drawn independently per request.
@@ -119,7 +119,7 @@ impl Simulator {
             faults: Mutex::new(Faults::default()),
             hang_released: watch::channel(0).0,
             token,
-            rng: Mutex::new(Rng(crate::source::backoff::seed())),
+            rng: Mutex::new(Rng(seed())),
             counters: Counters::default(),
             last_authorization: Mutex::new(None),
             last_if_none_match: Mutex::new(None),
@@ -543,6 +543,15 @@ impl Handler for Simulator {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         self.answer(req).await
     }
+}
+
+/// A seed that differs between runs and processes.
+fn seed() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ (u64::from(std::process::id()) << 32)
 }
 
 fn text(status: StatusCode, message: &'static str) -> Response<Body> {

@@ -1,0 +1,375 @@
+//! The HTTP source: follows a control plane (the sync protocol).
+//!
+//! * `watch`: a full `GET /v1/snapshot`, then long polls of
+//!   `GET /v1/changes?after=<cursor>&wait=<s>`; `410` means the cursor is too
+//!   old, so take a full snapshot again.
+//! * `poll`: `GET /v1/snapshot` every `poll_interval` with `If-None-Match`;
+//!   `304` changes nothing.
+//!
+//! Every request carries the bearer token (never logged) and a timeout.
+//! Bodies are parsed off the request threads.
+
+use std::time::Duration;
+
+use http::header::{AUTHORIZATION, ETAG, IF_NONE_MATCH};
+use http::{HeaderValue, StatusCode};
+use tokio::time::Instant;
+
+use super::backoff::{self, Backoff};
+use super::refresh::{RefreshRequest, Scope};
+use super::{summary, Contact, FetchError, Origin, Source, Stepped, SyncContext, SyncError};
+use crate::config::secret::Secret;
+use crate::config::SyncMode;
+use crate::model::wire::{
+    parse_changes, parse_project, parse_snapshot, ChangesBody, Incoming, MalformedBody,
+    SnapshotBody,
+};
+use crate::store::{ApplyReport, Update};
+use crate::telemetry::{SyncKind, SyncResult};
+
+/// What `GET /v1/snapshot` brought.
+#[derive(Debug)]
+pub enum SnapshotFetch {
+    Body {
+        body: SnapshotBody,
+        etag: Option<String>,
+    },
+    /// `304`: the ETag still matches.
+    NotModified,
+}
+
+/// What `GET /v1/changes` brought.
+#[derive(Debug)]
+pub enum ChangesFetch {
+    Body(ChangesBody),
+    /// `410`: the cursor is older than the control plane remembers.
+    Gone,
+}
+
+/// Talks the sync protocol to one control plane.
+#[derive(Debug, Clone)]
+pub struct ControlPlane {
+    http: reqwest::Client,
+    base: String,
+    token: Option<Secret>,
+    pub request_timeout: Duration,
+    pub long_poll_wait: Duration,
+}
+
+impl ControlPlane {
+    pub fn new(
+        base: &str,
+        token: Option<Secret>,
+        request_timeout: Duration,
+        long_poll_wait: Duration,
+    ) -> Result<ControlPlane, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(request_timeout)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()?;
+        Ok(ControlPlane {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            request_timeout,
+            long_poll_wait,
+        })
+    }
+
+    /// `GET /v1/snapshot`, conditional on `etag` when given.
+    pub async fn snapshot(&self, etag: Option<&str>) -> Result<SnapshotFetch, FetchError> {
+        let timeout = self.request_timeout;
+        let mut req = self.get("/v1/snapshot", timeout);
+        if let Some(tag) = etag {
+            req = req.header(IF_NONE_MATCH, tag);
+        }
+        let resp = send(req, timeout).await?;
+        match resp.status() {
+            StatusCode::NOT_MODIFIED => Ok(SnapshotFetch::NotModified),
+            StatusCode::OK => {
+                let etag = resp
+                    .headers()
+                    .get(ETAG)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let bytes = body(resp, timeout).await?;
+                let body = parse_off_thread("snapshot", move || parse_snapshot(&bytes)).await?;
+                Ok(SnapshotFetch::Body { body, etag })
+            }
+            other => Err(FetchError::Status(other)),
+        }
+    }
+
+    /// `GET /v1/changes?after=N&wait=S`.
+    pub async fn changes(&self, after: u64) -> Result<ChangesFetch, FetchError> {
+        let wait = self.long_poll_wait.as_secs_f64();
+        let path = format!("/v1/changes?after={after}&wait={wait}");
+        let timeout = self.long_poll_wait + self.request_timeout;
+        let resp = send(self.get(&path, timeout), timeout).await?;
+        match resp.status() {
+            StatusCode::GONE => Ok(ChangesFetch::Gone),
+            StatusCode::OK => {
+                let bytes = body(resp, timeout).await?;
+                let body = parse_off_thread("change batch", move || parse_changes(&bytes)).await?;
+                Ok(ChangesFetch::Body(body))
+            }
+            other => Err(FetchError::Status(other)),
+        }
+    }
+
+    /// `GET /v1/projects/{id}`: `None` when the control plane says 404.
+    pub async fn project(&self, id: &str) -> Result<Option<Incoming>, FetchError> {
+        let path = format!(
+            "/v1/projects/{}",
+            percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let timeout = self.request_timeout;
+        let resp = send(self.get(&path, timeout), timeout).await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::OK => {
+                let bytes = body(resp, timeout).await?;
+                let parsed = parse_project(&bytes).map_err(|source| FetchError::Malformed {
+                    what: "project document",
+                    source,
+                })?;
+                Ok(Some(parsed))
+            }
+            other => Err(FetchError::Status(other)),
+        }
+    }
+
+    fn get(&self, path: &str, timeout: Duration) -> reqwest::RequestBuilder {
+        let mut req = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .timeout(timeout);
+        if let Some(token) = &self.token {
+            if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", token.expose())) {
+                value.set_sensitive(true);
+                req = req.header(AUTHORIZATION, value);
+            }
+        }
+        req
+    }
+}
+
+/// Parses a large body on a blocking thread: never on a request thread.
+async fn parse_off_thread<T: Send + 'static>(
+    what: &'static str,
+    parse: impl FnOnce() -> Result<T, MalformedBody> + Send + 'static,
+) -> Result<T, FetchError> {
+    tokio::task::spawn_blocking(parse)
+        .await
+        .map_err(|source| FetchError::Parse { what, source })?
+        .map_err(|source| FetchError::Malformed { what, source })
+}
+
+async fn send(
+    req: reqwest::RequestBuilder,
+    timeout: Duration,
+) -> Result<reqwest::Response, FetchError> {
+    req.send().await.map_err(|e| transport(e, timeout))
+}
+
+async fn body(resp: reqwest::Response, timeout: Duration) -> Result<bytes::Bytes, FetchError> {
+    resp.bytes().await.map_err(|e| transport(e, timeout))
+}
+
+fn transport(e: reqwest::Error, timeout: Duration) -> FetchError {
+    if e.is_timeout() {
+        return FetchError::Timeout(timeout);
+    }
+    // The URL is ours and may carry nothing secret, but it is noise.
+    FetchError::Transport(e.without_url())
+}
+
+/// The sync loop's state for one control plane.
+#[derive(Debug)]
+pub struct HttpSource {
+    control_plane: ControlPlane,
+    mode: SyncMode,
+    poll_interval: Duration,
+    backoff_max: Duration,
+    /// Cursor for `changes`; `None` means a full snapshot is needed.
+    cursor: Option<u64>,
+    /// ETag of the last applied snapshot (poll mode).
+    etag: Option<String>,
+    /// 410s in a row: a control plane that keeps answering 410 right after
+    /// a snapshot gets backoff, not a tight loop.
+    gone_streak: u32,
+}
+
+impl HttpSource {
+    pub fn new(
+        control_plane: ControlPlane,
+        mode: SyncMode,
+        poll_interval: Duration,
+        backoff_max: Duration,
+    ) -> HttpSource {
+        HttpSource {
+            control_plane,
+            mode,
+            poll_interval,
+            backoff_max,
+            cursor: None,
+            etag: None,
+            gone_streak: 0,
+        }
+    }
+
+    async fn snapshot(
+        &self,
+        ctx: &SyncContext,
+        etag: Option<&str>,
+    ) -> Result<SnapshotFetch, FetchError> {
+        let started = Instant::now();
+        let fetched = self.control_plane.snapshot(etag).await;
+        let result = match &fetched {
+            Ok(SnapshotFetch::Body { .. }) => SyncResult::Ok,
+            Ok(SnapshotFetch::NotModified) => SyncResult::NotModified,
+            Err(_) => SyncResult::Error,
+        };
+        ctx.metrics
+            .sync_request(SyncKind::Snapshot, result, started.elapsed());
+        fetched
+    }
+
+    async fn changes(&self, ctx: &SyncContext, after: u64) -> Result<ChangesFetch, FetchError> {
+        let started = Instant::now();
+        let fetched = self.control_plane.changes(after).await;
+        let result = match &fetched {
+            Ok(ChangesFetch::Body(_)) => SyncResult::Ok,
+            Ok(ChangesFetch::Gone) | Err(_) => SyncResult::Error,
+        };
+        ctx.metrics
+            .sync_request(SyncKind::Changes, result, started.elapsed());
+        fetched
+    }
+
+    /// A full snapshot (conditional on the ETag in poll mode), applied.
+    async fn full(
+        &mut self,
+        ctx: &SyncContext,
+        origin: Origin,
+        etag: bool,
+        allow: bool,
+    ) -> Result<Option<(ApplyReport, u64)>, SyncError> {
+        let etag = if etag { self.etag.clone() } else { None };
+        match self.snapshot(ctx, etag.as_deref()).await? {
+            SnapshotFetch::NotModified => Ok(None),
+            SnapshotFetch::Body { body, etag } => {
+                let revision = body.revision;
+                let report = ctx.apply(Update::Snapshot(body), origin, allow).await?;
+                self.cursor = Some(revision);
+                self.etag = etag;
+                Ok(Some((report, revision)))
+            }
+        }
+    }
+}
+
+impl Source for HttpSource {
+    fn first_delay(&mut self, ctx: &SyncContext) -> Duration {
+        if ctx.store.is_loaded() && ctx.store.cursor() > 0 {
+            // Loaded from the cache: carry on from its cursor.
+            self.cursor = Some(ctx.store.cursor());
+            if self.mode == SyncMode::Poll {
+                // A fleet restarted together must not poll in lockstep.
+                return Backoff::new(backoff::BASE, self.poll_interval).uniform(self.poll_interval);
+            }
+        }
+        Duration::ZERO
+    }
+
+    async fn step(&mut self, ctx: &SyncContext) -> Result<Stepped, SyncError> {
+        if let (SyncMode::Watch, Some(cursor)) = (self.mode, self.cursor) {
+            return match self.changes(ctx, cursor).await? {
+                ChangesFetch::Body(body) => {
+                    let revision = body.revision;
+                    let report = ctx
+                        .apply(Update::Changes(body), Origin::Changes, false)
+                        .await?;
+                    self.cursor = Some(revision);
+                    self.gone_streak = 0;
+                    Ok(Stepped {
+                        next: Duration::ZERO,
+                        contact: Contact::Reached(format!(
+                            "changes after {cursor}: {}",
+                            summary(&report)
+                        )),
+                    })
+                }
+                ChangesFetch::Gone => {
+                    self.cursor = None;
+                    self.gone_streak += 1;
+                    if self.gone_streak > 1 {
+                        return Err(FetchError::GoneAgain.into());
+                    }
+                    Ok(Stepped {
+                        next: Duration::ZERO,
+                        contact: Contact::Reached(format!(
+                            "cursor {cursor} too old (410); taking a full snapshot"
+                        )),
+                    })
+                }
+            };
+        }
+        let poll = self.mode == SyncMode::Poll;
+        let next = if poll {
+            self.poll_interval
+        } else {
+            Duration::ZERO
+        };
+        let message = match self.full(ctx, Origin::Snapshot, poll, false).await? {
+            Some((report, revision)) => format!("snapshot {revision}: {}", summary(&report)),
+            None => "snapshot not modified".to_owned(),
+        };
+        Ok(Stepped {
+            next,
+            contact: Contact::Reached(message),
+        })
+    }
+
+    async fn refresh(
+        &mut self,
+        ctx: &SyncContext,
+        request: &RefreshRequest,
+    ) -> Result<(ApplyReport, String), SyncError> {
+        let allow = request.allow_mass_removal;
+        match &request.scope {
+            Scope::All => match self.full(ctx, Origin::Refresh, false, allow).await? {
+                Some((report, revision)) => {
+                    self.gone_streak = 0;
+                    let message = format!("forced snapshot {revision}: {}", summary(&report));
+                    Ok((report, message))
+                }
+                // Asked without If-None-Match: a 304 is the control plane's bug.
+                None => Err(FetchError::Status(StatusCode::NOT_MODIFIED).into()),
+            },
+            Scope::Project(id) => {
+                let started = Instant::now();
+                let fetched = self.control_plane.project(id).await;
+                let result = if fetched.is_ok() {
+                    SyncResult::Ok
+                } else {
+                    SyncResult::Error
+                };
+                ctx.metrics
+                    .sync_request(SyncKind::Project, result, started.elapsed());
+                let update = Update::Project {
+                    id: id.clone(),
+                    document: fetched?,
+                };
+                let report = ctx.apply(update, Origin::Refresh, allow).await?;
+                let message = format!("forced project {id}: {}", summary(&report));
+                Ok((report, message))
+            }
+        }
+    }
+
+    fn backoff_max(&self) -> Duration {
+        self.backoff_max
+    }
+}

@@ -1,0 +1,266 @@
+//! Sync: keeping the store fresh from its source, and what is known about
+//! how that goes.
+//!
+//! Every source has the same shape ([`Source`]): one step fetches whatever
+//! is new and hands it to the writer, a forced refresh fetches now, and
+//! [`run`] drives either with shared backoff, status, logging, "check now"
+//! and shutdown. Sources fetch and parse (off the request threads) and
+//! never touch the store directly: the [`writer`] thread owns every change.
+//!
+//! * [`file`]: a JSON snapshot file, re-read when it changes (the default).
+//! * [`http`]: a control plane, in `watch` or `poll` mode.
+//! * [`writer`]: applies updates and runs scheduled cutovers, on its own
+//!   thread.
+//! * [`backoff`], [`error`]: retry timing; why an attempt failed.
+//! * [`refresh`]: forced refreshes, coalesced.
+//! * [`status`], [`readiness`]: what the source last did; are we ready.
+//! * [`cache`]: the last-known-good file. [`memory`]: giving memory back
+//!   after a large update.
+//!
+//! Sync depends on the store, the model and telemetry; never on the server.
+
+pub mod backoff;
+pub mod cache;
+pub mod error;
+pub mod file;
+pub mod http;
+pub mod memory;
+pub mod readiness;
+pub mod refresh;
+pub mod status;
+pub mod writer;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+pub use error::{describe, FetchError, SyncError};
+use refresh::{RefreshOutcome, RefreshRequest, Scope};
+use status::SyncStatus;
+use writer::WriterHandle;
+
+use crate::model::clock::SharedClock;
+use crate::store::{ApplyReport, Store, Update};
+use crate::telemetry::Metrics;
+
+/// Where an update came from: it names the update in logs, and only
+/// updates that are news (not a reload of the cache) count for
+/// propagation and trigger a cache write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The last-known-good file, at start.
+    Cache,
+    /// The snapshot file.
+    File,
+    /// A full snapshot from the control plane (or a full load from Redis).
+    Snapshot,
+    /// A change batch.
+    Changes,
+    /// A forced refresh.
+    Refresh,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Cache => "cache",
+            Origin::File => "file",
+            Origin::Snapshot => "snapshot",
+            Origin::Changes => "changes",
+            Origin::Refresh => "refresh",
+        }
+    }
+}
+
+/// What every source works with.
+#[derive(Debug, Clone)]
+pub struct SyncContext {
+    pub store: Store,
+    pub writer: WriterHandle,
+    pub status: Arc<SyncStatus>,
+    pub metrics: Arc<Metrics>,
+    pub clock: SharedClock,
+}
+
+impl SyncContext {
+    /// Hands `update` to the writer and waits for what it changed.
+    pub async fn apply(
+        &self,
+        update: Update,
+        origin: Origin,
+        allow_mass_removal: bool,
+    ) -> Result<ApplyReport, SyncError> {
+        Ok(self
+            .writer
+            .apply(update, origin, allow_mass_removal)
+            .await?)
+    }
+}
+
+/// What a successful step tells about the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Contact {
+    /// The source was reached; the message says what came of it.
+    Reached(String),
+    /// Nothing new, and what is served is what the source holds (an
+    /// unchanged file that read fine): fresh, but not worth an event.
+    Unchanged,
+    /// Nothing was learnt (an unchanged file whose last read failed).
+    Nothing,
+}
+
+/// A successful step: when to step again, and what it learnt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stepped {
+    pub next: Duration,
+    pub contact: Contact,
+}
+
+/// A source of snapshots: the file, a control plane, Redis.
+pub trait Source: Send + 'static {
+    /// How long to wait before the first step (a fleet restarted together
+    /// from its caches must not poll in lockstep).
+    fn first_delay(&mut self, _ctx: &SyncContext) -> Duration {
+        Duration::ZERO
+    }
+
+    /// Fetches whatever is new and applies it. A step may be abandoned
+    /// (dropped) at any await point when a command arrives.
+    fn step(
+        &mut self,
+        ctx: &SyncContext,
+    ) -> impl Future<Output = Result<Stepped, SyncError>> + Send;
+
+    /// Fetches now, ignoring any conditional state (ETag, fingerprint),
+    /// whole or for one project; returns what changed and a line for the
+    /// status.
+    fn refresh(
+        &mut self,
+        ctx: &SyncContext,
+        request: &RefreshRequest,
+    ) -> impl Future<Output = Result<(ApplyReport, String), SyncError>> + Send;
+
+    /// Forget anything that would let the next step skip a fetch.
+    fn check_now(&mut self) {}
+
+    /// The longest wait between failed attempts.
+    fn backoff_max(&self) -> Duration;
+}
+
+/// What the sidecar asks of its source.
+#[derive(Debug)]
+pub enum SourceCommand {
+    /// Look for changes now instead of at the next poll or retry.
+    CheckNow,
+    /// Fetch now and answer what changed.
+    Refresh(RefreshRequest, oneshot::Sender<RefreshOutcome>),
+}
+
+/// Drives `source` until `shutdown` flips: steps, with full-jitter
+/// backoff after failures; commands are served at once, even in the
+/// middle of a step (which is abandoned and retried).
+pub async fn run<S: Source>(
+    mut source: S,
+    ctx: SyncContext,
+    mut commands: mpsc::Receiver<SourceCommand>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    enum Event {
+        Step(Result<Stepped, SyncError>),
+        Command(SourceCommand),
+        Shutdown,
+    }
+    let mut backoff = backoff::Backoff::new(backoff::BASE, source.backoff_max());
+    let mut next = Instant::now() + source.first_delay(&ctx);
+    let mut failing: Option<String> = None;
+    loop {
+        let event = tokio::select! {
+            _ = tokio::time::sleep_until(next) => {
+                tokio::select! {
+                    r = source.step(&ctx) => Event::Step(r),
+                    Some(c) = commands.recv() => Event::Command(c),
+                    _ = shutdown.changed() => Event::Shutdown,
+                }
+            }
+            Some(c) = commands.recv() => Event::Command(c),
+            _ = shutdown.changed() => Event::Shutdown,
+        };
+        match event {
+            Event::Shutdown => return,
+            Event::Command(SourceCommand::CheckNow) => {
+                source.check_now();
+                next = Instant::now();
+            }
+            Event::Command(SourceCommand::Refresh(request, reply)) => {
+                let outcome = forced(&mut source, &ctx, &request).await;
+                let _ = reply.send(outcome);
+            }
+            Event::Step(Ok(stepped)) => {
+                if stepped.contact != Contact::Nothing {
+                    backoff.reset();
+                    if let Some(was) = failing.take() {
+                        tracing::info!(was = %was, "sync recovered");
+                    }
+                }
+                match stepped.contact {
+                    Contact::Reached(message) => ctx.status.success(ctx.clock.now(), message),
+                    Contact::Unchanged => ctx.status.baseline(ctx.clock.now()),
+                    Contact::Nothing => {}
+                }
+                next = Instant::now() + stepped.next;
+            }
+            Event::Step(Err(e)) => {
+                let delay = backoff.next_delay();
+                let text = describe(&e);
+                ctx.status.error(ctx.clock.now(), text.clone());
+                // One line per distinct problem, not one per retry.
+                if failing.as_deref() != Some(text.as_str()) {
+                    tracing::warn!(error = %text, failures = backoff.failures(), retry_in = ?delay, "sync failed; serving the last good snapshot");
+                } else {
+                    tracing::debug!(error = %text, failures = backoff.failures(), retry_in = ?delay, "sync still failing");
+                }
+                failing = Some(text);
+                next = Instant::now() + delay;
+            }
+        }
+    }
+}
+
+/// Carries out a forced refresh and words its outcome.
+async fn forced<S: Source>(
+    source: &mut S,
+    ctx: &SyncContext,
+    request: &RefreshRequest,
+) -> RefreshOutcome {
+    let revision = |ctx: &SyncContext| match &request.scope {
+        Scope::All => Some(ctx.store.cursor()),
+        Scope::Project(id) => ctx.store.project(id).map(|p| p.revision()),
+    };
+    let before = revision(ctx);
+    match source.refresh(ctx, request).await {
+        Ok((report, message)) => {
+            ctx.status.success(ctx.clock.now(), message);
+            RefreshOutcome::applied(&report, before, revision(ctx))
+        }
+        Err(e) => {
+            let text = describe(&e);
+            ctx.status.error(ctx.clock.now(), text.clone());
+            match e {
+                SyncError::Refused(_) => RefreshOutcome::refused(text, before),
+                _ => RefreshOutcome::failed(text, before),
+            }
+        }
+    }
+}
+
+/// `"3 changed, 0 rejected"`: how status lines summarise an apply.
+pub fn summary(report: &ApplyReport) -> String {
+    format!(
+        "{} changed, {} rejected",
+        report.changed(),
+        report.rejected.len()
+    )
+}
