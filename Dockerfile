@@ -1,11 +1,12 @@
 # syntax=docker/dockerfile:1
-# Build: the release binary from the locked dependency set.
+# Build: the release binary from the locked dependency set, without the
+# tooling feature (simulator, generator): production has none of that code.
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
-RUN cargo build --release --locked --bin env-sidecar \
+RUN cargo build --release --locked --no-default-features --bin env-sidecar \
     && mkdir -p /out/var
 
 # Run: distroless (glibc, CA certificates, no shell), as the non-root user

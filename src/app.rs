@@ -26,6 +26,7 @@ use crate::sync::file::FileSource;
 use crate::sync::http::{ControlPlane, HttpSource};
 use crate::sync::readiness::Readiness;
 use crate::sync::refresh::Refresher;
+use crate::sync::runtime::SyncRuntime;
 use crate::sync::status::SyncStatus;
 use crate::sync::writer::{self, WriterHandle};
 use crate::sync::{self as sync, Origin, SourceCommand, SyncContext};
@@ -54,7 +55,7 @@ pub enum StartError {
     NotASocket(PathBuf),
     #[error("cannot set up the HTTP client for the control plane: {0}")]
     HttpClient(#[source] reqwest::Error),
-    #[error("cannot start the writer thread: {0}")]
+    #[error("cannot start the writer or sync thread: {0}")]
     Writer(#[source] std::io::Error),
 }
 
@@ -93,6 +94,8 @@ pub struct Sidecar {
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
+    /// Where the source and the cache writer run.
+    sync_runtime: SyncRuntime,
 }
 
 impl Sidecar {
@@ -143,6 +146,7 @@ impl Sidecar {
         for task in self.background {
             let _ = task.await;
         }
+        self.sync_runtime.stop().await;
         if let Some(path) = &self.unix_socket {
             let _ = std::fs::remove_file(path);
         }
@@ -195,6 +199,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
         load_cache(path, &writer, &status).await;
     }
 
+    let sync_runtime = SyncRuntime::start().map_err(StartError::Writer)?;
     let ctx = SyncContext {
         store: store.clone(),
         writer: writer.clone(),
@@ -206,7 +211,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
     let source_task = match s.kind {
         SourceKind::File => {
             let source = FileSource::new(s.path.clone(), s.poll_interval);
-            tokio::spawn(sync::run(source, ctx, commands_rx, shutdown_rx.clone()))
+            sync_runtime.spawn(sync::run(source, ctx, commands_rx, shutdown_rx.clone()))
         }
         SourceKind::Http => {
             let token = options.env.secret(&s.token_env);
@@ -214,7 +219,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
                 ControlPlane::new(&s.url, token, s.request_timeout, s.long_poll_wait)
                     .map_err(StartError::HttpClient)?;
             let source = HttpSource::new(control_plane, s.mode, s.poll_interval, s.backoff_max);
-            tokio::spawn(sync::run(source, ctx, commands_rx, shutdown_rx.clone()))
+            sync_runtime.spawn(sync::run(source, ctx, commands_rx, shutdown_rx.clone()))
         }
     };
     // Order matters at shutdown: the source stops, which drops the last
@@ -228,7 +233,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
             dirty,
             state: cache_state.clone(),
         };
-        background.push(tokio::spawn(cache.run(shutdown_rx.clone())));
+        background.push(sync_runtime.spawn(cache.run(shutdown_rx.clone())));
     }
     background.push(tokio::spawn(metrics_upkeep(
         metrics.clone(),
@@ -301,6 +306,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
         shutdown,
         servers,
         background,
+        sync_runtime,
     })
 }
 
@@ -352,43 +358,43 @@ async fn metrics_upkeep(metrics: Arc<Metrics>, mut shutdown: watch::Receiver<boo
 
 /// Loads the last-known-good cache, if there is a valid one. Never fails:
 /// a missing or damaged cache is logged and the sidecar starts without it.
+/// The writer decodes it on its thread, as it parses every fetched body.
 async fn load_cache(path: &Path, writer: &WriterHandle, status: &SyncStatus) {
-    let owned = path.to_owned();
-    let body = match tokio::task::spawn_blocking(move || cache::load(&owned)).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(cache::CacheError::Read { source, .. }))
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
+    let bytes = match tokio::fs::read(path).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             tracing::info!(path = %path.display(), "no last-known-good cache yet");
             return;
         }
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "last-known-good cache ignored");
-            return;
-        }
         Err(e) => {
-            tracing::warn!(error = %e, "last-known-good cache ignored");
+            tracing::warn!(path = %path.display(), error = %e, "last-known-good cache ignored: unreadable");
             return;
         }
     };
-    let projects = body.projects.len();
-    match writer
-        .apply(Update::Snapshot(body), Origin::Cache, true)
-        .await
-    {
-        Ok(report) => {
+    let owned = path.to_owned();
+    let projects = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = projects.clone();
+    let decode = move || {
+        let body = cache::decode(&owned, &bytes)?;
+        counted.store(body.projects.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok::<_, cache::CacheError>(Update::Snapshot(body))
+    };
+    match writer.parse_and_apply(decode, Origin::Cache, true).await {
+        Ok(Ok(Ok(report))) => {
             // The data is as fresh as the file: staleness counts from its write.
             if let Ok(written) = std::fs::metadata(path).and_then(|m| m.modified()) {
                 status.baseline(written);
             }
             tracing::info!(
                 path = %path.display(),
-                projects,
+                projects = projects.load(std::sync::atomic::Ordering::Relaxed),
                 accepted = report.added,
                 cursor = report.cursor,
                 "serving from the last-known-good cache"
             );
         }
+        Ok(Err(e)) => tracing::warn!(error = %e, "last-known-good cache ignored"),
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "last-known-good cache not applied"),
         Err(e) => tracing::warn!(error = %e, "last-known-good cache not applied"),
     }
 }

@@ -142,20 +142,23 @@ mod allocator {
         fn malloc_trim(pad: usize) -> c_int;
     }
 
-    /// `M_ARENA_MAX` from `<malloc.h>`.
-    const M_ARENA_MAX: c_int = -8;
+    /// `M_MMAP_THRESHOLD` from `<malloc.h>`.
+    const M_MMAP_THRESHOLD: c_int = -3;
 
-    /// One arena. A snapshot is parsed on a blocking thread and built on
-    /// the writer's; with an arena per thread, the freed documents and the
-    /// built projects ended up interleaved across two heaps that could not
-    /// be trimmed (3.5 × the snapshot JSON at 10k projects instead of 2.7 ×).
-    /// Requests do not feel it: their small allocations come from glibc's
-    /// per-thread caches (the HTTP benchmark shows no difference).
+    /// Allocations from 256 KiB up are mapped on their own and unmapped
+    /// when freed. A fixed threshold turns off glibc's sliding one, which
+    /// after the first large body was freed would serve the next (a 17 MB
+    /// snapshot file read, say) from the heap and keep it resident: 3.7 ×
+    /// the snapshot JSON instead of 2.9 × after a start from the cache
+    /// followed by a full snapshot (`cargo bench --bench footprint`, last
+    /// line). Arenas are left at glibc's default (one per thread, up to 8
+    /// per core): the writer thread parses and builds in its own, so
+    /// request threads never wait on its lock.
     pub fn configure() {
         // SAFETY: mallopt only sets a tuning parameter; called before any
         // other thread exists.
         unsafe {
-            mallopt(M_ARENA_MAX, 1);
+            mallopt(M_MMAP_THRESHOLD, 256 * 1024);
         }
     }
 

@@ -36,13 +36,6 @@ pub enum FetchError {
         #[source]
         source: MalformedBody,
     },
-    /// The task parsing a body panicked or was cancelled.
-    #[error("parsing the {what} did not finish")]
-    Parse {
-        what: &'static str,
-        #[source]
-        source: tokio::task::JoinError,
-    },
 }
 
 /// A sync attempt failed: the fetch, or the apply of what it brought.

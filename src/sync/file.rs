@@ -37,48 +37,38 @@ impl FileSource {
         }
     }
 
-    /// Reads and parses the file (counted as a `snapshot` sync request),
-    /// off the threads that serve requests.
-    async fn read(&self, ctx: &SyncContext) -> Result<SnapshotBody, FetchError> {
-        let started = Instant::now();
-        let result = async {
-            let bytes = tokio::fs::read(&self.path)
-                .await
-                .map_err(|source| FetchError::Read {
-                    path: self.path.clone(),
-                    source,
-                })?;
-            tokio::task::spawn_blocking(move || parse_snapshot(&bytes))
-                .await
-                .map_err(|source| FetchError::Parse {
-                    what: "snapshot file",
-                    source,
-                })?
-                .map_err(|source| FetchError::Malformed {
-                    what: "the snapshot file",
-                    source,
-                })
-        }
-        .await;
-        let outcome = if result.is_ok() {
-            SyncResult::Ok
-        } else {
-            SyncResult::Error
-        };
-        ctx.metrics
-            .sync_request(SyncKind::Snapshot, outcome, started.elapsed());
-        result
-    }
-
+    /// Reads the file, then has the writer parse (on its thread) and apply
+    /// what `to_update` makes of it. The read and the parse count as one
+    /// `snapshot` sync request.
     async fn read_and_apply(
         &self,
         ctx: &SyncContext,
         origin: Origin,
         allow_mass_removal: bool,
+        to_update: impl FnOnce(SnapshotBody) -> Update + Send + 'static,
     ) -> Result<ApplyReport, SyncError> {
-        let body = self.read(ctx).await?;
-        ctx.apply(Update::Snapshot(body), origin, allow_mass_removal)
-            .await
+        let started = Instant::now();
+        let bytes = match tokio::fs::read(&self.path).await {
+            Ok(bytes) => bytes,
+            Err(source) => {
+                ctx.metrics
+                    .sync_request(SyncKind::Snapshot, SyncResult::Error, started.elapsed());
+                return Err(FetchError::Read {
+                    path: self.path.clone(),
+                    source,
+                }
+                .into());
+            }
+        };
+        ctx.parse_and_apply(
+            SyncKind::Snapshot,
+            started,
+            "the snapshot file",
+            move || parse_snapshot(&bytes).map(to_update),
+            origin,
+            allow_mass_removal,
+        )
+        .await
     }
 
     async fn fingerprint(&self) -> Option<Fingerprint> {
@@ -105,7 +95,9 @@ impl Source for FileSource {
                 });
             }
         }
-        let result = self.read_and_apply(ctx, Origin::File, false).await;
+        let result = self
+            .read_and_apply(ctx, Origin::File, false, Update::Snapshot)
+            .await;
         self.seen = fingerprint.map(|f| (f, result.is_ok()));
         let report = result?;
         Ok(Stepped {
@@ -127,23 +119,29 @@ impl Source for FileSource {
         let fingerprint = self.fingerprint().await;
         match &request.scope {
             Scope::All => {
-                let result = self.read_and_apply(ctx, Origin::Refresh, allow).await;
+                let result = self
+                    .read_and_apply(ctx, Origin::Refresh, allow, Update::Snapshot)
+                    .await;
                 self.seen = fingerprint.map(|f| (f, result.is_ok()));
                 let report = result?;
                 let message = format!("re-read {}: {}", self.path.display(), summary(&report));
                 Ok((report, message))
             }
             Scope::Project(id) => {
-                let body = self.read(ctx).await?;
-                let document = body.projects.into_iter().find(|p| match p {
-                    Ok(doc) => doc.id == *id,
-                    Err(u) => u.id == *id,
-                });
-                let update = Update::Project {
-                    id: id.clone(),
-                    document,
+                let wanted = id.clone();
+                let to_update = move |body: SnapshotBody| {
+                    let document = body.projects.into_iter().find(|p| match p {
+                        Ok(doc) => doc.id == wanted,
+                        Err(u) => u.id == wanted,
+                    });
+                    Update::Project {
+                        id: wanted,
+                        document,
+                    }
                 };
-                let report = ctx.apply(update, Origin::Refresh, allow).await?;
+                let report = self
+                    .read_and_apply(ctx, Origin::Refresh, allow, to_update)
+                    .await?;
                 let message = format!("re-read {id} from {}", self.path.display());
                 Ok((report, message))
             }

@@ -9,8 +9,11 @@
 //! Every request carries the bearer token (never logged) and a timeout.
 //! Bodies are parsed off the request threads.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{AUTHORIZATION, ETAG, IF_NONE_MATCH};
 use http::{HeaderValue, StatusCode};
 use tokio::time::Instant;
@@ -20,28 +23,25 @@ use super::refresh::{RefreshRequest, Scope};
 use super::{summary, Contact, FetchError, Origin, Source, Stepped, SyncContext, SyncError};
 use crate::config::secret::Secret;
 use crate::config::SyncMode;
-use crate::model::wire::{
-    parse_changes, parse_project, parse_snapshot, ChangesBody, Incoming, MalformedBody,
-    SnapshotBody,
-};
+use crate::model::wire::{parse_changes, parse_project, parse_snapshot, Incoming};
 use crate::store::{ApplyReport, Update};
 use crate::telemetry::{SyncKind, SyncResult};
 
-/// What `GET /v1/snapshot` brought.
+/// What `GET /v1/snapshot` brought: the body is parsed by the writer.
 #[derive(Debug)]
 pub enum SnapshotFetch {
     Body {
-        body: SnapshotBody,
+        body: Bytes,
         etag: Option<String>,
     },
     /// `304`: the ETag still matches.
     NotModified,
 }
 
-/// What `GET /v1/changes` brought.
+/// What `GET /v1/changes` brought: the body is parsed by the writer.
 #[derive(Debug)]
 pub enum ChangesFetch {
-    Body(ChangesBody),
+    Body(Bytes),
     /// `410`: the cursor is older than the control plane remembers.
     Gone,
 }
@@ -93,8 +93,7 @@ impl ControlPlane {
                     .get(ETAG)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                let bytes = body(resp, timeout).await?;
-                let body = parse_off_thread("snapshot", move || parse_snapshot(&bytes)).await?;
+                let body = body(resp, timeout).await?;
                 Ok(SnapshotFetch::Body { body, etag })
             }
             other => Err(FetchError::Status(other)),
@@ -109,11 +108,7 @@ impl ControlPlane {
         let resp = send(self.get(&path, timeout), timeout).await?;
         match resp.status() {
             StatusCode::GONE => Ok(ChangesFetch::Gone),
-            StatusCode::OK => {
-                let bytes = body(resp, timeout).await?;
-                let body = parse_off_thread("change batch", move || parse_changes(&bytes)).await?;
-                Ok(ChangesFetch::Body(body))
-            }
+            StatusCode::OK => Ok(ChangesFetch::Body(body(resp, timeout).await?)),
             other => Err(FetchError::Status(other)),
         }
     }
@@ -155,17 +150,6 @@ impl ControlPlane {
     }
 }
 
-/// Parses a large body on a blocking thread: never on a request thread.
-async fn parse_off_thread<T: Send + 'static>(
-    what: &'static str,
-    parse: impl FnOnce() -> Result<T, MalformedBody> + Send + 'static,
-) -> Result<T, FetchError> {
-    tokio::task::spawn_blocking(parse)
-        .await
-        .map_err(|source| FetchError::Parse { what, source })?
-        .map_err(|source| FetchError::Malformed { what, source })
-}
-
 async fn send(
     req: reqwest::RequestBuilder,
     timeout: Duration,
@@ -173,7 +157,7 @@ async fn send(
     req.send().await.map_err(|e| transport(e, timeout))
 }
 
-async fn body(resp: reqwest::Response, timeout: Duration) -> Result<bytes::Bytes, FetchError> {
+async fn body(resp: reqwest::Response, timeout: Duration) -> Result<Bytes, FetchError> {
     resp.bytes().await.map_err(|e| transport(e, timeout))
 }
 
@@ -219,54 +203,96 @@ impl HttpSource {
         }
     }
 
-    async fn snapshot(
-        &self,
-        ctx: &SyncContext,
-        etag: Option<&str>,
-    ) -> Result<SnapshotFetch, FetchError> {
-        let started = Instant::now();
-        let fetched = self.control_plane.snapshot(etag).await;
-        let result = match &fetched {
-            Ok(SnapshotFetch::Body { .. }) => SyncResult::Ok,
-            Ok(SnapshotFetch::NotModified) => SyncResult::NotModified,
-            Err(_) => SyncResult::Error,
-        };
-        ctx.metrics
-            .sync_request(SyncKind::Snapshot, result, started.elapsed());
-        fetched
-    }
-
-    async fn changes(&self, ctx: &SyncContext, after: u64) -> Result<ChangesFetch, FetchError> {
-        let started = Instant::now();
-        let fetched = self.control_plane.changes(after).await;
-        let result = match &fetched {
-            Ok(ChangesFetch::Body(_)) => SyncResult::Ok,
-            Ok(ChangesFetch::Gone) | Err(_) => SyncResult::Error,
-        };
-        ctx.metrics
-            .sync_request(SyncKind::Changes, result, started.elapsed());
-        fetched
-    }
-
-    /// A full snapshot (conditional on the ETag in poll mode), applied.
+    /// A full snapshot (conditional on the ETag in poll mode), applied;
+    /// `None` when not modified.
     async fn full(
         &mut self,
         ctx: &SyncContext,
         origin: Origin,
-        etag: bool,
+        conditional: bool,
         allow: bool,
     ) -> Result<Option<(ApplyReport, u64)>, SyncError> {
-        let etag = if etag { self.etag.clone() } else { None };
-        match self.snapshot(ctx, etag.as_deref()).await? {
-            SnapshotFetch::NotModified => Ok(None),
-            SnapshotFetch::Body { body, etag } => {
-                let revision = body.revision;
-                let report = ctx.apply(Update::Snapshot(body), origin, allow).await?;
-                self.cursor = Some(revision);
-                self.etag = etag;
-                Ok(Some((report, revision)))
+        let etag = if conditional { self.etag.clone() } else { None };
+        let started = Instant::now();
+        let fetched = self.control_plane.snapshot(etag.as_deref()).await;
+        let (body, etag) = match fetched {
+            Ok(SnapshotFetch::Body { body, etag }) => (body, etag),
+            Ok(SnapshotFetch::NotModified) => {
+                ctx.metrics.sync_request(
+                    SyncKind::Snapshot,
+                    SyncResult::NotModified,
+                    started.elapsed(),
+                );
+                return Ok(None);
             }
-        }
+            Err(e) => {
+                ctx.metrics
+                    .sync_request(SyncKind::Snapshot, SyncResult::Error, started.elapsed());
+                return Err(e.into());
+            }
+        };
+        let revision = Arc::new(AtomicU64::new(0));
+        let seen = revision.clone();
+        let parse = move || {
+            let body = parse_snapshot(&body)?;
+            seen.store(body.revision, Ordering::Relaxed);
+            Ok(Update::Snapshot(body))
+        };
+        let report = ctx
+            .parse_and_apply(
+                SyncKind::Snapshot,
+                started,
+                "snapshot",
+                parse,
+                origin,
+                allow,
+            )
+            .await?;
+        let revision = revision.load(Ordering::Relaxed);
+        self.cursor = Some(revision);
+        self.etag = etag;
+        Ok(Some((report, revision)))
+    }
+
+    /// One long poll of changes after `cursor`, applied; `None` for `410`.
+    async fn changes(
+        &mut self,
+        ctx: &SyncContext,
+        cursor: u64,
+    ) -> Result<Option<ApplyReport>, SyncError> {
+        let started = Instant::now();
+        let body = match self.control_plane.changes(cursor).await {
+            Ok(ChangesFetch::Body(body)) => body,
+            Ok(ChangesFetch::Gone) => {
+                ctx.metrics
+                    .sync_request(SyncKind::Changes, SyncResult::Error, started.elapsed());
+                return Ok(None);
+            }
+            Err(e) => {
+                ctx.metrics
+                    .sync_request(SyncKind::Changes, SyncResult::Error, started.elapsed());
+                return Err(e.into());
+            }
+        };
+        let revision = Arc::new(AtomicU64::new(cursor));
+        let seen = revision.clone();
+        let parse = move || {
+            let body = parse_changes(&body)?;
+            seen.store(body.revision, Ordering::Relaxed);
+            Ok(Update::Changes(body))
+        };
+        let report = ctx
+            .parse_and_apply(
+                SyncKind::Changes,
+                started,
+                "change batch",
+                parse,
+                Origin::Changes,
+                false,
+            )
+            .await?;
+        self.cursor = Some(revision.load(Ordering::Relaxed));
+        Ok(Some(report))
     }
 }
 
@@ -286,12 +312,7 @@ impl Source for HttpSource {
     async fn step(&mut self, ctx: &SyncContext) -> Result<Stepped, SyncError> {
         if let (SyncMode::Watch, Some(cursor)) = (self.mode, self.cursor) {
             return match self.changes(ctx, cursor).await? {
-                ChangesFetch::Body(body) => {
-                    let revision = body.revision;
-                    let report = ctx
-                        .apply(Update::Changes(body), Origin::Changes, false)
-                        .await?;
-                    self.cursor = Some(revision);
+                Some(report) => {
                     self.gone_streak = 0;
                     Ok(Stepped {
                         next: Duration::ZERO,
@@ -301,7 +322,7 @@ impl Source for HttpSource {
                         )),
                     })
                 }
-                ChangesFetch::Gone => {
+                None => {
                     self.cursor = None;
                     self.gone_streak += 1;
                     if self.gone_streak > 1 {

@@ -16,6 +16,8 @@
 //! * [`status`], [`readiness`]: what the source last did; are we ready.
 //! * [`cache`]: the last-known-good file. [`memory`]: giving memory back
 //!   after a large update.
+//! * [`runtime`]: the sync thread, where the source and the cache writer
+//!   run, away from the request threads.
 //!
 //! Sync depends on the store, the model and telemetry; never on the server.
 
@@ -27,6 +29,7 @@ pub mod http;
 pub mod memory;
 pub mod readiness;
 pub mod refresh;
+pub mod runtime;
 pub mod status;
 pub mod writer;
 
@@ -43,8 +46,9 @@ use status::SyncStatus;
 use writer::WriterHandle;
 
 use crate::model::clock::SharedClock;
+use crate::model::wire::MalformedBody;
 use crate::store::{ApplyReport, Store, Update};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, SyncKind, SyncResult};
 
 /// Where an update came from: it names the update in logs, and only
 /// updates that are news (not a reload of the cache) count for
@@ -97,6 +101,35 @@ impl SyncContext {
             .writer
             .apply(update, origin, allow_mass_removal)
             .await?)
+    }
+
+    /// Hands a fetched body to the writer, which parses it with `parse`
+    /// (on its own thread: large bodies never occupy a request thread)
+    /// and applies it. `what` names the body in errors. Records the
+    /// fetch of `kind` that `started`: an error if the body does not parse.
+    pub async fn parse_and_apply(
+        &self,
+        kind: SyncKind,
+        started: Instant,
+        what: &'static str,
+        parse: impl FnOnce() -> Result<Update, MalformedBody> + Send + 'static,
+        origin: Origin,
+        allow_mass_removal: bool,
+    ) -> Result<ApplyReport, SyncError> {
+        let took = started.elapsed();
+        let parsed = self
+            .writer
+            .parse_and_apply(parse, origin, allow_mass_removal)
+            .await
+            .map_err(SyncError::from)?;
+        let result = if parsed.is_ok() {
+            SyncResult::Ok
+        } else {
+            SyncResult::Error
+        };
+        self.metrics.sync_request(kind, result, took);
+        let applied = parsed.map_err(|source| FetchError::Malformed { what, source })?;
+        applied.map_err(SyncError::Refused)
     }
 }
 

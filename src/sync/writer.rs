@@ -1,12 +1,16 @@
 //! The writer: the only place the store changes, on its own thread.
 //!
-//! Sources send fetched updates here and wait for the outcome; the writer
-//! applies them one at a time through [`StoreWriter`], logs one line per
-//! outcome and per rejection, records rejection and propagation metrics,
-//! tells the cache writer that something changed, and runs the scheduler.
-//! Validating and rendering a large snapshot takes a second or more, so
-//! this runs on a dedicated OS thread (`env-sidecar-writer`), never on a
-//! runtime worker that serves requests.
+//! Sources send fetched bodies here and wait for the outcome; the writer
+//! parses them, applies them one at a time through [`StoreWriter`], logs
+//! one line per outcome and per rejection, records rejection and
+//! propagation metrics, tells the cache writer that something changed, and
+//! runs the scheduler. Parsing, validating and rendering a large snapshot
+//! takes a second or more, so all of it runs on a dedicated OS thread
+//! (`env-sidecar-writer`), never on a runtime worker that serves requests.
+//! Parsing here too (not on another thread) keeps a snapshot's transient
+//! documents and the projects built from them in this thread's own
+//! allocator arena: request threads never wait on its lock, and the trim
+//! after a full snapshot finds the freed documents in one place.
 //!
 //! # Scheduled changes
 //!
@@ -49,11 +53,11 @@ pub enum WriteError {
 }
 
 enum Command {
+    /// Parse (on the writer thread) and apply; the job answers through
+    /// its own channel.
     Apply {
-        update: Update,
         origin: Origin,
-        allow_mass_removal: bool,
-        reply: oneshot::Sender<Result<ApplyReport, ApplyError>>,
+        job: Box<dyn FnOnce(&mut Writer) + Send>,
     },
     /// Apply whatever scheduled changes are due now (the clock may be a
     /// manual one); answers how many entries were applied.
@@ -75,15 +79,38 @@ impl WriterHandle {
         origin: Origin,
         allow_mass_removal: bool,
     ) -> Result<ApplyReport, WriteError> {
+        let parsed = self
+            .parse_and_apply(
+                move || Ok::<_, std::convert::Infallible>(update),
+                origin,
+                allow_mass_removal,
+            )
+            .await?;
+        match parsed {
+            Ok(applied) => Ok(applied?),
+            Err(never) => match never {},
+        }
+    }
+
+    /// Runs `parse` on the writer thread and applies what it gives: the
+    /// outer error says the writer is gone, the middle one that the body
+    /// did not parse (nothing changed), the inner one that the update was
+    /// refused whole.
+    pub async fn parse_and_apply<E: Send + 'static>(
+        &self,
+        parse: impl FnOnce() -> Result<Update, E> + Send + 'static,
+        origin: Origin,
+        allow_mass_removal: bool,
+    ) -> Result<Result<Result<ApplyReport, ApplyError>, E>, WriteError> {
         let (reply, answer) = oneshot::channel();
-        let command = Command::Apply {
-            update,
-            origin,
-            allow_mass_removal,
-            reply,
-        };
-        self.tx.send(command).map_err(|_| WriteError::Stopped)?;
-        Ok(answer.await.map_err(|_| WriteError::Stopped)??)
+        let job = Box::new(move |writer: &mut Writer| {
+            let result = parse().map(|update| writer.apply(update, origin, allow_mass_removal));
+            let _ = reply.send(result);
+        });
+        self.tx
+            .send(Command::Apply { origin, job })
+            .map_err(|_| WriteError::Stopped)?;
+        answer.await.map_err(|_| WriteError::Stopped)
     }
 
     /// Applies the scheduled changes due now, without waiting for the
@@ -109,7 +136,7 @@ impl std::fmt::Debug for Command {
 }
 
 /// The writer's state.
-struct Writer {
+pub struct Writer {
     store: StoreWriter,
     clock: SharedClock,
     persist: Option<Arc<Notify>>,
@@ -168,15 +195,7 @@ impl Writer {
                 None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             match command {
-                Ok(Command::Apply {
-                    update,
-                    origin,
-                    allow_mass_removal,
-                    reply,
-                }) => {
-                    let result = self.apply(update, origin, allow_mass_removal);
-                    let _ = reply.send(result);
-                }
+                Ok(Command::Apply { job, .. }) => job(&mut self),
                 Ok(Command::Tick(reply)) => {
                     let _ = reply.send(self.apply_due());
                 }
