@@ -1,5 +1,5 @@
 //! Response bodies: bytes known up front, in up to three chunks sent in
-//! order.
+//! order, and optionally trailers (gRPC's status).
 //!
 //! A resolve answer is stored in parts shared between answers (the
 //! project's prefix, a static outcome, the environment's tail; see
@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::HeaderMap;
 use hyper::body::{Frame, SizeHint};
 
 #[derive(Debug, Default)]
@@ -19,6 +20,8 @@ pub struct Body {
     chunks: [Bytes; 3],
     /// The next chunk to send.
     next: usize,
+    /// Sent after the last chunk.
+    trailers: Option<HeaderMap>,
 }
 
 impl Body {
@@ -29,9 +32,21 @@ impl Body {
 
     /// A body of `chunks` sent in order (empty ones are skipped).
     pub fn chunks(chunks: [Bytes; 3]) -> Body {
-        let mut body = Body { chunks, next: 0 };
+        let mut body = Body {
+            chunks,
+            next: 0,
+            trailers: None,
+        };
         body.skip_empty();
         body
+    }
+
+    /// One chunk, then `trailers`.
+    pub fn with_trailers(bytes: Bytes, trailers: HeaderMap) -> Body {
+        Body {
+            trailers: Some(trailers),
+            ..Body::new(bytes)
+        }
     }
 
     fn skip_empty(&mut self) {
@@ -58,7 +73,7 @@ impl hyper::body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
         let Some(chunk) = this.chunks.get_mut(this.next) else {
-            return Poll::Ready(None);
+            return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
         };
         let chunk = std::mem::take(chunk);
         this.next += 1;
@@ -67,10 +82,16 @@ impl hyper::body::Body for Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.next >= self.chunks.len()
+        self.next >= self.chunks.len() && self.trailers.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.trailers.is_some() {
+            // Not exact: no content-length for a body that ends in trailers.
+            let mut hint = SizeHint::new();
+            hint.set_lower(self.remaining());
+            return hint;
+        }
         SizeHint::with_exact(self.remaining())
     }
 }
@@ -101,6 +122,27 @@ mod tests {
         assert_eq!(hyper::body::Body::size_hint(&body).exact(), Some(4));
         assert!(!hyper::body::Body::is_end_stream(&body));
         assert_eq!(collect(body).await, (b"abcd".to_vec(), 2));
+    }
+
+    #[tokio::test]
+    async fn trailers_follow_the_data() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let mut body = Body::with_trailers(Bytes::from_static(b"msg"), trailers);
+        assert_eq!(hyper::body::Body::size_hint(&body).exact(), None);
+        let data = body.frame().await.unwrap().unwrap();
+        assert_eq!(data.into_data().unwrap(), "msg");
+        assert!(!hyper::body::Body::is_end_stream(&body));
+        let t = body
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_trailers()
+            .unwrap();
+        assert_eq!(t["grpc-status"], "0");
+        assert!(body.frame().await.is_none());
+        assert!(hyper::body::Body::is_end_stream(&body));
     }
 
     #[tokio::test]

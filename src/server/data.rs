@@ -2,12 +2,17 @@
 //!
 //! * `GET  /v1/resolve`        resolve one request (query or headers)
 //! * `POST /v1/resolve/batch`  resolve up to 1000 requests, answers in order
+//! * `ANY  /v1/authz[/...]`    forward-auth: the configured headers only;
+//!   200 with the three `x-*` headers, 404 / 400 to deny, 503 not ready
+//! * `POST /envoy.service.auth.v3.Authorization/Check`  Envoy ext_authz
+//!   over gRPC (HTTP/2), see [`ext_authz`](super::ext_authz)
 //! * `GET  /v1/projects`       ids and revisions of every project
 //! * `GET  /v1/projects/{id}`  one project as served now
 //!
-//! `GET /v1/resolve` is the hot path: parse the query in place, resolve,
-//! answer with pre-rendered bytes and headers. No allocation beyond what
-//! hyper needs for the response itself.
+//! Resolve, forward-auth and `Check` are the hot path: read the input in
+//! place, resolve, answer with pre-rendered bytes and headers. No
+//! allocation beyond what hyper needs for the response itself (and, for
+//! gRPC, the encoded message).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -21,7 +26,8 @@ use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 
 use super::error::{clip, json_ok, json_response, ApiError, ErrorCode, JSON};
-use super::query::{fill_from_headers, parse_query, ResolveQuery};
+use super::ext_authz::{self, RpcError};
+use super::query::{fill_from_headers, parse_query, single_header, ResolveQuery};
 use super::views::ProjectView;
 use super::{Body, Handler};
 use crate::model::validate::is_valid_id;
@@ -50,12 +56,15 @@ impl Handler for DataPlane {
         let path = req.uri().path();
         match (req.method(), path) {
             (&Method::GET, "/v1/resolve") => self.resolve(&req),
+            (_, "/v1/authz") => self.authz(&req),
+            (_, p) if p.starts_with("/v1/authz/") => self.authz(&req),
+            (&Method::POST, ext_authz::CHECK_PATH) => self.check(req).await,
             (&Method::POST, "/v1/resolve/batch") => self.batch(req).await,
             (&Method::GET, "/v1/projects") => self.list(),
             (&Method::GET, p) if p.starts_with("/v1/projects/") => {
                 self.project(&p["/v1/projects/".len()..])
             }
-            (m, "/v1/resolve" | "/v1/resolve/batch" | "/v1/projects") => {
+            (m, "/v1/resolve" | "/v1/resolve/batch" | "/v1/projects" | ext_authz::CHECK_PATH) => {
                 ApiError::method_not_allowed(m, path).into_response()
             }
             (m, p) if p.starts_with("/v1/projects/") => {
@@ -87,6 +96,88 @@ impl DataPlane {
         }
     }
 
+    /// Forward-auth: any method, project and environment from the
+    /// configured headers only (the query and body are the client's).
+    fn authz(&self, req: &Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let headers = req.headers();
+        let project = single_header(headers, &self.project_header);
+        let environment = single_header(headers, &self.environment_header);
+        let query = match (project, environment) {
+            (Ok(project), Ok(environment)) => ResolveQuery {
+                project: project.map(Cow::Borrowed),
+                environment: environment.map(Cow::Borrowed),
+                strict: false,
+            },
+            (Err(message), _) | (_, Err(message)) => {
+                return self
+                    .invalid(Api::AuthzHttp, message, started)
+                    .into_response()
+            }
+        };
+        match self.resolve_one(Api::AuthzHttp, &query, started) {
+            Ok(answer) => answer_response(answer),
+            Err(err) => err.into_response(),
+        }
+    }
+
+    /// Envoy ext_authz `Check` over gRPC.
+    async fn check(&self, req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let grpc = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if !grpc {
+            return ApiError::invalid("content-type must be application/grpc").into_response();
+        }
+        let body = match Limited::new(req.into_body(), MAX_BATCH_BYTES)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return ext_authz::failure(&RpcError::new(
+                    ext_authz::code::RESOURCE_EXHAUSTED,
+                    format!("request larger than {MAX_BATCH_BYTES} bytes"),
+                ))
+            }
+            Err(e) => {
+                return ext_authz::failure(&RpcError::new(
+                    ext_authz::code::INVALID_ARGUMENT,
+                    format!("cannot read the request: {e}"),
+                ))
+            }
+        };
+        let request = match ext_authz::decode_request(&body) {
+            Ok(request) => request,
+            Err(e) => return ext_authz::failure(&e),
+        };
+        let query =
+            match ext_authz::identity(&request, &self.project_header, &self.environment_header) {
+                Ok((project, environment)) => ResolveQuery {
+                    project: project.map(Cow::Owned),
+                    environment: environment.map(Cow::Owned),
+                    strict: false,
+                },
+                Err(message) => {
+                    let err = self.invalid(Api::AuthzGrpc, message, started);
+                    return ext_authz::reply(&ext_authz::denied(&err));
+                }
+            };
+        match self.resolve_one(Api::AuthzGrpc, &query, started) {
+            Ok(answer) => {
+                let project = query.project.as_deref().unwrap_or_default();
+                ext_authz::reply(&ext_authz::allowed(&answer, project))
+            }
+            // Envoy's failure_mode_allow decides.
+            Err(err) if err.code == ErrorCode::NotReady => {
+                ext_authz::failure(&RpcError::new(ext_authz::code::UNAVAILABLE, err.message))
+            }
+            Err(err) => ext_authz::reply(&ext_authz::denied(&err)),
+        }
+    }
+
     /// Resolves one request and records it in the metrics.
     fn resolve_one(
         &self,
@@ -95,10 +186,17 @@ impl DataPlane {
         started: Instant,
     ) -> Result<Answer, ApiError> {
         let Some(project) = query.project.as_deref() else {
-            let message = format!(
-                "project is required (query parameter \"project\" or header {})",
-                self.project_header
-            );
+            let header = &self.project_header;
+            let message = match api {
+                Api::Resolve => {
+                    format!("project is required (query parameter \"project\" or header {header})")
+                }
+                Api::Batch => "project is required in every batch item".to_owned(),
+                Api::AuthzHttp => format!("header {header} is required"),
+                Api::AuthzGrpc => format!(
+                    "project is required (context extension \"project\" or header {header})"
+                ),
+            };
             return Err(self.invalid(api, message, started));
         };
         // An empty environment is the same as none: proxies often forward

@@ -7,6 +7,7 @@
 //! * [`data`]: the data plane (what gateways call).
 //! * [`admin`]: the operator plane (metrics, health, status, refresh).
 //! * [`error`]: every error answer, from one vocabulary of codes.
+//! * [`ext_authz`]: Envoy's ext_authz gRPC messages and framing.
 //! * [`query`]: query strings and identity headers.
 //! * [`views`]: JSON views of domain state. [`body`]: response bodies.
 //!
@@ -17,6 +18,8 @@ pub mod admin;
 pub mod body;
 pub mod data;
 pub mod error;
+pub mod ext_authz;
+mod prefixed;
 pub mod query;
 pub mod views;
 
@@ -26,13 +29,15 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use prefixed::Prefixed;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Semaphore};
 
@@ -56,6 +61,9 @@ pub struct Limits {
     /// Open connections per listener; one more is answered `503
     /// overloaded` and closed at once.
     pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection (a client opening more
+    /// is refused the extra streams).
+    pub max_streams: u32,
 }
 
 impl Default for Limits {
@@ -65,6 +73,7 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             drain_deadline: Duration::from_secs(10),
             max_connections: 1024,
+            max_streams: 256,
         }
     }
 }
@@ -93,8 +102,38 @@ impl Listener for UnixListener {
     }
 }
 
+/// The HTTP/2 connection preface a client with prior knowledge sends.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Which protocol a connection speaks, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// Reads until the first bytes either are the HTTP/2 preface or cannot be
+/// (one read is enough for HTTP/1.1: its first byte is a method's).
+async fn sniff<I: AsyncRead + Unpin>(io: &mut I) -> io::Result<(Protocol, Bytes)> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = io.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        filled += n;
+        if buf[..filled] != H2_PREFACE[..filled] {
+            return Ok((Protocol::Http1, Bytes::copy_from_slice(&buf[..filled])));
+        }
+    }
+    Ok((Protocol::Http2, Bytes::copy_from_slice(&buf)))
+}
+
 /// Serves `handler` on `listener` until `shutdown` flips, then stops
 /// accepting and lets in-flight requests finish within the drain deadline.
+/// Each connection speaks HTTP/1.1, or HTTP/2 when it opens with the
+/// HTTP/2 preface (prior knowledge, h2c), with the same limits either way.
 pub async fn serve<L: Listener, H: Handler>(
     mut listener: L,
     handler: Arc<H>,
@@ -102,7 +141,7 @@ pub async fn serve<L: Listener, H: Handler>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     // What a connection over the limit receives before it is closed.
-    let overloaded: bytes::Bytes = ApiError::new(
+    let overloaded: Bytes = ApiError::new(
         ErrorCode::Overloaded,
         "too many open connections; retry later",
     )
@@ -110,11 +149,19 @@ pub async fn serve<L: Listener, H: Handler>(
     .into();
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
+    let mut http1 = http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_streams)
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .max_send_buf_size(64 * 1024);
+    let (http1, http2) = (Arc::new(http1), Arc::new(http2));
     loop {
         let io = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -142,9 +189,23 @@ pub async fn serve<L: Listener, H: Handler>(
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler.handle(req).await) }
         });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(io), service));
+        let (http1, http2) = (http1.clone(), http2.clone());
+        let watcher = graceful.watcher();
+        let header_read_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let mut io = io;
+            // A client that sends nothing is cut like a slow request head.
+            let (protocol, prefix) =
+                match tokio::time::timeout(header_read_timeout, sniff(&mut io)).await {
+                    Ok(Ok(sniffed)) => sniffed,
+                    _ => return,
+                };
+            let io = TokioIo::new(Prefixed::new(prefix, io));
+            let result = match protocol {
+                Protocol::Http1 => watcher.watch(http1.serve_connection(io, service)).await,
+                Protocol::Http2 => watcher.watch(http2.serve_connection(io, service)).await,
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(permit);

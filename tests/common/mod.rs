@@ -451,4 +451,5 @@ pub fn system_tool(name: &str, package: &str) -> Option<PathBuf> {
     }
     found
 }
+pub mod h2;
 pub mod process;

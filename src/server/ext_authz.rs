@@ -1,0 +1,485 @@
+//! Envoy's external authorization over gRPC
+//! (`envoy.service.auth.v3.Authorization/Check`): the wire format only.
+//!
+//! The messages are written here from the proto field numbers of
+//! `envoy/service/auth/v3/external_auth.proto` and its imports, with only
+//! the fields the sidecar reads or writes (prost skips the rest), so no
+//! `protoc` and no generated code are needed. What a check decides is the
+//! data plane's business (`server::data`); this module reads a request's
+//! input and words the answer.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
+use prost::Message;
+
+use super::error::ApiError;
+use super::Body;
+use crate::store::Answer;
+
+/// The RPC's path (HTTP/2 `:path`).
+pub const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
+
+/// gRPC status codes used here (`google.rpc.Code`).
+pub mod code {
+    pub const OK: i32 = 0;
+    pub const INVALID_ARGUMENT: i32 = 3;
+    pub const NOT_FOUND: i32 = 5;
+    pub const RESOURCE_EXHAUSTED: i32 = 8;
+    pub const UNIMPLEMENTED: i32 = 12;
+    pub const UNAVAILABLE: i32 = 14;
+}
+
+/// `envoy.config.core.v3.HeaderValueOption.HeaderAppendAction`.
+const OVERWRITE_IF_EXISTS_OR_ADD: i32 = 2;
+
+#[derive(Clone, PartialEq, Message)]
+pub struct CheckRequest {
+    #[prost(message, optional, tag = "1")]
+    pub attributes: Option<AttributeContext>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct AttributeContext {
+    #[prost(message, optional, tag = "4")]
+    pub request: Option<AttributeRequest>,
+    /// Set per route by the operator (`ExtAuthzPerRoute.check_settings`).
+    #[prost(map = "string, string", tag = "10")]
+    pub context_extensions: HashMap<String, String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct AttributeRequest {
+    #[prost(message, optional, tag = "2")]
+    pub http: Option<HttpRequest>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct HttpRequest {
+    #[prost(string, tag = "2")]
+    pub method: String,
+    /// Lower-case names; Envoy joins repeated headers with `,`.
+    #[prost(map = "string, string", tag = "3")]
+    pub headers: HashMap<String, String>,
+    #[prost(string, tag = "4")]
+    pub path: String,
+    /// Set instead of `headers` when Envoy encodes raw headers.
+    #[prost(message, optional, tag = "13")]
+    pub header_map: Option<HeaderMap>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct HeaderMap {
+    #[prost(message, repeated, tag = "1")]
+    pub headers: Vec<HeaderValueProto>,
+}
+
+/// `envoy.config.core.v3.HeaderValue`.
+#[derive(Clone, PartialEq, Message)]
+pub struct HeaderValueProto {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+    #[prost(bytes = "vec", tag = "3")]
+    pub raw_value: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct CheckResponse {
+    #[prost(message, optional, tag = "1")]
+    pub status: Option<RpcStatus>,
+    #[prost(oneof = "HttpResponse", tags = "2, 3")]
+    pub http_response: Option<HttpResponse>,
+    #[prost(message, optional, tag = "4")]
+    pub dynamic_metadata: Option<Struct>,
+}
+
+/// `google.rpc.Status`.
+#[derive(Clone, PartialEq, Message)]
+pub struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum HttpResponse {
+    #[prost(message, tag = "2")]
+    Denied(DeniedHttpResponse),
+    #[prost(message, tag = "3")]
+    Ok(OkHttpResponse),
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct DeniedHttpResponse {
+    #[prost(message, optional, tag = "1")]
+    pub status: Option<HttpStatus>,
+    #[prost(message, repeated, tag = "2")]
+    pub headers: Vec<HeaderValueOption>,
+    #[prost(string, tag = "3")]
+    pub body: String,
+}
+
+/// `envoy.type.v3.HttpStatus`: the code is the HTTP status number.
+#[derive(Clone, PartialEq, Message)]
+pub struct HttpStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct OkHttpResponse {
+    #[prost(message, repeated, tag = "2")]
+    pub headers: Vec<HeaderValueOption>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct HeaderValueOption {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<HeaderValueProto>,
+    #[prost(int32, tag = "3")]
+    pub append_action: i32,
+}
+
+/// `google.protobuf.Struct`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Struct {
+    #[prost(btree_map = "string, message", tag = "1")]
+    pub fields: BTreeMap<String, Value>,
+}
+
+/// `google.protobuf.Value` (the kinds used here).
+#[derive(Clone, PartialEq, Message)]
+pub struct Value {
+    #[prost(oneof = "Kind", tags = "3")]
+    pub kind: Option<Kind>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Kind {
+    #[prost(string, tag = "3")]
+    String(String),
+}
+
+/// A request that cannot be taken as a `Check` call at all (the RPC fails
+/// with this status; a check that merely denies is a `CheckResponse`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl RpcError {
+    pub fn new(code: i32, message: impl Into<String>) -> RpcError {
+        RpcError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads a unary request body: one uncompressed, length-prefixed message.
+pub fn decode_request(body: &[u8]) -> Result<CheckRequest, RpcError> {
+    let invalid = |m: &str| RpcError::new(code::INVALID_ARGUMENT, m);
+    let Some((&[flag, a, b, c, d], message)) = body.split_first_chunk::<5>() else {
+        return Err(invalid("a gRPC message needs its 5-byte prefix"));
+    };
+    if flag != 0 {
+        return Err(RpcError::new(
+            code::UNIMPLEMENTED,
+            "compressed messages are not supported",
+        ));
+    }
+    let len = u32::from_be_bytes([a, b, c, d]) as usize;
+    if len != message.len() {
+        return Err(invalid(&format!(
+            "the message prefix says {len} bytes, {} followed",
+            message.len()
+        )));
+    }
+    CheckRequest::decode(message).map_err(|e| invalid(&format!("not a CheckRequest: {e}")))
+}
+
+/// The project and environment a check asks about, as sent: the route's
+/// `context_extensions` first, then the configured request headers. A
+/// header sent more than once is an error (Envoy joins repeats with `,`
+/// in `headers`, and lists them apart in `header_map`).
+pub fn identity(
+    request: &CheckRequest,
+    project_header: &HeaderName,
+    environment_header: &HeaderName,
+) -> Result<(Option<String>, Option<String>), String> {
+    let empty = HashMap::new();
+    let attributes = request.attributes.as_ref();
+    let extensions = attributes.map_or(&empty, |a| &a.context_extensions);
+    let http = attributes
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref());
+    let header = |name: &HeaderName| -> Result<Option<String>, String> {
+        let Some(http) = http else { return Ok(None) };
+        let mut found = http
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name.as_str()))
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>();
+        if let Some(map) = &http.header_map {
+            found.extend(
+                map.headers
+                    .iter()
+                    .filter(|h| h.key.eq_ignore_ascii_case(name.as_str()))
+                    .map(|h| {
+                        if h.raw_value.is_empty() {
+                            h.value.clone()
+                        } else {
+                            String::from_utf8_lossy(&h.raw_value).into_owned()
+                        }
+                    }),
+            );
+        }
+        match found.as_slice() {
+            [] => Ok(None),
+            [one] if !one.contains(',') => Ok(Some(one.clone())),
+            _ => Err(format!("header {name} is repeated")),
+        }
+    };
+    let project = match extensions.get("project") {
+        Some(p) => Some(p.clone()),
+        None => header(project_header)?,
+    };
+    let environment = match extensions.get("environment") {
+        Some(e) => Some(e.clone()),
+        None => header(environment_header)?,
+    };
+    Ok((project, environment))
+}
+
+/// The answer for a resolved check: OK, the three headers set (replacing
+/// whatever the client sent), and the resolution as dynamic metadata.
+pub fn allowed(answer: &Answer, project: &str) -> CheckResponse {
+    let text = |v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
+    let set = |key: &HeaderName, value: String| HeaderValueOption {
+        header: Some(HeaderValueProto {
+            key: key.as_str().to_owned(),
+            value,
+            raw_value: Vec::new(),
+        }),
+        append_action: OVERWRITE_IF_EXISTS_OR_ADD,
+    };
+    let environment = text(&answer.environment);
+    let revision = text(&answer.revision);
+    let outcome = answer.outcome.as_str().to_owned();
+    let metadata = [
+        ("project", project.to_owned()),
+        ("revision", revision.clone()),
+        ("environment", environment.clone()),
+        ("outcome", outcome.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| {
+        (
+            k.to_owned(),
+            Value {
+                kind: Some(Kind::String(v)),
+            },
+        )
+    })
+    .collect();
+    CheckResponse {
+        status: Some(RpcStatus {
+            code: code::OK,
+            message: String::new(),
+        }),
+        http_response: Some(HttpResponse::Ok(OkHttpResponse {
+            headers: vec![
+                set(&super::data::RESOLVED_ENVIRONMENT, environment),
+                set(&super::data::RESOLUTION_OUTCOME, outcome),
+                set(&super::data::SNAPSHOT_REVISION, revision),
+            ],
+        })),
+        dynamic_metadata: Some(Struct { fields: metadata }),
+    }
+}
+
+/// The answer for a denied check: NOT_FOUND (404) or INVALID_ARGUMENT
+/// (400), with the sidecar's JSON error as the body Envoy sends back.
+pub fn denied(error: &ApiError) -> CheckResponse {
+    let code = if error.status() == StatusCode::NOT_FOUND {
+        code::NOT_FOUND
+    } else {
+        code::INVALID_ARGUMENT
+    };
+    CheckResponse {
+        status: Some(RpcStatus {
+            code,
+            message: error.message.clone(),
+        }),
+        http_response: Some(HttpResponse::Denied(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: i32::from(error.status().as_u16()),
+            }),
+            headers: vec![HeaderValueOption {
+                header: Some(HeaderValueProto {
+                    key: "content-type".into(),
+                    value: "application/json".into(),
+                    raw_value: Vec::new(),
+                }),
+                append_action: OVERWRITE_IF_EXISTS_OR_ADD,
+            }],
+            body: String::from_utf8_lossy(&error.body()).into_owned(),
+        })),
+        dynamic_metadata: None,
+    }
+}
+
+const GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
+/// A successful call carrying `message`, with `grpc-status: 0` trailers.
+pub fn reply(message: &CheckResponse) -> Response<Body> {
+    let len = message.encoded_len();
+    let mut out = BytesMut::with_capacity(5 + len);
+    out.put_u8(0);
+    out.put_u32(len as u32);
+    // Into a buffer of the right size: cannot fail.
+    let _ = message.encode(&mut out);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert(GRPC_STATUS, HeaderValue::from_static("0"));
+    let mut response = Response::new(Body::with_trailers(out.freeze(), trailers));
+    response.headers_mut().insert(header::CONTENT_TYPE, GRPC);
+    response
+}
+
+/// A failed call (trailers only: the status is in the response headers).
+pub fn failure(error: &RpcError) -> Response<Body> {
+    let mut response = Response::new(Body::new(Bytes::new()));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, GRPC);
+    headers.insert(GRPC_STATUS, HeaderValue::from(error.code));
+    if let Ok(message) = HeaderValue::from_str(&percent_encode(&error.message)) {
+        headers.insert(GRPC_MESSAGE, message);
+    }
+    response
+}
+
+/// `grpc-message` is percent-encoded (the gRPC spec: bytes outside
+/// printable ASCII, and `%`).
+fn percent_encode(text: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(message: &impl Message) -> Vec<u8> {
+        let body = message.encode_to_vec();
+        let mut out = vec![0];
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn request(headers: &[(&str, &str)], extensions: &[(&str, &str)]) -> CheckRequest {
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(AttributeRequest {
+                    http: Some(HttpRequest {
+                        method: "GET".into(),
+                        headers: headers
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                        path: "/v1/chat".into(),
+                        header_map: None,
+                    }),
+                }),
+                context_extensions: extensions
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            }),
+        }
+    }
+
+    const P: HeaderName = HeaderName::from_static("x-project-id");
+    const E: HeaderName = HeaderName::from_static("x-environment");
+
+    #[test]
+    fn a_framed_request_round_trips_and_bad_frames_are_refused() {
+        let req = request(&[("x-project-id", "acme")], &[]);
+        let bytes = framed(&req);
+        assert_eq!(decode_request(&bytes).unwrap(), req);
+        assert_eq!(
+            decode_request(&bytes[..3]).unwrap_err().code,
+            code::INVALID_ARGUMENT
+        );
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(
+            decode_request(&long).unwrap_err().code,
+            code::INVALID_ARGUMENT
+        );
+        let mut compressed = bytes.clone();
+        compressed[0] = 1;
+        assert_eq!(
+            decode_request(&compressed).unwrap_err().code,
+            code::UNIMPLEMENTED
+        );
+        let mut garbage = vec![0, 0, 0, 0, 3];
+        garbage.extend_from_slice(&[0xff, 0xff, 0xff]);
+        assert_eq!(
+            decode_request(&garbage).unwrap_err().code,
+            code::INVALID_ARGUMENT
+        );
+    }
+
+    #[test]
+    fn context_extensions_win_over_headers() {
+        let req = request(
+            &[("x-project-id", "from-header"), ("x-environment", "qa")],
+            &[("project", "from-route")],
+        );
+        assert_eq!(
+            identity(&req, &P, &E).unwrap(),
+            (Some("from-route".into()), Some("qa".into()))
+        );
+    }
+
+    #[test]
+    fn repeated_identity_headers_are_refused_in_both_encodings() {
+        let joined = request(&[("x-project-id", "acme,globex")], &[]);
+        assert!(identity(&joined, &P, &E).is_err());
+        let mut raw = request(&[], &[]);
+        let http = raw.attributes.as_mut().unwrap().request.as_mut().unwrap();
+        http.http.as_mut().unwrap().header_map = Some(HeaderMap {
+            headers: ["acme", "globex"]
+                .iter()
+                .map(|v| HeaderValueProto {
+                    key: "x-project-id".into(),
+                    value: String::new(),
+                    raw_value: v.as_bytes().to_vec(),
+                })
+                .collect(),
+        });
+        assert!(identity(&raw, &P, &E).is_err());
+    }
+
+    #[test]
+    fn grpc_messages_are_percent_encoded() {
+        assert_eq!(percent_encode("a b%c\né"), "a b%25c%0A%C3%A9");
+    }
+}
