@@ -20,13 +20,17 @@ async fn sidecar() -> TestSidecar {
 
 #[tokio::test]
 async fn curl_with_prior_knowledge_and_plain_http1_share_the_port() {
+    let Some(curl) = common::system_tool("curl", "curl") else {
+        return;
+    };
     let t = sidecar().await;
     let url = t.data("/v1/resolve?project=acme&environment=qa");
     for flag in ["--http2-prior-knowledge", "--http1.1"] {
         let args = ["-s", "-i", flag, &url].map(str::to_owned);
         // Off the runtime: the sidecar under test runs on this thread.
+        let curl = curl.clone();
         let out = tokio::task::spawn_blocking(move || {
-            std::process::Command::new("curl").args(args).output()
+            std::process::Command::new(curl).args(args).output()
         })
         .await
         .unwrap()

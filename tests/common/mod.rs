@@ -451,5 +451,6 @@ pub fn system_tool(name: &str, package: &str) -> Option<PathBuf> {
     }
     found
 }
+pub mod gateway;
 pub mod h2;
 pub mod process;
