@@ -447,3 +447,34 @@ pub fn start_floor(dir: &Path, body: &[u8]) -> (Child, SocketAddr) {
     wait_listening(addr);
     (child, addr)
 }
+
+/// The body of the README's fenced block whose first line contains
+/// `marker` (the gateway recipes), so the bench runs what is documented.
+pub fn readme_block(marker: &str) -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md is readable");
+    let mut rest = readme.as_str();
+    while let Some(at) = rest.find("```") {
+        let after = &rest[at + 3..];
+        let Some(newline) = after.find('\n') else { break };
+        let body_start = &after[newline + 1..];
+        let Some(end) = body_start.find("```") else { break };
+        let body = &body_start[..end];
+        if body.lines().next().is_some_and(|l| l.contains(marker)) {
+            return body.to_string();
+        }
+        rest = &body_start[end + 3..];
+    }
+    panic!("the README has no block starting with {marker:?}");
+}
+
+/// Starts a process with its output discarded.
+pub fn spawn_quiet(program: &Path, args: &[&str]) -> Child {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{} starts: {e}", program.display()))
+}
