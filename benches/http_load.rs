@@ -67,9 +67,26 @@ fn main() {
         "/v1/resolve?project=proj-000001",
         Duration::from_secs(60),
     );
+    let sidecar_pid = sidecar.id();
+    let authz_script = dir.path().join("authz.lua");
+    std::fs::write(
+        &authz_script,
+        support::lua_script(PROJECTS, "/v1/authz", true),
+    )
+    .unwrap();
     let mut targets = vec![
-        Target::new("sidecar", format!("http://{sidecar_addr}"), Some(sidecar)),
+        Target::new(
+            "sidecar /v1/resolve",
+            format!("http://{sidecar_addr}"),
+            Some(sidecar),
+        ),
         Target::new("floor (hyper)", format!("http://{floor_addr}"), Some(floor)),
+        Target::alias(
+            "sidecar /v1/authz",
+            format!("http://{sidecar_addr}"),
+            Some(sidecar_pid),
+            &authz_script,
+        ),
     ];
     if let Some(nginx) = &nginx {
         let addr = support::free_addr();
@@ -93,6 +110,15 @@ fn main() {
             &results,
         );
     }
+    protocols(
+        dir.path(),
+        sidecar_addr,
+        floor_addr,
+        sidecar_pid,
+        targets[1].pid,
+        rounds,
+        secs,
+    );
     // Keep the floor for the churn comparison.
     let floor = targets.remove(1);
     drop(targets);
@@ -146,6 +172,158 @@ fn typical_answer(snapshot: &[u8]) -> Vec<u8> {
         .unwrap()
 }
 
+/// One generator (h2load) for HTTP/1.1 and HTTP/2, over TCP and the Unix
+/// socket, and for gRPC `Check`: CPU per request side by side.
+fn protocols(
+    dir: &Path,
+    sidecar: SocketAddr,
+    floor: SocketAddr,
+    sidecar_pid: u32,
+    floor_pid: Option<u32>,
+    rounds: usize,
+    secs: u64,
+) {
+    if support::which("h2load").is_none() {
+        eprintln!(
+            "h2load not found: the protocol table is skipped (apt-get install nghttp2-client)"
+        );
+        return;
+    }
+    let uris = dir.join("uris.txt");
+    std::fs::write(&uris, support::resolve_uris(PROJECTS, 10_000)).unwrap();
+    let fixed = dir.join("fixed.txt");
+    std::fs::write(
+        &fixed,
+        "http://localhost/v1/resolve?project=proj-000042&environment=staging\n",
+    )
+    .unwrap();
+    let check = dir.join("check.txt");
+    std::fs::write(
+        &check,
+        format!(
+            "http://localhost{}\n",
+            env_sidecar::server::ext_authz::CHECK_PATH
+        ),
+    )
+    .unwrap();
+    let body = dir.join("check.bin");
+    std::fs::write(&body, check_body()).unwrap();
+    let socket = dir.join("data.sock");
+    let tcp = format!("http://{sidecar}");
+    let unix = format!("unix:{}", socket.display());
+    let load = |base: &str, http1: bool, extra: &[&str]| support::H2Load {
+        threads: 1,
+        clients: if http1 { 32 } else { 4 },
+        streams: if http1 { 1 } else { 8 },
+        secs,
+        http1,
+        base: base.to_owned(),
+        extra: extra.iter().map(|s| s.to_string()).collect(),
+    };
+    let grpc = [
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        "te: trailers",
+        "-d",
+        body.to_str().unwrap(),
+    ];
+    let rows: Vec<(&str, support::H2Load, &Path, Option<u32>)> = vec![
+        (
+            "sidecar, TCP, HTTP/1.1",
+            load(&tcp, true, &[]),
+            &uris,
+            Some(sidecar_pid),
+        ),
+        (
+            "floor, TCP, HTTP/1.1",
+            load(&format!("http://{floor}"), true, &[]),
+            &uris,
+            floor_pid,
+        ),
+        (
+            "sidecar, TCP, HTTP/2 (4 conns x 8 streams)",
+            load(&tcp, false, &[]),
+            &uris,
+            Some(sidecar_pid),
+        ),
+        (
+            "sidecar, Unix socket, HTTP/1.1",
+            load(&unix, true, &[]),
+            &uris,
+            Some(sidecar_pid),
+        ),
+        (
+            "sidecar, Unix socket, HTTP/2",
+            load(&unix, false, &[]),
+            &uris,
+            Some(sidecar_pid),
+        ),
+        (
+            "sidecar, HTTP/2, one project",
+            load(&tcp, false, &[]),
+            &fixed,
+            Some(sidecar_pid),
+        ),
+        (
+            "sidecar, gRPC Check, one project",
+            load(&tcp, false, &grpc),
+            &check,
+            Some(sidecar_pid),
+        ),
+    ];
+    let mut results: Vec<(String, Vec<support::Run>)> = rows
+        .iter()
+        .map(|(n, ..)| (n.to_string(), Vec::new()))
+        .collect();
+    for round in 0..rounds {
+        for (i, (name, load, uris, pid)) in rows.iter().enumerate() {
+            let run = support::h2load(load, uris, *pid);
+            eprintln!(
+                "round {}: {name:>44}: {:>9.0} req/s  p99 {:>8.1?}  cpu/req {:>8.1?}",
+                round + 1,
+                run.rps,
+                run.p99,
+                run.cpu_per_request.unwrap_or_default()
+            );
+            results[i].1.push(run);
+        }
+    }
+    support::print_table(
+        "protocols and transports, one generator (h2load -t1, 32 HTTP/1.1 connections or 4 x 8 HTTP/2 streams)",
+        "sidecar, TCP, HTTP/1.1",
+        &results,
+    );
+}
+
+/// A `Check` call for proj-000042 / staging, framed for gRPC.
+fn check_body() -> Vec<u8> {
+    use env_sidecar::server::ext_authz::*;
+    use prost::Message;
+    let request = CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(AttributeRequest {
+                http: Some(HttpRequest {
+                    method: "POST".into(),
+                    headers: [
+                        ("x-project-id".to_owned(), "proj-000042".to_owned()),
+                        ("x-environment".to_owned(), "staging".to_owned()),
+                    ]
+                    .into(),
+                    path: "/v1/chat/completions".into(),
+                    header_map: None,
+                }),
+            }),
+            context_extensions: Default::default(),
+        }),
+    };
+    let message = request.encode_to_vec();
+    let mut out = vec![0];
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(&message);
+    out
+}
+
 fn start_sidecar(dir: &Path, addr: SocketAddr, control_plane: Option<&str>) -> Child {
     let source = match control_plane {
         Some(url) => format!("kind = \"http\"\nurl = \"{url}\"\n"),
@@ -155,8 +333,10 @@ fn start_sidecar(dir: &Path, addr: SocketAddr, control_plane: Option<&str>) -> C
         ),
     };
     let admin = support::free_addr();
+    let socket = dir.join("data.sock");
     let config = format!(
-        "[server]\nlisten = \"{addr}\"\n[admin]\nlisten = \"{admin}\"\n[source]\n{source}[cache]\npath = \"\"\n"
+        "[server]\nlisten = \"{addr}\"\nunix_socket = \"{}\"\n[admin]\nlisten = \"{admin}\"\n[source]\n{source}[cache]\npath = \"\"\n",
+        socket.display()
     );
     support::start_sidecar(dir, &format!("sidecar-{}", addr.port()), &config)
 }

@@ -30,6 +30,8 @@ pub struct Target {
     /// The process whose CPU is charged to the requests.
     pub pid: Option<u32>,
     pub child: Option<Child>,
+    /// A wrk script of its own (the run's script otherwise).
+    pub script: Option<PathBuf>,
 }
 
 impl Target {
@@ -39,6 +41,19 @@ impl Target {
             url,
             pid: child.as_ref().map(Child::id),
             child,
+            script: None,
+        }
+    }
+
+    /// The same server under another name, driven with `script`, its CPU
+    /// charged to `pid` (the process stays owned by the first target).
+    pub fn alias(name: &str, url: String, pid: Option<u32>, script: &Path) -> Target {
+        Target {
+            name: name.to_owned(),
+            url,
+            pid,
+            child: None,
+            script: Some(script.to_owned()),
         }
     }
 }
@@ -51,8 +66,22 @@ impl Drop for Target {
     }
 }
 
-/// `utime + stime` of a process, from `/proc/PID/stat`.
+/// `utime + stime` of a process and its direct children (nginx's worker),
+/// from `/proc/PID/stat`.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let own = process_cpu_time(pid)?;
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    Some(
+        children
+            .split_whitespace()
+            .filter_map(|c| c.parse().ok())
+            .filter_map(process_cpu_time)
+            .fold(own, |sum, c| sum + c),
+    )
+}
+
+fn process_cpu_time(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces; fields count from after its ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -159,7 +188,7 @@ pub fn alternate(
         .collect();
     for round in 0..rounds {
         for (i, t) in targets.iter().enumerate() {
-            let run = wrk(&t.url, load, script, t.pid);
+            let run = wrk(&t.url, load, t.script.as_deref().unwrap_or(script), t.pid);
             eprintln!(
                 "round {}: {:>22}: {:>9.0} req/s  p50 {:>8.1?}  p99 {:>8.1?}  cpu/req {:>8.1?}",
                 round + 1,
@@ -456,9 +485,13 @@ pub fn readme_block(marker: &str) -> String {
     let mut rest = readme.as_str();
     while let Some(at) = rest.find("```") {
         let after = &rest[at + 3..];
-        let Some(newline) = after.find('\n') else { break };
+        let Some(newline) = after.find('\n') else {
+            break;
+        };
         let body_start = &after[newline + 1..];
-        let Some(end) = body_start.find("```") else { break };
+        let Some(end) = body_start.find("```") else {
+            break;
+        };
         let body = &body_start[..end];
         if body.lines().next().is_some_and(|l| l.contains(marker)) {
             return body.to_string();
@@ -477,4 +510,114 @@ pub fn spawn_quiet(program: &Path, args: &[&str]) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("{} starts: {e}", program.display()))
+}
+
+/// h2load's shape of load (one generator for HTTP/1.1 and HTTP/2, TCP
+/// and Unix socket, so those rows compare like for like).
+#[derive(Debug, Clone)]
+pub struct H2Load {
+    pub threads: u32,
+    pub clients: u32,
+    /// Concurrent streams per connection (1 for HTTP/1.1).
+    pub streams: u32,
+    pub secs: u64,
+    pub http1: bool,
+    /// `unix:PATH` or `http://ADDR`.
+    pub base: String,
+    /// Extra arguments (`-H`, `-d`).
+    pub extra: Vec<String>,
+}
+
+/// Runs h2load over the request URIs in `uris` (cycled), charging `pid`'s
+/// CPU. Latency percentiles come from h2load's per-request log.
+pub fn h2load(load: &H2Load, uris: &Path, pid: Option<u32>) -> Run {
+    let log = uris.with_extension(format!("{}.log", std::process::id()));
+    let before = pid.and_then(cpu_time);
+    let mut cmd = Command::new("h2load");
+    cmd.args(["-t", &load.threads.to_string()])
+        .args(["-c", &load.clients.to_string()])
+        .args(["-m", &load.streams.to_string()])
+        .args(["-D", &load.secs.to_string()])
+        .args(["-B", &load.base])
+        .arg("-i")
+        .arg(uris)
+        .arg("--log-file")
+        .arg(&log)
+        .args(&load.extra);
+    if load.http1 {
+        cmd.arg("--h1");
+    }
+    let out = cmd.output().expect("h2load runs");
+    let after = pid.and_then(cpu_time);
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "requests: 100 total, 100 started, 100 done, 100 succeeded, 0 failed, ..."
+    let succeeded = text
+        .lines()
+        .find(|l| l.starts_with("requests:"))
+        .and_then(|l| l.split(", ").find(|p| p.ends_with(" succeeded")))
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("finished in"))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0);
+    if succeeded == 0 || text.contains("errored") && !text.contains(" 0 errored") {
+        eprintln!("warning: h2load against {}:\n{text}", load.base);
+    }
+    // Log lines: start time (µs), status, duration (µs).
+    let mut durations: Vec<u64> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split('\t').nth(2)?.trim().parse().ok())
+        .collect();
+    let _ = std::fs::remove_file(&log);
+    durations.sort_unstable();
+    let pct = |p: f64| {
+        durations
+            .get(((durations.len() as f64 * p) as usize).min(durations.len().saturating_sub(1)))
+            .map(|us| Duration::from_micros(*us))
+            .unwrap_or_default()
+    };
+    let cpu_per_request = match (before, after) {
+        (Some(b), Some(a)) if succeeded > 0 => Some((a - b) / succeeded as u32),
+        _ => None,
+    };
+    Run {
+        rps,
+        requests: succeeded,
+        p50: pct(0.5),
+        p99: pct(0.99),
+        cpu_per_request,
+    }
+}
+
+/// `count` random resolve URIs over `projects` (the host is a
+/// placeholder: h2load's `-B` says where to connect).
+pub fn resolve_uris(projects: usize, count: usize) -> String {
+    let slugs = [
+        "prod",
+        "staging",
+        "qa",
+        "canary",
+        "dev",
+        "perf",
+        "eu-canary",
+        "sandbox",
+        "Staging",
+        "unknown",
+    ];
+    let mut rng = fastrand::Rng::with_seed(7);
+    (0..count)
+        .map(|_| {
+            format!(
+                "http://localhost/v1/resolve?project=proj-{:06}&environment={}\n",
+                rng.usize(..projects),
+                slugs[rng.usize(..slugs.len())]
+            )
+        })
+        .collect()
 }
