@@ -23,7 +23,7 @@ use serde::Serialize;
 use super::error::{clip, json_ok, json_response, ApiError};
 use super::query::{flag, params};
 use super::views::{RefreshView, RejectionView};
-use super::{Body, Handler};
+use super::{Body, Handler, Reply};
 use crate::config::secret::Secret;
 use crate::config::{SourceKind, SyncMode};
 use crate::model::timestamp::format_rfc3339;
@@ -55,15 +55,15 @@ pub struct AdminPlane {
 }
 
 impl Handler for AdminPlane {
-    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Reply {
         let path = req.uri().path();
         if path.starts_with("/admin/") && !self.authorized(&req) {
             if path == "/admin/refresh" {
                 self.metrics.refreshed(RefreshLabel::Unauthorized);
             }
-            return ApiError::unauthorized().into_response();
+            return ApiError::unauthorized().into_response().into();
         }
-        match (req.method(), path) {
+        let response = match (req.method(), path) {
             (&Method::GET, "/healthz") => {
                 json_response(StatusCode::OK, &b"{\"status\":\"ok\"}"[..])
             }
@@ -89,13 +89,15 @@ impl Handler for AdminPlane {
             }
             (&Method::GET, "/admin/status") => self.status(),
             (&Method::POST, "/admin/refresh") => {
-                self.refresh(req.uri().query().unwrap_or("")).await
+                let (this, query) = (self.clone(), req.uri().query().unwrap_or("").to_owned());
+                return Reply::later(async move { this.refresh(&query).await });
             }
             (m, "/healthz" | "/readyz" | "/metrics" | "/admin/status" | "/admin/refresh") => {
                 ApiError::method_not_allowed(m, path).into_response()
             }
             _ => ApiError::no_route(path).into_response(),
-        }
+        };
+        response.into()
     }
 }
 

@@ -29,7 +29,7 @@ use super::error::{clip, json_ok, json_response, ApiError, ErrorCode, JSON};
 use super::ext_authz::{self, RpcError};
 use super::query::{fill_from_headers, parse_query, single_header, ResolveQuery};
 use super::views::ProjectView;
-use super::{Body, Handler};
+use super::{Body, Handler, Reply};
 use crate::model::validate::is_valid_id;
 use crate::store::{Answer, Outcome, ResolveError, Store};
 use crate::telemetry::{Api, Metrics, ResolveOutcome};
@@ -52,25 +52,33 @@ pub struct DataPlane {
 }
 
 impl Handler for DataPlane {
-    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Reply {
         let path = req.uri().path();
         match (req.method(), path) {
-            (&Method::GET, "/v1/resolve") => self.resolve(&req),
-            (_, "/v1/authz") => self.authz(&req),
-            (_, p) if p.starts_with("/v1/authz/") => self.authz(&req),
-            (&Method::POST, ext_authz::CHECK_PATH) => self.check(req).await,
-            (&Method::POST, "/v1/resolve/batch") => self.batch(req).await,
-            (&Method::GET, "/v1/projects") => self.list(),
+            (&Method::GET, "/v1/resolve") => self.resolve(&req).into(),
+            (_, "/v1/authz") => self.authz(&req).into(),
+            (_, p) if p.starts_with("/v1/authz/") => self.authz(&req).into(),
+            (&Method::POST, ext_authz::CHECK_PATH) => {
+                let this = self.clone();
+                Reply::later(async move { this.check(req).await })
+            }
+            (&Method::POST, "/v1/resolve/batch") => {
+                let this = self.clone();
+                Reply::later(async move { this.batch(req).await })
+            }
+            (&Method::GET, "/v1/projects") => self.list().into(),
             (&Method::GET, p) if p.starts_with("/v1/projects/") => {
-                self.project(&p["/v1/projects/".len()..])
+                self.project(&p["/v1/projects/".len()..]).into()
             }
             (m, "/v1/resolve" | "/v1/resolve/batch" | "/v1/projects" | ext_authz::CHECK_PATH) => {
-                ApiError::method_not_allowed(m, path).into_response()
+                ApiError::method_not_allowed(m, path).into_response().into()
             }
             (m, p) if p.starts_with("/v1/projects/") => {
-                ApiError::method_not_allowed(m, "/v1/projects/{id}").into_response()
+                ApiError::method_not_allowed(m, "/v1/projects/{id}")
+                    .into_response()
+                    .into()
             }
-            _ => ApiError::no_route(path).into_response(),
+            _ => ApiError::no_route(path).into_response().into(),
         }
     }
 }

@@ -9,6 +9,8 @@
 //! * [`error`]: every error answer, from one vocabulary of codes.
 //! * [`ext_authz`]: Envoy's ext_authz gRPC messages and framing.
 //! * [`query`]: query strings and identity headers.
+//! * [`service`]: the [`Handler`] a plane implements, its ready or pending
+//!   [`Reply`], and the hyper service over it.
 //! * [`views`]: JSON views of domain state. [`body`]: response bodies.
 //!
 //! The presentation layer: it reads the store and the sync state; nothing
@@ -21,19 +23,16 @@ pub mod error;
 pub mod ext_authz;
 mod prefixed;
 pub mod query;
+pub mod service;
 pub mod views;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use prefixed::Prefixed;
@@ -43,11 +42,8 @@ use tokio::sync::{watch, Semaphore};
 
 pub use body::Body;
 use error::{ApiError, ErrorCode};
-
-/// One plane's routes.
-pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, req: Request<Incoming>) -> impl Future<Output = Response<Body>> + Send;
-}
+use service::PlaneService;
+pub use service::{Handler, Reply};
 
 /// Protections applied to every connection.
 #[derive(Debug, Clone, Copy)]
@@ -184,11 +180,7 @@ pub async fn serve<L: Listener, H: Handler>(
             });
             continue;
         };
-        let handler = handler.clone();
-        let service = service_fn(move |req| {
-            let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler.handle(req).await) }
-        });
+        let service = PlaneService(handler.clone());
         let (http1, http2) = (http1.clone(), http2.clone());
         let watcher = graceful.watcher();
         let header_read_timeout = limits.header_read_timeout;

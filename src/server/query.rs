@@ -24,11 +24,24 @@ pub fn params<'a, const N: usize>(
     names: [&str; N],
 ) -> Result<[Option<Cow<'a, str>>; N], String> {
     let mut out = [const { None }; N];
-    for pair in query.split('&') {
+    // Byte scanning: `&` and `=` are ASCII, so every cut is on a char
+    // boundary (this runs on every resolve).
+    let bytes = query.as_bytes();
+    let mut start = 0;
+    while start < bytes.len() {
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| b == b'&')
+            .map_or(bytes.len(), |i| start + i);
+        let pair = &query[start..end];
+        start = end + 1;
         if pair.is_empty() {
             continue;
         }
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let (key, value) = match pair.as_bytes().iter().position(|&b| b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, ""),
+        };
         let Some(slot) = names.iter().position(|n| *n == key) else {
             continue;
         };
@@ -61,7 +74,7 @@ pub fn parse_query(query: &str) -> Result<ResolveQuery<'_>, String> {
 
 /// Percent-decodes a query value (borrowing when nothing is escaped).
 pub fn decode_param<'a>(key: &str, value: &'a str) -> Result<Cow<'a, str>, String> {
-    if !value.contains('%') {
+    if !value.as_bytes().contains(&b'%') {
         return Ok(Cow::Borrowed(value));
     }
     percent_decode_str(value)

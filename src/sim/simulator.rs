@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 use super::generate::{self, Rng};
 use crate::server::error::json_response;
-use crate::server::{serve, Body, Handler, Limits};
+use crate::server::{serve, Body, Handler, Limits, Reply};
 
 /// Faults applied to every request, drawn independently per request.
 #[derive(Debug, Clone)]
@@ -540,8 +540,9 @@ impl World {
 }
 
 impl Handler for Simulator {
-    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        self.answer(req).await
+    fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Reply {
+        let this = self.clone();
+        Reply::later(async move { this.answer(req).await })
     }
 }
 
