@@ -1,37 +1,48 @@
-//! In-process resolve: hit, fallback, unknown project and strict miss, at
-//! 1k / 10k / 100k projects, through the library call (`resolve_with`, the
-//! answer lent, not copied); `hit_owned` is the owned answer the HTTP layer
-//! takes (three reference-count bumps more). Ids cycle over 1024 projects
-//! spread through the store, so lookups are not all cache-hot.
+//! Embedded resolve: the handle an embedding gateway gets from
+//! `app::embed::embed` (a file source of 1k / 10k / 100k generated
+//! projects, the writer, the scheduler: the whole machinery), resolving
+//! hit, fallback, unknown project and strict miss with the answer lent,
+//! not copied; `hit_owned` is the owned answer the HTTP layer takes (four
+//! reference-count bumps more); `hit_pointer` also reads one pointer back
+//! out of the answer. Ids cycle over 1024 projects spread through the
+//! store, so lookups are not all cache-hot.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use env_sidecar::model::wire::SnapshotBody;
+use env_sidecar::app::embed::{embed, EmbedOptions, Embedded};
+use env_sidecar::config::Config;
 use env_sidecar::sim::generate;
-use env_sidecar::store::{ApplyOptions, Store, Update};
+use env_sidecar::store::PointerKind;
 use env_sidecar::telemetry::{Api, Metrics, ResolveOutcome};
 
-fn loaded_store(n: usize) -> Store {
-    let (store, mut writer) = Store::new(0.5);
-    let body = SnapshotBody {
-        revision: 1,
-        projects: (0..n).map(|i| Ok(generate::project(i, 1, None))).collect(),
-    };
-    let opts = ApplyOptions {
-        now: SystemTime::now(),
-        allow_mass_removal: false,
-    };
-    writer.apply(Update::Snapshot(body), opts).expect("applies");
-    store
+/// The sidecar embedded over a file of `n` generated projects, ready.
+fn embedded(runtime: &tokio::runtime::Runtime, dir: &std::path::Path, n: usize) -> Embedded {
+    let path = dir.join(format!("snapshot-{n}.json"));
+    std::fs::write(&path, generate::snapshot_json(n, 1)).unwrap();
+    let mut config = Config::default();
+    config.source.path = path;
+    config.cache.path = Default::default();
+    runtime.block_on(async {
+        let embedded = embed(config, EmbedOptions::default())
+            .await
+            .expect("embeds");
+        while embedded.ready().is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        embedded
+    })
 }
 
 fn resolve(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let mut group = c.benchmark_group("resolve");
     for n in [1_000, 10_000, 100_000] {
-        let store = loaded_store(n);
+        let handle = embedded(&runtime, dir.path(), n);
+        let store = handle.store().clone();
         let ids: Vec<String> = (0..1024)
             .map(|i| generate::project_id((i * 7919) % n))
             .collect();
@@ -50,6 +61,15 @@ fn resolve(c: &mut Criterion) {
                 black_box(store.resolve_with(&ids[next()], Some("Staging"), false, |a| a.owned()))
             })
         });
+        group.bench_function(BenchmarkId::new("hit_pointer", n), |b| {
+            b.iter(|| {
+                black_box(
+                    store.resolve_with(&ids[next()], Some("Staging"), false, |a| {
+                        a.pointer(PointerKind::Prompts, "prompt-1").map(|v| v.len())
+                    }),
+                )
+            })
+        });
         group.bench_function(BenchmarkId::new("fallback", n), |b| {
             b.iter(|| black_box(store.resolve_with(&ids[next()], Some("nope"), false, |a| a.len())))
         });
@@ -61,6 +81,7 @@ fn resolve(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("strict_miss", n), |b| {
             b.iter(|| black_box(store.resolve_with(&ids[next()], Some("nope"), true, |a| a.len())))
         });
+        runtime.block_on(handle.shutdown());
     }
     group.finish();
 }

@@ -58,7 +58,40 @@ pub struct AnswerRef<'a> {
     pub revision: &'a HeaderValue,
 }
 
-impl AnswerRef<'_> {
+impl<'a> AnswerRef<'a> {
+    /// The slug that serves (`x-resolved-environment`).
+    pub fn slug(&self) -> &'a str {
+        std::str::from_utf8(self.environment.as_bytes()).unwrap_or_default()
+    }
+
+    /// The project's accepted revision, as the digits of
+    /// `x-snapshot-revision`.
+    pub fn revision_str(&self) -> &'a str {
+        std::str::from_utf8(self.revision.as_bytes()).unwrap_or_default()
+    }
+
+    /// The served pointers as JSON (`{"prompts":{…},"routing_rules":{…},
+    /// "providers":{…}}`), scheduled changes that are due merged in: a
+    /// slice of the pre-rendered answer.
+    pub fn pointers_json(&self) -> &'a str {
+        super::pointers::pointers_json(self.tail)
+    }
+
+    /// Every served pointer, read back from the answer's text.
+    pub fn pointers(&self) -> super::pointers::Pointers<'a> {
+        super::pointers::Pointers::new(self.pointers_json())
+    }
+
+    /// One served pointer (`prompts` / `summarize` → `"17"`), borrowed
+    /// from the answer unless its JSON needed escapes.
+    pub fn pointer(
+        &self,
+        kind: super::PointerKind,
+        key: &str,
+    ) -> Option<std::borrow::Cow<'a, str>> {
+        super::pointers::lookup(self.pointers_json(), kind, key)
+    }
+
     /// Length of the body in bytes.
     pub fn len(&self) -> usize {
         self.prefix.len() + self.outcome.fragment().len() + self.tail.len()

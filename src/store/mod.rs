@@ -6,6 +6,7 @@
 //!   the hot path's single entry, [`Store::resolve_with`];
 //! * [`project`]: a project as served, its answers pre-rendered;
 //! * [`answer`]: the answer types a resolve lends;
+//! * [`pointers`]: one pointer read back out of an answer (embedders);
 //! * [`apply`]: [`StoreWriter`], which validates and publishes updates.
 //!
 //! The store never does I/O and never imports the layers above it (sync,
@@ -34,6 +35,7 @@
 
 pub mod answer;
 pub mod apply;
+pub mod pointers;
 pub mod project;
 
 use std::collections::HashMap;
@@ -42,10 +44,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use compact_str::CompactString;
 
 use crate::model::validate::{is_valid_id, lower_slug, Reason, MAX_SLUG_LEN};
 pub use answer::{Answer, AnswerRef, Outcome, ResolveError};
 pub use apply::{ApplyError, ApplyOptions, ApplyReport, DueOutcome, StoreWriter, Update};
+pub use pointers::PointerKind;
 pub use project::Project;
 
 /// Mass removal is only guarded once at least this many projects are loaded.
@@ -53,7 +57,7 @@ pub const MASS_REMOVAL_MIN_LOADED: usize = 10;
 
 /// Project id → that project's slot, held by value: a lookup is one hop
 /// from the bucket to the project.
-pub(super) type Index = HashMap<Box<str>, Slot, foldhash::fast::RandomState>;
+pub(super) type Index = HashMap<CompactString, Slot, foldhash::fast::RandomState>;
 
 #[derive(Debug)]
 pub(super) struct Slot(pub(super) ArcSwap<Project>);

@@ -56,8 +56,24 @@ impl ServedEnvironment {
 /// How every tail starts, up to the environment id's first byte.
 const ID_AT: &[u8] = br#""environment":{"id":""#;
 
+/// Field order is layout: `repr(C)` keeps what a resolve reads (the slug
+/// index, the environments, the fallback, the prefix and revision header)
+/// together at the start, in the first two cache lines of the allocation;
+/// the rest is for the writer and introspection.
 #[derive(Debug)]
+#[repr(C)]
 pub struct Project {
+    /// Every slug as an inline key, sorted, for a binary search that does
+    /// not leave this array for slugs of up to 8 bytes (most of them).
+    slug_index: SlugIndex,
+    /// In serving order, as in the document.
+    environments: Box<[ServedEnvironment]>,
+    /// The gateway fallback's index in `environments`.
+    fallback: usize,
+    /// `{"project":…,"revision":…,`: the start of every answer.
+    prefix: Bytes,
+    /// The revision's digits, a slice of `prefix`: `x-snapshot-revision`.
+    revision_header: HeaderValue,
     id: Box<str>,
     revision: u64,
     /// The accepted document, as [`ValidProject::to_json`] wrote it.
@@ -68,17 +84,6 @@ pub struct Project {
     accepted_at: SystemTime,
     /// How many entries of `schedule` are in effect (a prefix).
     applied: usize,
-    /// `{"project":…,"revision":…,`: the start of every answer.
-    prefix: Bytes,
-    /// The revision's digits, a slice of `prefix`: `x-snapshot-revision`.
-    revision_header: HeaderValue,
-    /// In serving order, as in the document.
-    environments: Box<[ServedEnvironment]>,
-    /// Every slug as an inline key, sorted, for a binary search that does
-    /// not leave this array for slugs of up to 8 bytes (most of them).
-    slug_index: Box<[SlugKey]>,
-    /// The gateway fallback's index in `environments`.
-    fallback: usize,
 }
 
 impl Project {
@@ -137,7 +142,7 @@ impl Project {
             revision_header: header_value(buffer.slice(prefix.1)),
             prefix: buffer.slice(prefix.0),
             environments,
-            slug_index: slug_index.into_boxed_slice(),
+            slug_index: SlugIndex::new(slug_index),
             fallback,
         }
     }
@@ -229,8 +234,9 @@ impl Project {
         let key = SlugKey::new(slug, 0);
         let start = self
             .slug_index
+            .keys()
             .partition_point(|k| (k.prefix, k.len) < (key.prefix, key.len));
-        for k in &self.slug_index[start..] {
+        for k in &self.slug_index.keys()[start..] {
             if (k.prefix, k.len) != (key.prefix, key.len) {
                 break;
             }
@@ -251,6 +257,43 @@ pub enum ReparseError {
     Unreadable(#[from] serde_json::Error),
     #[error("the stored document no longer validates: {0}")]
     Invalid(#[from] ValidationError),
+}
+
+/// The sorted slug keys: in the project itself for up to
+/// [`INLINE_SLUGS`] environments (most projects), so finding the slug costs
+/// no cache miss beyond the project's own lines.
+#[derive(Debug)]
+enum SlugIndex {
+    Inline {
+        len: u8,
+        keys: [SlugKey; INLINE_SLUGS],
+    },
+    Heap(Box<[SlugKey]>),
+}
+
+const INLINE_SLUGS: usize = 4;
+
+impl SlugIndex {
+    fn new(keys: Vec<SlugKey>) -> SlugIndex {
+        if keys.len() <= INLINE_SLUGS {
+            let mut inline = [SlugKey::new(b"", 0); INLINE_SLUGS];
+            inline[..keys.len()].copy_from_slice(&keys);
+            SlugIndex::Inline {
+                len: keys.len() as u8,
+                keys: inline,
+            }
+        } else {
+            SlugIndex::Heap(keys.into_boxed_slice())
+        }
+    }
+
+    #[inline]
+    fn keys(&self) -> &[SlugKey] {
+        match self {
+            SlugIndex::Inline { len, keys } => &keys[..usize::from(*len)],
+            SlugIndex::Heap(keys) => keys,
+        }
+    }
 }
 
 /// A slug's first 8 bytes and length, packed for comparison in place.

@@ -142,6 +142,37 @@ fn check_answer(project: &str, environment: Option<&str>, answer: AnswerRef<'_>)
     let revision = answer.revision.to_str().expect("revision header is ASCII");
     assert_eq!(body["revision"].to_string(), revision);
     assert_eq!(body["outcome"], answer.outcome.as_str());
+    // The pointers read back from the answer's text are the body's.
+    let scanned: Vec<(String, String, String)> = answer
+        .pointers()
+        .map(|(kind, key, value)| {
+            (
+                kind.as_str().to_owned(),
+                key.into_owned(),
+                value.into_owned(),
+            )
+        })
+        .collect();
+    let mut parsed = Vec::new();
+    for kind in ["prompts", "routing_rules", "providers"] {
+        for (key, value) in body["pointers"][kind].as_object().expect("three maps") {
+            parsed.push((
+                kind.to_owned(),
+                key.clone(),
+                value.as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    assert_eq!(scanned, parsed);
+    // Lookups scan: sample a few (first, last, and some between).
+    let step = (parsed.len() / 8).max(1);
+    for (kind, key, value) in parsed.iter().step_by(step).chain(parsed.last()) {
+        let kind = env_sidecar::store::PointerKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == kind)
+            .unwrap();
+        assert_eq!(answer.pointer(kind, key).as_deref(), Some(value.as_str()));
+    }
     match answer.outcome {
         Outcome::Exact => {
             assert_eq!(

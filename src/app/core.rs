@@ -1,0 +1,237 @@
+//! The sync machinery without any listener: the store, the writer thread
+//! and its scheduler, the last-known-good cache, and the source on its
+//! sync thread. The standalone sidecar puts its planes in front of it;
+//! an embedding gateway uses it directly ([`super::embed`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+
+use super::{Options, StartError};
+use crate::config::secret::Secret;
+use crate::config::{Config, SourceKind};
+use crate::model::clock::SharedClock;
+use crate::server::admin::{AdminPlane, StatusInfo};
+use crate::store::{Store, Update};
+use crate::sync::cache::{self, CacheState, CacheWriter};
+use crate::sync::file::FileSource;
+use crate::sync::http::{ControlPlane, HttpSource};
+use crate::sync::readiness::Readiness;
+use crate::sync::refresh::Refresher;
+use crate::sync::runtime::SyncRuntime;
+use crate::sync::status::SyncStatus;
+use crate::sync::writer::{self, WriterHandle};
+use crate::sync::{self as sync, Origin, SourceCommand, SyncContext};
+use crate::telemetry::Metrics;
+
+/// How often histogram samples are folded into buckets between scrapes.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// A running store kept fresh from its source.
+#[derive(Debug)]
+pub struct Core {
+    pub store: Store,
+    pub status: Arc<SyncStatus>,
+    pub metrics: Arc<Metrics>,
+    pub clock: SharedClock,
+    pub cache: Arc<CacheState>,
+    cache_path: Option<PathBuf>,
+    commands: mpsc::Sender<SourceCommand>,
+    /// Dropped first at shutdown so the writer ends.
+    writer: WriterHandle,
+    /// Flips once at shutdown; every task and listener watches it.
+    pub shutdown: watch::Sender<bool>,
+    background: Vec<JoinHandle<()>>,
+    sync_runtime: SyncRuntime,
+}
+
+impl Core {
+    /// Loads the cache (if any), then starts the writer, the source and
+    /// the cache writer. Returns once the cache is loaded; the source's
+    /// first fetch runs on.
+    pub async fn start(config: &Config, options: &Options) -> Result<Core, StartError> {
+        let clock = options.clock.clone();
+        let metrics = Metrics::new();
+        let (store, store_writer) = Store::new(config.source.max_removed_fraction);
+        let status = Arc::new(SyncStatus::default());
+        let cache_path = Some(config.cache.path.clone()).filter(|p| !p.as_os_str().is_empty());
+        let cache_state = Arc::new(CacheState::default());
+        let persist = cache_path.as_ref().map(|_| Arc::new(Notify::new()));
+        let (writer, writer_stopped) = writer::spawn(
+            store_writer,
+            clock.clone(),
+            persist.clone(),
+            metrics.clone(),
+        )
+        .map_err(StartError::Writer)?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (commands, commands_rx) = mpsc::channel(16);
+
+        if let Some(path) = &cache_path {
+            for stale in cache::remove_stale_temp_files(path) {
+                tracing::info!(path = %stale.display(), "removed a temporary cache file left by an earlier process");
+            }
+            load_cache(path, &writer, &status).await;
+        }
+
+        let sync_runtime = SyncRuntime::start().map_err(StartError::Writer)?;
+        let ctx = SyncContext {
+            store: store.clone(),
+            writer: writer.clone(),
+            status: status.clone(),
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+        };
+        let s = &config.source;
+        let source_task = match s.kind {
+            SourceKind::File => {
+                let source = FileSource::new(s.path.clone(), s.poll_interval);
+                sync_runtime.spawn(sync::run(source, ctx, commands_rx, shutdown_rx.clone()))
+            }
+            SourceKind::Http => {
+                let token = options.env.secret(&s.token_env);
+                let control_plane =
+                    ControlPlane::new(&s.url, token, s.request_timeout, s.long_poll_wait)
+                        .map_err(StartError::HttpClient)?;
+                let source = HttpSource::new(control_plane, s.mode, s.poll_interval, s.backoff_max);
+                sync_runtime.spawn(sync::run(source, ctx, commands_rx, shutdown_rx.clone()))
+            }
+        };
+        // Order matters at shutdown: the source stops, which drops its
+        // writer handle; the writer drains and stops once the core's goes
+        // too; then the cache flushes.
+        let mut background = vec![source_task, tokio::spawn(writer_stopped.wait())];
+        if let (Some(path), Some(dirty)) = (cache_path.clone(), persist) {
+            let cache = CacheWriter {
+                path,
+                store: store.clone(),
+                dirty,
+                state: cache_state.clone(),
+            };
+            background.push(sync_runtime.spawn(cache.run(shutdown_rx.clone())));
+        }
+        background.push(tokio::spawn(metrics_upkeep(metrics.clone(), shutdown_rx)));
+        Ok(Core {
+            store,
+            status,
+            metrics,
+            clock,
+            cache: cache_state,
+            cache_path,
+            commands,
+            writer,
+            shutdown,
+            background,
+            sync_runtime,
+        })
+    }
+
+    /// The operator plane over this core.
+    pub fn admin_plane(&self, config: &Config, token: Option<Secret>) -> AdminPlane {
+        AdminPlane {
+            readiness: self.readiness(config.readiness.max_staleness),
+            metrics: self.metrics.clone(),
+            refresher: self.refresher(config.source.request_timeout),
+            token,
+            info: StatusInfo {
+                source_kind: config.source.kind,
+                source_url: config.source.url.clone(),
+                source_path: config.source.path.clone(),
+                mode: config.source.mode,
+                cache_path: self.cache_path.clone(),
+                cache: self.cache.clone(),
+            },
+        }
+    }
+
+    pub fn readiness(&self, max_staleness: Duration) -> Readiness {
+        Readiness {
+            store: self.store.clone(),
+            status: self.status.clone(),
+            max_staleness,
+            clock: self.clock.clone(),
+        }
+    }
+
+    /// Forced refreshes, coalesced; `timeout` bounds the wait for one.
+    pub fn refresher(&self, timeout: Duration) -> Refresher {
+        Refresher::new(self.commands.clone(), timeout)
+    }
+
+    /// See `Sidecar::tick_schedules`.
+    pub async fn tick_schedules(&self) -> usize {
+        self.writer.tick().await.unwrap_or(0)
+    }
+
+    /// See `Sidecar::check_source_now`.
+    pub fn check_source_now(&self) {
+        let _ = self.commands.try_send(SourceCommand::CheckNow);
+    }
+
+    /// Stops the source and the writer (what is queued is applied) and
+    /// flushes the cache. Listeners must have been told already (through
+    /// `shutdown`) and awaited.
+    pub async fn stop(self) {
+        drop(self.writer);
+        let _ = self.shutdown.send(true);
+        for task in self.background {
+            let _ = task.await;
+        }
+        self.sync_runtime.stop().await;
+    }
+}
+
+async fn metrics_upkeep(metrics: Arc<Metrics>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(METRICS_UPKEEP) => metrics.upkeep(),
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Loads the last-known-good cache, if there is a valid one. Never fails:
+/// a missing or damaged cache is logged and the sidecar starts without it.
+/// The writer decodes it on its thread, as it parses every fetched body.
+async fn load_cache(path: &Path, writer: &WriterHandle, status: &SyncStatus) {
+    let bytes = match tokio::fs::read(path).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::info!(path = %path.display(), "no last-known-good cache yet");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "last-known-good cache ignored: unreadable");
+            return;
+        }
+    };
+    let owned = path.to_owned();
+    let projects = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = projects.clone();
+    let decode = move || {
+        let body = cache::decode(&owned, &bytes)?;
+        counted.store(body.projects.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok::<_, cache::CacheError>(Update::Snapshot(body))
+    };
+    match writer.parse_and_apply(decode, Origin::Cache, true).await {
+        Ok(Ok(Ok(report))) => {
+            // The data is as fresh as the file: staleness counts from its write.
+            if let Ok(written) = std::fs::metadata(path).and_then(|m| m.modified()) {
+                status.baseline(written);
+            }
+            tracing::info!(
+                path = %path.display(),
+                projects = projects.load(std::sync::atomic::Ordering::Relaxed),
+                accepted = report.added,
+                cursor = report.cursor,
+                "serving from the last-known-good cache"
+            );
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "last-known-good cache ignored"),
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "last-known-good cache not applied"),
+        Err(e) => tracing::warn!(error = %e, "last-known-good cache not applied"),
+    }
+}

@@ -1,0 +1,240 @@
+//! Wiring: builds the sidecar from a [`Config`] and shuts it down in order.
+//!
+//! * [`core`]: the store kept fresh from its source (writer thread, sync
+//!   thread, cache), with no listener.
+//! * this module: the standalone sidecar, the core behind its data plane,
+//!   operator plane and Unix socket. `main` and the integration tests
+//!   start it the same way, through [`start`]; tests bind port 0 and read
+//!   the real addresses back.
+//! * [`embed`]: the core inside a gateway's own process.
+
+pub mod core;
+pub mod embed;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::task::JoinHandle;
+
+use self::core::Core;
+use crate::config::secret::Env;
+use crate::config::Config;
+use crate::model::clock::{SharedClock, SystemClock};
+use crate::server::data::DataPlane;
+use crate::server::{serve, Limits};
+use crate::store::Store;
+use crate::sync::cache::CacheState;
+use crate::sync::status::SyncStatus;
+
+/// Permissions of the data-plane Unix socket: owner and group may connect.
+pub const UNIX_SOCKET_MODE: u32 = 0o660;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "refusing to serve the operator plane on {0} without a token: set the variable named by \
+         admin.token_env, or listen on a loopback address"
+    )]
+    InsecureAdmin(SocketAddr),
+    #[error("server.unix_socket {0}: exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
+    #[error("cannot set up the HTTP client for the control plane: {0}")]
+    HttpClient(#[source] reqwest::Error),
+    #[error("cannot start the writer or sync thread: {0}")]
+    Writer(#[source] std::io::Error),
+}
+
+/// How to start, beyond the config file.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub clock: SharedClock,
+    pub limits: Limits,
+    /// Where the variables named by `*.token_env` are read (the process
+    /// environment by default; tests inject their own).
+    pub env: Env,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            clock: Arc::new(SystemClock),
+            limits: Limits::default(),
+            env: Env::process(),
+        }
+    }
+}
+
+/// A running sidecar: the core and its planes.
+#[derive(Debug)]
+pub struct Sidecar {
+    data_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    core: Core,
+    unix_socket: Option<PathBuf>,
+    servers: Vec<JoinHandle<()>>,
+}
+
+impl Sidecar {
+    pub fn data_addr(&self) -> SocketAddr {
+        self.data_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.core.store
+    }
+
+    pub fn status(&self) -> &Arc<SyncStatus> {
+        &self.core.status
+    }
+
+    /// What the last-known-good cache writer has done.
+    pub fn cache(&self) -> &Arc<CacheState> {
+        &self.core.cache
+    }
+
+    /// Applies the scheduled changes due now (by the sidecar's clock)
+    /// without waiting for the timer; returns how many took effect. For
+    /// tests that drive a manual clock.
+    pub async fn tick_schedules(&self) -> usize {
+        self.core.tick_schedules().await
+    }
+
+    /// Asks the source to look for changes now instead of at its next poll
+    /// or retry (whatever its kind). A request already queued covers this
+    /// one.
+    pub fn check_source_now(&self) {
+        self.core.check_source_now();
+    }
+
+    /// Stops accepting on every listener, drains in-flight requests within
+    /// the drain deadline, stops the source and the writer, and flushes
+    /// the last-known-good cache.
+    pub async fn shutdown(self) {
+        let _ = self.core.shutdown.send(true);
+        for task in self.servers {
+            let _ = task.await;
+        }
+        self.core.stop().await;
+        if let Some(path) = &self.unix_socket {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Starts with the system clock and default limits.
+pub async fn start(config: Config) -> Result<Sidecar, StartError> {
+    start_with(config, Options::default()).await
+}
+
+pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, StartError> {
+    let admin_token = options.env.secret(&config.admin.token_env);
+    if admin_token.is_none() && !config.admin.listen.ip().is_loopback() {
+        return Err(StartError::InsecureAdmin(config.admin.listen));
+    }
+    let data_listener = bind("data plane", config.server.listen).await?;
+    let admin_listener = bind("operator plane", config.admin.listen).await?;
+    let data_addr = local_addr("data plane", &data_listener)?;
+    let admin_addr = local_addr("operator plane", &admin_listener)?;
+    let unix_socket =
+        Some(PathBuf::from(&config.server.unix_socket)).filter(|p| !p.as_os_str().is_empty());
+    let unix_listener = match &unix_socket {
+        Some(path) => Some(bind_unix(path)?),
+        None => None,
+    };
+
+    let core = Core::start(&config, &options).await?;
+    let shutdown_rx = core.shutdown.subscribe();
+    let data = Arc::new(DataPlane {
+        store: core.store.clone(),
+        metrics: core.metrics.clone(),
+        project_header: config.server.project_header.clone(),
+        environment_header: config.server.environment_header.clone(),
+    });
+    let admin = Arc::new(core.admin_plane(&config, admin_token));
+    let mut servers = vec![
+        tokio::spawn(serve(
+            data_listener,
+            data.clone(),
+            options.limits,
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(serve(
+            admin_listener,
+            admin,
+            options.limits,
+            shutdown_rx.clone(),
+        )),
+    ];
+    if let Some(listener) = unix_listener {
+        servers.push(tokio::spawn(serve(
+            listener,
+            data,
+            options.limits,
+            shutdown_rx,
+        )));
+    }
+    tracing::info!(
+        %data_addr,
+        %admin_addr,
+        unix_socket = ?unix_socket,
+        source = config.source.kind.as_str(),
+        "env-sidecar listening"
+    );
+    Ok(Sidecar {
+        data_addr,
+        admin_addr,
+        core,
+        unix_socket,
+        servers,
+    })
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            what,
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+fn local_addr(what: &'static str, listener: &TcpListener) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|source| StartError::Bind {
+        what,
+        addr: "?".into(),
+        source,
+    })
+}
+
+/// Binds the Unix socket, removing a stale socket file left by a previous
+/// run (but never a regular file), and sets its permissions.
+fn bind_unix(path: &Path) -> Result<UnixListener, StartError> {
+    let err = |source| StartError::Bind {
+        what: "data plane (unix socket)",
+        addr: path.display().to_string(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path).map_err(err)?,
+        Ok(_) => return Err(StartError::NotASocket(path.to_owned())),
+        Err(_) => {}
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(UNIX_SOCKET_MODE))
+        .map_err(err)?;
+    Ok(listener)
+}
