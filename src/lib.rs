@@ -22,7 +22,9 @@
 //!    cache.
 //! 5. [`server`]: the accept loop and limits, the data plane, the
 //!    operator plane, error answers, JSON views.
-//! 6. [`app`]: wiring and ordered shutdown.
+//! 6. [`app`]: wiring and ordered shutdown; the embedded mode.
+//!    [`ops`]: the operator commands (`check-config`, `validate`,
+//!    `health`).
 //!
 //! [`sim`] (the `sim` feature, on by default) is tooling: a generator and
 //! a control-plane simulator for tests, benchmarks and demos. It may use
@@ -38,6 +40,7 @@
 pub mod app;
 pub mod config;
 pub mod model;
+pub mod ops;
 pub mod server;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -14,7 +14,7 @@ use env_sidecar::config::{Config, DEFAULT_CONFIG_PATH};
 #[command(name = "env-sidecar", version)]
 struct Args {
     /// Config file [default: config/sidecar.toml, if present]
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     config: Option<PathBuf>,
     /// Overrides server.listen (data plane address)
     #[arg(long, value_name = "ADDR")]
@@ -38,17 +38,40 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         addr: Option<SocketAddr>,
     },
+    /// Load the config with every check the sidecar makes at start and
+    /// print the effective settings (secrets only as set / unset); exit 0,
+    /// or 78 with the message naming the key
+    CheckConfig,
+    /// Check snapshot bodies or project documents (`-`: stdin) with every
+    /// rule the sidecar applies; one line per project; exit 0 all pass, 1
+    /// any rejected, 2 a file unreadable or not JSON of either shape
+    Validate {
+        /// The currently published snapshot: revision order and slug
+        /// immutability are checked against it
+        #[arg(long, value_name = "FILE")]
+        previous: Option<PathBuf>,
+        /// Files to check (`-` reads stdin)
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
 }
 
-/// Exit status for a bad config (EX_CONFIG). Bad flags exit 2 (clap's usage
-/// error).
-const EXIT_CONFIG: u8 = 78;
+use env_sidecar::ops::{self, EXIT_CONFIG};
 
 fn main() -> ExitCode {
     allocator::configure();
     env_sidecar::sync::memory::set_release(allocator::release);
     let args = Args::parse();
-    init_logging();
+    if let Some(Command::Validate { previous, files }) = &args.command {
+        // Needs no config: documents only.
+        let previous = previous.as_deref().map(ops::validate::Input::parse);
+        let inputs: Vec<_> = files
+            .iter()
+            .map(|f| ops::validate::Input::parse(f))
+            .collect();
+        let status = ops::validate::run(previous.as_ref(), &inputs, &mut std::io::stdout().lock());
+        return ExitCode::from(status);
+    }
     let config = match load_config(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -56,9 +79,31 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Some(Command::Health { addr }) = args.command {
-        return health(addr.unwrap_or(config.admin.listen));
+    match args.command {
+        Some(Command::Health { addr }) => {
+            let addr = addr.unwrap_or(config.admin.listen);
+            return ExitCode::from(ops::health::run(addr, &mut std::io::stderr()));
+        }
+        Some(Command::CheckConfig) => {
+            let path = args
+                .config
+                .as_deref()
+                .map_or(DEFAULT_CONFIG_PATH.to_owned(), |p| p.display().to_string());
+            let env = env_sidecar::config::secret::Env::process();
+            return match ops::check_config::render(&config, &env, &path) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("env-sidecar: config: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            };
+        }
+        Some(Command::Validate { .. }) | None => {}
     }
+    env_sidecar::telemetry::logging::init(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -102,33 +147,6 @@ fn load_config(args: &Args) -> Result<Config, env_sidecar::config::ConfigError> 
     }
     config.check()?;
     Ok(config)
-}
-
-/// `GET /readyz` over a plain TCP connection, bounded by two seconds.
-fn health(addr: SocketAddr) -> ExitCode {
-    use std::io::{Read, Write};
-    let timeout = std::time::Duration::from_secs(2);
-    let probe = || -> std::io::Result<String> {
-        let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        stream
-            .write_all(b"GET /readyz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")?;
-        let mut head = [0u8; 12];
-        stream.read_exact(&mut head)?;
-        Ok(String::from_utf8_lossy(&head).into_owned())
-    };
-    match probe() {
-        Ok(head) if head.starts_with("HTTP/1.1 200") => ExitCode::SUCCESS,
-        Ok(head) => {
-            eprintln!("env-sidecar health: not ready ({})", head.trim());
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("env-sidecar health: {addr}: {e}");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 /// glibc malloc, tuned so a snapshot load does not leave its peak
@@ -177,23 +195,6 @@ mod allocator {
 mod allocator {
     pub fn configure() {}
     pub fn release() {}
-}
-
-fn init_logging() {
-    use tracing_subscriber::filter::{LevelFilter, Targets};
-    use tracing_subscriber::prelude::*;
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(false),
-        )
-        .with(filter)
-        .init();
 }
 
 async fn wait_for_signal() {

@@ -9,12 +9,16 @@ use std::path::Path;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("model", &[]),
     ("config", &[]),
-    ("telemetry", &["model"]),
+    ("telemetry", &["model", "config"]),
     ("store", &["model", "telemetry"]),
     ("sync", &["model", "config", "telemetry", "store"]),
     ("server", &["model", "config", "telemetry", "store", "sync"]),
     (
         "app",
+        &["model", "config", "telemetry", "store", "sync", "server"],
+    ),
+    (
+        "ops",
         &["model", "config", "telemetry", "store", "sync", "server"],
     ),
     (

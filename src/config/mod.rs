@@ -43,6 +43,7 @@ pub struct Config {
     pub source: SourceConfig,
     pub cache: CacheConfig,
     pub readiness: ReadinessConfig,
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -123,8 +124,12 @@ pub struct SourceConfig {
     pub kind: SourceKind,
     /// `kind = "file"`: the snapshot file.
     pub path: PathBuf,
-    /// `kind = "http"`: the control plane's base URL.
+    /// `kind = "http"`: the control plane's base URL; `kind = "redis"`:
+    /// `redis://` or `rediss://`.
     pub url: String,
+    /// `kind = "redis"`: keys `{key_prefix}:projects` and
+    /// `{key_prefix}:changes`.
+    pub key_prefix: String,
     pub mode: SyncMode,
     /// Name of the environment variable holding the control-plane token.
     pub token_env: String,
@@ -145,6 +150,7 @@ impl Default for SourceConfig {
             kind: SourceKind::File,
             path: PathBuf::from("config/snapshot.json"),
             url: String::new(),
+            key_prefix: "env-sidecar".into(),
             mode: SyncMode::Watch,
             token_env: "ENV_SIDECAR_CONTROL_PLANE_TOKEN".into(),
             poll_interval: Duration::from_secs(5),
@@ -178,6 +184,57 @@ pub struct ReadinessConfig {
     /// zero means never.
     #[serde(deserialize_with = "duration")]
     pub max_staleness: Duration,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line (for log pipelines).
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// `error`, `warn`, `info`, `debug`, `trace`, or `target=level` lists
+    /// (`info,env_sidecar::sync=debug`). `RUST_LOG`, when set, wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+impl LogConfig {
+    /// The level directives (`RUST_LOG` when set and valid, else `level`).
+    pub fn filter(&self) -> tracing_subscriber::filter::Targets {
+        std::env::var("RUST_LOG")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .or_else(|| self.level.parse().ok())
+            .unwrap_or_else(|| {
+                tracing_subscriber::filter::Targets::new()
+                    .with_default(tracing_subscriber::filter::LevelFilter::INFO)
+            })
+    }
 }
 
 impl Config {
@@ -257,6 +314,22 @@ impl Config {
             if d.is_zero() {
                 return invalid(key, "must be greater than zero");
             }
+        }
+        let level_ok = |text: &str| {
+            text.trim()
+                .parse::<tracing_subscriber::filter::LevelFilter>()
+                .is_ok()
+        };
+        let directives_ok = !self.log.level.trim().is_empty()
+            && self.log.level.split(',').all(|d| match d.split_once('=') {
+                Some((target, level)) => !target.trim().is_empty() && level_ok(level),
+                None => level_ok(d),
+            });
+        if !directives_ok {
+            return invalid(
+                "log.level",
+                "must be a level (error, warn, info, debug, trace) or target=level list",
+            );
         }
         if self.server.project_header == self.server.environment_header {
             return invalid(
@@ -344,9 +417,20 @@ mod tests {
                 "server.project_header",
             ),
             ("[source]\npoll_interval = \"0s\"\n", "source.poll_interval"),
+            ("[log]\nlevel = \"verbose\"\n", "log.level"),
+            ("[log]\nlevel = \"info,env_sidecar=loud\"\n", "log.level"),
+            ("[log]\nformat = \"xml\"\n", "log.format"),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text:?} gave {err}");
+        }
+    }
+
+    #[test]
+    fn log_levels_accept_levels_and_target_lists() {
+        for level in ["warn", "INFO", "info,env_sidecar::sync=debug"] {
+            let c = parse(&format!("[log]\nlevel = \"{level}\"\nformat = \"json\"\n")).unwrap();
+            assert_eq!(c.log.format, LogFormat::Json);
         }
     }
 

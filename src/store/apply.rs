@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 
 use super::project::Project;
 use super::{copy_index, lock, Index, Rejection, Shared, Slot, MASS_REMOVAL_MIN_LOADED};
-use crate::model::validate::{validate, Reason, ValidationError};
+use crate::model::validate::{validate, Reason, ValidProject, ValidationError};
 use crate::model::wire::{ChangesBody, Incoming, SnapshotBody, Unreadable};
 
 /// Write side of the store: exactly one exists per store.
@@ -278,47 +278,22 @@ impl StoreWriter {
         pending: &mut Pending,
         report: &mut ApplyReport,
     ) {
-        let (id, revision) = match &incoming {
-            Ok(doc) => (doc.id.as_str(), Some(doc.revision)),
-            Err(u) => (u.id.as_str(), u.revision),
-        };
-        let previous = pending.get(id).map(|s| s.0.load_full());
-        if let (Some(prev), Some(revision)) = (&previous, revision) {
-            if revision < prev.revision() {
+        let id = incoming_id(&incoming).to_owned();
+        let previous = pending.get(&id).map(|s| s.0.load_full());
+        let valid = match judge(incoming, previous.as_deref()) {
+            Judged::Stale => {
                 report.stale += 1;
                 return;
             }
-            if revision == prev.revision() {
+            Judged::Unchanged => {
                 report.unchanged += 1;
                 return;
             }
-        }
-        let doc = match incoming {
-            Ok(doc) => doc,
-            Err(Unreadable {
-                id,
-                revision,
-                message,
-            }) => {
-                let error = ValidationError {
-                    reason: Reason::Malformed,
-                    message,
-                };
+            Judged::Rejected { revision, error } => {
                 self.reject(id, revision, error, opts.now, report);
                 return;
             }
-        };
-        let (id, revision) = (doc.id.clone(), doc.revision);
-        let previous_keys = previous
-            .as_ref()
-            .map(|p| p.environment_keys())
-            .unwrap_or_default();
-        let valid = match validate(doc, &previous_keys) {
-            Ok(valid) => valid,
-            Err(error) => {
-                self.reject(id, Some(revision), error, opts.now, report);
-                return;
-            }
+            Judged::Valid(valid) => valid,
         };
         if let Some(published) = valid.published_at() {
             report.published.push(published);
@@ -375,6 +350,65 @@ fn add(counter: &AtomicUsize, delta: isize) {
         counter.fetch_add(delta as usize, Ordering::Relaxed);
     } else {
         counter.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+    }
+}
+
+/// What the store makes of one incoming document, given the project as
+/// served (if any): the one judgement both the writer and `env-sidecar
+/// validate` use.
+#[derive(Debug)]
+pub enum Judged {
+    /// Older than the served revision: ignored.
+    Stale,
+    /// The served revision again: a no-op.
+    Unchanged,
+    /// Breaks a rule (or could not be read as a document at all).
+    Rejected {
+        revision: Option<u64>,
+        error: ValidationError,
+    },
+    /// Would be accepted.
+    Valid(ValidProject),
+}
+
+/// Judges `incoming` against `previous`, the project as served: revision
+/// order first, then every rule of the data model, slug immutability
+/// included.
+pub fn judge(incoming: Incoming, previous: Option<&Project>) -> Judged {
+    let revision = match &incoming {
+        Ok(doc) => Some(doc.revision),
+        Err(u) => u.revision,
+    };
+    if let (Some(prev), Some(revision)) = (previous, revision) {
+        if revision < prev.revision() {
+            return Judged::Stale;
+        }
+        if revision == prev.revision() {
+            return Judged::Unchanged;
+        }
+    }
+    let doc = match incoming {
+        Ok(doc) => doc,
+        Err(Unreadable {
+            revision, message, ..
+        }) => {
+            return Judged::Rejected {
+                revision,
+                error: ValidationError {
+                    reason: Reason::Malformed,
+                    message,
+                },
+            }
+        }
+    };
+    let revision = doc.revision;
+    let previous_keys = previous.map(|p| p.environment_keys()).unwrap_or_default();
+    match validate(doc, &previous_keys) {
+        Ok(valid) => Judged::Valid(valid),
+        Err(error) => Judged::Rejected {
+            revision: Some(revision),
+            error,
+        },
     }
 }
 

@@ -48,7 +48,9 @@ use compact_str::CompactString;
 
 use crate::model::validate::{is_valid_id, lower_slug, Reason, MAX_SLUG_LEN};
 pub use answer::{Answer, AnswerRef, Outcome, ResolveError};
-pub use apply::{ApplyError, ApplyOptions, ApplyReport, DueOutcome, StoreWriter, Update};
+pub use apply::{
+    judge, ApplyError, ApplyOptions, ApplyReport, DueOutcome, Judged, StoreWriter, Update,
+};
 pub use pointers::PointerKind;
 pub use project::Project;
 
