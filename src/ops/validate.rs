@@ -222,6 +222,7 @@ fn read(input: &Input) -> Result<Box<RawValue>, InputError> {
 }
 
 /// The project documents of a snapshot body or of a single document.
+#[allow(clippy::boxed_local)] // the box is what `read` hands over
 fn documents(raw: Box<RawValue>) -> Result<Vec<Incoming>, InputError> {
     #[derive(Deserialize)]
     struct Shape {
