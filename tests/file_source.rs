@@ -238,6 +238,11 @@ async fn a_file_removing_most_projects_is_refused_whole() {
         "{}",
         err.message
     );
+    let m = t.get_admin("/metrics").await.text;
+    assert!(
+        m.contains("env_sidecar_updates_refused_total{reason=\"mass_removal\"} 1"),
+        "{m}"
+    );
 }
 
 #[tokio::test]

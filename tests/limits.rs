@@ -142,6 +142,15 @@ async fn connections_beyond_the_limit_are_refused_cleanly() {
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
     assert!(text.contains(r#""code":"overloaded""#));
     assert!(closed);
+    let m = t.get_admin("/metrics").await.text;
+    assert!(
+        m.contains("env_sidecar_connections_refused_total{listener=\"data\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("env_sidecar_open_connections{listener=\"data\"} 8"),
+        "{m}"
+    );
     // Freeing one slot lets a new client in.
     drop(held.pop());
     common::eventually("a free slot", || async {

@@ -40,6 +40,7 @@ use crate::server::serve;
 use crate::store::Store;
 use crate::sync::readiness::{NotReady, Readiness};
 use crate::sync::status::SyncStatus;
+use crate::telemetry::Listener;
 
 /// How to embed, beyond the config file.
 #[derive(Debug, Clone, Default)]
@@ -83,6 +84,7 @@ pub async fn embed(config: Config, embed: EmbedOptions) -> Result<Embedded, Star
                 listener,
                 plane,
                 options.limits,
+                Some((core.metrics.clone(), Listener::Admin)),
                 core.shutdown.subscribe(),
             ));
             Some((addr, task))

@@ -28,6 +28,7 @@ use crate::server::{serve, Limits};
 use crate::store::Store;
 use crate::sync::cache::CacheState;
 use crate::sync::status::SyncStatus;
+use crate::telemetry::Listener;
 
 /// Permissions of the data-plane Unix socket: owner and group may connect.
 pub const UNIX_SOCKET_MODE: u32 = 0o660;
@@ -169,12 +170,14 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
             data_listener,
             data.clone(),
             options.limits,
+            Some((core.metrics.clone(), Listener::Data)),
             shutdown_rx.clone(),
         )),
         tokio::spawn(serve(
             admin_listener,
             admin,
             options.limits,
+            Some((core.metrics.clone(), Listener::Admin)),
             shutdown_rx.clone(),
         )),
     ];
@@ -183,6 +186,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
             listener,
             data,
             options.limits,
+            Some((core.metrics.clone(), Listener::Unix)),
             shutdown_rx,
         )));
     }

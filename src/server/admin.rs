@@ -21,6 +21,7 @@ use hyper::body::Incoming;
 use serde::Serialize;
 
 use super::error::{clip, json_ok, json_response, ApiError};
+use super::openapi;
 use super::query::{flag, params};
 use super::views::{RefreshView, RejectionView};
 use super::{Body, Handler, Reply};
@@ -44,6 +45,17 @@ pub struct StatusInfo {
     pub cache_path: Option<PathBuf>,
     pub cache: Arc<CacheState>,
 }
+
+/// Every route of this plane, as `(method, OpenAPI path)`: the surface
+/// `openapi/admin.json` must describe (see `tests/openapi.rs`).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/metrics"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/admin/status"),
+    ("POST", "/admin/refresh"),
+    ("GET", "/openapi.json"),
+];
 
 #[derive(Debug)]
 pub struct AdminPlane {
@@ -88,13 +100,16 @@ impl Handler for AdminPlane {
                 response
             }
             (&Method::GET, "/admin/status") => self.status(),
+            (&Method::GET, "/openapi.json") => openapi::response(openapi::OPERATOR_PLANE),
             (&Method::POST, "/admin/refresh") => {
                 let (this, query) = (self.clone(), req.uri().query().unwrap_or("").to_owned());
                 return Reply::later(async move { this.refresh(&query).await });
             }
-            (m, "/healthz" | "/readyz" | "/metrics" | "/admin/status" | "/admin/refresh") => {
-                ApiError::method_not_allowed(m, path).into_response()
-            }
+            (
+                m,
+                "/healthz" | "/readyz" | "/metrics" | "/admin/status" | "/admin/refresh"
+                | "/openapi.json",
+            ) => ApiError::method_not_allowed(m, path).into_response(),
             _ => ApiError::no_route(path).into_response(),
         };
         response.into()

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{clip, json_ok, json_response, ApiError, ErrorCode, JSON};
 use super::ext_authz::{self, RpcError};
+use super::openapi;
 use super::query::{fill_from_headers, parse_query, single_header, ResolveQuery};
 use super::views::ProjectView;
 use super::{Body, Handler, Reply};
@@ -42,6 +43,20 @@ pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 pub const RESOLVED_ENVIRONMENT: HeaderName = HeaderName::from_static("x-resolved-environment");
 pub const RESOLUTION_OUTCOME: HeaderName = HeaderName::from_static("x-resolution-outcome");
 pub const SNAPSHOT_REVISION: HeaderName = HeaderName::from_static("x-snapshot-revision");
+
+/// Every route of this plane, as `(method, OpenAPI path)`: the surface
+/// `openapi/data.json` must describe (`tests/openapi.rs` holds them in
+/// step, and probes each one on a live sidecar). `*` is any method.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/resolve"),
+    ("POST", "/v1/resolve/batch"),
+    ("*", "/v1/authz"),
+    ("*", "/v1/authz/{rest}"),
+    ("POST", ext_authz::CHECK_PATH),
+    ("GET", "/v1/projects"),
+    ("GET", "/v1/projects/{id}"),
+    ("GET", "/openapi.json"),
+];
 
 #[derive(Debug, Clone)]
 pub struct DataPlane {
@@ -67,12 +82,18 @@ impl Handler for DataPlane {
                 Reply::later(async move { this.batch(req).await })
             }
             (&Method::GET, "/v1/projects") => self.list().into(),
+            (&Method::GET, "/openapi.json") => openapi::response(openapi::DATA_PLANE).into(),
             (&Method::GET, p) if p.starts_with("/v1/projects/") => {
                 self.project(&p["/v1/projects/".len()..]).into()
             }
-            (m, "/v1/resolve" | "/v1/resolve/batch" | "/v1/projects" | ext_authz::CHECK_PATH) => {
-                ApiError::method_not_allowed(m, path).into_response().into()
-            }
+            (
+                m,
+                "/v1/resolve"
+                | "/v1/resolve/batch"
+                | "/v1/projects"
+                | "/openapi.json"
+                | ext_authz::CHECK_PATH,
+            ) => ApiError::method_not_allowed(m, path).into_response().into(),
             (m, p) if p.starts_with("/v1/projects/") => {
                 ApiError::method_not_allowed(m, "/v1/projects/{id}")
                     .into_response()

@@ -8,6 +8,7 @@
 //! * [`admin`]: the operator plane (metrics, health, status, refresh).
 //! * [`error`]: every error answer, from one vocabulary of codes.
 //! * [`ext_authz`]: Envoy's ext_authz gRPC messages and framing.
+//! * [`openapi`]: each plane's OpenAPI description.
 //! * [`query`]: query strings and identity headers.
 //! * [`service`]: the [`Handler`] a plane implements, its ready or pending
 //!   [`Reply`], and the hyper service over it.
@@ -21,6 +22,7 @@ pub mod body;
 pub mod data;
 pub mod error;
 pub mod ext_authz;
+pub mod openapi;
 mod prefixed;
 pub mod query;
 pub mod service;
@@ -39,6 +41,8 @@ use prefixed::Prefixed;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Semaphore};
+
+use crate::telemetry::{metrics, Metrics};
 
 pub use body::Body;
 use error::{ApiError, ErrorCode};
@@ -98,6 +102,22 @@ impl Listener for UnixListener {
     }
 }
 
+/// One open connection, counted in the gauge while it lives.
+struct Open(Arc<Metrics>, metrics::Listener);
+
+impl Open {
+    fn new(metrics: Arc<Metrics>, listener: metrics::Listener) -> Open {
+        metrics.connection_opened(listener, 1.0);
+        Open(metrics, listener)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.connection_opened(self.1, -1.0);
+    }
+}
+
 /// The HTTP/2 connection preface a client with prior knowledge sends.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -134,6 +154,7 @@ pub async fn serve<L: Listener, H: Handler>(
     mut listener: L,
     handler: Arc<H>,
     limits: Limits,
+    metrics: Option<(Arc<Metrics>, metrics::Listener)>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // What a connection over the limit receives before it is closed.
@@ -172,6 +193,9 @@ pub async fn serve<L: Listener, H: Handler>(
             _ = shutdown.changed() => break,
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
+            if let Some((metrics, which)) = &metrics {
+                metrics.connection_refused(*which);
+            }
             let overloaded = overloaded.clone();
             tokio::spawn(async move {
                 let mut io = io;
@@ -184,6 +208,7 @@ pub async fn serve<L: Listener, H: Handler>(
         let (http1, http2) = (http1.clone(), http2.clone());
         let watcher = graceful.watcher();
         let header_read_timeout = limits.header_read_timeout;
+        let open = metrics.clone().map(|(m, which)| Open::new(m, which));
         tokio::spawn(async move {
             let mut io = io;
             // A client that sends nothing is cut like a slow request head.
@@ -200,6 +225,7 @@ pub async fn serve<L: Listener, H: Handler>(
             if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop(open);
             drop(permit);
         });
     }

@@ -336,7 +336,13 @@ impl Simulator {
             drain_deadline: Duration::from_millis(100),
             ..Limits::default()
         };
-        let server = tokio::spawn(serve(listener, Arc::new(self.clone()), limits, stop_rx));
+        let server = tokio::spawn(serve(
+            listener,
+            Arc::new(self.clone()),
+            limits,
+            None,
+            stop_rx,
+        ));
         let _ = epoch.changed().await;
         let _ = stop_tx.send(true);
         let _ = server.await;

@@ -122,7 +122,8 @@ impl SyncContext {
             .parse_and_apply(parse, origin, allow_mass_removal)
             .await
             .map_err(SyncError::from)?;
-        let result = if parsed.is_ok() {
+        // A body refused whole counts as a failed sync, as it backs off.
+        let result = if matches!(parsed, Ok(Ok(_))) {
             SyncResult::Ok
         } else {
             SyncResult::Error
@@ -246,6 +247,9 @@ pub async fn run<S: Source>(
                 next = Instant::now() + stepped.next;
             }
             Event::Step(Err(e)) => {
+                if matches!(e, SyncError::Refused(_)) {
+                    ctx.metrics.mass_removal_refused();
+                }
                 let delay = backoff.next_delay();
                 let text = describe(&e);
                 ctx.status.error(ctx.clock.now(), text.clone());
@@ -282,7 +286,10 @@ async fn forced<S: Source>(
             let text = describe(&e);
             ctx.status.error(ctx.clock.now(), text.clone());
             match e {
-                SyncError::Refused(_) => RefreshOutcome::refused(text, before),
+                SyncError::Refused(_) => {
+                    ctx.metrics.mass_removal_refused();
+                    RefreshOutcome::refused(text, before)
+                }
                 _ => RefreshOutcome::failed(text, before),
             }
         }

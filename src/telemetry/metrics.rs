@@ -34,9 +34,13 @@ pub const ADMIN_REFRESH: &str = "env_sidecar_admin_refresh_total";
 pub const PROPAGATION_DELAY: &str = "env_sidecar_propagation_delay_seconds";
 pub const SCHEDULED_APPLIED: &str = "env_sidecar_scheduled_changes_applied_total";
 pub const BUILD_INFO: &str = "env_sidecar_build_info";
+/// Additions to the contract's metrics (what the shipped alerts need).
+pub const UPDATES_REFUSED: &str = "env_sidecar_updates_refused_total";
+pub const CONNECTIONS_REFUSED: &str = "env_sidecar_connections_refused_total";
+pub const OPEN_CONNECTIONS: &str = "env_sidecar_open_connections";
 
 /// Every metric name, for tests and docs.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 16] = [
     RESOLVE_REQUESTS,
     RESOLVE_DURATION,
     SYNC_REQUESTS,
@@ -50,7 +54,20 @@ pub const ALL: [&str; 13] = [
     PROPAGATION_DELAY,
     SCHEDULED_APPLIED,
     BUILD_INFO,
+    UPDATES_REFUSED,
+    CONNECTIONS_REFUSED,
+    OPEN_CONNECTIONS,
 ];
+
+/// The `listener` label of the connection metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Data = 0,
+    Admin = 1,
+    Unix = 2,
+}
+
+const LISTENERS: [&str; 3] = ["data", "admin", "unix"];
 
 const RESOLVE_DURATION_HELP: &str = "Time to resolve one request inside the sidecar.";
 
@@ -169,6 +186,10 @@ pub struct Metrics {
     age: Gauge,
     projects: Gauge,
     environments: Gauge,
+    /// Fetches refused whole by the blast-radius guard.
+    mass_removal_refused: Counter,
+    connections_refused: [Counter; 3],
+    open_connections: [Gauge; 3],
 }
 
 impl Metrics {
@@ -234,6 +255,18 @@ impl Metrics {
             age: gauge(SNAPSHOT_AGE),
             projects: gauge(PROJECTS),
             environments: gauge(ENVIRONMENTS),
+            mass_removal_refused: counter(
+                UPDATES_REFUSED,
+                vec![Label::new("reason", "mass_removal")],
+            ),
+            connections_refused: LISTENERS
+                .map(|l| counter(CONNECTIONS_REFUSED, vec![Label::new("listener", l)])),
+            open_connections: LISTENERS.map(|l| {
+                recorder.register_gauge(
+                    &Key::from_parts(OPEN_CONNECTIONS, vec![Label::new("listener", l)]),
+                    &metadata(),
+                )
+            }),
             handle: recorder.handle(),
         };
         Arc::new(metrics)
@@ -265,6 +298,21 @@ impl Metrics {
     pub fn propagated(&self, published: SystemTime, now: SystemTime) {
         let delay = now.duration_since(published).unwrap_or_default();
         self.propagation.record(delay.as_secs_f64());
+    }
+
+    /// A fetch refused whole by the blast-radius guard.
+    pub fn mass_removal_refused(&self) {
+        self.mass_removal_refused.increment(1);
+    }
+
+    /// A connection over the limit was answered `503 overloaded`.
+    pub fn connection_refused(&self, listener: Listener) {
+        self.connections_refused[listener as usize].increment(1);
+    }
+
+    /// A connection opened (`+1`) or closed (`-1`).
+    pub fn connection_opened(&self, listener: Listener, delta: f64) {
+        self.open_connections[listener as usize].increment(delta);
     }
 
     pub fn scheduled_applied(&self, n: u64) {
@@ -376,4 +424,15 @@ fn describe(recorder: &PrometheusRecorder) {
         None,
         "Always 1; the version label names the build.",
     );
+    c(
+        UPDATES_REFUSED,
+        None,
+        "Fetches refused whole, by reason (mass_removal: the blast-radius guard).",
+    );
+    c(
+        CONNECTIONS_REFUSED,
+        None,
+        "Connections over the limit, answered 503 overloaded and closed, by listener.",
+    );
+    g(OPEN_CONNECTIONS, None, "Open connections, by listener.");
 }

@@ -11,4 +11,6 @@ pub mod histogram;
 pub mod logging;
 pub mod metrics;
 
-pub use metrics::{Api, Gauges, Metrics, RefreshLabel, ResolveOutcome, SyncKind, SyncResult};
+pub use metrics::{
+    Api, Gauges, Listener, Metrics, RefreshLabel, ResolveOutcome, SyncKind, SyncResult,
+};
