@@ -20,6 +20,7 @@ use crate::sync::cache::{self, CacheState, CacheWriter};
 use crate::sync::file::FileSource;
 use crate::sync::http::{ControlPlane, HttpSource};
 use crate::sync::readiness::Readiness;
+use crate::sync::redis::RedisSource;
 use crate::sync::refresh::Refresher;
 use crate::sync::runtime::SyncRuntime;
 use crate::sync::status::SyncStatus;
@@ -97,6 +98,27 @@ impl Core {
                     ControlPlane::new(&s.url, token, s.request_timeout, s.long_poll_wait)
                         .map_err(StartError::HttpClient)?;
                 let source = HttpSource::new(control_plane, s.mode, s.poll_interval, s.backoff_max);
+                sync_runtime.spawn(sync::run(source, ctx, commands_rx, shutdown_rx.clone()))
+            }
+            SourceKind::Redis => {
+                let password = options.env.secret(&s.token_env);
+                let ca = if s.tls_ca_file.as_os_str().is_empty() {
+                    None
+                } else {
+                    Some(
+                        std::fs::read(&s.tls_ca_file)
+                            .map_err(|e| StartError::Redis(e.to_string()))?,
+                    )
+                };
+                let client = sync::redis::client(&s.url, password.as_ref(), ca)
+                    .map_err(|e| StartError::Redis(e.to_string()))?;
+                let source = RedisSource::new(
+                    client,
+                    &s.key_prefix,
+                    s.request_timeout,
+                    s.long_poll_wait,
+                    s.backoff_max,
+                );
                 sync_runtime.spawn(sync::run(source, ctx, commands_rx, shutdown_rx.clone()))
             }
         };

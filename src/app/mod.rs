@@ -52,6 +52,8 @@ pub enum StartError {
     HttpClient(#[source] reqwest::Error),
     #[error("cannot start the writer or sync thread: {0}")]
     Writer(#[source] std::io::Error),
+    #[error("cannot set up the Redis client: {0}")]
+    Redis(String),
 }
 
 /// How to start, beyond the config file.

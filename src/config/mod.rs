@@ -91,6 +91,7 @@ impl Default for AdminConfig {
 pub enum SourceKind {
     File,
     Http,
+    Redis,
 }
 
 impl SourceKind {
@@ -98,6 +99,7 @@ impl SourceKind {
         match self {
             SourceKind::File => "file",
             SourceKind::Http => "http",
+            SourceKind::Redis => "redis",
         }
     }
 }
@@ -130,6 +132,9 @@ pub struct SourceConfig {
     /// `kind = "redis"`: keys `{key_prefix}:projects` and
     /// `{key_prefix}:changes`.
     pub key_prefix: String,
+    /// `kind = "redis"` over `rediss://`: a PEM bundle of CAs to trust
+    /// instead of the system's (empty: the system's).
+    pub tls_ca_file: PathBuf,
     pub mode: SyncMode,
     /// Name of the environment variable holding the control-plane token.
     pub token_env: String,
@@ -151,6 +156,7 @@ impl Default for SourceConfig {
             path: PathBuf::from("config/snapshot.json"),
             url: String::new(),
             key_prefix: "env-sidecar".into(),
+            tls_ca_file: PathBuf::new(),
             mode: SyncMode::Watch,
             token_env: "ENV_SIDECAR_CONTROL_PLANE_TOKEN".into(),
             poll_interval: Duration::from_secs(5),
@@ -300,6 +306,34 @@ impl Config {
             }
             if !(s.url.starts_with("http://") || s.url.starts_with("https://")) {
                 return invalid("source.url", "must start with http:// or https://");
+            }
+        }
+        if s.kind == SourceKind::Redis {
+            if s.url.is_empty() {
+                return invalid("source.url", "is required when source.kind = \"redis\"");
+            }
+            if !(s.url.starts_with("redis://") || s.url.starts_with("rediss://")) {
+                return invalid("source.url", "must start with redis:// or rediss://");
+            }
+            let authority = s
+                .url
+                .split("//")
+                .nth(1)
+                .unwrap_or("")
+                .split('/')
+                .next()
+                .unwrap_or("");
+            if authority
+                .rsplit_once('@')
+                .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+            {
+                return invalid(
+                    "source.url",
+                    "must not carry a password: name the variable holding it in source.token_env",
+                );
+            }
+            if s.key_prefix.is_empty() || s.key_prefix.contains(['{', '}']) {
+                return invalid("source.key_prefix", "must be non-empty, without braces");
             }
         }
         if s.kind == SourceKind::File && s.path.as_os_str().is_empty() {

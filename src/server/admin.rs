@@ -31,6 +31,7 @@ use crate::model::timestamp::format_rfc3339;
 use crate::model::validate::is_valid_id;
 use crate::sync::cache::CacheState;
 use crate::sync::readiness::Readiness;
+use crate::sync::redis::StreamId;
 use crate::sync::refresh::{RefreshRequest, Refresher, Scope};
 use crate::sync::status::Event;
 use crate::telemetry::{Gauges, Metrics, RefreshLabel};
@@ -152,12 +153,15 @@ impl AdminPlane {
             not_ready_reason: readiness.err().map(|e| e.to_string()),
             source: SourceView {
                 kind: self.info.source_kind.as_str(),
-                url: (self.info.source_kind == SourceKind::Http)
+                url: (self.info.source_kind != SourceKind::File)
                     .then_some(self.info.source_url.as_str()),
                 path: (self.info.source_kind == SourceKind::File)
                     .then(|| self.info.source_path.display().to_string()),
                 mode: (self.info.source_kind == SourceKind::Http)
                     .then_some(self.info.mode.as_str()),
+                // The Redis cursor is a stream id, packed into the u64.
+                stream_cursor: (self.info.source_kind == SourceKind::Redis)
+                    .then(|| StreamId::unpack(r.store.cursor()).to_string()),
             },
             cursor: r.store.cursor(),
             last_success: events.last_success.as_ref().map(EventView::from),
@@ -234,6 +238,8 @@ struct SourceView<'a> {
     url: Option<&'a str>,
     path: Option<String>,
     mode: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_cursor: Option<String>,
 }
 
 #[derive(Serialize)]

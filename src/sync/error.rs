@@ -30,6 +30,8 @@ pub enum FetchError {
     /// serve changes after the cursor it just gave.
     #[error("control plane answered 410 Gone right after a full snapshot")]
     GoneAgain,
+    #[error("Redis")]
+    Redis(#[source] redis::RedisError),
     #[error("{what} is not JSON of the expected shape")]
     Malformed {
         what: &'static str,

@@ -9,6 +9,7 @@
 //!
 //! * [`file`]: a JSON snapshot file, re-read when it changes (the default).
 //! * [`http`]: a control plane, in `watch` or `poll` mode.
+//! * [`redis`](mod@redis): a hash and a stream in Redis (fleets).
 //! * [`writer`]: applies updates and runs scheduled cutovers, on its own
 //!   thread.
 //! * [`backoff`], [`error`]: retry timing; why an attempt failed.
@@ -28,6 +29,7 @@ pub mod file;
 pub mod http;
 pub mod memory;
 pub mod readiness;
+pub mod redis;
 pub mod refresh;
 pub mod runtime;
 pub mod status;

@@ -454,3 +454,4 @@ pub fn system_tool(name: &str, package: &str) -> Option<PathBuf> {
 pub mod gateway;
 pub mod h2;
 pub mod process;
+pub mod redis;

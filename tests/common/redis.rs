@@ -1,0 +1,229 @@
+//! A real `redis-server` (Debian's `redis-server`) on a free loopback port,
+//! started and stopped by the tests, and a client to write to it the way
+//! a publisher does.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use env_sidecar::sync::redis::{self as redis_source, RedisKeys};
+
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+    args: Vec<String>,
+    binary: PathBuf,
+    /// `rediss://` when TLS is on.
+    pub url: String,
+}
+
+/// Options for [`RedisServer::start`].
+#[derive(Default, Clone)]
+pub struct Setup {
+    pub password: Option<String>,
+    /// Certificate, key and CA files: serve TLS only.
+    pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
+}
+
+impl RedisServer {
+    /// `None` (test skipped) where redis-server is not installed.
+    pub fn start(dir: &Path, setup: Setup) -> Option<RedisServer> {
+        let binary = super::system_tool("redis-server", "redis-server")?;
+        let port = super::gateway::free_addr().port();
+        let mut args = vec![
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            "no".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+        ];
+        let scheme = if let Some((cert, key, ca)) = &setup.tls {
+            args.extend([
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                cert.display().to_string(),
+                "--tls-key-file".into(),
+                key.display().to_string(),
+                "--tls-ca-cert-file".into(),
+                ca.display().to_string(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ]);
+            "rediss"
+        } else {
+            args.extend(["--port".into(), port.to_string()]);
+            "redis"
+        };
+        if let Some(password) = &setup.password {
+            args.extend(["--requirepass".into(), password.clone()]);
+        }
+        let host = if setup.tls.is_some() {
+            "localhost"
+        } else {
+            "127.0.0.1"
+        };
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir: dir.to_owned(),
+            args,
+            binary,
+            url: format!("{scheme}://{host}:{port}/0"),
+        };
+        server.restart();
+        Some(server)
+    }
+
+    /// Starts the server again (empty: nothing is saved) on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let log = std::fs::File::create(self.dir.join(format!("redis-{}.log", self.port))).unwrap();
+        self.child = Some(
+            Command::new(&self.binary)
+                .args(&self.args)
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server starts"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL: Redis is gone, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A publisher's connection.
+pub struct Publisher {
+    pub con: redis::aio::MultiplexedConnection,
+    pub keys: RedisKeys,
+}
+
+impl Publisher {
+    pub async fn connect(url: &str, password: Option<&str>, ca: Option<Vec<u8>>) -> Publisher {
+        let secret = password.map(env_sidecar::config::secret::Secret::new);
+        let client = redis_source::client(url, secret.as_ref(), ca).expect("a client");
+        let con = redis_source::connect(&client, Duration::from_secs(2), Duration::from_secs(5))
+            .await
+            .expect("connects to redis");
+        Publisher {
+            con,
+            keys: RedisKeys::new("env-sidecar"),
+        }
+    }
+
+    pub async fn write(&mut self, doc: &serde_json::Value) {
+        let id = doc["id"].as_str().unwrap().to_owned();
+        redis_source::write_project(&mut self.con, &self.keys, &id, &doc.to_string())
+            .await
+            .expect("written");
+    }
+
+    pub async fn remove(&mut self, id: &str) {
+        redis_source::remove_project(&mut self.con, &self.keys, id)
+            .await
+            .expect("removed");
+    }
+
+    /// Any command, for the tests' own fiddling (XTRIM, DEL, DEBUG …).
+    pub async fn run(&mut self, args: &[&str]) -> redis::Value {
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query_async(&mut self.con)
+            .await
+            .expect("the command runs")
+    }
+}
+
+/// A CA and a server certificate for `localhost`, made with openssl.
+pub fn tls_files(dir: &Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
+    let openssl = super::system_tool("openssl", "openssl")?;
+    let (ca_key, ca, key, csr, cert) = (
+        dir.join("ca.key"),
+        dir.join("ca.pem"),
+        dir.join("server.key"),
+        dir.join("server.csr"),
+        dir.join("server.pem"),
+    );
+    let ext = dir.join("ext.cnf");
+    std::fs::write(&ext, "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(&openssl).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let p = |p: &Path| p.display().to_string();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &p(&ca_key),
+        "-out",
+        &p(&ca),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=env-sidecar test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &p(&key),
+        "-out",
+        &p(&csr),
+        "-subj",
+        "/CN=localhost",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &p(&csr),
+        "-CA",
+        &p(&ca),
+        "-CAkey",
+        &p(&ca_key),
+        "-CAcreateserial",
+        "-out",
+        &p(&cert),
+        "-days",
+        "2",
+        "-extfile",
+        &p(&ext),
+    ]);
+    Some((cert, key, ca))
+}
