@@ -54,6 +54,33 @@ enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Validate a snapshot file against what Redis holds and, only if every
+    /// project passes, write the changes to Redis for a fleet that follows
+    /// it; exit 0, 1 refused (nothing written), 2 unreadable or unreachable
+    Publish {
+        /// redis:// or rediss:// URL (no password: see --password-env)
+        #[arg(long, value_name = "URL")]
+        redis: String,
+        /// Keys {P}:projects and {P}:changes
+        #[arg(long, value_name = "P", default_value = "env-sidecar")]
+        key_prefix: String,
+        /// The variable holding the Redis password
+        #[arg(
+            long,
+            value_name = "VAR",
+            default_value = "ENV_SIDECAR_CONTROL_PLANE_TOKEN"
+        )]
+        password_env: String,
+        /// Refuse to remove more than this fraction of the projects in Redis
+        #[arg(long, value_name = "F", default_value_t = 0.5)]
+        max_removed_fraction: f64,
+        /// Remove them anyway
+        #[arg(long)]
+        allow_mass_removal: bool,
+        /// The snapshot file (`-` reads stdin)
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 use env_sidecar::ops::{self, EXIT_CONFIG};
@@ -70,6 +97,41 @@ fn main() -> ExitCode {
             .map(|f| ops::validate::Input::parse(f))
             .collect();
         let status = ops::validate::run(previous.as_ref(), &inputs, &mut std::io::stdout().lock());
+        return ExitCode::from(status);
+    }
+    if let Some(Command::Publish {
+        redis,
+        key_prefix,
+        password_env,
+        max_removed_fraction,
+        allow_mass_removal,
+        file,
+    }) = &args.command
+    {
+        let publish = ops::publish::Publish {
+            redis: redis.clone(),
+            key_prefix: key_prefix.clone(),
+            password_env: password_env.clone(),
+            max_removed_fraction: *max_removed_fraction,
+            allow_mass_removal: *allow_mass_removal,
+            file: ops::validate::Input::parse(file),
+        };
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("env-sidecar: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let env = env_sidecar::config::secret::Env::process();
+        let status = runtime.block_on(ops::publish::run(
+            &publish,
+            &env,
+            &mut std::io::stdout().lock(),
+        ));
         return ExitCode::from(status);
     }
     let config = match load_config(&args) {
@@ -101,7 +163,7 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Some(Command::Validate { .. }) | None => {}
+        Some(Command::Validate { .. } | Command::Publish { .. }) | None => {}
     }
     env_sidecar::telemetry::logging::init(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -1,12 +1,14 @@
 //! The operator commands of the binary, as library functions that write
 //! to the given output and return the exit status: `check-config`,
-//! `validate` and `health`. `main` only parses flags and calls them.
+//! `validate`, `publish` and `health`. `main` only parses flags and calls
+//! them.
 //!
 //! The top layer beside `app`: they reuse the config checks, the store's
 //! judgement of documents and the wire parsers, never their own copies.
 
 pub mod check_config;
 pub mod health;
+pub mod publish;
 pub mod validate;
 
 /// Exit status for a bad config (EX_CONFIG). Bad flags exit 2 (clap's

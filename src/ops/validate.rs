@@ -43,7 +43,7 @@ impl Input {
         }
     }
 
-    fn name(&self) -> String {
+    pub fn name(&self) -> String {
         match self {
             Input::Stdin => "-".into(),
             Input::File(p) => p.display().to_string(),
@@ -79,20 +79,7 @@ pub fn run(previous: Option<&Input>, inputs: &[Input], out: &mut dyn Write) -> u
     let served = match previous {
         None => Store::new(1.0).0,
         Some(input) => match read(input).and_then(documents) {
-            Ok(docs) => {
-                let (store, mut writer) = Store::new(1.0);
-                let body = SnapshotBody {
-                    revision: 0,
-                    projects: docs,
-                };
-                let opts = ApplyOptions {
-                    now: SystemTime::now(),
-                    allow_mass_removal: true,
-                };
-                // A full snapshot with removals allowed cannot be refused.
-                let _ = writer.apply(Update::Snapshot(body), opts);
-                store
-            }
+            Ok(docs) => served(docs),
             Err(e) => {
                 let _ = writeln!(
                     out,
@@ -128,60 +115,112 @@ pub fn run(previous: Option<&Input>, inputs: &[Input], out: &mut dyn Write) -> u
     status
 }
 
-/// Writes one project's line; true when it passes.
-fn verdict(doc: Incoming, served: &Store, out: &mut dyn Write) -> bool {
+/// What publishing one document would do, judged against what is served.
+#[derive(Debug)]
+pub enum Verdict {
+    /// A new revision (or a new project): it would be applied.
+    Accepted,
+    /// The very revision and document already served: nothing to do.
+    Unchanged,
+    Rejected {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// One document judged against `served`: its id, its revision and the
+/// verdict (the sidecar's own judgement, plus what only a publisher can
+/// see: a stale or reused revision).
+pub fn judge_against(doc: Incoming, served: &Store) -> (String, Option<u64>, Verdict) {
     let (id, revision) = match &doc {
         Ok(d) => (d.id.clone(), Some(d.revision)),
         Err(u) => (u.id.clone(), u.revision),
     };
     let previous = served.project(&id);
     let revision_text = revision.map_or("?".to_owned(), |r| r.to_string());
-    let reject = |out: &mut dyn Write, reason: &str, message: &str| {
-        let _ = writeln!(
-            out,
-            "rejected project={} revision={revision_text} reason={reason} message={}",
-            quoted(&id),
-            quoted(message)
-        );
-        false
-    };
-    // For an equal revision: the document the fleet serves, to compare.
-    let same_revision_text = previous.as_ref().map(|p| p.document_json().to_owned());
     let candidate = doc.clone();
-    match judge(doc, previous.as_deref()) {
-        Judged::Valid(_) => {
-            let _ = writeln!(out, "ok project={} revision={revision_text}", quoted(&id));
+    let verdict = match judge(doc, previous.as_deref()) {
+        Judged::Valid(_) => Verdict::Accepted,
+        Judged::Rejected { error, .. } => Verdict::Rejected {
+            reason: error.reason.as_str(),
+            message: error.message,
+        },
+        Judged::Stale => Verdict::Rejected {
+            reason: "stale_revision",
+            message: format!(
+                "revision {revision_text} is older than the published {}; the fleet would ignore it",
+                previous.as_ref().map_or(0, |p| p.revision())
+            ),
+        },
+        // Equal revision: fine if it is the very same document.
+        Judged::Unchanged => match judge(candidate, None) {
+            Judged::Valid(valid)
+                if previous
+                    .as_ref()
+                    .is_some_and(|p| *valid.to_json() == *p.document_json()) =>
+            {
+                Verdict::Unchanged
+            }
+            Judged::Rejected { error, .. } => Verdict::Rejected {
+                reason: error.reason.as_str(),
+                message: error.message,
+            },
+            _ => Verdict::Rejected {
+                reason: "revision_reused",
+                message: format!("revision {revision_text} is already published with a different document; the fleet would ignore this one (raise the revision)"),
+            },
+        },
+    };
+    (id, revision, verdict)
+}
+
+/// Writes one project's line; true when it passes.
+fn verdict(doc: Incoming, served: &Store, out: &mut dyn Write) -> bool {
+    let (id, revision, verdict) = judge_against(doc, served);
+    let revision = revision.map_or("?".to_owned(), |r| r.to_string());
+    match verdict {
+        Verdict::Accepted => {
+            let _ = writeln!(out, "ok project={} revision={revision}", quoted(&id));
             true
         }
-        Judged::Rejected { error, .. } => reject(out, error.reason.as_str(), &error.message),
-        Judged::Stale => {
-            let served = previous.map_or(0, |p| p.revision());
-            reject(
+        Verdict::Unchanged => {
+            let _ = writeln!(
                 out,
-                "stale_revision",
-                &format!("revision {revision_text} is older than the published {served}; the fleet would ignore it"),
-            )
+                "ok project={} revision={revision} unchanged=true",
+                quoted(&id)
+            );
+            true
         }
-        Judged::Unchanged => {
-            // Equal revision: fine if it is the very same document.
-            match judge(candidate, None) {
-                Judged::Valid(valid) if Some(&*valid.to_json()) == same_revision_text.as_deref() => {
-                    let _ = writeln!(out, "ok project={} revision={revision_text} unchanged=true", quoted(&id));
-                    true
-                }
-                Judged::Rejected { error, .. } => reject(out, error.reason.as_str(), &error.message),
-                _ => reject(
-                    out,
-                    "revision_reused",
-                    &format!("revision {revision_text} is already published with a different document; the fleet would ignore this one (raise the revision)"),
-                ),
-            }
+        Verdict::Rejected { reason, message } => {
+            let _ = writeln!(
+                out,
+                "rejected project={} revision={revision} reason={reason} message={}",
+                quoted(&id),
+                quoted(&message)
+            );
+            false
         }
     }
 }
 
+/// A store serving `docs` (what is published), to judge against.
+pub fn served(docs: Vec<Incoming>) -> Store {
+    let (store, mut writer) = Store::new(1.0);
+    let body = SnapshotBody {
+        revision: 0,
+        projects: docs,
+    };
+    let opts = ApplyOptions {
+        now: SystemTime::now(),
+        allow_mass_removal: true,
+    };
+    // A full snapshot with removals allowed cannot be refused.
+    let _ = writer.apply(Update::Snapshot(body), opts);
+    store
+}
+
 /// `key=value` values: bare when plain, else a JSON string.
-fn quoted(text: &str) -> String {
+pub fn quoted(text: &str) -> String {
     if !text.is_empty()
         && text
             .bytes()
@@ -195,7 +234,7 @@ fn quoted(text: &str) -> String {
 
 /// The whole input, checked to be JSON while it is read: garbage fails at
 /// its first bad byte, without reading (or holding) the rest.
-fn read(input: &Input) -> Result<Box<RawValue>, InputError> {
+pub fn read(input: &Input) -> Result<Box<RawValue>, InputError> {
     let reader: Box<dyn Read> = match input {
         Input::Stdin => Box::new(std::io::stdin().lock()),
         Input::File(path) => {
@@ -223,7 +262,7 @@ fn read(input: &Input) -> Result<Box<RawValue>, InputError> {
 
 /// The project documents of a snapshot body or of a single document.
 #[allow(clippy::boxed_local)] // the box is what `read` hands over
-fn documents(raw: Box<RawValue>) -> Result<Vec<Incoming>, InputError> {
+pub fn documents(raw: Box<RawValue>) -> Result<Vec<Incoming>, InputError> {
     #[derive(Deserialize)]
     struct Shape {
         #[serde(default)]

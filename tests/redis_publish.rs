@@ -1,0 +1,195 @@
+//! `env-sidecar publish` against a real `redis-server`: a valid file is
+//! written (hash and stream, one MULTI/EXEC per change) and a sidecar
+//! following Redis serves it; an unchanged file writes nothing; a file
+//! with one bad project writes nothing at all; a mass removal is refused
+//! unless allowed; an unreachable Redis or a bad file exits 2.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::redis::{Publisher, RedisServer, Setup};
+use common::{project, snapshot, TestSidecar};
+use env_sidecar::config::SourceKind;
+use serde_json::{json, Value};
+
+fn publish(url: &str, file: &Path, extra: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
+        .args(["publish", "--redis", url])
+        .args(extra)
+        .arg(file)
+        .envs(envs.iter().copied())
+        .env_remove("ENV_SIDECAR_CONTROL_PLANE_TOKEN")
+        .output()
+        .expect("the binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn write(dir: &Path, name: &str, doc: &Value) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_vec(doc).unwrap()).unwrap();
+    path
+}
+
+async fn stream_length(p: &mut Publisher) -> i64 {
+    match p.run(&["XLEN", "{env-sidecar}:changes"]).await {
+        redis::Value::Int(n) => n,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_valid_file_is_published_and_served_and_an_unchanged_one_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
+        return;
+    };
+    let file = write(
+        dir.path(),
+        "v1.json",
+        &snapshot(1, vec![project("acme", 1), project("globex", 1)]),
+    );
+    let (code, out) = publish(&redis.url, &file, &[], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("published project=acme revision=1 entry="),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("done published=2 removed=0 unchanged=0\n"),
+        "{out}"
+    );
+    let mut p = Publisher::connect(&redis.url, None, None).await;
+    assert_eq!(stream_length(&mut p).await, 2);
+
+    // A sidecar following Redis serves what was published.
+    let mut config = common::http_config(dir.path(), &redis.url);
+    config.source.kind = SourceKind::Redis;
+    let t = TestSidecar::launch(config, tempfile::tempdir().unwrap()).await;
+    t.wait_ready().await;
+    assert_eq!(t.served("globex", "qa").await, "qa-r1");
+
+    // The same file again changes nothing.
+    let (code, out) = publish(&redis.url, &file, &[], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.ends_with("done published=0 removed=0 unchanged=2\n"),
+        "{out}"
+    );
+    assert_eq!(stream_length(&mut p).await, 2, "nothing written");
+
+    // A newer revision of one project: only it is written.
+    let file = write(
+        dir.path(),
+        "v2.json",
+        &snapshot(2, vec![project("acme", 2), project("globex", 1)]),
+    );
+    let (code, out) = publish(&redis.url, &file, &[], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.ends_with("done published=1 removed=0 unchanged=1\n"),
+        "{out}"
+    );
+    t.wait_revision("acme", 2).await;
+}
+
+#[tokio::test]
+async fn one_bad_project_means_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
+        return;
+    };
+    let good = write(
+        dir.path(),
+        "good.json",
+        &snapshot(1, vec![project("acme", 1), project("globex", 1)]),
+    );
+    assert_eq!(publish(&redis.url, &good, &[], &[]).0, 0);
+    let mut bad = project("globex", 2);
+    bad["environments"][1]["slug"] = json!("renamed");
+    let file = write(
+        dir.path(),
+        "bad.json",
+        &snapshot(2, vec![project("acme", 2), bad]),
+    );
+    let (code, out) = publish(&redis.url, &file, &[], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("rejected project=globex revision=2 reason=slug_changed"),
+        "{out}"
+    );
+    assert!(out.contains("nothing written"), "{out}");
+    let mut p = Publisher::connect(&redis.url, None, None).await;
+    assert_eq!(
+        stream_length(&mut p).await,
+        2,
+        "not even acme's good revision"
+    );
+    // A stale revision is refused as well.
+    let file = write(
+        dir.path(),
+        "stale.json",
+        &snapshot(2, vec![project("acme", 0), project("globex", 1)]),
+    );
+    let (code, out) = publish(&redis.url, &file, &[], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("reason=stale_revision"), "{out}");
+}
+
+#[tokio::test]
+async fn a_mass_removal_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
+        return;
+    };
+    let all = write(dir.path(), "all.json", &snapshot(1, common::numbered(12)));
+    assert_eq!(publish(&redis.url, &all, &[], &[]).0, 0);
+    let few = write(dir.path(), "few.json", &snapshot(2, common::numbered(2)));
+    let (code, out) = publish(&redis.url, &few, &[], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.starts_with("refused removing=10 of=12"), "{out}");
+    let (code, out) = publish(&redis.url, &few, &["--allow-mass-removal"], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("removed project=p11 entry="), "{out}");
+    assert!(
+        out.ends_with("done published=0 removed=10 unchanged=2\n"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_redis_bad_files_and_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "v1.json",
+        &snapshot(1, vec![project("acme", 1)]),
+    );
+    let (code, out) = publish("redis://127.0.0.1:9/0", &file, &[], &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.starts_with("error redis"), "{out}");
+    let setup = Setup {
+        password: Some("pw-1".into()),
+        ..Setup::default()
+    };
+    let Some(redis) = RedisServer::start(dir.path(), setup) else {
+        return;
+    };
+    let garbage = dir.path().join("garbage.json");
+    std::fs::write(&garbage, b"{ not json").unwrap();
+    assert_eq!(publish(&redis.url, &garbage, &[], &[]).0, 2);
+    let (code, out) = publish(&redis.url, &file, &[], &[]);
+    assert_eq!(code, 2, "no password: {out}");
+    let (code, out) = publish(
+        &redis.url,
+        &file,
+        &["--password-env", "MY_PW"],
+        &[("MY_PW", "pw-1")],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("pw-1"));
+}
