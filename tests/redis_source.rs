@@ -285,3 +285,45 @@ async fn rediss_with_a_certificate_the_test_made() {
     untrusting.wait_error_containing("Redis").await;
     assert_eq!(untrusting.get_admin("/readyz").await.status, 503);
 }
+
+#[tokio::test]
+async fn the_simulator_publishes_to_redis_and_propagation_is_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
+        return;
+    };
+    let sim = env_sidecar::sim::simulator::Simulator::start("127.0.0.1:0".parse().unwrap(), None)
+        .await
+        .unwrap();
+    let written = sim
+        .mirror_to_redis(&redis.url, None, "env-sidecar")
+        .await
+        .unwrap();
+    sim.generate(50);
+    let t = follow(dir.path(), &redis.url, |_| {}, no_secrets()).await;
+    t.wait_ready().await;
+    eventually("the population", || async {
+        t.sidecar.store().project_count() == 50
+    })
+    .await;
+    sim.mutate(50, 10);
+    eventually("mutations written and served", || async {
+        written.load(std::sync::atomic::Ordering::Relaxed) >= 60
+            && t.sidecar
+                .store()
+                .projects()
+                .iter()
+                .filter(|p| p.revision() > 1)
+                .count()
+                >= 1
+    })
+    .await;
+    let m = t.get_admin("/metrics").await.text;
+    let count: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("env_sidecar_propagation_delay_seconds_count "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(count >= 1.0, "published_at was measured: {m}");
+    sim.stop();
+}

@@ -53,6 +53,17 @@ struct Args {
     /// ... for this long
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     down_for: Duration,
+    /// Also publish every change to this Redis (redis:// or rediss://), as
+    /// `env-sidecar publish` would, for sidecars with `[source] kind =
+    /// "redis"`
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// Redis keys {P}:projects and {P}:changes
+    #[arg(long, value_name = "P", default_value = "env-sidecar")]
+    key_prefix: String,
+    /// The variable holding the Redis password
+    #[arg(long, value_name = "VAR")]
+    redis_password_env: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -83,6 +94,22 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(url) = &args.redis {
+        let password = args
+            .redis_password_env
+            .as_deref()
+            .and_then(|v| std::env::var(v).ok())
+            .filter(|p| !p.is_empty())
+            .map(env_sidecar::config::secret::Secret::new);
+        if let Err(e) = sim
+            .mirror_to_redis(url, password.as_ref(), &args.key_prefix)
+            .await
+        {
+            eprintln!("control-plane-sim: cannot reach Redis at {url}: {e}");
+            return ExitCode::FAILURE;
+        }
+        eprintln!("publishing every change to Redis too ({url})");
+    }
     let mut population = 0;
     if let Some(path) = &args.snapshot {
         match std::fs::read(path)

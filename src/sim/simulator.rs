@@ -22,7 +22,7 @@ use http::header::{AUTHORIZATION, ETAG, IF_NONE_MATCH};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::generate::{self, Rng};
 use crate::server::error::json_response;
@@ -92,7 +92,12 @@ struct Inner {
     addr: Mutex<SocketAddr>,
     shutdown: watch::Sender<bool>,
     epoch: watch::Sender<u64>,
+    /// Every change, in order, to the Redis writer (when mirroring).
+    mirror: Mutex<Option<mpsc::UnboundedSender<Mirrored>>>,
 }
+
+/// One change for Redis: a document (JSON) or a removal.
+type Mirrored = (String, Option<Arc<str>>);
 
 /// A running simulator. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -126,6 +131,7 @@ impl Simulator {
             addr: Mutex::new(addr),
             shutdown: watch::channel(false).0,
             epoch: watch::channel(0).0,
+            mirror: Mutex::new(None),
         });
         let sim = Simulator { inner };
         tokio::spawn(sim.clone().serve_loop(listener));
@@ -179,11 +185,16 @@ impl Simulator {
 
     /// Publishes `(id, project revision, document text)` triples.
     pub fn publish_raw(&self, docs: Vec<(String, u64, String)>) -> u64 {
+        let mirror = lock(&self.inner.mirror).clone();
         let mut world = lock(&self.inner.world);
         for (id, rev, text) in docs {
             world.revision += 1;
             let at = world.revision;
-            world.projects.insert(id.clone(), (rev, text.into()));
+            let text: Arc<str> = text.into();
+            if let Some(mirror) = &mirror {
+                let _ = mirror.send((id.clone(), Some(text.clone())));
+            }
+            world.projects.insert(id.clone(), (rev, text));
             world.push_log(at, id);
         }
         let revision = world.revision;
@@ -194,9 +205,13 @@ impl Simulator {
 
     /// Removes projects (one change each).
     pub fn remove<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> u64 {
+        let mirror = lock(&self.inner.mirror).clone();
         let mut world = lock(&self.inner.world);
         for id in ids {
             if world.projects.remove(id).is_some() {
+                if let Some(mirror) = &mirror {
+                    let _ = mirror.send((id.to_owned(), None));
+                }
                 world.revision += 1;
                 let at = world.revision;
                 world.push_log(at, id.to_owned());
@@ -206,6 +221,44 @@ impl Simulator {
         drop(world);
         self.inner.revision.send_replace(revision);
         revision
+    }
+
+    /// From now on, writes every change to Redis too (hash and stream, one
+    /// `MULTI`/`EXEC` each, in order), as a publisher for a fleet that
+    /// follows Redis would. Returns once connected; `written` counts the
+    /// changes written so far.
+    pub async fn mirror_to_redis(
+        &self,
+        url: &str,
+        password: Option<&crate::config::secret::Secret>,
+        key_prefix: &str,
+    ) -> redis::RedisResult<Arc<AtomicU64>> {
+        use crate::sync::redis as redis_source;
+        let client = redis_source::client(url, password, None)?;
+        let timeout = Duration::from_secs(5);
+        let mut con = redis_source::connect(&client, timeout, timeout).await?;
+        let keys = redis_source::RedisKeys::new(key_prefix);
+        let (tx, mut rx) = mpsc::unbounded_channel::<Mirrored>();
+        *lock(&self.inner.mirror) = Some(tx);
+        let written = Arc::new(AtomicU64::new(0));
+        let count = written.clone();
+        tokio::spawn(async move {
+            while let Some((id, document)) = rx.recv().await {
+                let result = match &document {
+                    Some(json) => redis_source::write_project(&mut con, &keys, &id, json).await,
+                    None => redis_source::remove_project(&mut con, &keys, &id).await,
+                };
+                match result {
+                    Ok(_) => {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        tracing::warn!(project = %id, error = %e, "simulator: Redis write failed")
+                    }
+                }
+            }
+        });
+        Ok(written)
     }
 
     /// Forgets the change log: any older cursor now gets 410.
