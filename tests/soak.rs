@@ -8,6 +8,13 @@
 //!
 //! 60 s by default; `SOAK_SECONDS=600 cargo test --release --test soak --
 //! --nocapture` soaks longer and prints the figures.
+//!
+//! A second soak does the same with the sidecar following a real
+//! `redis-server` that the simulator publishes to, through Redis' own
+//! faults: clients paused (`CLIENT PAUSE`), the server stalled (`DEBUG
+//! SLEEP`), killed and restarted empty (the guard must refuse the
+//! emptiness; then everything is republished). 30 s by default
+//! (`REDIS_SOAK_SECONDS`).
 
 mod common;
 
@@ -350,4 +357,174 @@ impl Load {
             }
         }
     }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum RedisPhase {
+    Clean,
+    ClientPause,
+    DebugSleep,
+    KilledRestartedEmpty,
+    InvalidDocuments,
+}
+
+const REDIS_PHASES: [RedisPhase; 5] = [
+    RedisPhase::Clean,
+    RedisPhase::ClientPause,
+    RedisPhase::DebugSleep,
+    RedisPhase::KilledRestartedEmpty,
+    RedisPhase::InvalidDocuments,
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_soak_under_redis_faults_loses_nothing_and_converges() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut redis) = common::redis::RedisServer::start(dir.path(), Default::default()) else {
+        return;
+    };
+    let total: u64 = std::env::var("REDIS_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let cycles = (total / 15).max(2);
+    let phase_len = Duration::from_secs(total) / (cycles as u32 * REDIS_PHASES.len() as u32);
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), None)
+        .await
+        .unwrap();
+    sim.mirror_to_redis(&redis.url, None, "env-sidecar")
+        .await
+        .unwrap();
+    sim.generate(ALL);
+    let cache = dir.path().join("lkg.json");
+    let config = dir.path().join("sidecar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [source]\nkind = \"redis\"\nurl = \"{}\"\nrequest_timeout = \"1s\"\n\
+             long_poll_wait = \"2s\"\nbackoff_max = \"500ms\"\nmax_removed_fraction = 0.3\n\
+             [cache]\npath = \"{}\"\n",
+            redis.url,
+            cache.display()
+        ),
+    )
+    .unwrap();
+    let mut sidecar = SidecarProcess::start(&config, &[("RUST_LOG", "info")]);
+    let (data, admin) = (sidecar.data_addr, sidecar.admin_addr);
+    common::eventually_within(Duration::from_secs(20), "ready", || async {
+        reqwest::get(format!("http://{admin}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = Load::default();
+    let workers: Vec<_> = (0..4u64)
+        .map(|seed| tokio::spawn(load.clone().run(data, seed, stop.clone())))
+        .collect();
+    let mutator = sim.spawn_mutator(SERVED, 20.0);
+    let mut samples = Vec::new();
+    for cycle in 0..cycles {
+        for (index, phase) in REDIS_PHASES.iter().enumerate() {
+            let started = Instant::now();
+            let step = cycle * 10 + index as u64;
+            match phase {
+                RedisPhase::Clean => {}
+                RedisPhase::ClientPause => {
+                    let mut p = common::redis::Publisher::connect(&redis.url, None, None).await;
+                    p.run(&["CLIENT", "PAUSE", "1500", "ALL"]).await;
+                }
+                RedisPhase::DebugSleep => {
+                    let mut p = common::redis::Publisher::connect(&redis.url, None, None).await;
+                    p.run(&["DEBUG", "SLEEP", "1.5"]).await;
+                }
+                RedisPhase::KilledRestartedEmpty => {
+                    redis.kill();
+                    tokio::time::sleep(phase_len / 3).await;
+                    redis.restart();
+                    // Empty: the sidecar must refuse to remove everything.
+                    let client = reqwest::Client::new();
+                    common::eventually_within(
+                        Duration::from_secs(15),
+                        "the guard refusing",
+                        || async {
+                            match client
+                                .get(format!("http://{admin}/admin/status"))
+                                .send()
+                                .await
+                            {
+                                Ok(r) => r
+                                    .text()
+                                    .await
+                                    .unwrap_or_default()
+                                    .contains("refusing to remove"),
+                                Err(_) => false,
+                            }
+                        },
+                    )
+                    .await;
+                    let probe = client
+                        .get(format!(
+                            "http://{data}/v1/resolve?project={}",
+                            generate::project_id(0)
+                        ))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(probe.status(), 200, "an emptied Redis removed projects");
+                    // The publisher reconnects and republishes everything.
+                    sim.mirror_to_redis(&redis.url, None, "env-sidecar")
+                        .await
+                        .unwrap();
+                    publish(&sim, 0..ALL, 700_000 + step);
+                }
+                RedisPhase::InvalidDocuments => {
+                    let docs = (0..10).map(|i| {
+                        let mut doc =
+                            serde_json::to_value(generate::project(i, 800_000 + step, None))
+                                .expect("a generated project serialises");
+                        for env in doc["environments"].as_array_mut().expect("environments") {
+                            env["pointers"]["prompts"]["marker"] = MARKER.into();
+                        }
+                        doc["environments"][0]["color"] = "BAD".into();
+                        doc
+                    });
+                    sim.publish(docs);
+                }
+            }
+            tokio::time::sleep(phase_len.saturating_sub(started.elapsed())).await;
+            assert!(sidecar.is_running(), "the sidecar died:\n{}", sidecar.log());
+        }
+        samples.push((sidecar.rss_kib(), sidecar.open_fds()));
+    }
+    mutator.abort();
+    publish(&sim, 0..ALL, FINAL_REVISION);
+    let expected: Vec<(String, u64)> = (0..ALL)
+        .map(|i| (generate::project_id(i), FINAL_REVISION))
+        .collect();
+    let client = reqwest::Client::new();
+    common::eventually_within(Duration::from_secs(30), "convergence", || async {
+        served_revisions(&client, data).await.as_ref() == Some(&expected)
+    })
+    .await;
+    stop.store(true, SeqCst);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let unexpected = load.unexpected.lock().unwrap().clone();
+    println!(
+        "redis soak {total}s, {cycles} cycles: {} answers, {} unexpected; RSS KiB and fds per cycle: {samples:?}",
+        load.ok.load(SeqCst),
+        unexpected.len()
+    );
+    assert!(unexpected.is_empty(), "unexpected answers: {unexpected:#?}");
+    assert!(load.ok.load(SeqCst) > 1000, "the load hardly ran");
+    let (rss_start, _) = samples[0];
+    let (rss_end, _) = *samples.last().unwrap();
+    assert!(
+        rss_end <= rss_start + 16 * 1024,
+        "RSS {rss_start} -> {rss_end} KiB"
+    );
+    assert!(!sidecar.log().contains("panicked"), "{}", sidecar.log());
+    sim.stop();
 }

@@ -4,9 +4,10 @@
 //! Every project of the file is judged as `validate` judges it, against
 //! what Redis holds (revision order, slug immutability, a reused
 //! revision). Only if all pass is anything written: each project newer
-//! than Redis' as one `MULTI`/`EXEC` of hash write and stream entry, each
-//! project absent from the file removed the same way; the stream is
-//! trimmed as it grows (`XADD … MAXLEN ~`). Removing more than
+//! than Redis' written (hash field and stream entry) and each project
+//! absent from the file removed, all in one `MULTI`/`EXEC`, so a sidecar
+//! taking a full load meanwhile sees the old snapshot or the new one,
+//! never half; the stream is trimmed as it grows (`XADD … MAXLEN ~`). Removing more than
 //! `--max-removed-fraction` of at least 10 projects is refused unless
 //! `--allow-mass-removal`. One line per change on stdout; exit 0, 1 when
 //! refused (nothing written), 2 when the file is unreadable or malformed
@@ -19,7 +20,7 @@ use std::time::Duration;
 use super::validate::{documents, judge_against, quoted, read, served, Input, Verdict};
 use crate::config::secret::Env;
 use crate::store::MASS_REMOVAL_MIN_LOADED;
-use crate::sync::redis::{self as redis_source, RedisKeys};
+use crate::sync::redis::{self as redis_source, Change, RedisKeys};
 
 /// What to publish where.
 #[derive(Debug, Clone)]
@@ -141,24 +142,49 @@ pub async fn run(args: &Publish, env: &Env, out: &mut dyn Write) -> u8 {
     for (id, revision) in &unchanged {
         let _ = writeln!(out, "unchanged project={} revision={revision}", quoted(id));
     }
-    for (id, revision, json) in &writes {
-        match redis_source::write_project(&mut con, &keys, id, json).await {
-            Ok(entry) => {
+    // One transaction: a sidecar taking a full load meanwhile sees the
+    // snapshot before or after, never half of it.
+    let changes: Vec<Change> = writes
+        .iter()
+        .map(|(id, _, json)| Change {
+            project: id.clone(),
+            document: Some(json.clone()),
+        })
+        .chain(removals.iter().map(|id| Change {
+            project: (*id).clone(),
+            document: None,
+        }))
+        .collect();
+    let entries = match redis_source::write_changes(&mut con, &keys, &changes).await {
+        Ok(entries) => entries,
+        Err(e) => {
+            return fail(
+                out,
+                "redis",
+                format!("writing {} changes: {e}", changes.len()),
+            )
+        }
+    };
+    for (change, entry) in changes.iter().zip(&entries) {
+        match &change.document {
+            Some(_) => {
+                let revision = writes
+                    .iter()
+                    .find(|(id, _, _)| *id == change.project)
+                    .map_or("?", |(_, r, _)| r.as_str());
                 let _ = writeln!(
                     out,
                     "published project={} revision={revision} entry={entry}",
-                    quoted(id)
+                    quoted(&change.project)
                 );
             }
-            Err(e) => return fail(out, "redis", format!("writing {id}: {e}")),
-        }
-    }
-    for id in &removals {
-        match redis_source::remove_project(&mut con, &keys, id).await {
-            Ok(entry) => {
-                let _ = writeln!(out, "removed project={} entry={entry}", quoted(id));
+            None => {
+                let _ = writeln!(
+                    out,
+                    "removed project={} entry={entry}",
+                    quoted(&change.project)
+                );
             }
-            Err(e) => return fail(out, "redis", format!("removing {id}: {e}")),
         }
     }
     let _ = writeln!(

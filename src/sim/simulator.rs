@@ -96,8 +96,8 @@ struct Inner {
     mirror: Mutex<Option<mpsc::UnboundedSender<Mirrored>>>,
 }
 
-/// One change for Redis: a document (JSON) or a removal.
-type Mirrored = (String, Option<Arc<str>>);
+/// The changes of one publish call, for Redis (written as one batch).
+type Mirrored = Vec<crate::sync::redis::Change>;
 
 /// A running simulator. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -186,16 +186,22 @@ impl Simulator {
     /// Publishes `(id, project revision, document text)` triples.
     pub fn publish_raw(&self, docs: Vec<(String, u64, String)>) -> u64 {
         let mirror = lock(&self.inner.mirror).clone();
+        let mut batch = Vec::new();
         let mut world = lock(&self.inner.world);
         for (id, rev, text) in docs {
             world.revision += 1;
             let at = world.revision;
-            let text: Arc<str> = text.into();
-            if let Some(mirror) = &mirror {
-                let _ = mirror.send((id.clone(), Some(text.clone())));
+            if mirror.is_some() {
+                batch.push(crate::sync::redis::Change {
+                    project: id.clone(),
+                    document: Some(text.clone()),
+                });
             }
-            world.projects.insert(id.clone(), (rev, text));
+            world.projects.insert(id.clone(), (rev, text.into()));
             world.push_log(at, id);
+        }
+        if let Some(mirror) = &mirror {
+            let _ = mirror.send(batch);
         }
         let revision = world.revision;
         drop(world);
@@ -206,12 +212,14 @@ impl Simulator {
     /// Removes projects (one change each).
     pub fn remove<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> u64 {
         let mirror = lock(&self.inner.mirror).clone();
+        let mut batch = Vec::new();
         let mut world = lock(&self.inner.world);
         for id in ids {
             if world.projects.remove(id).is_some() {
-                if let Some(mirror) = &mirror {
-                    let _ = mirror.send((id.to_owned(), None));
-                }
+                batch.push(crate::sync::redis::Change {
+                    project: id.to_owned(),
+                    document: None,
+                });
                 world.revision += 1;
                 let at = world.revision;
                 world.push_log(at, id.to_owned());
@@ -219,14 +227,17 @@ impl Simulator {
         }
         let revision = world.revision;
         drop(world);
+        if let Some(mirror) = &mirror {
+            let _ = mirror.send(batch);
+        }
         self.inner.revision.send_replace(revision);
         revision
     }
 
     /// From now on, writes every change to Redis too (hash and stream, one
-    /// `MULTI`/`EXEC` each, in order), as a publisher for a fleet that
-    /// follows Redis would. Returns once connected; `written` counts the
-    /// changes written so far.
+    /// `MULTI`/`EXEC` per publish call, in order), as a publisher for a
+    /// fleet that follows Redis would. Returns once connected; `written`
+    /// counts the changes written so far.
     pub async fn mirror_to_redis(
         &self,
         url: &str,
@@ -243,17 +254,13 @@ impl Simulator {
         let written = Arc::new(AtomicU64::new(0));
         let count = written.clone();
         tokio::spawn(async move {
-            while let Some((id, document)) = rx.recv().await {
-                let result = match &document {
-                    Some(json) => redis_source::write_project(&mut con, &keys, &id, json).await,
-                    None => redis_source::remove_project(&mut con, &keys, &id).await,
-                };
-                match result {
+            while let Some(batch) = rx.recv().await {
+                match redis_source::write_changes(&mut con, &keys, &batch).await {
                     Ok(_) => {
-                        count.fetch_add(1, Ordering::Relaxed);
+                        count.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     }
                     Err(e) => {
-                        tracing::warn!(project = %id, error = %e, "simulator: Redis write failed")
+                        tracing::warn!(changes = batch.len(), error = %e, "simulator: Redis write failed")
                     }
                 }
             }

@@ -3,9 +3,12 @@
 //! simulator) writes in one `MULTI`/`EXEC` per change. For fleets: every
 //! sidecar follows Redis (or a replica) instead of the control plane.
 //!
-//! * Full load: the stream's last entry id becomes the cursor (`0-0` when
-//!   the stream is empty or missing), then the whole hash is applied as a
-//!   full snapshot (absent projects removed, blast-radius guard).
+//! * Full load: the stream's last generated id becomes the cursor (`0-0`
+//!   when the stream is missing), then the whole hash is applied as a full
+//!   snapshot (absent projects removed, blast-radius guard). The last
+//!   generated id rather than the last entry's: they are the same while
+//!   entries remain, and for a stream trimmed empty the last entry's (`0-0`)
+//!   would look lost again at once and reload in a loop.
 //! * Follow: `XREAD BLOCK <long_poll_wait> STREAMS {P}:changes <cursor>`;
 //!   each batch is a change batch, the cursor the last entry's id.
 //! * Before every `XREAD` (so on start and after every reconnect too) the
@@ -17,8 +20,8 @@
 //! packed as `ms · 2²⁰ + seq` ([`StreamId::pack`]), so the last-known-good
 //! cache and the status carry it like the HTTP cursor.
 //!
-//! The key layout and the writes ([`RedisKeys`], [`write_project`],
-//! [`remove_project`]) are shared with the publisher and the simulator.
+//! The key layout and the writes ([`RedisKeys`], [`write_changes`]) are
+//! shared with the publisher and the simulator.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -136,6 +139,49 @@ pub async fn connect(
         .await
 }
 
+/// One change for Redis: a project's document (JSON), or its removal.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub project: String,
+    pub document: Option<String>,
+}
+
+/// Writes `changes` in one `MULTI`/`EXEC`: for each, the hash field (set
+/// or deleted) and its stream entry. A reader sees all of them or none (a
+/// full load in the middle of a republish cannot see half a snapshot).
+/// Returns the stream entry ids, in order.
+pub async fn write_changes(
+    con: &mut MultiplexedConnection,
+    keys: &RedisKeys,
+    changes: &[Change],
+) -> redis::RedisResult<Vec<String>> {
+    if changes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for change in changes {
+        match &change.document {
+            Some(json) => pipe.hset(&keys.projects, &change.project, json).ignore(),
+            None => pipe.hdel(&keys.projects, &change.project).ignore(),
+        };
+        let entry = pipe
+            .cmd("XADD")
+            .arg(&keys.changes)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(STREAM_MAX_LEN)
+            .arg("*")
+            .arg("project")
+            .arg(&change.project);
+        match &change.document {
+            Some(json) => entry.arg("document").arg(json),
+            None => entry.arg("removed").arg("1"),
+        };
+    }
+    pipe.query_async(con).await
+}
+
 /// Writes `document` (JSON) for project `id`: the hash field and the stream
 /// entry in one `MULTI`/`EXEC`; returns the entry's id.
 pub async fn write_project(
@@ -144,23 +190,12 @@ pub async fn write_project(
     id: &str,
     document: &str,
 ) -> redis::RedisResult<String> {
-    let (entry,): (String,) = redis::pipe()
-        .atomic()
-        .hset(&keys.projects, id, document)
-        .ignore()
-        .cmd("XADD")
-        .arg(&keys.changes)
-        .arg("MAXLEN")
-        .arg("~")
-        .arg(STREAM_MAX_LEN)
-        .arg("*")
-        .arg("project")
-        .arg(id)
-        .arg("document")
-        .arg(document)
-        .query_async(con)
-        .await?;
-    Ok(entry)
+    let change = Change {
+        project: id.to_owned(),
+        document: Some(document.to_owned()),
+    };
+    let mut ids = write_changes(con, keys, &[change]).await?;
+    Ok(ids.pop().unwrap_or_default())
 }
 
 /// Removes project `id`: the hash field and a `removed` stream entry in
@@ -170,23 +205,12 @@ pub async fn remove_project(
     keys: &RedisKeys,
     id: &str,
 ) -> redis::RedisResult<String> {
-    let (entry,): (String,) = redis::pipe()
-        .atomic()
-        .hdel(&keys.projects, id)
-        .ignore()
-        .cmd("XADD")
-        .arg(&keys.changes)
-        .arg("MAXLEN")
-        .arg("~")
-        .arg(STREAM_MAX_LEN)
-        .arg("*")
-        .arg("project")
-        .arg(id)
-        .arg("removed")
-        .arg("1")
-        .query_async(con)
-        .await?;
-    Ok(entry)
+    let change = Change {
+        project: id.to_owned(),
+        document: None,
+    };
+    let mut ids = write_changes(con, keys, &[change]).await?;
+    Ok(ids.pop().unwrap_or_default())
 }
 
 /// Every project document in the hash, `(id, JSON)`.
@@ -358,24 +382,14 @@ impl RedisSource {
                 .sync_request(SyncKind::Snapshot, SyncResult::Error, started.elapsed());
         })?;
         let tip = async {
-            let last: Value = redis::cmd("XREVRANGE")
-                .arg(&self.keys.changes)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .query_async(&mut con)
-                .await?;
-            let tip = match last {
-                Value::Array(entries) => entries
-                    .first()
-                    .and_then(|e| match e {
-                        Value::Array(parts) => parts.first().and_then(text),
-                        _ => None,
-                    })
-                    .and_then(|t| StreamId::parse(&t))
-                    .unwrap_or_default(),
-                _ => StreamId::default(),
+            // The stream's last generated id, read before the hash (a
+            // write in between is then replayed: harmless). For a stream
+            // emptied by trimming this is newer than its (gone) last
+            // entry; taking `0-0` there would find the cursor lost again
+            // on the next check and reload in a loop.
+            let tip = match stream_state(&mut con, &self.keys).await? {
+                StreamState::Missing => StreamId::default(),
+                StreamState::Present { last_generated, .. } => last_generated,
             };
             let all = read_all(&mut con, &self.keys).await?;
             Ok::<_, redis::RedisError>((tip, all))

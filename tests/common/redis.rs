@@ -40,6 +40,9 @@ impl RedisServer {
             "no".into(),
             "--dir".into(),
             dir.display().to_string(),
+            // DEBUG SLEEP stalls the server in the soak.
+            "--enable-debug-command".into(),
+            "local".into(),
         ];
         let scheme = if let Some((cert, key, ca)) = &setup.tls {
             args.extend([
