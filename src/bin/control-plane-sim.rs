@@ -30,6 +30,10 @@ struct Args {
     /// among the generated ones)
     #[arg(long, value_name = "RATE", default_value_t = 0.0)]
     mutate: f64,
+    /// Start with the mutator paused; SIGUSR1 resumes it (and pauses it
+    /// again), so a drill or bench can load its sidecars first
+    #[arg(long, requires = "mutate")]
+    mutate_paused: bool,
     /// Require `Authorization: Bearer <value of this variable>`
     #[arg(long, value_name = "VAR")]
     token_env: Option<String>,
@@ -140,7 +144,7 @@ async fn run(args: Args) -> ExitCode {
             eprintln!("control-plane-sim: --mutate needs --generate N");
             return ExitCode::FAILURE;
         }
-        sim.spawn_mutator(population, args.mutate);
+        toggle_mutator_on_sigusr1(sim.clone(), population, args.mutate, !args.mutate_paused);
     }
     if let Some(every) = args.down_every {
         let sim = sim.clone();
@@ -158,4 +162,32 @@ async fn run(args: Args) -> ExitCode {
     let _ = tokio::signal::ctrl_c().await;
     sim.stop();
     ExitCode::SUCCESS
+}
+
+/// Runs the mutator (at once when `running`), and pauses or resumes it on
+/// each SIGUSR1.
+fn toggle_mutator_on_sigusr1(sim: Simulator, population: usize, rate: f64, running: bool) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut mutator = running.then(|| sim.spawn_mutator(population, rate));
+    let mut usr1 = match signal(SignalKind::user_defined1()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("control-plane-sim: no SIGUSR1 toggle: {e}");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            match mutator.take() {
+                Some(task) => {
+                    task.abort();
+                    eprintln!("mutator paused");
+                }
+                None => {
+                    mutator = Some(sim.spawn_mutator(population, rate));
+                    eprintln!("mutating {rate} projects per second");
+                }
+            }
+        }
+    });
 }

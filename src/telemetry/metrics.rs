@@ -78,8 +78,12 @@ static RESOLVE_BUCKETS: [f64; 14] = [
 const SYNC_BUCKETS: [f64; 12] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0,
 ];
-const PROPAGATION_BUCKETS: [f64; 14] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 120.0,
+/// Propagation buckets: fine between 1 ms and 250 ms, where a healthy
+/// watch or Redis follower lands (the fleet bench reads its percentiles
+/// from these), coarse above.
+const PROPAGATION_BUCKETS: [f64; 20] = [
+    0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5,
+    1.0, 2.5, 5.0, 30.0, 120.0,
 ];
 
 /// The `outcome` label of `env_sidecar_resolve_requests_total`.

@@ -1,0 +1,505 @@
+//! A fleet on one machine: N real sidecar processes (100 by default)
+//! following one source, first the control-plane simulator over HTTP in
+//! watch mode, then Redis (`redis-server`, the simulator mirroring every
+//! change into it). The simulator holds 1 000 generated projects and, once
+//! the whole fleet is ready, changes 1% of them per second for a minute.
+//!
+//! Reported per source:
+//! * publish → served delay across the fleet: p50, p99 and max, from the
+//!   sum of every sidecar's `env_sidecar_propagation_delay_seconds`
+//!   histogram over the churn (the difference of two scrapes; quantiles
+//!   interpolated within a bucket as Prometheus does, max as the bound of
+//!   the highest bucket reached);
+//! * CPU of the source (simulator or `redis-server`) from its threads'
+//!   `/proc/PID/task/TID/schedstat` (nanoseconds), idle with no followers, with a tenth of the fleet
+//!   and with all of it, and under churn, per sidecar per second;
+//! * the sidecars' own CPU per sidecar per second, idle and under churn;
+//! * memory per sidecar (RSS and PSS, medians).
+//!
+//! Run: `cargo bench --bench fleet` (about seven minutes).
+//! Flags after `--`: `--sidecars N`, `--projects N`, `--churn-seconds S`,
+//! `--idle-seconds S`, `--only http|redis`.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{cpu_time, free_addr, http_get, stop};
+
+const HISTOGRAM: &str = "env_sidecar_propagation_delay_seconds_bucket";
+const SUM: &str = "env_sidecar_propagation_delay_seconds_sum";
+
+#[derive(Debug, Clone)]
+struct Args {
+    sidecars: usize,
+    projects: usize,
+    churn: Duration,
+    idle: Duration,
+    sources: Vec<Source>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Http,
+    Redis,
+}
+
+impl Source {
+    fn name(self) -> &'static str {
+        match self {
+            Source::Http => "HTTP watch (simulator)",
+            Source::Redis => "Redis (redis-server)",
+        }
+    }
+}
+
+impl Args {
+    fn parse() -> Args {
+        let mut args = Args {
+            sidecars: 100,
+            projects: 1_000,
+            churn: Duration::from_secs(60),
+            idle: Duration::from_secs(30),
+            sources: vec![Source::Http, Source::Redis],
+        };
+        let argv: Vec<String> = std::env::args().skip(1).collect();
+        let mut it = argv.iter();
+        while let Some(flag) = it.next() {
+            let mut value = || it.next().cloned().unwrap_or_default();
+            match flag.as_str() {
+                "--sidecars" => args.sidecars = value().parse().expect("--sidecars N"),
+                "--projects" => args.projects = value().parse().expect("--projects N"),
+                "--churn-seconds" => {
+                    args.churn = Duration::from_secs(value().parse().expect("--churn-seconds S"))
+                }
+                "--idle-seconds" => {
+                    args.idle = Duration::from_secs(value().parse().expect("--idle-seconds S"))
+                }
+                "--only" => {
+                    args.sources = match value().as_str() {
+                        "http" => vec![Source::Http],
+                        "redis" => vec![Source::Redis],
+                        other => panic!("--only http|redis, not {other:?}"),
+                    }
+                }
+                _ => {} // cargo bench passes `--bench`
+            }
+        }
+        assert!(args.sidecars >= 1 && args.projects >= 100);
+        args
+    }
+}
+
+/// One sidecar process and its admin address.
+struct Member {
+    child: Child,
+    admin: SocketAddr,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A process killed when dropped (the source under test).
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        stop(&mut self.0);
+    }
+}
+
+fn start_member(dir: &Path, source: &str) -> Member {
+    let (data, admin) = (free_addr(), free_addr());
+    let config = format!(
+        "[server]\nlisten = \"{data}\"\n[admin]\nlisten = \"{admin}\"\n\
+         [source]\n{source}[cache]\npath = \"\"\n"
+    );
+    let child = support::start_sidecar(dir, &format!("member-{}", admin.port()), &config);
+    Member { child, admin }
+}
+
+fn wait_ready(members: &[Member]) {
+    for m in members {
+        support::wait_ok(m.admin, "/readyz", Duration::from_secs(120));
+    }
+}
+
+fn start_redis(dir: &Path) -> (Peer, String) {
+    let binary = support::which("redis-server")
+        .expect("redis-server is needed for the Redis half (apt-get install redis-server)");
+    let port = free_addr().port();
+    let child = Command::new(binary)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--dir"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    support::wait_listening(addr);
+    (Peer(child), format!("redis://{addr}"))
+}
+
+/// Sum of CPU of `pids`, in nanoseconds from each thread's
+/// `/proc/PID/task/TID/schedstat` (`/proc/PID/stat` counts 10 ms ticks,
+/// too coarse for an idle follower), or from `stat` where that is missing.
+fn cpu_of(pids: &[u32]) -> Duration {
+    pids.iter()
+        .filter_map(|p| schedstat(*p).or_else(|| cpu_time(*p)))
+        .sum()
+}
+
+fn schedstat(pid: u32) -> Option<Duration> {
+    let mut nanos = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let text = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        nanos += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(nanos))
+}
+
+/// CPU seconds per wall second of `pids` over `window`.
+fn idle_cpu(pids: &[u32], window: Duration) -> f64 {
+    let before = cpu_of(pids);
+    let t0 = Instant::now();
+    std::thread::sleep(window);
+    cpu_of(pids).saturating_sub(before).as_secs_f64() / t0.elapsed().as_secs_f64()
+}
+
+/// One sidecar's propagation histogram: cumulative (bound, count) and the
+/// sum of delays in seconds.
+#[derive(Debug, Clone, Default)]
+struct Histogram {
+    buckets: Vec<(f64, u64)>,
+    sum: f64,
+}
+
+impl Histogram {
+    fn total(&self) -> u64 {
+        self.buckets.last().map_or(0, |b| b.1)
+    }
+}
+
+fn propagation(admin: SocketAddr) -> Histogram {
+    let Some((200, text)) = http_get(admin, "/metrics") else {
+        panic!("{admin}/metrics did not answer");
+    };
+    let mut h = Histogram::default();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix(HISTOGRAM) {
+            let parsed = (|| {
+                let le = rest.split("le=\"").nth(1)?.split('"').next()?;
+                let bound = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((bound, rest.rsplit(' ').next()?.parse().ok()?))
+            })();
+            h.buckets.extend(parsed);
+        } else if let Some(rest) = line.strip_prefix(SUM) {
+            h.sum = rest
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+        }
+    }
+    h
+}
+
+fn scrape(members: &[Member]) -> Vec<Histogram> {
+    members.iter().map(|m| propagation(m.admin)).collect()
+}
+
+/// Waits until no sidecar's propagation count moved between two scrapes
+/// half a second apart: every published change has been served.
+fn wait_settled(members: &[Member]) -> Vec<Histogram> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = scrape(members);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = scrape(members);
+        let same = now.iter().zip(&last).all(|(a, b)| a.total() == b.total());
+        if same || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// The fleet's histogram over the churn: the sum of every member's
+/// (after − before).
+fn fleet_delta(before: &[Histogram], after: &[Histogram]) -> Histogram {
+    let mut fleet = Histogram {
+        buckets: after[0].buckets.iter().map(|(b, _)| (*b, 0)).collect(),
+        sum: 0.0,
+    };
+    for (a, b) in after.iter().zip(before) {
+        for (i, ((_, ca), (_, cb))) in a.buckets.iter().zip(&b.buckets).enumerate() {
+            fleet.buckets[i].1 += ca - cb;
+        }
+        fleet.sum += a.sum - b.sum;
+    }
+    fleet
+}
+
+/// Prometheus' `histogram_quantile`: linear within the bucket.
+fn quantile(h: &Histogram, q: f64) -> f64 {
+    let n = h.total() as f64;
+    let rank = q * n;
+    let mut prev = (0.0, 0u64);
+    for &(bound, count) in &h.buckets {
+        if count as f64 >= rank {
+            if bound.is_infinite() {
+                return prev.0;
+            }
+            let inside = (count - prev.1) as f64;
+            let frac = if inside > 0.0 {
+                (rank - prev.1 as f64) / inside
+            } else {
+                0.0
+            };
+            return prev.0 + (bound - prev.0) * frac;
+        }
+        prev = (bound, count);
+    }
+    prev.0
+}
+
+/// The bound of the highest bucket that received a sample.
+fn max_bound(h: &Histogram) -> f64 {
+    let mut prev = 0;
+    let mut max = 0.0;
+    for &(bound, count) in &h.buckets {
+        if count > prev {
+            max = bound;
+        }
+        prev = count;
+    }
+    max
+}
+
+/// `VmRSS` and `Pss` of a process, in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let field = |file: &str, key: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    (field("status", "VmRSS:"), field("smaps_rollup", "Pss:"))
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+#[derive(Debug, Default)]
+struct Report {
+    /// The source's CPU/s idle with 0, a tenth and all followers.
+    source_idle: [f64; 3],
+    /// Wave sizes of `source_idle`.
+    waves: [usize; 3],
+    source_churn: f64,
+    /// The simulator's CPU/s under churn, all of it (with Redis: the
+    /// publisher's own cost, no followers).
+    publisher_churn: f64,
+    members_idle: f64,
+    members_churn: f64,
+    served: u64,
+    changes_published: u64,
+    p50: f64,
+    p99: f64,
+    max: f64,
+    mean: f64,
+    rss_kib: u64,
+    pss_kib: u64,
+    ready_after: Duration,
+}
+
+fn run(source: Source, args: &Args, dir: &Path) -> Report {
+    let mut report = Report::default();
+    let redis = (source == Source::Redis).then(|| start_redis(dir));
+    let rate = args.projects as f64 / 100.0;
+    let (projects, rate_arg) = (args.projects.to_string(), rate.to_string());
+    let mut sim_args = vec![
+        "--generate",
+        &projects,
+        "--mutate",
+        &rate_arg,
+        "--mutate-paused",
+    ];
+    if let Some((_, url)) = &redis {
+        sim_args.extend(["--redis", url.as_str()]);
+    }
+    let (sim, url) = support::start_simulator(&sim_args);
+    let sim = Peer(sim);
+    let source_pid = redis.as_ref().map_or(sim.0.id(), |(p, _)| p.0.id());
+    let member_source = match &redis {
+        Some((_, url)) => format!("kind = \"redis\"\nurl = \"{url}\"\n"),
+        None => format!("kind = \"http\"\nurl = \"{url}\"\nmode = \"watch\"\n"),
+    };
+
+    eprintln!("[{}] source idle, no followers", source.name());
+    report.source_idle[0] = idle_cpu(&[source_pid], args.idle);
+
+    let first = (args.sidecars / 10).max(1);
+    report.waves = [0, first, args.sidecars];
+    let started = Instant::now();
+    let mut members: Vec<Member> = (0..first)
+        .map(|_| start_member(dir, &member_source))
+        .collect();
+    wait_ready(&members);
+    eprintln!("[{}] idle with {first} followers", source.name());
+    report.source_idle[1] = idle_cpu(&[source_pid], args.idle);
+
+    members.extend((first..args.sidecars).map(|_| start_member(dir, &member_source)));
+    wait_ready(&members);
+    report.ready_after = started.elapsed();
+    let member_pids: Vec<u32> = members.iter().map(|m| m.child.id()).collect();
+    eprintln!(
+        "[{}] idle with {} followers (all ready)",
+        source.name(),
+        members.len()
+    );
+    let (s0, m0, t0) = (cpu_of(&[source_pid]), cpu_of(&member_pids), Instant::now());
+    std::thread::sleep(args.idle);
+    let idle_secs = t0.elapsed().as_secs_f64();
+    report.source_idle[2] = cpu_of(&[source_pid]).saturating_sub(s0).as_secs_f64() / idle_secs;
+    report.members_idle =
+        cpu_of(&member_pids).saturating_sub(m0).as_secs_f64() / idle_secs / members.len() as f64;
+
+    let before = scrape(&members);
+    let (s0, m0, t0) = (cpu_of(&[source_pid]), cpu_of(&member_pids), Instant::now());
+    let p0 = cpu_of(&[sim.0.id()]);
+    eprintln!(
+        "[{}] churn: {rate} changes/s for {:?}",
+        source.name(),
+        args.churn
+    );
+    signal_usr1(sim.0.id());
+    std::thread::sleep(args.churn);
+    signal_usr1(sim.0.id());
+    let after = wait_settled(&members);
+    let churn_secs = t0.elapsed().as_secs_f64();
+    let n = members.len() as f64;
+    report.publisher_churn = cpu_of(&[sim.0.id()]).saturating_sub(p0).as_secs_f64() / churn_secs;
+    report.source_churn = cpu_of(&[source_pid]).saturating_sub(s0).as_secs_f64() / churn_secs / n;
+    report.members_churn = cpu_of(&member_pids).saturating_sub(m0).as_secs_f64() / churn_secs / n;
+
+    let fleet = fleet_delta(&before, &after);
+    report.served = fleet.total();
+    report.changes_published = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a.total() - b.total())
+        .max()
+        .unwrap_or(0);
+    report.p50 = quantile(&fleet, 0.5);
+    report.p99 = quantile(&fleet, 0.99);
+    report.max = max_bound(&fleet);
+    report.mean = fleet.sum / fleet.total().max(1) as f64;
+    let memory: Vec<(u64, u64)> = member_pids.iter().map(|p| memory_kib(*p)).collect();
+    report.rss_kib = median(memory.iter().map(|m| m.0).collect());
+    report.pss_kib = median(memory.iter().map(|m| m.1).collect());
+    drop(members);
+    drop(sim);
+    drop(redis);
+    report
+}
+
+fn signal_usr1(pid: u32) {
+    let ok = Command::new("kill")
+        .args(["-USR1", &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -USR1 {pid}");
+}
+
+fn ms(seconds: f64) -> String {
+    format!("{:.1} ms", seconds * 1e3)
+}
+
+fn us(seconds: f64) -> String {
+    format!("{:.1} µs", seconds * 1e6)
+}
+
+fn print(source: Source, args: &Args, r: &Report) {
+    let n = args.sidecars as f64;
+    println!(
+        "\n## {} — {} sidecars, {} projects",
+        source.name(),
+        args.sidecars,
+        args.projects
+    );
+    println!("fleet ready after {:.1} s", r.ready_after.as_secs_f64());
+    println!(
+        "publish → served over the churn: {} samples ({} changes at the busiest sidecar)",
+        r.served, r.changes_published
+    );
+    println!(
+        "  p50 {}   p99 {}   max ≤ {}   mean {}",
+        ms(r.p50),
+        ms(r.p99),
+        ms(r.max),
+        ms(r.mean)
+    );
+    println!("source CPU per second (all followers together):");
+    for (w, cpu) in r.waves.iter().zip(r.source_idle) {
+        println!("  idle, {w:>4} followers: {}/s", us(cpu));
+    }
+    println!(
+        "source CPU per sidecar per second: idle {}, churn {}",
+        us((r.source_idle[2] - r.source_idle[0]).max(0.0) / n),
+        us(r.source_churn)
+    );
+    if source == Source::Redis {
+        println!(
+            "publisher (simulator mirroring to Redis) CPU under churn: {}/s",
+            us(r.publisher_churn)
+        );
+    }
+    println!(
+        "sidecar CPU per sidecar per second: idle {}, churn {}",
+        us(r.members_idle),
+        us(r.members_churn)
+    );
+    println!(
+        "memory per sidecar (median): RSS {:.1} MiB, PSS {:.1} MiB",
+        r.rss_kib as f64 / 1024.0,
+        r.pss_kib as f64 / 1024.0
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` probes every bench target
+    }
+    let args = Args::parse();
+    let dir: PathBuf = tempfile::tempdir().expect("tempdir").keep();
+    println!(
+        "fleet: {} sidecars, {} projects, {}%/s churn for {:?}, idle windows {:?}",
+        args.sidecars, args.projects, 1, args.churn, args.idle
+    );
+    for source in args.sources.clone() {
+        let report = run(source, &args, &dir);
+        print(source, &args, &report);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
