@@ -2,8 +2,9 @@
 //! and serves what is published (added, changed, removed; a bad document
 //! rejected alone), takes a full load when the stream lost entries it had
 //! not read, keeps serving while Redis is down and starts from its cache,
-//! refuses the mass removal an emptied Redis would cause, and speaks
-//! `requirepass` (password from `token_env`) and TLS.
+//! refuses the mass removal an emptied Redis would cause, speaks
+//! `requirepass` (password from `token_env`) and TLS, and follows a
+//! read-only replica (the fleet topology) like the primary.
 
 mod common;
 
@@ -87,6 +88,42 @@ async fn published_changes_are_followed_and_served() {
         m.contains("env_sidecar_sync_requests_total{kind=\"changes\",result=\"ok\"}"),
         "{m}"
     );
+}
+
+#[tokio::test]
+async fn a_read_replica_is_followed_while_the_publisher_writes_to_the_primary() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(primary) = RedisServer::start(dir.path(), Setup::default()) else {
+        return;
+    };
+    let replica_setup = Setup {
+        replica_of: Some(primary.port),
+        ..Setup::default()
+    };
+    let Some(replica) = RedisServer::start(dir.path(), replica_setup) else {
+        return;
+    };
+    let mut publisher = Publisher::connect(&primary.url, None, None).await;
+    publisher.write(&project("acme", 1)).await;
+    // Started at once: until the replica's first sync it answers
+    // MASTERDOWN, and the sidecar backs off rather than load nothing.
+    let t = follow(dir.path(), &replica.url, |_| {}, no_secrets()).await;
+    t.wait_ready().await;
+    // Replication is asynchronous: the replica may have synced before
+    // this write reached it, and then delivers it to the blocked XREAD.
+    t.wait_revision("acme", 1).await;
+    assert_eq!(t.served("acme", "qa").await, "qa-r1");
+
+    // XREAD BLOCK on the replica wakes when the primary's write arrives.
+    publisher.write(&project("acme", 2)).await;
+    t.wait_revision("acme", 2).await;
+    publisher.remove("acme").await;
+    eventually("acme removed through the replica", || async {
+        t.sidecar.store().project("acme").is_none()
+    })
+    .await;
+    let status = t.get_admin("/admin/status").await.body;
+    assert_eq!(status["source"]["url"], replica.url.as_str());
 }
 
 #[tokio::test]

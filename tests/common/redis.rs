@@ -24,6 +24,10 @@ pub struct Setup {
     pub password: Option<String>,
     /// Certificate, key and CA files: serve TLS only.
     pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
+    /// A read-only replica of the server on this loopback port, with
+    /// `replica-serve-stale-data no` (the README's advice: until its first
+    /// sync it answers errors, not an empty data set).
+    pub replica_of: Option<u16>,
 }
 
 impl RedisServer {
@@ -66,6 +70,13 @@ impl RedisServer {
         };
         if let Some(password) = &setup.password {
             args.extend(["--requirepass".into(), password.clone()]);
+        }
+        if let Some(primary) = setup.replica_of {
+            args.extend([
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                primary.to_string(),
+            ]);
         }
         let host = if setup.tls.is_some() {
             "localhost"
