@@ -150,6 +150,55 @@ fn start_redis(dir: &Path) -> (Peer, String) {
     (Peer(child), format!("redis://{addr}"))
 }
 
+/// One inline command to Redis over a plain connection; the raw reply
+/// (RESP2: a bulk reply is read to its announced length).
+fn redis_command(url: &str, command: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("redis://");
+    let mut s = std::net::TcpStream::connect(addr).expect("redis connects");
+    write!(s, "{command}\r\n").expect("redis command");
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = s.read(&mut buf).expect("redis reply");
+        reply.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&reply);
+        let complete = match text.split_once("\r\n") {
+            Some((head, rest)) if head.starts_with('$') => head[1..]
+                .parse::<usize>()
+                .is_ok_and(|len| rest.len() >= len),
+            Some(_) => true,
+            None => false,
+        };
+        if complete || n == 0 {
+            return text.into_owned();
+        }
+    }
+}
+
+/// A field of Redis' `INFO`.
+fn redis_info(url: &str, field: &str) -> u64 {
+    redis_command(url, "INFO")
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the simulator has mirrored its whole population to Redis,
+/// so the idle window measures an idle Redis.
+fn wait_mirrored(url: &str, projects: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let want = format!(":{projects}\r\n");
+    while redis_command(url, "HLEN {env-sidecar}:projects") != want {
+        assert!(
+            Instant::now() < deadline,
+            "the simulator never mirrored to Redis"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Sum of CPU of `pids`, in nanoseconds from each thread's
 /// `/proc/PID/task/TID/schedstat` (`/proc/PID/stat` counts 10 ms ticks,
 /// too coarse for an idle follower), or from `stat` where that is missing.
@@ -316,7 +365,11 @@ struct Report {
     source_idle: [f64; 3],
     /// Wave sizes of `source_idle`.
     waves: [usize; 3],
+    /// The source's CPU/s under churn with the whole fleet following,
+    /// and with no follower (the publishing alone).
     source_churn: f64,
+    source_churn_alone: f64,
+    rate: f64,
     /// The simulator's CPU/s under churn, all of it (with Redis: the
     /// publisher's own cost, no followers).
     publisher_churn: f64,
@@ -331,6 +384,9 @@ struct Report {
     rss_kib: u64,
     pss_kib: u64,
     ready_after: Duration,
+    /// Redis: `used_memory` with no followers and with all of them, and
+    /// `blocked_clients` with all of them (idle).
+    redis_memory: Option<(u64, u64, u64)>,
 }
 
 fn run(source: Source, args: &Args, dir: &Path) -> Report {
@@ -356,8 +412,20 @@ fn run(source: Source, args: &Args, dir: &Path) -> Report {
         None => format!("kind = \"http\"\nurl = \"{url}\"\nmode = \"watch\"\n"),
     };
 
+    if let Some((_, url)) = &redis {
+        wait_mirrored(url, args.projects);
+    }
     eprintln!("[{}] source idle, no followers", source.name());
     report.source_idle[0] = idle_cpu(&[source_pid], args.idle);
+    let used_memory_alone = redis
+        .as_ref()
+        .map(|(_, url)| redis_info(url, "used_memory"));
+
+    report.rate = rate;
+    eprintln!("[{}] churn with no followers", source.name());
+    signal_usr1(sim.0.id());
+    report.source_churn_alone = idle_cpu(&[source_pid], args.idle);
+    signal_usr1(sim.0.id());
 
     let first = (args.sidecars / 10).max(1);
     report.waves = [0, first, args.sidecars];
@@ -385,6 +453,13 @@ fn run(source: Source, args: &Args, dir: &Path) -> Report {
     report.members_idle =
         cpu_of(&member_pids).saturating_sub(m0).as_secs_f64() / idle_secs / members.len() as f64;
 
+    if let (Some((_, url)), Some(alone)) = (&redis, used_memory_alone) {
+        report.redis_memory = Some((
+            alone,
+            redis_info(url, "used_memory"),
+            redis_info(url, "blocked_clients"),
+        ));
+    }
     let before = scrape(&members);
     let (s0, m0, t0) = (cpu_of(&[source_pid]), cpu_of(&member_pids), Instant::now());
     let p0 = cpu_of(&[sim.0.id()]);
@@ -400,7 +475,7 @@ fn run(source: Source, args: &Args, dir: &Path) -> Report {
     let churn_secs = t0.elapsed().as_secs_f64();
     let n = members.len() as f64;
     report.publisher_churn = cpu_of(&[sim.0.id()]).saturating_sub(p0).as_secs_f64() / churn_secs;
-    report.source_churn = cpu_of(&[source_pid]).saturating_sub(s0).as_secs_f64() / churn_secs / n;
+    report.source_churn = cpu_of(&[source_pid]).saturating_sub(s0).as_secs_f64() / churn_secs;
     report.members_churn = cpu_of(&member_pids).saturating_sub(m0).as_secs_f64() / churn_secs / n;
 
     let fleet = fleet_delta(&before, &after);
@@ -468,15 +543,32 @@ fn print(source: Source, args: &Args, r: &Report) {
     for (w, cpu) in r.waves.iter().zip(r.source_idle) {
         println!("  idle, {w:>4} followers: {}/s", us(cpu));
     }
+    let per_follower = (r.source_churn - r.source_churn_alone).max(0.0) / n;
     println!(
-        "source CPU per sidecar per second: idle {}, churn {}",
+        "source CPU under churn: {}/s with no follower, {}/s with {} followers",
+        us(r.source_churn_alone),
+        us(r.source_churn),
+        args.sidecars
+    );
+    println!(
+        "source CPU per follower: idle {}/s; churn {}/s, {} per change delivered",
         us((r.source_idle[2] - r.source_idle[0]).max(0.0) / n),
-        us(r.source_churn)
+        us(per_follower),
+        us(per_follower / r.rate)
     );
     if source == Source::Redis {
         println!(
             "publisher (simulator mirroring to Redis) CPU under churn: {}/s",
             us(r.publisher_churn)
+        );
+    }
+    if let Some((alone, all, blocked)) = r.redis_memory {
+        println!(
+            "redis used_memory: {:.1} MiB alone, {:.1} MiB with {blocked} blocked followers \
+             ({:.1} KiB per follower)",
+            alone as f64 / 1048576.0,
+            all as f64 / 1048576.0,
+            (all.saturating_sub(alone)) as f64 / 1024.0 / n
         );
     }
     println!(
