@@ -116,14 +116,49 @@ impl Drop for Peer {
     }
 }
 
-fn start_member(dir: &Path, source: &str) -> Member {
-    let (data, admin) = (free_addr(), free_addr());
-    let config = format!(
-        "[server]\nlisten = \"{data}\"\n[admin]\nlisten = \"{admin}\"\n\
-         [source]\n{source}[cache]\npath = \"\"\n"
-    );
-    let child = support::start_sidecar(dir, &format!("member-{}", admin.port()), &config);
-    Member { child, admin }
+/// A sidecar on ports the kernel picks (a free port chosen beforehand can
+/// be taken by one of the fleet's own outgoing connections), found from
+/// its `listening` log line.
+fn start_member(dir: &Path, index: usize, source: &str) -> Member {
+    let config = dir.join(format!("member-{index}.toml"));
+    let log = dir.join(format!("member-{index}.log"));
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [source]\n{source}[cache]\npath = \"\"\n[log]\nlevel = \"info\"\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
+        .arg("--config")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("sidecar starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let admin = text
+            .split("admin_addr=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok());
+        if let Some(admin) = admin {
+            return Member { child, admin };
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("sidecar {index} exited ({status}):\n{text}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sidecar {index} never listened:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn wait_ready(members: &[Member]) {
@@ -430,14 +465,14 @@ fn run(source: Source, args: &Args, dir: &Path) -> Report {
     let first = (args.sidecars / 10).max(1);
     report.waves = [0, first, args.sidecars];
     let mut members: Vec<Member> = (0..first)
-        .map(|_| start_member(dir, &member_source))
+        .map(|i| start_member(dir, i, &member_source))
         .collect();
     wait_ready(&members);
     eprintln!("[{}] idle with {first} followers", source.name());
     report.source_idle[1] = idle_cpu(&[source_pid], args.idle);
 
     let started = Instant::now();
-    members.extend((first..args.sidecars).map(|_| start_member(dir, &member_source)));
+    members.extend((first..args.sidecars).map(|i| start_member(dir, i, &member_source)));
     wait_ready(&members);
     report.ready_after = started.elapsed();
     let member_pids: Vec<u32> = members.iter().map(|m| m.child.id()).collect();
