@@ -18,7 +18,8 @@
 //!
 //! Run: `cargo bench --bench fleet` (about seven minutes).
 //! Flags after `--`: `--sidecars N`, `--projects N`, `--churn-seconds S`,
-//! `--idle-seconds S`, `--only http|redis`.
+//! `--idle-seconds S`, `--only http|redis`, `--long-poll-wait S` (the
+//! sidecars' `source.long_poll_wait`).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -40,6 +41,9 @@ struct Args {
     churn: Duration,
     idle: Duration,
     sources: Vec<Source>,
+    /// `source.long_poll_wait` of every sidecar (how often an idle
+    /// follower renews its long poll or `XREAD BLOCK`); default 30 s.
+    long_poll_wait: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +69,7 @@ impl Args {
             churn: Duration::from_secs(60),
             idle: Duration::from_secs(30),
             sources: vec![Source::Http, Source::Redis],
+            long_poll_wait: None,
         };
         let argv: Vec<String> = std::env::args().skip(1).collect();
         let mut it = argv.iter();
@@ -78,6 +83,9 @@ impl Args {
                 }
                 "--idle-seconds" => {
                     args.idle = Duration::from_secs(value().parse().expect("--idle-seconds S"))
+                }
+                "--long-poll-wait" => {
+                    args.long_poll_wait = Some(value().parse().expect("--long-poll-wait S"))
                 }
                 "--only" => {
                     args.sources = match value().as_str() {
@@ -442,10 +450,13 @@ fn run(source: Source, args: &Args, dir: &Path) -> Report {
     let (sim, url) = support::start_simulator(&sim_args);
     let sim = Peer(sim);
     let source_pid = redis.as_ref().map_or(sim.0.id(), |(p, _)| p.0.id());
-    let member_source = match &redis {
+    let mut member_source = match &redis {
         Some((_, url)) => format!("kind = \"redis\"\nurl = \"{url}\"\n"),
         None => format!("kind = \"http\"\nurl = \"{url}\"\nmode = \"watch\"\n"),
     };
+    if let Some(wait) = args.long_poll_wait {
+        member_source.push_str(&format!("long_poll_wait = \"{wait}s\"\n"));
+    }
 
     if let Some((_, url)) = &redis {
         wait_mirrored(url, args.projects);
