@@ -1,19 +1,20 @@
 # syntax=docker/dockerfile:1
-# Build: the release binary from the locked dependency set, without the
-# tooling feature (simulator, generator): production has none of that code.
+# Build: the `dist` profile (the release profile with fat LTO and one
+# codegen unit) from the locked dependency set, without the tooling feature
+# (simulator, generator): production has none of that code.
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
-RUN cargo build --release --locked --no-default-features --bin env-sidecar \
+RUN cargo build --profile dist --locked --no-default-features --bin env-sidecar \
     && mkdir -p /out/var
 
 # Run: distroless (glibc, CA certificates, no shell), as the non-root user
 # 65532. The health check is the binary itself, so no shell tools are needed.
 FROM gcr.io/distroless/cc-debian12:nonroot
 WORKDIR /app
-COPY --from=build /src/target/release/env-sidecar /usr/local/bin/env-sidecar
+COPY --from=build /src/target/dist/env-sidecar /usr/local/bin/env-sidecar
 COPY config ./config
 # var/ holds the last-known-good cache; mount a volume here to keep it
 # across container restarts.
