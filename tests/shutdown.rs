@@ -53,18 +53,33 @@ fn sigterm_under_load_drains_in_flight_requests_flushes_the_cache_and_exits_zero
         .unwrap();
     assert!(health.success(), "health probe of a ready sidecar");
 
-    // A batch request, in flight: headers and half the body sent.
+    // A batch request, in flight: headers and part of the body sent. With
+    // `expect: 100-continue` the server says when the handler has started
+    // reading the body, so the request is known to be in flight.
     let body = br#"{"requests":[{"project":"acme","environment":"qa"}]}"#;
     let mut inflight = TcpStream::connect(data_addr).unwrap();
-    write!(inflight, "POST /v1/resolve/batch HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len()).unwrap();
+    inflight
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(inflight, "POST /v1/resolve/batch HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\r\n", body.len()).unwrap();
+    let interim = read_head(&mut inflight);
+    assert!(interim.starts_with("HTTP/1.1 100"), "interim: {interim:?}");
     inflight.write_all(&body[..10]).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
 
-    // Four keep-alive clients resolving as fast as they can.
+    // Four keep-alive clients resolving as fast as they can; each says when
+    // it has its first answer.
+    let (first, answered) = std::sync::mpsc::channel();
     let load: Vec<_> = (0..4)
-        .map(|_| std::thread::spawn(move || hammer(data_addr)))
+        .map(|_| {
+            let first = first.clone();
+            std::thread::spawn(move || hammer(data_addr, first))
+        })
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..4 {
+        answered
+            .recv_timeout(Duration::from_secs(10))
+            .expect("every client gets an answer before the shutdown");
+    }
 
     sidecar.terminate();
     // New connections are refused once the listener is closed.
@@ -130,7 +145,7 @@ fn the_health_subcommand_reports_readiness() {
 
 /// Resolves over one keep-alive connection, reconnecting, until nothing
 /// listens: (answers read whole, anything that was not a whole 200).
-fn hammer(addr: SocketAddr) -> (usize, Vec<String>) {
+fn hammer(addr: SocketAddr, first: std::sync::mpsc::Sender<()>) -> (usize, Vec<String>) {
     let (mut answered, mut bad) = (0, Vec::new());
     while let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
         stream
@@ -151,12 +166,31 @@ fn hammer(addr: SocketAddr) -> (usize, Vec<String>) {
                     bad.push(format!("an answer cut short: {e}"));
                     break;
                 }
-                Ok(Some((200, body))) if body.contains("qa-r1") => answered += 1,
+                Ok(Some((200, body))) if body.contains("qa-r1") => {
+                    answered += 1;
+                    if answered == 1 {
+                        let _ = first.send(());
+                    }
+                }
                 Ok(Some((status, body))) => bad.push(format!("{status}: {body}")),
             }
         }
     }
     (answered, bad)
+}
+
+/// A response head, read byte by byte up to its blank line (nothing after
+/// it is consumed).
+fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
 }
 
 /// One HTTP/1.1 response with a content-length. `None` when the
