@@ -125,3 +125,24 @@ async fn bad_or_unknown_project_ids() {
     // Percent-encoded valid ids are decoded.
     assert_eq!(t.get("/v1/projects/ac%6De").await.status, 200);
 }
+
+#[tokio::test]
+async fn a_list_larger_than_one_write_frame_arrives_whole_and_the_connection_serves_on() {
+    // ~48 KB of listing: three frames and more of the flattened writes.
+    let projects: Vec<_> = (0..1500)
+        .map(|i| project(&format!("proj-{i:04}"), 1))
+        .collect();
+    let t = TestSidecar::start(Some(&snapshot(1, projects))).await;
+    for _ in 0..2 {
+        let r = t.get("/v1/projects").await;
+        assert_eq!(r.status, 200);
+        let max = env_sidecar::server::body::MAX_FRAME;
+        assert!(r.text.len() > 2 * max, "{} bytes", r.text.len());
+        let listed = r.body["projects"].as_array().unwrap();
+        assert_eq!(listed.len(), 1500);
+        assert_eq!(listed[1499]["id"], "proj-1499");
+        let answer = t.get("/v1/resolve?project=proj-0042&environment=qa").await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        assert_eq!(answer.body["project"], "proj-0042");
+    }
+}
