@@ -36,7 +36,9 @@ pub struct Body {
     /// Taken when sent.
     data: Option<Chunks>,
     /// Sent after the data.
-    trailers: Option<HeaderMap>,
+    /// Boxed: only gRPC answers have trailers, and a smaller `Body` is
+    /// cheaper to move through hyper on every answer.
+    trailers: Option<Box<HeaderMap>>,
 }
 
 impl Body {
@@ -58,7 +60,7 @@ impl Body {
     /// One part, then `trailers`.
     pub fn with_trailers(bytes: Bytes, trailers: HeaderMap) -> Body {
         Body {
-            trailers: Some(trailers),
+            trailers: Some(Box::new(trailers)),
             ..Body::new(bytes)
         }
     }
@@ -85,7 +87,7 @@ impl hyper::body::Body for Body {
         if let Some(data) = this.data.take() {
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
-        Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))))
+        Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(*t))))
     }
 
     fn is_end_stream(&self) -> bool {
