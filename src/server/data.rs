@@ -197,7 +197,7 @@ impl DataPlane {
         match self.resolve_one(Api::AuthzGrpc, &query, started) {
             Ok(answer) => {
                 let project = query.project.as_deref().unwrap_or_default();
-                ext_authz::reply(&ext_authz::allowed(&answer, project))
+                ext_authz::allowed_reply(&answer, project)
             }
             // Envoy's failure_mode_allow decides.
             Err(err) if err.code == ErrorCode::NotReady => {
