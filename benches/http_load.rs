@@ -207,7 +207,7 @@ fn protocols(
     )
     .unwrap();
     let body = dir.join("check.bin");
-    std::fs::write(&body, check_body()).unwrap();
+    std::fs::write(&body, support::grpc_check_body()).unwrap();
     let socket = dir.join("data.sock");
     let tcp = format!("http://{sidecar}");
     let unix = format!("unix:{}", socket.display());
@@ -294,34 +294,6 @@ fn protocols(
         "sidecar, TCP, HTTP/1.1",
         &results,
     );
-}
-
-/// A `Check` call for proj-000042 / staging, framed for gRPC.
-fn check_body() -> Vec<u8> {
-    use env_sidecar::server::ext_authz::*;
-    use prost::Message;
-    let request = CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(AttributeRequest {
-                http: Some(HttpRequest {
-                    method: "POST".into(),
-                    headers: [
-                        ("x-project-id".to_owned(), "proj-000042".to_owned()),
-                        ("x-environment".to_owned(), "staging".to_owned()),
-                    ]
-                    .into(),
-                    path: "/v1/chat/completions".into(),
-                    header_map: None,
-                }),
-            }),
-            context_extensions: Default::default(),
-        }),
-    };
-    let message = request.encode_to_vec();
-    let mut out = vec![0];
-    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    out.extend_from_slice(&message);
-    out
 }
 
 fn start_sidecar(dir: &Path, addr: SocketAddr, control_plane: Option<&str>) -> Child {

@@ -6,7 +6,11 @@
 //! 2 000 requests the counters are zeroed (`callgrind_control -z`),
 //! `h2load --h1 -c 8` sends 20 000 keep-alive resolves for random
 //! projects and slugs (a fixed list, the same for every run), and the
-//! counters are dumped (`callgrind_control -d`).
+//! counters are dumped (`callgrind_control -d`). The sidecar is then
+//! counted the same way over HTTP/2 (4 connections × 8 streams, one
+//! project) for a resolve and for an Envoy ext_authz gRPC `Check` of that
+//! project, the pair behind the goal "CPU per `Check` ≤ 1.10 × CPU per
+//! resolve".
 //!
 //! Run: `cargo bench --bench instructions`. Needs `valgrind` and `h2load`
 //! (Debian `valgrind`, `nghttp2-client`); it installs nothing and says
@@ -77,7 +81,39 @@ fn main() {
         Duration::from_secs(120),
     );
     let (_, body) = support::http_get(addr, "/v1/resolve?project=proj-000001").unwrap();
-    let sidecar_per_request = measure(dir.path(), "sidecar", sidecar, addr);
+    let urls = dir.path().join("urls.txt");
+    std::fs::write(&urls, url_list(addr)).unwrap();
+    let check = dir.path().join("check.bin");
+    std::fs::write(&check, support::grpc_check_body()).unwrap();
+    let h2_resolve = format!("http://{addr}/v1/resolve?project=proj-000042&environment=staging");
+    let h2_check = format!(
+        "http://{addr}{}",
+        env_sidecar::server::ext_authz::CHECK_PATH
+    );
+    let check_path = check.to_str().unwrap();
+    let counts = measure(
+        dir.path(),
+        "sidecar",
+        sidecar,
+        &[
+            &["--h1", "-c", "8", "-i", urls.to_str().unwrap()],
+            &["-c", "4", "-m", "8", &h2_resolve],
+            &[
+                "-c",
+                "4",
+                "-m",
+                "8",
+                "-H",
+                "content-type: application/grpc",
+                "-H",
+                "te: trailers",
+                "-d",
+                check_path,
+                &h2_check,
+            ],
+        ],
+    );
+    let (sidecar_per_request, h2_per_resolve, per_check) = (counts[0], counts[1], counts[2]);
 
     let body_path = dir.path().join("floor-body.json");
     std::fs::write(&body_path, &body).unwrap();
@@ -91,7 +127,14 @@ fn main() {
             .arg(&body_path),
     );
     support::wait_ok(floor_addr, "/", Duration::from_secs(60));
-    let floor_per_request = measure(dir.path(), "floor", floor, floor_addr);
+    let floor_urls = dir.path().join("floor-urls.txt");
+    std::fs::write(&floor_urls, url_list(floor_addr)).unwrap();
+    let floor_per_request = measure(
+        dir.path(),
+        "floor",
+        floor,
+        &[&["--h1", "-c", "8", "-i", floor_urls.to_str().unwrap()]],
+    )[0];
 
     println!(
         "user-space instructions per keep-alive resolve ({REQUESTS} requests, h2load --h1 -c 8, {PROJECTS} projects)"
@@ -103,6 +146,15 @@ fn main() {
         sidecar_per_request / floor_per_request
     );
     println!("| floor (hyper) | {floor_per_request:.0} | 1.00 |");
+    println!();
+    println!("HTTP/2, 4 connections x 8 streams, one project ({REQUESTS} requests each)");
+    println!("| call | instructions per request | ratio |");
+    println!("|---|---|---|");
+    println!("| resolve | {h2_per_resolve:.0} | 1.00 |");
+    println!(
+        "| gRPC Check | {per_check:.0} | {:.2} |",
+        per_check / h2_per_resolve
+    );
 }
 
 fn under_callgrind(dir: &Path, name: &str, command: &mut Command) -> Child {
@@ -124,40 +176,43 @@ fn under_callgrind(dir: &Path, name: &str, command: &mut Command) -> Child {
         .expect("valgrind starts")
 }
 
-/// Warms up, zeroes the counters, sends the measured requests, dumps the
-/// counters and returns instructions per request; stops the process.
-fn measure(dir: &Path, name: &str, mut child: Child, addr: SocketAddr) -> f64 {
-    let urls = dir.join("urls.txt");
-    std::fs::write(&urls, url_list(addr)).unwrap();
-    h2load(&urls, WARM_UP);
-    callgrind_control("-z", &child);
-    h2load(&urls, REQUESTS);
-    callgrind_control("-d", &child);
-    // The dump is written as `<name>.callgrind.1` once the process takes
-    // the command; its `totals:` line is the last one written.
-    let dump = dir.join(format!("{name}.callgrind.1"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let total = loop {
-        let text = std::fs::read_to_string(&dump).unwrap_or_default();
-        if let Some(total) = text
-            .lines()
-            .find_map(|l| l.strip_prefix("totals: "))
-            .and_then(|t| t.trim().parse::<u64>().ok())
-        {
-            break total;
-        }
-        assert!(Instant::now() < deadline, "{name}: no callgrind dump");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+/// For each load in turn: warms up, zeroes the counters, sends the
+/// measured requests and dumps the counters; returns instructions per
+/// request for each, and stops the process.
+fn measure(dir: &Path, name: &str, mut child: Child, loads: &[&[&str]]) -> Vec<f64> {
+    let mut counts = Vec::new();
+    for (i, args) in loads.iter().enumerate() {
+        h2load(args, WARM_UP);
+        callgrind_control("-z", &child);
+        h2load(args, REQUESTS);
+        callgrind_control("-d", &child);
+        // Dump n is written as `<name>.callgrind.<n>` once the process
+        // takes the command; its `totals:` line is the last one written.
+        let dump = dir.join(format!("{name}.callgrind.{}", i + 1));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let total = loop {
+            let text = std::fs::read_to_string(&dump).unwrap_or_default();
+            if let Some(total) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("totals: "))
+                .and_then(|t| t.trim().parse::<u64>().ok())
+            {
+                break total;
+            }
+            assert!(Instant::now() < deadline, "{name}: no callgrind dump");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        counts.push(total as f64 / f64::from(REQUESTS));
+    }
     let _ = child.kill();
     let _ = child.wait();
-    total as f64 / f64::from(REQUESTS)
+    counts
 }
 
-fn h2load(urls: &Path, requests: u32) {
+fn h2load(args: &[&str], requests: u32) {
     let out = Command::new("h2load")
-        .args(["--h1", "-c", "8", "-n", &requests.to_string(), "-i"])
-        .arg(urls)
+        .args(["-n", &requests.to_string()])
+        .args(args)
         .output()
         .expect("h2load runs");
     let text = String::from_utf8_lossy(&out.stdout);

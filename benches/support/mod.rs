@@ -621,3 +621,31 @@ pub fn resolve_uris(projects: usize, count: usize) -> String {
         })
         .collect()
 }
+
+/// A `Check` call for proj-000042 / staging, framed for gRPC.
+pub fn grpc_check_body() -> Vec<u8> {
+    use env_sidecar::server::ext_authz::*;
+    use prost::Message;
+    let request = CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(AttributeRequest {
+                http: Some(HttpRequest {
+                    method: "POST".into(),
+                    headers: [
+                        ("x-project-id".to_owned(), "proj-000042".to_owned()),
+                        ("x-environment".to_owned(), "staging".to_owned()),
+                    ]
+                    .into(),
+                    path: "/v1/chat/completions".into(),
+                    header_map: None,
+                }),
+            }),
+            context_extensions: Default::default(),
+        }),
+    };
+    let message = request.encode_to_vec();
+    let mut out = vec![0];
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(&message);
+    out
+}
