@@ -20,7 +20,6 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -81,8 +80,11 @@ fn main() {
         Duration::from_secs(120),
     );
     let (_, body) = support::http_get(addr, "/v1/resolve?project=proj-000001").unwrap();
+    // 2 000 random projects and slugs (exact, fallback and unknown ones),
+    // the same list on every run; `-B` says where to send them.
     let urls = dir.path().join("urls.txt");
-    std::fs::write(&urls, url_list(addr)).unwrap();
+    std::fs::write(&urls, support::resolve_uris(PROJECTS, 2_000)).unwrap();
+    let base = format!("http://{addr}");
     let check = dir.path().join("check.bin");
     std::fs::write(&check, support::grpc_check_body()).unwrap();
     let h2_resolve = format!("http://{addr}/v1/resolve?project=proj-000042&environment=staging");
@@ -96,7 +98,7 @@ fn main() {
         "sidecar",
         sidecar,
         &[
-            &["--h1", "-c", "8", "-i", urls.to_str().unwrap()],
+            &["--h1", "-c", "8", "-B", &base, "-i", urls.to_str().unwrap()],
             &["-c", "4", "-m", "8", &h2_resolve],
             &[
                 "-c",
@@ -127,13 +129,20 @@ fn main() {
             .arg(&body_path),
     );
     support::wait_ok(floor_addr, "/", Duration::from_secs(60));
-    let floor_urls = dir.path().join("floor-urls.txt");
-    std::fs::write(&floor_urls, url_list(floor_addr)).unwrap();
+    let floor_base = format!("http://{floor_addr}");
     let floor_per_request = measure(
         dir.path(),
         "floor",
         floor,
-        &[&["--h1", "-c", "8", "-i", floor_urls.to_str().unwrap()]],
+        &[&[
+            "--h1",
+            "-c",
+            "8",
+            "-B",
+            &floor_base,
+            "-i",
+            urls.to_str().unwrap(),
+        ]],
     )[0];
 
     println!(
@@ -231,35 +240,4 @@ fn callgrind_control(flag: &str, child: &Child) {
         .status()
         .expect("callgrind_control runs");
     assert!(status.success(), "callgrind_control {flag} failed");
-}
-
-/// 2 000 resolves of random projects and slugs (exact, fallback and
-/// unknown ones), the same list on every run (a fixed-seed LCG).
-fn url_list(addr: SocketAddr) -> String {
-    const SLUGS: [&str; 10] = [
-        "prod",
-        "staging",
-        "qa",
-        "canary",
-        "dev",
-        "perf",
-        "eu-canary",
-        "sandbox",
-        "Staging",
-        "unknown",
-    ];
-    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = move || {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (state >> 33) as usize
-    };
-    (0..2_000)
-        .map(|_| {
-            let project = next() % PROJECTS;
-            let slug = SLUGS[next() % SLUGS.len()];
-            format!("http://{addr}/v1/resolve?project=proj-{project:06}&environment={slug}\n")
-        })
-        .collect()
 }

@@ -415,12 +415,17 @@ pub fn answer_response(answer: Answer) -> Response<Body> {
     let mut headers = answer_headers().clone();
     let (mut environment, mut revision) = (Some(environment), Some(revision));
     for (name, value) in headers.iter_mut() {
-        if *name == RESOLVED_ENVIRONMENT {
-            *value = environment.take().unwrap_or_else(|| value.clone());
+        let set = if *name == RESOLVED_ENVIRONMENT {
+            environment.take()
         } else if *name == SNAPSHOT_REVISION {
-            *value = revision.take().unwrap_or_else(|| value.clone());
+            revision.take()
         } else if *name == RESOLUTION_OUTCOME {
-            *value = outcome_header(outcome);
+            Some(outcome_header(outcome))
+        } else {
+            None
+        };
+        if let Some(set) = set {
+            *value = set;
         }
     }
     *response.headers_mut() = headers;

@@ -257,56 +257,11 @@ pub fn identity(
     Ok((project, environment))
 }
 
-/// The answer for a resolved check: OK, the three headers set (replacing
-/// whatever the client sent), and the resolution as dynamic metadata.
-pub fn allowed(answer: &Answer, project: &str) -> CheckResponse {
-    let text = |v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
-    let set = |key: &HeaderName, value: String| HeaderValueOption {
-        header: Some(HeaderValueProto {
-            key: key.as_str().to_owned(),
-            value,
-            raw_value: Vec::new(),
-        }),
-        append_action: OVERWRITE_IF_EXISTS_OR_ADD,
-    };
-    let environment = text(&answer.environment);
-    let revision = text(&answer.revision);
-    let outcome = answer.outcome.as_str().to_owned();
-    let metadata = [
-        ("project", project.to_owned()),
-        ("revision", revision.clone()),
-        ("environment", environment.clone()),
-        ("outcome", outcome.clone()),
-    ]
-    .into_iter()
-    .map(|(k, v)| {
-        (
-            k.to_owned(),
-            Value {
-                kind: Some(Kind::String(v)),
-            },
-        )
-    })
-    .collect();
-    CheckResponse {
-        status: Some(RpcStatus {
-            code: code::OK,
-            message: String::new(),
-        }),
-        http_response: Some(HttpResponse::Ok(OkHttpResponse {
-            headers: vec![
-                set(&super::data::RESOLVED_ENVIRONMENT, environment),
-                set(&super::data::RESOLUTION_OUTCOME, outcome),
-                set(&super::data::SNAPSHOT_REVISION, revision),
-            ],
-        })),
-        dynamic_metadata: Some(Struct { fields: metadata }),
-    }
-}
-
-/// [`allowed`] as a framed gRPC reply, encoded straight from the answer:
-/// the bytes prost writes for [`allowed`] (the tests compare them), in
-/// one buffer instead of the ~20 allocations of building the message
+/// The answer for a resolved check as a framed gRPC reply: OK, the three
+/// headers set (replacing whatever the client sent), and the resolution
+/// as dynamic metadata. Encoded straight from the answer into one buffer:
+/// the bytes prost writes for that `CheckResponse` (the tests build the
+/// message and compare), without the ~20 allocations of building it
 /// first. This is the `Check` hot path.
 pub fn allowed_reply(answer: &Answer, project: &str) -> Response<Body> {
     let environment = answer.environment.as_bytes();
@@ -520,6 +475,52 @@ mod tests {
     use super::*;
     use crate::store::Outcome;
     use http_body_util::BodyExt;
+
+    /// What [`allowed_reply`] encodes, as a message: the oracle for its bytes.
+    fn allowed(answer: &Answer, project: &str) -> CheckResponse {
+        let text = |v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
+        let set = |key: &HeaderName, value: String| HeaderValueOption {
+            header: Some(HeaderValueProto {
+                key: key.as_str().to_owned(),
+                value,
+                raw_value: Vec::new(),
+            }),
+            append_action: OVERWRITE_IF_EXISTS_OR_ADD,
+        };
+        let environment = text(&answer.environment);
+        let revision = text(&answer.revision);
+        let outcome = answer.outcome.as_str().to_owned();
+        let metadata = [
+            ("project", project.to_owned()),
+            ("revision", revision.clone()),
+            ("environment", environment.clone()),
+            ("outcome", outcome.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.to_owned(),
+                Value {
+                    kind: Some(Kind::String(v)),
+                },
+            )
+        })
+        .collect();
+        CheckResponse {
+            status: Some(RpcStatus {
+                code: code::OK,
+                message: String::new(),
+            }),
+            http_response: Some(HttpResponse::Ok(OkHttpResponse {
+                headers: vec![
+                    set(&crate::server::data::RESOLVED_ENVIRONMENT, environment),
+                    set(&crate::server::data::RESOLUTION_OUTCOME, outcome),
+                    set(&crate::server::data::SNAPSHOT_REVISION, revision),
+                ],
+            })),
+            dynamic_metadata: Some(Struct { fields: metadata }),
+        }
+    }
 
     #[tokio::test]
     async fn the_direct_encoding_of_an_allowed_check_is_the_bytes_prost_writes() {
