@@ -334,6 +334,85 @@ proptest! {
     }
 
     #[test]
+    fn check_messages_are_read_as_prost_reads_them(
+        headers in prop::collection::vec(
+            (pick(&["x-project-id", "X-Project-Id", "x-environment", "other"]),
+             pick(&["acme", "qa", "a,b", "", "\u{e9}"])),
+            0..4,
+        ),
+        raw in prop::collection::vec(
+            (pick(&["x-project-id", "x-environment", "X-ENVIRONMENT", "other"]),
+             pick(&["acme", "", "qa"]),
+             prop_oneof![Just(Vec::new()), Just(b"acme".to_vec()), Just(vec![0xff, b'a'])]),
+            0..3,
+        ),
+        extensions in prop::collection::vec(
+            (pick(&["project", "environment", "other"]), pick(&["acme", "qa", ""])),
+            0..3,
+        ),
+        splice in prop::option::of((any::<usize>(), prop::collection::vec(any::<u8>(), 1..6))),
+        unknown in pick(&[&[][..], &[0x13, 0x08, 0x01, 0x14], &[0x13, 0x14], &[0x14], &[0x1d, 1, 2, 3, 4], &[0x12, 0x05, 1]]),
+        merged in prop::option::of((
+            pick(&["x-project-id", "X-Project-Id", "x-environment"]),
+            pick(&["project", "other"]),
+        )),
+        cut in prop::option::of(any::<usize>()),
+        flip in prop::option::of((any::<usize>(), any::<u8>())),
+    ) {
+        use env_sidecar::server::ext_authz::*;
+        use prost::Message;
+        let request = CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(AttributeRequest {
+                    http: Some(HttpRequest {
+                        method: "GET".into(),
+                        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                        path: "/".into(),
+                        header_map: (!raw.is_empty()).then(|| HeaderMap {
+                            headers: raw
+                                .iter()
+                                .map(|(k, v, r)| HeaderValueProto {
+                                    key: k.to_string(),
+                                    value: v.to_string(),
+                                    raw_value: r.clone(),
+                                })
+                                .collect(),
+                        }),
+                    }),
+                }),
+                context_extensions: extensions.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            }),
+        };
+        let mut input = request.encode_to_vec();
+        input.extend_from_slice(unknown);
+        // A second message appended is merged into the first: its map
+        // entries replace those of the same key.
+        if let Some((header, extension)) = merged {
+            let mut more = request.clone();
+            let attributes = more.attributes.as_mut().unwrap();
+            attributes.context_extensions = [(extension.to_string(), "globex".to_string())].into();
+            let http = attributes.request.as_mut().unwrap().http.as_mut().unwrap();
+            http.headers = [(header.to_string(), "globex".to_string())].into();
+            http.header_map = None;
+            input.extend(more.encode_to_vec());
+        }
+        if let Some((at, bytes)) = splice {
+            let at = at % (input.len() + 1);
+            input.splice(at..at, bytes);
+        }
+        if let Some((at, byte)) = flip {
+            if !input.is_empty() {
+                let at = at % input.len();
+                input[at] ^= byte;
+            }
+        }
+        if let Some(cut) = cut {
+            input.truncate(cut % (input.len() + 1));
+        }
+        targets::check(&input);
+    }
+
+    #[test]
     fn batch_bodies_never_panic_and_each_item_resolves(
         items in prop::collection::vec(
             (
@@ -372,6 +451,7 @@ fn saved_fuzzer_inputs_still_pass() {
         ("request", targets::request),
         ("batch", targets::batch),
         ("cache_file", targets::cache_file),
+        ("check", targets::check),
     ] {
         let Ok(entries) = std::fs::read_dir(root.join(target)) else {
             continue;

@@ -118,6 +118,31 @@ async fn a_chunked_batch_body_over_the_limit_is_413() {
 }
 
 #[tokio::test]
+async fn a_batch_body_sent_in_many_chunks_is_read_whole() {
+    let t = with_limits(Limits::default()).await;
+    let mut stream = TcpStream::connect(t.sidecar.data_addr()).await.unwrap();
+    stream
+        .write_all(b"POST /v1/resolve/batch HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let body = br#"{"requests":[{"project":"acme"},{"project":"nope"},{"project":"acme","environment":"staging"}]}"#;
+    for part in body.chunks(7) {
+        let chunk = [format!("{:x}\r\n", part.len()).as_bytes(), part, b"\r\n"].concat();
+        stream.write_all(&chunk).await.unwrap();
+    }
+    stream.write_all(b"0\r\n\r\n").await.unwrap();
+    let (text, _) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&text[text.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3, "{json}");
+    assert_eq!(results[0]["project"], "acme");
+    assert_eq!(results[1]["error"]["code"], "unknown_project");
+    assert_eq!(results[2]["environment"]["slug"], "staging");
+}
+
+#[tokio::test]
 async fn connections_beyond_the_limit_are_refused_cleanly() {
     let t = with_limits(Limits {
         max_connections: 8,

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
@@ -160,39 +160,37 @@ impl DataPlane {
         if !grpc {
             return ApiError::invalid("content-type must be application/grpc").into_response();
         }
-        let body = match Limited::new(req.into_body(), MAX_BATCH_BYTES)
-            .collect()
-            .await
-        {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+        let body = match read_body(req.into_body(), MAX_BATCH_BYTES).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => {
                 return ext_authz::failure(&RpcError::new(
                     ext_authz::code::RESOURCE_EXHAUSTED,
                     format!("request larger than {MAX_BATCH_BYTES} bytes"),
                 ))
             }
-            Err(e) => {
+            Err(BodyError::Read(e)) => {
                 return ext_authz::failure(&RpcError::new(
                     ext_authz::code::INVALID_ARGUMENT,
                     format!("cannot read the request: {e}"),
                 ))
             }
         };
-        let request = match ext_authz::decode_request(&body) {
-            Ok(request) => request,
+        let message = match ext_authz::grpc_message(&body) {
+            Ok(message) => message,
             Err(e) => return ext_authz::failure(&e),
         };
         let query =
-            match ext_authz::identity(&request, &self.project_header, &self.environment_header) {
-                Ok((project, environment)) => ResolveQuery {
-                    project: project.map(Cow::Owned),
-                    environment: environment.map(Cow::Owned),
+            match ext_authz::identity(message, &self.project_header, &self.environment_header) {
+                Ok(Ok((project, environment))) => ResolveQuery {
+                    project,
+                    environment,
                     strict: false,
                 },
-                Err(message) => {
+                Ok(Err(message)) => {
                     let err = self.invalid(Api::AuthzGrpc, message, started);
                     return ext_authz::reply(&ext_authz::denied(&err));
                 }
+                Err(e) => return ext_authz::failure(&e),
             };
         match self.resolve_one(Api::AuthzGrpc, &query, started) {
             Ok(answer) => {
@@ -263,15 +261,12 @@ impl DataPlane {
         if declared.is_some_and(|n| n > MAX_BATCH_BYTES as u64) {
             return too_large_body().into_response();
         }
-        let bytes = match Limited::new(req.into_body(), MAX_BATCH_BYTES)
-            .collect()
-            .await
-        {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return too_large_body().into_response()
+        let bytes = match read_body(req.into_body(), MAX_BATCH_BYTES).await {
+            Ok(bytes) => bytes,
+            Err(BodyError::TooLarge) => return too_large_body().into_response(),
+            Err(BodyError::Read(e)) => {
+                return ApiError::invalid(format!("cannot read body: {e}")).into_response()
             }
-            Err(e) => return ApiError::invalid(format!("cannot read body: {e}")).into_response(),
         };
         let requests = match parse_batch(&bytes) {
             Ok(requests) => requests,
@@ -360,6 +355,36 @@ impl DataPlane {
             }
         }
     }
+}
+
+/// Why a request body could not be read.
+enum BodyError {
+    TooLarge,
+    Read(hyper::Error),
+}
+
+/// A request body, whole, refused past `limit` bytes. A body that arrives
+/// in one frame (a gRPC call's usual shape) is that frame's bytes, not a
+/// copy; trailers are ignored.
+async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    let mut first = Bytes::new();
+    let mut more: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
+            continue;
+        };
+        if first.len() + more.len() + data.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        if first.is_empty() && more.is_empty() {
+            first = data;
+        } else {
+            // A second frame: from here on the body is gathered in `more`.
+            more.extend_from_slice(&std::mem::take(&mut first));
+            more.extend_from_slice(&data);
+        }
+    }
+    Ok(if more.is_empty() { first } else { more.into() })
 }
 
 fn too_large_body() -> ApiError {

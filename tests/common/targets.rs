@@ -331,3 +331,101 @@ fn frame(body: &[u8]) -> Vec<u8> {
     out.push(b'}');
     out
 }
+
+/// `Check` messages: the walk over the bytes (`ext_authz::request`) and
+/// prost's decoding of `CheckRequest` followed by the identity rules (the
+/// oracle, [`check_oracle`]) accept and refuse the same messages, and
+/// agree on the project, the environment and a repeated header. The first
+/// byte, also part of the message, picks the header names: the defaults,
+/// or one name for both.
+pub fn check(data: &[u8]) {
+    use env_sidecar::server::ext_authz::request;
+    let project_header = HeaderName::from_static(PROJECT_HEADER);
+    let environment_header = match data.first() {
+        Some(b) if b % 2 == 1 => project_header.clone(),
+        _ => HeaderName::from_static(ENVIRONMENT_HEADER),
+    };
+    let walked = request::identity(data, &project_header, &environment_header);
+    let oracle = check_oracle(data, &project_header, &environment_header);
+    match (walked, oracle) {
+        (Err(_), Err(_)) => {}
+        (Ok(walked), Ok(oracle)) => {
+            let walked =
+                walked.map(|(p, e)| (p.map(|p| p.into_owned()), e.map(|e| e.into_owned())));
+            assert_eq!(
+                walked.is_err(),
+                oracle.is_err(),
+                "{walked:?} against {oracle:?}"
+            );
+            if let (Ok(walked), Ok(oracle)) = (walked, oracle) {
+                assert_eq!(walked, oracle);
+            }
+        }
+        (walked, oracle) => panic!(
+            "the walk says {:?}, prost says {:?}",
+            walked.map(|_| "decoded"),
+            oracle.map(|_| "decoded")
+        ),
+    }
+}
+
+type Identity = Result<(Option<String>, Option<String>), String>;
+
+/// What a check asks about, the long way: the whole message decoded by
+/// prost, then the route's `context_extensions`, then the headers, a
+/// header sent more than once (joined with `,`, or listed apart in
+/// `header_map`, or under keys differing in case) refused. The outer error
+/// is a message prost cannot decode.
+pub fn check_oracle(
+    message: &[u8],
+    project_header: &HeaderName,
+    environment_header: &HeaderName,
+) -> Result<Identity, prost::DecodeError> {
+    use env_sidecar::server::ext_authz::CheckRequest;
+    use prost::Message;
+    let request = CheckRequest::decode(message)?;
+    let attributes = request.attributes.as_ref();
+    let http = attributes
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref());
+    let header = |name: &HeaderName| -> Result<Option<String>, String> {
+        let Some(http) = http else { return Ok(None) };
+        let mut found: Vec<String> = http
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name.as_str()))
+            .map(|(_, v)| v.clone())
+            .collect();
+        if let Some(map) = &http.header_map {
+            found.extend(
+                map.headers
+                    .iter()
+                    .filter(|h| h.key.eq_ignore_ascii_case(name.as_str()))
+                    .map(|h| {
+                        if h.raw_value.is_empty() {
+                            h.value.clone()
+                        } else {
+                            String::from_utf8_lossy(&h.raw_value).into_owned()
+                        }
+                    }),
+            );
+        }
+        match found.as_slice() {
+            [] => Ok(None),
+            [one] if !one.contains(',') => Ok(Some(one.clone())),
+            _ => Err(format!("header {name} is repeated")),
+        }
+    };
+    let extension = |key: &str| attributes.and_then(|a| a.context_extensions.get(key).cloned());
+    Ok((|| {
+        let project = match extension("project") {
+            Some(p) => Some(p),
+            None => header(project_header)?,
+        };
+        let environment = match extension("environment") {
+            Some(e) => Some(e),
+            None => header(environment_header)?,
+        };
+        Ok((project, environment))
+    })())
+}

@@ -7,6 +7,14 @@
 //! `protoc` and no generated code are needed. What a check decides is the
 //! data plane's business (`server::data`); this module reads a request's
 //! input and words the answer.
+//!
+//! * [`request`]: the project and environment read straight from a
+//!   request's bytes (the hot path; the [`CheckRequest`] message describes
+//!   the same fields, and is what clients and the tests encode).
+//! * this module: the framing, and the replies (the OK reply encoded
+//!   straight from the answer, the rest through prost).
+
+pub mod request;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -181,8 +189,9 @@ impl RpcError {
     }
 }
 
-/// Reads a unary request body: one uncompressed, length-prefixed message.
-pub fn decode_request(body: &[u8]) -> Result<CheckRequest, RpcError> {
+/// The message of a unary request body: one uncompressed,
+/// length-prefixed message, returned without its 5-byte prefix.
+pub fn grpc_message(body: &[u8]) -> Result<&[u8], RpcError> {
     let invalid = |m: &str| RpcError::new(code::INVALID_ARGUMENT, m);
     let Some((&[flag, a, b, c, d], message)) = body.split_first_chunk::<5>() else {
         return Err(invalid("a gRPC message needs its 5-byte prefix"));
@@ -200,61 +209,23 @@ pub fn decode_request(body: &[u8]) -> Result<CheckRequest, RpcError> {
             message.len()
         )));
     }
-    CheckRequest::decode(message).map_err(|e| invalid(&format!("not a CheckRequest: {e}")))
+    Ok(message)
 }
 
-/// The project and environment a check asks about, as sent: the route's
-/// `context_extensions` first, then the configured request headers. A
-/// header sent more than once is an error (Envoy joins repeats with `,`
-/// in `headers`, and lists them apart in `header_map`).
-pub fn identity(
-    request: &CheckRequest,
+/// The project and environment a `Check` message asks about (see
+/// [`request::identity`]); a message that is not a `CheckRequest` is an
+/// `INVALID_ARGUMENT` failure.
+pub fn identity<'a>(
+    message: &'a [u8],
     project_header: &HeaderName,
     environment_header: &HeaderName,
-) -> Result<(Option<String>, Option<String>), String> {
-    let empty = HashMap::new();
-    let attributes = request.attributes.as_ref();
-    let extensions = attributes.map_or(&empty, |a| &a.context_extensions);
-    let http = attributes
-        .and_then(|a| a.request.as_ref())
-        .and_then(|r| r.http.as_ref());
-    let header = |name: &HeaderName| -> Result<Option<String>, String> {
-        let Some(http) = http else { return Ok(None) };
-        let mut found = http
-            .headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name.as_str()))
-            .map(|(_, v)| v.clone())
-            .collect::<Vec<_>>();
-        if let Some(map) = &http.header_map {
-            found.extend(
-                map.headers
-                    .iter()
-                    .filter(|h| h.key.eq_ignore_ascii_case(name.as_str()))
-                    .map(|h| {
-                        if h.raw_value.is_empty() {
-                            h.value.clone()
-                        } else {
-                            String::from_utf8_lossy(&h.raw_value).into_owned()
-                        }
-                    }),
-            );
-        }
-        match found.as_slice() {
-            [] => Ok(None),
-            [one] if !one.contains(',') => Ok(Some(one.clone())),
-            _ => Err(format!("header {name} is repeated")),
-        }
-    };
-    let project = match extensions.get("project") {
-        Some(p) => Some(p.clone()),
-        None => header(project_header)?,
-    };
-    let environment = match extensions.get("environment") {
-        Some(e) => Some(e.clone()),
-        None => header(environment_header)?,
-    };
-    Ok((project, environment))
+) -> Result<Result<request::Identity<'a>, String>, RpcError> {
+    request::identity(message, project_header, environment_header).map_err(|e| {
+        RpcError::new(
+            code::INVALID_ARGUMENT,
+            format!("not a CheckRequest: {}", e.0),
+        )
+    })
 }
 
 /// The answer for a resolved check as a framed gRPC reply: OK, the three
@@ -595,32 +566,38 @@ mod tests {
     const E: HeaderName = HeaderName::from_static("x-environment");
 
     #[test]
-    fn a_framed_request_round_trips_and_bad_frames_are_refused() {
+    fn a_framed_message_is_unwrapped_and_bad_frames_are_refused() {
         let req = request(&[("x-project-id", "acme")], &[]);
         let bytes = framed(&req);
-        assert_eq!(decode_request(&bytes).unwrap(), req);
+        assert_eq!(grpc_message(&bytes).unwrap(), &req.encode_to_vec()[..]);
         assert_eq!(
-            decode_request(&bytes[..3]).unwrap_err().code,
+            grpc_message(&bytes[..3]).unwrap_err().code,
             code::INVALID_ARGUMENT
         );
         let mut long = bytes.clone();
         long.push(0);
         assert_eq!(
-            decode_request(&long).unwrap_err().code,
+            grpc_message(&long).unwrap_err().code,
             code::INVALID_ARGUMENT
         );
         let mut compressed = bytes.clone();
         compressed[0] = 1;
         assert_eq!(
-            decode_request(&compressed).unwrap_err().code,
+            grpc_message(&compressed).unwrap_err().code,
             code::UNIMPLEMENTED
         );
-        let mut garbage = vec![0, 0, 0, 0, 3];
-        garbage.extend_from_slice(&[0xff, 0xff, 0xff]);
+        let garbage = [0xff, 0xff, 0xff];
         assert_eq!(
-            decode_request(&garbage).unwrap_err().code,
+            identity(&garbage, &P, &E).unwrap_err().code,
             code::INVALID_ARGUMENT
         );
+    }
+
+    fn ask(req: &CheckRequest) -> Result<(Option<String>, Option<String>), String> {
+        let bytes = req.encode_to_vec();
+        identity(&bytes, &P, &E)
+            .unwrap()
+            .map(|(p, e)| (p.map(Into::into), e.map(Into::into)))
     }
 
     #[test]
@@ -630,15 +607,19 @@ mod tests {
             &[("project", "from-route")],
         );
         assert_eq!(
-            identity(&req, &P, &E).unwrap(),
+            ask(&req).unwrap(),
             (Some("from-route".into()), Some("qa".into()))
         );
+        let headers_only = request(&[("X-Project-Id", "acme")], &[]);
+        assert_eq!(ask(&headers_only).unwrap(), (Some("acme".into()), None));
     }
 
     #[test]
     fn repeated_identity_headers_are_refused_in_both_encodings() {
         let joined = request(&[("x-project-id", "acme,globex")], &[]);
-        assert!(identity(&joined, &P, &E).is_err());
+        assert!(ask(&joined).is_err());
+        let cased = request(&[("x-project-id", "acme"), ("X-Project-Id", "acme")], &[]);
+        assert!(ask(&cased).is_err());
         let mut raw = request(&[], &[]);
         let http = raw.attributes.as_mut().unwrap().request.as_mut().unwrap();
         http.http.as_mut().unwrap().header_map = Some(HeaderMap {
@@ -651,7 +632,13 @@ mod tests {
                 })
                 .collect(),
         });
-        assert!(identity(&raw, &P, &E).is_err());
+        assert!(ask(&raw).is_err());
+        // One raw header alone is read, the raw value winning.
+        let only = raw.attributes.as_mut().unwrap().request.as_mut().unwrap();
+        let map = only.http.as_mut().unwrap().header_map.as_mut().unwrap();
+        map.headers.truncate(1);
+        map.headers[0].value = "ignored".into();
+        assert_eq!(ask(&raw).unwrap(), (Some("acme".into()), None));
     }
 
     #[test]
