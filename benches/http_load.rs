@@ -6,7 +6,12 @@
 //! threads; then the churn variant (the sidecar in watch mode while the
 //! simulator publishes 1% of projects every 100 ms). Every row has the
 //! server's CPU per request (from `/proc/PID/stat`) beside throughput and
-//! p99.
+//! p99. Then one generator, h2load, for every protocol and transport, and
+//! for the tail at a fixed offered load (16k and 48k req/s over 32
+//! connections, sidecar and floor alternating): with wrk driving both as
+//! fast as they answer, p99 measures how three busy threads share two
+//! cores more than it measures either server (README, "Where the tail
+//! comes from").
 //!
 //! Run: `cargo bench --bench http_load` (`-- --quick` for a short run).
 //! Needs `wrk` (Debian `wrk`) and, for the nginx column, `nginx` (Debian
@@ -219,6 +224,7 @@ fn protocols(
         http1,
         base: base.to_owned(),
         extra: extra.iter().map(|s| s.to_string()).collect(),
+        rps_per_client: None,
     };
     let grpc = [
         "-H",
@@ -294,6 +300,47 @@ fn protocols(
         "sidecar, TCP, HTTP/1.1",
         &results,
     );
+
+    // The tail at the same offered load: a fixed rate per connection, below
+    // what either server can answer, sidecar and floor alternating.
+    for per_client in [500, 1500] {
+        let rate = |base: String| support::H2Load {
+            rps_per_client: Some(per_client),
+            ..load(&base, true, &[])
+        };
+        let total = per_client * 32 / 1000;
+        let rows = [
+            (
+                format!("floor, {total}k req/s"),
+                rate(format!("http://{floor}")),
+                floor_pid,
+            ),
+            (
+                format!("sidecar, {total}k req/s"),
+                rate(tcp.clone()),
+                Some(sidecar_pid),
+            ),
+        ];
+        let mut results: Vec<(String, Vec<support::Run>)> =
+            rows.iter().map(|(n, ..)| (n.clone(), Vec::new())).collect();
+        for round in 0..rounds {
+            for (i, (name, load, pid)) in rows.iter().enumerate() {
+                let run = support::h2load(load, &uris, *pid);
+                eprintln!(
+                    "round {}: {name:>44}: {:>9.0} req/s  p99 {:>8.1?}",
+                    round + 1,
+                    run.rps,
+                    run.p99
+                );
+                results[i].1.push(run);
+            }
+        }
+        support::print_table(
+            &format!("the tail at a fixed offered load: {total}k req/s over 32 HTTP/1.1 connections (h2load --rps {per_client} per connection)"),
+            "floor",
+            &results,
+        );
+    }
 }
 
 fn start_sidecar(dir: &Path, addr: SocketAddr, control_plane: Option<&str>) -> Child {

@@ -526,6 +526,9 @@ pub struct H2Load {
     pub base: String,
     /// Extra arguments (`-H`, `-d`).
     pub extra: Vec<String>,
+    /// A fixed request rate per connection (`--rps`) instead of as fast
+    /// as the server answers.
+    pub rps_per_client: Option<u32>,
 }
 
 /// Runs h2load over the request URIs in `uris` (cycled), charging `pid`'s
@@ -546,6 +549,9 @@ pub fn h2load(load: &H2Load, uris: &Path, pid: Option<u32>) -> Run {
         .args(&load.extra);
     if load.http1 {
         cmd.arg("--h1");
+    }
+    if let Some(rps) = load.rps_per_client {
+        cmd.args(["--rps", &rps.to_string()]);
     }
     let out = cmd.output().expect("h2load runs");
     let after = pid.and_then(cpu_time);
