@@ -433,6 +433,25 @@ proptest! {
     }
 }
 
+/// Groups nested around prost's recursion limit (100), at the top level
+/// and inside the request's attributes: the walk refuses exactly the
+/// depths prost refuses.
+#[test]
+fn check_groups_nested_near_the_recursion_limit_are_judged_as_prost_judges_them() {
+    for depth in 95..=101 {
+        // Field 2 (unknown) opened `depth` times, a varint inside, closed.
+        let mut groups = vec![0x13; depth];
+        groups.extend([0x08, 0x01]);
+        groups.extend(std::iter::repeat_n(0x14, depth));
+        targets::check(&groups);
+        // The same inside field 1 (attributes), one level deeper.
+        let mut nested = vec![0x0a];
+        prost::encoding::encode_varint(groups.len() as u64, &mut nested);
+        nested.extend(&groups);
+        targets::check(&nested);
+    }
+}
+
 #[test]
 fn a_batch_over_the_item_limit_is_refused_as_too_large() {
     let requests: Vec<Value> = (0..1001).map(|_| json!({"project": "x"})).collect();

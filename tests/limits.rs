@@ -31,6 +31,17 @@ async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, 
     (String::from_utf8_lossy(&buf).into_owned(), closed)
 }
 
+/// A connection that has sent the head of a chunked batch request; the
+/// body's chunks are the caller's.
+async fn chunked_batch(t: &TestSidecar) -> TcpStream {
+    let mut stream = TcpStream::connect(t.sidecar.data_addr()).await.unwrap();
+    stream
+        .write_all(b"POST /v1/resolve/batch HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    stream
+}
+
 #[tokio::test]
 async fn half_sent_requests_do_not_stall_other_clients_and_are_cut_off() {
     let t = with_limits(Limits {
@@ -92,11 +103,7 @@ async fn an_overlong_request_line_is_refused() {
 #[tokio::test]
 async fn a_chunked_batch_body_over_the_limit_is_413() {
     let t = with_limits(Limits::default()).await;
-    let mut stream = TcpStream::connect(t.sidecar.data_addr()).await.unwrap();
-    stream
-        .write_all(b"POST /v1/resolve/batch HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    let mut stream = chunked_batch(&t).await;
     let chunk = vec![b' '; 64 * 1024];
     let mut refused_early = false;
     for _ in 0..24 {
@@ -120,11 +127,7 @@ async fn a_chunked_batch_body_over_the_limit_is_413() {
 #[tokio::test]
 async fn a_batch_body_sent_in_many_chunks_is_read_whole() {
     let t = with_limits(Limits::default()).await;
-    let mut stream = TcpStream::connect(t.sidecar.data_addr()).await.unwrap();
-    stream
-        .write_all(b"POST /v1/resolve/batch HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    let mut stream = chunked_batch(&t).await;
     let body = br#"{"requests":[{"project":"acme"},{"project":"nope"},{"project":"acme","environment":"staging"}]}"#;
     for part in body.chunks(7) {
         let chunk = [format!("{:x}\r\n", part.len()).as_bytes(), part, b"\r\n"].concat();

@@ -50,8 +50,8 @@ pub fn identity<'a>(
         extensions: [None, None],
         headers: [Found::None, Found::None],
     };
-    let mut reader = Reader(message);
-    while let Some((field, value)) = reader.field(0)? {
+    let mut reader = Reader::new(message);
+    while let Some((field, value)) = reader.field()? {
         match (field, value) {
             (1, Value::Bytes(attributes)) => seen.attribute_context(attributes)?,
             (1, _) => return Err(WRONG_WIRE_TYPE),
@@ -94,13 +94,12 @@ enum Found<'a> {
 
 impl<'a> Seen<'a, '_> {
     /// `AttributeContext`: request = 4, context_extensions = 10.
-    fn attribute_context(&mut self, bytes: &'a [u8]) -> Result<(), Malformed> {
-        let mut reader = Reader(bytes);
-        while let Some((field, value)) = reader.field(1)? {
+    fn attribute_context(&mut self, mut reader: Reader<'a>) -> Result<(), Malformed> {
+        while let Some((field, value)) = reader.field()? {
             match (field, value) {
                 (4, Value::Bytes(request)) => self.attribute_request(request)?,
                 (10, Value::Bytes(entry)) => {
-                    let (key, value) = map_entry(entry, 2)?;
+                    let (key, value) = map_entry(entry)?;
                     match key {
                         "project" => self.extensions[0] = Some(value),
                         "environment" => self.extensions[1] = Some(value),
@@ -115,9 +114,8 @@ impl<'a> Seen<'a, '_> {
     }
 
     /// `AttributeContext.Request`: http = 2.
-    fn attribute_request(&mut self, bytes: &'a [u8]) -> Result<(), Malformed> {
-        let mut reader = Reader(bytes);
-        while let Some((field, value)) = reader.field(2)? {
+    fn attribute_request(&mut self, mut reader: Reader<'a>) -> Result<(), Malformed> {
+        while let Some((field, value)) = reader.field()? {
             match (field, value) {
                 (2, Value::Bytes(http)) => self.http_request(http)?,
                 (2, _) => return Err(WRONG_WIRE_TYPE),
@@ -129,15 +127,14 @@ impl<'a> Seen<'a, '_> {
 
     /// `AttributeContext.HttpRequest`: method = 2, headers = 3, path = 4,
     /// header_map = 13.
-    fn http_request(&mut self, bytes: &'a [u8]) -> Result<(), Malformed> {
-        let mut reader = Reader(bytes);
-        while let Some((field, value)) = reader.field(3)? {
+    fn http_request(&mut self, mut reader: Reader<'a>) -> Result<(), Malformed> {
+        while let Some((field, value)) = reader.field()? {
             match (field, value) {
                 (2 | 4, Value::Bytes(text)) => {
-                    utf8(text)?;
+                    utf8(text.buf)?;
                 }
                 (3, Value::Bytes(entry)) => {
-                    let (key, value) = map_entry(entry, 4)?;
+                    let (key, value) = map_entry(entry)?;
                     self.header(key, Cow::Borrowed(value), true);
                 }
                 (13, Value::Bytes(map)) => self.header_map(map)?,
@@ -150,18 +147,17 @@ impl<'a> Seen<'a, '_> {
 
     /// `HeaderMap`: headers = 1, each a `HeaderValue` (key = 1, value = 2,
     /// raw_value = 3; the raw value wins when it is not empty).
-    fn header_map(&mut self, bytes: &'a [u8]) -> Result<(), Malformed> {
-        let mut reader = Reader(bytes);
-        while let Some((field, value)) = reader.field(4)? {
+    fn header_map(&mut self, mut reader: Reader<'a>) -> Result<(), Malformed> {
+        while let Some((field, value)) = reader.field()? {
             match (field, value) {
                 (1, Value::Bytes(header)) => {
                     let (mut key, mut text, mut raw) = ("", "", &[][..]);
-                    let mut fields = Reader(header);
-                    while let Some((field, value)) = fields.field(5)? {
+                    let mut fields = header;
+                    while let Some((field, value)) = fields.field()? {
                         match (field, value) {
-                            (1, Value::Bytes(b)) => key = utf8(b)?,
-                            (2, Value::Bytes(b)) => text = utf8(b)?,
-                            (3, Value::Bytes(b)) => raw = b,
+                            (1, Value::Bytes(b)) => key = utf8(b.buf)?,
+                            (2, Value::Bytes(b)) => text = utf8(b.buf)?,
+                            (3, Value::Bytes(b)) => raw = b.buf,
                             (1..=3, _) => return Err(WRONG_WIRE_TYPE),
                             _ => {}
                         }
@@ -208,13 +204,12 @@ impl<'a> Seen<'a, '_> {
 
 /// A `map<string, string>` entry: key = 1, value = 2, both defaulting to
 /// empty.
-fn map_entry(bytes: &[u8], depth: u32) -> Result<(&str, &str), Malformed> {
+fn map_entry(mut reader: Reader<'_>) -> Result<(&str, &str), Malformed> {
     let (mut key, mut value) = ("", "");
-    let mut reader = Reader(bytes);
-    while let Some((field, v)) = reader.field(depth)? {
+    while let Some((field, v)) = reader.field()? {
         match (field, v) {
-            (1, Value::Bytes(b)) => key = utf8(b)?,
-            (2, Value::Bytes(b)) => value = utf8(b)?,
+            (1, Value::Bytes(b)) => key = utf8(b.buf)?,
+            (2, Value::Bytes(b)) => value = utf8(b.buf)?,
             (1 | 2, _) => return Err(WRONG_WIRE_TYPE),
             _ => {}
         }
@@ -229,17 +224,26 @@ fn utf8(bytes: &[u8]) -> Result<&str, Malformed> {
 /// One field's value, as far as the walk needs it.
 enum Value<'a> {
     Scalar,
-    Bytes(&'a [u8]),
+    Bytes(Reader<'a>),
 }
 
 /// A cursor over one message's fields.
-struct Reader<'a>(&'a [u8]);
+#[derive(Clone, Copy)]
+struct Reader<'a> {
+    buf: &'a [u8],
+    /// How deeply this message is nested (prost counts the same way).
+    depth: u32,
+}
 
 impl<'a> Reader<'a> {
-    /// The next field of this message, `None` at its end. `depth` is how
-    /// deep this message is nested (prost counts the same way).
-    fn field(&mut self, depth: u32) -> Result<Option<(u32, Value<'a>)>, Malformed> {
-        if self.0.is_empty() {
+    fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader { buf, depth: 0 }
+    }
+
+    /// The next field of this message, `None` at its end; a
+    /// length-delimited value comes as a reader one level deeper.
+    fn field(&mut self) -> Result<Option<(u32, Value<'a>)>, Malformed> {
+        if self.buf.is_empty() {
             return Ok(None);
         }
         let (number, wire_type) = self.key()?;
@@ -252,11 +256,14 @@ impl<'a> Reader<'a> {
             2 => {
                 let len = self.varint()?;
                 let len = usize::try_from(len).map_err(|_| UNDERFLOW)?;
-                Value::Bytes(self.take(len)?)
+                Value::Bytes(Reader {
+                    buf: self.take(len)?,
+                    depth: self.depth + 1,
+                })
             }
             3 => {
                 // prost skips a group's fields one level deeper each.
-                self.skip_group(number, RECURSION_LIMIT - depth - 1)?;
+                self.skip_group(number, RECURSION_LIMIT - self.depth - 1)?;
                 Value::Scalar
             }
             4 => return Err(Malformed("a group ends that was not started")),
@@ -281,7 +288,7 @@ impl<'a> Reader<'a> {
     /// inside: at 0 any field but the end is refused.
     fn skip_group(&mut self, number: u32, budget: u32) -> Result<(), Malformed> {
         loop {
-            if self.0.is_empty() {
+            if self.buf.is_empty() {
                 return Err(UNDERFLOW);
             }
             let (inner, wire_type) = self.key()?;
@@ -315,24 +322,24 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
-        if n > self.0.len() {
+        if n > self.buf.len() {
             return Err(UNDERFLOW);
         }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
         Ok(head)
     }
 
     /// A base-128 varint of at most ten bytes, the tenth at most 1.
     fn varint(&mut self) -> Result<u64, Malformed> {
         let mut value = 0u64;
-        for (i, &byte) in self.0.iter().enumerate().take(10) {
+        for (i, &byte) in self.buf.iter().enumerate().take(10) {
             if i == 9 && byte > 1 {
                 break;
             }
             value |= u64::from(byte & 0x7f) << (7 * i);
             if byte < 0x80 {
-                self.0 = &self.0[i + 1..];
+                self.buf = &self.buf[i + 1..];
                 return Ok(value);
             }
         }
