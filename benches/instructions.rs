@@ -10,7 +10,8 @@
 //! counted the same way over HTTP/2 (4 connections × 8 streams, one
 //! project) for a resolve and for an Envoy ext_authz gRPC `Check` of that
 //! project, the pair behind the goal "CPU per `Check` ≤ 1.10 × CPU per
-//! resolve".
+//! resolve". Last, the functions that cost the most (self cost, generic
+//! parameters folded) in the sidecar's and the floor's HTTP/1.1 dumps.
 //!
 //! Run: `cargo bench --bench instructions`. Needs `valgrind` and `h2load`
 //! (Debian `valgrind`, `nghttp2-client`); it installs nothing and says
@@ -20,6 +21,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -164,6 +166,87 @@ fn main() {
         "| gRPC Check | {per_check:.0} | {:.2} |",
         per_check / h2_per_resolve
     );
+    for name in ["sidecar", "floor"] {
+        let dump = dir.path().join(format!("{name}.callgrind.1"));
+        let (total, top) = top_functions(&dump, 12);
+        println!();
+        println!("{name}, HTTP/1.1 resolve: top functions by self cost");
+        println!("| share | instructions per request | function |");
+        println!("|---|---|---|");
+        for (function, cost) in top {
+            println!(
+                "| {:.1} % | {:.0} | `{function}` |",
+                cost as f64 * 100.0 / total as f64,
+                cost as f64 / f64::from(REQUESTS)
+            );
+        }
+    }
+}
+
+/// The `n` functions with the largest self cost in a callgrind dump, and
+/// the dump's total. Names have their generic parameters removed, and the
+/// costs of a function's monomorphic copies are added up.
+fn top_functions(dump: &Path, n: usize) -> (u64, Vec<(String, u64)>) {
+    let text = std::fs::read_to_string(dump).expect("a callgrind dump");
+    let mut names: HashMap<String, String> = HashMap::new();
+    let mut costs: HashMap<String, u64> = HashMap::new();
+    let mut current = String::new();
+    // The cost line after `calls=` is the call's inclusive cost: not self.
+    let mut after_call = false;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("fn=") {
+            current = compressed_name(rest, &mut names);
+            after_call = false;
+        } else if let Some(rest) = line.strip_prefix("cfn=") {
+            compressed_name(rest, &mut names);
+        } else if line.starts_with("calls=") {
+            after_call = true;
+        } else if line.starts_with(|c: char| c.is_ascii_digit() || "+-*".contains(c)) {
+            if std::mem::take(&mut after_call) {
+                continue;
+            }
+            let cost = line.split_whitespace().nth(1).and_then(|c| c.parse().ok());
+            *costs.entry(without_generics(&current)).or_default() += cost.unwrap_or(0);
+        }
+    }
+    let total = costs.values().sum();
+    let mut top: Vec<(String, u64)> = costs.into_iter().collect();
+    top.sort_by_key(|(_, cost)| std::cmp::Reverse(*cost));
+    top.truncate(n);
+    (total, top)
+}
+
+/// `(id) name` defines a name, `(id)` refers to one defined earlier.
+fn compressed_name(field: &str, names: &mut HashMap<String, String>) -> String {
+    match field.split_once(' ') {
+        Some((id, name)) => {
+            names.insert(id.to_owned(), name.to_owned());
+            name.to_owned()
+        }
+        None => names
+            .get(field)
+            .cloned()
+            .unwrap_or_else(|| field.to_owned()),
+    }
+}
+
+/// `a::f<T>` as `a::f`, and `<A<T> as B<U>>::f` as `<A as B>::f`.
+fn without_generics(name: &str) -> String {
+    let keep = usize::from(name.starts_with('<'));
+    let mut depth = 0usize;
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c == '<' {
+            depth += 1;
+        }
+        if depth <= keep {
+            out.push(c);
+        }
+        if c == '>' {
+            depth = depth.saturating_sub(1);
+        }
+    }
+    out
 }
 
 fn under_callgrind(dir: &Path, name: &str, command: &mut Command) -> Child {
