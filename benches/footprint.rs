@@ -101,7 +101,11 @@ fn main() {
     );
     std::fs::write(
         &cache,
-        env_sidecar::sync::cache::encode(store.cursor(), &store.projects()),
+        env_sidecar::sync::cache::encode(env_sidecar::sync::cache::State {
+            cursor: store.cursor(),
+            projects: &store.projects(),
+            removed: &[],
+        }),
     )
     .unwrap();
     let mut times = Vec::new();

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use env_sidecar::model::validate::validate;
-use env_sidecar::model::wire::{parse_snapshot, SnapshotBody};
+use env_sidecar::model::wire::{parse_snapshot, Content, Incoming, SnapshotBody};
 use env_sidecar::sim::generate;
 use env_sidecar::store::{ApplyOptions, Store, StoreWriter, Update};
 
@@ -23,7 +23,9 @@ fn loaded(n: usize) -> (Store, StoreWriter) {
     let (store, mut writer) = Store::new(0.5);
     let body = SnapshotBody {
         revision: 1,
-        projects: (0..n).map(|i| Ok(generate::project(i, 1, None))).collect(),
+        projects: (0..n)
+            .map(|i| Incoming::document(generate::project(i, 1, None)))
+            .collect(),
     };
     writer
         .apply(Update::Snapshot(body), opts())
@@ -45,7 +47,7 @@ fn replace_one(c: &mut Criterion) {
                 |doc| {
                     let update = Update::Project {
                         id: doc.id.clone(),
-                        document: Some(Ok(doc)),
+                        document: Some(Incoming::document(doc)),
                     };
                     black_box(writer.apply(update, opts()).expect("applies"))
                 },
@@ -94,7 +96,10 @@ fn parse_validate(c: &mut Criterion) {
             let valid = body
                 .projects
                 .into_iter()
-                .filter_map(|p| p.ok())
+                .filter_map(|p| match p.content {
+                    Content::Document(doc) => Some(*doc),
+                    _ => None,
+                })
                 .map(|p| validate(p, &[]))
                 .filter(|v| v.is_ok());
             black_box(valid.count())
@@ -125,7 +130,7 @@ fn scheduled_burst(c: &mut Criterion) {
                                 at: env_sidecar::model::timestamp::format_rfc3339(at),
                                 pointers: overlay,
                             });
-                        Ok(doc)
+                        Incoming::document(doc)
                     })
                     .collect();
                 writer

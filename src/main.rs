@@ -42,45 +42,8 @@ enum Command {
     /// print the effective settings (secrets only as set / unset); exit 0,
     /// or 78 with the message naming the key
     CheckConfig,
-    /// Check snapshot bodies or project documents (`-`: stdin) with every
-    /// rule the sidecar applies; one line per project; exit 0 all pass, 1
-    /// any rejected, 2 a file unreadable or not JSON of either shape
-    Validate {
-        /// The currently published snapshot: revision order and slug
-        /// immutability are checked against it
-        #[arg(long, value_name = "FILE")]
-        previous: Option<PathBuf>,
-        /// Files to check (`-` reads stdin)
-        #[arg(required = true, value_name = "FILE")]
-        files: Vec<PathBuf>,
-    },
-    /// Validate a snapshot file against what Redis holds and, only if every
-    /// project passes, write the changes to Redis for a fleet that follows
-    /// it; exit 0, 1 refused (nothing written), 2 unreadable or unreachable
-    Publish {
-        /// redis:// or rediss:// URL (no password: see --password-env)
-        #[arg(long, value_name = "URL")]
-        redis: String,
-        /// Keys {P}:projects and {P}:changes
-        #[arg(long, value_name = "P", default_value = "env-sidecar")]
-        key_prefix: String,
-        /// The variable holding the Redis password
-        #[arg(
-            long,
-            value_name = "VAR",
-            default_value = "ENV_SIDECAR_CONTROL_PLANE_TOKEN"
-        )]
-        password_env: String,
-        /// Refuse to remove more than this fraction of the projects in Redis
-        #[arg(long, value_name = "F", default_value_t = 0.5)]
-        max_removed_fraction: f64,
-        /// Remove them anyway
-        #[arg(long)]
-        allow_mass_removal: bool,
-        /// The snapshot file (`-` reads stdin)
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
-    },
+    #[command(flatten)]
+    Tool(ops::cli::Tool),
 }
 
 use env_sidecar::ops::{self, EXIT_CONFIG};
@@ -89,50 +52,9 @@ fn main() -> ExitCode {
     allocator::configure();
     env_sidecar::sync::memory::set_release(allocator::release);
     let args = Args::parse();
-    if let Some(Command::Validate { previous, files }) = &args.command {
-        // Needs no config: documents only.
-        let previous = previous.as_deref().map(ops::validate::Input::parse);
-        let inputs: Vec<_> = files
-            .iter()
-            .map(|f| ops::validate::Input::parse(f))
-            .collect();
-        let status = ops::validate::run(previous.as_ref(), &inputs, &mut std::io::stdout().lock());
-        return ExitCode::from(status);
-    }
-    if let Some(Command::Publish {
-        redis,
-        key_prefix,
-        password_env,
-        max_removed_fraction,
-        allow_mass_removal,
-        file,
-    }) = &args.command
-    {
-        let publish = ops::publish::Publish {
-            redis: redis.clone(),
-            key_prefix: key_prefix.clone(),
-            password_env: password_env.clone(),
-            max_removed_fraction: *max_removed_fraction,
-            allow_mass_removal: *allow_mass_removal,
-            file: ops::validate::Input::parse(file),
-        };
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("env-sidecar: cannot start the runtime: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let env = env_sidecar::config::secret::Env::process();
-        let status = runtime.block_on(ops::publish::run(
-            &publish,
-            &env,
-            &mut std::io::stdout().lock(),
-        ));
-        return ExitCode::from(status);
+    if let Some(Command::Tool(tool)) = args.command {
+        // These need no config.
+        return ExitCode::from(tool.run());
     }
     let config = match load_config(&args) {
         Ok(c) => c,
@@ -163,7 +85,7 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Some(Command::Validate { .. } | Command::Publish { .. }) | None => {}
+        Some(Command::Tool(_)) | None => {}
     }
     env_sidecar::telemetry::logging::init(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -179,6 +101,10 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         let sidecar = match env_sidecar::app::start(config).await {
             Ok(s) => s,
+            Err(e @ env_sidecar::app::StartError::Trust(_)) => {
+                eprintln!("env-sidecar: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
             Err(e) => {
                 eprintln!("env-sidecar: {e}");
                 return ExitCode::FAILURE;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use env_sidecar::model::wire::{SnapshotBody, WireProject};
+use env_sidecar::model::wire::{Incoming, SnapshotBody, WireProject};
 use env_sidecar::store::{ApplyOptions, Store, Update};
 use serde_json::{json, Value};
 
@@ -66,7 +66,9 @@ fn in_process_readers_never_see_mixed_or_rejected_revisions() {
         allow_mass_removal: false,
     };
     let initial = (0..PROJECTS)
-        .map(|i| Ok(serde_json::from_value::<WireProject>(tagged(i, 1, false)).unwrap()))
+        .map(|i| {
+            Incoming::document(serde_json::from_value::<WireProject>(tagged(i, 1, false)).unwrap())
+        })
         .collect();
     writer
         .apply(
@@ -119,7 +121,7 @@ fn in_process_readers_never_see_mixed_or_rejected_revisions() {
             .apply(
                 Update::Project {
                     id: format!("p{i}"),
-                    document: Some(Ok(doc)),
+                    document: Some(Incoming::document(doc)),
                 },
                 opts(),
             )

@@ -8,7 +8,7 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::time::SystemTime;
 
-use env_sidecar::model::wire::{ChangesBody, Incoming, SnapshotBody, Unreadable, WireProject};
+use env_sidecar::model::wire::{ChangesBody, Incoming, SnapshotBody, WireProject};
 use env_sidecar::store::{ApplyOptions, Store, StoreWriter, Update};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -73,15 +73,9 @@ fn incoming(i: usize, revision: u64, v: Variant, stamp: &str) -> Incoming {
         Variant::Valid => {}
         Variant::Invalid => doc["environments"][0]["color"] = json!("BAD"),
         Variant::Renamed => doc["environments"][1]["slug"] = json!("quality"),
-        Variant::Unreadable => {
-            return Err(Unreadable {
-                id: id(i),
-                revision: Some(revision),
-                message: "unreadable".into(),
-            })
-        }
+        Variant::Unreadable => return Incoming::unreadable(id(i), Some(revision), "unreadable"),
     }
-    Ok(serde_json::from_value::<WireProject>(doc).unwrap())
+    Incoming::document(serde_json::from_value::<WireProject>(doc).unwrap())
 }
 
 /// The reference: id → (revision, slug of the `<id>_qa` environment, stamp

@@ -141,12 +141,13 @@ async fn a_soak_under_every_fault_loses_nothing_leaks_nothing_and_converges() {
         Duration::from_secs(10),
         "the final state cached",
         || async {
-            env_sidecar::sync::cache::load(&cache).is_ok_and(|snapshot| {
-                snapshot.projects.len() == ALL
-                    && snapshot
+            env_sidecar::sync::cache::load(&cache).is_ok_and(|cached| {
+                cached.snapshot.projects.len() == ALL
+                    && cached
+                        .snapshot
                         .projects
                         .iter()
-                        .all(|p| p.as_ref().is_ok_and(|p| p.revision == FINAL_REVISION))
+                        .all(|p| p.revision == Some(FINAL_REVISION))
             })
         },
     )

@@ -14,11 +14,13 @@ use super::{Options, StartError};
 use crate::config::secret::Secret;
 use crate::config::{Config, SourceKind};
 use crate::model::clock::SharedClock;
+use crate::model::trust::Trust;
 use crate::server::admin::{AdminPlane, StatusInfo};
-use crate::store::{Store, Update};
+use crate::store::Store;
 use crate::sync::cache::{self, CacheState, CacheWriter};
 use crate::sync::file::FileSource;
 use crate::sync::http::{ControlPlane, HttpSource};
+use crate::sync::keys::{KeyWatcher, TrustState};
 use crate::sync::readiness::Readiness;
 use crate::sync::redis::RedisSource;
 use crate::sync::refresh::Refresher;
@@ -39,6 +41,8 @@ pub struct Core {
     pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
     pub cache: Arc<CacheState>,
+    /// The keys in use, for status.
+    pub trust: Arc<TrustState>,
     cache_path: Option<PathBuf>,
     commands: mpsc::Sender<SourceCommand>,
     /// Dropped first at shutdown so the writer ends.
@@ -56,7 +60,14 @@ impl Core {
     pub async fn start(config: &Config, options: &Options) -> Result<Core, StartError> {
         let clock = options.clock.clone();
         let metrics = Metrics::new();
-        let (store, store_writer) = Store::new(config.source.max_removed_fraction);
+        let (store, mut store_writer) = Store::new(config.source.max_removed_fraction);
+        let t = &config.trust;
+        let keys = sync::keys::load(&t.keys, t.require_signatures)
+            .map_err(|e| StartError::Trust(e.to_string()))?;
+        let max_age = Some(t.max_signature_age).filter(|d| !d.is_zero());
+        let trust = Trust::new(keys, t.require_signatures, max_age);
+        store_writer.set_trust(Arc::new(trust.clone()));
+        let trust_state = Arc::new(TrustState::new(&trust));
         let status = Arc::new(SyncStatus::default());
         let cache_path = Some(config.cache.path.clone()).filter(|p| !p.as_os_str().is_empty());
         let cache_state = Arc::new(CacheState::default());
@@ -135,6 +146,17 @@ impl Core {
             };
             background.push(sync_runtime.spawn(cache.run(shutdown_rx.clone())));
         }
+        if !t.keys.is_empty() {
+            let watcher = KeyWatcher {
+                paths: t.keys.clone(),
+                trust,
+                writer: writer.clone(),
+                state: trust_state.clone(),
+                clock: clock.clone(),
+                interval: s.poll_interval,
+            };
+            background.push(sync_runtime.spawn(watcher.run(shutdown_rx.clone())));
+        }
         background.push(tokio::spawn(metrics_upkeep(metrics.clone(), shutdown_rx)));
         Ok(Core {
             store,
@@ -142,6 +164,7 @@ impl Core {
             metrics,
             clock,
             cache: cache_state,
+            trust: trust_state,
             cache_path,
             commands,
             writer,
@@ -165,6 +188,7 @@ impl Core {
                 mode: config.source.mode,
                 cache_path: self.cache_path.clone(),
                 cache: self.cache.clone(),
+                trust: self.trust.clone(),
             },
         }
     }
@@ -234,9 +258,12 @@ async fn load_cache(path: &Path, writer: &WriterHandle, status: &SyncStatus) {
     let projects = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = projects.clone();
     let decode = move || {
-        let body = cache::decode(&owned, &bytes)?;
-        counted.store(body.projects.len(), std::sync::atomic::Ordering::Relaxed);
-        Ok::<_, cache::CacheError>(Update::Snapshot(body))
+        let cached = cache::decode(&owned, &bytes)?;
+        counted.store(
+            cached.snapshot.projects.len(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok::<_, cache::CacheError>(cached.into_update())
     };
     match writer.parse_and_apply(decode, Origin::Cache, true).await {
         Ok(Ok(Ok(report))) => {

@@ -54,6 +54,8 @@ pub enum StartError {
     Writer(#[source] std::io::Error),
     #[error("cannot set up the Redis client: {0}")]
     Redis(String),
+    #[error("{0}")]
+    Trust(String),
 }
 
 /// How to start, beyond the config file.

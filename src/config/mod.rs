@@ -44,6 +44,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub readiness: ReadinessConfig,
     pub log: LogConfig,
+    pub trust: TrustConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -190,6 +191,21 @@ pub struct ReadinessConfig {
     /// zero means never.
     #[serde(deserialize_with = "duration")]
     pub max_staleness: Duration,
+}
+
+/// Which signatures documents must carry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustConfig {
+    /// Public key files (several keys each, possibly) and folders of them
+    /// (every `*.pub` / `*.pem`); read again when they change.
+    pub keys: Vec<PathBuf>,
+    /// Reject documents that are not signed by one of the keys, and
+    /// removals that are not signed tombstones.
+    pub require_signatures: bool,
+    /// Reject documents from the source signed longer ago; zero: no limit.
+    #[serde(deserialize_with = "duration")]
+    pub max_signature_age: Duration,
 }
 
 /// How log lines are written.
@@ -365,6 +381,12 @@ impl Config {
                 "must be a level (error, warn, info, debug, trace) or target=level list",
             );
         }
+        if self.trust.require_signatures && self.trust.keys.is_empty() {
+            return invalid(
+                "trust.keys",
+                "must name at least one key file when trust.require_signatures = true",
+            );
+        }
         if self.server.project_header == self.server.environment_header {
             return invalid(
                 "server.environment_header",
@@ -454,6 +476,12 @@ mod tests {
             ("[log]\nlevel = \"verbose\"\n", "log.level"),
             ("[log]\nlevel = \"info,env_sidecar=loud\"\n", "log.level"),
             ("[log]\nformat = \"xml\"\n", "log.format"),
+            ("[trust]\nrequire_signatures = true\n", "trust.keys"),
+            (
+                "[trust]\nmax_signature_age = \"soon\"\n",
+                "trust.max_signature_age",
+            ),
+            ("[trust]\nkeys = \"one.pub\"\n", "trust.keys"),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text:?} gave {err}");

@@ -7,10 +7,16 @@
 //! * [`wire`]: documents and fetch bodies as sent (untrusted), and the
 //!   compact pointer maps.
 //! * [`validate`]: every data-model rule; the only way to a `ValidProject`.
+//! * [`envelope`]: signed envelopes (DSSE) read and written.
+//! * [`keys`]: Ed25519 key files; signing.
+//! * [`trust`]: which keys are believed, and the one check of a seal.
 //! * [`timestamp`]: RFC 3339 in and out.
 //! * [`clock`]: the wall clock, injectable so tests never sleep.
 
 pub mod clock;
+pub mod envelope;
+pub mod keys;
 pub mod timestamp;
+pub mod trust;
 pub mod validate;
 pub mod wire;

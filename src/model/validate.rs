@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::SystemTime;
 
 use crate::model::timestamp::parse_rfc3339;
+use crate::model::trust::Verified;
 use crate::model::wire::{Pointers, WireEnvironment, WireProject, POINTER_KINDS};
 
 pub const MAX_ID_LEN: usize = 128;
@@ -48,10 +49,20 @@ pub enum Reason {
     TooManyPointers,
     InvalidSchedule,
     SlugChanged,
+    /// No signature where `trust.require_signatures` asks for one (also a
+    /// removal that is not a signed tombstone).
+    Unsigned,
+    /// Signed, but by no key this sidecar trusts.
+    UnknownKey,
+    /// A trusted key's signature that does not verify, or a payload type
+    /// this sidecar does not read.
+    BadSignature,
+    /// Past `expires_at`, or signed longer ago than `max_signature_age`.
+    Expired,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 22] = [
         Reason::Malformed,
         Reason::InvalidProjectId,
         Reason::EnvironmentCount,
@@ -70,6 +81,10 @@ impl Reason {
         Reason::TooManyPointers,
         Reason::InvalidSchedule,
         Reason::SlugChanged,
+        Reason::Unsigned,
+        Reason::UnknownKey,
+        Reason::BadSignature,
+        Reason::Expired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -92,6 +107,10 @@ impl Reason {
             Reason::TooManyPointers => "too_many_pointers",
             Reason::InvalidSchedule => "invalid_schedule",
             Reason::SlugChanged => "slug_changed",
+            Reason::Unsigned => "unsigned",
+            Reason::UnknownKey => "unknown_key",
+            Reason::BadSignature => "bad_signature",
+            Reason::Expired => "expired",
         }
     }
 }
@@ -123,13 +142,35 @@ pub struct ScheduleEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidProject {
     doc: WireProject,
+    /// The envelope it arrived in and what it was signed by, once the
+    /// writer believed it (see [`super::trust`]).
+    seal: Option<Box<Sealed>>,
     published_at: Option<SystemTime>,
     /// Every scheduled entry of every environment, by `at` (ties keep
     /// document order, so a later entry wins over an earlier one).
     schedule: Vec<ScheduleEntry>,
 }
 
+/// A believed envelope: its text as received and what verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub envelope: Box<str>,
+    pub verified: Verified,
+}
+
 impl ValidProject {
+    /// The same project, as it arrived: in `envelope`, believed as
+    /// `verified`.
+    pub fn sealed(mut self, envelope: Box<str>, verified: Verified) -> ValidProject {
+        self.seal = Some(Box::new(Sealed { envelope, verified }));
+        self
+    }
+
+    /// The envelope it arrived in, when it was signed.
+    pub fn seal(&self) -> Option<&Sealed> {
+        self.seal.as_deref()
+    }
+
     pub fn id(&self) -> &str {
         &self.doc.id
     }
@@ -345,6 +386,7 @@ pub fn validate(
         .and_then(|t| parse_rfc3339(t).ok());
     Ok(ValidProject {
         doc,
+        seal: None,
         published_at,
         schedule,
     })

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::envelope::{self, Seal, Stamps, PROJECT_TYPE, TOMBSTONE_TYPE};
+
 /// The three pointer maps an environment carries. Sorted by key, so every
 /// rendering of a project is deterministic.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,20 +271,109 @@ pub struct WireProject {
     pub environments: Vec<WireEnvironment>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published_at: Option<String>,
+    /// When it was signed (RFC 3339): required inside a signed envelope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_at: Option<String>,
+    /// After this instant (RFC 3339) a signed document is not accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
-/// A project element of a fetch that could not even be read as a project
-/// document (wrong types, missing required fields). It is rejected like an
-/// invalid document, so it never blocks its siblings.
+impl WireProject {
+    /// The same document, signature times aside (a re-signed copy of a
+    /// revision differs only in those).
+    pub fn same_content(&self, other: &WireProject) -> bool {
+        let unstamped = |d: &WireProject| WireProject {
+            signed_at: None,
+            expires_at: None,
+            ..d.clone()
+        };
+        unstamped(self) == unstamped(other)
+    }
+}
+
+/// A project element of a fetch, as far as it could be read, attributed
+/// to its project.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unreadable {
+pub struct Incoming {
+    /// The project's id (for a Redis hash value: its field).
     pub id: String,
+    /// Its revision, when that much could be read.
     pub revision: Option<u64>,
-    pub message: String,
+    pub content: Content,
+    /// Present when the element was a signed envelope. Nothing here is
+    /// checked yet: the writer does that ([`super::trust`]).
+    pub seal: Option<Box<Seal>>,
 }
 
-/// A project element of a fetch: readable, or rejected at the wire level.
-pub type Incoming = Result<WireProject, Unreadable>;
+/// What a project element holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    Document(Box<WireProject>),
+    /// A signed removal of the project at `revision`.
+    Tombstone(Tombstone),
+    /// Not readable as a project document (wrong types, missing fields):
+    /// rejected like an invalid document, so it never blocks its siblings.
+    Unreadable(String),
+}
+
+/// The times a signed removal carries.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Tombstone {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+impl Incoming {
+    /// An unsigned document.
+    pub fn document(doc: WireProject) -> Incoming {
+        Incoming {
+            id: doc.id.clone(),
+            revision: Some(doc.revision),
+            content: Content::Document(Box::new(doc)),
+            seal: None,
+        }
+    }
+
+    /// An element that could not be read as a document.
+    pub fn unreadable(
+        id: impl Into<String>,
+        revision: Option<u64>,
+        message: impl Into<String>,
+    ) -> Incoming {
+        Incoming {
+            id: id.into(),
+            revision,
+            content: Content::Unreadable(message.into()),
+            seal: None,
+        }
+    }
+
+    /// The document, if it is one.
+    pub fn as_document(&self) -> Option<&WireProject> {
+        match &self.content {
+            Content::Document(doc) => Some(doc),
+            _ => None,
+        }
+    }
+
+    /// The signature times of the payload.
+    pub fn stamps(&self) -> Stamps<'_> {
+        match &self.content {
+            Content::Document(doc) => Stamps {
+                signed_at: doc.signed_at.as_deref(),
+                expires_at: doc.expires_at.as_deref(),
+            },
+            Content::Tombstone(t) => Stamps {
+                signed_at: t.signed_at.as_deref(),
+                expires_at: t.expires_at.as_deref(),
+            },
+            Content::Unreadable(_) => Stamps::default(),
+        }
+    }
+}
 
 /// The body is not JSON of the expected shape: the whole fetch is rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -328,6 +419,15 @@ struct ProjectIdentity {
     revision: Option<u64>,
 }
 
+/// The payload of a signed removal.
+#[derive(Deserialize)]
+struct RawTombstone {
+    id: String,
+    revision: u64,
+    #[serde(flatten)]
+    stamps: Tombstone,
+}
+
 pub fn parse_snapshot(body: &[u8]) -> Result<SnapshotBody, MalformedBody> {
     let raw: RawSnapshot =
         serde_json::from_slice(body).map_err(|e| MalformedBody(e.to_string()))?;
@@ -346,34 +446,73 @@ pub fn parse_changes(body: &[u8]) -> Result<ChangesBody, MalformedBody> {
     })
 }
 
-/// `GET /v1/projects/{id}`: a single document.
+/// `GET /v1/projects/{id}`: a single document or envelope.
 pub fn parse_project(body: &[u8]) -> Result<Incoming, MalformedBody> {
     let raw: &RawValue = serde_json::from_slice(body).map_err(|e| MalformedBody(e.to_string()))?;
-    parse_one(raw)
+    parse_element(raw.get())
 }
 
 /// Parses each element of a `projects` list on its own: an unreadable
-/// element is an [`Unreadable`] for that project, not a failed fetch.
+/// element is an unreadable [`Incoming`] for that project, not a failed
+/// fetch.
 pub fn parse_projects(raw: &[&RawValue]) -> Result<Vec<Incoming>, MalformedBody> {
-    raw.iter().map(|r| parse_one(r)).collect()
+    raw.iter().map(|r| parse_element(r.get())).collect()
 }
 
-fn parse_one(raw: &RawValue) -> Result<Incoming, MalformedBody> {
-    match serde_json::from_str::<WireProject>(raw.get()) {
-        Ok(doc) => Ok(Ok(doc)),
-        Err(err) => match serde_json::from_str::<ProjectIdentity>(raw.get()) {
-            Ok(who) => Ok(Err(Unreadable {
-                id: who.id,
-                revision: who.revision,
-                message: err.to_string(),
-            })),
-            // Without an id the element cannot be attributed to a project,
-            // so the fetch as a whole is not of the expected shape.
-            Err(_) => Err(MalformedBody(format!(
-                "a project element has no readable \"id\": {err}"
-            ))),
-        },
+/// One element (a document or a signed envelope), as JSON text.
+pub fn parse_element(json: &str) -> Result<Incoming, MalformedBody> {
+    if !envelope::is_envelope(json) {
+        return parse_plain(json);
     }
+    // The seal is only read here; the writer checks it against its keys.
+    let seal = envelope::parse(json).map_err(|e| MalformedBody(e.to_string()))?;
+    let payload = std::str::from_utf8(&seal.payload).unwrap_or_default();
+    let mut incoming = match seal.payload_type.as_str() {
+        PROJECT_TYPE => parse_plain(payload)?,
+        TOMBSTONE_TYPE => match serde_json::from_str::<RawTombstone>(payload) {
+            Ok(t) => Incoming {
+                id: t.id,
+                revision: Some(t.revision),
+                content: Content::Tombstone(t.stamps),
+                seal: None,
+            },
+            Err(err) => unreadable(payload, err)?,
+        },
+        other => {
+            let who = identity(payload, "a signed payload")?;
+            Incoming::unreadable(
+                who.id,
+                who.revision,
+                format!(
+                    "a payload of type {:?}",
+                    other.chars().take(64).collect::<String>()
+                ),
+            )
+        }
+    };
+    incoming.seal = Some(Box::new(seal));
+    Ok(incoming)
+}
+
+fn parse_plain(json: &str) -> Result<Incoming, MalformedBody> {
+    match serde_json::from_str::<WireProject>(json) {
+        Ok(doc) => Ok(Incoming::document(doc)),
+        Err(err) => unreadable(json, err),
+    }
+}
+
+/// An element that did not read: attributed to its id when it has one.
+fn unreadable(json: &str, err: serde_json::Error) -> Result<Incoming, MalformedBody> {
+    let who = identity(json, "a project element")
+        .map_err(|_| MalformedBody(format!("a project element has no readable \"id\": {err}")))?;
+    Ok(Incoming::unreadable(who.id, who.revision, err.to_string()))
+}
+
+// Without an id an element cannot be attributed to a project, so the
+// fetch as a whole is not of the expected shape.
+fn identity(json: &str, what: &str) -> Result<ProjectIdentity, MalformedBody> {
+    serde_json::from_str::<ProjectIdentity>(json)
+        .map_err(|e| MalformedBody(format!("{what} has no readable \"id\": {e}")))
 }
 
 fn null_as_default<'de, D, T>(de: D) -> Result<T, D::Error>
@@ -396,8 +535,9 @@ mod tests {
         ]}"#;
         let snap = parse_snapshot(body).unwrap();
         assert_eq!(snap.revision, 3);
-        assert!(snap.projects[0].is_ok());
-        let bad = snap.projects[1].as_ref().unwrap_err();
+        assert!(snap.projects[0].as_document().is_some());
+        let bad = &snap.projects[1];
+        assert!(matches!(bad.content, Content::Unreadable(_)));
         assert_eq!(bad.id, "bad");
         assert_eq!(bad.revision, Some(2));
     }

@@ -7,9 +7,14 @@
 //! judgement of documents and the wire parsers, never their own copies.
 
 pub mod check_config;
+pub mod cli;
 pub mod health;
+pub mod input;
+pub mod keygen;
 pub mod publish;
+pub mod sign;
 pub mod validate;
+pub mod verdict;
 
 /// Exit status for a bad config (EX_CONFIG). Bad flags exit 2 (clap's
 /// usage error).

@@ -30,6 +30,7 @@ use crate::config::{SourceKind, SyncMode};
 use crate::model::timestamp::format_rfc3339;
 use crate::model::validate::is_valid_id;
 use crate::sync::cache::CacheState;
+use crate::sync::keys::TrustState;
 use crate::sync::readiness::Readiness;
 use crate::sync::redis::StreamId;
 use crate::sync::refresh::{RefreshRequest, Refresher, Scope};
@@ -45,6 +46,7 @@ pub struct StatusInfo {
     pub mode: SyncMode,
     pub cache_path: Option<PathBuf>,
     pub cache: Arc<CacheState>,
+    pub trust: Arc<TrustState>,
 }
 
 /// Every route of this plane, as `(method, OpenAPI path)`: the surface
@@ -181,6 +183,16 @@ impl AdminPlane {
                     at: format_rfc3339(at),
                 }
             }),
+            trust: {
+                let t = self.info.trust.view();
+                TrustView {
+                    require_signatures: t.require_signatures,
+                    keys: t.keyids,
+                    max_signature_age_seconds: t.max_signature_age.map(|d| d.as_secs()),
+                    last_change: t.last_change.as_ref().map(EventView::from),
+                    last_error: t.last_error.as_ref().map(EventView::from),
+                }
+            },
             cache: CacheView {
                 path: self
                     .info
@@ -223,7 +235,18 @@ struct StatusView<'a> {
     environments: usize,
     rejected: Vec<RejectionView>,
     next_scheduled_change: Option<ScheduledChangeView>,
+    trust: TrustView,
     cache: CacheView,
+}
+
+#[derive(Serialize)]
+struct TrustView {
+    require_signatures: bool,
+    /// Key ids in use.
+    keys: Vec<String>,
+    max_signature_age_seconds: Option<u64>,
+    last_change: Option<EventView>,
+    last_error: Option<EventView>,
 }
 
 #[derive(Serialize)]

@@ -83,6 +83,8 @@ pub fn project(i: usize, revision: u64, published_at: Option<SystemTime>) -> Wir
         revision,
         environments,
         published_at: published_at.map(format_rfc3339),
+        signed_at: None,
+        expires_at: None,
     }
 }
 

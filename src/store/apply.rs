@@ -15,14 +15,18 @@ use arc_swap::ArcSwap;
 
 use super::project::Project;
 use super::{copy_index, lock, Index, Rejection, Shared, Slot, MASS_REMOVAL_MIN_LOADED};
+use crate::model::trust::Trust;
 use crate::model::validate::{validate, Reason, ValidProject, ValidationError};
-use crate::model::wire::{ChangesBody, Incoming, SnapshotBody, Unreadable};
+use crate::model::wire::{ChangesBody, Content, Incoming, SnapshotBody};
 
 /// Write side of the store: exactly one exists per store.
 #[derive(Debug)]
 pub struct StoreWriter {
     shared: Arc<Shared>,
     max_removed_fraction: f64,
+    /// The keys documents are checked against; swapped when a key file
+    /// changes.
+    trust: Arc<Trust>,
 }
 
 /// What a fetch brought.
@@ -37,6 +41,14 @@ pub enum Update {
     Project {
         id: String,
         document: Option<Incoming>,
+    },
+    /// The last-known-good cache at start: a full snapshot of what this
+    /// sidecar accepted before, and the revision high-water marks of the
+    /// projects signed tombstones removed. Signatures are checked again;
+    /// `max_signature_age` is not (these are not news from the source).
+    Cached {
+        body: SnapshotBody,
+        removed: Vec<(String, u64)>,
     },
 }
 
@@ -58,8 +70,12 @@ pub struct ApplyReport {
     pub removed: usize,
     /// Documents whose revision equals the served one.
     pub unchanged: usize,
-    /// Documents older than the served revision, ignored.
+    /// Documents older than the served revision (or than the revision a
+    /// signed tombstone removed), ignored.
     pub stale: usize,
+    /// The served revision again in a newer envelope (re-signed): what is
+    /// served is the same, what the cache keeps changes.
+    pub resealed: usize,
     pub rejected: Vec<Rejection>,
     /// `published_at` of every accepted document that carried one.
     pub published: Vec<SystemTime>,
@@ -74,6 +90,11 @@ impl ApplyReport {
     /// Projects added, updated or removed.
     pub fn changed(&self) -> usize {
         self.added + self.updated + self.removed
+    }
+
+    /// True when what the cache keeps changed.
+    pub fn to_persist(&self) -> bool {
+        self.changed() > 0 || self.resealed > 0
     }
 }
 
@@ -122,7 +143,19 @@ impl StoreWriter {
         StoreWriter {
             shared,
             max_removed_fraction,
+            trust: Arc::new(Trust::default()),
         }
+    }
+
+    /// From now on, documents are checked against `trust`. What is served
+    /// stays: a key removed no longer admits new documents, and a restart
+    /// (which checks the cache again) drops what only it had signed.
+    pub fn set_trust(&mut self, trust: Arc<Trust>) {
+        self.trust = trust;
+    }
+
+    pub fn trust(&self) -> &Arc<Trust> {
+        &self.trust
     }
 
     /// A reader of this writer's store.
@@ -137,22 +170,30 @@ impl StoreWriter {
     /// removes. A fetch tripping the blast-radius guard changes nothing.
     pub fn apply(&mut self, update: Update, opts: ApplyOptions) -> Result<ApplyReport, ApplyError> {
         let current = self.shared.index.load_full();
+        let from_source = !matches!(update, Update::Cached { .. });
+        if let Update::Cached { removed, .. } = &update {
+            self.restore_removed(removed);
+        }
+        let require = self.trust.require_signatures;
         // For a full snapshot: the ids it holds (valid or not).
         let mut present: Option<HashSet<String>> = None;
+        // Removals the update asks for without a signature.
+        let mut unsigned: Vec<(String, &'static str)> = Vec::new();
         let (docs, removals, cursor) = match update {
-            Update::Snapshot(body) => {
-                let ids: HashSet<String> = body
-                    .projects
-                    .iter()
-                    .map(|d| incoming_id(d).to_owned())
-                    .collect();
+            Update::Snapshot(body) | Update::Cached { body, .. } => {
+                let ids: HashSet<String> = body.projects.iter().map(|d| d.id.clone()).collect();
                 let removals: Vec<String> = current
                     .keys()
                     .filter(|id| !ids.contains(&***id))
                     .map(|id| id.to_string())
                     .collect();
                 present = Some(ids);
-                (body.projects, removals, Some(body.revision))
+                unsigned.extend(
+                    removals
+                        .into_iter()
+                        .map(|id| (id, "is absent from a full snapshot")),
+                );
+                (body.projects, Vec::new(), Some(body.revision))
             }
             Update::Changes(body) => {
                 let mut seen = HashSet::new();
@@ -160,22 +201,41 @@ impl StoreWriter {
                     .removed
                     .into_iter()
                     .filter(|id| current.contains_key(id.as_str()) && seen.insert(id.clone()))
-                    .collect();
-                (body.projects, removals, Some(body.revision))
+                    .map(|id| (id, "is listed as removed"));
+                unsigned.extend(removals);
+                (body.projects, Vec::new(), Some(body.revision))
             }
             Update::Project { id, document } => match document {
                 Some(doc) => (vec![doc], Vec::new(), None),
                 None => {
-                    let removals = if current.contains_key(id.as_str()) {
-                        vec![id]
-                    } else {
-                        Vec::new()
-                    };
-                    (Vec::new(), removals, None)
+                    if current.contains_key(id.as_str()) {
+                        unsigned.push((id, "is gone at the source"));
+                    }
+                    (Vec::new(), Vec::new(), None)
                 }
             },
         };
-        self.check_blast_radius(removals.len(), current.len(), opts.allow_mass_removal)?;
+        // Without required signatures an unsigned removal is a removal;
+        // with them it is refused (and shown), and the project keeps
+        // serving: only a signed tombstone removes.
+        let (mut removals, refused): (Vec<String>, Vec<(String, &str)>) = if require {
+            (removals, unsigned)
+        } else {
+            (unsigned.into_iter().map(|(id, _)| id).collect(), Vec::new())
+        };
+        let trust = self.trust.clone();
+        let judge = Judge {
+            trust: &trust,
+            now: opts.now,
+            from_source,
+        };
+        let tombstoned = self.tombstones_removing(&judge, &docs, &current);
+        removals.retain(|id| !tombstoned.contains(id));
+        self.check_blast_radius(
+            removals.len() + tombstoned.len(),
+            current.len(),
+            opts.allow_mass_removal,
+        )?;
 
         let mut report = ApplyReport::default();
         let mut pending = Pending {
@@ -183,23 +243,29 @@ impl StoreWriter {
             next: None,
         };
         for doc in docs {
-            self.upsert(doc, &opts, &mut pending, &mut report);
+            self.upsert(&judge, doc, &opts, &mut pending, &mut report);
         }
         for id in &removals {
-            if let Some(slot) = pending.edit().remove(id.as_str()) {
-                self.count(-1, -(slot.0.load().environment_count() as isize));
-                report.removed += 1;
-            }
+            self.remove(id, &mut pending, &mut report);
         }
-        {
-            let mut rejections = lock(&self.shared.rejections);
-            for id in &removals {
-                rejections.remove(id);
-            }
-            if let Some(present) = &present {
-                // Rejections of projects the control plane no longer has are moot.
-                rejections.retain(|id, _| present.contains(id));
-            }
+        for (id, why) in &refused {
+            let Some(served) = pending.get(id).map(|s| s.0.load().revision()) else {
+                continue;
+            };
+            let error = ValidationError {
+                reason: Reason::Unsigned,
+                message: format!(
+                    "the project {why}, but trust.require_signatures only lets a signed tombstone remove it: it keeps serving revision {served}"
+                ),
+            };
+            self.reject(id.clone(), None, error, opts.now, &mut report);
+        }
+        if let Some(present) = &mut present {
+            // Rejections of projects the control plane no longer has are
+            // moot, unless the project is kept because its removal was
+            // refused.
+            present.extend(refused.iter().map(|(id, _)| id.clone()));
+            lock(&self.shared.rejections).retain(|id, _| present.contains(id));
         }
         if let Some(next) = pending.next {
             self.shared.index.store(Arc::new(next));
@@ -212,6 +278,46 @@ impl StoreWriter {
         }
         report.cursor = self.shared.cursor.load(Ordering::Relaxed);
         Ok(report)
+    }
+
+    /// Seeds the revision high-water marks of removed projects (from the
+    /// cache, before its snapshot is applied).
+    pub fn restore_removed(&mut self, removed: &[(String, u64)]) {
+        let mut marks = lock(&self.shared.removed);
+        for (id, revision) in removed {
+            let mark = marks.entry(id.clone()).or_insert(0);
+            *mark = (*mark).max(*revision);
+        }
+    }
+
+    /// The served projects that the signed tombstones among `docs` would
+    /// remove (checked in full, so a forged tombstone never counts
+    /// against the blast-radius guard).
+    fn tombstones_removing(
+        &self,
+        judge: &Judge<'_>,
+        docs: &[Incoming],
+        current: &Index,
+    ) -> HashSet<String> {
+        docs.iter()
+            .filter(|d| matches!(d.content, Content::Tombstone(_)))
+            .filter_map(|d| {
+                let served = current.get(d.id.as_str())?.0.load_full();
+                matches!(
+                    judge.judge(d.clone(), Some(&served), None),
+                    Judged::Removal { .. }
+                )
+                .then(|| d.id.clone())
+            })
+            .collect()
+    }
+
+    fn remove(&mut self, id: &str, pending: &mut Pending, report: &mut ApplyReport) {
+        if let Some(slot) = pending.edit().remove(id) {
+            self.count(-1, -(slot.0.load().environment_count() as isize));
+            report.removed += 1;
+        }
+        lock(&self.shared.rejections).remove(id);
     }
 
     /// Applies the scheduled changes of project `id` that are due at
@@ -273,14 +379,19 @@ impl StoreWriter {
 
     fn upsert(
         &mut self,
+        judge: &Judge<'_>,
         incoming: Incoming,
         opts: &ApplyOptions,
         pending: &mut Pending,
         report: &mut ApplyReport,
     ) {
-        let id = incoming_id(&incoming).to_owned();
+        let id = incoming.id.clone();
         let previous = pending.get(&id).map(|s| s.0.load_full());
-        let valid = match judge(incoming, previous.as_deref()) {
+        let high_water = match previous {
+            Some(_) => None,
+            None => lock(&self.shared.removed).get(&id).copied(),
+        };
+        let valid = match judge.judge(incoming, previous.as_deref(), high_water) {
             Judged::Stale => {
                 report.stale += 1;
                 return;
@@ -291,6 +402,28 @@ impl StoreWriter {
             }
             Judged::Rejected { revision, error } => {
                 self.reject(id, revision, error, opts.now, report);
+                return;
+            }
+            Judged::Removal { revision } => {
+                self.remove(&id, pending, report);
+                let mut marks = lock(&self.shared.removed);
+                let mark = marks.entry(id).or_insert(0);
+                *mark = (*mark).max(revision);
+                return;
+            }
+            Judged::Resealed(valid) => {
+                if let (Some(slot), Some(prev)) = (pending.get(&id), previous) {
+                    let project = Project::with_applied(&valid, prev.accepted_at(), prev.applied());
+                    slot.0.store(Arc::new(project));
+                    report.resealed += 1;
+                    let mut rejections = lock(&self.shared.rejections);
+                    if rejections
+                        .get(&id)
+                        .is_some_and(|r| r.revision <= Some(prev.revision()))
+                    {
+                        rejections.remove(&id);
+                    }
+                }
                 return;
             }
             Judged::Valid(valid) => valid,
@@ -315,6 +448,7 @@ impl StoreWriter {
                     .insert(id.as_str().into(), Slot(ArcSwap::new(project)));
                 self.count(1, envs);
                 report.added += 1;
+                lock(&self.shared.removed).remove(&id);
             }
         }
         lock(&self.shared.rejections).remove(&id);
@@ -358,63 +492,145 @@ fn add(counter: &AtomicUsize, delta: isize) {
 /// validate` use.
 #[derive(Debug)]
 pub enum Judged {
-    /// Older than the served revision: ignored.
+    /// Older than the served revision (or than the revision a signed
+    /// tombstone removed): ignored.
     Stale,
     /// The served revision again: a no-op.
     Unchanged,
-    /// Breaks a rule (or could not be read as a document at all).
+    /// The served revision again, the same document in a newer, believed
+    /// envelope (re-signed: a key rotation, a fresher signature).
+    Resealed(ValidProject),
+    /// Breaks a rule, could not be read as a document at all, or its
+    /// signature is not believed.
     Rejected {
         revision: Option<u64>,
         error: ValidationError,
     },
     /// Would be accepted.
     Valid(ValidProject),
+    /// A believed signed tombstone: the project goes, and no revision up
+    /// to this one may bring it back.
+    Removal { revision: u64 },
 }
 
-/// Judges `incoming` against `previous`, the project as served: revision
-/// order first, then every rule of the data model, slug immutability
-/// included.
-pub fn judge(incoming: Incoming, previous: Option<&Project>) -> Judged {
-    let revision = match &incoming {
-        Ok(doc) => Some(doc.revision),
-        Err(u) => u.revision,
-    };
-    if let (Some(prev), Some(revision)) = (previous, revision) {
-        if revision < prev.revision() {
-            return Judged::Stale;
-        }
-        if revision == prev.revision() {
-            return Judged::Unchanged;
-        }
-    }
-    let doc = match incoming {
-        Ok(doc) => doc,
-        Err(Unreadable {
-            revision, message, ..
-        }) => {
-            return Judged::Rejected {
-                revision,
-                error: ValidationError {
-                    reason: Reason::Malformed,
-                    message,
-                },
+/// What judging a document needs besides the document.
+#[derive(Debug, Clone, Copy)]
+pub struct Judge<'a> {
+    pub trust: &'a Trust,
+    /// Expiry and signature age are judged as of this instant.
+    pub now: SystemTime,
+    /// The document comes from the source (not the sidecar's own cache):
+    /// `max_signature_age` applies.
+    pub from_source: bool,
+}
+
+impl Judge<'_> {
+    /// Judges `incoming` against `previous`, the project as served, and
+    /// `high_water`, the revision a signed tombstone removed it at:
+    /// revision order first (nothing older is even checked), then the
+    /// signature, then every rule of the data model, slug immutability
+    /// included.
+    pub fn judge(
+        &self,
+        incoming: Incoming,
+        previous: Option<&Project>,
+        high_water: Option<u64>,
+    ) -> Judged {
+        let floor = previous.map(Project::revision).or(high_water);
+        if let (Some(floor), Some(revision)) = (floor, incoming.revision) {
+            if revision < floor {
+                return Judged::Stale;
+            }
+            if revision == floor {
+                return match previous {
+                    Some(prev) => self.maybe_resealed(incoming, prev),
+                    None => Judged::Unchanged,
+                };
             }
         }
-    };
-    let revision = doc.revision;
-    let previous_keys = previous.map(|p| p.environment_keys()).unwrap_or_default();
-    match validate(doc, &previous_keys) {
-        Ok(valid) => Judged::Valid(valid),
-        Err(error) => Judged::Rejected {
-            revision: Some(revision),
-            error,
-        },
+        let revision = incoming.revision;
+        let rejected = |error| Judged::Rejected { revision, error };
+        let verified = match &incoming.seal {
+            Some(seal) => {
+                match self
+                    .trust
+                    .check(seal, incoming.stamps(), self.now, self.from_source)
+                {
+                    Ok(verified) => Some(verified),
+                    Err(error) => return rejected(error),
+                }
+            }
+            None if self.trust.require_signatures => {
+                return rejected(ValidationError {
+                    reason: Reason::Unsigned,
+                    message: "the document is not signed, and trust.require_signatures is on"
+                        .into(),
+                })
+            }
+            None => None,
+        };
+        let doc = match incoming.content {
+            Content::Document(doc) => doc,
+            Content::Unreadable(message) => {
+                return rejected(ValidationError {
+                    reason: Reason::Malformed,
+                    message,
+                })
+            }
+            // Only an envelope makes a tombstone, and it was believed above.
+            Content::Tombstone(_) => {
+                return Judged::Removal {
+                    revision: revision.unwrap_or(0),
+                }
+            }
+        };
+        let previous_keys = previous.map(|p| p.environment_keys()).unwrap_or_default();
+        match validate(*doc, &previous_keys) {
+            Ok(valid) => Judged::Valid(match (incoming.seal, verified) {
+                (Some(seal), Some(verified)) => valid.sealed(seal.envelope, verified),
+                _ => valid,
+            }),
+            Err(error) => rejected(error),
+        }
     }
-}
 
-fn incoming_id(incoming: &Incoming) -> &str {
-    match incoming {
-        Ok(doc) => &doc.id,
-        Err(u) => &u.id,
+    /// The served revision again. A no-op, unless it comes in an envelope
+    /// other than the one served: then it is a re-signed copy (believed,
+    /// the same document: resealed), a forgery (rejected, so the attempt
+    /// shows), or a reused revision (ignored, as any equal revision).
+    fn maybe_resealed(&self, incoming: Incoming, prev: &Project) -> Judged {
+        let Some(seal) = &incoming.seal else {
+            return Judged::Unchanged;
+        };
+        if *seal.envelope == *prev.stored_text()
+            || !matches!(incoming.content, Content::Document(_))
+        {
+            return Judged::Unchanged;
+        }
+        let revision = incoming.revision;
+        let verified = match self
+            .trust
+            .check(seal, incoming.stamps(), self.now, self.from_source)
+        {
+            Ok(verified) => verified,
+            Err(error) => return Judged::Rejected { revision, error },
+        };
+        let Incoming {
+            content: Content::Document(doc),
+            seal: Some(seal),
+            ..
+        } = incoming
+        else {
+            return Judged::Unchanged;
+        };
+        let (Ok(valid), Ok(served)) = (validate(*doc, &prev.environment_keys()), prev.reparse())
+        else {
+            return Judged::Unchanged;
+        };
+        if valid.document().same_content(served.document()) {
+            Judged::Resealed(valid.sealed(seal.envelope, verified))
+        } else {
+            Judged::Unchanged
+        }
     }
 }

@@ -49,7 +49,7 @@ use compact_str::CompactString;
 use crate::model::validate::{is_valid_id, lower_slug, Reason, MAX_SLUG_LEN};
 pub use answer::{Answer, AnswerRef, Outcome, ResolveError};
 pub use apply::{
-    judge, ApplyError, ApplyOptions, ApplyReport, DueOutcome, Judged, StoreWriter, Update,
+    ApplyError, ApplyOptions, ApplyReport, DueOutcome, Judge, Judged, StoreWriter, Update,
 };
 pub use pointers::PointerKind;
 pub use project::Project;
@@ -87,6 +87,10 @@ pub(super) struct Shared {
     /// Last rejection per project id. Touched by the writer and by
     /// introspection only, never by resolve.
     pub(super) rejections: Mutex<HashMap<String, Rejection>>,
+    /// The revision each project removed by a signed tombstone was removed
+    /// at: no document up to it brings the project back (a replayed old
+    /// envelope is stale). Writer and cache only, never resolve.
+    pub(super) removed: Mutex<HashMap<String, u64>>,
 }
 
 /// A rejected document, kept for introspection until a newer revision of
@@ -210,6 +214,22 @@ impl Store {
     pub fn all_rejections(&self) -> Vec<Rejection> {
         let mut all: Vec<Rejection> = self.rejections().values().cloned().collect();
         all.sort_by(|a, b| a.project.cmp(&b.project));
+        all
+    }
+
+    /// The revision a signed tombstone removed project `id` at, if one did.
+    pub fn high_water(&self, id: &str) -> Option<u64> {
+        lock(&self.shared.removed).get(id).copied()
+    }
+
+    /// The revision high-water marks of projects removed by signed
+    /// tombstones, sorted by id (what the cache keeps).
+    pub fn removed_high_water(&self) -> Vec<(String, u64)> {
+        let mut all: Vec<(String, u64)> = lock(&self.shared.removed)
+            .iter()
+            .map(|(id, rev)| (id.clone(), *rev))
+            .collect();
+        all.sort();
         all
     }
 

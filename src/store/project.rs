@@ -23,6 +23,8 @@ use http::HeaderValue;
 use serde::Serialize;
 
 use super::answer::{AnswerRef, Outcome};
+use crate::model::envelope::{self, EnvelopeError};
+use crate::model::trust::Verified;
 use crate::model::validate::{
     validate, ScheduleEntry, ValidProject, ValidationError, MAX_SLUG_LEN,
 };
@@ -76,8 +78,12 @@ pub struct Project {
     revision_header: HeaderValue,
     id: Box<str>,
     revision: u64,
-    /// The accepted document, as [`ValidProject::to_json`] wrote it.
+    /// The accepted document at rest: as [`ValidProject::to_json`] wrote
+    /// it, or, when it was signed, the envelope exactly as received (so a
+    /// restart from the cache verifies what arrived).
     document: Box<str>,
+    /// What the envelope was signed by, when it was signed.
+    signature: Option<Box<Verified>>,
     published_at: Option<SystemTime>,
     /// Every scheduled entry, by instant (see [`ValidProject::schedule`]).
     schedule: Box<[ScheduleEntry]>,
@@ -134,7 +140,11 @@ impl Project {
         Project {
             id: valid.id().into(),
             revision: valid.revision(),
-            document: valid.to_json(),
+            document: match valid.seal() {
+                Some(sealed) => sealed.envelope.clone(),
+                None => valid.to_json(),
+            },
+            signature: valid.seal().map(|s| Box::new(s.verified.clone())),
             published_at: valid.published_at(),
             schedule: valid.schedule().into(),
             accepted_at,
@@ -155,19 +165,30 @@ impl Project {
         self.revision
     }
 
-    /// The accepted document as compact JSON, environments in serving
-    /// order (what the cache stores).
-    pub fn document_json(&self) -> &str {
+    /// The accepted document at rest, what the cache stores: compact
+    /// JSON (environments in serving order), or for a signed document the
+    /// envelope as it was received.
+    pub fn stored_text(&self) -> &str {
         &self.document
     }
 
-    /// The accepted document read back and validated again: for
-    /// introspection and scheduled changes, never the hot path. It cannot
-    /// fail for a document this type wrote; the error exists so that a
-    /// bug here is reported instead of served.
+    /// What the document was signed by, when it came signed.
+    pub fn signature(&self) -> Option<&Verified> {
+        self.signature.as_deref()
+    }
+
+    /// The accepted document read back and validated again (its seal
+    /// kept, not checked again): for introspection and scheduled changes,
+    /// never the hot path. It cannot fail for a document this type wrote;
+    /// the error exists so that a bug here is reported instead of served.
     pub fn reparse(&self) -> Result<ValidProject, ReparseError> {
-        let doc: WireProject = serde_json::from_str(&self.document)?;
-        Ok(validate(doc, &[])?)
+        let Some(verified) = &self.signature else {
+            let doc: WireProject = serde_json::from_str(&self.document)?;
+            return Ok(validate(doc, &[])?);
+        };
+        let seal = envelope::parse(&self.document)?;
+        let doc: WireProject = serde_json::from_slice(&seal.payload)?;
+        Ok(validate(doc, &[])?.sealed(self.document.clone(), (**verified).clone()))
     }
 
     /// `(environment id, slug)` of every environment, for the slug
@@ -257,6 +278,8 @@ pub enum ReparseError {
     Unreadable(#[from] serde_json::Error),
     #[error("the stored document no longer validates: {0}")]
     Invalid(#[from] ValidationError),
+    #[error("the stored envelope is not readable: {0}")]
+    Envelope(#[from] EnvelopeError),
 }
 
 /// The sorted slug keys: in the project itself for up to

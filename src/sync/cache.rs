@@ -3,8 +3,12 @@
 //! serves at once even when the control plane is down.
 //!
 //! File format (JSON): `{"format": "env-sidecar-last-known-good",
-//! "version": 1, "crc32": "<hex>", "body": {"cursor": N, "projects": [...]}}`
-//! where the CRC-32 covers the exact bytes of `body`. Written atomically:
+//! "version": 1, "crc32": "<hex>", "body": {"cursor": N, "projects": [...],
+//! "removed": {"id": revision, ...}}}` where the CRC-32 covers the exact
+//! bytes of `body`. A signed project is kept as the envelope it arrived
+//! in, so a restart checks its signature again; `removed` holds the
+//! revision each project a signed tombstone removed was removed at, so a
+//! replayed older document stays refused across restarts. Written atomically:
 //! a temp file in the same directory, fsync, rename over the old file, fsync
 //! the directory. A load that fails any check (unreadable, truncated, wrong
 //! format or version, checksum mismatch) is an error the caller logs and
@@ -23,7 +27,7 @@ use tokio::sync::{watch, Notify};
 
 use super::status::Event;
 use crate::model::wire::{parse_projects, SnapshotBody};
-use crate::store::{Project, Store};
+use crate::store::{Project, Store, Update};
 
 pub const FORMAT: &str = "env-sidecar-last-known-good";
 pub const VERSION: u32 = 1;
@@ -69,14 +73,45 @@ struct BodyIn<'a> {
     cursor: u64,
     #[serde(borrow)]
     projects: Vec<&'a RawValue>,
+    /// Absent in files written before signed tombstones.
+    #[serde(default)]
+    removed: std::collections::BTreeMap<String, u64>,
 }
 
-/// Renders the cache file for `projects` at `cursor` (in memory: for
-/// tests and benchmarks; the cache writer streams it with [`write_to`]).
-pub fn encode(cursor: u64, projects: &[Arc<Project>]) -> Vec<u8> {
+/// What a cache file holds.
+#[derive(Debug)]
+pub struct Cached {
+    /// Every accepted document (`revision` is the cursor).
+    pub snapshot: SnapshotBody,
+    /// Revision high-water marks of projects removed by signed tombstones.
+    pub removed: Vec<(String, u64)>,
+}
+
+impl Cached {
+    /// The update that reloads it.
+    pub fn into_update(self) -> Update {
+        Update::Cached {
+            body: self.snapshot,
+            removed: self.removed,
+        }
+    }
+}
+
+/// What the cache keeps of a store: its cursor, its projects, and the
+/// revisions signed tombstones removed projects at.
+#[derive(Debug, Clone, Copy)]
+pub struct State<'a> {
+    pub cursor: u64,
+    pub projects: &'a [Arc<Project>],
+    pub removed: &'a [(String, u64)],
+}
+
+/// Renders the cache file for `state` (in memory: for tests and
+/// benchmarks; the cache writer streams it with [`write_to`]).
+pub fn encode(state: State<'_>) -> Vec<u8> {
     let mut out = Vec::new();
     // Writing into a Vec cannot fail.
-    let _ = write_to(&mut out, cursor, projects);
+    let _ = write_to(&mut out, state);
     out
 }
 
@@ -85,13 +120,9 @@ pub fn encode(cursor: u64, projects: &[Arc<Project>]) -> Vec<u8> {
 /// in memory (it would be as large as the snapshot, and the allocator keeps
 /// such peaks resident long after).
 /// Returns the number of bytes written.
-pub fn write_to(
-    out: &mut (impl Write + ?Sized),
-    cursor: u64,
-    projects: &[Arc<Project>],
-) -> std::io::Result<u64> {
+pub fn write_to(out: &mut (impl Write + ?Sized), state: State<'_>) -> std::io::Result<u64> {
     let mut crc = crc32fast::Hasher::new();
-    body_parts(cursor, projects, |part| {
+    body_parts(state, |part| {
         crc.update(part);
         Ok(())
     })?;
@@ -101,7 +132,7 @@ pub fn write_to(
     );
     let mut written = head.len() as u64;
     out.write_all(head.as_bytes())?;
-    body_parts(cursor, projects, |part| {
+    body_parts(state, |part| {
         written += part.len() as u64;
         out.write_all(part)
     })?;
@@ -110,25 +141,32 @@ pub fn write_to(
     Ok(written + end.len() as u64)
 }
 
-/// Hands the body's bytes to `f` in order: `{"cursor":N,"projects":[…]}`.
+/// Hands the body's bytes to `f` in order:
+/// `{"cursor":N,"projects":[…],"removed":{…}}`.
 fn body_parts(
-    cursor: u64,
-    projects: &[Arc<Project>],
+    state: State<'_>,
     mut f: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    f(format!(r#"{{"cursor":{cursor},"projects":["#).as_bytes())?;
-    for (i, project) in projects.iter().enumerate() {
+    f(format!(r#"{{"cursor":{},"projects":["#, state.cursor).as_bytes())?;
+    for (i, project) in state.projects.iter().enumerate() {
         if i > 0 {
             f(b",")?;
         }
-        f(project.document_json().as_bytes())?;
+        f(project.stored_text().as_bytes())?;
     }
-    f(b"]}")
+    f(b"],\"removed\":{")?;
+    for (i, (id, revision)) in state.removed.iter().enumerate() {
+        let sep = if i > 0 { "," } else { "" };
+        // Ids of removed projects were validated: nothing to escape, but
+        // JSON-encode anyway.
+        let id = serde_json::to_string(id).unwrap_or_default();
+        f(format!("{sep}{id}:{revision}").as_bytes())?;
+    }
+    f(b"}}")
 }
 
-/// Checks and decodes a cache file into a snapshot body (`revision` is
-/// the cursor).
-pub fn decode(path: &Path, bytes: &[u8]) -> Result<SnapshotBody, CacheError> {
+/// Checks and decodes a cache file.
+pub fn decode(path: &Path, bytes: &[u8]) -> Result<Cached, CacheError> {
     let format_error = |message: String| CacheError::Format {
         path: path.to_owned(),
         message,
@@ -155,14 +193,17 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<SnapshotBody, CacheError> {
         serde_json::from_str(file.body.get()).map_err(|e| format_error(e.to_string()))?;
     // The snapshot parser's own element parser: cached documents take the
     // same path as fetched ones.
-    Ok(SnapshotBody {
-        revision: body.cursor,
-        projects: parse_projects(&body.projects).map_err(|e| format_error(e.to_string()))?,
+    Ok(Cached {
+        snapshot: SnapshotBody {
+            revision: body.cursor,
+            projects: parse_projects(&body.projects).map_err(|e| format_error(e.to_string()))?,
+        },
+        removed: body.removed.into_iter().collect(),
     })
 }
 
 /// Reads and decodes the cache file.
-pub fn load(path: &Path) -> Result<SnapshotBody, CacheError> {
+pub fn load(path: &Path) -> Result<Cached, CacheError> {
     let bytes = std::fs::read(path).map_err(|source| CacheError::Read {
         path: path.to_owned(),
         source,
@@ -328,9 +369,15 @@ impl CacheWriter {
         let (store, path) = (self.store.clone(), self.path.clone());
         let result = tokio::task::spawn_blocking(move || {
             let projects = store.projects();
+            let removed = store.removed_high_water();
+            let state = State {
+                cursor: store.cursor(),
+                projects: &projects,
+                removed: &removed,
+            };
             let mut bytes = 0;
             write_atomic_with(&path, |f| {
-                bytes = write_to(f, store.cursor(), &projects)?;
+                bytes = write_to(f, state)?;
                 Ok(())
             })
             .map(|()| (projects.len(), bytes))
@@ -365,7 +412,7 @@ impl CacheWriter {
 mod tests {
     use super::*;
     use crate::model::wire::parse_snapshot;
-    use crate::store::{ApplyOptions, Update};
+    use crate::store::ApplyOptions;
 
     /// Project `i` at revision 3: prod (fallback) and staging.
     fn project(i: usize) -> String {
@@ -386,7 +433,7 @@ mod tests {
         let projects: Vec<String> = (0..n).map(project).collect();
         let text = format!(r#"{{"revision":42,"projects":[{}]}}"#, projects.join(","));
         let body = parse_snapshot(text.as_bytes()).unwrap();
-        assert!(body.projects.iter().all(Result::is_ok));
+        assert!(body.projects.iter().all(|p| p.as_document().is_some()));
         let opts = ApplyOptions {
             now: SystemTime::now(),
             allow_mass_removal: false,
@@ -398,20 +445,33 @@ mod tests {
     #[test]
     fn round_trips_cursor_and_documents() {
         let store = store_with(5);
-        let bytes = encode(store.cursor(), &store.projects());
+        let projects = store.projects();
+        let removed = [("gone".to_owned(), 7), ("x\"y".to_owned(), 9)];
+        let state = State {
+            cursor: store.cursor(),
+            projects: &projects,
+            removed: &removed,
+        };
+        let bytes = encode(state);
         let mut streamed = Vec::new();
-        let reported = write_to(&mut streamed, store.cursor(), &store.projects()).unwrap();
+        let reported = write_to(&mut streamed, state).unwrap();
         assert_eq!((streamed.len() as u64, &streamed), (reported, &bytes));
-        let body = decode(Path::new("x"), &bytes).unwrap();
-        assert_eq!(body.revision, 42);
-        assert_eq!(body.projects.len(), 5);
-        let first = body.projects[0].as_ref().unwrap();
+        let cached = decode(Path::new("x"), &bytes).unwrap();
+        assert_eq!(cached.snapshot.revision, 42);
+        assert_eq!(cached.snapshot.projects.len(), 5);
+        let first = cached.snapshot.projects[0].as_document().unwrap();
         assert_eq!(first, store.projects()[0].reparse().unwrap().document());
+        assert_eq!(cached.removed, removed);
     }
 
     #[test]
     fn every_kind_of_damage_is_detected() {
-        let good = encode(7, &store_with(3).projects());
+        let projects = store_with(3).projects();
+        let good = encode(State {
+            cursor: 7,
+            projects: &projects,
+            removed: &[],
+        });
         let path = Path::new("x");
         // Truncated anywhere.
         for cut in [0, 1, good.len() / 2, good.len() - 3] {

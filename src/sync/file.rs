@@ -130,10 +130,7 @@ impl Source for FileSource {
             Scope::Project(id) => {
                 let wanted = id.clone();
                 let to_update = move |body: SnapshotBody| {
-                    let document = body.projects.into_iter().find(|p| match p {
-                        Ok(doc) => doc.id == wanted,
-                        Err(u) => u.id == wanted,
-                    });
+                    let document = body.projects.into_iter().find(|p| p.id == wanted);
                     Update::Project {
                         id: wanted,
                         document,

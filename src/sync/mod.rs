@@ -17,6 +17,7 @@
 //! * [`status`], [`readiness`]: what the source last did; are we ready.
 //! * [`cache`]: the last-known-good file. [`memory`]: giving memory back
 //!   after a large update.
+//! * [`keys`]: the trusted keys, read again when their files change.
 //! * [`runtime`]: the sync thread, where the source and the cache writer
 //!   run, away from the request threads.
 //!
@@ -27,6 +28,7 @@ pub mod cache;
 pub mod error;
 pub mod file;
 pub mod http;
+pub mod keys;
 pub mod memory;
 pub mod readiness;
 pub mod redis;

@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use super::refresh::{RefreshRequest, Scope};
 use super::{summary, Contact, FetchError, Origin, Source, Stepped, SyncContext, SyncError};
 use crate::config::secret::Secret;
-use crate::model::wire::{parse_project, ChangesBody, Incoming, SnapshotBody, Unreadable};
+use crate::model::wire::{parse_project, ChangesBody, Content, Incoming, SnapshotBody};
 use crate::store::{ApplyReport, Update};
 use crate::telemetry::{SyncKind, SyncResult};
 
@@ -227,24 +227,22 @@ pub async fn read_all(
     Ok(all)
 }
 
-/// A hash value as an incoming document, attributed to its field.
+/// A hash value (a document or a signed envelope) as an incoming
+/// document, attributed to its field.
 pub fn incoming(id: &str, json: &str) -> Incoming {
     match parse_project(json.as_bytes()) {
-        Ok(Ok(doc)) if doc.id == id => Ok(doc),
-        Ok(Ok(doc)) => Err(Unreadable {
+        Ok(incoming) if incoming.id == id => incoming,
+        // A document under another project's field: a signed one may not
+        // be moved to another id, and a plain one is as suspect.
+        Ok(incoming) => Incoming {
+            content: Content::Unreadable(format!(
+                "the document under field {id:?} has id {:?}",
+                incoming.id.chars().take(128).collect::<String>()
+            )),
             id: id.to_owned(),
-            revision: Some(doc.revision),
-            message: format!("the document under field {id:?} has id {:?}", doc.id),
-        }),
-        Ok(Err(mut unreadable)) => {
-            unreadable.id = id.to_owned();
-            Err(unreadable)
-        }
-        Err(e) => Err(Unreadable {
-            id: id.to_owned(),
-            revision: None,
-            message: e.to_string(),
-        }),
+            ..incoming
+        },
+        Err(e) => Incoming::unreadable(id, None, e.to_string()),
     }
 }
 
@@ -703,6 +701,7 @@ mod tests {
         );
         assert_eq!(body.removed, ["a"]);
         assert_eq!(body.projects.len(), 1);
-        assert_eq!(body.projects[0].as_ref().unwrap_err().id, "b");
+        assert_eq!(body.projects[0].id, "b");
+        assert!(matches!(body.projects[0].content, Content::Unreadable(_)));
     }
 }

@@ -37,6 +37,7 @@ use super::memory;
 use super::Origin;
 use crate::model::clock::SharedClock;
 use crate::model::timestamp::format_rfc3339;
+use crate::model::trust::Trust;
 use crate::store::{ApplyError, ApplyOptions, ApplyReport, StoreWriter, Update};
 use crate::telemetry::Metrics;
 
@@ -62,6 +63,8 @@ enum Command {
     /// Apply whatever scheduled changes are due now (the clock may be a
     /// manual one); answers how many entries were applied.
     Tick(oneshot::Sender<usize>),
+    /// Check documents against these keys from now on.
+    Trust(Arc<Trust>),
 }
 
 /// Sends updates to the writer. Cheap to clone; the writer stops once
@@ -113,6 +116,14 @@ impl WriterHandle {
         answer.await.map_err(|_| WriteError::Stopped)
     }
 
+    /// From now on, documents are checked against `trust` (the key files
+    /// changed). Queued behind whatever was sent before.
+    pub fn set_trust(&self, trust: Arc<Trust>) -> Result<(), WriteError> {
+        self.tx
+            .send(Command::Trust(trust))
+            .map_err(|_| WriteError::Stopped)
+    }
+
     /// Applies the scheduled changes due now, without waiting for the
     /// timer; returns how many entries took effect.
     pub async fn tick(&self) -> Result<usize, WriteError> {
@@ -131,6 +142,7 @@ impl std::fmt::Debug for Command {
                 f.debug_struct("Apply").field("origin", origin).finish()
             }
             Command::Tick(_) => f.write_str("Tick"),
+            Command::Trust(_) => f.write_str("Trust"),
         }
     }
 }
@@ -199,6 +211,7 @@ impl Writer {
                 Ok(Command::Tick(reply)) => {
                     let _ = reply.send(self.apply_due());
                 }
+                Ok(Command::Trust(trust)) => self.store.set_trust(trust),
                 Err(RecvTimeoutError::Timeout) => {
                     self.apply_due();
                 }
@@ -214,7 +227,7 @@ impl Writer {
         allow: bool,
     ) -> Result<ApplyReport, ApplyError> {
         let now = self.clock.now();
-        let snapshot = matches!(update, Update::Snapshot(_));
+        let snapshot = matches!(update, Update::Snapshot(_) | Update::Cached { .. });
         let result = self.store.apply(
             update,
             ApplyOptions {
@@ -235,7 +248,7 @@ impl Writer {
                 for published in &report.published {
                     self.metrics.propagated(*published, now);
                 }
-                if report.changed() > 0 {
+                if report.to_persist() {
                     self.persist();
                 }
             }
@@ -295,7 +308,7 @@ fn log_outcome(origin: Origin, result: &Result<ApplyReport, ApplyError>) {
                     "project document rejected; last good revision keeps serving"
                 );
             }
-            if report.changed() > 0 || !report.rejected.is_empty() {
+            if report.to_persist() || !report.rejected.is_empty() {
                 tracing::info!(
                     origin,
                     added = report.added,
@@ -303,6 +316,7 @@ fn log_outcome(origin: Origin, result: &Result<ApplyReport, ApplyError>) {
                     removed = report.removed,
                     rejected = report.rejected.len(),
                     stale = report.stale,
+                    resealed = report.resealed,
                     cursor = report.cursor,
                     "update applied"
                 );

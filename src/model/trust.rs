@@ -1,0 +1,376 @@
+//! Trust: which keys a sidecar believes, whether it insists on
+//! signatures, and the one check of a signed envelope against them.
+//!
+//! Pure: the keys are handed in (the sync layer reads and re-reads the
+//! key files), and the check runs where validation runs, on the writer
+//! thread, never on a request thread.
+//!
+//! A seal is believed when at least one of its signatures is by a trusted
+//! key id and verifies, the payload type is one this sidecar reads, the
+//! signed document carries a readable `signed_at`, its `expires_at` (if
+//! any) is still ahead, and (for documents arriving from the source) it
+//! was signed within `max_signature_age`. Anything else is a rejection
+//! with one of the reasons `unsigned`, `unknown_key`, `bad_signature` or
+//! `expired`.
+
+use std::time::{Duration, SystemTime};
+
+use super::envelope::{Seal, Stamps, PROJECT_TYPE, TOMBSTONE_TYPE};
+use super::keys::PublicKey;
+use super::timestamp::parse_rfc3339;
+use super::validate::{Reason, ValidationError};
+
+/// What a sidecar (or a tool) trusts.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    keys: Vec<PublicKey>,
+    /// Unsigned documents, and removals that are not signed tombstones,
+    /// are rejected.
+    pub require_signatures: bool,
+    /// Documents from the source signed longer ago are rejected
+    /// (`expired`); `None`: no limit.
+    pub max_signature_age: Option<Duration>,
+    /// False only for tooling that judges what it holds without keys
+    /// (`publish` reading Redis back): seals are then taken as they are.
+    skip_signatures: bool,
+}
+
+/// What a believed seal was signed by and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Trusted key ids whose signature verified.
+    pub keyids: Vec<String>,
+    pub signed_at: SystemTime,
+    pub expires_at: Option<SystemTime>,
+}
+
+impl Trust {
+    /// Trust in exactly `keys`.
+    pub fn new(
+        keys: Vec<PublicKey>,
+        require_signatures: bool,
+        max_signature_age: Option<Duration>,
+    ) -> Trust {
+        Trust {
+            keys,
+            require_signatures,
+            max_signature_age,
+            skip_signatures: false,
+        }
+    }
+
+    /// For tooling that judges documents without keys (`publish` reading
+    /// back what it published, `validate` without `--trust-key`): seals
+    /// are taken as they are, unchecked, and nothing is required.
+    pub fn skip_signatures() -> Trust {
+        Trust {
+            skip_signatures: true,
+            ..Trust::default()
+        }
+    }
+
+    pub fn keys(&self) -> &[PublicKey] {
+        &self.keys
+    }
+
+    /// The same trust with other keys (a key file changed).
+    pub fn with_keys(&self, keys: Vec<PublicKey>) -> Trust {
+        Trust {
+            keys,
+            ..self.clone()
+        }
+    }
+
+    /// Checks `seal` (whose payload carries `stamps`) as of `now`;
+    /// `from_source` applies `max_signature_age` (a document the sidecar
+    /// accepted before, reloaded from its cache, is not aged out).
+    pub fn check(
+        &self,
+        seal: &Seal,
+        stamps: Stamps<'_>,
+        now: SystemTime,
+        from_source: bool,
+    ) -> Result<Verified, ValidationError> {
+        if self.skip_signatures {
+            let time = |t: Option<&str>| t.and_then(|t| parse_rfc3339(t).ok());
+            return Ok(Verified {
+                keyids: seal.signatures.iter().map(|s| s.keyid.clone()).collect(),
+                signed_at: time(stamps.signed_at).unwrap_or(std::time::UNIX_EPOCH),
+                expires_at: time(stamps.expires_at),
+            });
+        }
+        let keyids = self.signatures(seal)?;
+        if seal.payload_type != PROJECT_TYPE && seal.payload_type != TOMBSTONE_TYPE {
+            return reject(
+                Reason::BadSignature,
+                format!(
+                    "payloadType {:?} is neither {PROJECT_TYPE} nor {TOMBSTONE_TYPE}",
+                    clip(&seal.payload_type)
+                ),
+            );
+        }
+        let Some(signed_at) = stamps.signed_at else {
+            return reject(
+                Reason::Malformed,
+                "a signed document must carry \"signed_at\" (RFC 3339)".into(),
+            );
+        };
+        let signed_at = parse_rfc3339(signed_at).or_else(|e| {
+            reject(
+                Reason::Malformed,
+                format!("\"signed_at\" {:?}: {e}", clip(signed_at)),
+            )
+        })?;
+        let expires_at = match stamps.expires_at {
+            None => None,
+            Some(text) => Some(parse_rfc3339(text).or_else(|e| {
+                reject(
+                    Reason::Malformed,
+                    format!("\"expires_at\" {:?}: {e}", clip(text)),
+                )
+            })?),
+        };
+        if let Some(expires) = expires_at.filter(|e| *e <= now) {
+            return reject(
+                Reason::Expired,
+                format!(
+                    "the signature expired at {}",
+                    super::timestamp::format_rfc3339(expires)
+                ),
+            );
+        }
+        if let (true, Some(max)) = (from_source, self.max_signature_age) {
+            let age = now.duration_since(signed_at).unwrap_or_default();
+            if age > max {
+                return reject(
+                    Reason::Expired,
+                    format!(
+                        "signed {}s ago, longer than max_signature_age ({}s)",
+                        age.as_secs(),
+                        max.as_secs()
+                    ),
+                );
+            }
+        }
+        Ok(Verified {
+            keyids,
+            signed_at,
+            expires_at,
+        })
+    }
+
+    /// The trusted key ids whose signature verifies, at least one.
+    fn signatures(&self, seal: &Seal) -> Result<Vec<String>, ValidationError> {
+        if seal.signatures.is_empty() {
+            return reject(Reason::Unsigned, "the envelope has no signature".into());
+        }
+        let mut trusted = 0;
+        let mut good = Vec::new();
+        for sig in &seal.signatures {
+            let Some(key) = self.keys.iter().find(|k| k.keyid == sig.keyid) else {
+                continue;
+            };
+            trusted += 1;
+            if key.verifies(&seal.payload_type, &seal.payload, &sig.sig) {
+                good.push(key.keyid.clone());
+            }
+        }
+        if !good.is_empty() {
+            return Ok(good);
+        }
+        if trusted > 0 {
+            return reject(
+                Reason::BadSignature,
+                "the signature by a trusted key does not verify: the document or its type was changed after signing".into(),
+            );
+        }
+        let named: Vec<String> = seal
+            .signatures
+            .iter()
+            .take(4)
+            .map(|s| clip(&s.keyid))
+            .collect();
+        reject(
+            Reason::UnknownKey,
+            format!(
+                "signed by {} only; trusted: {}",
+                named.join(", "),
+                if self.keys.is_empty() {
+                    "no key (trust.keys is empty)".to_owned()
+                } else {
+                    self.keys
+                        .iter()
+                        .map(|k| k.keyid.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ),
+        )
+    }
+}
+
+fn reject<T>(reason: Reason, message: String) -> Result<T, ValidationError> {
+    Err(ValidationError { reason, message })
+}
+
+/// At most 64 characters of untrusted text, for messages.
+fn clip(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::envelope::{self, Signature};
+    use crate::model::keys::{generate, parse_private};
+    use crate::model::timestamp::format_rfc3339;
+    use std::time::UNIX_EPOCH;
+
+    const NOW: Duration = Duration::from_secs(1_800_000_000);
+
+    fn signed(keyid: &str, payload: &[u8]) -> (Seal, PublicKey) {
+        let (private, public) = generate(Some(keyid)).unwrap();
+        let signer = parse_private(&private).unwrap();
+        let sig = signer.sign(PROJECT_TYPE, payload);
+        let text = envelope::encode(PROJECT_TYPE, payload, &[sig]);
+        (envelope::parse(&text).unwrap(), public)
+    }
+
+    fn at(secs_before_now: u64) -> String {
+        format_rfc3339(UNIX_EPOCH + NOW - Duration::from_secs(secs_before_now))
+    }
+
+    fn check(
+        trust: &Trust,
+        seal: &Seal,
+        signed_at: &str,
+        expires: Option<&str>,
+    ) -> Result<Verified, Reason> {
+        let stamps = Stamps {
+            signed_at: Some(signed_at),
+            expires_at: expires,
+        };
+        trust
+            .check(seal, stamps, UNIX_EPOCH + NOW, true)
+            .map_err(|e| e.reason)
+    }
+
+    #[test]
+    fn a_trusted_signature_verifies_and_names_its_key() {
+        let (seal, key) = signed("cp-1", b"{}");
+        let trust = Trust::new(vec![key], true, None);
+        let v = check(&trust, &seal, &at(5), None).unwrap();
+        assert_eq!(v.keyids, ["cp-1"]);
+    }
+
+    #[test]
+    fn each_failure_has_its_reason() {
+        let (seal, key) = signed("cp-1", b"{}");
+        let (_, other) = signed("cp-2", b"{}");
+        let trust = Trust::new(vec![key.clone()], true, Some(Duration::from_secs(60)));
+        let untrusted = Trust::new(vec![other.clone()], true, None);
+        assert_eq!(
+            check(&untrusted, &seal, &at(5), None),
+            Err(Reason::UnknownKey)
+        );
+        assert_eq!(
+            check(&Trust::default(), &seal, &at(5), None),
+            Err(Reason::UnknownKey)
+        );
+
+        let mut unsigned = seal.clone();
+        unsigned.signatures.clear();
+        assert_eq!(
+            check(&trust, &unsigned, &at(5), None),
+            Err(Reason::Unsigned)
+        );
+
+        let mut changed = seal.clone();
+        changed.payload = b"{ }".to_vec();
+        assert_eq!(
+            check(&trust, &changed, &at(5), None),
+            Err(Reason::BadSignature)
+        );
+
+        let mut retyped = seal.clone();
+        retyped.payload_type = TOMBSTONE_TYPE.into();
+        assert_eq!(
+            check(&trust, &retyped, &at(5), None),
+            Err(Reason::BadSignature)
+        );
+
+        // A right key id with another key's signature.
+        let mut impostor = seal.clone();
+        impostor.signatures = vec![Signature {
+            keyid: "cp-1".into(),
+            sig: vec![0; 64],
+        }];
+        assert_eq!(
+            check(&trust, &impostor, &at(5), None),
+            Err(Reason::BadSignature)
+        );
+
+        assert_eq!(check(&trust, &seal, &at(61), None), Err(Reason::Expired));
+        assert_eq!(
+            check(&trust, &seal, &at(5), Some(&at(1))),
+            Err(Reason::Expired)
+        );
+        let ahead = format_rfc3339(UNIX_EPOCH + NOW + Duration::from_secs(60));
+        assert!(check(&trust, &seal, &at(5), Some(&ahead)).is_ok());
+        assert_eq!(
+            check(&trust, &seal, "yesterday", None),
+            Err(Reason::Malformed)
+        );
+        let no_stamp = trust.check(&seal, Stamps::default(), UNIX_EPOCH + NOW, true);
+        assert_eq!(no_stamp.unwrap_err().reason, Reason::Malformed);
+    }
+
+    #[test]
+    fn a_reloaded_document_is_not_aged_out_but_still_expires() {
+        let (seal, key) = signed("cp-1", b"{}");
+        let trust = Trust::new(vec![key], true, Some(Duration::from_secs(60)));
+        let old = at(3600);
+        let stamps = Stamps {
+            signed_at: Some(&old),
+            expires_at: None,
+        };
+        assert!(trust.check(&seal, stamps, UNIX_EPOCH + NOW, false).is_ok());
+        let expired = at(1);
+        let stamps = Stamps {
+            signed_at: Some(&old),
+            expires_at: Some(&expired),
+        };
+        assert_eq!(
+            trust
+                .check(&seal, stamps, UNIX_EPOCH + NOW, false)
+                .unwrap_err()
+                .reason,
+            Reason::Expired
+        );
+    }
+
+    #[test]
+    fn one_good_signature_among_several_is_enough() {
+        let (mut seal, key) = signed("cp-new", b"{}");
+        seal.signatures.insert(
+            0,
+            Signature {
+                keyid: "cp-old".into(),
+                sig: vec![1; 64],
+            },
+        );
+        let trust = Trust::new(vec![key], true, None);
+        assert_eq!(
+            check(&trust, &seal, &at(5), None).unwrap().keyids,
+            ["cp-new"]
+        );
+    }
+
+    #[test]
+    fn tooling_takes_seals_as_they_are() {
+        let (mut seal, _) = signed("cp-1", b"{}");
+        seal.payload = b"changed".to_vec();
+        let v = check(&Trust::skip_signatures(), &seal, &at(5), None).unwrap();
+        assert_eq!(v.keyids, ["cp-1"]);
+    }
+}

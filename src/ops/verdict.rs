@@ -1,0 +1,143 @@
+//! What publishing one document would do, judged the way the sidecar
+//! judges it (`store::Judge`, one implementation) against what is
+//! published, plus what only a publisher can see: a stale or a reused
+//! revision. Shared by `validate` and `publish`.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::model::trust::Trust;
+use crate::model::wire::{Content, Incoming, SnapshotBody};
+use crate::store::{ApplyOptions, Judge, Judged, Store, Update};
+
+/// What publishing one document would do.
+#[derive(Debug)]
+pub enum Verdict {
+    /// A new revision (or a new project): it would be applied.
+    Accepted { signature: Signature },
+    /// A signed tombstone of a published project: it would be removed.
+    Removal { signature: Signature },
+    /// The published revision again, the same document signed anew.
+    Resealed { signature: Signature },
+    /// The very revision and document already published: nothing to do.
+    Unchanged,
+    Rejected {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// What the verdict knows of a document's signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signature {
+    /// Not signed.
+    None,
+    /// Signed, and it verified with these trusted keys.
+    Verified(Vec<String>),
+    /// Signed; no keys were given to check it with.
+    Unchecked,
+}
+
+impl Signature {
+    /// ` signed_by=K` or ` signature=unchecked` for output lines.
+    pub fn suffix(&self) -> String {
+        match self {
+            Signature::None => String::new(),
+            Signature::Verified(keys) => format!(" signed_by={}", keys.join(",")),
+            Signature::Unchecked => " signature=unchecked".into(),
+        }
+    }
+}
+
+/// One document judged against `published` with `trust`: its id, its
+/// revision and the verdict.
+pub fn judge_against(
+    doc: Incoming,
+    published: &Store,
+    trust: &Trust,
+) -> (String, Option<u64>, Verdict) {
+    let id = doc.id.clone();
+    let revision = doc.revision;
+    let previous = published.project(&id);
+    let high_water = published.high_water(&id);
+    let revision_text = revision.map_or("?".to_owned(), |r| r.to_string());
+    let checked = !trust.keys().is_empty();
+    let signature = |keys: Option<&[String]>| match (keys, checked) {
+        (None, _) => Signature::None,
+        (Some(keys), true) => Signature::Verified(keys.to_vec()),
+        (Some(_), false) => Signature::Unchecked,
+    };
+    let judge = Judge {
+        trust,
+        now: SystemTime::now(),
+        from_source: true,
+    };
+    let is_tombstone = matches!(doc.content, Content::Tombstone(_));
+    let claimed: Option<Vec<String>> = doc
+        .seal
+        .as_ref()
+        .map(|s| s.signatures.iter().map(|x| x.keyid.clone()).collect());
+    let candidate = doc.clone();
+    let verdict = match judge.judge(doc, previous.as_deref(), high_water) {
+        Judged::Valid(valid) => Verdict::Accepted {
+            signature: signature(valid.seal().map(|s| &s.verified.keyids[..])),
+        },
+        Judged::Removal { .. } => Verdict::Removal {
+            signature: signature(claimed.as_deref()),
+        },
+        Judged::Resealed(valid) => Verdict::Resealed {
+            signature: signature(valid.seal().map(|s| &s.verified.keyids[..])),
+        },
+        Judged::Rejected { error, .. } => Verdict::Rejected {
+            reason: error.reason.as_str(),
+            message: error.message,
+        },
+        Judged::Stale => Verdict::Rejected {
+            reason: "stale_revision",
+            message: format!(
+                "revision {revision_text} is older than the published {}; the fleet would ignore it",
+                previous.as_ref().map(|p| p.revision()).or(high_water).unwrap_or(0)
+            ),
+        },
+        Judged::Unchanged if is_tombstone => Verdict::Unchanged,
+        // Equal revision: fine if it is the very same document.
+        Judged::Unchanged => match judge.judge(candidate, None, None) {
+            Judged::Valid(valid)
+                if previous.as_ref().is_some_and(|p| {
+                    p.reparse()
+                        .is_ok_and(|served| served.document().same_content(valid.document()))
+                }) =>
+            {
+                Verdict::Unchanged
+            }
+            Judged::Rejected { error, .. } => Verdict::Rejected {
+                reason: error.reason.as_str(),
+                message: error.message,
+            },
+            _ => Verdict::Rejected {
+                reason: "revision_reused",
+                message: format!("revision {revision_text} is already published with a different document; the fleet would ignore this one (raise the revision)"),
+            },
+        },
+    };
+    (id, revision, verdict)
+}
+
+/// A store serving `docs` (what is published), to judge against. Their
+/// signatures are not checked: this is the publisher's view of what it
+/// holds, not a sidecar's.
+pub fn published(docs: Vec<Incoming>) -> Store {
+    let (store, mut writer) = Store::new(1.0);
+    writer.set_trust(Arc::new(Trust::skip_signatures()));
+    let body = SnapshotBody {
+        revision: 0,
+        projects: docs,
+    };
+    let opts = ApplyOptions {
+        now: SystemTime::now(),
+        allow_mass_removal: true,
+    };
+    // A full snapshot with removals allowed cannot be refused.
+    let _ = writer.apply(Update::Snapshot(body), opts);
+    store
+}
