@@ -433,6 +433,71 @@ proptest! {
     }
 }
 
+/// The sample project signed with the `envelope` target's key: the seed
+/// the tampering below starts from.
+fn signed_seed() -> String {
+    let key = env_sidecar::model::keys::parse_private(targets::FUZZ_KEY).unwrap();
+    let doc: env_sidecar::model::wire::WireProject =
+        serde_json::from_value(common::project("acme", 1)).unwrap();
+    key.seal_document(&doc, std::time::SystemTime::now(), None)
+}
+
+/// Where the string value of `"field":"` sits in `text`.
+fn value_range(text: &str, field: &str) -> std::ops::Range<usize> {
+    let key = format!("\"{field}\":\"");
+    let start = text.find(&key).expect("the field") + key.len();
+    let end = start + text[start..].find('"').expect("its end");
+    start..end
+}
+
+#[test]
+fn the_signed_seed_is_served_and_an_unsigned_copy_is_not() {
+    assert!(targets::envelope_served(signed_seed().as_bytes()));
+    let plain = common::project("acme", 1).to_string();
+    assert!(!targets::envelope_served(plain.as_bytes()));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Any single-byte change inside the payload or the signature of a
+    /// signed document is rejected: it either no longer decodes, or
+    /// decodes to bytes the signature does not cover.
+    #[test]
+    fn any_single_byte_change_of_payload_or_signature_is_rejected(
+        in_signature in any::<bool>(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        let seed = signed_seed();
+        let range = value_range(&seed, if in_signature { "sig" } else { "payload" });
+        let i = range.start + at.index(range.len());
+        let mut bytes = seed.into_bytes();
+        prop_assume!(bytes[i] != byte);
+        bytes[i] = byte;
+        prop_assert!(!targets::envelope_served(&bytes), "served after byte {i} became {byte:#04x}");
+    }
+
+    /// Arbitrary damage to a signed document never panics, and whatever is
+    /// served verifies independently (`targets::envelope`).
+    #[test]
+    fn damaged_envelopes_never_panic(
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        cut in prop::option::of(any::<prop::sample::Index>()),
+    ) {
+        let mut bytes = signed_seed().into_bytes();
+        for (at, byte) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] ^= byte;
+        }
+        if let Some(cut) = cut {
+            let at = cut.index(bytes.len() + 1);
+            bytes.truncate(at);
+        }
+        targets::envelope(&bytes);
+    }
+}
+
 /// Groups nested around prost's recursion limit (100), at the top level
 /// and inside the request's attributes: the walk refuses exactly the
 /// depths prost refuses.
@@ -471,6 +536,7 @@ fn saved_fuzzer_inputs_still_pass() {
         ("batch", targets::batch),
         ("cache_file", targets::cache_file),
         ("check", targets::check),
+        ("envelope", targets::envelope),
     ] {
         let Ok(entries) = std::fs::read_dir(root.join(target)) else {
             continue;

@@ -227,10 +227,13 @@ fn named(keyid: Option<String>, key: &[u8; 32]) -> Result<String, KeyError> {
     }
 }
 
+/// A PEM block's DER, and the key id named before it.
+type Block = (Option<String>, Vec<u8>);
+
 /// The `label` blocks of a PEM text, each with the key id named on a
 /// `keyid:` line before it (text outside blocks is otherwise ignored, as
 /// RFC 7468 allows).
-fn blocks(text: &str, label: &'static str) -> Result<Vec<(Option<String>, Vec<u8>)>, KeyError> {
+fn blocks(text: &str, label: &'static str) -> Result<Vec<Block>, KeyError> {
     let begin = format!("-----BEGIN {label}-----");
     let end = format!("-----END {label}-----");
     let mut out = Vec::new();

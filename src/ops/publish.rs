@@ -115,10 +115,9 @@ pub async fn publish(args: &Publish, env: &Env, out: &mut dyn Write) -> Result<P
         in_file.insert(id.clone());
         let revision_text = revision.map_or("?".to_owned(), |r| r.to_string());
         let already_ours = |key: &SigningKey| {
-            current.project(&id).is_some_and(|p| {
-                p.signature()
-                    .is_some_and(|s| s.keyids.iter().any(|k| *k == key.keyid))
-            })
+            current
+                .project(&id)
+                .is_some_and(|p| p.signature().is_some_and(|s| s.keyids.contains(&key.keyid)))
         };
         let what = match verdict {
             Verdict::Accepted { .. } => "published",
@@ -241,12 +240,17 @@ pub async fn publish(args: &Publish, env: &Env, out: &mut dyn Write) -> Result<P
             _ => 2,
         }] += 1;
     }
+    // `resealed=` only appears when something was re-signed, so the line
+    // reads as it always did for unsigned fleets.
+    let resealed = match counts[2] {
+        0 => String::new(),
+        n => format!(" resealed={n}"),
+    };
     let _ = writeln!(
         out,
-        "done published={} removed={} resealed={} unchanged={}",
+        "done published={} removed={} unchanged={}{resealed}",
         counts[0],
         counts[1],
-        counts[2],
         unchanged.len()
     );
     Ok(writes

@@ -65,6 +65,17 @@ pub struct ProjectView<'a> {
     pub published_at: Option<&'a str>,
     pub environments: Vec<EnvironmentView<'a>>,
     pub last_rejection: Option<RejectionView>,
+    /// `null` for an unsigned document.
+    pub signature: Option<SignatureView>,
+}
+
+/// What a served document was signed by.
+#[derive(Debug, Serialize)]
+pub struct SignatureView {
+    /// Trusted key ids whose signature verified.
+    pub keys: Vec<String>,
+    pub signed_at: String,
+    pub expires_at: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -136,6 +147,11 @@ impl<'a> ProjectView<'a> {
             published_at: valid.document().published_at.as_deref(),
             environments,
             last_rejection: rejection.map(RejectionView::from),
+            signature: project.signature().map(|s| SignatureView {
+                keys: s.keyids.clone(),
+                signed_at: format_rfc3339(s.signed_at),
+                expires_at: s.expires_at.map(format_rfc3339),
+            }),
         }
     }
 }

@@ -84,9 +84,12 @@ fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, KeyFileError> {
     Ok(out)
 }
 
+/// A file's size and modification time.
+type Stat = (u64, Option<SystemTime>);
+
 /// Size and modification time of every file the paths stand for (and
 /// the folders' listings): a change in any of them means read again.
-fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, Option<(u64, Option<SystemTime>)>)> {
+fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, Option<Stat>)> {
     let stat = |p: &Path| {
         std::fs::metadata(p)
             .ok()
@@ -227,14 +230,16 @@ mod tests {
         assert_eq!(loaded, vec![a.clone(), b.clone()]);
 
         std::fs::write(ring.join("broken.pub"), "-----BEGIN PUBLIC KEY-----\n").unwrap();
-        let err = load(&[ring.clone()], true).unwrap_err().to_string();
+        let err = load(std::slice::from_ref(&ring), true)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("broken.pub"), "{err}");
         std::fs::remove_file(ring.join("broken.pub")).unwrap();
 
         let empty = dir.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
         assert!(matches!(
-            load(&[empty.clone()], true),
+            load(std::slice::from_ref(&empty), true),
             Err(KeyFileError::Empty(_))
         ));
         assert!(load(&[empty], false).unwrap().is_empty());

@@ -10,11 +10,23 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A free loopback port for a program that binds it itself. Never the
+/// same one twice in this test process: the kernel may hand a port that
+/// was just let go to the next `bind(0)`, and two tests running side by
+/// side would then start their servers on one port.
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut used = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if !used.contains(&addr.port()) {
+            used.push(addr.port());
+            return addr;
+        }
+    }
 }
 
 /// A plain HTTP/1.1 upstream that answers each request with the request

@@ -455,3 +455,4 @@ pub mod gateway;
 pub mod h2;
 pub mod process;
 pub mod redis;
+pub mod signing;

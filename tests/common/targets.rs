@@ -57,6 +57,122 @@ pub fn cache_file(data: &[u8]) {
     }
 }
 
+/// The key the `envelope` target trusts (RFC 8410's example key), named
+/// `fuzz`: seeds signed with it let the fuzzer start from envelopes that
+/// verify.
+pub const FUZZ_KEY: &str = "keyid: fuzz
+-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC
+-----END PRIVATE KEY-----
+";
+
+/// One project element (a document or a signed envelope) applied to a
+/// sidecar that requires signatures by [`FUZZ_KEY`]: reading and checking
+/// it never panics, and whatever it serves carries a signature that an
+/// independent check (base64, DSSE's encoding and ring, written here and
+/// not taken from the sidecar) verifies, of the project type, over a
+/// payload that keeps every rule.
+pub fn envelope(data: &[u8]) {
+    envelope_served(data);
+}
+
+/// [`envelope`], answering whether the element was served.
+pub fn envelope_served(data: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return false;
+    };
+    let Ok(incoming) = wire::parse_element(text) else {
+        return false;
+    };
+    let signer = env_sidecar::model::keys::parse_private(FUZZ_KEY).expect("the fuzz key reads");
+    let (store, mut writer) = Store::new(1.0);
+    writer.set_trust(std::sync::Arc::new(env_sidecar::model::trust::Trust::new(
+        vec![signer.public()],
+        true,
+        None,
+    )));
+    let body = SnapshotBody {
+        revision: 1,
+        projects: vec![incoming],
+    };
+    let opts = ApplyOptions {
+        now: SystemTime::now(),
+        allow_mass_removal: true,
+    };
+    writer
+        .apply(Update::Snapshot(body), opts)
+        .expect("one element cannot trip the guard");
+    let Some(served) = store.projects().into_iter().next() else {
+        return false;
+    };
+    let raw: Value = serde_json::from_str(text).expect("a served element is JSON");
+    let payload_type = raw["payloadType"]
+        .as_str()
+        .expect("served only from an envelope");
+    assert_eq!(payload_type, "application/vnd.env-sidecar.project+json");
+    let payload = b64(raw["payload"].as_str().expect("a payload string"));
+    let mut message = format!(
+        "DSSEv1 {} {payload_type} {} ",
+        payload_type.len(),
+        payload.len()
+    )
+    .into_bytes();
+    message.extend_from_slice(&payload);
+    let key = signer.public().key;
+    let verified = raw["signatures"]
+        .as_array()
+        .expect("signatures")
+        .iter()
+        .any(|s| {
+            s["keyid"] == "fuzz"
+                && s["sig"].as_str().is_some_and(|sig| {
+                    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
+                        .verify(&message, &b64(sig))
+                        .is_ok()
+                })
+        });
+    assert!(verified, "served without a verifying signature: {text}");
+    let doc: Value = serde_json::from_slice(&payload).expect("the payload is JSON");
+    assert_eq!(
+        rules::violation(&doc),
+        None,
+        "served a payload that breaks a rule"
+    );
+    assert_eq!(doc["id"], served.id());
+    assert_eq!(doc["revision"], served.revision());
+    true
+}
+
+/// Standard padded base64, decoded by hand (so the check does not share
+/// the sidecar's decoder); panics on anything else.
+fn b64(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = text.as_bytes();
+    assert!(
+        bytes.len() % 4 == 0,
+        "base64 of a served envelope is padded"
+    );
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    for chunk in bytes.chunks(4) {
+        let mut n = 0u32;
+        let mut pad = 0;
+        for &c in chunk {
+            n <<= 6;
+            if c == b'=' {
+                pad += 1;
+            } else {
+                n |= ALPHABET
+                    .iter()
+                    .position(|&a| a == c)
+                    .expect("base64 alphabet") as u32;
+            }
+        }
+        let three = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&three[..3 - pad]);
+    }
+    out
+}
+
 /// A resolve request: `query \n project-header \n environment-header`.
 /// Reading it never panics; an answer always names an environment of the
 /// project, and an exact answer is the one that was asked for.
