@@ -429,3 +429,76 @@ fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+#[tokio::test]
+async fn a_signing_simulator_is_followed_over_http_and_its_removals_are_tombstones() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = TestKey::new(dir.path(), "sim");
+    let sim = env_sidecar::sim::simulator::Simulator::start("127.0.0.1:0".parse().unwrap(), None)
+        .await
+        .unwrap();
+    sim.sign_with(std::sync::Arc::new(
+        env_sidecar::model::keys::parse_private(
+            &std::fs::read_to_string(&key.private_file).unwrap(),
+        )
+        .unwrap(),
+    ));
+    sim.publish([project("acme", 1), project("globex", 1)]);
+    let public = key.public_file.clone();
+    let t = TestSidecar::follow(&sim.url(), move |c| requiring(c, &[&public], None)).await;
+    t.wait_ready().await;
+    assert_eq!(t.served("acme", "qa").await, "qa-r1");
+    sim.publish([project("acme", 2)]);
+    t.wait_revision("acme", 2).await;
+    sim.remove(["globex"]);
+    eventually("globex removed by its tombstone", || async {
+        t.sidecar.store().project("globex").is_none()
+    })
+    .await;
+    assert_eq!(t.sidecar.store().high_water("globex"), Some(2));
+}
+
+#[tokio::test]
+async fn the_simulator_binary_signs_what_it_serves() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let key = TestKey::new(dir.path(), "sim");
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/snapshot.json");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_control-plane-sim"))
+        .arg("--snapshot")
+        .arg(&sample)
+        .arg("--sign-key")
+        .arg(&key.private_file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect(&line)
+        .to_owned();
+    let text = reqwest::get(format!("{url}/v1/snapshot"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let projects = body["projects"].as_array().unwrap();
+    assert_eq!(projects.len(), 3);
+    let snapshot = env_sidecar::model::wire::parse_snapshot(body.to_string().as_bytes()).unwrap();
+    let trust = env_sidecar::model::trust::Trust::new(vec![key.public.clone()], true, None);
+    for incoming in &snapshot.projects {
+        let seal = incoming.seal.as_ref().expect("an envelope");
+        trust
+            .check(seal, incoming.stamps(), std::time::SystemTime::now(), true)
+            .expect("it verifies");
+    }
+}

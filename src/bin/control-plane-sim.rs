@@ -68,6 +68,10 @@ struct Args {
     /// The variable holding the Redis password
     #[arg(long, value_name = "VAR")]
     redis_password_env: Option<String>,
+    /// Sign every document it serves with this private key (`env-sidecar
+    /// keygen`); removals become signed tombstones
+    #[arg(long, value_name = "FILE")]
+    sign_key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -98,6 +102,23 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(path) = &args.sign_key {
+        let key = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                env_sidecar::model::keys::parse_private(&text).map_err(|e| e.to_string())
+            });
+        match key {
+            Ok(key) => {
+                eprintln!("signing with key {}", key.keyid);
+                sim.sign_with(std::sync::Arc::new(key));
+            }
+            Err(e) => {
+                eprintln!("control-plane-sim: --sign-key {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if let Some(url) = &args.redis {
         let password = args
             .redis_password_env

@@ -25,6 +25,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use super::generate::{self, Rng};
+use crate::model::keys::SigningKey;
+use crate::model::wire::WireProject;
 use crate::server::error::json_response;
 use crate::server::{serve, Body, Handler, Limits, Reply};
 
@@ -94,6 +96,9 @@ struct Inner {
     epoch: watch::Sender<u64>,
     /// Every change, in order, to the Redis writer (when mirroring).
     mirror: Mutex<Option<mpsc::UnboundedSender<Mirrored>>>,
+    /// Signs every document published (and makes removals signed
+    /// tombstones) when set.
+    signer: Mutex<Option<Arc<SigningKey>>>,
 }
 
 /// The changes of one publish call, for Redis (written as one batch).
@@ -132,6 +137,7 @@ impl Simulator {
             shutdown: watch::channel(false).0,
             epoch: watch::channel(0).0,
             mirror: Mutex::new(None),
+            signer: Mutex::new(None),
         });
         let sim = Simulator { inner };
         tokio::spawn(sim.clone().serve_loop(listener));
@@ -183,8 +189,35 @@ impl Simulator {
         self.publish_raw(docs)
     }
 
+    /// From now on, signs every document it publishes with `key` (a
+    /// document that does not read is published as it is), and publishes
+    /// a removal as a signed tombstone at the next revision.
+    pub fn sign_with(&self, key: Arc<SigningKey>) {
+        *lock(&self.inner.signer) = Some(key);
+    }
+
     /// Publishes `(id, project revision, document text)` triples.
     pub fn publish_raw(&self, docs: Vec<(String, u64, String)>) -> u64 {
+        let docs = match lock(&self.inner.signer).clone() {
+            Some(key) => {
+                let now = SystemTime::now();
+                docs.into_iter()
+                    .map(|(id, rev, text)| {
+                        let text = match serde_json::from_str::<WireProject>(&text) {
+                            Ok(doc) => key.seal_document(&doc, now, None),
+                            Err(_) => text,
+                        };
+                        (id, rev, text)
+                    })
+                    .collect()
+            }
+            None => docs,
+        };
+        self.publish_texts(docs)
+    }
+
+    /// Publishes the texts exactly as given.
+    fn publish_texts(&self, docs: Vec<(String, u64, String)>) -> u64 {
         let mirror = lock(&self.inner.mirror).clone();
         let mut batch = Vec::new();
         let mut world = lock(&self.inner.world);
@@ -209,8 +242,23 @@ impl Simulator {
         revision
     }
 
-    /// Removes projects (one change each).
+    /// Removes projects (one change each); signing, it publishes a signed
+    /// tombstone of each instead.
     pub fn remove<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> u64 {
+        if let Some(key) = lock(&self.inner.signer).clone() {
+            let now = SystemTime::now();
+            let tombstones: Vec<(String, u64, String)> = {
+                let world = lock(&self.inner.world);
+                ids.into_iter()
+                    .filter_map(|id| {
+                        let (rev, _) = world.projects.get(id)?;
+                        let next = rev + 1;
+                        Some((id.to_owned(), next, key.seal_tombstone(id, next, now)))
+                    })
+                    .collect()
+            };
+            return self.publish_texts(tombstones);
+        }
         let mirror = lock(&self.inner.mirror).clone();
         let mut batch = Vec::new();
         let mut world = lock(&self.inner.world);
