@@ -25,6 +25,9 @@ struct Args {
     /// Overrides source.path (kind = "file")
     #[arg(long, value_name = "PATH")]
     source_path: Option<PathBuf>,
+    /// Overrides node.id (this sidecar's name in fleet reports)
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -132,6 +135,9 @@ fn load_config(args: &Args) -> Result<Config, env_sidecar::config::ConfigError> 
     }
     if let Some(p) = &args.source_path {
         config.source.path = p.clone();
+    }
+    if let Some(id) = &args.node_id {
+        config.node.id = id.clone();
     }
     config.check()?;
     Ok(config)

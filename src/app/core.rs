@@ -24,6 +24,7 @@ use crate::sync::keys::{KeyWatcher, TrustState};
 use crate::sync::readiness::Readiness;
 use crate::sync::redis::RedisSource;
 use crate::sync::refresh::Refresher;
+use crate::sync::report::{host_name, Identity, ReportState, Reporter};
 use crate::sync::runtime::SyncRuntime;
 use crate::sync::status::SyncStatus;
 use crate::sync::writer::{self, WriterHandle};
@@ -43,6 +44,10 @@ pub struct Core {
     pub cache: Arc<CacheState>,
     /// The keys in use, for status.
     pub trust: Arc<TrustState>,
+    /// The node report's writes, for status.
+    pub report: Arc<ReportState>,
+    /// This node's id in the fleet.
+    pub node: String,
     cache_path: Option<PathBuf>,
     commands: mpsc::Sender<SourceCommand>,
     /// Dropped first at shutdown so the writer ends.
@@ -72,13 +77,14 @@ impl Core {
         let cache_path = Some(config.cache.path.clone()).filter(|p| !p.as_os_str().is_empty());
         let cache_state = Arc::new(CacheState::default());
         let persist = cache_path.as_ref().map(|_| Arc::new(Notify::new()));
-        let (writer, writer_stopped) = writer::spawn(
-            store_writer,
-            clock.clone(),
-            persist.clone(),
-            metrics.clone(),
-        )
-        .map_err(StartError::Writer)?;
+        let report_due = Arc::new(Notify::new());
+        let listeners = writer::Listeners {
+            persist: persist.clone(),
+            report: Some(report_due.clone()),
+        };
+        let (writer, writer_stopped) =
+            writer::spawn(store_writer, clock.clone(), listeners, metrics.clone())
+                .map_err(StartError::Writer)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (commands, commands_rx) = mpsc::channel(16);
 
@@ -146,6 +152,38 @@ impl Core {
             };
             background.push(sync_runtime.spawn(cache.run(shutdown_rx.clone())));
         }
+        let node = if config.node.id.is_empty() {
+            host_name()
+        } else {
+            config.node.id.clone()
+        };
+        let report_state = Arc::new(ReportState::default());
+        if let Some(sink) =
+            sync::report::sink_for(config, &options.env, &node).map_err(StartError::Report)?
+        {
+            let reporter = Reporter {
+                sink,
+                identity: Identity {
+                    node: node.clone(),
+                    labels: config.node.labels.clone(),
+                    source: s.kind.as_str(),
+                    started_at: clock.now(),
+                },
+                store: store.clone(),
+                status: status.clone(),
+                metrics: metrics.clone(),
+                clock: clock.clone(),
+                state: report_state.clone(),
+                due: report_due,
+                cursor: match s.kind {
+                    SourceKind::Redis => |c| sync::redis::StreamId::unpack(c).to_string(),
+                    _ => |c| c.to_string(),
+                },
+                interval: config.report.interval,
+                min_interval: config.report.min_interval,
+            };
+            background.push(sync_runtime.spawn(reporter.run(shutdown_rx.clone())));
+        }
         if !t.keys.is_empty() {
             let watcher = KeyWatcher {
                 paths: t.keys.clone(),
@@ -165,6 +203,8 @@ impl Core {
             clock,
             cache: cache_state,
             trust: trust_state,
+            report: report_state,
+            node,
             cache_path,
             commands,
             writer,
@@ -189,6 +229,9 @@ impl Core {
                 cache_path: self.cache_path.clone(),
                 cache: self.cache.clone(),
                 trust: self.trust.clone(),
+                report: self.report.clone(),
+                node: self.node.clone(),
+                labels: config.node.labels.clone(),
             },
         }
     }

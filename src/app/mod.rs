@@ -56,6 +56,8 @@ pub enum StartError {
     Redis(String),
     #[error("{0}")]
     Trust(String),
+    #[error("cannot set up the node report: {0}")]
+    Report(String),
 }
 
 /// How to start, beyond the config file.
@@ -160,6 +162,10 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
         None => None,
     };
 
+    let mut config = config;
+    if config.node.id.is_empty() {
+        config.node.id = format!("{}:{}", crate::sync::report::host_name(), data_addr.port());
+    }
     let core = Core::start(&config, &options).await?;
     let shutdown_rx = core.shutdown.subscribe();
     let data = Arc::new(DataPlane {
@@ -199,6 +205,8 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
         %admin_addr,
         unix_socket = ?unix_socket,
         source = config.source.kind.as_str(),
+        node = %config.node.id,
+        labels = ?config.node.labels,
         "env-sidecar listening"
     );
     Ok(Sidecar {

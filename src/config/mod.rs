@@ -45,6 +45,8 @@ pub struct Config {
     pub readiness: ReadinessConfig,
     pub log: LogConfig,
     pub trust: TrustConfig,
+    pub node: NodeConfig,
+    pub report: ReportConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -191,6 +193,64 @@ pub struct ReadinessConfig {
     /// zero means never.
     #[serde(deserialize_with = "duration")]
     pub max_staleness: Duration,
+}
+
+/// Labels a node may carry, and how long their keys and values may be.
+pub const MAX_LABELS: usize = 8;
+pub const MAX_LABEL_LEN: usize = 63;
+pub const MAX_NODE_ID_LEN: usize = 128;
+
+/// Who this sidecar is in a fleet.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Empty: the host name and the data-plane port (`gw-7:8080`).
+    pub id: String,
+    /// Static labels (`region`, `zone`, ...): at most 8; keys 1-63 of
+    /// `a-z 0-9 . _ -` starting with a letter, values 0-63 of
+    /// `A-Z a-z 0-9 . _ -`.
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// The served report each sidecar publishes for fleet commands.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportConfig {
+    /// Publish it (to the Redis source, or to the control plane over
+    /// HTTP; the file source only with `redis_url`).
+    pub enabled: bool,
+    /// Heartbeat: the report is written at least this often; it expires
+    /// after three of them.
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+    /// At most one write this often: a burst of changes is one write.
+    #[serde(deserialize_with = "duration")]
+    pub min_interval: Duration,
+    /// Where reports go instead of `source.url` (a primary, when data is
+    /// read from a replica); for the file source, enables Redis reports.
+    pub redis_url: String,
+    /// The variable holding that Redis' password (empty: `source.token_env`).
+    pub token_env: String,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        ReportConfig {
+            enabled: true,
+            interval: Duration::from_secs(10),
+            min_interval: Duration::from_secs(1),
+            redis_url: String::new(),
+            token_env: String::new(),
+        }
+    }
+}
+
+/// True for a node id of 1-128 of `A-Z a-z 0-9 . _ : -`.
+pub fn is_valid_node_id(id: &str) -> bool {
+    (1..=MAX_NODE_ID_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
 }
 
 /// Which signatures documents must carry.
@@ -381,6 +441,47 @@ impl Config {
                 "must be a level (error, warn, info, debug, trace) or target=level list",
             );
         }
+        if !self.node.id.is_empty() && !is_valid_node_id(&self.node.id) {
+            return invalid("node.id", "must be 1-128 of A-Z a-z 0-9 . _ : -");
+        }
+        if self.node.labels.len() > MAX_LABELS {
+            return invalid("node.labels", "at most 8 labels");
+        }
+        for (key, value) in &self.node.labels {
+            let key_ok = (1..=MAX_LABEL_LEN).contains(&key.len())
+                && key.starts_with(|c: char| c.is_ascii_lowercase())
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+            let value_ok = value.len() <= MAX_LABEL_LEN
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !key_ok || !value_ok {
+                return Err(ConfigError::Invalid {
+                    key: "node.labels",
+                    message: format!(
+                        "{key:?} = {value:?}: keys are 1-63 of a-z 0-9 . _ - starting with a letter, values 0-63 of A-Z a-z 0-9 . _ -"
+                    ),
+                });
+            }
+        }
+        let r = &self.report;
+        if r.interval.is_zero() || r.min_interval.is_zero() {
+            return invalid(
+                "report.interval",
+                "report.interval and report.min_interval must be greater than zero",
+            );
+        }
+        if r.min_interval > r.interval {
+            return invalid("report.min_interval", "must not exceed report.interval");
+        }
+        if !(r.redis_url.is_empty()
+            || r.redis_url.starts_with("redis://")
+            || r.redis_url.starts_with("rediss://"))
+        {
+            return invalid("report.redis_url", "must start with redis:// or rediss://");
+        }
         if self.trust.require_signatures && self.trust.keys.is_empty() {
             return invalid(
                 "trust.keys",
@@ -482,6 +583,16 @@ mod tests {
                 "trust.max_signature_age",
             ),
             ("[trust]\nkeys = \"one.pub\"\n", "trust.keys"),
+            ("[node]\nid = \"has space\"\n", "node.id"),
+            ("[node.labels]\nRegion = \"eu\"\n", "node.labels"),
+            ("[node.labels]\nregion = \"eu west\"\n", "node.labels"),
+            (
+                "[node.labels]\na = \"1\"\nb = \"1\"\nc = \"1\"\nd = \"1\"\ne = \"1\"\nf = \"1\"\ng = \"1\"\nh = \"1\"\ni = \"1\"\n",
+                "node.labels",
+            ),
+            ("[report]\ninterval = \"0s\"\n", "report.interval"),
+            ("[report]\nmin_interval = \"1m\"\n", "report.min_interval"),
+            ("[report]\nredis_url = \"http://x\"\n", "report.redis_url"),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text:?} gave {err}");

@@ -81,6 +81,38 @@ pub fn render(config: &Config, env: &Env, source_path: &str) -> Result<String, S
         "max_staleness = {}",
         q(&d(config.readiness.max_staleness))
     );
+    let t = &config.trust;
+    let _ = writeln!(out, "\n[trust]");
+    let keys: Vec<String> = t.keys.iter().map(|k| q(&k.display().to_string())).collect();
+    let _ = writeln!(out, "keys = [{}]", keys.join(", "));
+    let _ = writeln!(out, "require_signatures = {}", t.require_signatures);
+    let _ = writeln!(out, "max_signature_age = {}", q(&d(t.max_signature_age)));
+    let n = &config.node;
+    let _ = writeln!(out, "\n[node]");
+    let id_note = if n.id.is_empty() {
+        "  # empty: the host name and the data-plane port"
+    } else {
+        ""
+    };
+    let _ = writeln!(out, "id = {}{id_note}", q(&n.id));
+    let labels: Vec<String> = n
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{} = {}", q(k), q(v)))
+        .collect();
+    let _ = writeln!(out, "labels = {{ {} }}", labels.join(", "));
+    let r = &config.report;
+    let _ = writeln!(out, "\n[report]");
+    let _ = writeln!(out, "enabled = {}", r.enabled);
+    let _ = writeln!(out, "interval = {}", q(&d(r.interval)));
+    let _ = writeln!(out, "min_interval = {}", q(&d(r.min_interval)));
+    let _ = writeln!(out, "redis_url = {}", q(&r.redis_url));
+    let token_note = if r.token_env.is_empty() {
+        "the source's".to_owned()
+    } else {
+        secret(&r.token_env).to_owned()
+    };
+    let _ = writeln!(out, "token_env = {}  # {token_note}", q(&r.token_env));
     let _ = writeln!(out, "\n[log]");
     let _ = writeln!(out, "format = {}", q(config.log.format.as_str()));
     let _ = writeln!(out, "level = {}", q(&config.log.level));
@@ -113,7 +145,10 @@ mod tests {
     #[test]
     fn the_rendering_reads_back_as_the_same_config() {
         let config = Config::from_toml(
-            "[source]\npoll_interval = \"250ms\"\n[log]\nformat = \"json\"\n",
+            "[source]\npoll_interval = \"250ms\"\n[log]\nformat = \"json\"\n\
+             [trust]\nkeys = [\"a.pub\", \"keys/\"]\nrequire_signatures = true\n\
+             [node]\nid = \"gw-1\"\nlabels = { region = \"eu\", zone = \"b\" }\n\
+             [report]\ninterval = \"20s\"\n",
             Path::new("x.toml"),
         )
         .unwrap();
@@ -128,5 +163,10 @@ mod tests {
         assert_eq!(again.source.poll_interval, config.source.poll_interval);
         assert_eq!(again.log.format, config.log.format);
         assert_eq!(again.admin.listen, config.admin.listen);
+        assert_eq!(again.trust.keys, config.trust.keys);
+        assert!(again.trust.require_signatures);
+        assert_eq!(again.node.labels, config.node.labels);
+        assert_eq!(again.node.id, "gw-1");
+        assert_eq!(again.report.interval, config.report.interval);
     }
 }

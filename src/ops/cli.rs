@@ -1,5 +1,5 @@
 //! The operator commands that need no sidecar config, as `clap`
-//! subcommands: `validate`, `publish`, `keygen`, `sign`. `main` parses
+//! subcommands: `validate`, `publish`, `keygen`, `sign`, `fleet`. `main` parses
 //! them beside its own (`health`, `check-config`) and hands them to
 //! [`Tool::run`], which returns the exit status.
 
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::input::Input;
-use super::{keygen, publish, sign, validate};
+use super::{fleet, keygen, publish, sign, validate};
 use crate::config::secret::Env;
 use crate::model::keys::{self, SigningKey};
 use crate::model::trust::Trust;
@@ -48,9 +48,21 @@ pub enum Tool {
         /// become signed tombstones)
         #[arg(long, value_name = "FILE")]
         sign_key: Option<PathBuf>,
+        /// Then wait until the fleet serves what was published (as `fleet
+        /// wait`; exit 1 at the timeout)
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        waiting: WaitArgs,
         /// The snapshot file (`-` reads stdin)
         #[arg(value_name = "FILE")]
         file: PathBuf,
+    },
+    /// Which revision every gateway node serves, from the reports the
+    /// sidecars publish
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
     },
     /// Make an Ed25519 key pair for signing documents (the private key
     /// file with mode 0600; neither file may exist)
@@ -81,6 +93,124 @@ pub enum Tool {
         file: PathBuf,
     },
 }
+
+#[derive(Debug, clap::Subcommand)]
+pub enum FleetCommand {
+    /// One line per node (provenance, report age, digest against the
+    /// source, projects behind, rejections), then a summary; exit 0, 2
+    /// when the store cannot be read
+    Status {
+        #[command(flatten)]
+        from: FleetFrom,
+        /// Also the revision each node serves of this project
+        #[arg(long, value_name = "P")]
+        project: Option<String>,
+        /// One JSON document instead of lines
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wait until the fleet serves a project at a revision (or later);
+    /// exit 0 then, 1 at the timeout (naming the nodes behind and why), 2
+    /// when the store cannot be read
+    Wait {
+        #[command(flatten)]
+        from: FleetFrom,
+        #[arg(long, value_name = "P")]
+        project: String,
+        #[arg(long, value_name = "R")]
+        revision: u64,
+        #[command(flatten)]
+        waiting: WaitArgs,
+    },
+}
+
+/// Where the node reports are: Redis or a control plane.
+#[derive(Debug, Clone, clap::Args)]
+#[group(skip)]
+#[command(group(
+    clap::ArgGroup::new("fleet_store")
+        .required(true)
+        .multiple(false)
+        .args(["redis", "control_plane"])
+))]
+pub struct FleetFrom {
+    /// The Redis the fleet follows (redis:// or rediss://)
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// Keys {P}:projects, {P}:nodes, {P}:node:<id>
+    #[arg(long, value_name = "P", default_value = "env-sidecar")]
+    pub key_prefix: String,
+    /// The variable holding the Redis password
+    #[arg(
+        long,
+        value_name = "VAR",
+        default_value = "ENV_SIDECAR_CONTROL_PLANE_TOKEN"
+    )]
+    pub password_env: String,
+    /// The control plane the fleet follows over HTTP
+    #[arg(long, value_name = "URL")]
+    pub control_plane: Option<String>,
+    /// The variable holding the control-plane token
+    #[arg(
+        long,
+        value_name = "VAR",
+        default_value = "ENV_SIDECAR_CONTROL_PLANE_TOKEN"
+    )]
+    pub token_env: String,
+}
+
+impl FleetFrom {
+    fn target(self) -> fleet::reader::Target {
+        match (self.redis, self.control_plane) {
+            (Some(url), _) => fleet::reader::Target::Redis {
+                url,
+                key_prefix: self.key_prefix,
+                password_env: self.password_env,
+            },
+            (None, Some(url)) => fleet::reader::Target::ControlPlane {
+                url,
+                token_env: self.token_env,
+            },
+            // clap requires one of them.
+            (None, None) => fleet::reader::Target::ControlPlane {
+                url: String::new(),
+                token_env: self.token_env,
+            },
+        }
+    }
+}
+
+/// How long and for how much of the fleet to wait.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WaitArgs {
+    /// The fraction of live nodes that must serve it
+    #[arg(long, value_name = "F", default_value_t = 1.0)]
+    pub min_fraction: f64,
+    /// Give up after this long (exit 1)
+    #[arg(long, value_name = "D", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Only nodes with this label (repeat: all must match)
+    #[arg(long, value_name = "LABEL=VALUE", value_parser = fleet::parse_selector)]
+    pub selector: Vec<(String, String)>,
+}
+
+impl WaitArgs {
+    fn wait(self, targets: Vec<(String, u64)>) -> Result<fleet::Wait, u8> {
+        if !(self.min_fraction > 0.0 && self.min_fraction <= 1.0) {
+            eprintln!("env-sidecar: --min-fraction must be above 0 and at most 1");
+            return Err(USAGE);
+        }
+        Ok(fleet::Wait {
+            targets,
+            min_fraction: self.min_fraction,
+            timeout: self.timeout,
+            selector: self.selector,
+        })
+    }
+}
+
+/// Exit status of a bad flag value (as clap's own usage errors).
+const USAGE: u8 = 2;
 
 /// Where a Redis store is and how to log in.
 #[derive(Debug, Clone, clap::Args)]
@@ -130,11 +260,18 @@ impl Tool {
                 max_removed_fraction,
                 allow_mass_removal,
                 sign_key,
+                wait,
+                waiting,
                 file,
             } => {
                 let sign_key = match sign_key.as_deref().map(private_key).transpose() {
                     Ok(key) => key.map(Arc::new),
                     Err(status) => return status,
+                };
+                let target = fleet::reader::Target::Redis {
+                    url: redis.url.clone(),
+                    key_prefix: redis.key_prefix.clone(),
+                    password_env: redis.password_env.clone(),
                 };
                 let args = publish::Publish {
                     redis: redis.url,
@@ -145,7 +282,45 @@ impl Tool {
                     file: Input::parse(&file),
                     sign_key,
                 };
-                block_on(publish::run(&args, &Env::process(), &mut stdout))
+                let env = Env::process();
+                block_on(async {
+                    let published = match publish::publish(&args, &env, &mut stdout).await {
+                        Ok(published) => published,
+                        Err(status) => return status,
+                    };
+                    if !wait {
+                        return publish::OK;
+                    }
+                    match waiting.wait(published) {
+                        Ok(what) => fleet::wait(&target, &what, &env, &mut stdout).await,
+                        Err(status) => status,
+                    }
+                })
+            }
+            Tool::Fleet { command } => {
+                let env = Env::process();
+                match command {
+                    FleetCommand::Status {
+                        from,
+                        project,
+                        json,
+                    } => block_on(fleet::status(
+                        &from.target(),
+                        project.as_deref(),
+                        json,
+                        &env,
+                        &mut stdout,
+                    )),
+                    FleetCommand::Wait {
+                        from,
+                        project,
+                        revision,
+                        waiting,
+                    } => match waiting.wait(vec![(project, revision)]) {
+                        Ok(what) => block_on(fleet::wait(&from.target(), &what, &env, &mut stdout)),
+                        Err(status) => status,
+                    },
+                }
             }
             Tool::Keygen {
                 private,

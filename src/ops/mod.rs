@@ -8,6 +8,7 @@
 
 pub mod check_config;
 pub mod cli;
+pub mod fleet;
 pub mod health;
 pub mod input;
 pub mod keygen;

@@ -34,7 +34,9 @@ use crate::sync::keys::TrustState;
 use crate::sync::readiness::Readiness;
 use crate::sync::redis::StreamId;
 use crate::sync::refresh::{RefreshRequest, Refresher, Scope};
+use crate::sync::report::ReportState;
 use crate::sync::status::Event;
+use crate::sync::status::Provenance;
 use crate::telemetry::{Gauges, Metrics, RefreshLabel};
 
 /// What `/admin/status` reports about the configuration.
@@ -47,6 +49,9 @@ pub struct StatusInfo {
     pub cache_path: Option<PathBuf>,
     pub cache: Arc<CacheState>,
     pub trust: Arc<TrustState>,
+    pub report: Arc<ReportState>,
+    pub node: String,
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Every route of this plane, as `(method, OpenAPI path)`: the surface
@@ -83,7 +88,13 @@ impl Handler for AdminPlane {
                 json_response(StatusCode::OK, &b"{\"status\":\"ok\"}"[..])
             }
             (&Method::GET, "/readyz") => match self.readiness.check() {
-                Ok(()) => json_response(StatusCode::OK, &b"{\"ready\":true}"[..]),
+                Ok(()) => {
+                    let p = self.provenance().as_str();
+                    json_response(
+                        StatusCode::OK,
+                        format!("{{\"ready\":true,\"provenance\":\"{p}\"}}"),
+                    )
+                }
                 Err(why) => ApiError::not_ready(why).into_response(),
             },
             (&Method::GET, "/metrics") => {
@@ -94,6 +105,7 @@ impl Handler for AdminPlane {
                     age_seconds: r.status.age(r.clock.now()).map_or(0.0, |a| a.as_secs_f64()),
                     projects: r.store.project_count(),
                     environments: r.store.environment_count(),
+                    provenance: self.provenance().as_str(),
                 });
                 let mut response = Response::new(Body::new(text));
                 response.headers_mut().insert(
@@ -129,6 +141,10 @@ impl AdminPlane {
         }
     }
 
+    fn provenance(&self) -> Provenance {
+        Provenance::of(&self.readiness.store, &self.readiness.status)
+    }
+
     async fn refresh(&self, query: &str) -> Response<Body> {
         let request = match parse_refresh(query) {
             Ok(r) => r,
@@ -149,8 +165,14 @@ impl AdminPlane {
             Some(Err(e)) => (None, Some(EventView::from(&e))),
             None => (None, None),
         };
+        let report = self.info.report.view();
         let view = StatusView {
             version: env!("CARGO_PKG_VERSION"),
+            node: NodeView {
+                id: &self.info.node,
+                labels: &self.info.labels,
+            },
+            provenance: self.provenance().as_str(),
             ready: readiness.is_ok(),
             not_ready_reason: readiness.err().map(|e| e.to_string()),
             source: SourceView {
@@ -193,6 +215,12 @@ impl AdminPlane {
                     last_error: t.last_error.as_ref().map(EventView::from),
                 }
             },
+            report: ReportStatusView {
+                target: report.target,
+                writes: report.writes,
+                last_write: report.last_write.as_ref().map(EventView::from),
+                last_error: report.last_error.as_ref().map(EventView::from),
+            },
             cache: CacheView {
                 path: self
                     .info
@@ -224,6 +252,8 @@ fn parse_refresh(query: &str) -> Result<RefreshRequest, String> {
 #[derive(Serialize)]
 struct StatusView<'a> {
     version: &'static str,
+    node: NodeView<'a>,
+    provenance: &'static str,
     ready: bool,
     not_ready_reason: Option<String>,
     source: SourceView<'a>,
@@ -236,7 +266,23 @@ struct StatusView<'a> {
     rejected: Vec<RejectionView>,
     next_scheduled_change: Option<ScheduledChangeView>,
     trust: TrustView,
+    report: ReportStatusView,
     cache: CacheView,
+}
+
+#[derive(Serialize)]
+struct NodeView<'a> {
+    id: &'a str,
+    labels: &'a std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct ReportStatusView {
+    /// Where the node report goes; `null` when none is written.
+    target: Option<String>,
+    writes: u64,
+    last_write: Option<EventView>,
+    last_error: Option<EventView>,
 }
 
 #[derive(Serialize)]

@@ -8,6 +8,8 @@
 //!
 //! * [`generate`]: deterministic synthetic project documents.
 //! * [`simulator`]: the control-plane simulator.
+//! * [`nodes`]: the node reports it keeps for fleet commands.
 
 pub mod generate;
+pub mod nodes;
 pub mod simulator;

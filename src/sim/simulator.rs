@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use super::generate::{self, Rng};
+use super::nodes::{NodeBoard, MAX_REPORT_BYTES};
 use crate::model::keys::SigningKey;
 use crate::model::wire::WireProject;
 use crate::server::error::json_response;
@@ -99,6 +100,8 @@ struct Inner {
     /// Signs every document published (and makes removals signed
     /// tombstones) when set.
     signer: Mutex<Option<Arc<SigningKey>>>,
+    /// The node reports sidecars sent.
+    nodes: NodeBoard,
 }
 
 /// The changes of one publish call, for Redis (written as one batch).
@@ -138,6 +141,7 @@ impl Simulator {
             epoch: watch::channel(0).0,
             mirror: Mutex::new(None),
             signer: Mutex::new(None),
+            nodes: NodeBoard::default(),
         });
         let sim = Simulator { inner };
         tokio::spawn(sim.clone().serve_loop(listener));
@@ -170,6 +174,11 @@ impl Simulator {
 
     pub fn last_if_none_match(&self) -> Option<String> {
         lock(&self.inner.last_if_none_match).clone()
+    }
+
+    /// The node reports sidecars sent it.
+    pub fn nodes(&self) -> &NodeBoard {
+        &self.inner.nodes
     }
 
     pub fn revision(&self) -> u64 {
@@ -476,6 +485,14 @@ impl Simulator {
             }
         }
         let path = req.uri().path().to_owned();
+        if path == "/v1/nodes" || path.starts_with("/v1/nodes/") {
+            let method = req.method().clone();
+            let body = http_body_util::Limited::new(req.into_body(), MAX_REPORT_BYTES);
+            return match http_body_util::BodyExt::collect(body).await {
+                Ok(body) => inner.nodes.answer(&method, &path, &body.to_bytes()),
+                Err(_) => text(StatusCode::PAYLOAD_TOO_LARGE, "report too large"),
+            };
+        }
         let kind = if path == "/v1/snapshot" {
             &inner.counters.snapshot
         } else if path == "/v1/changes" {

@@ -18,6 +18,7 @@
 //! * [`cache`]: the last-known-good file. [`memory`]: giving memory back
 //!   after a large update.
 //! * [`keys`]: the trusted keys, read again when their files change.
+//! * [`report`]: what this node serves, published for fleet commands.
 //! * [`runtime`]: the sync thread, where the source and the cache writer
 //!   run, away from the request threads.
 //!
@@ -33,6 +34,7 @@ pub mod memory;
 pub mod readiness;
 pub mod redis;
 pub mod refresh;
+pub mod report;
 pub mod runtime;
 pub mod status;
 pub mod writer;
@@ -245,7 +247,10 @@ pub async fn run<S: Source>(
                 }
                 match stepped.contact {
                     Contact::Reached(message) => ctx.status.success(ctx.clock.now(), message),
-                    Contact::Unchanged => ctx.status.baseline(ctx.clock.now()),
+                    Contact::Unchanged => {
+                        ctx.status.confirm();
+                        ctx.status.baseline(ctx.clock.now());
+                    }
                     Contact::Nothing => {}
                 }
                 next = Instant::now() + stepped.next;

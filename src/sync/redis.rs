@@ -79,12 +79,17 @@ impl fmt::Display for StreamId {
     }
 }
 
-/// `{P}:projects` and `{P}:changes`: the braces are a hash tag, so Redis
-/// Cluster keeps both in one slot.
+/// `{P}:projects` and `{P}:changes`, and the node reports beside them
+/// (`{P}:nodes`, `{P}:node:<id>`): the braces are a hash tag, so Redis
+/// Cluster keeps them all in one slot.
 #[derive(Debug, Clone)]
 pub struct RedisKeys {
     pub projects: String,
     pub changes: String,
+    /// A sorted set: node id → time of its last report (ms since the
+    /// epoch).
+    pub nodes: String,
+    prefix: String,
 }
 
 impl RedisKeys {
@@ -92,7 +97,14 @@ impl RedisKeys {
         RedisKeys {
             projects: format!("{{{prefix}}}:projects"),
             changes: format!("{{{prefix}}}:changes"),
+            nodes: format!("{{{prefix}}}:nodes"),
+            prefix: prefix.to_owned(),
         }
+    }
+
+    /// The hash holding node `id`'s report (it expires with the node).
+    pub fn node(&self, id: &str) -> String {
+        format!("{{{}}}:node:{id}", self.prefix)
     }
 }
 

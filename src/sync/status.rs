@@ -4,9 +4,49 @@
 //! Written by the source task, read by the operator plane; never touched by
 //! the resolve path.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::store::Store;
+
+/// Where what a sidecar serves comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provenance {
+    /// The source confirmed it since this process started.
+    Live,
+    /// The last-known-good cache, the source not reached since start.
+    Cache,
+    /// Nothing is loaded yet.
+    NeverSynced,
+}
+
+impl Provenance {
+    pub const ALL: [Provenance; 3] = [Provenance::Live, Provenance::Cache, Provenance::NeverSynced];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provenance::Live => "live",
+            Provenance::Cache => "cache",
+            Provenance::NeverSynced => "never_synced",
+        }
+    }
+
+    /// What `store`, synced as `status` says, serves.
+    pub fn of(store: &Store, status: &SyncStatus) -> Provenance {
+        if !store.is_loaded() {
+            Provenance::NeverSynced
+        } else if status.confirmed() {
+            Provenance::Live
+        } else {
+            Provenance::Cache
+        }
+    }
+}
 
 /// A timestamped message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +61,10 @@ pub struct SyncStatus {
     /// an atomic so readiness checks take no lock.
     last_contact_ms: AtomicU64,
     events: Mutex<Events>,
+    /// The source was reached since start (not only the cache loaded).
+    confirmed: AtomicBool,
+    /// Notified once, when `confirmed` turns true.
+    first_contact: Notify,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -30,8 +74,29 @@ pub struct Events {
 }
 
 impl SyncStatus {
+    /// The source was reached and what is served is confirmed by it
+    /// (called on every success; only the first one wakes anybody).
+    pub fn confirm(&self) {
+        if !self.confirmed.swap(true, Ordering::AcqRel) {
+            self.first_contact.notify_one();
+        }
+    }
+
+    /// True once the source was reached since start.
+    pub fn confirmed(&self) -> bool {
+        self.confirmed.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the source is first reached (at once if it was).
+    pub async fn first_contact(&self) {
+        if !self.confirmed() {
+            self.first_contact.notified().await;
+        }
+    }
+
     /// The source reached its data (even if nothing changed).
     pub fn success(&self, at: SystemTime, message: impl Into<String>) {
+        self.confirm();
         let ms = at
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)

@@ -152,6 +152,8 @@ pub struct Writer {
     store: StoreWriter,
     clock: SharedClock,
     persist: Option<Arc<Notify>>,
+    /// Notified after every change or rejection, for the node report.
+    report: Option<Arc<Notify>>,
     metrics: Arc<Metrics>,
     due: BinaryHeap<Reverse<(SystemTime, String)>>,
 }
@@ -168,12 +170,22 @@ impl Stopped {
     }
 }
 
-/// Starts the writer thread. `persist` is notified after every change
-/// (except loading the cache itself), for the last-known-good cache.
+/// Who the writer tells about what it did.
+#[derive(Debug, Default, Clone)]
+pub struct Listeners {
+    /// Notified after every change (except loading the cache itself), for
+    /// the last-known-good cache.
+    pub persist: Option<Arc<Notify>>,
+    /// Notified after every change or rejection (the cache load
+    /// included), for the node report.
+    pub report: Option<Arc<Notify>>,
+}
+
+/// Starts the writer thread.
 pub fn spawn(
     store: StoreWriter,
     clock: SharedClock,
-    persist: Option<Arc<Notify>>,
+    listeners: Listeners,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<(WriterHandle, Stopped)> {
     let (tx, rx) = mpsc::channel::<Command>();
@@ -181,7 +193,8 @@ pub fn spawn(
     let writer = Writer {
         store,
         clock,
-        persist,
+        persist: listeners.persist,
+        report: listeners.report,
         metrics,
         due: BinaryHeap::new(),
     };
@@ -254,6 +267,12 @@ impl Writer {
             }
             for (id, at) in &report.scheduled {
                 self.due.push(Reverse((*at, id.clone())));
+            }
+            if let (Some(notify), true) = (
+                &self.report,
+                report.to_persist() || !report.rejected.is_empty(),
+            ) {
+                notify.notify_one();
             }
         }
         result

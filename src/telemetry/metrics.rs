@@ -38,9 +38,13 @@ pub const BUILD_INFO: &str = "env_sidecar_build_info";
 pub const UPDATES_REFUSED: &str = "env_sidecar_updates_refused_total";
 pub const CONNECTIONS_REFUSED: &str = "env_sidecar_connections_refused_total";
 pub const OPEN_CONNECTIONS: &str = "env_sidecar_open_connections";
+/// Fleet convergence: where what is served comes from, and the node
+/// report's writes.
+pub const SERVING_PROVENANCE: &str = "env_sidecar_serving_provenance";
+pub const REPORT_WRITES: &str = "env_sidecar_report_writes_total";
 
 /// Every metric name, for tests and docs.
-pub const ALL: [&str; 16] = [
+pub const ALL: [&str; 18] = [
     RESOLVE_REQUESTS,
     RESOLVE_DURATION,
     SYNC_REQUESTS,
@@ -57,7 +61,23 @@ pub const ALL: [&str; 16] = [
     UPDATES_REFUSED,
     CONNECTIONS_REFUSED,
     OPEN_CONNECTIONS,
+    SERVING_PROVENANCE,
+    REPORT_WRITES,
 ];
+
+/// The `provenance` label of `env_sidecar_serving_provenance`.
+pub const PROVENANCES: [&str; 3] = ["live", "cache", "never_synced"];
+
+/// The `result` label of `env_sidecar_report_writes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportResult {
+    Ok = 0,
+    /// The store refused it (read-only replica, ACL, 401/403).
+    Refused = 1,
+    Error = 2,
+}
+
+const REPORT_RESULTS: [&str; 3] = ["ok", "refused", "error"];
 
 /// The `listener` label of the connection metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +191,8 @@ pub struct Gauges {
     pub age_seconds: f64,
     pub projects: usize,
     pub environments: usize,
+    /// One of [`PROVENANCES`].
+    pub provenance: &'static str,
 }
 
 #[derive(Debug)]
@@ -194,6 +216,8 @@ pub struct Metrics {
     mass_removal_refused: Counter,
     connections_refused: [Counter; 3],
     open_connections: [Gauge; 3],
+    provenance: [Gauge; 3],
+    report_writes: [Counter; 3],
 }
 
 impl Metrics {
@@ -271,6 +295,14 @@ impl Metrics {
                     &metadata(),
                 )
             }),
+            provenance: PROVENANCES.map(|p| {
+                recorder.register_gauge(
+                    &Key::from_parts(SERVING_PROVENANCE, vec![Label::new("provenance", p)]),
+                    &metadata(),
+                )
+            }),
+            report_writes: REPORT_RESULTS
+                .map(|r| counter(REPORT_WRITES, vec![Label::new("result", r)])),
             handle: recorder.handle(),
         };
         Arc::new(metrics)
@@ -319,6 +351,11 @@ impl Metrics {
         self.open_connections[listener as usize].increment(delta);
     }
 
+    /// A node report write and how it went.
+    pub fn report_written(&self, result: ReportResult) {
+        self.report_writes[result as usize].increment(1);
+    }
+
     pub fn scheduled_applied(&self, n: u64) {
         self.scheduled.increment(n);
     }
@@ -335,6 +372,9 @@ impl Metrics {
         self.projects.set(gauges.projects as f64);
         self.environments.set(gauges.environments as f64);
         self.age.set(gauges.age_seconds);
+        for (gauge, label) in self.provenance.iter().zip(PROVENANCES) {
+            gauge.set(if label == gauges.provenance { 1.0 } else { 0.0 });
+        }
         let mut text = self.handle.render();
         self.resolve_duration
             .render(RESOLVE_DURATION, RESOLVE_DURATION_HELP, &mut text);
@@ -439,4 +479,14 @@ fn describe(recorder: &PrometheusRecorder) {
         "Connections over the limit, answered 503 overloaded and closed, by listener.",
     );
     g(OPEN_CONNECTIONS, None, "Open connections, by listener.");
+    g(
+        SERVING_PROVENANCE,
+        None,
+        "1 for where what is served comes from: live (confirmed by the source since start), cache (the last-known-good file only), never_synced.",
+    );
+    c(
+        REPORT_WRITES,
+        None,
+        "Node report writes by result (refused: a read-only or ACL-limited store).",
+    );
 }

@@ -12,5 +12,6 @@ pub mod logging;
 pub mod metrics;
 
 pub use metrics::{
-    Api, Gauges, Listener, Metrics, RefreshLabel, ResolveOutcome, SyncKind, SyncResult,
+    Api, Gauges, Listener, Metrics, RefreshLabel, ReportResult, ResolveOutcome, SyncKind,
+    SyncResult,
 };

@@ -1,0 +1,260 @@
+//! Where the fleet commands read: the node reports and the source they
+//! are compared with, from Redis (`{P}:nodes`, `{P}:node:<id>` and the
+//! `{P}:projects` hash) or from a control plane (`GET /v1/nodes` and
+//! `GET /v1/snapshot`, as the simulator answers them).
+//!
+//! The source is read the way a sidecar starting fresh would judge it
+//! (`ops::verdict::published`: every rule, signatures not checked), so a
+//! document no node can serve does not count as something nodes are
+//! behind on.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+
+use crate::config::secret::Env;
+use crate::model::wire::parse_snapshot;
+use crate::ops::verdict::published;
+use crate::sync::redis::{self as redis_source, RedisKeys};
+use crate::sync::report::redis::{
+    parse_nack, parse_served, read_all_fields, read_fields, read_summaries,
+};
+use crate::sync::report::{Nack, NodeReport, Served, Summary};
+
+/// Where to read.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Redis {
+        url: String,
+        key_prefix: String,
+        password_env: String,
+    },
+    ControlPlane {
+        url: String,
+        token_env: String,
+    },
+}
+
+/// A connection to the reports and the source.
+pub enum Reader {
+    Redis {
+        con: MultiplexedConnection,
+        keys: RedisKeys,
+    },
+    Http {
+        client: reqwest::Client,
+        base: String,
+        token: Option<String>,
+        /// The reports of the last `summaries()` call.
+        last: Vec<NodeReport>,
+    },
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reader::Redis { keys, .. } => write!(f, "Reader::Redis({})", keys.nodes),
+            Reader::Http { base, .. } => write!(f, "Reader::Http({base})"),
+        }
+    }
+}
+
+/// One node's state for one project.
+pub type ProjectState = (Option<Served>, Option<Nack>);
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Reader {
+    pub async fn connect(target: &Target, env: &Env) -> Result<Reader, String> {
+        match target {
+            Target::Redis {
+                url,
+                key_prefix,
+                password_env,
+            } => {
+                let client = redis_source::client(url, env.secret(password_env).as_ref(), None)
+                    .map_err(|e| format!("bad URL: {e}"))?;
+                let con = redis_source::connect(&client, TIMEOUT, TIMEOUT)
+                    .await
+                    .map_err(|e| format!("cannot reach Redis: {e}"))?;
+                Ok(Reader::Redis {
+                    con,
+                    keys: RedisKeys::new(key_prefix),
+                })
+            }
+            Target::ControlPlane { url, token_env } => {
+                let client = reqwest::Client::builder()
+                    .timeout(TIMEOUT)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                Ok(Reader::Http {
+                    client,
+                    base: url.trim_end_matches('/').to_owned(),
+                    token: env.secret(token_env).map(|s| s.expose().to_owned()),
+                    last: Vec::new(),
+                })
+            }
+        }
+    }
+
+    /// Project → revision, of what a sidecar would serve from the source.
+    pub async fn source(&mut self) -> Result<BTreeMap<String, u64>, String> {
+        let docs = match self {
+            Reader::Redis { con, keys } => redis_source::read_all(con, keys)
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", keys.projects))?
+                .iter()
+                .map(|(id, json)| redis_source::incoming(id, json))
+                .collect(),
+            Reader::Http { .. } => {
+                let body = self.get("/v1/snapshot").await?;
+                parse_snapshot(&body)
+                    .map_err(|e| format!("GET /v1/snapshot: {e}"))?
+                    .projects
+            }
+        };
+        Ok(published(docs)
+            .projects()
+            .iter()
+            .map(|p| (p.id().to_owned(), p.revision()))
+            .collect())
+    }
+
+    /// Every node's report summary (expired ones are gone).
+    pub async fn summaries(&mut self) -> Result<Vec<Summary>, String> {
+        match self {
+            Reader::Redis { con, keys } => read_summaries(con, keys)
+                .await
+                .map_err(|e| format!("cannot read the node reports: {e}")),
+            Reader::Http { .. } => {
+                let body = self.get("/v1/nodes").await?;
+                #[derive(serde::Deserialize)]
+                struct Nodes {
+                    nodes: Vec<NodeReport>,
+                }
+                let nodes: Nodes = serde_json::from_slice(&body)
+                    .map_err(|e| format!("GET /v1/nodes: not a list of node reports: {e}"))?;
+                let summaries = nodes.nodes.iter().map(|n| n.summary.clone()).collect();
+                if let Reader::Http { last, .. } = self {
+                    *last = nodes.nodes;
+                }
+                Ok(summaries)
+            }
+        }
+    }
+
+    /// What each of `nodes` serves and rejected of each of `projects`
+    /// (after [`summaries`](Self::summaries) for a control plane).
+    pub async fn projects(
+        &mut self,
+        nodes: &[String],
+        projects: &[String],
+    ) -> Result<Vec<Vec<ProjectState>>, String> {
+        match self {
+            Reader::Redis { con, keys } => {
+                let mut fields = Vec::with_capacity(projects.len() * 2);
+                for p in projects {
+                    fields.push(format!("p:{p}"));
+                    fields.push(format!("r:{p}"));
+                }
+                let rows = read_fields(con, keys, nodes, &fields)
+                    .await
+                    .map_err(|e| format!("cannot read the node reports: {e}"))?;
+                Ok(rows
+                    .into_iter()
+                    .map(|row| {
+                        row.chunks(2)
+                            .map(|pair| {
+                                let get = |i: usize| pair.get(i).cloned().flatten();
+                                (
+                                    get(0).as_deref().and_then(parse_served),
+                                    get(1).as_deref().and_then(parse_nack),
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .map(|mut row| {
+                        row.resize(projects.len(), (None, None));
+                        row
+                    })
+                    .collect())
+            }
+            Reader::Http { last, .. } => Ok(nodes
+                .iter()
+                .map(|id| {
+                    let report = last.iter().find(|r| r.summary.node == *id);
+                    projects
+                        .iter()
+                        .map(|p| {
+                            (
+                                report.and_then(|r| r.served.get(p).cloned()),
+                                report.and_then(|r| r.rejections.get(p).cloned()),
+                            )
+                        })
+                        .collect()
+                })
+                .collect()),
+        }
+    }
+
+    /// Everything node `id` serves, and its rejections.
+    pub async fn detail(
+        &mut self,
+        id: &str,
+    ) -> Result<(BTreeMap<String, Served>, BTreeMap<String, Nack>), String> {
+        match self {
+            Reader::Redis { con, keys } => {
+                let fields = read_all_fields(con, keys, id)
+                    .await
+                    .map_err(|e| format!("cannot read node {id}'s report: {e}"))?;
+                let mut served = BTreeMap::new();
+                let mut nacks = BTreeMap::new();
+                for (k, v) in fields {
+                    if let Some(p) = k.strip_prefix("p:") {
+                        if let Some(s) = parse_served(&v) {
+                            served.insert(p.to_owned(), s);
+                        }
+                    } else if let Some(p) = k.strip_prefix("r:") {
+                        if let Some(n) = parse_nack(&v) {
+                            nacks.insert(p.to_owned(), n);
+                        }
+                    }
+                }
+                Ok((served, nacks))
+            }
+            Reader::Http { last, .. } => Ok(last
+                .iter()
+                .find(|r| r.summary.node == id)
+                .map(|r| (r.served.clone(), r.rejections.clone()))
+                .unwrap_or_default()),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Result<Vec<u8>, String> {
+        let Reader::Http {
+            client,
+            base,
+            token,
+            ..
+        } = self
+        else {
+            return Err("not a control plane".into());
+        };
+        let mut req = client.get(format!("{base}{path}"));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the control plane: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("GET {path}: status {}", resp.status()));
+        }
+        resp.bytes()
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| format!("GET {path}: {e}"))
+    }
+}

@@ -1,0 +1,93 @@
+//! The simulator's side of fleet reports: `POST /v1/nodes/{id}/status`
+//! keeps each node's latest report (what a sidecar following it over
+//! HTTP sends), and `GET /v1/nodes` answers `{"nodes": [report…]}` with
+//! every report younger than three of its node's heartbeats, so `fleet
+//! status` and `fleet wait --control-plane URL` work against it the way
+//! they work against Redis. A control plane of one's own implements the
+//! same two requests.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+
+use crate::server::error::json_response;
+use crate::server::Body;
+use crate::sync::report::NodeReport;
+
+/// The largest report body taken (a node serving ~50 000 projects).
+pub const MAX_REPORT_BYTES: usize = 8 << 20;
+
+/// Reports by node id, with when each arrived.
+#[derive(Debug, Default)]
+pub struct NodeBoard {
+    reports: Mutex<BTreeMap<String, (Instant, NodeReport)>>,
+    received: std::sync::atomic::AtomicU64,
+}
+
+impl NodeBoard {
+    /// Reports received so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The latest report of every node not yet expired.
+    pub fn current(&self) -> Vec<NodeReport> {
+        let now = Instant::now();
+        let mut reports = self.lock();
+        reports.retain(|_, (at, r)| {
+            now.duration_since(*at) < Duration::from_secs_f64(r.summary.interval_seconds * 3.0)
+        });
+        reports.values().map(|(_, r)| r.clone()).collect()
+    }
+
+    /// Answers `method path` with `body` (for `/v1/nodes…` paths).
+    pub fn answer(&self, method: &Method, path: &str, body: &[u8]) -> http::Response<Body> {
+        match (method, path.strip_prefix("/v1/nodes")) {
+            (&Method::GET, Some("")) => {
+                let nodes = self.current();
+                json_response(
+                    StatusCode::OK,
+                    serde_json::json!({ "nodes": nodes }).to_string(),
+                )
+            }
+            (&Method::POST, Some(rest)) => {
+                let Some(id) = rest
+                    .strip_prefix('/')
+                    .and_then(|r| r.strip_suffix("/status"))
+                else {
+                    return plain(StatusCode::NOT_FOUND, "no such route");
+                };
+                let id = percent_encoding::percent_decode_str(id).decode_utf8_lossy();
+                let report: NodeReport = match serde_json::from_slice(body) {
+                    Ok(r) => r,
+                    Err(_) => return plain(StatusCode::BAD_REQUEST, "not a node report"),
+                };
+                if report.summary.node != id {
+                    return plain(StatusCode::BAD_REQUEST, "the report names another node");
+                }
+                self.received
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.lock()
+                    .insert(id.into_owned(), (Instant::now(), report));
+                plain(StatusCode::NO_CONTENT, "")
+            }
+            _ => plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "GET /v1/nodes or POST /v1/nodes/{id}/status",
+            ),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (Instant, NodeReport)>> {
+        self.reports.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn plain(status: StatusCode, message: &'static str) -> http::Response<Body> {
+    let mut r = http::Response::new(Body::new(Bytes::from_static(message.as_bytes())));
+    *r.status_mut() = status;
+    r
+}

@@ -1,0 +1,420 @@
+//! The served report: what this node serves (not what it downloaded),
+//! published where the fleet commands read it, so an operator can tell
+//! whether a revision has reached every gateway node.
+//!
+//! A report names the node (id, labels, version), says where what it
+//! serves came from ([`Provenance`]), its cursor and snapshot age, and for
+//! every project the accepted revision and since when it serves it, and
+//! every rejection (reason and revision: a NACK). A digest (SHA-256 over
+//! the sorted `project revision` pairs, [`digest`]) lets a reader compare
+//! the node with the source without reading every project.
+//!
+//! [`Reporter`] writes it on its own task (the sync thread), never on a
+//! request thread and never in the way of sync: after changes (at most
+//! once per `min_interval`: a burst is one write), when the source is
+//! first reached, and on a heartbeat (`interval`). A sink that refuses or
+//! fails is a warning and a metric, retried with backoff; serving and
+//! syncing go on. Sinks: [`redis`](mod@redis) (beside the data, with a
+//! TTL) and [`http`] (`POST /v1/nodes/{id}/status` to the control plane).
+
+pub mod http;
+pub mod redis;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+use super::status::{Event, Provenance, SyncStatus};
+use crate::model::clock::SharedClock;
+use crate::model::timestamp::format_rfc3339;
+use crate::store::Store;
+use crate::telemetry::{Metrics, ReportResult};
+
+/// Who this node is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub node: String,
+    pub labels: BTreeMap<String, String>,
+    /// `file`, `http` or `redis`.
+    pub source: &'static str,
+    pub started_at: SystemTime,
+}
+
+/// The small part of a report: enough to tell whether the node is
+/// converged (its digest against the source's) and how it is doing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub node: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub version: String,
+    pub source: String,
+    pub provenance: Provenance,
+    /// The source cursor (a Redis stream id, or the control plane's
+    /// revision).
+    pub cursor: String,
+    pub snapshot_age_seconds: Option<f64>,
+    pub started_at: String,
+    pub reported_at: String,
+    /// The heartbeat: a report older than two of these is stale.
+    pub interval_seconds: f64,
+    /// See [`digest`].
+    pub digest: String,
+    /// Projects served.
+    pub projects: usize,
+    /// Projects whose last document was rejected.
+    pub rejected: usize,
+}
+
+/// One project as served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Served {
+    pub revision: u64,
+    /// When this revision started serving here (RFC 3339).
+    pub since: String,
+}
+
+/// One rejected document: the NACK.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nack {
+    pub revision: Option<u64>,
+    pub reason: String,
+}
+
+/// The whole report (the HTTP body; Redis keeps the parts as fields).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeReport {
+    #[serde(flatten)]
+    pub summary: Summary,
+    #[serde(default)]
+    pub served: BTreeMap<String, Served>,
+    #[serde(default)]
+    pub rejections: BTreeMap<String, Nack>,
+}
+
+/// SHA-256 over `project \n revision \n` of every pair, in id order: the
+/// same for a node and for the source exactly when they hold the same
+/// revisions.
+pub fn digest<'a>(pairs: impl IntoIterator<Item = (&'a str, u64)>) -> String {
+    let mut pairs: Vec<(&str, u64)> = pairs.into_iter().collect();
+    pairs.sort_unstable();
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for (id, revision) in pairs {
+        ctx.update(id.as_bytes());
+        ctx.update(b"\n");
+        ctx.update(revision.to_string().as_bytes());
+        ctx.update(b"\n");
+    }
+    let hex: String = ctx
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+/// The report of what `store` serves now.
+pub fn build(
+    identity: &Identity,
+    store: &Store,
+    status: &SyncStatus,
+    cursor: String,
+    interval: Duration,
+    now: SystemTime,
+) -> NodeReport {
+    let projects = store.projects();
+    let served: BTreeMap<String, Served> = projects
+        .iter()
+        .map(|p| {
+            (
+                p.id().to_owned(),
+                Served {
+                    revision: p.revision(),
+                    since: format_rfc3339(p.accepted_at()),
+                },
+            )
+        })
+        .collect();
+    let rejections: BTreeMap<String, Nack> = store
+        .all_rejections()
+        .into_iter()
+        .map(|r| {
+            (
+                r.project,
+                Nack {
+                    revision: r.revision,
+                    reason: r.reason.as_str().to_owned(),
+                },
+            )
+        })
+        .collect();
+    NodeReport {
+        summary: Summary {
+            node: identity.node.clone(),
+            labels: identity.labels.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            source: identity.source.to_owned(),
+            provenance: Provenance::of(store, status),
+            cursor,
+            snapshot_age_seconds: status.age(now).map(|a| a.as_secs_f64()),
+            started_at: format_rfc3339(identity.started_at),
+            reported_at: format_rfc3339(now),
+            interval_seconds: interval.as_secs_f64(),
+            digest: digest(projects.iter().map(|p| (p.id(), p.revision()))),
+            projects: served.len(),
+            rejected: rejections.len(),
+        },
+        served,
+        rejections,
+    }
+}
+
+/// Why a report was not written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportError {
+    /// The store will not take it (a read-only replica, an ACL, a 403).
+    #[error("the report store refuses the write: {0}")]
+    Refused(String),
+    #[error("the report write failed: {0}")]
+    Failed(String),
+}
+
+/// Where reports go.
+#[derive(Debug)]
+pub enum Sink {
+    Redis(Box<redis::RedisSink>),
+    Http(http::HttpSink),
+}
+
+impl Sink {
+    async fn write(&mut self, report: &NodeReport) -> Result<(), ReportError> {
+        match self {
+            Sink::Redis(sink) => sink.write(report).await,
+            Sink::Http(sink) => sink.write(report).await,
+        }
+    }
+
+    /// Where, for status (never a password).
+    pub fn target(&self) -> String {
+        match self {
+            Sink::Redis(sink) => sink.target(),
+            Sink::Http(sink) => sink.target(),
+        }
+    }
+}
+
+/// What the reporter has done, for `/admin/status`.
+#[derive(Debug, Default)]
+pub struct ReportState {
+    inner: Mutex<ReportView>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ReportView {
+    /// Where reports go; `None` when nothing is reported.
+    pub target: Option<String>,
+    pub writes: u64,
+    pub last_write: Option<Event>,
+    pub last_error: Option<Event>,
+}
+
+impl ReportState {
+    pub fn view(&self) -> ReportView {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReportView> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The backoff after a failed write: 1 s doubling, at most the heartbeat.
+const RETRY_BASE: Duration = Duration::from_secs(1);
+
+/// Writes this node's report.
+pub struct Reporter {
+    pub sink: Sink,
+    pub identity: Identity,
+    pub store: Store,
+    pub status: Arc<SyncStatus>,
+    pub metrics: Arc<Metrics>,
+    pub clock: SharedClock,
+    pub state: Arc<ReportState>,
+    /// Notified by the writer after every change or rejection.
+    pub due: Arc<Notify>,
+    /// Renders the store's cursor the way the source names it.
+    pub cursor: fn(u64) -> String,
+    pub interval: Duration,
+    pub min_interval: Duration,
+}
+
+impl std::fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reporter")
+            .field("node", &self.identity.node)
+            .field("sink", &self.sink.target())
+            .finish()
+    }
+}
+
+impl Reporter {
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        self.state.lock().target = Some(self.sink.target());
+        let mut last: Option<Instant> = None;
+        let mut dirty = true;
+        let mut failures: u32 = 0;
+        let mut failing: Option<String> = None;
+        loop {
+            let now = Instant::now();
+            let next = match (last, dirty, failures) {
+                (None, _, _) => now,
+                (Some(at), _, n) if n > 0 => {
+                    at + (RETRY_BASE * 2u32.saturating_pow(n - 1)).min(self.interval)
+                }
+                (Some(at), true, _) => (at + self.min_interval).max(now),
+                (Some(at), false, _) => at + self.interval,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = self.due.notified() => {
+                    dirty = true;
+                    continue;
+                }
+                _ = self.status.first_contact(), if !self.status.confirmed() => {
+                    dirty = true;
+                    continue;
+                }
+                _ = shutdown.changed() => return,
+            }
+            let wall = self.clock.now();
+            let report = build(
+                &self.identity,
+                &self.store,
+                &self.status,
+                (self.cursor)(self.store.cursor()),
+                self.interval,
+                wall,
+            );
+            last = Some(Instant::now());
+            match self.sink.write(&report).await {
+                Ok(()) => {
+                    self.metrics.report_written(ReportResult::Ok);
+                    if let Some(was) = failing.take() {
+                        tracing::info!(was = %was, "node report written again");
+                    }
+                    failures = 0;
+                    dirty = false;
+                    let mut state = self.state.lock();
+                    state.writes += 1;
+                    state.last_write = Some(Event {
+                        at: wall,
+                        message: format!(
+                            "{} projects, {} rejected, {}",
+                            report.summary.projects,
+                            report.summary.rejected,
+                            report.summary.provenance.as_str()
+                        ),
+                    });
+                }
+                Err(e) => {
+                    let result = match e {
+                        ReportError::Refused(_) => ReportResult::Refused,
+                        ReportError::Failed(_) => ReportResult::Error,
+                    };
+                    self.metrics.report_written(result);
+                    failures = failures.saturating_add(1);
+                    let text = e.to_string();
+                    if failing.as_deref() != Some(text.as_str()) {
+                        tracing::warn!(error = %text, target = %self.sink.target(), "node report not written; serving and sync go on");
+                    }
+                    failing = Some(text.clone());
+                    self.state.lock().last_error = Some(Event {
+                        at: wall,
+                        message: text,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The sink `config` asks for, if any: the Redis source reports to its
+/// Redis (or `report.redis_url`), the HTTP source to its control plane,
+/// the file source only to `report.redis_url`.
+pub fn sink_for(
+    config: &crate::config::Config,
+    env: &crate::config::secret::Env,
+    node: &str,
+) -> Result<Option<Sink>, String> {
+    use crate::config::SourceKind;
+    let (s, r) = (&config.source, &config.report);
+    if !r.enabled {
+        return Ok(None);
+    }
+    let redis_url = match (s.kind, r.redis_url.is_empty()) {
+        (_, false) => Some(r.redis_url.as_str()),
+        (SourceKind::Redis, true) => Some(s.url.as_str()),
+        _ => None,
+    };
+    if let Some(url) = redis_url {
+        let var = if r.token_env.is_empty() {
+            &s.token_env
+        } else {
+            &r.token_env
+        };
+        let ca = if s.tls_ca_file.as_os_str().is_empty() {
+            None
+        } else {
+            Some(std::fs::read(&s.tls_ca_file).map_err(|e| e.to_string())?)
+        };
+        let client = crate::sync::redis::client(url, env.secret(var).as_ref(), ca)
+            .map_err(|e| e.to_string())?;
+        return Ok(Some(Sink::Redis(Box::new(redis::RedisSink::new(
+            client,
+            url.to_owned(),
+            &s.key_prefix,
+            node,
+            r.interval,
+            s.request_timeout,
+        )))));
+    }
+    if s.kind == SourceKind::Http {
+        let sink = http::HttpSink::new(&s.url, node, env.secret(&s.token_env), s.request_timeout)
+            .map_err(|e| e.to_string())?;
+        return Ok(Some(Sink::Http(sink)));
+    }
+    Ok(None)
+}
+
+/// The host name (`/proc/sys/kernel/hostname`), or `localhost`.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| crate::config::is_valid_node_id(h))
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_is_of_the_sorted_pairs() {
+        let a = digest([("b", 2), ("a", 1)]);
+        assert_eq!(a, digest([("a", 1), ("b", 2)]));
+        assert_ne!(a, digest([("a", 1), ("b", 3)]));
+        assert_ne!(a, digest([("a", 1)]));
+        assert_ne!(digest([("a", 12)]), digest([("a1", 2)]));
+        // The digest of nothing is SHA-256 of nothing.
+        assert_eq!(
+            digest([]),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}

@@ -1,0 +1,300 @@
+//! Reports in Redis, beside the data and under the same hash tag:
+//!
+//! * `{P}:node:<id>`, a hash per node: field `report` (the [`Summary`] as
+//!   JSON), `p:<project>` = `<revision> <since>` for every project served,
+//!   `r:<project>` = `<revision> <reason>` for every rejection (`-` for an
+//!   unknown revision). It expires three heartbeats after the last write,
+//!   so a dead node disappears on its own.
+//! * `{P}:nodes`, a sorted set: node id → time of its last report (ms), so
+//!   a reader finds the nodes without scanning the key space; entries of
+//!   nodes gone for longer than their TTL are pruned by the others.
+//!
+//! The sidecar writes only what changed since its last write (and the
+//! summary), so a heartbeat of a node serving 100 000 projects is a few
+//! small commands; a full rewrite (one `MULTI`/`EXEC`) happens on the first
+//! write, after an error, and when its hash expired meanwhile (a node
+//! paused past its TTL). The readers (`env-sidecar fleet`) use
+//! [`read_summaries`] and [`read_fields`].
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ::redis::aio::MultiplexedConnection;
+use ::redis::{Client, RedisError};
+
+use super::{Nack, NodeReport, ReportError, Served, Summary};
+use crate::sync::redis::{connect, RedisKeys};
+
+/// Fields per `HSET` of a full write.
+const CHUNK: usize = 1000;
+
+/// Writes one node's report.
+pub struct RedisSink {
+    client: Client,
+    keys: RedisKeys,
+    node_key: String,
+    node: String,
+    /// Three heartbeats.
+    ttl: Duration,
+    timeout: Duration,
+    /// Shown in status: the URL without credentials.
+    target: String,
+    con: Option<MultiplexedConnection>,
+    /// Every field as last written; empty: write everything next time.
+    written: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for RedisSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSink")
+            .field("target", &self.target)
+            .field("node_key", &self.node_key)
+            .finish()
+    }
+}
+
+impl RedisSink {
+    pub fn new(
+        client: Client,
+        target: String,
+        key_prefix: &str,
+        node: &str,
+        interval: Duration,
+        timeout: Duration,
+    ) -> RedisSink {
+        let keys = RedisKeys::new(key_prefix);
+        RedisSink {
+            node_key: keys.node(node),
+            keys,
+            node: node.to_owned(),
+            ttl: interval * 3,
+            timeout,
+            target,
+            client,
+            con: None,
+            written: HashMap::new(),
+        }
+    }
+
+    pub fn target(&self) -> String {
+        format!("redis {} ({})", self.target, self.node_key)
+    }
+
+    pub async fn write(&mut self, report: &NodeReport) -> Result<(), ReportError> {
+        let fields = fields(report);
+        let result = self.write_fields(fields).await;
+        if result.is_err() {
+            // Reconnect, and write everything, next time.
+            self.con = None;
+            self.written.clear();
+        }
+        result
+    }
+
+    async fn write_fields(&mut self, fields: HashMap<String, String>) -> Result<(), ReportError> {
+        let mut con = match &self.con {
+            Some(con) => con.clone(),
+            None => {
+                let con = connect(&self.client, self.timeout, self.timeout)
+                    .await
+                    .map_err(classify)?;
+                self.con = Some(con.clone());
+                con
+            }
+        };
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let ttl_ms = self.ttl.as_millis() as u64;
+        if !self.written.is_empty() {
+            // Only what changed. PEXPIRE first: 0 means the hash expired
+            // (a node paused past its TTL) and the fields below would
+            // start a partial one, so a full write follows at once.
+            let mut pipe = ::redis::pipe();
+            pipe.cmd("PEXPIRE").arg(&self.node_key).arg(ttl_ms);
+            let changed: Vec<(&String, &String)> = fields
+                .iter()
+                .filter(|(k, v)| self.written.get(*k) != Some(*v))
+                .collect();
+            let gone: Vec<&String> = self
+                .written
+                .keys()
+                .filter(|k| !fields.contains_key(*k))
+                .collect();
+            if !changed.is_empty() {
+                let cmd = pipe.cmd("HSET").arg(&self.node_key);
+                for (k, v) in &changed {
+                    cmd.arg(k).arg(v);
+                }
+                cmd.ignore();
+            }
+            if !gone.is_empty() {
+                pipe.cmd("HDEL").arg(&self.node_key).arg(&gone).ignore();
+            }
+            pipe.cmd("PEXPIRE").arg(&self.node_key).arg(ttl_ms).ignore();
+            pipe.cmd("ZADD")
+                .arg(&self.keys.nodes)
+                .arg(now_ms)
+                .arg(&self.node)
+                .ignore();
+            let (existed,): (i64,) = pipe.query_async(&mut con).await.map_err(classify)?;
+            if existed == 1 {
+                self.written = fields;
+                return Ok(());
+            }
+        }
+        // Everything, in one transaction: a reader sees the old report or
+        // the new one.
+        let mut pipe = ::redis::pipe();
+        pipe.atomic();
+        pipe.cmd("DEL").arg(&self.node_key).ignore();
+        let all: Vec<(&String, &String)> = fields.iter().collect();
+        for chunk in all.chunks(CHUNK) {
+            let cmd = pipe.cmd("HSET").arg(&self.node_key);
+            for (k, v) in chunk {
+                cmd.arg(k).arg(v);
+            }
+            cmd.ignore();
+        }
+        pipe.cmd("PEXPIRE").arg(&self.node_key).arg(ttl_ms).ignore();
+        pipe.cmd("ZADD")
+            .arg(&self.keys.nodes)
+            .arg(now_ms)
+            .arg(&self.node)
+            .ignore();
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(&self.keys.nodes)
+            .arg("-inf")
+            .arg(format!("({}", now_ms.saturating_sub(ttl_ms)))
+            .ignore();
+        let () = pipe.query_async(&mut con).await.map_err(classify)?;
+        self.written = fields;
+        Ok(())
+    }
+}
+
+/// The hash fields of a report.
+pub fn fields(report: &NodeReport) -> HashMap<String, String> {
+    let mut out = HashMap::with_capacity(report.served.len() + report.rejections.len() + 1);
+    // Plain data: cannot fail.
+    out.insert(
+        "report".to_owned(),
+        serde_json::to_string(&report.summary).unwrap_or_default(),
+    );
+    for (id, s) in &report.served {
+        out.insert(format!("p:{id}"), format!("{} {}", s.revision, s.since));
+    }
+    for (id, n) in &report.rejections {
+        let revision = n.revision.map_or("-".to_owned(), |r| r.to_string());
+        out.insert(format!("r:{id}"), format!("{revision} {}", n.reason));
+    }
+    out
+}
+
+/// A `p:` field's value.
+pub fn parse_served(value: &str) -> Option<Served> {
+    let (revision, since) = value.split_once(' ')?;
+    Some(Served {
+        revision: revision.parse().ok()?,
+        since: since.to_owned(),
+    })
+}
+
+/// An `r:` field's value.
+pub fn parse_nack(value: &str) -> Option<Nack> {
+    let (revision, reason) = value.split_once(' ')?;
+    Some(Nack {
+        revision: revision.parse().ok(),
+        reason: reason.to_owned(),
+    })
+}
+
+/// READONLY (a replica), NOPERM (an ACL), NOAUTH / WRONGPASS: refused;
+/// anything else failed.
+fn classify(e: RedisError) -> ReportError {
+    match e.code() {
+        Some("READONLY" | "NOPERM" | "NOAUTH" | "WRONGPASS") => ReportError::Refused(e.to_string()),
+        _ => ReportError::Failed(e.to_string()),
+    }
+}
+
+/// Every node's summary (nodes whose hash has expired are left out).
+pub async fn read_summaries(
+    con: &mut MultiplexedConnection,
+    keys: &RedisKeys,
+) -> Result<Vec<Summary>, RedisError> {
+    let ids: Vec<String> = ::redis::cmd("ZRANGE")
+        .arg(&keys.nodes)
+        .arg(0)
+        .arg(-1)
+        .query_async(con)
+        .await?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = ::redis::pipe();
+    for id in &ids {
+        pipe.cmd("HGET").arg(keys.node(id)).arg("report");
+    }
+    let values: Vec<Option<String>> = pipe.query_async(con).await?;
+    Ok(values
+        .into_iter()
+        .flatten()
+        .filter_map(|v| serde_json::from_str(&v).ok())
+        .collect())
+}
+
+/// `fields` of each of `nodes`' hashes (`None` where absent).
+pub async fn read_fields(
+    con: &mut MultiplexedConnection,
+    keys: &RedisKeys,
+    nodes: &[String],
+    fields: &[String],
+) -> Result<Vec<Vec<Option<String>>>, RedisError> {
+    if nodes.is_empty() || fields.is_empty() {
+        return Ok(vec![Vec::new(); nodes.len()]);
+    }
+    let mut pipe = ::redis::pipe();
+    for id in nodes {
+        pipe.cmd("HMGET").arg(keys.node(id)).arg(fields);
+    }
+    pipe.query_async(con).await
+}
+
+/// Every field of node `id`'s hash.
+pub async fn read_all_fields(
+    con: &mut MultiplexedConnection,
+    keys: &RedisKeys,
+    id: &str,
+) -> Result<HashMap<String, String>, RedisError> {
+    ::redis::cmd("HGETALL")
+        .arg(keys.node(id))
+        .query_async(con)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_round_trip() {
+        assert_eq!(
+            parse_served("57 2026-12-02T10:00:00Z"),
+            Some(Served {
+                revision: 57,
+                since: "2026-12-02T10:00:00Z".into()
+            })
+        );
+        assert_eq!(
+            parse_nack("- unsigned"),
+            Some(Nack {
+                revision: None,
+                reason: "unsigned".into()
+            })
+        );
+        assert_eq!(parse_served("x y"), None);
+        assert_eq!(parse_served("57"), None);
+    }
+}
