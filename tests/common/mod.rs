@@ -451,6 +451,7 @@ pub fn system_tool(name: &str, package: &str) -> Option<PathBuf> {
     }
     found
 }
+pub mod fleet;
 pub mod gateway;
 pub mod h2;
 pub mod process;

@@ -11,9 +11,13 @@
 //!
 //! The sidecar writes only what changed since its last write (and the
 //! summary), so a heartbeat of a node serving 100 000 projects is a few
-//! small commands; a full rewrite (one `MULTI`/`EXEC`) happens on the first
-//! write, after an error, and when its hash expired meanwhile (a node
-//! paused past its TTL). The readers (`env-sidecar fleet`) use
+//! small commands; a full rewrite happens on the first write, after an
+//! error, and when its hash expired meanwhile (a node paused past its
+//! TTL). A rewrite writes over the hash (summary last) and then drops the
+//! fields of projects no longer served: a reader never finds the node
+//! missing, at worst an extra project for a moment. No `MULTI`: a store
+//! that refuses writes (an ACL, a read-only replica) then answers each
+//! command with its own `NOPERM` / `READONLY`, which the reporter shows. The readers (`env-sidecar fleet`) use
 //! [`read_summaries`] and [`read_fields`].
 
 use std::collections::HashMap;
@@ -144,18 +148,33 @@ impl RedisSink {
                 return Ok(());
             }
         }
-        // Everything, in one transaction: a reader sees the old report or
-        // the new one.
+        // Everything, written over what is there (never deleted first: a
+        // reader must not find the node gone for a moment), the summary
+        // last, then the fields of projects no longer served dropped.
+        let existing: Vec<String> = ::redis::cmd("HKEYS")
+            .arg(&self.node_key)
+            .query_async(&mut con)
+            .await
+            .map_err(classify)?;
         let mut pipe = ::redis::pipe();
-        pipe.atomic();
-        pipe.cmd("DEL").arg(&self.node_key).ignore();
-        let all: Vec<(&String, &String)> = fields.iter().collect();
+        let mut all: Vec<(&String, &String)> =
+            fields.iter().filter(|(k, _)| *k != "report").collect();
+        if let Some(summary) = fields.get_key_value("report") {
+            all.push(summary);
+        }
         for chunk in all.chunks(CHUNK) {
             let cmd = pipe.cmd("HSET").arg(&self.node_key);
             for (k, v) in chunk {
                 cmd.arg(k).arg(v);
             }
             cmd.ignore();
+        }
+        let stale: Vec<&String> = existing
+            .iter()
+            .filter(|k| !fields.contains_key(*k))
+            .collect();
+        if !stale.is_empty() {
+            pipe.cmd("HDEL").arg(&self.node_key).arg(&stale).ignore();
         }
         pipe.cmd("PEXPIRE").arg(&self.node_key).arg(ttl_ms).ignore();
         pipe.cmd("ZADD")
@@ -213,9 +232,11 @@ pub fn parse_nack(value: &str) -> Option<Nack> {
 /// READONLY (a replica), NOPERM (an ACL), NOAUTH / WRONGPASS: refused;
 /// anything else failed.
 fn classify(e: RedisError) -> ReportError {
+    // A pipeline's error lists every command's; the first says it all.
+    let text: String = e.to_string().chars().take(160).collect();
     match e.code() {
-        Some("READONLY" | "NOPERM" | "NOAUTH" | "WRONGPASS") => ReportError::Refused(e.to_string()),
-        _ => ReportError::Failed(e.to_string()),
+        Some("READONLY" | "NOPERM" | "NOAUTH" | "WRONGPASS") => ReportError::Refused(text),
+        _ => ReportError::Failed(text),
     }
 }
 

@@ -1,0 +1,99 @@
+//! Fleet convergence over HTTP: real sidecar processes follow the
+//! control-plane simulator and `POST /v1/nodes/{id}/status` their
+//! reports to it; `fleet wait --control-plane` and `fleet status
+//! --control-plane` read them back (`GET /v1/nodes`), see a publish
+//! converge, name a paused node, and the simulator keeps what it was
+//! sent.
+
+mod common;
+
+use common::fleet::{self, http_source, node_config, reporting, run_async};
+use common::project;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_over_http_reports_to_the_control_plane_and_converges() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = common::simulator(vec![project("acme", 1), project("globex", 1)], None).await;
+    let url = sim.url();
+    let nodes: Vec<_> = [("h1", "eu"), ("h2", "eu"), ("h3", "us")]
+        .iter()
+        .map(|(id, region)| {
+            let config = node_config(
+                dir.path(),
+                id,
+                region,
+                &http_source(&url),
+                &reporting("30s"),
+            );
+            fleet::start(&config, &[])
+        })
+        .collect();
+    let wait = |revision: &'static str, timeout: &'static str| {
+        let url = url.clone();
+        async move {
+            run_async(&[
+                "fleet",
+                "wait",
+                "--control-plane",
+                &url,
+                "--project",
+                "acme",
+                "--revision",
+                revision,
+                "--timeout",
+                timeout,
+            ])
+            .await
+        }
+    };
+    let (code, out) = wait("1", "20s").await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("3/3 nodes serve acme@1"), "{out}");
+
+    sim.publish([project("acme", 2)]);
+    let (code, out) = wait("2", "20s").await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run_async(&[
+        "fleet",
+        "status",
+        "--control-plane",
+        &url,
+        "--project",
+        "acme",
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("node=h1 labels=region=eu provenance=live"),
+        "{out}"
+    );
+    assert!(out.contains("serves=2"), "{out}");
+    assert!(
+        out.ends_with("3 nodes, 3 converged, 0 behind, 0 rejecting, 0 stale reports\n"),
+        "{out}"
+    );
+    assert!(sim.nodes().received() >= 3);
+
+    fleet::signal(&nodes[2], "STOP");
+    sim.publish([project("acme", 3)]);
+    let (code, out) = wait("3", "2s").await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("behind node=h3 project=acme serves=2"),
+        "{out}"
+    );
+    fleet::signal(&nodes[2], "CONT");
+    let (code, out) = wait("3", "20s").await;
+    assert_eq!(code, 0, "{out}");
+
+    // A document every node rejects shows them rejecting, with the reason.
+    let mut bad = project("acme", 4);
+    bad["environments"][0]["color"] = "green".into();
+    sim.publish([bad]);
+    let (code, out) = wait("4", "3s").await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("rejecting node=h2 project=acme revision=4 reason=invalid_color"),
+        "{out}"
+    );
+}

@@ -1,0 +1,392 @@
+//! Fleet convergence on a real `redis-server` with real sidecar
+//! processes: a publish is seen converging (`publish --wait`, `fleet
+//! wait`, `fleet status`); a document no node accepts shows every node
+//! rejecting with the reason; a killed node's report expires; a paused
+//! node (SIGSTOP) is named when `fleet wait` times out and converges once
+//! resumed (SIGCONT); a node started from its cache with its data replica
+//! down reports `cache` to the primary, then `live` once the replica is
+//! back; a Redis that refuses report writes (an ACL, a read-only replica)
+//! is a warning and a metric while serving goes on.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::fleet::{self, node_config, redis_source, reporting, run, until};
+use common::redis::{Publisher, RedisServer, Setup};
+use common::{project, snapshot};
+use serde_json::Value;
+
+fn publish_file(dir: &Path, name: &str, doc: &Value) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_vec(doc).unwrap()).unwrap();
+    path.display().to_string()
+}
+
+fn revisions(acme: u64) -> Value {
+    snapshot(acme, vec![project("acme", acme), project("globex", 1)])
+}
+
+#[tokio::test]
+async fn a_publish_converges_and_a_document_no_node_accepts_shows_them_rejecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
+        return;
+    };
+    let url = redis.url.as_str();
+    let v1 = publish_file(dir.path(), "v1.json", &revisions(1));
+    assert_eq!(run(&["publish", "--redis", url, &v1]).0, 0);
+    let nodes: Vec<_> = [("n1", "eu"), ("n2", "eu"), ("n3", "us")]
+        .iter()
+        .map(|(id, region)| {
+            let config = node_config(dir.path(), id, region, &redis_source(url), &reporting("2s"));
+            fleet::start(&config, &[])
+        })
+        .collect();
+    let (code, out) = run(&[
+        "fleet",
+        "wait",
+        "--redis",
+        url,
+        "--project",
+        "acme",
+        "--revision",
+        "1",
+        "--timeout",
+        "20s",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("3/3 nodes serve acme@1"), "{out}");
+
+    // publish --wait: written, then waited for.
+    let v2 = publish_file(dir.path(), "v2.json", &revisions(2));
+    let (code, out) = run(&["publish", "--redis", url, "--wait", "--timeout", "20s", &v2]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("published project=acme revision=2"), "{out}");
+    assert!(out.contains("3/3 nodes serve acme@2"), "{out}");
+    assert!(out.contains("converged nodes=3 of=3"), "{out}");
+
+    let (code, out) = run(&["fleet", "status", "--redis", url, "--project", "acme"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("node=n3 labels=region=us provenance=live")
+            && out.contains("digest=equal behind=0 rejected=0 serves=2"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("3 nodes, 3 converged, 0 behind, 0 rejecting, 0 stale reports\n"),
+        "{out}"
+    );
+    let (_, json) = run(&["fleet", "status", "--redis", url, "--json"]);
+    let json: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["summary"]["converged"], 3, "{json}");
+    assert_eq!(json["source"]["projects"], 2);
+
+    // Only the us node: a selector.
+    let (code, out) = run(&[
+        "fleet",
+        "wait",
+        "--redis",
+        url,
+        "--project",
+        "acme",
+        "--revision",
+        "2",
+        "--selector",
+        "region=us",
+        "--timeout",
+        "5s",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1/1 nodes serve acme@2"), "{out}");
+
+    // A revision that breaks a rule, written past `publish`'s checks.
+    let mut bad = project("acme", 3);
+    bad["environments"][0]["color"] = "green".into();
+    Publisher::connect(url, None, None).await.write(&bad).await;
+    let (code, out) = run(&[
+        "fleet",
+        "wait",
+        "--redis",
+        url,
+        "--project",
+        "acme",
+        "--revision",
+        "3",
+        "--timeout",
+        "5s",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    for id in ["n1", "n2", "n3"] {
+        assert!(
+            out.contains(&format!(
+                "rejecting node={id} project=acme revision=3 reason=invalid_color"
+            )),
+            "{out}"
+        );
+    }
+    let out = until(
+        Duration::from_secs(10),
+        &["fleet", "status", "--redis", url],
+        |o| o.contains("3 rejecting"),
+    );
+    assert!(out.contains("rejected=1"), "{out}");
+    // Every node still serves revision 2.
+    for node in &nodes {
+        let body = reqwest::get(format!(
+            "http://{}/v1/resolve?project=acme&environment=qa",
+            node.data_addr
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+        assert!(body.contains("qa-r2"), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_killed_nodes_report_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
+        return;
+    };
+    let url = redis.url.as_str();
+    let v1 = publish_file(dir.path(), "v1.json", &revisions(1));
+    assert_eq!(run(&["publish", "--redis", url, &v1]).0, 0);
+    let mut nodes: Vec<_> = ["k1", "k2", "k3"]
+        .iter()
+        .map(|id| {
+            let config = node_config(dir.path(), id, "eu", &redis_source(url), &reporting("1s"));
+            fleet::start(&config, &[])
+        })
+        .collect();
+    until(
+        Duration::from_secs(20),
+        &["fleet", "status", "--redis", url],
+        |o| o.contains("3 nodes, 3 converged"),
+    );
+    let killed = nodes.pop().unwrap();
+    fleet::signal(&killed, "KILL");
+    // Its hash expires three heartbeats after its last write.
+    let out = until(
+        Duration::from_secs(20),
+        &["fleet", "status", "--redis", url],
+        |o| o.contains("2 nodes, 2 converged"),
+    );
+    assert!(!out.contains("node=k3"), "{out}");
+}
+
+#[tokio::test]
+async fn a_paused_node_is_named_until_it_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
+        return;
+    };
+    let url = redis.url.as_str();
+    let v1 = publish_file(dir.path(), "v1.json", &revisions(1));
+    assert_eq!(run(&["publish", "--redis", url, &v1]).0, 0);
+    // A heartbeat long enough that the paused node is not stale yet.
+    let nodes: Vec<_> = ["p1", "p2", "p3"]
+        .iter()
+        .map(|id| {
+            let config = node_config(dir.path(), id, "eu", &redis_source(url), &reporting("30s"));
+            fleet::start(&config, &[])
+        })
+        .collect();
+    let wait = |revision: &str, timeout: &str| {
+        run(&[
+            "fleet",
+            "wait",
+            "--redis",
+            url,
+            "--project",
+            "acme",
+            "--revision",
+            revision,
+            "--timeout",
+            timeout,
+        ])
+    };
+    assert_eq!(wait("1", "20s").0, 0);
+    fleet::signal(&nodes[1], "STOP");
+    let v2 = publish_file(dir.path(), "v2.json", &revisions(2));
+    assert_eq!(run(&["publish", "--redis", url, &v2]).0, 0);
+    let (code, out) = wait("2", "2s");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("timeout serving=2 of=3 needed=3"), "{out}");
+    assert!(
+        out.contains("behind node=p2 project=acme serves=1"),
+        "{out}"
+    );
+    let (code, out) = run(&[
+        "fleet",
+        "wait",
+        "--redis",
+        url,
+        "--project",
+        "acme",
+        "--revision",
+        "2",
+        "--min-fraction",
+        "0.6",
+        "--timeout",
+        "5s",
+    ]);
+    assert_eq!(code, 0, "two of three is enough for 0.6: {out}");
+    fleet::signal(&nodes[1], "CONT");
+    let (code, out) = wait("2", "20s");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("3/3 nodes serve acme@2"), "{out}");
+}
+
+#[tokio::test]
+async fn a_node_on_its_cache_with_its_replica_down_reports_cache_to_the_primary_then_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(primary) = RedisServer::start(dir.path(), Setup::default()) else {
+        return;
+    };
+    let replica_setup = Setup {
+        replica_of: Some(primary.port),
+        ..Setup::default()
+    };
+    let Some(mut replica) = RedisServer::start(dir.path(), replica_setup) else {
+        return;
+    };
+    let p = primary.url.as_str();
+    let v1 = publish_file(dir.path(), "v1.json", &revisions(1));
+    assert_eq!(run(&["publish", "--redis", p, &v1]).0, 0);
+    // Data from the replica, reports to the primary.
+    let extra = format!("{}\nredis_url = \"{p}\"", reporting("1s"));
+    let config = node_config(dir.path(), "r1", "eu", &redis_source(&replica.url), &extra);
+    let mut node = fleet::start(&config, &[]);
+    let out = until(
+        Duration::from_secs(20),
+        &["fleet", "status", "--redis", p],
+        |o| o.contains("node=r1") && o.contains("provenance=live") && o.contains("1 converged"),
+    );
+    assert!(out.contains("digest=equal"), "{out}");
+    let cache = dir.path().join("r1-cache.json");
+    common::eventually("the cache written", || async { cache.exists() }).await;
+    node.terminate();
+    assert!(node.wait_exit(Duration::from_secs(10)).success());
+
+    replica.kill();
+    let node = fleet::start(&config, &[]);
+    until(
+        Duration::from_secs(20),
+        &["fleet", "status", "--redis", p],
+        |o| o.contains("node=r1") && o.contains("provenance=cache"),
+    );
+    let ready = reqwest::get(format!("http://{}/readyz", node.admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(ready, r#"{"ready":true,"provenance":"cache"}"#);
+    assert!(fleet::metrics(&node)
+        .await
+        .contains("env_sidecar_serving_provenance{provenance=\"cache\"} 1"));
+
+    replica.restart();
+    until(
+        Duration::from_secs(30),
+        &["fleet", "status", "--redis", p],
+        |o| o.contains("node=r1") && o.contains("provenance=live"),
+    );
+    assert_eq!(fleet::status(&node).await["provenance"], "live");
+}
+
+#[tokio::test]
+async fn a_redis_that_refuses_report_writes_is_a_warning_and_serving_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(primary) = RedisServer::start(dir.path(), Setup::default()) else {
+        return;
+    };
+    let replica_setup = Setup {
+        replica_of: Some(primary.port),
+        ..Setup::default()
+    };
+    let Some(replica) = RedisServer::start(dir.path(), replica_setup) else {
+        return;
+    };
+    let p = primary.url.as_str();
+    // A user that may read and follow, never write.
+    let mut admin = Publisher::connect(p, None, None).await;
+    admin
+        .run(&[
+            "ACL",
+            "SETUSER",
+            "reader",
+            "on",
+            ">reader-pw",
+            "~*",
+            "+@read",
+            "+@connection",
+        ])
+        .await;
+    let v1 = publish_file(dir.path(), "v1.json", &revisions(1));
+    assert_eq!(run(&["publish", "--redis", p, &v1]).0, 0);
+
+    let as_reader = p.replace("redis://", "redis://reader@");
+    let denied = node_config(
+        dir.path(),
+        "acl",
+        "eu",
+        &format!("{}\ntoken_env = \"READER_PW\"", redis_source(&as_reader)),
+        &reporting("1s"),
+    );
+    let denied = fleet::start(&denied, &[("READER_PW", "reader-pw")]);
+    // Reports to the read-only replica.
+    let extra = format!("{}\nredis_url = \"{}\"", reporting("1s"), replica.url);
+    let readonly = node_config(dir.path(), "ro", "eu", &redis_source(p), &extra);
+    let readonly = fleet::start(&readonly, &[]);
+
+    let v2 = publish_file(dir.path(), "v2.json", &revisions(2));
+    assert_eq!(run(&["publish", "--redis", p, &v2]).0, 0);
+    for (node, code) in [(&denied, "noperm"), (&readonly, "readonly")] {
+        common::eventually("the refused write shown", || async {
+            fleet::status(node).await["report"]["last_error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("refuses") && m.to_lowercase().contains(code))
+        })
+        .await;
+        common::eventually("revision 2 served", || async {
+            reqwest::get(format!(
+                "http://{}/v1/resolve?project=acme&environment=qa",
+                node.data_addr
+            ))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains("qa-r2")
+        })
+        .await;
+        let metrics = fleet::metrics(node).await;
+        let refused: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("env_sidecar_report_writes_total{result=\"refused\"} "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        assert!(refused >= 1.0, "{metrics}");
+        let status = fleet::status(node).await;
+        assert_eq!(status["ready"], true);
+        assert!(
+            status["last_error"].is_null(),
+            "sync is not failing: {status}"
+        );
+        assert!(node
+            .log()
+            .contains("node report not written; serving and sync go on"));
+    }
+    let (_, out) = run(&["fleet", "status", "--redis", p]);
+    assert!(
+        out.ends_with("0 nodes, 0 converged, 0 behind, 0 rejecting, 0 stale reports\n"),
+        "{out}"
+    );
+}
