@@ -16,11 +16,19 @@
 //! * the sidecars' own CPU per sidecar per second, idle and under churn;
 //! * memory per sidecar (RSS and PSS, medians).
 //!
-//! Run: `cargo bench --bench fleet` (about seven minutes).
+//! Then the node reports (`fleet/reports.rs`): Redis CPU with reports off
+//! and on under the same churn, report writes per second, publish →
+//! `fleet wait` returns, and `fleet status` at the fleet's size and at
+//! 10 000 synthetic nodes.
+//!
+//! Run: `cargo bench --bench fleet` (about twelve minutes).
 //! Flags after `--`: `--sidecars N`, `--projects N`, `--churn-seconds S`,
-//! `--idle-seconds S`, `--only http|redis`, `--long-poll-wait S` (the
-//! sidecars' `source.long_poll_wait`).
+//! `--idle-seconds S`, `--only http|redis|reports`, `--long-poll-wait S`
+//! (the sidecars' `source.long_poll_wait`), `--sign` (every document
+//! signed by the simulator, every sidecar requiring signatures).
 
+#[path = "fleet/reports.rs"]
+mod reports;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -44,12 +52,16 @@ struct Args {
     /// `source.long_poll_wait` of every sidecar (how often an idle
     /// follower renews its long poll or `XREAD BLOCK`); default 30 s.
     long_poll_wait: Option<u64>,
+    /// The simulator signs, the sidecars require signatures.
+    sign: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
     Http,
     Redis,
+    /// The node reports on Redis (`fleet/reports.rs`).
+    Reports,
 }
 
 impl Source {
@@ -57,6 +69,7 @@ impl Source {
         match self {
             Source::Http => "HTTP watch (simulator)",
             Source::Redis => "Redis (redis-server)",
+            Source::Reports => "node reports (Redis)",
         }
     }
 }
@@ -68,8 +81,9 @@ impl Args {
             projects: 1_000,
             churn: Duration::from_secs(60),
             idle: Duration::from_secs(30),
-            sources: vec![Source::Http, Source::Redis],
+            sources: vec![Source::Http, Source::Redis, Source::Reports],
             long_poll_wait: None,
+            sign: false,
         };
         let argv: Vec<String> = std::env::args().skip(1).collect();
         let mut it = argv.iter();
@@ -91,9 +105,11 @@ impl Args {
                     args.sources = match value().as_str() {
                         "http" => vec![Source::Http],
                         "redis" => vec![Source::Redis],
-                        other => panic!("--only http|redis, not {other:?}"),
+                        "reports" => vec![Source::Reports],
+                        other => panic!("--only http|redis|reports, not {other:?}"),
                     }
                 }
+                "--sign" => args.sign = true,
                 _ => {} // cargo bench passes `--bench`
             }
         }
@@ -127,14 +143,15 @@ impl Drop for Peer {
 /// A sidecar on ports the kernel picks (a free port chosen beforehand can
 /// be taken by one of the fleet's own outgoing connections), found from
 /// its `listening` log line.
-fn start_member(dir: &Path, index: usize, source: &str) -> Member {
+fn start_member(dir: &Path, index: usize, source: &str, extra: &str) -> Member {
     let config = dir.join(format!("member-{index}.toml"));
     let log = dir.join(format!("member-{index}.log"));
     std::fs::write(
         &config,
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-             [source]\n{source}[cache]\npath = \"\"\n[log]\nlevel = \"info\"\n"
+             [source]\n{source}[cache]\npath = \"\"\n[log]\nlevel = \"info\"\n\
+             [node]\nid = \"member-{index}\"\n{extra}\n"
         ),
     )
     .unwrap();
@@ -447,6 +464,20 @@ fn run(source: Source, args: &Args, dir: &Path) -> Report {
     if let Some((_, url)) = &redis {
         sim_args.extend(["--redis", url.as_str()]);
     }
+    let signing = args.sign.then(|| keys(dir));
+    let sign_key = signing
+        .as_ref()
+        .map(|(private, _)| private.display().to_string());
+    if let Some(key) = &sign_key {
+        sim_args.extend(["--sign-key", key.as_str()]);
+    }
+    let extra = match &signing {
+        Some((_, public)) => format!(
+            "[trust]\nkeys = [\"{}\"]\nrequire_signatures = true\n",
+            public.display()
+        ),
+        None => String::new(),
+    };
     let (sim, url) = support::start_simulator(&sim_args);
     let sim = Peer(sim);
     let source_pid = redis.as_ref().map_or(sim.0.id(), |(p, _)| p.0.id());
@@ -476,14 +507,14 @@ fn run(source: Source, args: &Args, dir: &Path) -> Report {
     let first = (args.sidecars / 10).max(1);
     report.waves = [0, first, args.sidecars];
     let mut members: Vec<Member> = (0..first)
-        .map(|i| start_member(dir, i, &member_source))
+        .map(|i| start_member(dir, i, &member_source, &extra))
         .collect();
     wait_ready(&members);
     eprintln!("[{}] idle with {first} followers", source.name());
     report.source_idle[1] = idle_cpu(&[source_pid], args.idle);
 
     let started = Instant::now();
-    members.extend((first..args.sidecars).map(|i| start_member(dir, i, &member_source)));
+    members.extend((first..args.sidecars).map(|i| start_member(dir, i, &member_source, &extra)));
     wait_ready(&members);
     report.ready_after = started.elapsed();
     let member_pids: Vec<u32> = members.iter().map(|m| m.child.id()).collect();
@@ -543,6 +574,23 @@ fn run(source: Source, args: &Args, dir: &Path) -> Report {
     drop(sim);
     drop(redis);
     report
+}
+
+/// A key pair made with `env-sidecar keygen` (made once per run).
+fn keys(dir: &Path) -> (PathBuf, PathBuf) {
+    let (private, public) = (dir.join("bench.key"), dir.join("bench.pub"));
+    if !private.exists() {
+        let ok = Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
+            .args(["keygen", "--key-id", "bench", "--private"])
+            .arg(&private)
+            .arg("--public")
+            .arg(&public)
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "keygen");
+    }
+    (private, public)
 }
 
 fn signal_usr1(pid: u32) {
@@ -636,10 +684,19 @@ fn main() {
     let args = Args::parse();
     let dir: PathBuf = tempfile::tempdir().expect("tempdir").keep();
     println!(
-        "fleet: {} sidecars, {} projects, {}%/s churn for {:?}, idle windows {:?}",
-        args.sidecars, args.projects, 1, args.churn, args.idle
+        "fleet: {} sidecars, {} projects, {}%/s churn for {:?}, idle windows {:?}{}",
+        args.sidecars,
+        args.projects,
+        1,
+        args.churn,
+        args.idle,
+        if args.sign { ", signed" } else { "" }
     );
     for source in args.sources.clone() {
+        if source == Source::Reports {
+            reports::run(&args, &dir);
+            continue;
+        }
         let report = run(source, &args, &dir);
         print(source, &args, &report);
     }

@@ -1,0 +1,336 @@
+//! The fleet's node reports, measured (`cargo bench --bench fleet --
+//! --only reports`): the same N sidecars on Redis under the same 1 %/s
+//! churn twice in one run, reports off and on, for
+//!
+//! * report writes per second at the Redis server (its `ZADD` calls:
+//!   one per report write, and only reporters send them) and as the
+//!   sidecars count them;
+//! * Redis CPU with reports off and on, and the ratio (goal: ≤ 1.10);
+//! * publish → `fleet wait` returns: a single project republished while
+//!   the churn is paused, timed from the write to the command's exit
+//!   (p50 / p99 over the rounds; goal: as fast as delivery plus the
+//!   coalescing window);
+//! * `fleet status` at N nodes, then at 10 000 synthetic nodes written
+//!   straight into Redis (each with every project, 1 % of them one
+//!   revision behind), with Redis' memory for them (goal: < 1 s).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::{
+    cpu_of, redis_info, signal_usr1, start_member, start_redis, wait_ready, Args, Member, Peer,
+};
+
+/// Rounds of publish → `fleet wait`.
+const WAIT_ROUNDS: usize = 20;
+/// Synthetic nodes for the large `fleet status`.
+const SYNTHETIC: usize = 10_000;
+
+pub fn run(args: &Args, dir: &Path) {
+    let (redis, url) = start_redis(dir);
+    let redis_pid = redis.0.id();
+    let rate = args.projects as f64 / 100.0;
+    let (projects, rate_arg) = (args.projects.to_string(), rate.to_string());
+    let (sim, _) = super::support::start_simulator(&[
+        "--generate",
+        &projects,
+        "--mutate",
+        &rate_arg,
+        "--mutate-paused",
+        "--redis",
+        &url,
+    ]);
+    let sim = Peer(sim);
+    super::wait_mirrored(&url, args.projects);
+    println!(
+        "\n## node reports — {} sidecars on Redis, {} projects, {rate} changes/s",
+        args.sidecars, args.projects
+    );
+    let mut cpu = [0.0f64; 2];
+    let mut zadd_rate = [0.0f64; 2];
+    for (k, enabled) in [false, true].into_iter().enumerate() {
+        let source = format!("kind = \"redis\"\nurl = \"{url}\"\n");
+        let extra = format!("[report]\nenabled = {enabled}\n");
+        let members: Vec<Member> = (0..args.sidecars)
+            .map(|i| start_member(dir, i, &source, &extra))
+            .collect();
+        wait_ready(&members);
+        // Let the first (full) reports land before measuring.
+        std::thread::sleep(Duration::from_secs(3));
+        eprintln!(
+            "[reports {}] churn for {:?}",
+            if enabled { "on" } else { "off" },
+            args.churn
+        );
+        let calls0 = command_calls(&url, "zadd");
+        let writes0 = report_writes(&members);
+        let (c0, t0) = (cpu_of(&[redis_pid]), Instant::now());
+        signal_usr1(sim.0.id());
+        std::thread::sleep(args.churn);
+        signal_usr1(sim.0.id());
+        let secs = t0.elapsed().as_secs_f64();
+        cpu[k] = cpu_of(&[redis_pid]).saturating_sub(c0).as_secs_f64() / secs;
+        zadd_rate[k] = command_calls(&url, "zadd").saturating_sub(calls0) as f64 / secs;
+        let writes = report_writes(&members).saturating_sub(writes0) as f64 / secs;
+        println!(
+            "reports {}: Redis CPU {:.1} ms/s; report writes {:.1}/s at Redis (ZADD calls), {writes:.1}/s counted by the sidecars ({:.2}/s per sidecar)",
+            if enabled { "on " } else { "off" },
+            cpu[k] * 1e3,
+            zadd_rate[k],
+            writes / args.sidecars as f64
+        );
+        if enabled {
+            wait_rounds(&url, args);
+            let status = time_status(&url, 5);
+            println!(
+                "fleet status at {} nodes: median {:.0} ms over 5 runs",
+                args.sidecars,
+                status * 1e3
+            );
+        }
+        drop(members);
+    }
+    println!(
+        "Redis CPU, reports on / off under churn: {:.2}x (goal ≤ 1.10)",
+        cpu[1] / cpu[0].max(1e-9)
+    );
+    synthetic(&url, args.projects);
+    drop(sim);
+    drop(redis);
+}
+
+/// `calls` of `cmdstat_<name>` in `INFO commandstats`.
+fn command_calls(url: &str, name: &str) -> u64 {
+    super::redis_command(url, "INFO commandstats")
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+        .and_then(|v| v.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The sum of every member's `env_sidecar_report_writes_total{result="ok"}`.
+fn report_writes(members: &[Member]) -> u64 {
+    members
+        .iter()
+        .filter_map(|m| super::support::http_get(m.admin, "/metrics"))
+        .map(|(_, text)| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("env_sidecar_report_writes_total{result=\"ok\"} "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0) as u64
+        })
+        .sum()
+}
+
+fn env_sidecar(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
+        .args(args)
+        .env_remove("ENV_SIDECAR_CONTROL_PLANE_TOKEN")
+        .output()
+        .expect("env-sidecar runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Publish one project's next revision, then `fleet wait` for it.
+fn wait_rounds(url: &str, args: &Args) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = env_sidecar::sync::redis::client(url, None, None).unwrap();
+    let mut con = rt
+        .block_on(env_sidecar::sync::redis::connect(
+            &client,
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+        ))
+        .unwrap();
+    let keys = env_sidecar::sync::redis::RedisKeys::new("env-sidecar");
+    let mut times = Vec::new();
+    for round in 0..WAIT_ROUNDS {
+        let i = round * 7 % args.projects;
+        let id = env_sidecar::sim::generate::project_id(i);
+        let revision = 1_000_000 + round as u64;
+        let doc =
+            env_sidecar::sim::generate::project(i, revision, Some(std::time::SystemTime::now()));
+        let text = serde_json::to_string(&doc).unwrap();
+        let started = Instant::now();
+        rt.block_on(env_sidecar::sync::redis::write_project(
+            &mut con, &keys, &id, &text,
+        ))
+        .unwrap();
+        let (ok, out) = env_sidecar(&[
+            "fleet",
+            "wait",
+            "--redis",
+            url,
+            "--project",
+            &id,
+            "--revision",
+            &revision.to_string(),
+            "--timeout",
+            "30s",
+        ]);
+        assert!(ok, "{out}");
+        times.push(started.elapsed().as_secs_f64());
+        // The coalescing window of every node passes before the next one.
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "publish → fleet wait returns ({} sidecars, {WAIT_ROUNDS} rounds): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        args.sidecars,
+        at(0.5) * 1e3,
+        at(0.99) * 1e3,
+        times[times.len() - 1] * 1e3
+    );
+}
+
+/// Median seconds of `runs` runs of `fleet status`.
+fn time_status(url: &str, runs: usize) -> f64 {
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            let (ok, out) = env_sidecar(&["fleet", "status", "--redis", url]);
+            assert!(ok, "{out}");
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// 10 000 node reports written straight into Redis, then `fleet status`
+/// and `fleet wait` over them.
+fn synthetic(url: &str, projects: usize) {
+    use env_sidecar::sync::report::{digest, NodeReport, Served, Summary};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = env_sidecar::sync::redis::client(url, None, None).unwrap();
+    let mut con = rt
+        .block_on(env_sidecar::sync::redis::connect(
+            &client,
+            Duration::from_secs(30),
+            Duration::from_secs(60),
+        ))
+        .unwrap();
+    let keys = env_sidecar::sync::redis::RedisKeys::new("env-sidecar");
+    // What the source holds now.
+    let held = rt
+        .block_on(env_sidecar::sync::redis::read_all(&mut con, &keys))
+        .unwrap();
+    let source: Vec<(String, u64)> = held
+        .iter()
+        .filter_map(|(id, json)| {
+            Some((
+                id.clone(),
+                env_sidecar::sync::redis::incoming(id, json).revision?,
+            ))
+        })
+        .collect();
+    assert_eq!(source.len(), projects);
+    let memory0 = redis_info(url, "used_memory");
+    let now = std::time::SystemTime::now();
+    let stamp = env_sidecar::model::timestamp::format_rfc3339(now);
+    let written = Instant::now();
+    for chunk in (0..SYNTHETIC).collect::<Vec<_>>().chunks(200) {
+        let mut pipe = redis::pipe();
+        for &n in chunk {
+            let behind = n % 100 == 0;
+            let served: std::collections::BTreeMap<String, Served> = source
+                .iter()
+                .enumerate()
+                .map(|(j, (id, r))| {
+                    let revision = if behind && j == 0 { r - 1 } else { *r };
+                    (
+                        id.clone(),
+                        Served {
+                            revision,
+                            since: stamp.clone(),
+                        },
+                    )
+                })
+                .collect();
+            let node = format!("synthetic-{n:05}");
+            let report = NodeReport {
+                summary: Summary {
+                    node: node.clone(),
+                    labels: [("region".to_owned(), format!("r{}", n % 3))].into(),
+                    version: "synthetic".into(),
+                    source: "redis".into(),
+                    provenance: env_sidecar::sync::status::Provenance::Live,
+                    cursor: "0-0".into(),
+                    snapshot_age_seconds: Some(1.0),
+                    started_at: stamp.clone(),
+                    reported_at: stamp.clone(),
+                    interval_seconds: 600.0,
+                    digest: digest(served.iter().map(|(id, s)| (id.as_str(), s.revision))),
+                    projects: served.len(),
+                    rejected: 0,
+                },
+                served,
+                rejections: Default::default(),
+            };
+            let key = keys.node(&node);
+            let cmd = pipe.cmd("HSET").arg(&key);
+            for (k, v) in env_sidecar::sync::report::redis::fields(&report) {
+                cmd.arg(k).arg(v);
+            }
+            cmd.ignore();
+            pipe.cmd("PEXPIRE").arg(&key).arg(1_800_000).ignore();
+            pipe.cmd("ZADD")
+                .arg(&keys.nodes)
+                .arg(
+                    now.duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_millis() as u64,
+                )
+                .arg(&node)
+                .ignore();
+        }
+        let () = rt.block_on(pipe.query_async(&mut con)).unwrap();
+    }
+    let memory = redis_info(url, "used_memory").saturating_sub(memory0);
+    println!(
+        "{SYNTHETIC} synthetic reports of {projects} projects each written in {:.1} s; Redis memory for them {:.0} MiB ({:.1} KiB per node, {:.0} bytes per project per node)",
+        written.elapsed().as_secs_f64(),
+        memory as f64 / 1048576.0,
+        memory as f64 / 1024.0 / SYNTHETIC as f64,
+        memory as f64 / (SYNTHETIC * projects) as f64
+    );
+    let status = time_status(url, 3);
+    let (_, out) = env_sidecar(&["fleet", "status", "--redis", url]);
+    println!(
+        "fleet status at {SYNTHETIC} nodes: median {:.0} ms over 3 runs (goal < 1 s); {}",
+        status * 1e3,
+        out.lines().last().unwrap_or("")
+    );
+    let (id, revision) = &source[1];
+    let t = Instant::now();
+    let (ok, out) = env_sidecar(&[
+        "fleet",
+        "wait",
+        "--redis",
+        url,
+        "--project",
+        id,
+        "--revision",
+        &revision.to_string(),
+        "--min-fraction",
+        "0.5",
+        "--timeout",
+        "30s",
+    ]);
+    println!(
+        "fleet wait at {SYNTHETIC} nodes (one poll, already converged): {:.0} ms ({})",
+        t.elapsed().as_secs_f64() * 1e3,
+        if ok { "converged" } else { out.as_str() }
+    );
+}
