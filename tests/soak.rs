@@ -15,6 +15,10 @@
 //! SLEEP`), killed and restarted empty (the guard must refuse the
 //! emptiness; then everything is republished). 30 s by default
 //! (`REDIS_SOAK_SECONDS`).
+//!
+//! `SOAK_SIGNED=1` runs both signed: the simulator signs every document
+//! (removals become signed tombstones) and the sidecar requires
+//! signatures.
 
 mod common;
 
@@ -72,8 +76,9 @@ async fn a_soak_under_every_fault_loses_nothing_leaks_nothing_and_converges() {
     let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), None)
         .await
         .unwrap();
-    sim.generate(ALL);
     let dir = tempfile::tempdir().unwrap();
+    let trust = signing(&sim, dir.path());
+    sim.generate(ALL);
     let cache = dir.path().join("lkg.json");
     let config = dir.path().join("sidecar.toml");
     std::fs::write(
@@ -82,7 +87,7 @@ async fn a_soak_under_every_fault_loses_nothing_leaks_nothing_and_converges() {
             "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
              [source]\nkind = \"http\"\nurl = \"{}\"\nmode = \"watch\"\nrequest_timeout = \"1s\"\n\
              long_poll_wait = \"2s\"\nbackoff_max = \"500ms\"\nmax_removed_fraction = 0.3\n\
-             [cache]\npath = \"{}\"\n",
+             [cache]\npath = \"{}\"\n{trust}",
             sim.url(),
             cache.display()
         ),
@@ -294,6 +299,23 @@ fn publish(sim: &Simulator, range: std::ops::Range<usize>, revision: u64) {
     );
 }
 
+/// With `SOAK_SIGNED=1`: the simulator signs everything it publishes and
+/// the sidecar requires signatures (the `[trust]` section to add).
+fn signing(sim: &Simulator, dir: &std::path::Path) -> String {
+    if std::env::var_os("SOAK_SIGNED").is_none() {
+        return String::new();
+    }
+    let key = common::signing::TestKey::new(dir, "soak");
+    let text = std::fs::read_to_string(&key.private_file).unwrap();
+    sim.sign_with(Arc::new(
+        env_sidecar::model::keys::parse_private(&text).unwrap(),
+    ));
+    format!(
+        "[trust]\nkeys = [\"{}\"]\nrequire_signatures = true\n",
+        key.public_file.display()
+    )
+}
+
 /// `(id, revision)` of every served project, sorted.
 async fn served_revisions(
     client: &reqwest::Client,
@@ -395,6 +417,7 @@ async fn a_redis_soak_under_redis_faults_loses_nothing_and_converges() {
     sim.mirror_to_redis(&redis.url, None, "env-sidecar")
         .await
         .unwrap();
+    let trust = signing(&sim, dir.path());
     sim.generate(ALL);
     let cache = dir.path().join("lkg.json");
     let config = dir.path().join("sidecar.toml");
@@ -404,7 +427,7 @@ async fn a_redis_soak_under_redis_faults_loses_nothing_and_converges() {
             "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
              [source]\nkind = \"redis\"\nurl = \"{}\"\nrequest_timeout = \"1s\"\n\
              long_poll_wait = \"2s\"\nbackoff_max = \"500ms\"\nmax_removed_fraction = 0.3\n\
-             [cache]\npath = \"{}\"\n",
+             [cache]\npath = \"{}\"\n{trust}",
             redis.url,
             cache.display()
         ),

@@ -2,7 +2,7 @@
 //! --only reports`): the same N sidecars on Redis under the same 1 %/s
 //! churn twice in one run, reports off and on, for
 //!
-//! * report writes per second at the Redis server (its `ZADD` calls:
+//! * report writes per second at the Redis server (its `PEXPIRE` calls:
 //!   one per report write, and only reporters send them) and as the
 //!   sidecars count them;
 //! * Redis CPU with reports off and on, and the ratio (goal: ≤ 1.10);
@@ -63,7 +63,7 @@ pub fn run(args: &Args, dir: &Path) {
             if enabled { "on" } else { "off" },
             args.churn
         );
-        let calls0 = command_calls(&url, "zadd");
+        let calls0 = command_calls(&url, "pexpire");
         let writes0 = report_writes(&members);
         let (c0, t0) = (cpu_of(&[redis_pid]), Instant::now());
         signal_usr1(sim.0.id());
@@ -71,10 +71,10 @@ pub fn run(args: &Args, dir: &Path) {
         signal_usr1(sim.0.id());
         let secs = t0.elapsed().as_secs_f64();
         cpu[k] = cpu_of(&[redis_pid]).saturating_sub(c0).as_secs_f64() / secs;
-        zadd_rate[k] = command_calls(&url, "zadd").saturating_sub(calls0) as f64 / secs;
+        zadd_rate[k] = command_calls(&url, "pexpire").saturating_sub(calls0) as f64 / secs;
         let writes = report_writes(&members).saturating_sub(writes0) as f64 / secs;
         println!(
-            "reports {}: Redis CPU {:.1} ms/s; report writes {:.1}/s at Redis (ZADD calls), {writes:.1}/s counted by the sidecars ({:.2}/s per sidecar)",
+            "reports {}: Redis CPU {:.1} ms/s; report writes {:.1}/s at Redis (PEXPIRE calls), {writes:.1}/s counted by the sidecars ({:.2}/s per sidecar)",
             if enabled { "on " } else { "off" },
             cpu[k] * 1e3,
             zadd_rate[k],

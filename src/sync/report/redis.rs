@@ -10,8 +10,9 @@
 //!   nodes gone for longer than their TTL are pruned by the others.
 //!
 //! The sidecar writes only what changed since its last write (and the
-//! summary), so a heartbeat of a node serving 100 000 projects is a few
-//! small commands; a full rewrite happens on the first write, after an
+//! summary): a `PEXPIRE` (which also tells whether the hash is still
+//! there) and one `HSET`, plus a `ZADD` once a heartbeat, so even a node
+//! serving 100 000 projects writes a few hundred bytes; a full rewrite happens on the first write, after an
 //! error, and when its hash expired meanwhile (a node paused past its
 //! TTL). A rewrite writes over the hash (summary last) and then drops the
 //! fields of projects no longer served: a reader never finds the node
@@ -46,6 +47,8 @@ pub struct RedisSink {
     con: Option<MultiplexedConnection>,
     /// Every field as last written; empty: write everything next time.
     written: HashMap<String, String>,
+    /// When the index (`{P}:nodes`) entry was last refreshed, ms.
+    indexed_ms: u64,
 }
 
 impl std::fmt::Debug for RedisSink {
@@ -77,6 +80,7 @@ impl RedisSink {
             client,
             con: None,
             written: HashMap::new(),
+            indexed_ms: 0,
         }
     }
 
@@ -136,15 +140,22 @@ impl RedisSink {
             if !gone.is_empty() {
                 pipe.cmd("HDEL").arg(&self.node_key).arg(&gone).ignore();
             }
-            pipe.cmd("PEXPIRE").arg(&self.node_key).arg(ttl_ms).ignore();
-            pipe.cmd("ZADD")
-                .arg(&self.keys.nodes)
-                .arg(now_ms)
-                .arg(&self.node)
-                .ignore();
+            // The index entry is refreshed once a heartbeat, not on every
+            // change: it only has to outlive the pruning of stale ones.
+            let index = now_ms.saturating_sub(self.indexed_ms) >= ttl_ms / 3;
+            if index {
+                pipe.cmd("ZADD")
+                    .arg(&self.keys.nodes)
+                    .arg(now_ms)
+                    .arg(&self.node)
+                    .ignore();
+            }
             let (existed,): (i64,) = pipe.query_async(&mut con).await.map_err(classify)?;
             if existed == 1 {
                 self.written = fields;
+                if index {
+                    self.indexed_ms = now_ms;
+                }
                 return Ok(());
             }
         }
@@ -189,6 +200,7 @@ impl RedisSink {
             .ignore();
         let () = pipe.query_async(&mut con).await.map_err(classify)?;
         self.written = fields;
+        self.indexed_ms = now_ms;
         Ok(())
     }
 }
