@@ -1,6 +1,6 @@
 //! Gateway overhead: the same proxy with and without the sidecar check,
 //! alternating rounds, for nginx (`auth_request` to `/v1/authz`) and Envoy
-//! (ext_authz over HTTP and over gRPC), each running the README's recipe,
+//! (ext_authz over HTTP and over gRPC), each running the documented (docs/gateways.md) recipe,
 //! in front of the same upstream (the floor: a bare hyper server with a
 //! fixed body). Beside throughput and p99 through the proxy, the
 //! sidecar's CPU per checked request.

@@ -10,7 +10,7 @@
 //! for the tail at a fixed offered load (16k and 48k req/s over 32
 //! connections, sidecar and floor alternating): with wrk driving both as
 //! fast as they answer, p99 measures how three busy threads share two
-//! cores more than it measures either server (README, "Where the tail
+//! cores more than it measures either server (docs/performance.md, "Where the tail
 //! comes from").
 //!
 //! Run: `cargo bench --bench http_load` (`-- --quick` for a short run).

@@ -11,20 +11,21 @@
 //! it, never one after it (no module cycles; checked in CI by
 //! `tests/layers.rs`):
 //!
-//! 1. [`model`]: wire types, validation, time. Pure: no I/O, no state.
+//! 1. [`model`]: wire types, validation, time, signed envelopes, keys and
+//!    the one check of a signature. Pure: no I/O, no state.
 //!    [`config`]: the TOML file and where secrets come from.
 //! 2. [`telemetry`]: the contract's metrics, recorded without locks.
 //! 3. [`store`]: every project as served, answers pre-rendered; the hot
 //!    path's single entry ([`store::Store::resolve_with`]) and the one
 //!    writer that validates and publishes updates.
-//! 4. [`sync`]: sources (file, HTTP), the writer thread and the
-//!    scheduler, forced refresh, status, readiness, the last-known-good
-//!    cache.
+//! 4. [`sync`]: sources (file, HTTP, Redis), the writer thread and the
+//!    scheduler, forced refresh, status and provenance, readiness, the
+//!    last-known-good cache, the trusted keys, the node report.
 //! 5. [`server`]: the accept loop and limits, the data plane, the
 //!    operator plane, error answers, JSON views.
 //! 6. [`app`]: wiring and ordered shutdown; the embedded mode.
 //!    [`ops`]: the operator commands (`check-config`, `validate`,
-//!    `health`).
+//!    `publish`, `keygen`, `sign`, `fleet`, `health`).
 //!
 //! [`sim`] (the `sim` feature, on by default) is tooling: a generator and
 //! a control-plane simulator for tests, benchmarks and demos. It may use
@@ -32,6 +33,7 @@
 //! none of its code.
 //!
 //! The domain (model, store, sync) never imports presentation (server).
+//! `docs/architecture.md` draws the picture.
 //! The binary (`src/main.rs`) only parses flags, sets up logging, calls
 //! [`app::start`] and waits for a signal.
 

@@ -144,7 +144,7 @@ fn load_config(args: &Args) -> Result<Config, env_sidecar::config::ConfigError> 
 }
 
 /// glibc malloc, tuned so a snapshot load does not leave its peak
-/// resident (see the README's memory figures).
+/// resident (see the memory figures in docs/performance.md).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod allocator {
     use std::ffi::c_int;

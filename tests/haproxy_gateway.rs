@@ -1,5 +1,5 @@
 //! HAProxy (Debian's `haproxy`, 2.6, with its built-in Lua) as the
-//! gateway, running the README's auth-request recipe and Lua action word
+//! gateway, running the documented (docs/gateways.md) auth-request recipe and Lua action word
 //! for word (addresses and the script path substituted); and the exact
 //! request HAProxy's auth-request sends (`HEAD` with the client's
 //! headers), answered as a proxy needs it.

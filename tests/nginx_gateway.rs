@@ -1,4 +1,4 @@
-//! nginx (Debian's `nginx-light`) as the gateway, running the README's
+//! nginx (Debian's `nginx-light`) as the gateway, running the documented (docs/gateways.md)
 //! `auth_request` recipe word for word: it asks the sidecar about every
 //! request with the client's own headers and forwards the resolved
 //! environment to a real upstream, which echoes what it received.

@@ -477,11 +477,12 @@ pub fn start_floor(dir: &Path, body: &[u8]) -> (Child, SocketAddr) {
     (child, addr)
 }
 
-/// The body of the README's fenced block whose first line contains
+/// The body of the fenced block of `docs/gateways.md` whose first line contains
 /// `marker` (the gateway recipes), so the bench runs what is documented.
 pub fn readme_block(marker: &str) -> String {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md is readable");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/gateways.md"))
+            .expect("docs/gateways.md is readable");
     let mut rest = readme.as_str();
     while let Some(at) = rest.find("```") {
         let after = &rest[at + 3..];
@@ -498,7 +499,7 @@ pub fn readme_block(marker: &str) -> String {
         }
         rest = &body_start[end + 3..];
     }
-    panic!("the README has no block starting with {marker:?}");
+    panic!("docs/gateways.md has no block starting with {marker:?}");
 }
 
 /// Starts a process with its output discarded.

@@ -100,7 +100,11 @@ pub fn render(config: &Config, env: &Env, source_path: &str) -> Result<String, S
         .iter()
         .map(|(k, v)| format!("{} = {}", q(k), q(v)))
         .collect();
-    let _ = writeln!(out, "labels = {{ {} }}", labels.join(", "));
+    if labels.is_empty() {
+        let _ = writeln!(out, "labels = {{}}");
+    } else {
+        let _ = writeln!(out, "labels = {{ {} }}", labels.join(", "));
+    }
     let r = &config.report;
     let _ = writeln!(out, "\n[report]");
     let _ = writeln!(out, "enabled = {}", r.enabled);

@@ -7,7 +7,7 @@
 //! are: no buffer of its own, no allocation. The parts travel as one frame
 //! ([`Chunks`], a [`Buf`] over all three): one pass through hyper's body
 //! machinery, where three frames cost about 550 instructions more per
-//! answer (README, "Where the CPU goes"). Every other response is one
+//! answer (docs/performance.md). Every other response is one
 //! part.
 //!
 //! HTTP/1.1 connections write flattened (`serve` turns hyper's vectored

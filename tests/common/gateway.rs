@@ -1,5 +1,5 @@
 //! What the real-proxy tests share: an upstream that echoes what reached
-//! it, recipes read from the README (so the documented recipe is the one
+//! it, recipes read from `docs/gateways.md` (so the documented recipe is the one
 //! tested), and a guard that stops a proxy process.
 
 use std::io::{BufRead, BufReader, Write};
@@ -92,11 +92,12 @@ pub fn echo_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, requests)
 }
 
-/// The body of the README's fenced block whose first line contains
+/// The body of the fenced block of `docs/gateways.md` whose first line contains
 /// `marker` (for example `# envoy: ext_authz over HTTP`).
 pub fn readme_block(marker: &str) -> String {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md is readable");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/gateways.md"))
+            .expect("docs/gateways.md is readable");
     let mut rest = readme.as_str();
     while let Some(at) = rest.find("```") {
         let after = &rest[at + 3..];
@@ -113,7 +114,7 @@ pub fn readme_block(marker: &str) -> String {
         }
         rest = &body_start[end + 3..];
     }
-    panic!("the README has no block starting with {marker:?}");
+    panic!("docs/gateways.md has no block starting with {marker:?}");
 }
 
 /// Replaces `from` by `to` in `text`, insisting that it was there.

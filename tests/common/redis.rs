@@ -25,7 +25,7 @@ pub struct Setup {
     /// Certificate, key and CA files: serve TLS only.
     pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
     /// A read-only replica of the server on this loopback port, with
-    /// `replica-serve-stale-data no` (the README's advice: until its first
+    /// `replica-serve-stale-data no` (docs/control-plane.md's advice: until its first
     /// sync it answers errors, not an empty data set).
     pub replica_of: Option<u16>,
 }

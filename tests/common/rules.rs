@@ -1,5 +1,5 @@
-//! An independent checker of the document rules, written from the README's
-//! rule list and not from `src/validate.rs`: it works on the raw JSON value
+//! An independent checker of the document rules, written from the rule
+//! list of `docs/control-plane.md` and not from `src/validate.rs`: it works on the raw JSON value
 //! and shares no code with the sidecar. The fuzz targets use it both ways:
 //! every document the sidecar accepts must pass it, and every readable
 //! document that passes it must be accepted.

@@ -308,7 +308,7 @@ fn check_answer(project: &str, environment: Option<&str>, answer: AnswerRef<'_>)
     }
 }
 
-/// The store the request and batch targets resolve against: the README's
+/// The store the request and batch targets resolve against: the documentation's
 /// sample projects, loaded once.
 fn served() -> &'static Store {
     static STORE: OnceLock<Store> = OnceLock::new();
