@@ -28,23 +28,9 @@ fn revisions(acme: u64) -> Value {
     snapshot(acme, vec![project("acme", acme), project("globex", 1)])
 }
 
-#[tokio::test]
-async fn a_publish_converges_and_a_document_no_node_accepts_shows_them_rejecting() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
-        return;
-    };
-    let url = redis.url.as_str();
-    let v1 = publish_file(dir.path(), "v1.json", &revisions(1));
-    assert_eq!(run(&["publish", "--redis", url, &v1]).0, 0);
-    let nodes: Vec<_> = [("n1", "eu"), ("n2", "eu"), ("n3", "us")]
-        .iter()
-        .map(|(id, region)| {
-            let config = node_config(dir.path(), id, region, &redis_source(url), &reporting("2s"));
-            fleet::start(&config, &[])
-        })
-        .collect();
-    let (code, out) = run(&[
+/// `fleet wait --redis URL --project acme --revision R EXTRA…`.
+fn wait_acme(url: &str, revision: &str, extra: &[&str]) -> (i32, String) {
+    let mut args = vec![
         "fleet",
         "wait",
         "--redis",
@@ -52,10 +38,35 @@ async fn a_publish_converges_and_a_document_no_node_accepts_shows_them_rejecting
         "--project",
         "acme",
         "--revision",
-        "1",
-        "--timeout",
-        "20s",
-    ]);
+        revision,
+    ];
+    args.extend(extra);
+    run(&args)
+}
+
+/// A Redis with `acme` and `globex` at revision 1, published.
+fn redis_at_revision_1(dir: &Path) -> Option<RedisServer> {
+    let redis = RedisServer::start(dir, Setup::default())?;
+    let v1 = publish_file(dir, "v1.json", &revisions(1));
+    assert_eq!(run(&["publish", "--redis", &redis.url, &v1]).0, 0);
+    Some(redis)
+}
+
+#[tokio::test]
+async fn a_publish_converges_and_a_document_no_node_accepts_shows_them_rejecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = redis_at_revision_1(dir.path()) else {
+        return;
+    };
+    let url = redis.url.as_str();
+    let nodes: Vec<_> = [("n1", "eu"), ("n2", "eu"), ("n3", "us")]
+        .iter()
+        .map(|(id, region)| {
+            let config = node_config(dir.path(), id, region, &redis_source(url), &reporting("2s"));
+            fleet::start(&config, &[])
+        })
+        .collect();
+    let (code, out) = wait_acme(url, "1", &["--timeout", "20s"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("3/3 nodes serve acme@1"), "{out}");
 
@@ -84,20 +95,7 @@ async fn a_publish_converges_and_a_document_no_node_accepts_shows_them_rejecting
     assert_eq!(json["source"]["projects"], 2);
 
     // Only the us node: a selector.
-    let (code, out) = run(&[
-        "fleet",
-        "wait",
-        "--redis",
-        url,
-        "--project",
-        "acme",
-        "--revision",
-        "2",
-        "--selector",
-        "region=us",
-        "--timeout",
-        "5s",
-    ]);
+    let (code, out) = wait_acme(url, "2", &["--selector", "region=us", "--timeout", "5s"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("1/1 nodes serve acme@2"), "{out}");
 
@@ -105,18 +103,7 @@ async fn a_publish_converges_and_a_document_no_node_accepts_shows_them_rejecting
     let mut bad = project("acme", 3);
     bad["environments"][0]["color"] = "green".into();
     Publisher::connect(url, None, None).await.write(&bad).await;
-    let (code, out) = run(&[
-        "fleet",
-        "wait",
-        "--redis",
-        url,
-        "--project",
-        "acme",
-        "--revision",
-        "3",
-        "--timeout",
-        "5s",
-    ]);
+    let (code, out) = wait_acme(url, "3", &["--timeout", "5s"]);
     assert_eq!(code, 1, "{out}");
     for id in ["n1", "n2", "n3"] {
         assert!(
@@ -150,12 +137,10 @@ async fn a_publish_converges_and_a_document_no_node_accepts_shows_them_rejecting
 #[tokio::test]
 async fn a_killed_nodes_report_expires() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
+    let Some(redis) = redis_at_revision_1(dir.path()) else {
         return;
     };
     let url = redis.url.as_str();
-    let v1 = publish_file(dir.path(), "v1.json", &revisions(1));
-    assert_eq!(run(&["publish", "--redis", url, &v1]).0, 0);
     let mut nodes: Vec<_> = ["k1", "k2", "k3"]
         .iter()
         .map(|id| {
@@ -182,12 +167,10 @@ async fn a_killed_nodes_report_expires() {
 #[tokio::test]
 async fn a_paused_node_is_named_until_it_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
+    let Some(redis) = redis_at_revision_1(dir.path()) else {
         return;
     };
     let url = redis.url.as_str();
-    let v1 = publish_file(dir.path(), "v1.json", &revisions(1));
-    assert_eq!(run(&["publish", "--redis", url, &v1]).0, 0);
     // A heartbeat long enough that the paused node is not stale yet.
     let nodes: Vec<_> = ["p1", "p2", "p3"]
         .iter()
@@ -196,20 +179,7 @@ async fn a_paused_node_is_named_until_it_resumes() {
             fleet::start(&config, &[])
         })
         .collect();
-    let wait = |revision: &str, timeout: &str| {
-        run(&[
-            "fleet",
-            "wait",
-            "--redis",
-            url,
-            "--project",
-            "acme",
-            "--revision",
-            revision,
-            "--timeout",
-            timeout,
-        ])
-    };
+    let wait = |revision: &str, timeout: &str| wait_acme(url, revision, &["--timeout", timeout]);
     assert_eq!(wait("1", "20s").0, 0);
     fleet::signal(&nodes[1], "STOP");
     let v2 = publish_file(dir.path(), "v2.json", &revisions(2));
@@ -221,20 +191,7 @@ async fn a_paused_node_is_named_until_it_resumes() {
         out.contains("behind node=p2 project=acme serves=1"),
         "{out}"
     );
-    let (code, out) = run(&[
-        "fleet",
-        "wait",
-        "--redis",
-        url,
-        "--project",
-        "acme",
-        "--revision",
-        "2",
-        "--min-fraction",
-        "0.6",
-        "--timeout",
-        "5s",
-    ]);
+    let (code, out) = wait_acme(url, "2", &["--min-fraction", "0.6", "--timeout", "5s"]);
     assert_eq!(code, 0, "two of three is enough for 0.6: {out}");
     fleet::signal(&nodes[1], "CONT");
     let (code, out) = wait("2", "20s");
@@ -245,14 +202,7 @@ async fn a_paused_node_is_named_until_it_resumes() {
 #[tokio::test]
 async fn a_node_on_its_cache_with_its_replica_down_reports_cache_to_the_primary_then_live() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(primary) = RedisServer::start(dir.path(), Setup::default()) else {
-        return;
-    };
-    let replica_setup = Setup {
-        replica_of: Some(primary.port),
-        ..Setup::default()
-    };
-    let Some(mut replica) = RedisServer::start(dir.path(), replica_setup) else {
+    let Some((primary, mut replica)) = RedisServer::with_replica(dir.path()) else {
         return;
     };
     let p = primary.url.as_str();
@@ -303,14 +253,7 @@ async fn a_node_on_its_cache_with_its_replica_down_reports_cache_to_the_primary_
 #[tokio::test]
 async fn a_redis_that_refuses_report_writes_is_a_warning_and_serving_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(primary) = RedisServer::start(dir.path(), Setup::default()) else {
-        return;
-    };
-    let replica_setup = Setup {
-        replica_of: Some(primary.port),
-        ..Setup::default()
-    };
-    let Some(replica) = RedisServer::start(dir.path(), replica_setup) else {
+    let Some((primary, replica)) = RedisServer::with_replica(dir.path()) else {
         return;
     };
     let p = primary.url.as_str();

@@ -82,6 +82,18 @@ async fn start(config: Config) -> TestSidecar {
     t
 }
 
+/// Waits until the sidecar has taken a full load since it started.
+async fn full_load_done(t: &TestSidecar) {
+    eventually("a full load done", || async {
+        t.sidecar
+            .status()
+            .events()
+            .last_success
+            .is_some_and(|e| e.message.contains("full load"))
+    })
+    .await;
+}
+
 async fn wait_rejection(t: &TestSidecar, id: &str, reason: &str, revision: Option<u64>) {
     eventually(&format!("{id} rejected as {reason}"), || async {
         t.sidecar
@@ -224,14 +236,7 @@ async fn an_old_valid_envelope_replayed_after_a_restart_is_refused() {
     write_as_attacker(redis.port, "acme", &old);
     redis_cli(redis.port, &["DEL", CHANGES]);
     let t = start(config()).await;
-    eventually("a full load done", || async {
-        t.sidecar
-            .status()
-            .events()
-            .last_success
-            .is_some_and(|e| e.message.contains("full load"))
-    })
-    .await;
+    full_load_done(&t).await;
     assert_eq!(t.served("acme", "qa").await, "qa-r2", "the replay is stale");
 
     // The operator puts revision 2 back, then removes the project: a
@@ -261,14 +266,7 @@ async fn an_old_valid_envelope_replayed_after_a_restart_is_refused() {
     write_as_attacker(redis.port, "acme", &v2_envelope);
     redis_cli(redis.port, &["DEL", CHANGES]);
     let t = start(config()).await;
-    eventually("a full load done", || async {
-        t.sidecar
-            .status()
-            .events()
-            .last_success
-            .is_some_and(|e| e.message.contains("full load"))
-    })
-    .await;
+    full_load_done(&t).await;
     assert!(t.sidecar.store().project("acme").is_none(), "still removed");
     assert_eq!(t.served("keep", "qa").await, "qa-r1");
 }

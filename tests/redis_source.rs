@@ -93,14 +93,7 @@ async fn published_changes_are_followed_and_served() {
 #[tokio::test]
 async fn a_read_replica_is_followed_while_the_publisher_writes_to_the_primary() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(primary) = RedisServer::start(dir.path(), Setup::default()) else {
-        return;
-    };
-    let replica_setup = Setup {
-        replica_of: Some(primary.port),
-        ..Setup::default()
-    };
-    let Some(replica) = RedisServer::start(dir.path(), replica_setup) else {
+    let Some((primary, replica)) = RedisServer::with_replica(dir.path()) else {
         return;
     };
     let mut publisher = Publisher::connect(&primary.url, None, None).await;

@@ -135,21 +135,33 @@ fn env_sidecar(args: &[&str]) -> (bool, String) {
     )
 }
 
-/// Publish one project's next revision, then `fleet wait` for it.
-fn wait_rounds(url: &str, args: &Args) {
+/// A runtime of this thread and a connection to Redis with `timeout`.
+fn connection(
+    url: &str,
+    timeout: Duration,
+) -> (
+    tokio::runtime::Runtime,
+    redis::aio::MultiplexedConnection,
+    env_sidecar::sync::redis::RedisKeys,
+) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let client = env_sidecar::sync::redis::client(url, None, None).unwrap();
-    let mut con = rt
-        .block_on(env_sidecar::sync::redis::connect(
-            &client,
-            Duration::from_secs(5),
-            Duration::from_secs(5),
-        ))
+    let con = rt
+        .block_on(env_sidecar::sync::redis::connect(&client, timeout, timeout))
         .unwrap();
-    let keys = env_sidecar::sync::redis::RedisKeys::new("env-sidecar");
+    (
+        rt,
+        con,
+        env_sidecar::sync::redis::RedisKeys::new("env-sidecar"),
+    )
+}
+
+/// Publish one project's next revision, then `fleet wait` for it.
+fn wait_rounds(url: &str, args: &Args) {
+    let (rt, mut con, keys) = connection(url, Duration::from_secs(5));
     let mut times = Vec::new();
     for round in 0..WAIT_ROUNDS {
         let i = round * 7 % args.projects;
@@ -209,19 +221,7 @@ fn time_status(url: &str, runs: usize) -> f64 {
 /// and `fleet wait` over them.
 fn synthetic(url: &str, projects: usize) {
     use env_sidecar::sync::report::{digest, NodeReport, Served, Summary};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let client = env_sidecar::sync::redis::client(url, None, None).unwrap();
-    let mut con = rt
-        .block_on(env_sidecar::sync::redis::connect(
-            &client,
-            Duration::from_secs(30),
-            Duration::from_secs(60),
-        ))
-        .unwrap();
-    let keys = env_sidecar::sync::redis::RedisKeys::new("env-sidecar");
+    let (rt, mut con, keys) = connection(url, Duration::from_secs(60));
     // What the source holds now.
     let held = rt
         .block_on(env_sidecar::sync::redis::read_all(&mut con, &keys))

@@ -137,16 +137,8 @@ pub struct FleetFrom {
     /// The Redis the fleet follows (redis:// or rediss://)
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
-    /// Keys {P}:projects, {P}:nodes, {P}:node:<id>
-    #[arg(long, value_name = "P", default_value = "env-sidecar")]
-    pub key_prefix: String,
-    /// The variable holding the Redis password
-    #[arg(
-        long,
-        value_name = "VAR",
-        default_value = "ENV_SIDECAR_CONTROL_PLANE_TOKEN"
-    )]
-    pub password_env: String,
+    #[command(flatten)]
+    pub login: RedisLogin,
     /// The control plane the fleet follows over HTTP
     #[arg(long, value_name = "URL")]
     pub control_plane: Option<String>,
@@ -164,8 +156,8 @@ impl FleetFrom {
         match (self.redis, self.control_plane) {
             (Some(url), _) => fleet::reader::Target::Redis {
                 url,
-                key_prefix: self.key_prefix,
-                password_env: self.password_env,
+                key_prefix: self.login.key_prefix,
+                password_env: self.login.password_env,
             },
             (None, Some(url)) => fleet::reader::Target::ControlPlane {
                 url,
@@ -218,7 +210,14 @@ pub struct RedisArgs {
     /// redis:// or rediss:// URL (no password: see --password-env)
     #[arg(long = "redis", value_name = "URL")]
     pub url: String,
-    /// Keys {P}:projects and {P}:changes
+    #[command(flatten)]
+    pub login: RedisLogin,
+}
+
+/// Which keys in a Redis, and where its password is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RedisLogin {
+    /// Keys {P}:projects, {P}:changes, {P}:nodes, {P}:node:<id>
     #[arg(long, value_name = "P", default_value = "env-sidecar")]
     pub key_prefix: String,
     /// The variable holding the Redis password
@@ -270,13 +269,13 @@ impl Tool {
                 };
                 let target = fleet::reader::Target::Redis {
                     url: redis.url.clone(),
-                    key_prefix: redis.key_prefix.clone(),
-                    password_env: redis.password_env.clone(),
+                    key_prefix: redis.login.key_prefix.clone(),
+                    password_env: redis.login.password_env.clone(),
                 };
                 let args = publish::Publish {
                     redis: redis.url,
-                    key_prefix: redis.key_prefix,
-                    password_env: redis.password_env,
+                    key_prefix: redis.login.key_prefix,
+                    password_env: redis.login.password_env,
                     max_removed_fraction,
                     allow_mass_removal,
                     file: Input::parse(&file),

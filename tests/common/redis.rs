@@ -95,6 +95,17 @@ impl RedisServer {
         Some(server)
     }
 
+    /// A primary and a read-only replica of it (`None`: skipped).
+    pub fn with_replica(dir: &Path) -> Option<(RedisServer, RedisServer)> {
+        let primary = RedisServer::start(dir, Setup::default())?;
+        let setup = Setup {
+            replica_of: Some(primary.port),
+            ..Setup::default()
+        };
+        let replica = RedisServer::start(dir, setup)?;
+        Some((primary, replica))
+    }
+
     /// Starts the server again (empty: nothing is saved) on the same port.
     pub fn restart(&mut self) {
         self.kill();

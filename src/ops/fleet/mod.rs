@@ -99,6 +99,12 @@ pub struct Totals {
     pub stale: usize,
 }
 
+/// Says why the store cannot be read; the exit status for it.
+fn fail(out: &mut dyn Write, message: String) -> u8 {
+    let _ = writeln!(out, "error message={}", quoted(&message));
+    UNREACHABLE
+}
+
 /// `fleet status`.
 pub async fn status(
     target: &Target,
@@ -107,10 +113,6 @@ pub async fn status(
     env: &Env,
     out: &mut dyn Write,
 ) -> u8 {
-    let fail = |out: &mut dyn Write, message: String| {
-        let _ = writeln!(out, "error message={}", quoted(&message));
-        UNREACHABLE
-    };
     let mut reader = match Reader::connect(target, env).await {
         Ok(r) => r,
         Err(e) => return fail(out, e),
@@ -253,10 +255,6 @@ pub struct Wait {
 
 /// `fleet wait`.
 pub async fn wait(target: &Target, what: &Wait, env: &Env, out: &mut dyn Write) -> u8 {
-    let fail = |out: &mut dyn Write, message: String| {
-        let _ = writeln!(out, "error message={}", quoted(&message));
-        UNREACHABLE
-    };
     let mut reader = match Reader::connect(target, env).await {
         Ok(r) => r,
         Err(e) => return fail(out, e),
