@@ -466,7 +466,13 @@ async fn a_redis_soak_under_redis_faults_loses_nothing_and_converges() {
                     redis.kill();
                     tokio::time::sleep(phase_len / 3).await;
                     redis.restart();
-                    // Empty: the sidecar must refuse to remove everything.
+                    // Empty: the sidecar must refuse to remove everything
+                    // (signed: each unsigned removal is refused alone).
+                    let refusal = if trust.is_empty() {
+                        "refusing to remove"
+                    } else {
+                        "only lets a signed tombstone remove it"
+                    };
                     let client = reqwest::Client::new();
                     common::eventually_within(
                         Duration::from_secs(15),
@@ -477,11 +483,7 @@ async fn a_redis_soak_under_redis_faults_loses_nothing_and_converges() {
                                 .send()
                                 .await
                             {
-                                Ok(r) => r
-                                    .text()
-                                    .await
-                                    .unwrap_or_default()
-                                    .contains("refusing to remove"),
+                                Ok(r) => r.text().await.unwrap_or_default().contains(refusal),
                                 Err(_) => false,
                             }
                         },
