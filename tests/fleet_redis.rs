@@ -28,6 +28,23 @@ fn revisions(acme: u64) -> Value {
     snapshot(acme, vec![project("acme", acme), project("globex", 1)])
 }
 
+/// Sidecar processes `(id, region)` following Redis at `url`, reporting
+/// with a heartbeat of `interval`.
+fn following(
+    dir: &Path,
+    url: &str,
+    nodes: &[(&str, &str)],
+    interval: &str,
+) -> Vec<common::process::SidecarProcess> {
+    nodes
+        .iter()
+        .map(|(id, region)| {
+            let config = node_config(dir, id, region, &redis_source(url), &reporting(interval));
+            fleet::start(&config, &[])
+        })
+        .collect()
+}
+
 /// `fleet wait --redis URL --project acme --revision R EXTRA…`.
 fn wait_acme(url: &str, revision: &str, extra: &[&str]) -> (i32, String) {
     let mut args = vec![
@@ -59,13 +76,12 @@ async fn a_publish_converges_and_a_document_no_node_accepts_shows_them_rejecting
         return;
     };
     let url = redis.url.as_str();
-    let nodes: Vec<_> = [("n1", "eu"), ("n2", "eu"), ("n3", "us")]
-        .iter()
-        .map(|(id, region)| {
-            let config = node_config(dir.path(), id, region, &redis_source(url), &reporting("2s"));
-            fleet::start(&config, &[])
-        })
-        .collect();
+    let nodes = following(
+        dir.path(),
+        url,
+        &[("n1", "eu"), ("n2", "eu"), ("n3", "us")],
+        "2s",
+    );
     let (code, out) = wait_acme(url, "1", &["--timeout", "20s"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("3/3 nodes serve acme@1"), "{out}");
@@ -141,13 +157,12 @@ async fn a_killed_nodes_report_expires() {
         return;
     };
     let url = redis.url.as_str();
-    let mut nodes: Vec<_> = ["k1", "k2", "k3"]
-        .iter()
-        .map(|id| {
-            let config = node_config(dir.path(), id, "eu", &redis_source(url), &reporting("1s"));
-            fleet::start(&config, &[])
-        })
-        .collect();
+    let mut nodes = following(
+        dir.path(),
+        url,
+        &[("k1", "eu"), ("k2", "eu"), ("k3", "eu")],
+        "1s",
+    );
     until(
         Duration::from_secs(20),
         &["fleet", "status", "--redis", url],
@@ -172,13 +187,12 @@ async fn a_paused_node_is_named_until_it_resumes() {
     };
     let url = redis.url.as_str();
     // A heartbeat long enough that the paused node is not stale yet.
-    let nodes: Vec<_> = ["p1", "p2", "p3"]
-        .iter()
-        .map(|id| {
-            let config = node_config(dir.path(), id, "eu", &redis_source(url), &reporting("30s"));
-            fleet::start(&config, &[])
-        })
-        .collect();
+    let nodes = following(
+        dir.path(),
+        url,
+        &[("p1", "eu"), ("p2", "eu"), ("p3", "eu")],
+        "30s",
+    );
     let wait = |revision: &str, timeout: &str| wait_acme(url, revision, &["--timeout", timeout]);
     assert_eq!(wait("1", "20s").0, 0);
     fleet::signal(&nodes[1], "STOP");

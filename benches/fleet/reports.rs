@@ -175,18 +175,7 @@ fn wait_rounds(url: &str, args: &Args) {
             &mut con, &keys, &id, &text,
         ))
         .unwrap();
-        let (ok, out) = env_sidecar(&[
-            "fleet",
-            "wait",
-            "--redis",
-            url,
-            "--project",
-            &id,
-            "--revision",
-            &revision.to_string(),
-            "--timeout",
-            "30s",
-        ]);
+        let (ok, out) = fleet_wait(url, &id, revision, &["--timeout", "30s"]);
         assert!(ok, "{out}");
         times.push(started.elapsed().as_secs_f64());
         // The coalescing window of every node passes before the next one.
@@ -201,6 +190,23 @@ fn wait_rounds(url: &str, args: &Args) {
         at(0.99) * 1e3,
         times[times.len() - 1] * 1e3
     );
+}
+
+/// `fleet wait --redis URL --project ID --revision R EXTRA…`.
+fn fleet_wait(url: &str, id: &str, revision: u64, extra: &[&str]) -> (bool, String) {
+    let revision = revision.to_string();
+    let mut args = vec![
+        "fleet",
+        "wait",
+        "--redis",
+        url,
+        "--project",
+        id,
+        "--revision",
+        &revision,
+    ];
+    args.extend(extra);
+    env_sidecar(&args)
 }
 
 /// Median seconds of `runs` runs of `fleet status`.
@@ -314,20 +320,12 @@ fn synthetic(url: &str, projects: usize) {
     );
     let (id, revision) = &source[1];
     let t = Instant::now();
-    let (ok, out) = env_sidecar(&[
-        "fleet",
-        "wait",
-        "--redis",
+    let (ok, out) = fleet_wait(
         url,
-        "--project",
         id,
-        "--revision",
-        &revision.to_string(),
-        "--min-fraction",
-        "0.5",
-        "--timeout",
-        "30s",
-    ]);
+        *revision,
+        &["--min-fraction", "0.5", "--timeout", "30s"],
+    );
     println!(
         "fleet wait at {SYNTHETIC} nodes (one poll, already converged): {:.0} ms ({})",
         t.elapsed().as_secs_f64() * 1e3,

@@ -391,18 +391,7 @@ impl Config {
             if !(s.url.starts_with("redis://") || s.url.starts_with("rediss://")) {
                 return invalid("source.url", "must start with redis:// or rediss://");
             }
-            let authority = s
-                .url
-                .split("//")
-                .nth(1)
-                .unwrap_or("")
-                .split('/')
-                .next()
-                .unwrap_or("");
-            if authority
-                .rsplit_once('@')
-                .is_some_and(|(userinfo, _)| userinfo.contains(':'))
-            {
+            if has_password(&s.url) {
                 return invalid(
                     "source.url",
                     "must not carry a password: name the variable holding it in source.token_env",
@@ -482,6 +471,12 @@ impl Config {
         {
             return invalid("report.redis_url", "must start with redis:// or rediss://");
         }
+        if has_password(&r.redis_url) {
+            return invalid(
+                "report.redis_url",
+                "must not carry a password: name the variable holding it in report.token_env",
+            );
+        }
         if self.trust.require_signatures && self.trust.keys.is_empty() {
             return invalid(
                 "trust.keys",
@@ -496,6 +491,20 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// True when a `redis://user:password@host` URL carries a password.
+fn has_password(url: &str) -> bool {
+    let authority = url
+        .split("//")
+        .nth(1)
+        .unwrap_or("")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
 fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
@@ -593,6 +602,10 @@ mod tests {
             ("[report]\ninterval = \"0s\"\n", "report.interval"),
             ("[report]\nmin_interval = \"1m\"\n", "report.min_interval"),
             ("[report]\nredis_url = \"http://x\"\n", "report.redis_url"),
+            (
+                "[report]\nredis_url = \"redis://u:secret@h:6379/0\"\n",
+                "report.redis_url",
+            ),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text:?} gave {err}");

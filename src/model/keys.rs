@@ -308,19 +308,27 @@ mod tests {
     }
 
     #[test]
-    fn openssl_files_read() {
-        // `openssl genpkey -algorithm ed25519` and `openssl pkey -pubout`
-        // (RFC 8410's example key).
-        let private = "-----BEGIN PRIVATE KEY-----\n\
-            MC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n\
-            -----END PRIVATE KEY-----\n";
-        let public = "-----BEGIN PUBLIC KEY-----\n\
-            MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n\
-            -----END PUBLIC KEY-----\n";
-        let signer = parse_private(private).unwrap();
-        let keys = parse_public(public).unwrap();
+    fn pkcs8_v1_and_unnamed_files_read_as_openssl_writes_them() {
+        // openssl writes PKCS#8 v1 (the seed only) and no keyid line; made
+        // here from a fresh key's v2 document (ring: the seed at 16..48).
+        let (private, public) = generate(None).unwrap();
+        let v2 = blocks(&private, "PRIVATE KEY").unwrap().remove(0).1;
+        let mut v1 = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        v1.extend_from_slice(&v2[16..48]);
+        let signer = parse_private(&pem("PRIVATE KEY", &v1)).unwrap();
+        let unnamed = public
+            .to_pem()
+            .lines()
+            .filter(|l| !l.starts_with("keyid:"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>();
+        let keys = parse_public(&unnamed).unwrap();
         assert_eq!(signer.public().key, keys[0].key);
         assert_eq!(signer.keyid, keys[0].keyid);
+        assert_eq!(keys[0].keyid, public.keyid);
     }
 
     #[test]

@@ -73,10 +73,15 @@ pub fn judge_against(
         from_source: true,
     };
     let is_tombstone = matches!(doc.content, Content::Tombstone(_));
-    let claimed: Option<Vec<String>> = doc
-        .seal
-        .as_ref()
-        .map(|s| s.signatures.iter().map(|x| x.keyid.clone()).collect());
+    // A removal's verdict carries no keys; name the trusted ones it claims
+    // (with keys given, the judge has checked one of them verifies).
+    let claimed: Option<Vec<String>> = doc.seal.as_ref().map(|s| {
+        s.signatures
+            .iter()
+            .map(|x| x.keyid.clone())
+            .filter(|id| !checked || trust.keys().iter().any(|k| k.keyid == *id))
+            .collect()
+    });
     let candidate = doc.clone();
     let verdict = match judge.judge(doc, previous.as_deref(), high_water) {
         Judged::Valid(valid) => Verdict::Accepted {
