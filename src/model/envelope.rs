@@ -13,27 +13,44 @@
 //! as a document, nor the other way round.
 //!
 //! This module only reads and writes the shape; whether a signature holds
-//! is [`super::trust`]'s business. Base64 is read strictly (the standard
-//! alphabet, padded, canonical trailing bits): every change to the
-//! encoded text either fails to decode or decodes to other bytes, so it
-//! cannot leave a signature valid.
+//! is [`super::trust`]'s business, and the payload is not parsed here:
+//! it is parsed only once a signature over its raw bytes has verified.
+//!
+//! Base64 is read as DSSE allows it: the standard or the URL-safe
+//! alphabet (one per field, never mixed), padded or not, with canonical
+//! trailing bits. Any change to the encoded text then either fails to
+//! decode or decodes to other bytes, so it cannot leave a signature
+//! valid. What the sidecar writes is standard and padded.
+//!
+//! Telling an envelope from a plain document is structural: an object
+//! with a top-level `payloadType` key, however that key is escaped and
+//! however often it appears ([`is_envelope`]); an envelope with a key
+//! given twice is then refused ([`parse`]), since DSSE readers disagree
+//! on which copy counts.
 
-use base64::engine::general_purpose::STANDARD;
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+use base64::engine::DecodePaddingMode;
 use base64::Engine;
-use serde::{Deserialize, Serialize};
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::borrow::Cow;
 
 /// The payload type of a signed project document.
 pub const PROJECT_TYPE: &str = "application/vnd.env-sidecar.project+json";
 /// The payload type of a signed removal: `{"id", "revision", "signed_at"}`.
 pub const TOMBSTONE_TYPE: &str = "application/vnd.env-sidecar.tombstone+json";
 
-/// Key ids are 1–64 of `A-Z a-z 0-9 . _ : -` (they appear in logs, status
+/// Key ids are 1–128 of `A-Z a-z 0-9 . _ : -` (they appear in logs, status
 /// and file names).
-pub const MAX_KEYID_LEN: usize = 64;
+pub const MAX_KEYID_LEN: usize = 128;
 
 /// One signature of an envelope, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {
+    /// The key id the signer named; empty when the envelope names none
+    /// (DSSE makes it optional: such a signature is checked against every
+    /// trusted key). Untrusted text: never printed unescaped.
     pub keyid: String,
     pub sig: Vec<u8>,
 }
@@ -71,16 +88,9 @@ struct RawEnvelope {
 
 #[derive(Debug, Deserialize, Serialize)]
 struct RawSignature {
-    keyid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    keyid: Option<String>,
     sig: String,
-}
-
-/// Just enough to tell an envelope from a document: a top-level
-/// `payloadType` string.
-#[derive(Deserialize)]
-struct Probe {
-    #[serde(rename = "payloadType")]
-    payload_type: Option<serde::de::IgnoredAny>,
 }
 
 /// Why an envelope could not be read.
@@ -88,19 +98,92 @@ struct Probe {
 pub enum EnvelopeError {
     #[error("not a signed envelope: {0}")]
     Shape(String),
-    #[error("envelope {field} is not standard padded base64")]
+    #[error("envelope {field} is not base64 (standard or URL-safe alphabet)")]
     Base64 { field: &'static str },
     #[error("envelope payload is not UTF-8")]
     NotUtf8,
 }
 
 /// True when `json` (one JSON value) is an object with a top-level
-/// `payloadType`: it is then read as an envelope, whatever else it holds.
+/// `payloadType` key: it is then read as an envelope, whatever else it
+/// holds. The key is compared as serde reads it, so `"payload\u0054ype"`
+/// counts, and so does a key given twice.
 pub fn is_envelope(json: &str) -> bool {
-    // A document never names the field at all, so a plain one costs only
-    // the substring search.
-    json.contains("\"payloadType\"")
-        && serde_json::from_str::<Probe>(json).is_ok_and(|p| p.payload_type.is_some())
+    // Without a backslash no key can be escaped, so a document that never
+    // names the field costs only this search; anything else is read.
+    if !json.contains('\\') && !json.contains("\"payloadType\"") {
+        return false;
+    }
+    let mut de = serde_json::Deserializer::from_str(json);
+    de.deserialize_any(TopLevelKey("payloadType"))
+        .unwrap_or(false)
+}
+
+/// Visits one JSON value: true when it is an object with the key (at the
+/// top level, any number of times).
+struct TopLevelKey(&'static str);
+
+impl<'de> Visitor<'de> for TopLevelKey {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let mut found = false;
+        while let Some(key) = map.next_key::<KeyText<'de>>()? {
+            found |= key.0 == self.0;
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(found)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(false)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+}
+
+/// A key, borrowed when it has no escapes.
+struct KeyText<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for KeyText<'de> {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = KeyText<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<KeyText<'de>, E> {
+                Ok(KeyText(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<KeyText<'de>, E> {
+                Ok(KeyText(Cow::Owned(v.to_owned())))
+            }
+        }
+        de.deserialize_str(V)
+    }
 }
 
 /// Reads an envelope; `json` is kept as the envelope's text.
@@ -116,7 +199,7 @@ pub fn parse(json: &str) -> Result<Seal, EnvelopeError> {
         .into_iter()
         .map(|s| {
             Ok(Signature {
-                keyid: s.keyid,
+                keyid: s.keyid.unwrap_or_default(),
                 sig: decode(&s.sig, "sig")?,
             })
         })
@@ -137,7 +220,7 @@ pub fn encode(payload_type: &str, payload: &[u8], signatures: &[Signature]) -> S
         signatures: signatures
             .iter()
             .map(|s| RawSignature {
-                keyid: s.keyid.clone(),
+                keyid: (!s.keyid.is_empty()).then(|| s.keyid.clone()),
                 sig: STANDARD.encode(&s.sig),
             })
             .collect(),
@@ -161,7 +244,7 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// True for a key id of 1–64 of `A-Z a-z 0-9 . _ : -`.
+/// True for a key id of 1–128 of `A-Z a-z 0-9 . _ : -`.
 pub fn is_valid_keyid(keyid: &str) -> bool {
     (1..=MAX_KEYID_LEN).contains(&keyid.len())
         && keyid
@@ -169,9 +252,16 @@ pub fn is_valid_keyid(keyid: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
 }
 
+/// Either alphabet, padded or not; canonical trailing bits in both.
+const LENIENT: GeneralPurposeConfig =
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+const STANDARD_ANY_PAD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, LENIENT);
+const URL_SAFE_ANY_PAD: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT);
+
 fn decode(text: &str, field: &'static str) -> Result<Vec<u8>, EnvelopeError> {
-    STANDARD
+    STANDARD_ANY_PAD
         .decode(text)
+        .or_else(|_| URL_SAFE_ANY_PAD.decode(text))
         .map_err(|_| EnvelopeError::Base64 { field })
 }
 
@@ -215,10 +305,23 @@ mod tests {
     }
 
     #[test]
-    fn base64_is_read_strictly() {
+    fn base64_is_read_in_either_dsse_alphabet_and_canonically() {
         let ok = encode(PROJECT_TYPE, b"ab", &[]);
         assert!(parse(&ok).is_ok());
-        for payload in ["YWI", "YWJ=", "YW-=", "YWI==", " YWI=", "YWI=\\n"] {
+        // "~~~" is "fn5+" in the standard alphabet, "fn5-" URL-safe; "??"
+        // is "Pz8=" padded, "Pz8" not.
+        for payload in ["fn5+", "fn5-", "Pz8=", "Pz8", "YWI"] {
+            let text = format!(r#"{{"payloadType":"t","payload":"{payload}","signatures":[]}}"#);
+            assert!(parse(&text).is_ok(), "{payload:?} was refused");
+        }
+        assert_eq!(
+            parse(r#"{"payloadType":"t","payload":"fn5-","signatures":[]}"#)
+                .unwrap()
+                .payload,
+            b"~~~"
+        );
+        // Mixed alphabets, non-canonical trailing bits, bad padding, spaces.
+        for payload in ["fn5+fn5-", "YWJ=", "YW-=", "YWI==", " YWI=", "YWI=\\n", "Y"] {
             let text = format!(r#"{{"payloadType":"t","payload":"{payload}","signatures":[]}}"#);
             assert!(
                 matches!(parse(&text), Err(EnvelopeError::Base64 { .. })),
@@ -238,8 +341,36 @@ mod tests {
         for ok in ["cp-2026", "ed25519:0a1b", "a.b_c"] {
             assert!(is_valid_keyid(ok), "{ok}");
         }
-        for bad in ["", "a b", "x\"y", &"k".repeat(65)] {
+        assert!(is_valid_keyid(&"k".repeat(128)));
+        for bad in ["", "a b", "x\"y", "a\nINFO", &"k".repeat(129)] {
             assert!(!is_valid_keyid(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn escaped_or_repeated_payload_type_keys_still_make_an_envelope() {
+        for text in [
+            r#"{"payload\u0054ype":"x","id":"a"}"#,
+            r#"{"\u0070ayloadType":"x"}"#,
+            r#"{"payloadType":"x","payloadType":"y","id":"a"}"#,
+            r#"{"id":"a\\","payloadType":"x"}"#,
+        ] {
+            assert!(is_envelope(text), "{text}");
+        }
+        // Nested, or only in a value: not an envelope.
+        assert!(!is_envelope(r#"{"environments":[{"payloadType":"x"}]}"#));
+        assert!(!is_envelope(r#"{"id":"\"payloadType\""}"#));
+        // An envelope that repeats a key is refused, not read either way.
+        let twice = r#"{"payloadType":"t","payloadType":"u","payload":"","signatures":[]}"#;
+        assert!(matches!(parse(twice), Err(EnvelopeError::Shape(_))));
+    }
+
+    #[test]
+    fn a_signature_without_keyid_reads_as_an_empty_one_and_is_written_without() {
+        let text = r#"{"payloadType":"t","payload":"YWI=","signatures":[{"sig":"AAAA"}]}"#;
+        let seal = parse(text).unwrap();
+        assert_eq!(seal.signatures[0].keyid, "");
+        let again = encode("t", b"ab", &seal.signatures);
+        assert!(!again.contains("keyid"), "{again}");
     }
 }
