@@ -4,8 +4,10 @@
 //!
 //! Files are PEM, so `openssl` can make and read them too: a public key
 //! is a `PUBLIC KEY` block (SubjectPublicKeyInfo), a private key a
-//! `PRIVATE KEY` block (PKCS#8, v1 as openssl writes it or v2 as ring
-//! does). A line `keyid: NAME` before a block names that key; without
+//! `PRIVATE KEY` block (PKCS#8). Keys are written as PKCS#8 v1 (RFC 8410,
+//! the seed only), what OpenSSL 3 and the common crypto libraries read;
+//! v2 (with the public key, as ring writes it and as keygen wrote before)
+//! is read too. A line `keyid: NAME` before a block names that key; without
 //! one, the key id is derived from the key ([`derive_keyid`]). A public
 //! key file may hold several blocks (a key ring). Parsing is pure: the
 //! caller reads the bytes.
@@ -24,6 +26,12 @@ use super::wire::WireProject;
 /// The DER of an Ed25519 SubjectPublicKeyInfo, up to the 32 key bytes.
 const SPKI_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// The DER of an Ed25519 PKCS#8 v1 private key (RFC 8410 §7), up to the
+/// 32 seed bytes.
+const PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ];
 
 /// Why a key file could not be read.
@@ -143,9 +151,12 @@ impl SigningKey {
 /// A new key pair: the private key file's text and the public key.
 /// `keyid` names it, or the id is derived from the key.
 pub fn generate(keyid: Option<&str>) -> Result<(String, PublicKey), KeyError> {
-    let pkcs8 =
-        Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| KeyError::Random)?;
-    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+    let mut seed = [0u8; 32];
+    ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut seed)
+        .map_err(|_| KeyError::Random)?;
+    let mut pkcs8 = PKCS8_V1_PREFIX.to_vec();
+    pkcs8.extend_from_slice(&seed);
+    let pair = Ed25519KeyPair::from_seed_unchecked(&seed)
         .map_err(|e| KeyError::NotEd25519Private(e.to_string()))?;
     let mut key = [0u8; 32];
     key.copy_from_slice(pair.public_key().as_ref());
@@ -154,7 +165,7 @@ pub fn generate(keyid: Option<&str>) -> Result<(String, PublicKey), KeyError> {
         Some(id) => return Err(KeyError::BadKeyId(id.to_owned())),
         None => derive_keyid(&key),
     };
-    let private = format!("keyid: {keyid}\n{}", pem("PRIVATE KEY", pkcs8.as_ref()));
+    let private = format!("keyid: {keyid}\n{}", pem("PRIVATE KEY", &pkcs8));
     Ok((private, PublicKey { keyid, key }))
 }
 
@@ -308,16 +319,23 @@ mod tests {
     }
 
     #[test]
+    fn keys_are_written_as_pkcs8_v1_and_v2_keys_still_read() {
+        let (private, _) = generate(None).unwrap();
+        let der = blocks(&private, "PRIVATE KEY").unwrap().remove(0).1;
+        assert_eq!(der.len(), 48);
+        assert_eq!(der[..16], PKCS8_V1_PREFIX);
+        // A v2 document (ring's, as keygen wrote them before) still reads.
+        let v2 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        let old = parse_private(&pem("PRIVATE KEY", v2.as_ref())).unwrap();
+        let pair = Ed25519KeyPair::from_pkcs8(v2.as_ref()).unwrap();
+        assert_eq!(old.public().key, pair.public_key().as_ref());
+    }
+
+    #[test]
     fn pkcs8_v1_and_unnamed_files_read_as_openssl_writes_them() {
-        // openssl writes PKCS#8 v1 (the seed only) and no keyid line; made
-        // here from a fresh key's v2 document (ring: the seed at 16..48).
+        // openssl writes PKCS#8 v1 (the seed only) and no keyid line.
         let (private, public) = generate(None).unwrap();
-        let v2 = blocks(&private, "PRIVATE KEY").unwrap().remove(0).1;
-        let mut v1 = vec![
-            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
-            0x04, 0x20,
-        ];
-        v1.extend_from_slice(&v2[16..48]);
+        let v1 = blocks(&private, "PRIVATE KEY").unwrap().remove(0).1;
         let signer = parse_private(&pem("PRIVATE KEY", &v1)).unwrap();
         let unnamed = public
             .to_pem()
