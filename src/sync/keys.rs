@@ -4,10 +4,13 @@
 //! the old one).
 //!
 //! A folder contributes every `*.pub` and `*.pem` file in it; a file may
-//! hold several keys. A change that does not read (a half-written file, a
-//! key id naming two keys, no key left while signatures are required)
-//! is logged and shown in `/admin/status`, and the keys in use stay as
-//! they were. New keys reach the writer as a command, behind whatever it
+//! hold several keys. A file in a folder that holds no Ed25519 `PUBLIC
+//! KEY` block at all (an OpenSSH `.pub`, a certificate) is skipped with a
+//! warning; a file named on its own must be a key file. A change that
+//! does not read (a half-written file, a key id naming two keys, no key
+//! left while signatures are required) is logged and shown in
+//! `/admin/status`, and the keys in use stay as they were; the next good
+//! read clears that error. New keys reach the writer as a command, behind whatever it
 //! was already doing; documents are never checked on a request thread.
 
 use std::path::{Path, PathBuf};
@@ -38,35 +41,66 @@ pub enum KeyFileError {
     Empty(String),
 }
 
-/// Every key the files named by `paths` hold.
-pub fn load(paths: &[PathBuf], require: bool) -> Result<Vec<PublicKey>, KeyFileError> {
+/// What the key files hold.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub keys: Vec<PublicKey>,
+    /// Files in key folders that hold no key, and why (warnings).
+    pub skipped: Vec<String>,
+}
+
+impl Loaded {
+    /// Logs each skipped file.
+    pub fn warn(&self) {
+        for why in &self.skipped {
+            tracing::warn!(file = %why, "not a key file; skipped");
+        }
+    }
+}
+
+/// Every key the files named by `paths` hold, and the files in folders
+/// that were skipped as not key files.
+pub fn load(paths: &[PathBuf], require: bool) -> Result<Loaded, KeyFileError> {
     let mut all = Vec::new();
-    for path in files(paths)? {
-        let text = std::fs::read_to_string(&path).map_err(|source| KeyFileError::Read {
+    let mut skipped = Vec::new();
+    for (path, in_folder) in files(paths)? {
+        let text = std::fs::read(&path).map_err(|source| KeyFileError::Read {
             path: path.clone(),
             source,
         })?;
-        let found = keys::parse_public(&text).map_err(|source| KeyFileError::Parse {
-            path: path.clone(),
-            source,
-        })?;
-        all.extend(found);
+        let text = String::from_utf8_lossy(&text);
+        match keys::parse_public(&text) {
+            Ok(found) => all.extend(found),
+            Err(e @ (KeyError::NoKey(_) | KeyError::NotEd25519Public)) if in_folder => {
+                skipped.push(format!("{}: {e}", path.display()));
+            }
+            Err(source) => {
+                return Err(KeyFileError::Parse {
+                    path: path.clone(),
+                    source,
+                })
+            }
+        }
     }
     let ring = keys::ring_of(all).map_err(KeyFileError::Ring)?;
     if ring.is_empty() && require {
         let named: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         return Err(KeyFileError::Empty(named.join(", ")));
     }
-    Ok(ring)
+    Ok(Loaded {
+        keys: ring,
+        skipped,
+    })
 }
 
 /// The key files `paths` stand for: each file itself, each folder's
-/// `*.pub` and `*.pem` files (sorted).
-fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, KeyFileError> {
+/// `*.pub` and `*.pem` files (sorted), and whether it was found in a
+/// folder.
+fn files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, bool)>, KeyFileError> {
     let mut out = Vec::new();
     for path in paths {
         if !path.is_dir() {
-            out.push(path.clone());
+            out.push((path.clone(), false));
             continue;
         }
         let entries = std::fs::read_dir(path).map_err(|source| KeyFileError::Read {
@@ -79,7 +113,7 @@ fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, KeyFileError> {
             .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "pub" || e == "pem"))
             .collect();
         found.sort();
-        out.extend(found);
+        out.extend(found.into_iter().map(|p| (p, true)));
     }
     Ok(out)
 }
@@ -97,7 +131,7 @@ fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, Option<Stat>)> {
     };
     let mut out: Vec<_> = paths.iter().map(|p| (p.clone(), stat(p))).collect();
     if let Ok(listed) = files(paths) {
-        out.extend(listed.into_iter().map(|p| {
+        out.extend(listed.into_iter().map(|(p, _)| {
             let s = stat(&p);
             (p, s)
         }));
@@ -177,7 +211,11 @@ impl KeyWatcher {
     fn reload(&mut self) {
         let at = self.clock.now();
         match load(&self.paths, self.trust.require_signatures) {
-            Ok(keys) => {
+            Ok(loaded) => {
+                loaded.warn();
+                // The files read again: whatever failed before is over.
+                self.state.lock().last_error = None;
+                let keys = loaded.keys;
                 let ids = |keys: &[PublicKey]| -> Vec<String> {
                     keys.iter().map(|k| k.keyid.clone()).collect()
                 };
@@ -227,7 +265,22 @@ mod tests {
         let single = dir.path().join("b.pem");
         std::fs::write(&single, b.to_pem()).unwrap();
         let loaded = load(&[ring.clone(), single.clone()], true).unwrap();
-        assert_eq!(loaded, vec![a.clone(), b.clone()]);
+        assert_eq!(loaded.keys, vec![a.clone(), b.clone()]);
+        assert!(loaded.skipped.is_empty());
+
+        // A stray OpenSSH key in the folder is skipped, not fatal; the
+        // same file named on its own is an error.
+        let ssh = ring.join("id_ed25519.pub");
+        std::fs::write(&ssh, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG me@host\n").unwrap();
+        let loaded = load(std::slice::from_ref(&ring), true).unwrap();
+        assert_eq!(loaded.keys, vec![a.clone()]);
+        assert!(
+            loaded.skipped[0].contains("id_ed25519.pub"),
+            "{:?}",
+            loaded.skipped
+        );
+        assert!(load(std::slice::from_ref(&ssh), true).is_err());
+        std::fs::remove_file(&ssh).unwrap();
 
         std::fs::write(ring.join("broken.pub"), "-----BEGIN PUBLIC KEY-----\n").unwrap();
         let err = load(std::slice::from_ref(&ring), true)
@@ -242,7 +295,7 @@ mod tests {
             load(std::slice::from_ref(&empty), true),
             Err(KeyFileError::Empty(_))
         ));
-        assert!(load(&[empty], false).unwrap().is_empty());
+        assert!(load(&[empty], false).unwrap().keys.is_empty());
         let missing = dir.path().join("missing.pub");
         assert!(matches!(
             load(&[missing], false),
