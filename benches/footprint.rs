@@ -104,7 +104,7 @@ fn main() {
         env_sidecar::sync::cache::encode(env_sidecar::sync::cache::State {
             cursor: store.cursor(),
             projects: &store.projects(),
-            removed: &[],
+            floors: &[],
         }),
     )
     .unwrap();

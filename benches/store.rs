@@ -26,6 +26,7 @@ fn loaded(n: usize) -> (Store, StoreWriter) {
         projects: (0..n)
             .map(|i| Incoming::document(generate::project(i, 1, None)))
             .collect(),
+        ..SnapshotBody::default()
     };
     writer
         .apply(Update::Snapshot(body), opts())
@@ -138,6 +139,7 @@ fn scheduled_burst(c: &mut Criterion) {
                         Update::Snapshot(SnapshotBody {
                             revision: 1,
                             projects,
+                            ..SnapshotBody::default()
                         }),
                         opts(),
                     )

@@ -75,6 +75,7 @@ fn in_process_readers_never_see_mixed_or_rejected_revisions() {
             Update::Snapshot(SnapshotBody {
                 revision: 1,
                 projects: initial,
+                ..SnapshotBody::default()
             }),
             opts(),
         )

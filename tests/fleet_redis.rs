@@ -283,6 +283,7 @@ async fn a_redis_that_refuses_report_writes_is_a_warning_and_serving_goes_on() {
             "~*",
             "+@read",
             "+@connection",
+            "+eval_ro",
         ])
         .await;
     let v1 = publish_file(dir.path(), "v1.json", &revisions(1));

@@ -167,6 +167,7 @@ fn step(writer: &mut StoreWriter, model: &mut Model, op: &Op, n: usize) {
                     .map(|(pos, &(i, r, v))| incoming(i, r, v, &stamp(pos)))
                     .collect(),
                 removed: present,
+                ..ChangesBody::default()
             };
             let _ = writer.apply(Update::Changes(body), opts(false));
         }
@@ -187,6 +188,7 @@ fn step(writer: &mut StoreWriter, model: &mut Model, op: &Op, n: usize) {
             let body = SnapshotBody {
                 revision: 1,
                 projects,
+                ..SnapshotBody::default()
             };
             let _ = writer.apply(Update::Snapshot(body), opts(*allow));
         }
@@ -227,7 +229,7 @@ proptest! {
     fn the_store_serves_exactly_what_the_model_says(ops in prop::collection::vec(op(), 1..40)) {
         let (store, mut writer) = Store::new(0.5);
         // A sync always starts with a snapshot (here an empty one).
-        let empty = SnapshotBody { revision: 0, projects: Vec::new() };
+        let empty = SnapshotBody::default();
         writer.apply(Update::Snapshot(empty), ApplyOptions { now: SystemTime::now(), allow_mass_removal: false }).unwrap();
         let mut model = Model::default();
         for (n, op) in ops.iter().enumerate() {

@@ -23,10 +23,18 @@ const CHANGES: &str = "{env-sidecar}:changes";
 
 /// `env-sidecar publish --redis URL [--sign-key K] FILE`.
 fn publish(url: &str, file: &Path, key: Option<&Path>) -> String {
+    publish_trusting(url, file, key, &[])
+}
+
+/// `env-sidecar publish --redis URL [--sign-key K] [--trust-key T]… FILE`.
+fn publish_trusting(url: &str, file: &Path, key: Option<&Path>, trusted: &[&Path]) -> String {
     let mut command = Command::new(env!("CARGO_BIN_EXE_env-sidecar"));
     command.args(["publish", "--redis", url]);
     if let Some(key) = key {
         command.arg("--sign-key").arg(key);
+    }
+    for t in trusted {
+        command.arg("--trust-key").arg(t);
     }
     let out = command
         .arg(file)
@@ -259,7 +267,7 @@ async fn an_old_valid_envelope_replayed_after_a_restart_is_refused() {
     .await;
     eventually("the removal cached", || async {
         env_sidecar::sync::cache::load(&cache)
-            .is_ok_and(|c| c.removed.contains(&("acme".to_owned(), 3)))
+            .is_ok_and(|c| c.floors.contains(&("acme".to_owned(), 3)))
     })
     .await;
     t.sidecar.shutdown().await;
@@ -298,8 +306,10 @@ async fn keys_rotate_on_a_running_sidecar() {
         t.get_admin("/admin/status").await.body["trust"]["keys"] == json!(["cp-2026", "cp-2027"])
     })
     .await;
-    // 2. Publish with it: the same revisions, re-signed.
-    let out = publish(&redis.url, &v1, Some(&new.private_file));
+    // 2. Publish with it, believing what the old key signed: the same
+    // revisions, re-signed.
+    let old_public = keys.join("cp-2026.pub");
+    let out = publish_trusting(&redis.url, &v1, Some(&new.private_file), &[&old_public]);
     assert!(out.contains("resealed project=acme revision=1"), "{out}");
     assert!(out.ends_with("resealed=2\n"), "{out}");
     for id in ["acme", "globex"] {

@@ -498,8 +498,9 @@ async fn the_simulator_binary_signs_what_it_serves() {
     let trust = env_sidecar::model::trust::Trust::new(vec![key.public.clone()], true, None);
     for incoming in &snapshot.projects {
         let seal = incoming.seal.as_ref().expect("an envelope");
+        let opened = env_sidecar::model::wire::open(incoming.clone());
         trust
-            .check(seal, incoming.stamps(), std::time::SystemTime::now(), true)
+            .check(seal, opened.stamps(), std::time::SystemTime::now(), true)
             .expect("it verifies");
     }
 }

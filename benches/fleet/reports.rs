@@ -230,15 +230,17 @@ fn synthetic(url: &str, projects: usize) {
     let (rt, mut con, keys) = connection(url, Duration::from_secs(60));
     // What the source holds now.
     let held = rt
-        .block_on(env_sidecar::sync::redis::read_all(&mut con, &keys))
+        .block_on(env_sidecar::sync::redis::read_projects(
+            &mut con,
+            &keys,
+            env_sidecar::model::wire::Reader::default(),
+        ))
         .unwrap();
     let source: Vec<(String, u64)> = held
-        .iter()
-        .filter_map(|(id, json)| {
-            Some((
-                id.clone(),
-                env_sidecar::sync::redis::incoming(id, json).revision?,
-            ))
+        .into_iter()
+        .filter_map(|incoming| {
+            let opened = env_sidecar::model::wire::open(incoming);
+            Some((opened.id, opened.revision?))
         })
         .collect();
     assert_eq!(source.len(), projects);

@@ -15,6 +15,7 @@ use crate::config::secret::Secret;
 use crate::config::{Config, SourceKind};
 use crate::model::clock::SharedClock;
 use crate::model::trust::Trust;
+use crate::model::wire::Reader;
 use crate::server::admin::{AdminPlane, StatusInfo};
 use crate::store::Store;
 use crate::sync::cache::{self, CacheState, CacheWriter};
@@ -67,10 +68,13 @@ impl Core {
         let metrics = Metrics::new();
         let (store, mut store_writer) = Store::new(config.source.max_removed_fraction);
         let t = &config.trust;
-        let keys = sync::keys::load(&t.keys, t.require_signatures)
+        let loaded = sync::keys::load(&t.keys, t.require_signatures)
             .map_err(|e| StartError::Trust(e.to_string()))?;
+        loaded.warn();
+        let keys = loaded.keys;
         let max_age = Some(t.max_signature_age).filter(|d| !d.is_zero());
-        let trust = Trust::new(keys, t.require_signatures, max_age);
+        let trust =
+            Trust::new(keys, t.require_signatures, max_age).with_max_clock_skew(t.max_clock_skew);
         store_writer.set_trust(Arc::new(trust.clone()));
         let trust_state = Arc::new(TrustState::new(&trust));
         let status = Arc::new(SyncStatus::default());
@@ -104,15 +108,18 @@ impl Core {
             clock: clock.clone(),
         };
         let s = &config.source;
+        let reader = Reader {
+            max_document_bytes: s.max_document_bytes,
+        };
         let source_task = match s.kind {
             SourceKind::File => {
-                let source = FileSource::new(s.path.clone(), s.poll_interval);
+                let source = FileSource::new(s.path.clone(), s.poll_interval, reader);
                 sync_runtime.spawn(sync::run(source, ctx, commands_rx, shutdown_rx.clone()))
             }
             SourceKind::Http => {
                 let token = options.env.secret(&s.token_env);
                 let control_plane =
-                    ControlPlane::new(&s.url, token, s.request_timeout, s.long_poll_wait)
+                    ControlPlane::new(&s.url, token, s.request_timeout, s.long_poll_wait, reader)
                         .map_err(StartError::HttpClient)?;
                 let source = HttpSource::new(control_plane, s.mode, s.poll_interval, s.backoff_max);
                 sync_runtime.spawn(sync::run(source, ctx, commands_rx, shutdown_rx.clone()))
@@ -135,6 +142,7 @@ impl Core {
                     s.request_timeout,
                     s.long_poll_wait,
                     s.backoff_max,
+                    reader,
                 );
                 sync_runtime.spawn(sync::run(source, ctx, commands_rx, shutdown_rx.clone()))
             }

@@ -150,6 +150,9 @@ pub struct SourceConfig {
     #[serde(deserialize_with = "duration")]
     pub backoff_max: Duration,
     pub max_removed_fraction: f64,
+    /// The largest one document (or signed envelope) may be, in bytes;
+    /// a larger one is refused unread (`too_large`).
+    pub max_document_bytes: usize,
 }
 
 impl Default for SourceConfig {
@@ -167,6 +170,8 @@ impl Default for SourceConfig {
             long_poll_wait: Duration::from_secs(30),
             backoff_max: Duration::from_secs(30),
             max_removed_fraction: 0.5,
+            // 4 MiB: model::wire::DEFAULT_MAX_DOCUMENT_BYTES (config imports nothing).
+            max_document_bytes: 4 << 20,
         }
     }
 }
@@ -254,7 +259,7 @@ pub fn is_valid_node_id(id: &str) -> bool {
 }
 
 /// Which signatures documents must carry.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrustConfig {
     /// Public key files (several keys each, possibly) and folders of them
@@ -266,6 +271,21 @@ pub struct TrustConfig {
     /// Reject documents from the source signed longer ago; zero: no limit.
     #[serde(deserialize_with = "duration")]
     pub max_signature_age: Duration,
+    /// Reject documents from the source signed further ahead of this
+    /// clock (`not_yet_valid`).
+    #[serde(deserialize_with = "duration")]
+    pub max_clock_skew: Duration,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        TrustConfig {
+            keys: Vec::new(),
+            require_signatures: false,
+            max_signature_age: Duration::ZERO,
+            max_clock_skew: Duration::from_secs(300),
+        }
+    }
 }
 
 /// How log lines are written.
@@ -375,6 +395,9 @@ impl Config {
         let s = &self.source;
         if !(0.0..=1.0).contains(&s.max_removed_fraction) {
             return invalid("source.max_removed_fraction", "must be between 0 and 1");
+        }
+        if s.max_document_bytes < 1024 {
+            return invalid("source.max_document_bytes", "must be at least 1024");
         }
         if s.kind == SourceKind::Http {
             if s.url.is_empty() {

@@ -1,27 +1,36 @@
 //! Trust: which keys a sidecar believes, whether it insists on
-//! signatures, and the one check of a signed envelope against them.
+//! signatures, and the checks of a signed envelope against them.
 //!
 //! Pure: the keys are handed in (the sync layer reads and re-reads the
-//! key files), and the check runs where validation runs, on the writer
+//! key files), and the checks run where validation runs, on the writer
 //! thread, never on a request thread.
 //!
-//! A seal is believed when at least one of its signatures is by a trusted
-//! key id and verifies, the payload type is one this sidecar reads, the
-//! signed document carries a readable `signed_at`, its `expires_at` (if
-//! any) is still ahead, and (for documents arriving from the source) it
-//! was signed within `max_signature_age`. Anything else is a rejection
-//! with one of the reasons `unsigned`, `unknown_key`, `bad_signature` or
-//! `expired`.
+//! Two steps, in this order, because nothing an attacker wrote is parsed
+//! before a trusted key vouches for it:
+//!
+//! 1. [`Trust::verify`], over the raw payload bytes: at least one
+//!    signature by a trusted key verifies (a signature naming no key id
+//!    is tried against every trusted key), and the payload type is one
+//!    this sidecar reads. Reasons `unsigned`, `unknown_key`,
+//!    `bad_signature`.
+//! 2. [`Trust::stamps`], once the payload is parsed: it carries a
+//!    readable `signed_at` no further ahead than `max_clock_skew`
+//!    (`not_yet_valid`), its `expires_at` (if any) is still ahead, and
+//!    (for documents arriving from the source) it was signed within
+//!    `max_signature_age` (`expired`).
 
 use std::time::{Duration, SystemTime};
 
 use super::envelope::{Seal, Stamps, PROJECT_TYPE, TOMBSTONE_TYPE};
 use super::keys::PublicKey;
-use super::timestamp::parse_rfc3339;
+use super::timestamp::{format_rfc3339, parse_rfc3339};
 use super::validate::{Reason, ValidationError};
 
+/// How far ahead of this clock a `signed_at` may be, by default.
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+
 /// What a sidecar (or a tool) trusts.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Trust {
     keys: Vec<PublicKey>,
     /// Unsigned documents, and removals that are not signed tombstones,
@@ -30,9 +39,36 @@ pub struct Trust {
     /// Documents from the source signed longer ago are rejected
     /// (`expired`); `None`: no limit.
     pub max_signature_age: Option<Duration>,
-    /// False only for tooling that judges what it holds without keys
-    /// (`publish` reading Redis back): seals are then taken as they are.
-    skip_signatures: bool,
+    /// A `signed_at` further ahead of the local clock is rejected
+    /// (`not_yet_valid`).
+    pub max_clock_skew: Duration,
+    mode: Mode,
+}
+
+/// Which checks a trust makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A sidecar's: signatures, then times.
+    Sidecar,
+    /// A publisher reading back what it published: signatures only (an
+    /// expired document still holds its revision on the nodes that took
+    /// it).
+    Publisher,
+    /// Tooling that judges what it holds without keys (`validate`
+    /// without `--trust-key`): seals are taken as they are.
+    Unchecked,
+}
+
+impl Default for Trust {
+    fn default() -> Trust {
+        Trust {
+            keys: Vec::new(),
+            require_signatures: false,
+            max_signature_age: None,
+            max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
+            mode: Mode::Sidecar,
+        }
+    }
 }
 
 /// What a believed seal was signed by and when.
@@ -55,16 +91,35 @@ impl Trust {
             keys,
             require_signatures,
             max_signature_age,
-            skip_signatures: false,
+            ..Trust::default()
         }
     }
 
-    /// For tooling that judges documents without keys (`publish` reading
-    /// back what it published, `validate` without `--trust-key`): seals
-    /// are taken as they are, unchecked, and nothing is required.
+    /// The same trust with another allowed clock skew.
+    pub fn with_max_clock_skew(self, max_clock_skew: Duration) -> Trust {
+        Trust {
+            max_clock_skew,
+            ..self
+        }
+    }
+
+    /// For tooling that judges documents without keys (`validate`
+    /// without `--trust-key`): seals are taken as they are, unchecked,
+    /// and nothing is required.
     pub fn skip_signatures() -> Trust {
         Trust {
-            skip_signatures: true,
+            mode: Mode::Unchecked,
+            ..Trust::default()
+        }
+    }
+
+    /// For a publisher judging what a signed fleet can be serving: only
+    /// what `keys` signed counts, whenever it was signed.
+    pub fn for_publisher(keys: Vec<PublicKey>) -> Trust {
+        Trust {
+            keys,
+            require_signatures: true,
+            mode: Mode::Publisher,
             ..Trust::default()
         }
     }
@@ -81,33 +136,43 @@ impl Trust {
         }
     }
 
-    /// Checks `seal` (whose payload carries `stamps`) as of `now`;
-    /// `from_source` applies `max_signature_age` (a document the sidecar
-    /// accepted before, reloaded from its cache, is not aged out).
-    pub fn check(
-        &self,
-        seal: &Seal,
-        stamps: Stamps<'_>,
-        now: SystemTime,
-        from_source: bool,
-    ) -> Result<Verified, ValidationError> {
-        if self.skip_signatures {
-            let time = |t: Option<&str>| t.and_then(|t| parse_rfc3339(t).ok());
-            return Ok(Verified {
-                keyids: seal.signatures.iter().map(|s| s.keyid.clone()).collect(),
-                signed_at: time(stamps.signed_at).unwrap_or(std::time::UNIX_EPOCH),
-                expires_at: time(stamps.expires_at),
-            });
+    /// Step 1: the trusted key ids whose signature over the raw payload
+    /// verifies (at least one), for a payload type this sidecar reads.
+    pub fn verify(&self, seal: &Seal) -> Result<Vec<String>, ValidationError> {
+        if self.mode == Mode::Unchecked {
+            return Ok(seal.signatures.iter().map(|s| s.keyid.clone()).collect());
         }
         let keyids = self.signatures(seal)?;
         if seal.payload_type != PROJECT_TYPE && seal.payload_type != TOMBSTONE_TYPE {
             return reject(
                 Reason::BadSignature,
                 format!(
-                    "payloadType {:?} is neither {PROJECT_TYPE} nor {TOMBSTONE_TYPE}",
+                    "payloadType {} is neither {PROJECT_TYPE} nor {TOMBSTONE_TYPE}",
                     clip(&seal.payload_type)
                 ),
             );
+        }
+        Ok(keyids)
+    }
+
+    /// Step 2: the times of a verified payload, as of `now`;
+    /// `from_source` applies `max_signature_age` and `max_clock_skew`
+    /// (a document the sidecar accepted before, reloaded from its cache,
+    /// is neither aged out nor judged against a clock that moved since).
+    pub fn stamps(
+        &self,
+        keyids: Vec<String>,
+        stamps: Stamps<'_>,
+        now: SystemTime,
+        from_source: bool,
+    ) -> Result<Verified, ValidationError> {
+        let time = |t: Option<&str>| t.and_then(|t| parse_rfc3339(t).ok());
+        if self.mode != Mode::Sidecar {
+            return Ok(Verified {
+                keyids,
+                signed_at: time(stamps.signed_at).unwrap_or(std::time::UNIX_EPOCH),
+                expires_at: time(stamps.expires_at),
+            });
         }
         let Some(signed_at) = stamps.signed_at else {
             return reject(
@@ -118,7 +183,7 @@ impl Trust {
         let signed_at = parse_rfc3339(signed_at).or_else(|e| {
             reject(
                 Reason::Malformed,
-                format!("\"signed_at\" {:?}: {e}", clip(signed_at)),
+                format!("\"signed_at\" {}: {e}", clip(signed_at)),
             )
         })?;
         let expires_at = match stamps.expires_at {
@@ -126,17 +191,29 @@ impl Trust {
             Some(text) => Some(parse_rfc3339(text).or_else(|e| {
                 reject(
                     Reason::Malformed,
-                    format!("\"expires_at\" {:?}: {e}", clip(text)),
+                    format!("\"expires_at\" {}: {e}", clip(text)),
                 )
             })?),
         };
+        if from_source {
+            if let Ok(ahead) = signed_at.duration_since(now) {
+                if ahead > self.max_clock_skew {
+                    return reject(
+                        Reason::NotYetValid,
+                        format!(
+                            "signed at {}, {}s ahead of this clock (trust.max_clock_skew is {}s)",
+                            format_rfc3339(signed_at),
+                            ahead.as_secs(),
+                            self.max_clock_skew.as_secs()
+                        ),
+                    );
+                }
+            }
+        }
         if let Some(expires) = expires_at.filter(|e| *e <= now) {
             return reject(
                 Reason::Expired,
-                format!(
-                    "the signature expired at {}",
-                    super::timestamp::format_rfc3339(expires)
-                ),
+                format!("the signature expired at {}", format_rfc3339(expires)),
             );
         }
         if let (true, Some(max)) = (from_source, self.max_signature_age) {
@@ -159,20 +236,38 @@ impl Trust {
         })
     }
 
+    /// Both steps: `seal`, whose payload carries `stamps`, as of `now`.
+    pub fn check(
+        &self,
+        seal: &Seal,
+        stamps: Stamps<'_>,
+        now: SystemTime,
+        from_source: bool,
+    ) -> Result<Verified, ValidationError> {
+        let keyids = self.verify(seal)?;
+        self.stamps(keyids, stamps, now, from_source)
+    }
+
     /// The trusted key ids whose signature verifies, at least one.
     fn signatures(&self, seal: &Seal) -> Result<Vec<String>, ValidationError> {
         if seal.signatures.is_empty() {
             return reject(Reason::Unsigned, "the envelope has no signature".into());
         }
         let mut trusted = 0;
-        let mut good = Vec::new();
+        let mut good: Vec<String> = Vec::new();
         for sig in &seal.signatures {
-            let Some(key) = self.keys.iter().find(|k| k.keyid == sig.keyid) else {
-                continue;
-            };
-            trusted += 1;
-            if key.verifies(&seal.payload_type, &seal.payload, &sig.sig) {
-                good.push(key.keyid.clone());
+            // A signature naming no key is tried with every trusted key.
+            let candidates = self
+                .keys
+                .iter()
+                .filter(|k| sig.keyid.is_empty() || k.keyid == sig.keyid);
+            for key in candidates {
+                trusted += 1;
+                if key.verifies(&seal.payload_type, &seal.payload, &sig.sig)
+                    && !good.contains(&key.keyid)
+                {
+                    good.push(key.keyid.clone());
+                }
             }
         }
         if !good.is_empty() {
@@ -181,7 +276,7 @@ impl Trust {
         if trusted > 0 {
             return reject(
                 Reason::BadSignature,
-                "the signature by a trusted key does not verify: the document or its type was changed after signing".into(),
+                "no signature by a trusted key verifies: the document or its type was changed after signing".into(),
             );
         }
         let named: Vec<String> = seal
@@ -213,9 +308,10 @@ fn reject<T>(reason: Reason, message: String) -> Result<T, ValidationError> {
     Err(ValidationError { reason, message })
 }
 
-/// At most 64 characters of untrusted text, for messages.
-fn clip(text: &str) -> String {
-    text.chars().take(64).collect()
+/// Untrusted text for a message: at most 64 characters, quoted and
+/// escaped, so it can never end a line or pass for something else.
+pub fn clip(text: &str) -> String {
+    format!("{:?}", text.chars().take(64).collect::<String>())
 }
 
 #[cfg(test)]
@@ -363,6 +459,61 @@ mod tests {
         assert_eq!(
             check(&trust, &seal, &at(5), None).unwrap().keyids,
             ["cp-new"]
+        );
+    }
+
+    #[test]
+    fn a_signature_without_keyid_is_tried_with_every_trusted_key() {
+        let (mut seal, key) = signed("cp-1", b"{}");
+        let (_, other) = signed("cp-2", b"{}");
+        seal.signatures[0].keyid.clear();
+        let trust = Trust::new(vec![other.clone(), key], true, None);
+        assert_eq!(check(&trust, &seal, &at(5), None).unwrap().keyids, ["cp-1"]);
+        let untrusted = Trust::new(vec![other], true, None);
+        assert_eq!(
+            check(&untrusted, &seal, &at(5), None),
+            Err(Reason::BadSignature)
+        );
+        assert_eq!(
+            check(&Trust::default(), &seal, &at(5), None),
+            Err(Reason::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn a_signature_from_the_future_is_not_yet_valid_beyond_the_skew() {
+        let (seal, key) = signed("cp-1", b"{}");
+        let trust = Trust::new(vec![key], true, Some(Duration::from_secs(60)));
+        let ahead = |secs| format_rfc3339(UNIX_EPOCH + NOW + Duration::from_secs(secs));
+        assert!(check(&trust, &seal, &ahead(299), None).is_ok());
+        assert_eq!(
+            check(&trust, &seal, &ahead(301), None),
+            Err(Reason::NotYetValid)
+        );
+        assert_eq!(
+            check(&trust, &seal, &ahead(70 * 365 * 86_400), None),
+            Err(Reason::NotYetValid)
+        );
+        let strict = trust.clone().with_max_clock_skew(Duration::from_secs(1));
+        assert_eq!(
+            check(&strict, &seal, &ahead(2), None),
+            Err(Reason::NotYetValid)
+        );
+    }
+
+    #[test]
+    fn untrusted_key_ids_are_quoted_in_messages() {
+        let (mut seal, _) = signed("cp-1", b"{}");
+        seal.signatures[0].keyid = "x\nINFO forged line".into();
+        let (_, key) = signed("cp-2", b"{}");
+        let err = Trust::new(vec![key], true, None)
+            .check(&seal, Stamps::default(), UNIX_EPOCH + NOW, true)
+            .unwrap_err();
+        assert!(!err.message.contains('\n'), "{}", err.message);
+        assert!(
+            err.message.contains(r#""x\nINFO forged line""#),
+            "{}",
+            err.message
         );
     }
 

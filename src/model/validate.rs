@@ -59,10 +59,14 @@ pub enum Reason {
     BadSignature,
     /// Past `expires_at`, or signed longer ago than `max_signature_age`.
     Expired,
+    /// Signed further in the future than `trust.max_clock_skew` allows.
+    NotYetValid,
+    /// Larger than `source.max_document_bytes`: refused unread.
+    TooLarge,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 24] = [
         Reason::Malformed,
         Reason::InvalidProjectId,
         Reason::EnvironmentCount,
@@ -85,6 +89,8 @@ impl Reason {
         Reason::UnknownKey,
         Reason::BadSignature,
         Reason::Expired,
+        Reason::NotYetValid,
+        Reason::TooLarge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -111,6 +117,8 @@ impl Reason {
             Reason::UnknownKey => "unknown_key",
             Reason::BadSignature => "bad_signature",
             Reason::Expired => "expired",
+            Reason::NotYetValid => "not_yet_valid",
+            Reason::TooLarge => "too_large",
         }
     }
 }

@@ -296,9 +296,14 @@ impl WireProject {
 /// to its project.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Incoming {
-    /// The project's id (for a Redis hash value: its field).
+    /// The project's id: where the element was filed (a Redis hash
+    /// field, the URL it was fetched from), else what the document says.
+    /// For a sealed element not yet opened, an unverified reading of its
+    /// payload, used only to find the served project and to name a
+    /// rejection; [`open`] checks the payload says the same.
     pub id: String,
-    /// Its revision, when that much could be read.
+    /// Its revision, when that much could be read (for a sealed element
+    /// not yet opened: an unverified reading, for messages only).
     pub revision: Option<u64>,
     pub content: Content,
     /// Present when the element was a signed envelope. Nothing here is
@@ -312,9 +317,15 @@ pub enum Content {
     Document(Box<WireProject>),
     /// A signed removal of the project at `revision`.
     Tombstone(Tombstone),
+    /// A signed envelope whose payload has not been read: it is read
+    /// ([`open`]) only once a trusted signature over its bytes verified.
+    Sealed,
     /// Not readable as a project document (wrong types, missing fields):
     /// rejected like an invalid document, so it never blocks its siblings.
     Unreadable(String),
+    /// Larger than the source's `max_document_bytes` (its size in bytes):
+    /// refused without being read.
+    TooLarge(usize),
 }
 
 /// The times a signed removal carries.
@@ -351,6 +362,16 @@ impl Incoming {
         }
     }
 
+    /// An element of `bytes` bytes, over the limit, filed under `id`.
+    pub fn too_large(id: impl Into<String>, bytes: usize) -> Incoming {
+        Incoming {
+            id: id.into(),
+            revision: None,
+            content: Content::TooLarge(bytes),
+            seal: None,
+        }
+    }
+
     /// The document, if it is one.
     pub fn as_document(&self) -> Option<&WireProject> {
         match &self.content {
@@ -370,7 +391,7 @@ impl Incoming {
                 signed_at: t.signed_at.as_deref(),
                 expires_at: t.expires_at.as_deref(),
             },
-            Content::Unreadable(_) => Stamps::default(),
+            Content::Sealed | Content::Unreadable(_) | Content::TooLarge(_) => Stamps::default(),
         }
     }
 }
@@ -381,18 +402,25 @@ impl Incoming {
 pub struct MalformedBody(pub String);
 
 /// `GET /v1/snapshot` and the snapshot file: `{"revision": N, "projects": [...]}`.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct SnapshotBody {
     pub revision: u64,
     pub projects: Vec<Incoming>,
+    /// Why each element that could not be attributed to a project (a
+    /// signed envelope whose payload names no readable id, or one too
+    /// large to read) was set aside. While any is, the snapshot is
+    /// partial: no project is removed for being absent from it.
+    pub unattributed: Vec<String>,
 }
 
 /// `GET /v1/changes`: `{"revision": M, "projects": [...], "removed": [...]}`.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ChangesBody {
     pub revision: u64,
     pub projects: Vec<Incoming>,
     pub removed: Vec<String>,
+    /// As in [`SnapshotBody::unattributed`].
+    pub unattributed: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -411,7 +439,7 @@ struct RawChanges<'a> {
     removed: Vec<String>,
 }
 
-/// Just enough of a project to attribute a rejection to it.
+/// Just enough of a project to attribute an element to it.
 #[derive(Deserialize)]
 struct ProjectIdentity {
     id: String,
@@ -428,70 +456,240 @@ struct RawTombstone {
     stamps: Tombstone,
 }
 
+/// The largest document a source hands over by default (§11
+/// `source.max_document_bytes`).
+pub const DEFAULT_MAX_DOCUMENT_BYTES: usize = 4 << 20;
+
+/// Reads fetch bodies and elements, refusing any element (a document or
+/// an envelope, as received) larger than `max_document_bytes` unread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reader {
+    pub max_document_bytes: usize,
+}
+
+impl Default for Reader {
+    fn default() -> Reader {
+        Reader {
+            max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
+        }
+    }
+}
+
+/// What reading one element of a list gave.
+enum Element {
+    Attributed(Incoming),
+    /// Why it cannot be said which project it is.
+    Unattributed(String),
+}
+
+impl Reader {
+    pub fn snapshot(&self, body: &[u8]) -> Result<SnapshotBody, MalformedBody> {
+        let raw: RawSnapshot =
+            serde_json::from_slice(body).map_err(|e| MalformedBody(e.to_string()))?;
+        let (projects, unattributed) = self.elements(&raw.projects)?;
+        Ok(SnapshotBody {
+            revision: raw.revision,
+            projects,
+            unattributed,
+        })
+    }
+
+    pub fn changes(&self, body: &[u8]) -> Result<ChangesBody, MalformedBody> {
+        let raw: RawChanges =
+            serde_json::from_slice(body).map_err(|e| MalformedBody(e.to_string()))?;
+        let (projects, unattributed) = self.elements(&raw.projects)?;
+        Ok(ChangesBody {
+            revision: raw.revision,
+            projects,
+            removed: raw.removed,
+            unattributed,
+        })
+    }
+
+    /// Reads each element of a `projects` list on its own: an unreadable
+    /// element is an unreadable [`Incoming`] for that project, not a
+    /// failed fetch. A plain element without a readable id makes the body
+    /// malformed; an envelope that cannot be attributed is set aside.
+    pub fn elements(
+        &self,
+        raw: &[&RawValue],
+    ) -> Result<(Vec<Incoming>, Vec<String>), MalformedBody> {
+        let mut projects = Vec::with_capacity(raw.len());
+        let mut unattributed = Vec::new();
+        for (i, r) in raw.iter().enumerate() {
+            match self.element(r.get())? {
+                Element::Attributed(incoming) => projects.push(incoming),
+                Element::Unattributed(why) => {
+                    unattributed.push(format!("element {i}: {why}"));
+                }
+            }
+        }
+        Ok((projects, unattributed))
+    }
+
+    /// `GET /v1/projects/{id}`: a single document or envelope, filed
+    /// under `id`.
+    pub fn project(&self, id: &str, body: &[u8]) -> Result<Incoming, MalformedBody> {
+        let text = std::str::from_utf8(body).map_err(|e| MalformedBody(e.to_string()))?;
+        if body.len() > self.max_document_bytes {
+            return Ok(Incoming::too_large(id, body.len()));
+        }
+        let raw: &RawValue =
+            serde_json::from_str(text).map_err(|e| MalformedBody(e.to_string()))?;
+        Ok(self.filed(id, raw.get()))
+    }
+
+    /// A value stored under `id` (a Redis hash field or stream entry, a
+    /// project URL): a document or an envelope, attributed to `id`
+    /// whatever it says (a payload naming another id is refused when the
+    /// envelope is opened; a plain one at once).
+    pub fn filed(&self, id: &str, json: &str) -> Incoming {
+        if json.len() > self.max_document_bytes {
+            return Incoming::too_large(id, json.len());
+        }
+        if envelope::is_envelope(json) {
+            return match envelope::parse(json) {
+                Ok(seal) => Incoming {
+                    id: id.to_owned(),
+                    revision: None,
+                    content: Content::Sealed,
+                    seal: Some(Box::new(seal)),
+                },
+                Err(e) => Incoming::unreadable(id, None, e.to_string()),
+            };
+        }
+        match serde_json::from_str::<WireProject>(json) {
+            Ok(doc) if doc.id == id => Incoming::document(doc),
+            Ok(doc) => Incoming::unreadable(id, Some(doc.revision), other_id(id, &doc.id)),
+            Err(e) => Incoming::unreadable(id, None, e.to_string()),
+        }
+    }
+
+    /// One element of a list, attributed by what it says.
+    fn element(&self, json: &str) -> Result<Element, MalformedBody> {
+        let sealed = envelope::is_envelope(json);
+        if json.len() > self.max_document_bytes {
+            // A plain document names its id in the open; an envelope's is
+            // inside a payload that is not decoded at this size.
+            return Ok(match (sealed, identity(json, "a project element")) {
+                (false, Ok(who)) => Element::Attributed(Incoming::too_large(who.id, json.len())),
+                _ => Element::Unattributed(format!(
+                    "{} bytes, over source.max_document_bytes ({})",
+                    json.len(),
+                    self.max_document_bytes
+                )),
+            });
+        }
+        if !sealed {
+            return parse_plain(json).map(Element::Attributed);
+        }
+        let seal = match envelope::parse(json) {
+            Ok(seal) => seal,
+            Err(e) => return Ok(Element::Unattributed(e.to_string())),
+        };
+        // Unverified: only to find the project and name a rejection.
+        let payload = std::str::from_utf8(&seal.payload).unwrap_or_default();
+        Ok(match identity(payload, "a signed payload") {
+            Ok(who) => Element::Attributed(Incoming {
+                id: who.id,
+                revision: who.revision,
+                content: Content::Sealed,
+                seal: Some(Box::new(seal)),
+            }),
+            Err(e) => Element::Unattributed(e.0),
+        })
+    }
+}
+
 pub fn parse_snapshot(body: &[u8]) -> Result<SnapshotBody, MalformedBody> {
-    let raw: RawSnapshot =
-        serde_json::from_slice(body).map_err(|e| MalformedBody(e.to_string()))?;
-    Ok(SnapshotBody {
-        revision: raw.revision,
-        projects: parse_projects(&raw.projects)?,
-    })
+    Reader::default().snapshot(body)
 }
 
 pub fn parse_changes(body: &[u8]) -> Result<ChangesBody, MalformedBody> {
-    let raw: RawChanges = serde_json::from_slice(body).map_err(|e| MalformedBody(e.to_string()))?;
-    Ok(ChangesBody {
-        revision: raw.revision,
-        projects: parse_projects(&raw.projects)?,
-        removed: raw.removed,
-    })
+    Reader::default().changes(body)
 }
 
-/// `GET /v1/projects/{id}`: a single document or envelope.
-pub fn parse_project(body: &[u8]) -> Result<Incoming, MalformedBody> {
-    let raw: &RawValue = serde_json::from_slice(body).map_err(|e| MalformedBody(e.to_string()))?;
-    parse_element(raw.get())
-}
-
-/// Parses each element of a `projects` list on its own: an unreadable
-/// element is an unreadable [`Incoming`] for that project, not a failed
-/// fetch.
-pub fn parse_projects(raw: &[&RawValue]) -> Result<Vec<Incoming>, MalformedBody> {
-    raw.iter().map(|r| parse_element(r.get())).collect()
-}
-
-/// One element (a document or a signed envelope), as JSON text.
+/// A single document or envelope, as the tools read one from a file: a
+/// sealed element is attributed to the id its payload names.
 pub fn parse_element(json: &str) -> Result<Incoming, MalformedBody> {
-    if !envelope::is_envelope(json) {
-        return parse_plain(json);
+    match Reader::default().element(json)? {
+        Element::Attributed(incoming) => Ok(incoming),
+        Element::Unattributed(why) => Err(MalformedBody(why)),
     }
-    // The seal is only read here; the writer checks it against its keys.
-    let seal = envelope::parse(json).map_err(|e| MalformedBody(e.to_string()))?;
-    let payload = std::str::from_utf8(&seal.payload).unwrap_or_default();
-    let mut incoming = match seal.payload_type.as_str() {
-        PROJECT_TYPE => parse_plain(payload)?,
-        TOMBSTONE_TYPE => match serde_json::from_str::<RawTombstone>(payload) {
-            Ok(t) => Incoming {
-                id: t.id,
-                revision: Some(t.revision),
-                content: Content::Tombstone(t.stamps),
-                seal: None,
-            },
-            Err(err) => unreadable(payload, err)?,
-        },
-        other => {
-            let who = identity(payload, "a signed payload")?;
-            Incoming::unreadable(
-                who.id,
-                who.revision,
-                format!(
-                    "a payload of type {:?}",
-                    other.chars().take(64).collect::<String>()
-                ),
-            )
-        }
+}
+
+/// Reads the payload of a sealed element (call it once its signature has
+/// verified): a document or a tombstone of the element's own id.
+/// Anything else (not a payload type this sidecar reads, not readable,
+/// another id) becomes unreadable with the reason said. Elements that are
+/// not sealed are returned as they are.
+pub fn open(incoming: Incoming) -> Incoming {
+    let Incoming {
+        id,
+        revision,
+        content: Content::Sealed,
+        seal: Some(seal),
+    } = incoming
+    else {
+        return incoming;
     };
-    incoming.seal = Some(Box::new(seal));
-    Ok(incoming)
+    let payload = std::str::from_utf8(&seal.payload).unwrap_or_default();
+    let (read_id, revision, content) = match seal.payload_type.as_str() {
+        PROJECT_TYPE => match serde_json::from_str::<WireProject>(payload) {
+            Ok(doc) => (
+                doc.id.clone(),
+                Some(doc.revision),
+                Content::Document(Box::new(doc)),
+            ),
+            Err(e) => (
+                id.clone(),
+                revision,
+                Content::Unreadable(format!("the signed payload is not a project document: {e}")),
+            ),
+        },
+        TOMBSTONE_TYPE => match serde_json::from_str::<RawTombstone>(payload) {
+            Ok(t) => (t.id, Some(t.revision), Content::Tombstone(t.stamps)),
+            Err(e) => (
+                id.clone(),
+                revision,
+                Content::Unreadable(format!("the signed payload is not a tombstone: {e}")),
+            ),
+        },
+        other => (
+            id.clone(),
+            revision,
+            Content::Unreadable(format!(
+                "a payload of type {:?}",
+                other.chars().take(64).collect::<String>()
+            )),
+        ),
+    };
+    let content = if read_id != id && !matches!(content, Content::Unreadable(_)) {
+        Content::Unreadable(other_id(&id, &read_id))
+    } else {
+        content
+    };
+    Incoming {
+        id,
+        revision,
+        content,
+        seal: Some(seal),
+    }
+}
+
+/// The revision an unverified payload claims, to name its rejection (it
+/// decides nothing: the payload is refused either way).
+pub fn claimed_revision(seal: &Seal) -> Option<u64> {
+    let payload = std::str::from_utf8(&seal.payload).ok()?;
+    identity(payload, "a signed payload").ok()?.revision
+}
+
+/// The message for a document filed under one id that names another.
+fn other_id(filed: &str, named: &str) -> String {
+    format!(
+        "filed under {filed:?}, the document names the id {:?}: a document may not be moved to another project",
+        named.chars().take(128).collect::<String>()
+    )
 }
 
 fn parse_plain(json: &str) -> Result<Incoming, MalformedBody> {

@@ -45,9 +45,14 @@ pub enum Tool {
         #[arg(long)]
         allow_mass_removal: bool,
         /// Sign every document written with this private key (removals
-        /// become signed tombstones)
+        /// become signed tombstones); what Redis holds counts only where
+        /// its public half (or a --trust-key) verifies it
         #[arg(long, value_name = "FILE")]
         sign_key: Option<PathBuf>,
+        /// Also believe what these public keys signed in Redis (repeat for
+        /// several; a key being rotated out)
+        #[arg(long = "trust-key", value_name = "FILE")]
+        trust_keys: Vec<PathBuf>,
         /// Then wait until the fleet serves what was published (as `fleet
         /// wait`; exit 1 at the timeout)
         #[arg(long)]
@@ -246,7 +251,7 @@ impl Tool {
                     Trust::skip_signatures()
                 } else {
                     match crate::sync::keys::load(&trust_keys, true) {
-                        Ok(keys) => Trust::new(keys, true, None),
+                        Ok(loaded) => Trust::new(loaded.keys, true, None),
                         Err(e) => return key_error(&e.to_string()),
                     }
                 };
@@ -259,6 +264,7 @@ impl Tool {
                 max_removed_fraction,
                 allow_mass_removal,
                 sign_key,
+                trust_keys,
                 wait,
                 waiting,
                 file,
@@ -266,6 +272,10 @@ impl Tool {
                 let sign_key = match sign_key.as_deref().map(private_key).transpose() {
                     Ok(key) => key.map(Arc::new),
                     Err(status) => return status,
+                };
+                let trust_keys = match crate::sync::keys::load(&trust_keys, false) {
+                    Ok(loaded) => loaded.keys,
+                    Err(e) => return key_error(&e.to_string()),
                 };
                 let target = fleet::reader::Target::Redis {
                     url: redis.url.clone(),
@@ -280,6 +290,7 @@ impl Tool {
                     allow_mass_removal,
                     file: Input::parse(&file),
                     sign_key,
+                    trust_keys,
                 };
                 let env = Env::process();
                 block_on(async {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::model::wire::{parse_project, parse_snapshot, Incoming};
+use crate::model::wire::{parse_element, parse_snapshot, Incoming};
 
 /// A file or `-` for stdin.
 #[derive(Debug, Clone)]
@@ -125,7 +125,7 @@ pub fn documents(raw: Box<RawValue>) -> Result<Vec<Incoming>, InputError> {
             .projects)
     } else if shape.environments.is_some() || shape.payload_type.is_some() {
         Ok(vec![
-            parse_project(raw.get().as_bytes()).map_err(InputError::Malformed)?
+            parse_element(raw.get()).map_err(InputError::Malformed)?
         ])
     } else {
         Err(InputError::Shape)

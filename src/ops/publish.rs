@@ -1,42 +1,61 @@
-//! `env-sidecar publish --redis URL [--sign-key FILE] FILE`: puts a
-//! snapshot file into Redis for a fleet that follows it (`[source] kind =
-//! "redis"`).
+//! `env-sidecar publish --redis URL [--sign-key FILE] [--trust-key FILE]
+//! FILE`: puts a snapshot file into Redis for a fleet that follows it
+//! (`[source] kind = "redis"`).
 //!
 //! Every project of the file is judged as `validate` judges it, against
-//! what Redis holds (revision order, slug immutability, a reused
-//! revision, the revision a signed tombstone removed). Only if all pass is
-//! anything written: each project newer than Redis' written (hash field
-//! and stream entry) and each project absent from the file removed, all
-//! in one `MULTI`/`EXEC`, so a sidecar taking a full load meanwhile sees
-//! the old snapshot or the new one, never half; the stream is trimmed as
-//! it grows (`XADD … MAXLEN ~`). Removing more than
+//! what the fleet can be serving (revision order, slug immutability, a
+//! reused revision, the revision a signed tombstone removed). Only if all
+//! pass is anything written: each project newer than that written (hash
+//! field and stream entry) and each project absent from the file removed,
+//! all in one `MULTI`/`EXEC`, so a sidecar taking a full load meanwhile
+//! sees the old snapshot or the new one, never half; the stream is
+//! trimmed as it grows (`XADD … MAXLEN ~`). Removing more than
 //! `--max-removed-fraction` of at least 10 projects is refused unless
 //! `--allow-mass-removal`.
 //!
+//! # What the fleet can be serving
+//!
+//! With `--sign-key` or `--trust-key`, a signed fleet is assumed, and
+//! publishing trusts only what it can verify (the public half of the
+//! signing key, and every `--trust-key`): a hash value no trusted key
+//! signed is named in the output (`unverified`) and never decides
+//! anything, since the fleet refuses it as the sidecars do. For such a
+//! project the newest verifiable entry of the stream (the change log
+//! every publish appends to) stands in: that is what the fleet took last.
+//! When neither holds anything verifiable, the fleet serves nothing of
+//! the project as far as Redis shows: a file that has it publishes it as
+//! new; a file that lacks it removes nothing (no tombstone is signed for
+//! an id an attacker invented). Times do not matter here: an expired
+//! document still holds its revision on the nodes that took it.
+//!
+//! Without keys, documents are judged as Redis holds them.
+//!
 //! With `--sign-key`, every document written is signed (`signed_at` now),
-//! a removal is written as a signed tombstone (the next revision, kept in
-//! the hash so a full load sees it too), and a project Redis holds at the
-//! same revision without this key's signature is written re-signed (a key
-//! rotation: sidecars take it as the same revision in a new envelope).
-//! Without it, documents (plain or already signed by `env-sidecar sign`)
-//! are written as they are.
+//! a removal is written as a signed tombstone at the next revision above
+//! the verified one, and a project Redis holds at the same revision
+//! without this key's signature is written re-signed (a key rotation:
+//! sidecars take it as the same revision in a newer envelope). Without
+//! it, documents (plain or already signed by `env-sidecar sign`) are
+//! written as they are.
 //!
 //! One line per change on stdout; exit 0, 1 when refused (nothing
 //! written), 2 when the file is unreadable or malformed or Redis cannot
 //! be reached.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use redis::aio::MultiplexedConnection;
+
 use super::input::{documents, quoted, read, Input};
 use super::verdict::{judge_against, published, Verdict};
 use crate::config::secret::Env;
-use crate::model::keys::SigningKey;
+use crate::model::keys::{PublicKey, SigningKey};
 use crate::model::trust::Trust;
-use crate::model::wire::{parse_element, Content, Incoming};
-use crate::store::MASS_REMOVAL_MIN_LOADED;
+use crate::model::wire::{open, parse_element, Content, Incoming, Reader};
+use crate::store::{Store, MASS_REMOVAL_MIN_LOADED};
 use crate::sync::redis::{self as redis_source, Change, RedisKeys};
 
 /// What to publish where.
@@ -51,6 +70,9 @@ pub struct Publish {
     pub file: Input,
     /// Sign what is written with this key.
     pub sign_key: Option<Arc<SigningKey>>,
+    /// Keys whose signatures on what Redis holds are believed, beside the
+    /// public half of `sign_key`.
+    pub trust_keys: Vec<PublicKey>,
 }
 
 pub const OK: u8 = 0;
@@ -66,6 +88,36 @@ pub async fn run(args: &Publish, env: &Env, out: &mut dyn Write) -> u8 {
         Ok(_) => OK,
         Err(status) => status,
     }
+}
+
+/// What one write does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// A new revision, or a new project.
+    Published,
+    /// The served revision, re-signed.
+    Resealed,
+    /// A removal (a signed tombstone, or a plain delete).
+    Removed,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Published => "published",
+            Action::Resealed => "resealed",
+            Action::Removed => "removed",
+        }
+    }
+}
+
+/// One change to write.
+struct Outgoing {
+    action: Action,
+    id: String,
+    revision: Option<u64>,
+    /// The hash value and stream document; `None` for a plain removal.
+    document: Option<String>,
 }
 
 /// Publishes; `Ok` with what was written, or `Err` with the exit status.
@@ -89,16 +141,20 @@ pub async fn publish(args: &Publish, env: &Env, out: &mut dyn Write) -> Result<P
         .await
         .map_err(|e| fail(out, "redis", format!("cannot reach Redis: {e}")))?;
     let keys = RedisKeys::new(&args.key_prefix);
-    let held = redis_source::read_all(&mut con, &keys)
+    let trust = args.reading_trust();
+    let truth = Truth::read(&mut con, &keys, &trust)
         .await
         .map_err(|e| fail(out, "redis", format!("cannot read {}: {e}", keys.projects)))?;
-    let current = published(
-        held.iter()
-            .map(|(id, json)| redis_source::incoming(id, json))
-            .collect(),
-    );
+    for (id, why) in &truth.unverified {
+        let _ = writeln!(
+            out,
+            "unverified project={} message={}",
+            quoted(id),
+            quoted(why)
+        );
+    }
+    let current = &truth.store;
     let now = SystemTime::now();
-    let unchecked = Trust::skip_signatures();
 
     // Judge everything before writing anything.
     let mut writes: Vec<Outgoing> = Vec::new();
@@ -111,7 +167,7 @@ pub async fn publish(args: &Publish, env: &Env, out: &mut dyn Write) -> Result<P
             None => doc,
         };
         let text = element_text(&doc);
-        let (id, revision, verdict) = judge_against(doc, &current, &unchecked);
+        let (id, revision, verdict) = judge_against(doc, current, &trust);
         in_file.insert(id.clone());
         let revision_text = revision.map_or("?".to_owned(), |r| r.to_string());
         let already_ours = |key: &SigningKey| {
@@ -119,14 +175,14 @@ pub async fn publish(args: &Publish, env: &Env, out: &mut dyn Write) -> Result<P
                 .project(&id)
                 .is_some_and(|p| p.signature().is_some_and(|s| s.keyids.contains(&key.keyid)))
         };
-        let what = match verdict {
-            Verdict::Accepted { .. } => "published",
-            Verdict::Removal { .. } => "removed",
+        let action = match verdict {
+            Verdict::Accepted { .. } => Action::Published,
+            Verdict::Removal { .. } => Action::Removed,
             Verdict::Resealed { .. } if args.sign_key.as_deref().is_some_and(already_ours) => {
                 unchanged.push((id, revision_text));
                 continue;
             }
-            Verdict::Resealed { .. } => "resealed",
+            Verdict::Resealed { .. } => Action::Resealed,
             Verdict::Unchanged => {
                 unchanged.push((id, revision_text));
                 continue;
@@ -143,7 +199,7 @@ pub async fn publish(args: &Publish, env: &Env, out: &mut dyn Write) -> Result<P
             }
         };
         writes.push(Outgoing {
-            what,
+            action,
             id,
             revision,
             document: Some(text),
@@ -156,13 +212,12 @@ pub async fn publish(args: &Publish, env: &Env, out: &mut dyn Write) -> Result<P
         );
         return Err(REFUSED);
     }
-    let held_ids: BTreeSet<&String> = held.iter().map(|(id, _)| id).collect();
-    // Projects Redis serves (a tombstone there is already a removal) that
-    // the file no longer has.
-    let removals: Vec<(String, u64)> = held_ids
-        .into_iter()
-        .filter(|id| !in_file.contains(*id))
-        .filter_map(|id| current.project(id).map(|p| (id.clone(), p.revision())))
+    // Projects the fleet can be serving that the file no longer has.
+    let removals: Vec<(String, u64)> = current
+        .projects()
+        .iter()
+        .filter(|p| !in_file.contains(p.id()))
+        .map(|p| (p.id().to_owned(), p.revision()))
         .collect();
     let loaded = current.project_count();
     if !args.allow_mass_removal
@@ -190,7 +245,7 @@ pub async fn publish(args: &Publish, env: &Env, out: &mut dyn Write) -> Result<P
             None => (None, None),
         };
         writes.push(Outgoing {
-            what: "removed",
+            action: Action::Removed,
             id,
             revision,
             document,
@@ -218,7 +273,7 @@ pub async fn publish(args: &Publish, env: &Env, out: &mut dyn Write) -> Result<P
                 format!("writing {} changes: {e}", changes.len()),
             )
         })?;
-    let mut counts = [0usize; 3];
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for (w, entry) in writes.iter().zip(&entries) {
         let revision = w
             .revision
@@ -231,55 +286,156 @@ pub async fn publish(args: &Publish, env: &Env, out: &mut dyn Write) -> Result<P
         let _ = writeln!(
             out,
             "{} project={}{revision} entry={entry}{signed}",
-            w.what,
+            w.action.as_str(),
             quoted(&w.id)
         );
-        counts[match w.what {
-            "published" => 0,
-            "removed" => 1,
-            _ => 2,
-        }] += 1;
+        *counts.entry(w.action.as_str()).or_default() += 1;
     }
+    let count = |action: Action| counts.get(action.as_str()).copied().unwrap_or(0);
     // `resealed=` only appears when something was re-signed, so the line
     // reads as it always did for unsigned fleets.
-    let resealed = match counts[2] {
+    let resealed = match count(Action::Resealed) {
         0 => String::new(),
         n => format!(" resealed={n}"),
     };
     let _ = writeln!(
         out,
         "done published={} removed={} unchanged={}{resealed}",
-        counts[0],
-        counts[1],
+        count(Action::Published),
+        count(Action::Removed),
         unchanged.len()
     );
     Ok(writes
         .into_iter()
-        .filter(|w| w.what != "removed")
+        .filter(|w| w.action != Action::Removed)
         .filter_map(|w| Some((w.id, w.revision?)))
         .collect())
 }
 
-/// One change to write.
-struct Outgoing {
-    /// `published`, `removed` or `resealed`.
-    what: &'static str,
-    id: String,
-    revision: Option<u64>,
-    /// The hash value and stream document; `None` for a plain removal.
-    document: Option<String>,
+impl Publish {
+    /// What judges Redis' content: the signing key's public half and the
+    /// trusted keys (a signed fleet), or nothing checked (no keys given).
+    fn reading_trust(&self) -> Trust {
+        let mut keys = self.trust_keys.clone();
+        if let Some(key) = &self.sign_key {
+            let public = key.public();
+            if !keys.contains(&public) {
+                keys.push(public);
+            }
+        }
+        if keys.is_empty() {
+            Trust::skip_signatures()
+        } else {
+            Trust::for_publisher(keys)
+        }
+    }
 }
 
-/// `doc` signed with `key` (a document or tombstone; what is not readable
-/// is left for the judge to reject).
+/// What the fleet can be serving, as far as Redis shows it verifiably.
+struct Truth {
+    /// The verified projects (and the floors of verified tombstones).
+    store: Store,
+    /// Projects whose hash value no trusted key signed, and what was
+    /// wrong with it.
+    unverified: Vec<(String, String)>,
+}
+
+impl Truth {
+    async fn read(
+        con: &mut MultiplexedConnection,
+        keys: &RedisKeys,
+        trust: &Trust,
+    ) -> redis::RedisResult<Truth> {
+        let held = redis_source::read_projects(con, keys, Reader::default()).await?;
+        let store = published(held, &[], trust);
+        // What the hash holds that did not verify: the stream's newest
+        // verifiable entry of that project stands in for it.
+        let rejected: Vec<(String, String)> = store
+            .all_rejections()
+            .into_iter()
+            .map(|r| (r.project, format!("{}: {}", r.reason.as_str(), r.message)))
+            .collect();
+        if rejected.is_empty() {
+            return Ok(Truth {
+                store,
+                unverified: Vec::new(),
+            });
+        }
+        let wanted: BTreeSet<String> = rejected.iter().map(|(id, _)| id.clone()).collect();
+        let found = newest_verified(con, keys, trust, &wanted).await?;
+        let unverified = rejected
+            .into_iter()
+            .filter(|(id, _)| !found.iter().any(|d| d.id == *id))
+            .map(|(id, why)| {
+                let message = format!(
+                    "Redis holds nothing a trusted key signed for this project ({why}); \
+                     judged as if the fleet serves none of it"
+                );
+                (id, message)
+            })
+            .collect();
+        let mut docs: Vec<Incoming> = store
+            .projects()
+            .iter()
+            .filter_map(|p| parse_element(p.stored_text()).ok())
+            .collect();
+        docs.extend(found);
+        let store = published(docs, &store.floors(), trust);
+        Ok(Truth { store, unverified })
+    }
+}
+
+/// For each project of `wanted`, its newest stream entry that a trusted
+/// key signed (a document or a tombstone), read from the newest back.
+async fn newest_verified(
+    con: &mut MultiplexedConnection,
+    keys: &RedisKeys,
+    trust: &Trust,
+    wanted: &BTreeSet<String>,
+) -> redis::RedisResult<Vec<Incoming>> {
+    let mut missing = wanted.clone();
+    let mut found = Vec::new();
+    let reader = Reader::default();
+    let mut entries = redis_source::StreamBackwards::new(keys);
+    while !missing.is_empty() {
+        let Some(batch) = entries.next(con, reader.max_document_bytes).await? else {
+            break;
+        };
+        for (project, document) in batch {
+            if !missing.contains(&project) {
+                continue;
+            }
+            let Some(json) = document else { continue };
+            let incoming = reader.filed(&project, &json);
+            if incoming.seal.is_some() && verified(trust, &incoming) {
+                missing.remove(&project);
+                found.push(incoming);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// True when a trusted key signed `incoming` and it reads.
+fn verified(trust: &Trust, incoming: &Incoming) -> bool {
+    let Some(seal) = &incoming.seal else {
+        return false;
+    };
+    trust.verify(seal).is_ok() && !matches!(open(incoming.clone()).content, Content::Unreadable(_))
+}
+
+/// `doc` signed with `key` (a document or tombstone, opened unchecked:
+/// the operator re-signs what the file holds; what is not readable is
+/// left for the judge to reject).
 fn signed(doc: Incoming, key: &SigningKey, now: SystemTime) -> Incoming {
+    let doc = open(doc);
     let text = match &doc.content {
         Content::Document(d) => key.seal_document(d, now, None),
         Content::Tombstone(_) => match doc.revision {
             Some(revision) => key.seal_tombstone(&doc.id, revision, now),
             None => return doc,
         },
-        Content::Unreadable(_) => return doc,
+        Content::Sealed | Content::Unreadable(_) | Content::TooLarge(_) => return doc,
     };
     parse_element(&text).unwrap_or(doc)
 }

@@ -41,7 +41,7 @@ pub fn run(previous: Option<&Input>, inputs: &[Input], trust: &Trust, out: &mut 
     let served = match previous {
         None => Store::new(1.0).0,
         Some(input) => match read(input).and_then(documents) {
-            Ok(docs) => published(docs),
+            Ok(docs) => published(docs, &[], &Trust::skip_signatures()),
             Err(e) => {
                 let _ = writeln!(
                     out,

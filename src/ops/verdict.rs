@@ -128,15 +128,18 @@ pub fn judge_against(
     (id, revision, verdict)
 }
 
-/// A store serving `docs` (what is published), to judge against. Their
-/// signatures are not checked: this is the publisher's view of what it
-/// holds, not a sidecar's.
-pub fn published(docs: Vec<Incoming>) -> Store {
+/// A store serving `docs` (what is published), with the revision
+/// `floors` of projects removed before, to judge against: the publisher's
+/// view of what it holds, with `trust` (what does not verify is rejected,
+/// and shows among the store's rejections).
+pub fn published(docs: Vec<Incoming>, floors: &[(String, u64)], trust: &Trust) -> Store {
     let (store, mut writer) = Store::new(1.0);
-    writer.set_trust(Arc::new(Trust::skip_signatures()));
+    writer.set_trust(Arc::new(trust.clone()));
+    writer.restore_floors(floors);
     let body = SnapshotBody {
         revision: 0,
         projects: docs,
+        unattributed: Vec::new(),
     };
     let opts = ApplyOptions {
         now: SystemTime::now(),

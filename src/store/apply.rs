@@ -6,7 +6,7 @@
 //! Everything it decides from (last accepted revision and slugs) lives in
 //! the served snapshot itself.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -15,9 +15,12 @@ use arc_swap::ArcSwap;
 
 use super::project::Project;
 use super::{copy_index, lock, Index, Rejection, Shared, Slot, MASS_REMOVAL_MIN_LOADED};
-use crate::model::trust::Trust;
+use crate::model::envelope::TOMBSTONE_TYPE;
+use crate::model::trust::{Trust, Verified};
 use crate::model::validate::{validate, Reason, ValidProject, ValidationError};
-use crate::model::wire::{ChangesBody, Content, Incoming, SnapshotBody};
+use crate::model::wire::{
+    claimed_revision, open, ChangesBody, Content, Incoming, SnapshotBody, WireProject,
+};
 
 /// Write side of the store: exactly one exists per store.
 #[derive(Debug)]
@@ -44,11 +47,14 @@ pub enum Update {
     },
     /// The last-known-good cache at start: a full snapshot of what this
     /// sidecar accepted before, and the revision high-water marks of the
-    /// projects signed tombstones removed. Signatures are checked again;
-    /// `max_signature_age` is not (these are not news from the source).
+    /// projects it does not serve (removed by signed tombstones, or whose
+    /// cached document it could no longer serve). Signatures and expiry
+    /// are checked again; `max_signature_age` and the clock skew are not
+    /// (these are not news from the source). A cached document that fails
+    /// its check is not served, and still sets its project's floor.
     Cached {
         body: SnapshotBody,
-        removed: Vec<(String, u64)>,
+        floors: Vec<(String, u64)>,
     },
 }
 
@@ -77,6 +83,8 @@ pub struct ApplyReport {
     /// served is the same, what the cache keeps changes.
     pub resealed: usize,
     pub rejected: Vec<Rejection>,
+    /// Elements that could not be attributed to any project, and why.
+    pub unattributed: Vec<String>,
     /// `published_at` of every accepted document that carried one.
     pub published: Vec<SystemTime>,
     /// Accepted projects with scheduled changes still to come, and when
@@ -171,55 +179,57 @@ impl StoreWriter {
     pub fn apply(&mut self, update: Update, opts: ApplyOptions) -> Result<ApplyReport, ApplyError> {
         let current = self.shared.index.load_full();
         let from_source = !matches!(update, Update::Cached { .. });
-        if let Update::Cached { removed, .. } = &update {
-            self.restore_removed(removed);
+        if let Update::Cached { floors, .. } = &update {
+            self.restore_floors(floors);
         }
-        let require = self.trust.require_signatures;
         // For a full snapshot: the ids it holds (valid or not).
         let mut present: Option<HashSet<String>> = None;
-        // Removals the update asks for without a signature.
-        let mut unsigned: Vec<(String, &'static str)> = Vec::new();
-        let (docs, removals, cursor) = match update {
+        // What the update removes without a signed tombstone.
+        let mut unsigned: Vec<(String, RemovalCause)> = Vec::new();
+        let mut unattributed = Vec::new();
+        let (docs, cursor) = match update {
             Update::Snapshot(body) | Update::Cached { body, .. } => {
                 let ids: HashSet<String> = body.projects.iter().map(|d| d.id.clone()).collect();
-                let removals: Vec<String> = current
-                    .keys()
-                    .filter(|id| !ids.contains(&***id))
-                    .map(|id| id.to_string())
-                    .collect();
+                // An element that could not be attributed may be any
+                // project's: absence proves nothing then.
+                if body.unattributed.is_empty() {
+                    unsigned.extend(
+                        current
+                            .keys()
+                            .filter(|id| !ids.contains(&***id))
+                            .map(|id| (id.to_string(), RemovalCause::Absent)),
+                    );
+                }
                 present = Some(ids);
-                unsigned.extend(
-                    removals
-                        .into_iter()
-                        .map(|id| (id, "is absent from a full snapshot")),
-                );
-                (body.projects, Vec::new(), Some(body.revision))
+                unattributed = body.unattributed;
+                (body.projects, Some(body.revision))
             }
             Update::Changes(body) => {
                 let mut seen = HashSet::new();
-                let removals = body
-                    .removed
-                    .into_iter()
-                    .filter(|id| current.contains_key(id.as_str()) && seen.insert(id.clone()))
-                    .map(|id| (id, "is listed as removed"));
-                unsigned.extend(removals);
-                (body.projects, Vec::new(), Some(body.revision))
+                unsigned.extend(
+                    body.removed
+                        .into_iter()
+                        .filter(|id| current.contains_key(id.as_str()) && seen.insert(id.clone()))
+                        .map(|id| (id, RemovalCause::Listed)),
+                );
+                unattributed = body.unattributed;
+                (body.projects, Some(body.revision))
             }
             Update::Project { id, document } => match document {
-                Some(doc) => (vec![doc], Vec::new(), None),
+                Some(doc) => (vec![doc], None),
                 None => {
                     if current.contains_key(id.as_str()) {
-                        unsigned.push((id, "is gone at the source"));
+                        unsigned.push((id, RemovalCause::Gone));
                     }
-                    (Vec::new(), Vec::new(), None)
+                    (Vec::new(), None)
                 }
             },
         };
         // Without required signatures an unsigned removal is a removal;
         // with them it is refused (and shown), and the project keeps
         // serving: only a signed tombstone removes.
-        let (mut removals, refused): (Vec<String>, Vec<(String, &str)>) = if require {
-            (removals, unsigned)
+        let (mut removals, refused) = if self.trust.require_signatures {
+            (Vec::new(), unsigned)
         } else {
             (unsigned.into_iter().map(|(id, _)| id).collect(), Vec::new())
         };
@@ -237,7 +247,10 @@ impl StoreWriter {
             opts.allow_mass_removal,
         )?;
 
-        let mut report = ApplyReport::default();
+        let mut report = ApplyReport {
+            unattributed,
+            ..ApplyReport::default()
+        };
         let mut pending = Pending {
             current: &current,
             next: None,
@@ -248,14 +261,15 @@ impl StoreWriter {
         for id in &removals {
             self.remove(id, &mut pending, &mut report);
         }
-        for (id, why) in &refused {
+        for (id, cause) in &refused {
             let Some(served) = pending.get(id).map(|s| s.0.load().revision()) else {
                 continue;
             };
             let error = ValidationError {
                 reason: Reason::Unsigned,
                 message: format!(
-                    "the project {why}, but trust.require_signatures only lets a signed tombstone remove it: it keeps serving revision {served}"
+                    "the project {}, but trust.require_signatures only lets a signed tombstone remove it: it keeps serving revision {served}",
+                    cause.as_str()
                 ),
             };
             self.reject(id.clone(), None, error, opts.now, &mut report);
@@ -263,9 +277,11 @@ impl StoreWriter {
         if let Some(present) = &mut present {
             // Rejections of projects the control plane no longer has are
             // moot, unless the project is kept because its removal was
-            // refused.
+            // refused (or could not be decided).
             present.extend(refused.iter().map(|(id, _)| id.clone()));
-            lock(&self.shared.rejections).retain(|id, _| present.contains(id));
+            if report.unattributed.is_empty() {
+                lock(&self.shared.rejections).retain(|id, _| present.contains(id));
+            }
         }
         if let Some(next) = pending.next {
             self.shared.index.store(Arc::new(next));
@@ -280,13 +296,12 @@ impl StoreWriter {
         Ok(report)
     }
 
-    /// Seeds the revision high-water marks of removed projects (from the
-    /// cache, before its snapshot is applied).
-    pub fn restore_removed(&mut self, removed: &[(String, u64)]) {
-        let mut marks = lock(&self.shared.removed);
-        for (id, revision) in removed {
-            let mark = marks.entry(id.clone()).or_insert(0);
-            *mark = (*mark).max(*revision);
+    /// Seeds the revision high-water marks of projects not served (from
+    /// the cache, before its snapshot is applied).
+    pub fn restore_floors(&mut self, floors: &[(String, u64)]) {
+        let mut marks = lock(&self.shared.floors);
+        for (id, revision) in floors {
+            raise(&mut marks, id, *revision);
         }
     }
 
@@ -300,7 +315,12 @@ impl StoreWriter {
         current: &Index,
     ) -> HashSet<String> {
         docs.iter()
-            .filter(|d| matches!(d.content, Content::Tombstone(_)))
+            .filter(|d| {
+                matches!(d.content, Content::Tombstone(_))
+                    || d.seal
+                        .as_ref()
+                        .is_some_and(|s| s.payload_type == TOMBSTONE_TYPE)
+            })
             .filter_map(|d| {
                 let served = current.get(d.id.as_str())?.0.load_full();
                 matches!(
@@ -387,11 +407,11 @@ impl StoreWriter {
     ) {
         let id = incoming.id.clone();
         let previous = pending.get(&id).map(|s| s.0.load_full());
-        let high_water = match previous {
+        let floor = match previous {
             Some(_) => None,
-            None => lock(&self.shared.removed).get(&id).copied(),
+            None => lock(&self.shared.floors).get(&id).copied(),
         };
-        let valid = match judge.judge(incoming, previous.as_deref(), high_water) {
+        let valid = match judge.judge(incoming, previous.as_deref(), floor) {
             Judged::Stale => {
                 report.stale += 1;
                 return;
@@ -401,14 +421,19 @@ impl StoreWriter {
                 return;
             }
             Judged::Rejected { revision, error } => {
+                // A document this sidecar accepted before (its cache) that
+                // it can no longer serve (its key was removed, it expired)
+                // still holds the project's revision floor: nothing older
+                // may come back in its place.
+                if let (false, Some(revision)) = (judge.from_source, revision) {
+                    raise(&mut lock(&self.shared.floors), &id, revision);
+                }
                 self.reject(id, revision, error, opts.now, report);
                 return;
             }
             Judged::Removal { revision } => {
                 self.remove(&id, pending, report);
-                let mut marks = lock(&self.shared.removed);
-                let mark = marks.entry(id).or_insert(0);
-                *mark = (*mark).max(revision);
+                raise(&mut lock(&self.shared.floors), &id, revision);
                 return;
             }
             Judged::Resealed(valid) => {
@@ -448,7 +473,7 @@ impl StoreWriter {
                     .insert(id.as_str().into(), Slot(ArcSwap::new(project)));
                 self.count(1, envs);
                 report.added += 1;
-                lock(&self.shared.removed).remove(&id);
+                lock(&self.shared.floors).remove(&id);
             }
         }
         lock(&self.shared.rejections).remove(&id);
@@ -476,6 +501,33 @@ impl StoreWriter {
     fn count(&self, projects: isize, environments: isize) {
         add(&self.shared.projects, projects);
         add(&self.shared.environments, environments);
+    }
+}
+
+/// Raises `id`'s revision floor to `revision` (never lowers it).
+fn raise(floors: &mut HashMap<String, u64>, id: &str, revision: u64) {
+    let mark = floors.entry(id.to_owned()).or_insert(0);
+    *mark = (*mark).max(revision);
+}
+
+/// Why an update asks for a project to go, without a signed tombstone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RemovalCause {
+    /// Absent from a full snapshot.
+    Absent,
+    /// Listed in `removed` of a change batch.
+    Listed,
+    /// The source says it no longer exists (a 404, an absent hash field).
+    Gone,
+}
+
+impl RemovalCause {
+    fn as_str(self) -> &'static str {
+        match self {
+            RemovalCause::Absent => "is absent from a full snapshot",
+            RemovalCause::Listed => "is listed as removed",
+            RemovalCause::Gone => "is gone at the source",
+        }
     }
 }
 
@@ -520,117 +572,194 @@ pub struct Judge<'a> {
     /// Expiry and signature age are judged as of this instant.
     pub now: SystemTime,
     /// The document comes from the source (not the sidecar's own cache):
-    /// `max_signature_age` applies.
+    /// `max_signature_age` and `max_clock_skew` apply.
     pub from_source: bool,
 }
 
 impl Judge<'_> {
     /// Judges `incoming` against `previous`, the project as served, and
-    /// `high_water`, the revision a signed tombstone removed it at:
-    /// revision order first (nothing older is even checked), then the
-    /// signature, then every rule of the data model, slug immutability
-    /// included.
+    /// `floor`, the revision high-water mark of a project not served (a
+    /// signed tombstone removed it, or its cached document could no
+    /// longer be served).
+    ///
+    /// A signed envelope byte for byte as served is a no-op; any other is
+    /// verified over its raw payload first, and only then read (nothing
+    /// an attacker wrote is parsed before a trusted key vouches for it),
+    /// its times checked, then its revision ordered. A plain document is
+    /// ordered by revision first (nothing older is even checked), then
+    /// refused if signatures are required. Last, every rule of the data
+    /// model, slug immutability included.
     pub fn judge(
         &self,
         incoming: Incoming,
         previous: Option<&Project>,
-        high_water: Option<u64>,
+        floor: Option<u64>,
     ) -> Judged {
-        let floor = previous.map(Project::revision).or(high_water);
-        if let (Some(floor), Some(revision)) = (floor, incoming.revision) {
+        let floor = previous.map(Project::revision).or(floor);
+        if let Content::TooLarge(bytes) = incoming.content {
+            return Judged::Rejected {
+                revision: incoming.revision,
+                error: ValidationError {
+                    reason: Reason::TooLarge,
+                    message: format!(
+                        "{bytes} bytes, over source.max_document_bytes: refused unread"
+                    ),
+                },
+            };
+        }
+        match &incoming.seal {
+            Some(_) => self.judge_sealed(incoming, previous, floor),
+            None => self.judge_plain(incoming, previous, floor),
+        }
+    }
+
+    fn judge_plain(
+        &self,
+        incoming: Incoming,
+        previous: Option<&Project>,
+        floor: Option<u64>,
+    ) -> Judged {
+        let revision = incoming.revision;
+        if let (Some(floor), Some(revision)) = (floor, revision) {
+            if revision < floor {
+                return Judged::Stale;
+            }
+            if revision == floor {
+                return Judged::Unchanged;
+            }
+        }
+        let rejected = |error| Judged::Rejected { revision, error };
+        if self.trust.require_signatures {
+            return rejected(ValidationError {
+                reason: Reason::Unsigned,
+                message: "the document is not signed, and trust.require_signatures is on".into(),
+            });
+        }
+        match incoming.content {
+            Content::Document(doc) => self.validated(*doc, previous, None),
+            Content::Unreadable(message) => rejected(ValidationError {
+                reason: Reason::Malformed,
+                message,
+            }),
+            // Only an envelope makes these.
+            Content::Tombstone(_) | Content::Sealed | Content::TooLarge(_) => Judged::Unchanged,
+        }
+    }
+
+    fn judge_sealed(
+        &self,
+        incoming: Incoming,
+        previous: Option<&Project>,
+        floor: Option<u64>,
+    ) -> Judged {
+        let hint = incoming.revision;
+        let Some(seal) = &incoming.seal else {
+            return Judged::Unchanged;
+        };
+        if previous.is_some_and(|p| *p.stored_text() == *seal.envelope) {
+            return Judged::Unchanged;
+        }
+        let keyids = match self.trust.verify(seal) {
+            Ok(keyids) => keyids,
+            Err(error) => {
+                return Judged::Rejected {
+                    revision: hint.or_else(|| claimed_revision(seal)),
+                    error,
+                }
+            }
+        };
+        let incoming = open(incoming);
+        let revision = incoming.revision;
+        let rejected = |error| Judged::Rejected { revision, error };
+        if let Content::Unreadable(message) = &incoming.content {
+            return rejected(ValidationError {
+                reason: Reason::Malformed,
+                message: message.clone(),
+            });
+        }
+        let verified =
+            match self
+                .trust
+                .stamps(keyids, incoming.stamps(), self.now, self.from_source)
+            {
+                Ok(verified) => verified,
+                Err(error) => return rejected(error),
+            };
+        let revision = revision.unwrap_or(0);
+        if let Some(floor) = floor {
             if revision < floor {
                 return Judged::Stale;
             }
             if revision == floor {
                 return match previous {
-                    Some(prev) => self.maybe_resealed(incoming, prev),
+                    Some(prev) => resealed(incoming, prev, verified),
                     None => Judged::Unchanged,
                 };
             }
         }
-        let revision = incoming.revision;
-        let rejected = |error| Judged::Rejected { revision, error };
-        let verified = match &incoming.seal {
-            Some(seal) => {
-                match self
-                    .trust
-                    .check(seal, incoming.stamps(), self.now, self.from_source)
-                {
-                    Ok(verified) => Some(verified),
-                    Err(error) => return rejected(error),
-                }
-            }
-            None if self.trust.require_signatures => {
-                return rejected(ValidationError {
-                    reason: Reason::Unsigned,
-                    message: "the document is not signed, and trust.require_signatures is on"
-                        .into(),
-                })
-            }
-            None => None,
-        };
-        let doc = match incoming.content {
-            Content::Document(doc) => doc,
-            Content::Unreadable(message) => {
-                return rejected(ValidationError {
-                    reason: Reason::Malformed,
-                    message,
-                })
-            }
-            // Only an envelope makes a tombstone, and it was believed above.
-            Content::Tombstone(_) => {
-                return Judged::Removal {
-                    revision: revision.unwrap_or(0),
-                }
-            }
-        };
-        let previous_keys = previous.map(|p| p.environment_keys()).unwrap_or_default();
-        match validate(*doc, &previous_keys) {
-            Ok(valid) => Judged::Valid(match (incoming.seal, verified) {
-                (Some(seal), Some(verified)) => valid.sealed(seal.envelope, verified),
-                _ => valid,
-            }),
-            Err(error) => rejected(error),
-        }
-    }
-
-    /// The served revision again. A no-op, unless it comes in an envelope
-    /// other than the one served: then it is a re-signed copy (believed,
-    /// the same document: resealed), a forgery (rejected, so the attempt
-    /// shows), or a reused revision (ignored, as any equal revision).
-    fn maybe_resealed(&self, incoming: Incoming, prev: &Project) -> Judged {
-        let Some(seal) = &incoming.seal else {
-            return Judged::Unchanged;
-        };
-        if *seal.envelope == *prev.stored_text()
-            || !matches!(incoming.content, Content::Document(_))
-        {
-            return Judged::Unchanged;
-        }
-        let revision = incoming.revision;
-        let verified = match self
-            .trust
-            .check(seal, incoming.stamps(), self.now, self.from_source)
-        {
-            Ok(verified) => verified,
-            Err(error) => return Judged::Rejected { revision, error },
-        };
         let Incoming {
-            content: Content::Document(doc),
+            content,
             seal: Some(seal),
             ..
         } = incoming
         else {
             return Judged::Unchanged;
         };
-        let (Ok(valid), Ok(served)) = (validate(*doc, &prev.environment_keys()), prev.reparse())
-        else {
-            return Judged::Unchanged;
-        };
-        if valid.document().same_content(served.document()) {
-            Judged::Resealed(valid.sealed(seal.envelope, verified))
-        } else {
-            Judged::Unchanged
+        match content {
+            Content::Document(doc) => {
+                self.validated(*doc, previous, Some((seal.envelope, verified)))
+            }
+            Content::Tombstone(_) => Judged::Removal { revision },
+            Content::Sealed | Content::Unreadable(_) | Content::TooLarge(_) => Judged::Unchanged,
         }
     }
+
+    /// Every rule of the data model, against the project as served.
+    fn validated(
+        &self,
+        doc: WireProject,
+        previous: Option<&Project>,
+        seal: Option<(Box<str>, Verified)>,
+    ) -> Judged {
+        let revision = Some(doc.revision);
+        let previous_keys = previous.map(|p| p.environment_keys()).unwrap_or_default();
+        match validate(doc, &previous_keys) {
+            Ok(valid) => Judged::Valid(match seal {
+                Some((envelope, verified)) => valid.sealed(envelope, verified),
+                None => valid,
+            }),
+            Err(error) => Judged::Rejected { revision, error },
+        }
+    }
+}
+
+/// The served revision again, in a believed envelope other than the one
+/// served. A re-signed copy of the same document replaces the kept
+/// envelope only when it is newer (a later `signed_at` than the served
+/// one's, which a plain served document has none of): an older envelope
+/// of the same revision is stale, so a replayed one can never bring back
+/// a key that was rotated out. Other content under a reused revision is
+/// ignored, as any equal revision.
+fn resealed(incoming: Incoming, prev: &Project, verified: Verified) -> Judged {
+    let newer = prev
+        .signature()
+        .map_or(true, |served| verified.signed_at > served.signed_at);
+    let Incoming {
+        content: Content::Document(doc),
+        seal: Some(seal),
+        ..
+    } = incoming
+    else {
+        return Judged::Unchanged;
+    };
+    let (Ok(valid), Ok(served)) = (validate(*doc, &prev.environment_keys()), prev.reparse()) else {
+        return Judged::Unchanged;
+    };
+    if !valid.document().same_content(served.document()) {
+        return Judged::Unchanged;
+    }
+    if !newer {
+        return Judged::Stale;
+    }
+    Judged::Resealed(valid.sealed(seal.envelope, verified))
 }

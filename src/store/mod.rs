@@ -87,10 +87,13 @@ pub(super) struct Shared {
     /// Last rejection per project id. Touched by the writer and by
     /// introspection only, never by resolve.
     pub(super) rejections: Mutex<HashMap<String, Rejection>>,
-    /// The revision each project removed by a signed tombstone was removed
-    /// at: no document up to it brings the project back (a replayed old
-    /// envelope is stale). Writer and cache only, never resolve.
-    pub(super) removed: Mutex<HashMap<String, u64>>,
+    /// The revision high-water mark of each project not served that was
+    /// accepted before: removed by a signed tombstone (at its revision),
+    /// or whose cached document could no longer be served at a restart
+    /// (at that document's revision). No document up to it brings the
+    /// project back (a replayed old envelope is stale). Writer and cache
+    /// only, never resolve. A served project's floor is its revision.
+    pub(super) floors: Mutex<HashMap<String, u64>>,
 }
 
 /// A rejected document, kept for introspection until a newer revision of
@@ -217,15 +220,16 @@ impl Store {
         all
     }
 
-    /// The revision a signed tombstone removed project `id` at, if one did.
+    /// The revision floor of project `id` when it is not served (a signed
+    /// tombstone removed it, or its cached document could not be served).
     pub fn high_water(&self, id: &str) -> Option<u64> {
-        lock(&self.shared.removed).get(id).copied()
+        lock(&self.shared.floors).get(id).copied()
     }
 
-    /// The revision high-water marks of projects removed by signed
-    /// tombstones, sorted by id (what the cache keeps).
-    pub fn removed_high_water(&self) -> Vec<(String, u64)> {
-        let mut all: Vec<(String, u64)> = lock(&self.shared.removed)
+    /// The revision floors of projects not served, sorted by id (what the
+    /// cache keeps).
+    pub fn floors(&self) -> Vec<(String, u64)> {
+        let mut all: Vec<(String, u64)> = lock(&self.shared.floors)
             .iter()
             .map(|(id, rev)| (id.clone(), *rev))
             .collect();

@@ -7,8 +7,11 @@
 //! "removed": {"id": revision, ...}}}` where the CRC-32 covers the exact
 //! bytes of `body`. A signed project is kept as the envelope it arrived
 //! in, so a restart checks its signature again; `removed` holds the
-//! revision each project a signed tombstone removed was removed at, so a
-//! replayed older document stays refused across restarts. Written atomically:
+//! revision floor of each project accepted before and not served now
+//! (removed by a signed tombstone, or whose cached document could no
+//! longer be served at a restart), so a replayed older document stays
+//! refused across restarts. (The key keeps its first name, from when
+//! only tombstones set floors: files of either version read the same.) Written atomically:
 //! a temp file in the same directory, fsync, rename over the old file, fsync
 //! the directory. A load that fails any check (unreadable, truncated, wrong
 //! format or version, checksum mismatch) is an error the caller logs and
@@ -26,7 +29,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{watch, Notify};
 
 use super::status::Event;
-use crate::model::wire::{parse_projects, SnapshotBody};
+use crate::model::wire::{Reader, SnapshotBody};
 use crate::store::{Project, Store, Update};
 
 pub const FORMAT: &str = "env-sidecar-last-known-good";
@@ -83,8 +86,8 @@ struct BodyIn<'a> {
 pub struct Cached {
     /// Every accepted document (`revision` is the cursor).
     pub snapshot: SnapshotBody,
-    /// Revision high-water marks of projects removed by signed tombstones.
-    pub removed: Vec<(String, u64)>,
+    /// Revision floors of projects not served.
+    pub floors: Vec<(String, u64)>,
 }
 
 impl Cached {
@@ -92,18 +95,18 @@ impl Cached {
     pub fn into_update(self) -> Update {
         Update::Cached {
             body: self.snapshot,
-            removed: self.removed,
+            floors: self.floors,
         }
     }
 }
 
 /// What the cache keeps of a store: its cursor, its projects, and the
-/// revisions signed tombstones removed projects at.
+/// revision floors of the projects it does not serve.
 #[derive(Debug, Clone, Copy)]
 pub struct State<'a> {
     pub cursor: u64,
     pub projects: &'a [Arc<Project>],
-    pub removed: &'a [(String, u64)],
+    pub floors: &'a [(String, u64)],
 }
 
 /// Renders the cache file for `state` (in memory: for tests and
@@ -155,7 +158,7 @@ fn body_parts(
         f(project.stored_text().as_bytes())?;
     }
     f(b"],\"removed\":{")?;
-    for (i, (id, revision)) in state.removed.iter().enumerate() {
+    for (i, (id, revision)) in state.floors.iter().enumerate() {
         let sep = if i > 0 { "," } else { "" };
         // Ids of removed projects were validated: nothing to escape, but
         // JSON-encode anyway.
@@ -193,12 +196,16 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Cached, CacheError> {
         serde_json::from_str(file.body.get()).map_err(|e| format_error(e.to_string()))?;
     // The snapshot parser's own element parser: cached documents take the
     // same path as fetched ones.
+    let (projects, unattributed) = Reader::default()
+        .elements(&body.projects)
+        .map_err(|e| format_error(e.to_string()))?;
     Ok(Cached {
         snapshot: SnapshotBody {
             revision: body.cursor,
-            projects: parse_projects(&body.projects).map_err(|e| format_error(e.to_string()))?,
+            projects,
+            unattributed,
         },
-        removed: body.removed.into_iter().collect(),
+        floors: body.removed.into_iter().collect(),
     })
 }
 
@@ -369,11 +376,11 @@ impl CacheWriter {
         let (store, path) = (self.store.clone(), self.path.clone());
         let result = tokio::task::spawn_blocking(move || {
             let projects = store.projects();
-            let removed = store.removed_high_water();
+            let floors = store.floors();
             let state = State {
                 cursor: store.cursor(),
                 projects: &projects,
-                removed: &removed,
+                floors: &floors,
             };
             let mut bytes = 0;
             write_atomic_with(&path, |f| {
@@ -450,7 +457,7 @@ mod tests {
         let state = State {
             cursor: store.cursor(),
             projects: &projects,
-            removed: &removed,
+            floors: &removed,
         };
         let bytes = encode(state);
         let mut streamed = Vec::new();
@@ -461,7 +468,7 @@ mod tests {
         assert_eq!(cached.snapshot.projects.len(), 5);
         let first = cached.snapshot.projects[0].as_document().unwrap();
         assert_eq!(first, store.projects()[0].reparse().unwrap().document());
-        assert_eq!(cached.removed, removed);
+        assert_eq!(cached.floors, removed);
     }
 
     #[test]
@@ -470,7 +477,7 @@ mod tests {
         let good = encode(State {
             cursor: 7,
             projects: &projects,
-            removed: &[],
+            floors: &[],
         });
         let path = Path::new("x");
         // Truncated anywhere.

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::refresh::{RefreshRequest, Scope};
 use super::{summary, Contact, FetchError, Origin, Source, Stepped, SyncContext, SyncError};
-use crate::model::wire::{parse_snapshot, SnapshotBody};
+use crate::model::wire::{Reader, SnapshotBody};
 use crate::store::{ApplyReport, Update};
 use crate::telemetry::{SyncKind, SyncResult};
 
@@ -26,14 +26,16 @@ pub struct FileSource {
     poll_interval: Duration,
     /// The fingerprint of the last read, and whether it applied.
     seen: Option<(Fingerprint, bool)>,
+    reader: Reader,
 }
 
 impl FileSource {
-    pub fn new(path: PathBuf, poll_interval: Duration) -> FileSource {
+    pub fn new(path: PathBuf, poll_interval: Duration, reader: Reader) -> FileSource {
         FileSource {
             path,
             poll_interval,
             seen: None,
+            reader,
         }
     }
 
@@ -60,11 +62,12 @@ impl FileSource {
                 .into());
             }
         };
+        let reader = self.reader;
         ctx.parse_and_apply(
             SyncKind::Snapshot,
             started,
             "the snapshot file",
-            move || parse_snapshot(&bytes).map(to_update),
+            move || reader.snapshot(&bytes).map(to_update),
             origin,
             allow_mass_removal,
         )

@@ -23,7 +23,7 @@ use super::refresh::{RefreshRequest, Scope};
 use super::{summary, Contact, FetchError, Origin, Source, Stepped, SyncContext, SyncError};
 use crate::config::secret::Secret;
 use crate::config::SyncMode;
-use crate::model::wire::{parse_changes, parse_project, parse_snapshot, Incoming};
+use crate::model::wire::{Incoming, Reader};
 use crate::store::{ApplyReport, Update};
 use crate::telemetry::{SyncKind, SyncResult};
 
@@ -54,6 +54,7 @@ pub struct ControlPlane {
     token: Option<Secret>,
     pub request_timeout: Duration,
     pub long_poll_wait: Duration,
+    reader: Reader,
 }
 
 impl ControlPlane {
@@ -62,6 +63,7 @@ impl ControlPlane {
         token: Option<Secret>,
         request_timeout: Duration,
         long_poll_wait: Duration,
+        reader: Reader,
     ) -> Result<ControlPlane, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(request_timeout)
@@ -74,7 +76,13 @@ impl ControlPlane {
             token,
             request_timeout,
             long_poll_wait,
+            reader,
         })
+    }
+
+    /// How bodies and documents are read.
+    pub fn reader(&self) -> Reader {
+        self.reader
     }
 
     /// `GET /v1/snapshot`, conditional on `etag` when given.
@@ -124,11 +132,25 @@ impl ControlPlane {
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),
             StatusCode::OK => {
-                let bytes = body(resp, timeout).await?;
-                let parsed = parse_project(&bytes).map_err(|source| FetchError::Malformed {
-                    what: "project document",
-                    source,
-                })?;
+                // Read no further than one document may be.
+                let max = self.reader.max_document_bytes;
+                let mut resp = resp;
+                let mut bytes = Vec::new();
+                while let Some(chunk) = resp.chunk().await.map_err(|e| transport(e, timeout))? {
+                    if bytes.len() + chunk.len() > max {
+                        let announced = resp.content_length().unwrap_or(0) as usize;
+                        let seen = bytes.len() + chunk.len();
+                        return Ok(Some(Incoming::too_large(id, seen.max(announced))));
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                let parsed =
+                    self.reader
+                        .project(id, &bytes)
+                        .map_err(|source| FetchError::Malformed {
+                            what: "project document",
+                            source,
+                        })?;
                 Ok(Some(parsed))
             }
             other => Err(FetchError::Status(other)),
@@ -233,8 +255,9 @@ impl HttpSource {
         };
         let revision = Arc::new(AtomicU64::new(0));
         let seen = revision.clone();
+        let reader = self.control_plane.reader();
         let parse = move || {
-            let body = parse_snapshot(&body)?;
+            let body = reader.snapshot(&body)?;
             seen.store(body.revision, Ordering::Relaxed);
             Ok(Update::Snapshot(body))
         };
@@ -276,8 +299,9 @@ impl HttpSource {
         };
         let revision = Arc::new(AtomicU64::new(cursor));
         let seen = revision.clone();
+        let reader = self.control_plane.reader();
         let parse = move || {
-            let body = parse_changes(&body)?;
+            let body = reader.changes(&body)?;
             seen.store(body.revision, Ordering::Relaxed);
             Ok(Update::Changes(body))
         };

@@ -23,7 +23,6 @@
 //! The key layout and the writes ([`RedisKeys`], [`write_changes`]) are
 //! shared with the publisher and the simulator.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -34,7 +33,9 @@ use tokio::time::Instant;
 use super::refresh::{RefreshRequest, Scope};
 use super::{summary, Contact, FetchError, Origin, Source, Stepped, SyncContext, SyncError};
 use crate::config::secret::Secret;
-use crate::model::wire::{parse_project, ChangesBody, Content, Incoming, SnapshotBody};
+#[cfg(test)]
+use crate::model::wire::Content;
+use crate::model::wire::{ChangesBody, Incoming, Reader, SnapshotBody};
 use crate::store::{ApplyReport, Update};
 use crate::telemetry::{SyncKind, SyncResult};
 
@@ -225,37 +226,246 @@ pub async fn remove_project(
     Ok(ids.pop().unwrap_or_default())
 }
 
-/// Every project document in the hash, `(id, JSON)`.
-pub async fn read_all(
-    con: &mut MultiplexedConnection,
-    keys: &RedisKeys,
-) -> redis::RedisResult<Vec<(String, String)>> {
-    let all: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(&keys.projects)
-        .query_async(con)
-        .await?;
-    let mut all: Vec<_> = all.into_iter().collect();
-    all.sort_unstable();
-    Ok(all)
+// The scripts below are how a value's size is checked before the value
+// is fetched: Redis 7.0 has no `HSCAN … NOVALUES`, and a stream entry no
+// length-first read at all.
+
+/// Reads a chunk of the projects hash without fetching any value over
+/// the limit: `HSCAN` from `ARGV[1]`, `COUNT ARGV[2]`; each value of at
+/// most `ARGV[3]` bytes comes back as it is, while the reply stays under
+/// `ARGV[4]` bytes; any other as its length (an integer), to be fetched
+/// alone or refused unread. A field name (a project id is at most 128
+/// bytes) is cut to 256 bytes. Read-only, so it runs on replicas.
+const SCAN_CHUNK: &str = r#"#!lua flags=no-writes
+local reply = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local max, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
+local out, used = {reply[1]}, 0
+local items = reply[2]
+for i = 1, #items, 2 do
+  local field, value = items[i], items[i + 1]
+  if #field > 256 then field = string.sub(field, 1, 256) end
+  out[#out + 1] = field
+  if #value <= max and used + #value <= budget then
+    used = used + #value
+    out[#out + 1] = value
+  else
+    out[#out + 1] = #value
+  end
+end
+return out
+"#;
+
+/// One hash value if it has at most `ARGV[2]` bytes; else its length (an
+/// integer); nil when the field is absent.
+const GET_BOUNDED: &str = r#"#!lua flags=no-writes
+local len = redis.call('HSTRLEN', KEYS[1], ARGV[1])
+if len == 0 and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return false end
+if len > tonumber(ARGV[2]) then return len end
+return redis.call('HGET', KEYS[1], ARGV[1])
+"#;
+
+/// Fields per `HSCAN` chunk.
+pub const SCAN_COUNT: usize = 256;
+
+/// The most value bytes one chunk carries (values past it are fetched one
+/// by one), so one reply never holds more than this and one document.
+pub const CHUNK_BYTES: usize = 8 << 20;
+
+/// A value read with its size checked first.
+enum Bounded {
+    Text(String),
+    /// Over the limit (or the chunk's budget): its length in bytes.
+    Length(usize),
 }
 
-/// A hash value (a document or a signed envelope) as an incoming
-/// document, attributed to its field.
-pub fn incoming(id: &str, json: &str) -> Incoming {
-    match parse_project(json.as_bytes()) {
-        Ok(incoming) if incoming.id == id => incoming,
-        // A document under another project's field: a signed one may not
-        // be moved to another id, and a plain one is as suspect.
-        Ok(incoming) => Incoming {
-            content: Content::Unreadable(format!(
-                "the document under field {id:?} has id {:?}",
-                incoming.id.chars().take(128).collect::<String>()
-            )),
-            id: id.to_owned(),
-            ..incoming
-        },
-        Err(e) => Incoming::unreadable(id, None, e.to_string()),
+fn bounded(value: Value) -> Option<Bounded> {
+    match value {
+        Value::Int(len) => Some(Bounded::Length(usize::try_from(len).unwrap_or(usize::MAX))),
+        Value::Nil => None,
+        other => Some(match owned_text(other) {
+            Some(text) => Bounded::Text(text),
+            None => Bounded::Text(String::new()),
+        }),
     }
+}
+
+/// Every project in the hash, read in `HSCAN` chunks, each value checked
+/// against `reader`'s limit before it is fetched: one over it is never
+/// transferred, and is refused as `too_large`. Sorted by id.
+pub async fn read_projects(
+    con: &mut MultiplexedConnection,
+    keys: &RedisKeys,
+    reader: Reader,
+) -> redis::RedisResult<Vec<Incoming>> {
+    let mut out = Vec::new();
+    let mut cursor = "0".to_owned();
+    loop {
+        let reply: Value = read_only_script(SCAN_CHUNK, &keys.projects)
+            .arg(&cursor)
+            .arg(SCAN_COUNT)
+            .arg(reader.max_document_bytes)
+            .arg(CHUNK_BYTES.max(reader.max_document_bytes))
+            .query_async(con)
+            .await?;
+        let Value::Array(mut items) = reply else {
+            return Err(unexpected("HSCAN chunk"));
+        };
+        if items.is_empty() {
+            return Err(unexpected("HSCAN chunk"));
+        }
+        let pairs = items.split_off(1);
+        cursor = items.pop().and_then(owned_text).unwrap_or_default();
+        let mut pairs = pairs.into_iter();
+        while let (Some(field), Some(value)) = (pairs.next(), pairs.next()) {
+            let id = owned_text(field).unwrap_or_default();
+            let incoming = match bounded(value) {
+                Some(Bounded::Text(json)) => reader.filed(&id, &json),
+                Some(Bounded::Length(len)) if len > reader.max_document_bytes => {
+                    Incoming::too_large(&id, len)
+                }
+                // Over the chunk's budget only: fetched alone.
+                Some(Bounded::Length(_)) => match read_project(con, keys, &id, reader).await? {
+                    Some(incoming) => incoming,
+                    None => continue,
+                },
+                None => continue,
+            };
+            out.push(incoming);
+        }
+        if cursor == "0" || cursor.is_empty() {
+            break;
+        }
+    }
+    out.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    // HSCAN may return a field twice (the hash was resized meanwhile).
+    out.dedup_by(|a, b| a.id == b.id);
+    Ok(out)
+}
+
+/// Project `id`'s hash value, its size checked before it is fetched;
+/// `None` when the field is absent.
+pub async fn read_project(
+    con: &mut MultiplexedConnection,
+    keys: &RedisKeys,
+    id: &str,
+    reader: Reader,
+) -> redis::RedisResult<Option<Incoming>> {
+    let value: Value = read_only_script(GET_BOUNDED, &keys.projects)
+        .arg(id)
+        .arg(reader.max_document_bytes)
+        .query_async(con)
+        .await?;
+    Ok(match bounded(value) {
+        Some(Bounded::Text(json)) => Some(reader.filed(id, &json)),
+        Some(Bounded::Length(len)) => Some(Incoming::too_large(id, len)),
+        None => None,
+    })
+}
+
+/// A chunk of the stream, newest first, from `ARGV[1]` (`+`, or an
+/// exclusive `(id`), `COUNT ARGV[2]`: per entry its id, its `project`
+/// and its `document` when it has at most `ARGV[3]` bytes (else the
+/// length; nil for a removal).
+const STREAM_BACK: &str = r#"#!lua flags=no-writes
+local entries = redis.call('XREVRANGE', KEYS[1], ARGV[1], '-', 'COUNT', ARGV[2])
+local max = tonumber(ARGV[3])
+local out = {}
+for _, e in ipairs(entries) do
+  local fields, project, doc = e[2], false, false
+  for i = 1, #fields, 2 do
+    if fields[i] == 'project' then project = fields[i + 1]
+    elseif fields[i] == 'document' then
+      local v = fields[i + 1]
+      if #v <= max then doc = v else doc = #v end
+    end
+  end
+  out[#out + 1] = {e[1], project, doc}
+end
+return out
+"#;
+
+/// Reads the stream from its newest entry back, in chunks, each
+/// document's size checked before it is fetched (for a publisher looking
+/// for the last verifiable change of a project).
+#[derive(Debug)]
+pub struct StreamBackwards<'a> {
+    keys: &'a RedisKeys,
+    /// Where the next chunk starts; `None` once the start was reached.
+    from: Option<String>,
+}
+
+impl<'a> StreamBackwards<'a> {
+    pub fn new(keys: &'a RedisKeys) -> StreamBackwards<'a> {
+        StreamBackwards {
+            keys,
+            from: Some("+".to_owned()),
+        }
+    }
+
+    /// The next chunk, newest first: `(project, document)`; a removal, or
+    /// a document over `max_document_bytes`, has none. `None` at the
+    /// start of the stream.
+    pub async fn next(
+        &mut self,
+        con: &mut MultiplexedConnection,
+        max_document_bytes: usize,
+    ) -> redis::RedisResult<Option<Vec<(String, Option<String>)>>> {
+        let Some(from) = self.from.take() else {
+            return Ok(None);
+        };
+        let reply: Value = read_only_script(STREAM_BACK, &self.keys.changes)
+            .arg(&from)
+            .arg(SCAN_COUNT)
+            .arg(max_document_bytes)
+            .query_async(con)
+            .await?;
+        let Value::Array(entries) = reply else {
+            return Err(unexpected("XREVRANGE chunk"));
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        let mut last = None;
+        for entry in entries {
+            let Value::Array(mut parts) = entry else {
+                continue;
+            };
+            let document = parts.pop().and_then(owned_text_only);
+            let project = parts.pop().and_then(owned_text_only);
+            last = parts.pop().and_then(owned_text);
+            if let Some(project) = project {
+                out.push((project, document));
+            }
+        }
+        self.from = (out.len() >= SCAN_COUNT)
+            .then(|| last.map(|id| format!("({id}")))
+            .flatten();
+        Ok(Some(out))
+    }
+}
+
+/// A string reply, not a length or a nil.
+fn owned_text_only(v: Value) -> Option<String> {
+    match v {
+        Value::Int(_) | Value::Nil => None,
+        other => owned_text(other),
+    }
+}
+
+/// `EVAL_RO script 1 key`: the script sent whole each time (a few
+/// hundred bytes), so a follower needs no `SCRIPT LOAD` and a user with
+/// read commands and `eval_ro` is enough (`+@read +eval_ro`); read-only,
+/// so it runs on replicas.
+fn read_only_script(script: &str, key: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL_RO");
+    cmd.arg(script).arg(1).arg(key);
+    cmd
+}
+
+fn unexpected(what: &str) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "unexpected reply",
+        what.to_owned(),
+    ))
 }
 
 /// What `XINFO STREAM` says about the stream, as far as the cursor cares.
@@ -313,6 +523,17 @@ async fn stream_state(
     })
 }
 
+/// A string reply, taken without copying its bytes.
+fn owned_text(v: Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        Value::VerbatimString { text, .. } => Some(text),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
 fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
@@ -334,7 +555,12 @@ pub struct RedisSource {
     con: Option<MultiplexedConnection>,
     /// `None`: a full load is needed.
     cursor: Option<StreamId>,
+    /// How large one document may be.
+    reader: Reader,
 }
+
+/// Stream entries one `XREAD` takes at most.
+pub const XREAD_COUNT: usize = 512;
 
 impl RedisSource {
     pub fn new(
@@ -343,8 +569,10 @@ impl RedisSource {
         request_timeout: Duration,
         long_poll_wait: Duration,
         backoff_max: Duration,
+        reader: Reader,
     ) -> RedisSource {
         RedisSource {
+            reader,
             client,
             keys: RedisKeys::new(key_prefix),
             request_timeout,
@@ -401,7 +629,7 @@ impl RedisSource {
                 StreamState::Missing => StreamId::default(),
                 StreamState::Present { last_generated, .. } => last_generated,
             };
-            let all = read_all(&mut con, &self.keys).await?;
+            let all = read_projects(&mut con, &self.keys, self.reader).await?;
             Ok::<_, redis::RedisError>((tip, all))
         }
         .await;
@@ -415,8 +643,11 @@ impl RedisSource {
         };
         let revision = tip.pack().unwrap_or(0);
         let parse = move || {
-            let projects = all.iter().map(|(id, json)| incoming(id, json)).collect();
-            Ok(Update::Snapshot(SnapshotBody { revision, projects }))
+            Ok(Update::Snapshot(SnapshotBody {
+                revision,
+                projects: all,
+                unattributed: Vec::new(),
+            }))
         };
         let report = ctx
             .parse_and_apply(
@@ -460,6 +691,8 @@ impl RedisSource {
         let reply: Value = match redis::cmd("XREAD")
             .arg("BLOCK")
             .arg(self.long_poll_wait.as_millis() as u64)
+            .arg("COUNT")
+            .arg(XREAD_COUNT)
             .arg("STREAMS")
             .arg(&self.keys.changes)
             .arg(cursor.to_string())
@@ -473,8 +706,8 @@ impl RedisSource {
                 return self.failed(e);
             }
         };
-        let entries = stream_entries(reply);
-        let Some(last) = entries.last().map(|(id, _)| *id) else {
+        let entries = stream_entries(reply, self.reader.max_document_bytes);
+        let Some(last) = entries.last().map(|(id, _, _)| *id) else {
             ctx.metrics.sync_request(
                 SyncKind::Changes,
                 SyncResult::NotModified,
@@ -483,7 +716,8 @@ impl RedisSource {
             return Ok(None);
         };
         let revision = last.pack().unwrap_or(0);
-        let parse = move || Ok(Update::Changes(changes(revision, entries)));
+        let reader = self.reader;
+        let parse = move || Ok(Update::Changes(changes(revision, entries, reader)));
         let report = ctx
             .parse_and_apply(
                 SyncKind::Changes,
@@ -499,8 +733,23 @@ impl RedisSource {
     }
 }
 
-/// The entries of an `XREAD` reply: `(id, fields)`.
-fn stream_entries(reply: Value) -> Vec<(StreamId, Vec<(String, String)>)> {
+/// What one stream entry says of its project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    /// `document`: the JSON written to the hash.
+    Document(String),
+    /// `document`, over the size limit: its length (never decoded).
+    TooLarge(usize),
+    /// `removed`.
+    Removed,
+    /// Neither field readable (not UTF-8, missing): never taken as a
+    /// removal.
+    Unreadable(&'static str),
+}
+
+/// The entries of an `XREAD` reply: `(id, project, entry)`. A `document`
+/// longer than `max_document_bytes` is only measured.
+fn stream_entries(reply: Value, max_document_bytes: usize) -> Vec<(StreamId, String, Entry)> {
     let streams = match reply {
         Value::Array(streams) => streams
             .into_iter()
@@ -518,20 +767,42 @@ fn stream_entries(reply: Value) -> Vec<(StreamId, Vec<(String, String)>)> {
             continue;
         };
         for entry in entries {
-            let Value::Array(parts) = entry else { continue };
-            let (Some(id), Some(Value::Array(fields))) =
-                (parts.first().and_then(text), parts.get(1))
-            else {
+            let Value::Array(mut parts) = entry else {
                 continue;
             };
-            let Some(id) = StreamId::parse(&id) else {
+            let (Some(Value::Array(fields)), Some(id)) = (
+                parts.pop(),
+                parts
+                    .pop()
+                    .and_then(owned_text)
+                    .and_then(|t| StreamId::parse(&t)),
+            ) else {
                 continue;
             };
-            let fields = fields
-                .chunks(2)
-                .filter_map(|c| Some((text(c.first()?)?, text(c.get(1)?)?)))
-                .collect();
-            out.push((id, fields));
+            let mut project = None;
+            let mut change = Entry::Unreadable("neither a document nor a removal");
+            let mut fields = fields.into_iter();
+            while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+                match text(&name).as_deref() {
+                    Some("project") => project = owned_text(value),
+                    Some("removed") => change = Entry::Removed,
+                    Some("document") if change != Entry::Removed => {
+                        change = match value {
+                            Value::BulkString(b) if b.len() > max_document_bytes => {
+                                Entry::TooLarge(b.len())
+                            }
+                            other => owned_text(other).map_or(
+                                Entry::Unreadable("a document that is not UTF-8 text"),
+                                Entry::Document,
+                            ),
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(project) = project {
+                out.push((id, project, change));
+            }
         }
     }
     out
@@ -539,35 +810,26 @@ fn stream_entries(reply: Value) -> Vec<(StreamId, Vec<(String, String)>)> {
 
 /// A change batch from stream entries: per project, the last entry wins
 /// (a removal after a write removes; a write after a removal writes).
-fn changes(revision: u64, entries: Vec<(StreamId, Vec<(String, String)>)>) -> ChangesBody {
-    let mut last: Vec<(String, Option<String>)> = Vec::new();
-    for (_, fields) in entries {
-        let field = |name: &str| {
-            fields
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
-        let Some(project) = field("project") else {
-            continue;
-        };
-        let document = if field("removed").is_some() {
-            None
-        } else {
-            field("document")
-        };
+fn changes(revision: u64, entries: Vec<(StreamId, String, Entry)>, reader: Reader) -> ChangesBody {
+    let mut last: Vec<(String, Entry)> = Vec::new();
+    for (_, project, entry) in entries {
         last.retain(|(id, _)| *id != project);
-        last.push((project, document));
+        last.push((project, entry));
     }
     let mut body = ChangesBody {
         revision,
-        projects: Vec::new(),
-        removed: Vec::new(),
+        ..ChangesBody::default()
     };
-    for (id, document) in last {
-        match document {
-            Some(json) => body.projects.push(incoming(&id, &json)),
-            None => body.removed.push(id),
+    for (id, entry) in last {
+        match entry {
+            Entry::Document(json) => body.projects.push(reader.filed(&id, &json)),
+            Entry::TooLarge(len) => body.projects.push(Incoming::too_large(id, len)),
+            Entry::Removed => body.removed.push(id),
+            Entry::Unreadable(why) => body.projects.push(Incoming::unreadable(
+                id,
+                None,
+                format!("a stream entry with {why}"),
+            )),
         }
     }
     body
@@ -634,12 +896,7 @@ impl Source for RedisSource {
             Scope::Project(id) => {
                 let started = Instant::now();
                 let mut con = self.con().await?;
-                let value: Option<String> = match redis::cmd("HGET")
-                    .arg(&self.keys.projects)
-                    .arg(id)
-                    .query_async(&mut con)
-                    .await
-                {
+                let value = match read_project(&mut con, &self.keys, id, self.reader).await {
                     Ok(v) => v,
                     Err(e) => {
                         ctx.metrics.sync_request(
@@ -654,7 +911,7 @@ impl Source for RedisSource {
                     .sync_request(SyncKind::Project, SyncResult::Ok, started.elapsed());
                 let update = Update::Project {
                     id: id.clone(),
-                    document: value.map(|json| incoming(id, &json)),
+                    document: value,
                 };
                 let report = ctx.apply(update, Origin::Refresh, allow).await?;
                 let message = format!("forced project {id}: {}", summary(&report));
@@ -693,27 +950,57 @@ mod tests {
 
     #[test]
     fn the_last_entry_of_a_project_wins() {
-        let entry = |id: u64, fields: &[(&str, &str)]| {
-            (
-                StreamId { ms: id, seq: 0 },
-                fields
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            )
-        };
+        let entry =
+            |id: u64, project: &str, e: Entry| (StreamId { ms: id, seq: 0 }, project.to_owned(), e);
         let body = changes(
             9,
             vec![
-                entry(1, &[("project", "a"), ("document", "{}")]),
-                entry(2, &[("project", "a"), ("removed", "1")]),
-                entry(3, &[("project", "b"), ("removed", "1")]),
-                entry(4, &[("project", "b"), ("document", "not json")]),
+                entry(1, "a", Entry::Document("{}".into())),
+                entry(2, "a", Entry::Removed),
+                entry(3, "b", Entry::Removed),
+                entry(4, "b", Entry::Document("not json".into())),
+                entry(5, "c", Entry::Unreadable("x")),
             ],
+            Reader::default(),
         );
         assert_eq!(body.removed, ["a"]);
-        assert_eq!(body.projects.len(), 1);
+        assert_eq!(body.projects.len(), 2);
         assert_eq!(body.projects[0].id, "b");
         assert!(matches!(body.projects[0].content, Content::Unreadable(_)));
+        // An entry that is neither a document nor a removal is not a
+        // removal: it is refused as unreadable.
+        assert_eq!(body.projects[1].id, "c");
+        assert!(matches!(body.projects[1].content, Content::Unreadable(_)));
+    }
+
+    #[test]
+    fn a_stream_document_over_the_limit_is_measured_not_decoded() {
+        let bulk = |t: &str| Value::BulkString(t.as_bytes().to_vec());
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("{p}:changes"),
+            Value::Array(vec![
+                Value::Array(vec![
+                    bulk("1-0"),
+                    Value::Array(vec![
+                        bulk("project"),
+                        bulk("a"),
+                        bulk("document"),
+                        bulk(&"x".repeat(11)),
+                    ]),
+                ]),
+                Value::Array(vec![
+                    bulk("2-0"),
+                    Value::Array(vec![
+                        bulk("project"),
+                        bulk("b"),
+                        bulk("document"),
+                        Value::BulkString(vec![0xff]),
+                    ]),
+                ]),
+            ]),
+        ])]);
+        let entries = stream_entries(reply, 10);
+        assert_eq!(entries[0].2, Entry::TooLarge(11));
+        assert!(matches!(entries[1].2, Entry::Unreadable(_)));
     }
 }

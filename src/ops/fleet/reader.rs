@@ -14,7 +14,8 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 
 use crate::config::secret::Env;
-use crate::model::wire::parse_snapshot;
+use crate::model::trust::Trust;
+use crate::model::wire::{self, parse_snapshot};
 use crate::ops::verdict::published;
 use crate::sync::redis::{self as redis_source, RedisKeys};
 use crate::sync::report::redis::{
@@ -101,12 +102,11 @@ impl Reader {
     /// Project → revision, of what a sidecar would serve from the source.
     pub async fn source(&mut self) -> Result<BTreeMap<String, u64>, String> {
         let docs = match self {
-            Reader::Redis { con, keys } => redis_source::read_all(con, keys)
-                .await
-                .map_err(|e| format!("cannot read {}: {e}", keys.projects))?
-                .iter()
-                .map(|(id, json)| redis_source::incoming(id, json))
-                .collect(),
+            Reader::Redis { con, keys } => {
+                redis_source::read_projects(con, keys, wire::Reader::default())
+                    .await
+                    .map_err(|e| format!("cannot read {}: {e}", keys.projects))?
+            }
             Reader::Http { .. } => {
                 let body = self.get("/v1/snapshot").await?;
                 parse_snapshot(&body)
@@ -114,7 +114,7 @@ impl Reader {
                     .projects
             }
         };
-        Ok(published(docs)
+        Ok(published(docs, &[], &Trust::skip_signatures())
             .projects()
             .iter()
             .map(|p| (p.id().to_owned(), p.revision()))
