@@ -26,14 +26,6 @@ fn sample(text: &str, series: &str) -> Option<f64> {
     })
 }
 
-async fn post_admin(t: &TestSidecar, path: &str, token: Option<&str>) -> Reply {
-    let mut req = t.client.post(t.admin(path));
-    if let Some(token) = token {
-        req = req.bearer_auth(token);
-    }
-    Reply::from(req.send().await.unwrap()).await
-}
-
 #[tokio::test]
 async fn metrics_have_every_contract_name_and_counters_move() {
     let t = TestSidecar::start(Some(&snapshot(9, vec![project("acme", 3)]))).await;
@@ -255,7 +247,7 @@ async fn refresh_answers_updated_then_not_modified() {
     let t = forced_only(&sim).await;
     let before = t.sidecar.store().cursor();
     sim.publish([project("acme", 2), project("globex", 1)]);
-    let r = post_admin(&t, "/admin/refresh", None).await;
+    let r = t.post_admin("/admin/refresh", None).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["result"], "updated");
     assert_eq!(r.body["changed"], 2);
@@ -263,7 +255,7 @@ async fn refresh_answers_updated_then_not_modified() {
     assert_eq!(r.body["revision_after"], sim.revision());
     assert_eq!(r.body["rejected"], json!([]));
     assert_eq!(t.served("acme", "qa").await, "qa-r2");
-    let r = post_admin(&t, "/admin/refresh", None).await;
+    let r = t.post_admin("/admin/refresh", None).await;
     assert_eq!(r.body["result"], "not_modified");
     assert_eq!(r.body["changed"], 0);
     assert_eq!(
@@ -292,14 +284,14 @@ async fn refresh_reports_rejected_documents_and_errors() {
     let mut bad = project("acme", 2);
     bad["environments"][0]["color"] = json!("nope");
     sim.publish([bad]);
-    let r = post_admin(&t, "/admin/refresh", None).await;
+    let r = t.post_admin("/admin/refresh", None).await;
     assert_eq!(r.body["result"], "rejected");
     assert_eq!(r.body["rejected"][0]["reason"], "invalid_color");
     sim.set_faults(Faults {
         error_rate: 1.0,
         ..Faults::default()
     });
-    let r = post_admin(&t, "/admin/refresh", None).await;
+    let r = t.post_admin("/admin/refresh", None).await;
     assert_eq!(r.body["result"], "error");
     assert!(r.body["error"].as_str().unwrap().contains("503"));
 }
@@ -310,7 +302,7 @@ async fn refresh_of_one_project_fetches_only_that_project() {
     let t = forced_only(&sim).await;
     sim.publish([project("acme", 3), project("globex", 2)]);
     let snapshots = sim.counters().snapshot.load(Ordering::SeqCst);
-    let r = post_admin(&t, "/admin/refresh?project=acme", None).await;
+    let r = t.post_admin("/admin/refresh?project=acme", None).await;
     assert_eq!(r.body["result"], "updated", "{}", r.text);
     assert_eq!(r.body["revision_before"], 1);
     assert_eq!(r.body["revision_after"], 3);
@@ -324,11 +316,11 @@ async fn refresh_of_one_project_fetches_only_that_project() {
     assert_eq!(sim.counters().project.load(Ordering::SeqCst), 1);
     // A project the control plane no longer has is removed.
     sim.remove(["globex"]);
-    let r = post_admin(&t, "/admin/refresh?project=globex", None).await;
+    let r = t.post_admin("/admin/refresh?project=globex", None).await;
     assert_eq!(r.body["result"], "updated");
     assert_eq!(r.body["revision_after"], json!(null));
     assert_eq!(t.get("/v1/resolve?project=globex").await.status, 404);
-    let r = post_admin(&t, "/admin/refresh?project=bad%20id", None).await;
+    let r = t.post_admin("/admin/refresh?project=bad%20id", None).await;
     assert_eq!(r.status, 400);
 }
 
@@ -338,14 +330,16 @@ async fn mass_removal_needs_the_override() {
     let sim = simulator(many, None).await;
     let t = forced_only(&sim).await;
     sim.remove(common::numbered_ids(9).iter().map(String::as_str));
-    let r = post_admin(&t, "/admin/refresh", None).await;
+    let r = t.post_admin("/admin/refresh", None).await;
     assert_eq!(r.body["result"], "rejected");
     assert!(r.body["error"]
         .as_str()
         .unwrap()
         .contains("refusing to remove 9 of 12"));
     assert_eq!(t.sidecar.store().project_count(), 12);
-    let r = post_admin(&t, "/admin/refresh?allow_mass_removal=true", None).await;
+    let r = t
+        .post_admin("/admin/refresh?allow_mass_removal=true", None)
+        .await;
     assert_eq!(r.body["result"], "updated", "{}", r.text);
     assert_eq!(r.body["changed"], 9);
     assert_eq!(t.sidecar.store().project_count(), 3);
@@ -364,7 +358,7 @@ async fn concurrent_refreshes_coalesce_into_one_fetch() {
     let calls: Vec<_> = (0..10)
         .map(|_| {
             let t = t.clone();
-            tokio::spawn(async move { post_admin(&t, "/admin/refresh", None).await })
+            tokio::spawn(async move { t.post_admin("/admin/refresh", None).await })
         })
         .collect();
     let mut results = Vec::new();
@@ -389,12 +383,12 @@ async fn refresh_works_for_the_file_source() {
     })
     .await;
     common::write_json(&t.snapshot_path, &snapshot(2, vec![project("acme", 2)]));
-    let r = post_admin(&t, "/admin/refresh", None).await;
+    let r = t.post_admin("/admin/refresh", None).await;
     assert_eq!(r.body["result"], "updated", "{}", r.text);
     assert_eq!(r.body["revision_before"], 1);
     assert_eq!(r.body["revision_after"], 2);
     common::write_json(&t.snapshot_path, &snapshot(3, vec![project("acme", 5)]));
-    let r = post_admin(&t, "/admin/refresh?project=acme", None).await;
+    let r = t.post_admin("/admin/refresh?project=acme", None).await;
     assert_eq!(r.body["result"], "updated");
     assert_eq!(r.body["revision_after"], 5);
 }
@@ -413,14 +407,14 @@ async fn admin_endpoints_need_the_token_when_one_is_set() {
         Some("adm1n-t0ke"),
         Some("adm1n-t0ken-"),
     ] {
-        let r = post_admin(&t, "/admin/refresh", token).await;
+        let r = t.post_admin("/admin/refresh", token).await;
         assert_eq!(r.status, 401, "{token:?}");
         assert_eq!(r.error_code(), "unauthorized");
         assert_eq!(r.header("www-authenticate"), Some("Bearer"));
         let s = Reply::from(t.client.get(t.admin("/admin/status")).send().await.unwrap()).await;
         assert_eq!(s.status, 401);
     }
-    let r = post_admin(&t, "/admin/refresh", Some("adm1n-t0ken")).await;
+    let r = t.post_admin("/admin/refresh", Some("adm1n-t0ken")).await;
     assert_eq!(r.status, 200);
     let s = Reply::from(
         t.client
@@ -566,7 +560,7 @@ async fn repeated_or_bad_admin_parameters_get_the_data_planes_400() {
         "allow_mass_removal=yes",
         "project=bad%20id",
     ] {
-        let r = post_admin(&t, &format!("/admin/refresh?{query}"), None).await;
+        let r = t.post_admin(&format!("/admin/refresh?{query}"), None).await;
         assert_eq!(r.status, 400, "{query}: {}", r.text);
         assert_eq!(r.error_code(), "invalid_request");
     }

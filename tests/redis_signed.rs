@@ -12,14 +12,13 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::attacker::{redis_cli, write_as_attacker, CHANGES, PROJECTS};
 use common::redis::{RedisServer, Setup};
 use common::signing::{forged, TestKey};
 use common::{eventually, project, snapshot, TestSidecar};
 use env_sidecar::config::{Config, SourceKind};
 use serde_json::{json, Value};
 
-const PROJECTS: &str = "{env-sidecar}:projects";
-const CHANGES: &str = "{env-sidecar}:changes";
 
 /// `env-sidecar publish --redis URL [--sign-key K] FILE`.
 fn publish(url: &str, file: &Path, key: Option<&Path>) -> String {
@@ -44,29 +43,6 @@ fn publish_trusting(url: &str, file: &Path, key: Option<&Path>, trusted: &[&Path
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "publish failed: {text}");
     text
-}
-
-/// The attacker's tool: `redis-cli -p PORT ARGS…`, its output.
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    let cli = common::system_tool("redis-cli", "redis-tools").expect("redis-cli");
-    let out = Command::new(cli)
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli runs");
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// What a writer with store access but without the key does: the hash
-/// field and a stream entry, as a publisher would write them.
-fn write_as_attacker(port: u16, id: &str, document: &Value) {
-    let text = document.to_string();
-    redis_cli(port, &["HSET", PROJECTS, id, &text]);
-    redis_cli(
-        port,
-        &["XADD", CHANGES, "*", "project", id, "document", &text],
-    );
 }
 
 fn file(dir: &Path, name: &str, doc: &Value) -> PathBuf {

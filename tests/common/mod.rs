@@ -216,6 +216,15 @@ impl TestSidecar {
         Reply::from(req.send().await.expect("request")).await
     }
 
+    /// POST on the operator plane, with `token` as bearer when given.
+    pub async fn post_admin(&self, path: &str, token: Option<&str>) -> Reply {
+        let mut req = self.client.post(self.admin(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        Reply::from(req.send().await.expect("request")).await
+    }
+
     /// Replaces the snapshot file (atomically, as an operator's deploy
     /// would) and asks the source to look at it now.
     pub fn write_snapshot(&self, doc: &Value) {
@@ -253,6 +262,16 @@ impl TestSidecar {
     pub async fn wait_revision(&self, project: &str, revision: u64) {
         eventually(&format!("{project} at revision {revision}"), || async {
             self.sidecar.store().project(project).map(|p| p.revision()) == Some(revision)
+        })
+        .await;
+    }
+
+    /// Waits until the sidecar has read its Redis stream up to `entry` (an
+    /// id `XADD` answered).
+    pub async fn wait_stream_entry(&self, entry: &str) {
+        let entry = env_sidecar::sync::redis::StreamId::parse(entry).expect("a stream id");
+        eventually(&format!("stream entry {entry} read"), || async {
+            env_sidecar::sync::redis::StreamId::unpack(self.sidecar.store().cursor()) >= entry
         })
         .await;
     }
@@ -451,6 +470,29 @@ pub fn system_tool(name: &str, package: &str) -> Option<PathBuf> {
     }
     found
 }
+/// `python3` able to import `module` (from PyPI's `package`), for tests
+/// that drive a Python library for real; skipped like [`system_tool`]
+/// where it is missing.
+pub fn python_with(module: &str, package: &str) -> Option<PathBuf> {
+    let python = system_tool("python3", "python3")?;
+    let ok = std::process::Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("ENV_SIDECAR_REQUIRE_TOOLS").is_none(),
+            "the Python module {module} is required here: pip install {package}"
+        );
+        println!(
+            "SKIPPED: Python's {module} is not installed (pip install {package}; CI installs it)"
+        );
+        return None;
+    }
+    Some(python)
+}
+
+pub mod attacker;
 pub mod fleet;
 pub mod gateway;
 pub mod h2;

@@ -160,8 +160,18 @@ impl Publisher {
         }
     }
 
+    /// Writes `doc` (a document, or an envelope: its payload names the
+    /// id) the way a publisher does.
     pub async fn write(&mut self, doc: &serde_json::Value) {
-        let id = doc["id"].as_str().unwrap().to_owned();
+        let id = match doc["id"].as_str() {
+            Some(id) => id.to_owned(),
+            None => {
+                env_sidecar::model::wire::open(
+                    env_sidecar::model::wire::parse_element(&doc.to_string()).expect("an envelope"),
+                )
+                .id
+            }
+        };
         redis_source::write_project(&mut self.con, &self.keys, &id, &doc.to_string())
             .await
             .expect("written");
