@@ -37,7 +37,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{cpu_time, free_addr, http_get, stop};
+use support::redis::{redis_command, redis_info, start_redis, Peer};
+use support::{cpu_time, http_get};
 
 const HISTOGRAM: &str = "env_sidecar_propagation_delay_seconds_bucket";
 const SUM: &str = "env_sidecar_propagation_delay_seconds_sum";
@@ -131,15 +132,6 @@ impl Drop for Member {
     }
 }
 
-/// A process killed when dropped (the source under test).
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        stop(&mut self.0);
-    }
-}
-
 /// A sidecar on ports the kernel picks (a free port chosen beforehand can
 /// be taken by one of the fleet's own outgoing connections), found from
 /// its `listening` log line.
@@ -190,59 +182,6 @@ fn wait_ready(members: &[Member]) {
     for m in members {
         support::wait_ok(m.admin, "/readyz", Duration::from_secs(120));
     }
-}
-
-fn start_redis(dir: &Path) -> (Peer, String) {
-    let binary = support::which("redis-server")
-        .expect("redis-server is needed for the Redis half (apt-get install redis-server)");
-    let port = free_addr().port();
-    let child = Command::new(binary)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no", "--dir"])
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server starts");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    support::wait_listening(addr);
-    (Peer(child), format!("redis://{addr}"))
-}
-
-/// One inline command to Redis over a plain connection; the raw reply
-/// (RESP2: a bulk reply is read to its announced length).
-fn redis_command(url: &str, command: &str) -> String {
-    use std::io::{Read, Write};
-    let addr = url.trim_start_matches("redis://");
-    let mut s = std::net::TcpStream::connect(addr).expect("redis connects");
-    write!(s, "{command}\r\n").expect("redis command");
-    let mut reply = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        let n = s.read(&mut buf).expect("redis reply");
-        reply.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&reply);
-        let complete = match text.split_once("\r\n") {
-            Some((head, rest)) if head.starts_with('$') => head[1..]
-                .parse::<usize>()
-                .is_ok_and(|len| rest.len() >= len),
-            Some(_) => true,
-            None => false,
-        };
-        if complete || n == 0 {
-            return text.into_owned();
-        }
-    }
-}
-
-/// A field of Redis' `INFO`.
-fn redis_info(url: &str, field: &str) -> u64 {
-    redis_command(url, "INFO")
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Waits until the simulator has mirrored its whole population to Redis,

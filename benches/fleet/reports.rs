@@ -102,7 +102,7 @@ pub fn run(args: &Args, dir: &Path) {
 
 /// `calls` of `cmdstat_<name>` in `INFO commandstats`.
 fn command_calls(url: &str, name: &str) -> u64 {
-    super::redis_command(url, "INFO commandstats")
+    super::support::redis::redis_command(url, "INFO commandstats")
         .lines()
         .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
         .and_then(|v| v.split(',').next()?.parse().ok())

@@ -1,0 +1,70 @@
+//! A real `redis-server` for the benches that drive one, and plain
+//! commands to it (INFO, HLEN) over a raw connection.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// A process killed when dropped (the source under test).
+pub struct Peer(pub Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        super::stop(&mut self.0);
+    }
+}
+
+/// A `redis-server` on a free loopback port, without persistence;
+/// killed when dropped.
+pub fn start_redis(dir: &Path) -> (Peer, String) {
+    let binary = super::which("redis-server")
+        .expect("redis-server is needed for the Redis half (apt-get install redis-server)");
+    let port = super::free_addr().port();
+    let child = Command::new(binary)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--dir"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    super::wait_listening(addr);
+    (Peer(child), format!("redis://{addr}"))
+}
+
+/// One inline command to Redis over a plain connection; the raw reply
+/// (RESP2: a bulk reply is read to its announced length).
+pub fn redis_command(url: &str, command: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("redis://");
+    let mut s = std::net::TcpStream::connect(addr).expect("redis connects");
+    write!(s, "{command}\r\n").expect("redis command");
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = s.read(&mut buf).expect("redis reply");
+        reply.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&reply);
+        let complete = match text.split_once("\r\n") {
+            Some((head, rest)) if head.starts_with('$') => head[1..]
+                .parse::<usize>()
+                .is_ok_and(|len| rest.len() >= len),
+            Some(_) => true,
+            None => false,
+        };
+        if complete || n == 0 {
+            return text.into_owned();
+        }
+    }
+}
+
+/// A field of Redis' `INFO`.
+pub fn redis_info(url: &str, field: &str) -> u64 {
+    redis_command(url, "INFO")
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
