@@ -69,6 +69,7 @@ pub fn render(config: &Config, env: &Env, source_path: &str) -> Result<String, S
     let _ = writeln!(out, "long_poll_wait = {}", q(&d(s.long_poll_wait)));
     let _ = writeln!(out, "backoff_max = {}", q(&d(s.backoff_max)));
     let _ = writeln!(out, "max_removed_fraction = {}", s.max_removed_fraction);
+    let _ = writeln!(out, "max_document_bytes = {}", s.max_document_bytes);
     let _ = writeln!(out, "\n[cache]");
     let _ = writeln!(
         out,
@@ -87,6 +88,7 @@ pub fn render(config: &Config, env: &Env, source_path: &str) -> Result<String, S
     let _ = writeln!(out, "keys = [{}]", keys.join(", "));
     let _ = writeln!(out, "require_signatures = {}", t.require_signatures);
     let _ = writeln!(out, "max_signature_age = {}", q(&d(t.max_signature_age)));
+    let _ = writeln!(out, "max_clock_skew = {}", q(&d(t.max_clock_skew)));
     let n = &config.node;
     let _ = writeln!(out, "\n[node]");
     let id_note = if n.id.is_empty() {

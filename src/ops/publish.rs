@@ -365,12 +365,22 @@ impl Truth {
         let found = newest_verified(con, keys, trust, &wanted).await?;
         let unverified = rejected
             .into_iter()
-            .filter(|(id, _)| !found.iter().any(|d| d.id == *id))
             .map(|(id, why)| {
-                let message = format!(
-                    "Redis holds nothing a trusted key signed for this project ({why}); \
-                     judged as if the fleet serves none of it"
-                );
+                let stands_in = found
+                    .iter()
+                    .find(|d| d.id == id)
+                    .map(|d| open(d.clone()).revision);
+                let message = match stands_in {
+                    Some(revision) => format!(
+                        "the hash value is not believed ({why}); judged against the stream's \
+                         last verified change of it (revision {})",
+                        revision.map_or("?".to_owned(), |r| r.to_string())
+                    ),
+                    None => format!(
+                        "Redis holds nothing a trusted key signed for this project ({why}); \
+                         judged as if the fleet serves none of it"
+                    ),
+                };
                 (id, message)
             })
             .collect();

@@ -480,46 +480,51 @@ enum StreamState {
     },
 }
 
+/// `XINFO STREAM` without the entries it carries (its first and last
+/// entry come whole, documents and all): the ids only, as a flat list of
+/// `name, value`; nil when the stream does not exist.
+const STREAM_INFO: &str = r#"#!lua flags=no-writes
+local info = redis.pcall('XINFO', 'STREAM', KEYS[1])
+if type(info) == 'table' and info['err'] then
+  if string.find(info['err'], 'no such key') then return false end
+  return redis.error_reply(info['err'])
+end
+local out = {}
+for i = 1, #info, 2 do
+  local k, v = info[i], info[i + 1]
+  if k == 'first-entry' or k == 'last-entry' then
+    if v then out[#out + 1] = k; out[#out + 1] = v[1] end
+  elseif k == 'last-generated-id' then
+    out[#out + 1] = k; out[#out + 1] = v
+  end
+end
+return out
+"#;
+
 async fn stream_state(
     con: &mut MultiplexedConnection,
     keys: &RedisKeys,
 ) -> redis::RedisResult<StreamState> {
-    let info: Value = match redis::cmd("XINFO")
-        .arg("STREAM")
-        .arg(&keys.changes)
+    let info: Value = read_only_script(STREAM_INFO, &keys.changes)
         .query_async(con)
-        .await
-    {
-        Ok(v) => v,
-        Err(e) if e.to_string().contains("no such key") => return Ok(StreamState::Missing),
-        Err(e) => return Err(e),
+        .await?;
+    let Value::Array(items) = info else {
+        return Ok(StreamState::Missing);
     };
-    let pairs: Vec<(String, Value)> = match info {
-        Value::Map(pairs) => pairs
-            .into_iter()
-            .filter_map(|(k, v)| Some((text(&k)?, v)))
-            .collect(),
-        Value::Array(items) => items
-            .chunks(2)
-            .filter_map(|c| Some((text(c.first()?)?, c.get(1)?.clone())))
-            .collect(),
-        _ => Vec::new(),
-    };
-    let field = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v);
-    let last_generated = field("last-generated-id")
-        .and_then(text)
-        .and_then(|t| StreamId::parse(&t))
-        .unwrap_or_default();
-    let first = match field("first-entry") {
-        Some(Value::Array(entry)) => entry
-            .first()
-            .and_then(text)
-            .and_then(|t| StreamId::parse(&t)),
-        _ => None,
+    let pairs: Vec<(String, Value)> = items
+        .chunks(2)
+        .filter_map(|c| Some((text(c.first()?)?, c.get(1)?.clone())))
+        .collect();
+    let id = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| text(v))
+            .and_then(|t| StreamId::parse(&t))
     };
     Ok(StreamState::Present {
-        first,
-        last_generated,
+        first: id("first-entry"),
+        last_generated: id("last-generated-id").unwrap_or_default(),
     })
 }
 
