@@ -19,7 +19,6 @@ use common::{eventually, project, snapshot, TestSidecar};
 use env_sidecar::config::{Config, SourceKind};
 use serde_json::{json, Value};
 
-
 /// `env-sidecar publish --redis URL [--sign-key K] FILE`.
 fn publish(url: &str, file: &Path, key: Option<&Path>) -> String {
     publish_trusting(url, file, key, &[])

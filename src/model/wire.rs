@@ -794,4 +794,72 @@ mod tests {
         assert_eq!(map.get("b"), None);
         assert!(PointerMap::default().is_empty());
     }
+
+    /// An envelope of `payload` (unsigned: reading never checks).
+    fn envelope(payload: &str) -> String {
+        envelope::encode(PROJECT_TYPE, payload.as_bytes(), &[])
+    }
+
+    #[test]
+    fn one_bad_envelope_in_a_snapshot_is_that_element_alone() {
+        let good = r#"{"id": "good", "revision": 1, "environments": []}"#;
+        let forged = envelope(r#"{"id": "forged", "revision": 2, "environments": []}"#);
+        let body = format!(
+            r#"{{"revision": 3, "projects": [{good}, {forged},
+                {{"payloadType": "x", "payload": "!!", "signatures": []}},
+                {}]}}"#,
+            envelope("not json")
+        );
+        let snap = parse_snapshot(body.as_bytes()).unwrap();
+        assert_eq!(snap.projects.len(), 2);
+        assert_eq!(snap.projects[1].id, "forged");
+        assert_eq!(snap.projects[1].revision, Some(2));
+        assert!(matches!(snap.projects[1].content, Content::Sealed));
+        assert_eq!(snap.unattributed.len(), 2, "{:?}", snap.unattributed);
+        assert!(snap.unattributed[0].starts_with("element 2: "));
+    }
+
+    #[test]
+    fn an_element_over_the_limit_is_refused_unread_and_attributed_when_plain() {
+        let reader = Reader {
+            max_document_bytes: 64,
+        };
+        let long = format!(
+            r#"{{"id": "big", "revision": 1, "environments": [], "pad": "{}"}}"#,
+            "x".repeat(100)
+        );
+        let sealed = envelope(&long);
+        let body = format!(r#"{{"revision": 1, "projects": [{long}, {sealed}]}}"#);
+        let snap = reader.snapshot(body.as_bytes()).unwrap();
+        assert_eq!(snap.projects.len(), 1);
+        assert_eq!(snap.projects[0].id, "big");
+        assert_eq!(snap.projects[0].content, Content::TooLarge(long.len()));
+        assert_eq!(snap.unattributed.len(), 1);
+        assert_eq!(
+            reader.filed("big", &sealed).content,
+            Content::TooLarge(sealed.len())
+        );
+    }
+
+    #[test]
+    fn opening_says_why_a_payload_does_not_serve() {
+        let reader = Reader::default();
+        // A repeated field: the parse error, not a missing signed_at.
+        let twice = envelope(r#"{"id": "a", "revision": 1, "revision": 2, "environments": []}"#);
+        let Content::Unreadable(why) = open(reader.filed("a", &twice)).content else {
+            panic!("read");
+        };
+        assert!(why.contains("duplicate field"), "{why}");
+        // Filed under another project's id.
+        let other = envelope(r#"{"id": "b", "revision": 1, "environments": []}"#);
+        let Content::Unreadable(why) = open(reader.filed("a", &other)).content else {
+            panic!("read");
+        };
+        assert!(
+            why.contains(r#"filed under "a""#) && why.contains(r#""b""#),
+            "{why}"
+        );
+        let plain = reader.filed("a", r#"{"id": "b", "revision": 1, "environments": []}"#);
+        assert!(matches!(plain.content, Content::Unreadable(ref m) if m.contains("filed under")));
+    }
 }

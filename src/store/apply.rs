@@ -763,3 +763,59 @@ fn resealed(incoming: Incoming, prev: &Project, verified: Verified) -> Judged {
     }
     Judged::Resealed(valid.sealed(seal.envelope, verified))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::wire::parse_snapshot;
+    use crate::store::Store;
+
+    fn apply(writer: &mut StoreWriter, body: &str) -> ApplyReport {
+        let opts = ApplyOptions {
+            now: SystemTime::now(),
+            allow_mass_removal: true,
+        };
+        writer
+            .apply(
+                Update::Snapshot(parse_snapshot(body.as_bytes()).unwrap()),
+                opts,
+            )
+            .unwrap()
+    }
+
+    fn doc(id: &str) -> String {
+        let env = |id: &str, slug: &str, fallback: bool| {
+            format!(
+                r##"{{"id":"{id}","slug":"{slug}","name":"n","color":"#000000","system":true,"gateway_fallback":{fallback},"default_publish_target":{fallback}}}"##
+            )
+        };
+        format!(
+            r#"{{"id":"{id}","revision":1,"environments":[{},{}]}}"#,
+            env("e1", "prod", true),
+            env("e2", "staging", false)
+        )
+    }
+
+    #[test]
+    fn a_snapshot_with_an_unattributed_element_removes_nothing_by_absence() {
+        let (store, mut writer) = Store::new(1.0);
+        apply(
+            &mut writer,
+            &format!(r#"{{"revision":1,"projects":[{},{}]}}"#, doc("a"), doc("b")),
+        );
+        assert_eq!(store.project_count(), 2);
+        let unreadable = r#"{"payloadType":"t","payload":"!!","signatures":[]}"#;
+        let report = apply(
+            &mut writer,
+            &format!(r#"{{"revision":2,"projects":[{},{unreadable}]}}"#, doc("a")),
+        );
+        assert_eq!(report.unattributed.len(), 1);
+        assert_eq!(report.removed, 0);
+        assert!(store.project("b").is_some(), "b may be the unreadable one");
+        apply(
+            &mut writer,
+            &format!(r#"{{"revision":3,"projects":[{}]}}"#, doc("a")),
+        );
+        assert!(store.project("b").is_none());
+    }
+}
