@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use env_sidecar::app;
-use env_sidecar::config::{Config, SourceKind};
+use env_sidecar::config::{Config, HttpConfig, Source};
 use env_sidecar::sim::simulator::Simulator;
 
 const PROJECTS: usize = 10_000;
@@ -34,8 +34,7 @@ async fn run() {
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.admin.listen = "127.0.0.1:0".parse().unwrap();
     config.cache.path = Default::default();
-    config.source.kind = SourceKind::Http;
-    config.source.url = sim.url();
+    config.source.kind = Source::Http(HttpConfig::new(sim.url()));
     let sidecar = app::start(config).await.expect("sidecar");
     let store = sidecar.store().clone();
     let started = Instant::now();

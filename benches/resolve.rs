@@ -23,7 +23,8 @@ fn embedded(runtime: &tokio::runtime::Runtime, dir: &std::path::Path, n: usize) 
     let path = dir.join(format!("snapshot-{n}.json"));
     std::fs::write(&path, generate::snapshot_json(n, 1)).unwrap();
     let mut config = Config::default();
-    config.source.path = path;
+    config.source.kind =
+        env_sidecar::config::Source::File(env_sidecar::config::FileConfig { path });
     config.cache.path = Default::default();
     runtime.block_on(async {
         let embedded = embed(config, EmbedOptions::default())

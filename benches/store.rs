@@ -22,7 +22,7 @@ fn opts() -> ApplyOptions {
 fn loaded(n: usize) -> (Store, StoreWriter) {
     let (store, mut writer) = Store::new(0.5);
     let body = SnapshotBody {
-        revision: 1,
+        cursor: env_sidecar::model::cursor::Cursor::Revision(1),
         projects: (0..n)
             .map(|i| Incoming::document(generate::project(i, 1, None)))
             .collect(),
@@ -137,7 +137,7 @@ fn scheduled_burst(c: &mut Criterion) {
                 writer
                     .apply(
                         Update::Snapshot(SnapshotBody {
-                            revision: 1,
+                            cursor: env_sidecar::model::cursor::Cursor::Revision(1),
                             projects,
                             ..SnapshotBody::default()
                         }),

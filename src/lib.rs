@@ -8,9 +8,10 @@
 //! # Layers
 //!
 //! Each folder is a layer; a layer imports only the layers listed before
-//! it, never one after it (no module cycles; checked in CI by
-//! `tests/layers.rs`):
+//! it, never one after it, and the modules inside a layer import each
+//! other without cycles (checked in CI by `tests/layers.rs`):
 //!
+//! 0. [`lock`]: the poison-tolerant `Mutex` lock every layer uses.
 //! 1. [`model`]: wire types, validation, time, signed envelopes, keys and
 //!    the one check of a signature. Pure: no I/O, no state.
 //!    [`config`]: the TOML file and where secrets come from.
@@ -41,6 +42,7 @@
 
 pub mod app;
 pub mod config;
+pub mod lock;
 pub mod model;
 pub mod ops;
 pub mod server;

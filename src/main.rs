@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use env_sidecar::config::{Config, DEFAULT_CONFIG_PATH};
+use env_sidecar::config::{Config, Source, DEFAULT_CONFIG_PATH};
 
 /// Resolves LLM-gateway environments from a lock-free snapshot.
 #[derive(Debug, Parser)]
@@ -61,8 +61,10 @@ fn main() -> ExitCode {
     }
     let config = match load_config(&args) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("env-sidecar: {e}");
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("env-sidecar: {e}");
+            }
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -121,7 +123,7 @@ fn main() -> ExitCode {
     })
 }
 
-fn load_config(args: &Args) -> Result<Config, env_sidecar::config::ConfigError> {
+fn load_config(args: &Args) -> Result<Config, env_sidecar::config::ConfigErrors> {
     let (path, required) = match &args.config {
         Some(p) => (p.clone(), true),
         None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
@@ -134,7 +136,16 @@ fn load_config(args: &Args) -> Result<Config, env_sidecar::config::ConfigError> 
         config.admin.listen = addr;
     }
     if let Some(p) = &args.source_path {
-        config.source.path = p.clone();
+        match &mut config.source.kind {
+            Source::File(file) => file.path = p.clone(),
+            _ => {
+                return Err(env_sidecar::config::ConfigError::Invalid {
+                    key: "--source-path",
+                    message: "is read only when source.kind = \"file\"".into(),
+                }
+                .into())
+            }
+        }
     }
     if let Some(id) = &args.node_id {
         config.node.id = id.clone();

@@ -73,7 +73,7 @@ fn in_process_readers_never_see_mixed_or_rejected_revisions() {
     writer
         .apply(
             Update::Snapshot(SnapshotBody {
-                revision: 1,
+                cursor: env_sidecar::model::cursor::Cursor::Revision(1),
                 projects: initial,
                 ..SnapshotBody::default()
             }),

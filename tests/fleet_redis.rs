@@ -19,9 +19,7 @@ use common::{project, snapshot};
 use serde_json::Value;
 
 fn publish_file(dir: &Path, name: &str, doc: &Value) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, serde_json::to_vec(doc).unwrap()).unwrap();
-    path.display().to_string()
+    common::json_file(dir, name, doc).display().to_string()
 }
 
 fn revisions(acme: u64) -> Value {

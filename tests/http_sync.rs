@@ -49,7 +49,10 @@ async fn watch_mode_serves_a_published_change() {
     sim.publish([project("acme", 2)]);
     t.wait_revision("acme", 2).await;
     assert_eq!(t.served("acme", "qa").await, "qa-r2");
-    assert_eq!(t.sidecar.store().cursor(), sim.revision());
+    assert_eq!(
+        t.sidecar.store().cursor(),
+        env_sidecar::model::cursor::Cursor::Revision(sim.revision())
+    );
 }
 
 #[tokio::test]
@@ -97,7 +100,7 @@ async fn a_410_leads_to_a_fresh_snapshot() {
 #[tokio::test]
 async fn poll_mode_sends_if_none_match_and_handles_304() {
     let sim = simulator(vec![project("acme", 1)], None).await;
-    let t = synced(&sim, |c| c.source.mode = SyncMode::Poll).await;
+    let t = synced(&sim, |c| common::http_mut(c).mode = SyncMode::Poll).await;
     eventually("a 304", || async {
         sim.counters().not_modified.load(Ordering::SeqCst) >= 2
     })
@@ -120,9 +123,12 @@ async fn poll_mode_sends_if_none_match_and_handles_304() {
 async fn the_bearer_token_is_sent_on_every_request() {
     let sim = simulator(vec![project("acme", 1)], Some("s3cret-token")).await;
     let env = Env::from_pairs([("CP_TOKEN", "s3cret-token")]);
-    let t =
-        TestSidecar::follow_with_env(&sim.url(), |c| c.source.token_env = "CP_TOKEN".into(), env)
-            .await;
+    let t = TestSidecar::follow_with_env(
+        &sim.url(),
+        |c| common::http_mut(c).token_env = "CP_TOKEN".into(),
+        env,
+    )
+    .await;
     t.wait_ready().await;
     sim.publish([project("acme", 2)]);
     t.wait_revision("acme", 2).await;
@@ -137,9 +143,12 @@ async fn the_bearer_token_is_sent_on_every_request() {
 async fn a_wrong_token_never_loads_anything() {
     let sim = simulator(vec![project("acme", 1)], Some("s3cret-token")).await;
     let env = Env::from_pairs([("CP_TOKEN", "not-it")]);
-    let t =
-        TestSidecar::follow_with_env(&sim.url(), |c| c.source.token_env = "CP_TOKEN".into(), env)
-            .await;
+    let t = TestSidecar::follow_with_env(
+        &sim.url(),
+        |c| common::http_mut(c).token_env = "CP_TOKEN".into(),
+        env,
+    )
+    .await;
     eventually("401s", || async {
         sim.counters().unauthorized.load(Ordering::SeqCst) >= 2
     })
@@ -207,8 +216,8 @@ async fn malformed_bodies_keep_the_last_good_snapshot_and_recover() {
 async fn slow_and_hanging_answers_time_out_and_recover() {
     let sim = simulator(vec![project("acme", 1)], None).await;
     let t = synced(&sim, |c| {
-        c.source.request_timeout = Duration::from_millis(300);
-        c.source.long_poll_wait = Duration::from_millis(200);
+        common::http_mut(c).timing.request_timeout = Duration::from_millis(300);
+        common::http_mut(c).timing.long_poll_wait = Duration::from_millis(200);
     })
     .await;
     fault(
@@ -269,7 +278,10 @@ async fn not_ready_while_nothing_answers_then_ready_when_it_does() {
 async fn a_rejected_change_batch_backs_off_instead_of_spinning() {
     let many: Vec<_> = common::numbered(12);
     let sim = simulator(many, None).await;
-    let t = synced(&sim, |c| c.source.backoff_max = Duration::from_secs(5)).await;
+    let t = synced(&sim, |c| {
+        common::http_mut(c).timing.backoff_max = Duration::from_secs(5)
+    })
+    .await;
     sim.remove(common::numbered_ids(9).iter().map(String::as_str));
     t.wait_error_containing("refusing to remove").await;
     let during = common::requests_during(&sim, Duration::from_millis(1500)).await;
@@ -286,7 +298,10 @@ async fn a_rejected_change_batch_backs_off_instead_of_spinning() {
 #[tokio::test]
 async fn malformed_answers_back_off_instead_of_spinning() {
     let sim = simulator(vec![project("acme", 1)], None).await;
-    let t = synced(&sim, |c| c.source.backoff_max = Duration::from_secs(5)).await;
+    let t = synced(&sim, |c| {
+        common::http_mut(c).timing.backoff_max = Duration::from_secs(5)
+    })
+    .await;
     fault(
         &sim,
         Faults {
@@ -305,7 +320,7 @@ async fn malformed_answers_back_off_instead_of_spinning() {
 async fn an_emptied_snapshot_is_refused_in_poll_mode() {
     let many: Vec<_> = common::numbered(12);
     let sim = simulator(many, None).await;
-    let t = synced(&sim, |c| c.source.mode = SyncMode::Poll).await;
+    let t = synced(&sim, |c| common::http_mut(c).mode = SyncMode::Poll).await;
     sim.remove(common::numbered_ids(12).iter().map(String::as_str));
     t.wait_error_containing("refusing to remove 12 of 12").await;
     assert_eq!(t.sidecar.store().project_count(), 12);
@@ -331,7 +346,7 @@ async fn an_invalid_document_from_the_control_plane_is_rejected_alone() {
 async fn check_source_now_fetches_at_once_from_a_control_plane() {
     let sim = simulator(vec![project("acme", 1)], None).await;
     let t = synced(&sim, |c| {
-        c.source.mode = SyncMode::Poll;
+        common::http_mut(c).mode = SyncMode::Poll;
         c.source.poll_interval = Duration::from_secs(3600);
     })
     .await;

@@ -160,7 +160,7 @@ fn step(writer: &mut StoreWriter, model: &mut Model, op: &Op, n: usize) {
                 .collect();
             model.apply(docs, removals, false, n);
             let body = ChangesBody {
-                revision: 1,
+                cursor: env_sidecar::model::cursor::Cursor::Revision(1),
                 projects: docs
                     .iter()
                     .enumerate()
@@ -186,7 +186,7 @@ fn step(writer: &mut StoreWriter, model: &mut Model, op: &Op, n: usize) {
                 .map(|(pos, &(i, r, v))| incoming(i, r, v, &stamp(pos)))
                 .collect();
             let body = SnapshotBody {
-                revision: 1,
+                cursor: env_sidecar::model::cursor::Cursor::Revision(1),
                 projects,
                 ..SnapshotBody::default()
             };

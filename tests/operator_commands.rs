@@ -49,13 +49,16 @@ fn check_config_prints_the_effective_settings_and_the_secrets_only_as_set_or_uns
     assert!(stdout.contains("url = \"http://cp:7000\""), "{stdout}");
     assert!(stdout.contains("poll_interval = \"250ms\""), "{stdout}");
     assert!(
-        stdout.contains("token_env = \"ENV_SIDECAR_CONTROL_PLANE_TOKEN\"  # set"),
+        stdout.contains("#   source.token_env = ENV_SIDECAR_CONTROL_PLANE_TOKEN: set"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("token_env = \"ENV_SIDECAR_ADMIN_TOKEN\"  # unset"),
+        stdout.contains("#   admin.token_env = ENV_SIDECAR_ADMIN_TOKEN: unset"),
         "{stdout}"
     );
+    // Only the keys an HTTP source reads.
+    assert!(!stdout.contains("key_prefix"), "{stdout}");
+    assert!(stdout.contains("mode = \"watch\""), "{stdout}");
     assert!(!stdout.contains("cp-s3cret"), "a secret was printed");
 }
 

@@ -219,7 +219,7 @@ async fn status_shows_the_control_plane_url_and_never_the_token() {
     let sim = simulator(vec![project("acme", 1)], Some("cp-s3cret")).await;
     let t = TestSidecar::follow_with_env(
         &sim.url(),
-        |c| c.source.token_env = "CP_TOKEN".into(),
+        |c| common::http_mut(c).token_env = "CP_TOKEN".into(),
         Env::from_pairs([("CP_TOKEN", "cp-s3cret")]),
     )
     .await;
@@ -233,7 +233,7 @@ async fn status_shows_the_control_plane_url_and_never_the_token() {
 /// A poll-mode sidecar that only fetches when forced.
 async fn forced_only(sim: &env_sidecar::sim::simulator::Simulator) -> TestSidecar {
     let t = TestSidecar::follow(&sim.url(), |c| {
-        c.source.mode = SyncMode::Poll;
+        common::http_mut(c).mode = SyncMode::Poll;
         c.source.poll_interval = Duration::from_secs(3600);
     })
     .await;
@@ -251,7 +251,7 @@ async fn refresh_answers_updated_then_not_modified() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["result"], "updated");
     assert_eq!(r.body["changed"], 2);
-    assert_eq!(r.body["revision_before"], before);
+    assert_eq!(r.body["revision_before"], json!(before));
     assert_eq!(r.body["revision_after"], sim.revision());
     assert_eq!(r.body["rejected"], json!([]));
     assert_eq!(t.served("acme", "qa").await, "qa-r2");

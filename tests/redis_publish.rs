@@ -7,32 +7,16 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::redis::{Publisher, RedisServer, Setup};
 use common::{project, snapshot, TestSidecar};
-use env_sidecar::config::SourceKind;
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn publish(url: &str, file: &Path, extra: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
-        .args(["publish", "--redis", url])
-        .args(extra)
-        .arg(file)
-        .envs(envs.iter().copied())
-        .env_remove("ENV_SIDECAR_CONTROL_PLANE_TOKEN")
-        .output()
-        .expect("the binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
-fn write(dir: &Path, name: &str, doc: &Value) -> std::path::PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, serde_json::to_vec(doc).unwrap()).unwrap();
-    path
+    let mut args = vec!["publish", "--redis", url];
+    args.extend_from_slice(extra);
+    args.push(file.to_str().unwrap());
+    common::fleet::run_with_env(&args, envs)
 }
 
 async fn stream_length(p: &mut Publisher) -> i64 {
@@ -48,7 +32,7 @@ async fn a_valid_file_is_published_and_served_and_an_unchanged_one_writes_nothin
     let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
         return;
     };
-    let file = write(
+    let file = common::json_file(
         dir.path(),
         "v1.json",
         &snapshot(1, vec![project("acme", 1), project("globex", 1)]),
@@ -67,10 +51,8 @@ async fn a_valid_file_is_published_and_served_and_an_unchanged_one_writes_nothin
     assert_eq!(stream_length(&mut p).await, 2);
 
     // A sidecar following Redis serves what was published.
-    let mut config = common::http_config(dir.path(), &redis.url);
-    config.source.kind = SourceKind::Redis;
-    let t = TestSidecar::launch(config, tempfile::tempdir().unwrap()).await;
-    t.wait_ready().await;
+    let config = common::redis_config(dir.path(), &redis.url);
+    let t = TestSidecar::launch_ready(config, None).await;
     assert_eq!(t.served("globex", "qa").await, "qa-r1");
 
     // The same file again changes nothing.
@@ -83,7 +65,7 @@ async fn a_valid_file_is_published_and_served_and_an_unchanged_one_writes_nothin
     assert_eq!(stream_length(&mut p).await, 2, "nothing written");
 
     // A newer revision of one project: only it is written.
-    let file = write(
+    let file = common::json_file(
         dir.path(),
         "v2.json",
         &snapshot(2, vec![project("acme", 2), project("globex", 1)]),
@@ -103,7 +85,7 @@ async fn one_bad_project_means_nothing_is_written() {
     let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
         return;
     };
-    let good = write(
+    let good = common::json_file(
         dir.path(),
         "good.json",
         &snapshot(1, vec![project("acme", 1), project("globex", 1)]),
@@ -111,7 +93,7 @@ async fn one_bad_project_means_nothing_is_written() {
     assert_eq!(publish(&redis.url, &good, &[], &[]).0, 0);
     let mut bad = project("globex", 2);
     bad["environments"][1]["slug"] = json!("renamed");
-    let file = write(
+    let file = common::json_file(
         dir.path(),
         "bad.json",
         &snapshot(2, vec![project("acme", 2), bad]),
@@ -130,7 +112,7 @@ async fn one_bad_project_means_nothing_is_written() {
         "not even acme's good revision"
     );
     // A stale revision is refused as well.
-    let file = write(
+    let file = common::json_file(
         dir.path(),
         "stale.json",
         &snapshot(2, vec![project("acme", 0), project("globex", 1)]),
@@ -146,9 +128,9 @@ async fn a_mass_removal_is_refused_unless_allowed() {
     let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
         return;
     };
-    let all = write(dir.path(), "all.json", &snapshot(1, common::numbered(12)));
+    let all = common::json_file(dir.path(), "all.json", &snapshot(1, common::numbered(12)));
     assert_eq!(publish(&redis.url, &all, &[], &[]).0, 0);
-    let few = write(dir.path(), "few.json", &snapshot(2, common::numbered(2)));
+    let few = common::json_file(dir.path(), "few.json", &snapshot(2, common::numbered(2)));
     let (code, out) = publish(&redis.url, &few, &[], &[]);
     assert_eq!(code, 1, "{out}");
     assert!(out.starts_with("refused removing=10 of=12"), "{out}");
@@ -164,7 +146,7 @@ async fn a_mass_removal_is_refused_unless_allowed() {
 #[tokio::test]
 async fn unreachable_redis_bad_files_and_passwords() {
     let dir = tempfile::tempdir().unwrap();
-    let file = write(
+    let file = common::json_file(
         dir.path(),
         "v1.json",
         &snapshot(1, vec![project("acme", 1)]),

@@ -9,82 +9,36 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use common::attacker::{redis_cli, write_as_attacker, CHANGES, PROJECTS};
 use common::redis::{RedisServer, Setup};
-use common::signing::{forged, TestKey};
-use common::{eventually, project, snapshot, TestSidecar};
-use env_sidecar::config::{Config, SourceKind};
+use common::signing::{forged, signed_redis_follower, TestKey};
+use common::{eventually, json_file, project, snapshot, TestSidecar};
+use env_sidecar::config::Config;
 use serde_json::{json, Value};
 
-/// `env-sidecar publish --redis URL [--sign-key K] FILE`.
+/// `env-sidecar publish --redis URL [--sign-key K] [--trust-key T]… FILE`,
+/// which must succeed; its output.
+fn publish_trusting(url: &str, file: &Path, key: Option<&Path>, trusted: &[&Path]) -> String {
+    let mut args: Vec<&str> = Vec::new();
+    if let Some(key) = key {
+        args.extend(["--sign-key", key.to_str().unwrap()]);
+    }
+    for t in trusted {
+        args.extend(["--trust-key", t.to_str().unwrap()]);
+    }
+    let (code, out) = common::fleet::publish(url, &args, file);
+    assert_eq!(code, 0, "publish failed: {out}");
+    out
+}
+
 fn publish(url: &str, file: &Path, key: Option<&Path>) -> String {
     publish_trusting(url, file, key, &[])
 }
 
-/// `env-sidecar publish --redis URL [--sign-key K] [--trust-key T]… FILE`.
-fn publish_trusting(url: &str, file: &Path, key: Option<&Path>, trusted: &[&Path]) -> String {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_env-sidecar"));
-    command.args(["publish", "--redis", url]);
-    if let Some(key) = key {
-        command.arg("--sign-key").arg(key);
-    }
-    for t in trusted {
-        command.arg("--trust-key").arg(t);
-    }
-    let out = command
-        .arg(file)
-        .env_remove("ENV_SIDECAR_CONTROL_PLANE_TOKEN")
-        .output()
-        .expect("the binary runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "publish failed: {text}");
-    text
-}
-
-fn file(dir: &Path, name: &str, doc: &Value) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, serde_json::to_vec(doc).unwrap()).unwrap();
-    path
-}
-
-fn following(dir: &Path, url: &str, keys: &[&Path], cache: &Path) -> Config {
-    let mut config = common::http_config(dir, url);
-    config.source.kind = SourceKind::Redis;
-    config.trust.keys = keys.iter().map(|k| k.to_path_buf()).collect();
-    config.trust.require_signatures = true;
-    config.cache.path = cache.to_owned();
-    config
-}
-
 async fn start(config: Config) -> TestSidecar {
-    let t = TestSidecar::launch(config, tempfile::tempdir().unwrap()).await;
-    t.wait_ready().await;
-    t
-}
-
-/// Waits until the sidecar has taken a full load since it started.
-async fn full_load_done(t: &TestSidecar) {
-    eventually("a full load done", || async {
-        t.sidecar
-            .status()
-            .events()
-            .last_success
-            .is_some_and(|e| e.message.contains("full load"))
-    })
-    .await;
-}
-
-async fn wait_rejection(t: &TestSidecar, id: &str, reason: &str, revision: Option<u64>) {
-    eventually(&format!("{id} rejected as {reason}"), || async {
-        t.sidecar
-            .store()
-            .rejection(id)
-            .is_some_and(|r| r.reason.as_str() == reason && r.revision == revision)
-    })
-    .await;
+    TestSidecar::launch_ready(config, None).await
 }
 
 #[tokio::test]
@@ -94,7 +48,7 @@ async fn writers_without_the_key_change_nothing_that_is_served() {
         return;
     };
     let key = TestKey::new(dir.path(), "cp-2026");
-    let v1 = file(
+    let v1 = json_file(
         dir.path(),
         "v1.json",
         &snapshot(1, vec![project("acme", 1), project("globex", 1)]),
@@ -105,7 +59,7 @@ async fn writers_without_the_key_change_nothing_that_is_served() {
         "{out}"
     );
     let cache = dir.path().join("lkg.json");
-    let t = start(following(
+    let t = start(signed_redis_follower(
         dir.path(),
         &redis.url,
         &[&key.public_file],
@@ -114,7 +68,7 @@ async fn writers_without_the_key_change_nothing_that_is_served() {
     .await;
     assert_eq!(t.served("acme", "qa").await, "qa-r1");
 
-    let v2 = file(
+    let v2 = json_file(
         dir.path(),
         "v2.json",
         &snapshot(2, vec![project("acme", 2), project("globex", 1)]),
@@ -124,14 +78,14 @@ async fn writers_without_the_key_change_nothing_that_is_served() {
 
     // A higher revision, unsigned.
     write_as_attacker(redis.port, "acme", &project("acme", 3));
-    wait_rejection(&t, "acme", "unsigned", Some(3)).await;
+    t.wait_rejection_at("acme", "unsigned", Some(3)).await;
     // A higher revision with a signature claiming the trusted key id.
     write_as_attacker(redis.port, "acme", &forged(&project("acme", 4), "cp-2026"));
-    wait_rejection(&t, "acme", "bad_signature", Some(4)).await;
+    t.wait_rejection_at("acme", "bad_signature", Some(4)).await;
     // Signed by a key of the attacker's own.
     let own = TestKey::new(dir.path(), "attacker");
     write_as_attacker(redis.port, "acme", &own.sign(&project("acme", 5)));
-    wait_rejection(&t, "acme", "unknown_key", Some(5)).await;
+    t.wait_rejection_at("acme", "unknown_key", Some(5)).await;
     assert_eq!(t.served("acme", "qa").await, "qa-r2");
 
     // An unsigned removal: the field deleted and a `removed` entry.
@@ -181,7 +135,7 @@ async fn an_old_valid_envelope_replayed_after_a_restart_is_refused() {
         return;
     };
     let key = TestKey::new(dir.path(), "cp");
-    let v1 = file(
+    let v1 = json_file(
         dir.path(),
         "v1.json",
         &snapshot(1, vec![project("acme", 1), project("keep", 1)]),
@@ -190,7 +144,7 @@ async fn an_old_valid_envelope_replayed_after_a_restart_is_refused() {
     // What an attacker keeps: the revision-1 envelope, from the stream.
     let old = redis_cli(redis.port, &["HGET", PROJECTS, "acme"]);
     let old: Value = serde_json::from_str(old.trim()).unwrap();
-    let v2 = file(
+    let v2 = json_file(
         dir.path(),
         "v2.json",
         &snapshot(2, vec![project("acme", 2), project("keep", 1)]),
@@ -200,7 +154,7 @@ async fn an_old_valid_envelope_replayed_after_a_restart_is_refused() {
     let v2_envelope: Value = serde_json::from_str(v2_envelope.trim()).unwrap();
 
     let cache = dir.path().join("lkg.json");
-    let config = || following(dir.path(), &redis.url, &[&key.public_file], &cache);
+    let config = || signed_redis_follower(dir.path(), &redis.url, &[&key.public_file], &cache);
     let t = start(config()).await;
     t.wait_revision("acme", 2).await;
     eventually("revision 2 cached", || async {
@@ -219,14 +173,14 @@ async fn an_old_valid_envelope_replayed_after_a_restart_is_refused() {
     write_as_attacker(redis.port, "acme", &old);
     redis_cli(redis.port, &["DEL", CHANGES]);
     let t = start(config()).await;
-    full_load_done(&t).await;
+    t.wait_full_load().await;
     assert_eq!(t.served("acme", "qa").await, "qa-r2", "the replay is stale");
 
     // The operator puts revision 2 back, then removes the project: a
     // tombstone at revision 3, which survives a restart: the revision-2
     // envelope replayed afterwards stays refused.
     publish(&redis.url, &v2, Some(&key.private_file));
-    let gone = file(
+    let gone = json_file(
         dir.path(),
         "gone.json",
         &snapshot(3, vec![project("keep", 1)]),
@@ -249,7 +203,7 @@ async fn an_old_valid_envelope_replayed_after_a_restart_is_refused() {
     write_as_attacker(redis.port, "acme", &v2_envelope);
     redis_cli(redis.port, &["DEL", CHANGES]);
     let t = start(config()).await;
-    full_load_done(&t).await;
+    t.wait_full_load().await;
     assert!(t.sidecar.store().project("acme").is_none(), "still removed");
     assert_eq!(t.served("keep", "qa").await, "qa-r1");
 }
@@ -264,14 +218,14 @@ async fn keys_rotate_on_a_running_sidecar() {
     std::fs::create_dir(&keys).unwrap();
     let old = TestKey::new(&keys, "cp-2026");
     let new = TestKey::new(dir.path(), "cp-2027");
-    let v1 = file(
+    let v1 = json_file(
         dir.path(),
         "v1.json",
         &snapshot(1, vec![project("acme", 1), project("globex", 1)]),
     );
     publish(&redis.url, &v1, Some(&old.private_file));
     let cache = dir.path().join("lkg.json");
-    let config = || following(dir.path(), &redis.url, &[&keys], &cache);
+    let config = || signed_redis_follower(dir.path(), &redis.url, &[&keys], &cache);
     let t = start(config()).await;
     assert_eq!(t.served("acme", "qa").await, "qa-r1");
 
@@ -309,7 +263,7 @@ async fn keys_rotate_on_a_running_sidecar() {
         t.get_admin("/admin/status").await.body["trust"]["keys"] == json!(["cp-2027"])
     })
     .await;
-    let v2 = file(
+    let v2 = json_file(
         dir.path(),
         "v2.json",
         &snapshot(2, vec![project("acme", 2), project("globex", 1)]),
@@ -318,7 +272,7 @@ async fn keys_rotate_on_a_running_sidecar() {
     t.wait_revision("acme", 2).await;
     // The old key signs nothing any more.
     write_as_attacker(redis.port, "acme", &old.sign(&project("acme", 3)));
-    wait_rejection(&t, "acme", "unknown_key", Some(3)).await;
+    t.wait_rejection_at("acme", "unknown_key", Some(3)).await;
     eventually("the re-signed envelopes cached", || async {
         env_sidecar::sync::cache::load(&cache).is_ok_and(|c| {
             c.snapshot.projects.len() == 2

@@ -11,15 +11,10 @@ mod common;
 use std::path::Path;
 
 use common::redis::{tls_files, Publisher, RedisServer, Setup};
+use common::redis_config;
 use common::{eventually, project, TestSidecar};
 use env_sidecar::config::secret::Env;
-use env_sidecar::config::{Config, SourceKind};
-
-fn redis_config(dir: &Path, url: &str) -> Config {
-    let mut config = common::http_config(dir, url);
-    config.source.kind = SourceKind::Redis;
-    config
-}
+use env_sidecar::config::Config;
 
 async fn follow(dir: &Path, url: &str, tweak: impl FnOnce(&mut Config), env: Env) -> TestSidecar {
     let mut config = redis_config(dir, url);
@@ -259,7 +254,7 @@ async fn requirepass_takes_the_password_from_token_env() {
     let wrong = follow(
         dir.path(),
         &redis.url,
-        |c| c.source.token_env = "PW".into(),
+        |c| common::redis_mut(c).token_env = "PW".into(),
         Env::from_pairs([("PW", "nope")]),
     )
     .await;
@@ -274,7 +269,7 @@ async fn requirepass_takes_the_password_from_token_env() {
     let right = follow(
         dir.path(),
         &redis.url,
-        |c| c.source.token_env = "PW".into(),
+        |c| common::redis_mut(c).token_env = "PW".into(),
         Env::from_pairs([("PW", "r3dis-pw")]),
     )
     .await;
@@ -303,7 +298,7 @@ async fn rediss_with_a_certificate_the_test_made() {
     let t = follow(
         dir.path(),
         &redis.url,
-        |c| c.source.tls_ca_file = ca.clone(),
+        |c| common::redis_mut(c).tls.ca_file = Some(ca.clone()),
         no_secrets(),
     )
     .await;

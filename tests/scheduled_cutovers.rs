@@ -312,7 +312,7 @@ async fn a_backwards_clock_never_unapplies_a_change() {
     // The same revision arriving again is a no-op: still applied.
     f.t.write_snapshot(&snapshot(2, vec![scheduled("acme", 1, json!([]))]));
     common::eventually("the file read again", || async {
-        f.t.sidecar.store().cursor() == 2
+        f.t.sidecar.store().cursor() == env_sidecar::model::cursor::Cursor::Revision(2)
     })
     .await;
     assert_eq!(f.prod("acme").await["prompts"]["summarize"], "first");

@@ -13,28 +13,16 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::signing::{ago, forged, with_payload, TestKey};
+use common::signing::{ago, forged, requiring, with_payload, TestKey};
 use common::{eventually, project, snapshot, write_json, TestSidecar};
 use env_sidecar::config::Config;
 use serde_json::{json, Value};
 
-/// Signatures required, keys from `keys` (files or folders), the cache at
-/// `cache` when given.
-fn requiring(config: &mut Config, keys: &[&Path], cache: Option<&Path>) {
-    config.trust.keys = keys.iter().map(|k| k.to_path_buf()).collect();
-    config.trust.require_signatures = true;
-    if let Some(cache) = cache {
-        config.cache.path = cache.to_owned();
-    }
-}
-
 async fn start(dir: &Path, initial: &Value, tweak: impl FnOnce(&mut Config)) -> TestSidecar {
     let mut config = common::file_config(dir);
-    write_json(&config.source.path, initial);
+    write_json(&dir.join("snapshot.json"), initial);
     tweak(&mut config);
-    let t = TestSidecar::launch(config, tempfile::tempdir().unwrap()).await;
-    t.wait_ready().await;
-    t
+    TestSidecar::launch_ready(config, None).await
 }
 
 fn reason(t: &TestSidecar, id: &str) -> Option<String> {
@@ -242,7 +230,9 @@ async fn the_cache_keeps_the_envelopes_and_a_restart_checks_them_again() {
 
     // Started with no readable source: only the cache could serve.
     let mut config = common::file_config(dir.path());
-    config.source.path = dir.path().join("absent.json");
+    config.source.kind = env_sidecar::config::Source::File(env_sidecar::config::FileConfig {
+        path: dir.path().join("absent.json"),
+    });
     requiring(&mut config, &[&key.public_file], Some(&cache));
     let t = TestSidecar::launch(config, tempfile::tempdir().unwrap()).await;
     eventually("the cached document judged", || async {
@@ -277,7 +267,9 @@ async fn max_signature_age_refuses_old_news_but_not_the_sidecars_own_cache() {
 
     // With a limit of one minute now, the cached document still loads.
     let mut config = common::file_config(dir.path());
-    config.source.path = dir.path().join("absent.json");
+    config.source.kind = env_sidecar::config::Source::File(env_sidecar::config::FileConfig {
+        path: dir.path().join("absent.json"),
+    });
     requiring(&mut config, &[&key.public_file], Some(&cache));
     config.trust.max_signature_age = Duration::from_secs(60);
     let t = TestSidecar::launch(config, tempfile::tempdir().unwrap()).await;

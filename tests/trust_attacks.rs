@@ -16,57 +16,23 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use common::attacker::{held, redis_cli, write_as_attacker, write_text_as_attacker, CHANGES};
 use common::redis::{Publisher, RedisServer, Setup};
-use common::signing::{forged, TestKey};
-use common::{eventually, project, snapshot, TestSidecar};
-use env_sidecar::app;
-use env_sidecar::config::{Config, SourceKind};
+use common::signing::{forged, signed_redis_follower, TestKey};
+use common::{eventually, json_file, project, snapshot, TestSidecar};
+use env_sidecar::config::Config;
 use env_sidecar::model::clock::ManualClock;
 use serde_json::{json, Value};
 
-fn file(dir: &Path, name: &str, doc: &Value) -> PathBuf {
-    let path = dir.join(name);
-    common::write_json(&path, doc);
-    path
-}
-
-/// `env-sidecar publish --redis URL ARGS… FILE`: exit code and output.
 fn publish(url: &str, args: &[&str], file: &Path) -> (i32, String) {
-    let mut all = vec!["publish", "--redis", url];
-    all.extend_from_slice(args);
-    all.push(file.to_str().unwrap());
-    common::fleet::run(&all)
+    common::fleet::publish(url, args, file)
 }
 
-/// A sidecar following Redis at `url`, requiring signatures by `keys`
-/// (files or folders), with its cache at `cache`.
-fn following(dir: &Path, url: &str, keys: &[&Path], cache: &Path) -> Config {
-    let mut config = common::http_config(dir, url);
-    config.source.kind = SourceKind::Redis;
-    config.trust.keys = keys.iter().map(|k| k.to_path_buf()).collect();
-    config.trust.require_signatures = true;
-    config.cache.path = cache.to_owned();
-    config
-}
-
-/// Starts `config` on `clock` (the system's when `None`); waits until
-/// ready.
 async fn start(config: Config, clock: Option<&ManualClock>) -> TestSidecar {
-    let mut options = common::test_options();
-    if let Some(clock) = clock {
-        options = app::Options {
-            clock: Arc::new(clock.clone()),
-            ..options
-        };
-    }
-    let t = TestSidecar::launch_with(config, tempfile::tempdir().unwrap(), options).await;
-    t.wait_ready().await;
-    t
+    TestSidecar::launch_ready(config, clock).await
 }
 
 /// The key ids the sidecar's kept envelope of `id` was signed by.
@@ -101,16 +67,6 @@ async fn cached_signed_by(cache: &Path, id: &str, keyid: &str) {
     .await;
 }
 
-async fn wait_rejection(t: &TestSidecar, id: &str, reason: &str) {
-    eventually(&format!("{id} rejected as {reason}"), || async {
-        t.sidecar
-            .store()
-            .rejection(id)
-            .is_some_and(|r| r.reason.as_str() == reason)
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn an_older_envelope_replayed_after_a_rotation_is_stale_and_a_restart_keeps_the_project() {
     let dir = tempfile::tempdir().unwrap();
@@ -121,7 +77,7 @@ async fn an_older_envelope_replayed_after_a_rotation_is_stale_and_a_restart_keep
     std::fs::create_dir(&keys).unwrap();
     let old = TestKey::new(&keys, "cp-2026");
     let new = TestKey::new(dir.path(), "cp-2027");
-    let v1 = file(
+    let v1 = json_file(
         dir.path(),
         "v1.json",
         &snapshot(1, vec![project("acme", 1), project("globex", 1)]),
@@ -131,7 +87,7 @@ async fn an_older_envelope_replayed_after_a_rotation_is_stale_and_a_restart_keep
     // What the attacker keeps: the envelope signed with the old key.
     let old_envelope = held(redis.port, "acme");
     let cache = dir.path().join("lkg.json");
-    let config = || following(dir.path(), &redis.url, &[&keys], &cache);
+    let config = || signed_redis_follower(dir.path(), &redis.url, &[&keys], &cache);
     let t = start(config(), None).await;
 
     // The rotation, as docs/trust.md says: add the new key, publish with
@@ -200,7 +156,7 @@ async fn an_envelope_with_an_earlier_expiry_cannot_replace_a_later_one() {
     let mut publisher = Publisher::connect(&redis.url, None, None).await;
     publisher.write(&first).await;
     let cache = dir.path().join("lkg.json");
-    let config = || following(dir.path(), &redis.url, &[&key.public_file], &cache);
+    let config = || signed_redis_follower(dir.path(), &redis.url, &[&key.public_file], &cache);
     let t = start(config(), Some(&clock)).await;
     assert_eq!(t.served("acme", "qa").await, "qa-r1");
     let first_at = signed_at(&t, "acme").unwrap();
@@ -252,7 +208,7 @@ async fn a_revision_that_expired_still_holds_its_floor_after_a_restart() {
     publisher.write(&r57).await;
     publisher.write(&project_signed(&key, "keep", 1)).await;
     let cache = dir.path().join("lkg.json");
-    let config = || following(dir.path(), &redis.url, &[&key.public_file], &cache);
+    let config = || signed_redis_follower(dir.path(), &redis.url, &[&key.public_file], &cache);
     let t = start(config(), Some(&clock)).await;
     t.wait_revision("acme", 57).await;
     publisher.write(&r58).await;
@@ -270,7 +226,7 @@ async fn a_revision_that_expired_still_holds_its_floor_after_a_restart() {
     let entry = write_as_attacker(redis.port, "acme", &r57);
     let t = start(config(), Some(&clock)).await;
     t.wait_stream_entry(&entry).await;
-    wait_rejection(&t, "acme", "expired").await;
+    t.wait_rejection("acme", "expired").await;
     assert_eq!(
         t.served("acme", "qa").await,
         "status 404",
@@ -318,7 +274,7 @@ async fn publish_believes_only_what_its_keys_verify() {
     };
     let key = TestKey::new(dir.path(), "cp");
     let sign = ["--sign-key", key.private_file.to_str().unwrap()];
-    let v3 = file(
+    let v3 = json_file(
         dir.path(),
         "v3.json",
         &snapshot(
@@ -329,7 +285,7 @@ async fn publish_believes_only_what_its_keys_verify() {
     assert_eq!(publish(&redis.url, &sign, &v3).0, 0);
     let cache = dir.path().join("lkg.json");
     let t = start(
-        following(dir.path(), &redis.url, &[&key.public_file], &cache),
+        signed_redis_follower(dir.path(), &redis.url, &[&key.public_file], &cache),
         None,
     )
     .await;
@@ -344,7 +300,7 @@ async fn publish_believes_only_what_its_keys_verify() {
 
     // The next release: acme at 4, globex removed. Nothing unverifiable
     // blocks it, and globex's tombstone is above what the fleet serves.
-    let v4 = file(
+    let v4 = json_file(
         dir.path(),
         "v4.json",
         &snapshot(4, vec![project("acme", 4), project("keep", 1)]),
@@ -373,7 +329,7 @@ async fn publish_believes_only_what_its_keys_verify() {
     // A file older than what the fleet serves is refused, whatever the
     // hash holds: the fleet would ignore it.
     write_as_attacker(redis.port, "keep", &project("keep", 0));
-    let v_old = file(
+    let v_old = json_file(
         dir.path(),
         "old.json",
         &snapshot(5, vec![project("acme", 2), project("keep", 1)]),
@@ -393,7 +349,7 @@ async fn a_document_over_the_size_limit_is_refused_unread_from_the_hash_and_the_
         return;
     };
     let key = TestKey::new(dir.path(), "cp");
-    let v1 = file(
+    let v1 = json_file(
         dir.path(),
         "v1.json",
         &snapshot(1, vec![project("acme", 1), project("keep", 1)]),
@@ -401,7 +357,7 @@ async fn a_document_over_the_size_limit_is_refused_unread_from_the_hash_and_the_
     let sign = ["--sign-key", key.private_file.to_str().unwrap()];
     assert_eq!(publish(&redis.url, &sign, &v1).0, 0);
     let cache = dir.path().join("lkg.json");
-    let mut config = following(dir.path(), &redis.url, &[&key.public_file], &cache);
+    let mut config = signed_redis_follower(dir.path(), &redis.url, &[&key.public_file], &cache);
     config.source.max_document_bytes = 64 << 10;
     let t = start(config, None).await;
 
@@ -411,7 +367,7 @@ async fn a_document_over_the_size_limit_is_refused_unread_from_the_hash_and_the_
     huge["padding"] = json!("x".repeat(1 << 20));
     let entry = write_text_as_attacker(redis.port, "acme", &huge.to_string());
     t.wait_stream_entry(&entry).await;
-    wait_rejection(&t, "acme", "too_large").await;
+    t.wait_rejection("acme", "too_large").await;
     t.sidecar.store().rejection("acme").unwrap();
     redis_cli(redis.port, &["DEL", CHANGES]);
     let before = t.sidecar.store().rejection("acme").unwrap().at;

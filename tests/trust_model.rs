@@ -144,7 +144,6 @@ impl World {
     /// Hands one element (or a removal) to the writer, as a change batch.
     fn change(&mut self, element: Option<Incoming>, removed: Option<String>) {
         let body = ChangesBody {
-            revision: 1,
             projects: element.into_iter().collect(),
             removed: removed.into_iter().collect(),
             ..ChangesBody::default()

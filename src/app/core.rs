@@ -12,18 +12,15 @@ use tokio::task::JoinHandle;
 
 use super::{Options, StartError};
 use crate::config::secret::Secret;
-use crate::config::{Config, SourceKind};
+use crate::config::Config;
 use crate::model::clock::SharedClock;
 use crate::model::trust::Trust;
-use crate::model::wire::Reader;
 use crate::server::admin::{AdminPlane, StatusInfo};
 use crate::store::Store;
 use crate::sync::cache::{self, CacheState, CacheWriter};
-use crate::sync::file::FileSource;
-use crate::sync::http::{ControlPlane, HttpSource};
+use crate::sync::configured::Configured;
 use crate::sync::keys::{KeyWatcher, TrustState};
 use crate::sync::readiness::Readiness;
-use crate::sync::redis::RedisSource;
 use crate::sync::refresh::Refresher;
 use crate::sync::report::{host_name, Identity, ReportState, Reporter};
 use crate::sync::runtime::SyncRuntime;
@@ -108,45 +105,9 @@ impl Core {
             clock: clock.clone(),
         };
         let s = &config.source;
-        let reader = Reader {
-            max_document_bytes: s.max_document_bytes,
-        };
-        let source_task = match s.kind {
-            SourceKind::File => {
-                let source = FileSource::new(s.path.clone(), s.poll_interval, reader);
-                sync_runtime.spawn(sync::run(source, ctx, commands_rx, shutdown_rx.clone()))
-            }
-            SourceKind::Http => {
-                let token = options.env.secret(&s.token_env);
-                let control_plane =
-                    ControlPlane::new(&s.url, token, s.request_timeout, s.long_poll_wait, reader)
-                        .map_err(StartError::HttpClient)?;
-                let source = HttpSource::new(control_plane, s.mode, s.poll_interval, s.backoff_max);
-                sync_runtime.spawn(sync::run(source, ctx, commands_rx, shutdown_rx.clone()))
-            }
-            SourceKind::Redis => {
-                let password = options.env.secret(&s.token_env);
-                let ca = if s.tls_ca_file.as_os_str().is_empty() {
-                    None
-                } else {
-                    Some(
-                        std::fs::read(&s.tls_ca_file)
-                            .map_err(|e| StartError::Redis(e.to_string()))?,
-                    )
-                };
-                let client = sync::redis::client(&s.url, password.as_ref(), ca)
-                    .map_err(|e| StartError::Redis(e.to_string()))?;
-                let source = RedisSource::new(
-                    client,
-                    &s.key_prefix,
-                    s.request_timeout,
-                    s.long_poll_wait,
-                    s.backoff_max,
-                    reader,
-                );
-                sync_runtime.spawn(sync::run(source, ctx, commands_rx, shutdown_rx.clone()))
-            }
-        };
+        let source = Configured::build(s, &options.env)?;
+        let source_task =
+            sync_runtime.spawn(sync::run(source, ctx, commands_rx, shutdown_rx.clone()));
         // Order matters at shutdown: the source stops, which drops its
         // writer handle; the writer drains and stops once the core's goes
         // too; then the cache flushes.
@@ -174,7 +135,7 @@ impl Core {
                 identity: Identity {
                     node: node.clone(),
                     labels: config.node.labels.clone(),
-                    source: s.kind.as_str(),
+                    source: s.kind.kind().as_str(),
                     started_at: clock.now(),
                 },
                 store: store.clone(),
@@ -183,10 +144,6 @@ impl Core {
                 clock: clock.clone(),
                 state: report_state.clone(),
                 due: report_due,
-                cursor: match s.kind {
-                    SourceKind::Redis => |c| sync::redis::StreamId::unpack(c).to_string(),
-                    _ => |c| c.to_string(),
-                },
                 interval: config.report.interval,
                 min_interval: config.report.min_interval,
             };
@@ -227,13 +184,10 @@ impl Core {
         AdminPlane {
             readiness: self.readiness(config.readiness.max_staleness),
             metrics: self.metrics.clone(),
-            refresher: self.refresher(config.source.request_timeout),
+            refresher: self.refresher(config.source.kind.request_timeout()),
             token,
             info: StatusInfo {
-                source_kind: config.source.kind,
-                source_url: config.source.url.clone(),
-                source_path: config.source.path.clone(),
-                mode: config.source.mode,
+                source: config.source.kind.clone(),
                 cache_path: self.cache_path.clone(),
                 cache: self.cache.clone(),
                 trust: self.trust.clone(),
@@ -326,7 +280,7 @@ async fn load_cache(path: &Path, writer: &WriterHandle, status: &SyncStatus) {
                 path = %path.display(),
                 projects = projects.load(std::sync::atomic::Ordering::Relaxed),
                 accepted = report.added,
-                cursor = report.cursor,
+                cursor = %report.cursor,
                 "serving from the last-known-good cache"
             );
         }

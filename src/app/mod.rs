@@ -48,12 +48,10 @@ pub enum StartError {
     InsecureAdmin(SocketAddr),
     #[error("server.unix_socket {0}: exists and is not a socket; refusing to replace it")]
     NotASocket(PathBuf),
-    #[error("cannot set up the HTTP client for the control plane: {0}")]
-    HttpClient(#[source] reqwest::Error),
+    #[error(transparent)]
+    Source(#[from] crate::sync::configured::BuildError),
     #[error("cannot start the writer or sync thread: {0}")]
     Writer(#[source] std::io::Error),
-    #[error("cannot set up the Redis client: {0}")]
-    Redis(String),
     #[error("{0}")]
     Trust(String),
     #[error("cannot set up the node report: {0}")]
@@ -204,7 +202,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
         %data_addr,
         %admin_addr,
         unix_socket = ?unix_socket,
-        source = config.source.kind.as_str(),
+        source = config.source.kind.kind().as_str(),
         node = %config.node.id,
         labels = ?config.node.labels,
         "env-sidecar listening"

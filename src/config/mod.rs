@@ -1,23 +1,35 @@
 //! Configuration: the TOML file, its defaults, and validation of every key;
-//! [`secret`]: where secrets come from.
+//! [`source`]: `[source]`, one typed config per kind; [`secret`]: where
+//! secrets come from.
 //!
-//! Every key is optional; an unknown key, a wrong type or a bad value stops
-//! the start with a message naming the key. Secrets never live here: the
-//! file only names the environment variables that hold them. A base layer:
-//! it imports nothing else of the crate.
+//! Every key is optional. An unknown key, a wrong type or a bad value
+//! stops the start with a message naming the key; every such problem of
+//! a file is reported together ([`ConfigErrors`]), one per key (within a
+//! section, a key of the wrong type hides the type errors after it).
+//! Secrets never live here: the file only names the environment
+//! variables that hold them. The effective config serialises back to the
+//! same TOML (`check-config` prints it). A base layer: it imports nothing
+//! else of the crate.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::HeaderName;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub mod secret;
+pub mod source;
+
+pub use source::{
+    FileConfig, HttpConfig, RedisConfig, Source, SourceConfig, SourceKind, SyncMode, Timing,
+    TlsFiles,
+};
 
 /// The file read when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/sidecar.toml";
 
+/// One problem with the config, naming its key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -35,8 +47,47 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+impl ConfigError {
+    /// The key the problem is with (`(file)` when the file itself).
+    pub fn key(&self) -> &str {
+        match self {
+            ConfigError::Read { .. } => "(file)",
+            ConfigError::Parse { key, .. } => key,
+            ConfigError::Invalid { key, .. } => key,
+        }
+    }
+}
+
+/// Every problem found in a config, at least one.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> ConfigErrors {
+        ConfigErrors(vec![e])
+    }
+}
+
+pub(crate) fn invalid(key: &'static str, message: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Config {
     pub server: ServerConfig,
     pub admin: AdminConfig,
@@ -49,15 +100,15 @@ pub struct Config {
     pub report: ReportConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Also serve the data plane on this Unix socket when non-empty.
     pub unix_socket: String,
-    #[serde(deserialize_with = "header_name")]
+    #[serde(deserialize_with = "header_name", serialize_with = "header_text")]
     pub project_header: HeaderName,
-    #[serde(deserialize_with = "header_name")]
+    #[serde(deserialize_with = "header_name", serialize_with = "header_text")]
     pub environment_header: HeaderName,
 }
 
@@ -72,7 +123,7 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
@@ -89,94 +140,7 @@ impl Default for AdminConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceKind {
-    File,
-    Http,
-    Redis,
-}
-
-impl SourceKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceKind::File => "file",
-            SourceKind::Http => "http",
-            SourceKind::Redis => "redis",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SyncMode {
-    Watch,
-    Poll,
-}
-
-impl SyncMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SyncMode::Watch => "watch",
-            SyncMode::Poll => "poll",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SourceConfig {
-    pub kind: SourceKind,
-    /// `kind = "file"`: the snapshot file.
-    pub path: PathBuf,
-    /// `kind = "http"`: the control plane's base URL; `kind = "redis"`:
-    /// `redis://` or `rediss://`.
-    pub url: String,
-    /// `kind = "redis"`: keys `{key_prefix}:projects` and
-    /// `{key_prefix}:changes`.
-    pub key_prefix: String,
-    /// `kind = "redis"` over `rediss://`: a PEM bundle of CAs to trust
-    /// instead of the system's (empty: the system's).
-    pub tls_ca_file: PathBuf,
-    pub mode: SyncMode,
-    /// Name of the environment variable holding the control-plane token.
-    pub token_env: String,
-    #[serde(deserialize_with = "duration")]
-    pub poll_interval: Duration,
-    #[serde(deserialize_with = "duration")]
-    pub request_timeout: Duration,
-    #[serde(deserialize_with = "duration")]
-    pub long_poll_wait: Duration,
-    #[serde(deserialize_with = "duration")]
-    pub backoff_max: Duration,
-    pub max_removed_fraction: f64,
-    /// The largest one document (or signed envelope) may be, in bytes;
-    /// a larger one is refused unread (`too_large`).
-    pub max_document_bytes: usize,
-}
-
-impl Default for SourceConfig {
-    fn default() -> Self {
-        SourceConfig {
-            kind: SourceKind::File,
-            path: PathBuf::from("config/snapshot.json"),
-            url: String::new(),
-            key_prefix: "env-sidecar".into(),
-            tls_ca_file: PathBuf::new(),
-            mode: SyncMode::Watch,
-            token_env: "ENV_SIDECAR_CONTROL_PLANE_TOKEN".into(),
-            poll_interval: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(5),
-            long_poll_wait: Duration::from_secs(30),
-            backoff_max: Duration::from_secs(30),
-            max_removed_fraction: 0.5,
-            // 4 MiB: model::wire::DEFAULT_MAX_DOCUMENT_BYTES (config imports nothing).
-            max_document_bytes: 4 << 20,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// Last-known-good file; empty disables the cache.
@@ -191,12 +155,12 @@ impl Default for CacheConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReadinessConfig {
     /// Unready when the last successful contact with the source is older;
     /// zero means never.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub max_staleness: Duration,
 }
 
@@ -206,7 +170,7 @@ pub const MAX_LABEL_LEN: usize = 63;
 pub const MAX_NODE_ID_LEN: usize = 128;
 
 /// Who this sidecar is in a fleet.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
     /// Empty: the host name and the data-plane port (`gw-7:8080`).
@@ -218,7 +182,7 @@ pub struct NodeConfig {
 }
 
 /// The served report each sidecar publishes for fleet commands.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReportConfig {
     /// Publish it (to the Redis source, or to the control plane over
@@ -226,10 +190,10 @@ pub struct ReportConfig {
     pub enabled: bool,
     /// Heartbeat: the report is written at least this often; it expires
     /// after three of them.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub interval: Duration,
     /// At most one write this often: a burst of changes is one write.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub min_interval: Duration,
     /// Where reports go instead of `source.url` (a primary, when data is
     /// read from a replica); for the file source, enables Redis reports.
@@ -259,7 +223,7 @@ pub fn is_valid_node_id(id: &str) -> bool {
 }
 
 /// Which signatures documents must carry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrustConfig {
     /// Public key files (several keys each, possibly) and folders of them
@@ -269,11 +233,11 @@ pub struct TrustConfig {
     /// removals that are not signed tombstones.
     pub require_signatures: bool,
     /// Reject documents from the source signed longer ago; zero: no limit.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub max_signature_age: Duration,
     /// Reject documents from the source signed further ahead of this
     /// clock (`not_yet_valid`).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub max_clock_skew: Duration,
 }
 
@@ -289,7 +253,7 @@ impl Default for TrustConfig {
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One human-readable line per event.
@@ -307,7 +271,7 @@ impl LogFormat {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     pub format: LogFormat,
@@ -341,37 +305,54 @@ impl LogConfig {
 
 impl Config {
     /// Parses and checks a TOML document; `path` is only used in messages.
-    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let de = toml::Deserializer::new(text);
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|err| {
-            let key = err.path().to_string();
-            let inner = err.into_inner();
-            let line = inner
-                .span()
-                .map(|span| {
-                    format!(
-                        " (line {})",
-                        text[..span.start.min(text.len())].lines().count().max(1)
-                    )
-                })
-                .unwrap_or_default();
-            ConfigError::Parse {
-                path: path.to_owned(),
-                key: if key == "." {
-                    "(top level)".into()
-                } else {
-                    key
-                },
-                message: format!("{}{line}", inner.message().trim_end()),
-            }
+    /// Every problem found is in the error, one per key.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigErrors::from(parse_error(text, path, "(top level)".into(), &e))
         })?;
-        config.check()?;
-        Ok(config)
+        let mut errors = Vec::new();
+        let mut config = Config::default();
+        let mut raw_source = None;
+        for (name, value) in table {
+            let mut section = |into: &mut dyn FnMut(toml::Value) -> Result<(), SectionError>| {
+                if let Err(e) = into(value.clone()) {
+                    errors.push(e.at(text, path, &name));
+                }
+            };
+            match name.as_str() {
+                "server" => section(&mut |v| read(v, &mut config.server)),
+                "admin" => section(&mut |v| read(v, &mut config.admin)),
+                "source" => section(&mut |v| {
+                    let mut raw = source::RawSource::default();
+                    read(v, &mut raw)?;
+                    raw_source = Some(raw);
+                    Ok(())
+                }),
+                "cache" => section(&mut |v| read(v, &mut config.cache)),
+                "readiness" => section(&mut |v| read(v, &mut config.readiness)),
+                "log" => section(&mut |v| read(v, &mut config.log)),
+                "trust" => section(&mut |v| read(v, &mut config.trust)),
+                "node" => section(&mut |v| read(v, &mut config.node)),
+                "report" => section(&mut |v| read(v, &mut config.report)),
+                _ => errors.push(ConfigError::Parse {
+                    path: path.to_owned(),
+                    key: name.clone(),
+                    message: "unknown section".into(),
+                }),
+            }
+        }
+        config.source = raw_source.unwrap_or_default().into_config(&mut errors);
+        errors.extend(config.problems());
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(errors))
+        }
     }
 
     /// Reads `path`. A missing file is an error only when `required`
     /// (an explicit `--config`); otherwise the defaults apply.
-    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigErrors> {
         match std::fs::read_to_string(path) {
             Ok(text) => Config::from_toml(&text, path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
@@ -380,97 +361,57 @@ impl Config {
             Err(source) => Err(ConfigError::Read {
                 path: path.to_owned(),
                 source,
-            }),
+            }
+            .into()),
         }
     }
 
-    /// Checks the values serde cannot: ranges and cross-key rules.
-    pub fn check(&self) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                message: message.into(),
-            })
+    /// Checks the values serde cannot: ranges and cross-key rules (after
+    /// flags changed some). Every problem, one per key.
+    pub fn check(&self) -> Result<(), ConfigErrors> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(problems))
+        }
+    }
+
+    fn problems(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut check = |ok: bool, key: &'static str, message: &str| {
+            if !ok {
+                errors.push(invalid(key, message));
+            }
         };
-        let s = &self.source;
-        if !(0.0..=1.0).contains(&s.max_removed_fraction) {
-            return invalid("source.max_removed_fraction", "must be between 0 and 1");
-        }
-        if s.max_document_bytes < 1024 {
-            return invalid("source.max_document_bytes", "must be at least 1024");
-        }
-        if s.kind == SourceKind::Http {
-            if s.url.is_empty() {
-                return invalid("source.url", "is required when source.kind = \"http\"");
-            }
-            if !(s.url.starts_with("http://") || s.url.starts_with("https://")) {
-                return invalid("source.url", "must start with http:// or https://");
-            }
-        }
-        if s.kind == SourceKind::Redis {
-            if s.url.is_empty() {
-                return invalid("source.url", "is required when source.kind = \"redis\"");
-            }
-            if !(s.url.starts_with("redis://") || s.url.starts_with("rediss://")) {
-                return invalid("source.url", "must start with redis:// or rediss://");
-            }
-            if has_password(&s.url) {
-                return invalid(
-                    "source.url",
-                    "must not carry a password: name the variable holding it in source.token_env",
-                );
-            }
-            if s.key_prefix.is_empty() || s.key_prefix.contains(['{', '}']) {
-                return invalid("source.key_prefix", "must be non-empty, without braces");
-            }
-        }
-        if s.kind == SourceKind::File && s.path.as_os_str().is_empty() {
-            return invalid("source.path", "is required when source.kind = \"file\"");
-        }
-        for (key, d) in [
-            ("source.poll_interval", s.poll_interval),
-            ("source.request_timeout", s.request_timeout),
-            ("source.long_poll_wait", s.long_poll_wait),
-            ("source.backoff_max", s.backoff_max),
-        ] {
-            if d.is_zero() {
-                return invalid(key, "must be greater than zero");
-            }
-        }
         let level_ok = |text: &str| {
             text.trim()
                 .parse::<tracing_subscriber::filter::LevelFilter>()
                 .is_ok()
         };
-        let directives_ok = !self.log.level.trim().is_empty()
-            && self.log.level.split(',').all(|d| match d.split_once('=') {
-                Some((target, level)) => !target.trim().is_empty() && level_ok(level),
-                None => level_ok(d),
-            });
-        if !directives_ok {
-            return invalid(
-                "log.level",
-                "must be a level (error, warn, info, debug, trace) or target=level list",
-            );
-        }
-        if !self.node.id.is_empty() && !is_valid_node_id(&self.node.id) {
-            return invalid("node.id", "must be 1-128 of A-Z a-z 0-9 . _ : -");
-        }
-        if self.node.labels.len() > MAX_LABELS {
-            return invalid("node.labels", "at most 8 labels");
-        }
+        let level = &self.log.level;
+        check(
+            !level.trim().is_empty()
+                && level.split(',').all(|d| match d.split_once('=') {
+                    Some((target, level)) => !target.trim().is_empty() && level_ok(level),
+                    None => level_ok(d),
+                }),
+            "log.level",
+            "must be a level (error, warn, info, debug, trace) or target=level list",
+        );
+        check(
+            self.node.id.is_empty() || is_valid_node_id(&self.node.id),
+            "node.id",
+            "must be 1-128 of A-Z a-z 0-9 . _ : -",
+        );
+        check(
+            self.node.labels.len() <= MAX_LABELS,
+            "node.labels",
+            "at most 8 labels",
+        );
         for (key, value) in &self.node.labels {
-            let key_ok = (1..=MAX_LABEL_LEN).contains(&key.len())
-                && key.starts_with(|c: char| c.is_ascii_lowercase())
-                && key
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-            let value_ok = value.len() <= MAX_LABEL_LEN
-                && value
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-            if !key_ok || !value_ok {
-                return Err(ConfigError::Invalid {
+            if !is_valid_label(key, value) {
+                errors.push(ConfigError::Invalid {
                     key: "node.labels",
                     message: format!(
                         "{key:?} = {value:?}: keys are 1-63 of a-z 0-9 . _ - starting with a letter, values 0-63 of A-Z a-z 0-9 . _ -"
@@ -479,45 +420,144 @@ impl Config {
             }
         }
         let r = &self.report;
-        if r.interval.is_zero() || r.min_interval.is_zero() {
-            return invalid(
-                "report.interval",
-                "report.interval and report.min_interval must be greater than zero",
-            );
+        let mut check = |ok: bool, key: &'static str, message: &str| {
+            if !ok {
+                errors.push(invalid(key, message));
+            }
+        };
+        check(
+            !r.interval.is_zero() && !r.min_interval.is_zero(),
+            "report.interval",
+            "report.interval and report.min_interval must be greater than zero",
+        );
+        check(
+            r.min_interval <= r.interval,
+            "report.min_interval",
+            "must not exceed report.interval",
+        );
+        check(
+            r.redis_url.is_empty()
+                || r.redis_url.starts_with("redis://")
+                || r.redis_url.starts_with("rediss://"),
+            "report.redis_url",
+            "must start with redis:// or rediss://",
+        );
+        check(
+            !has_password(&r.redis_url),
+            "report.redis_url",
+            "must not carry a password: name the variable holding it in report.token_env",
+        );
+        check(
+            !(self.trust.require_signatures && self.trust.keys.is_empty()),
+            "trust.keys",
+            "must name at least one key file when trust.require_signatures = true",
+        );
+        check(
+            self.server.project_header != self.server.environment_header,
+            "server.environment_header",
+            "must differ from server.project_header",
+        );
+        errors
+    }
+
+    /// The effective config as TOML (what `check-config` prints).
+    pub fn to_toml(&self) -> String {
+        // Plain data with string keys: cannot fail.
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+/// True for a node label: a key of 1-63 of `a-z 0-9 . _ -` starting with
+/// a letter, a value of 0-63 of `A-Z a-z 0-9 . _ -`.
+fn is_valid_label(key: &str, value: &str) -> bool {
+    let key_ok = (1..=MAX_LABEL_LEN).contains(&key.len())
+        && key.starts_with(|c: char| c.is_ascii_lowercase())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    let value_ok = value.len() <= MAX_LABEL_LEN
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    key_ok && value_ok
+}
+
+/// A section that did not read: the path inside it and why.
+struct SectionError(serde_path_to_error::Error<toml::de::Error>);
+
+impl SectionError {
+    fn at(self, text: &str, path: &Path, section: &str) -> ConfigError {
+        let inner = self.0.path().to_string();
+        let key = if inner == "." {
+            section.to_owned()
+        } else {
+            format!("{section}.{inner}")
+        };
+        let line = line_of(text, section, inner.rsplit('.').next().unwrap_or(""))
+            .map(|n| format!(" (line {n})"))
+            .unwrap_or_default();
+        ConfigError::Parse {
+            path: path.to_owned(),
+            key,
+            message: format!("{}{line}", self.0.inner().message().trim_end()),
         }
-        if r.min_interval > r.interval {
-            return invalid("report.min_interval", "must not exceed report.interval");
+    }
+}
+
+/// The line (from 1) where `key` is set in `[section]`, if it is found.
+fn line_of(text: &str, section: &str, key: &str) -> Option<usize> {
+    let header = format!("[{section}]");
+    let mut inside = false;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            inside = line == header;
+            continue;
         }
-        if !(r.redis_url.is_empty()
-            || r.redis_url.starts_with("redis://")
-            || r.redis_url.starts_with("rediss://"))
-        {
-            return invalid("report.redis_url", "must start with redis:// or rediss://");
+        let name = line.split('=').next().unwrap_or("").trim();
+        if inside && !key.is_empty() && name == key {
+            return Some(i + 1);
         }
-        if has_password(&r.redis_url) {
-            return invalid(
-                "report.redis_url",
-                "must not carry a password: name the variable holding it in report.token_env",
-            );
-        }
-        if self.trust.require_signatures && self.trust.keys.is_empty() {
-            return invalid(
-                "trust.keys",
-                "must name at least one key file when trust.require_signatures = true",
-            );
-        }
-        if self.server.project_header == self.server.environment_header {
-            return invalid(
-                "server.environment_header",
-                "must differ from server.project_header",
-            );
-        }
-        Ok(())
+    }
+    None
+}
+
+/// Reads one section's value into `into`.
+fn read<T: serde::de::DeserializeOwned>(
+    value: toml::Value,
+    into: &mut T,
+) -> Result<(), SectionError> {
+    // A section's value read again as a TOML document: serde then names
+    // the key inside it that is wrong.
+    let text = match value {
+        toml::Value::Table(t) => toml::to_string(&t).unwrap_or_default(),
+        other => format!("value = {other}"),
+    };
+    let de = toml::Deserializer::new(&text);
+    *into = serde_path_to_error::deserialize(de).map_err(SectionError)?;
+    Ok(())
+}
+
+fn parse_error(text: &str, path: &Path, key: String, inner: &toml::de::Error) -> ConfigError {
+    let line = inner
+        .span()
+        .filter(|_| key == "(top level)")
+        .map(|span| {
+            format!(
+                " (line {})",
+                text[..span.start.min(text.len())].lines().count().max(1)
+            )
+        })
+        .unwrap_or_default();
+    ConfigError::Parse {
+        path: path.to_owned(),
+        key,
+        message: format!("{}{line}", inner.message().trim_end()),
     }
 }
 
 /// True when a `redis://user:password@host` URL carries a password.
-fn has_password(url: &str) -> bool {
+pub(crate) fn has_password(url: &str) -> bool {
     let authority = url
         .split("//")
         .nth(1)
@@ -530,13 +570,21 @@ fn has_password(url: &str) -> bool {
         .is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
-fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
+pub(crate) fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(de)?;
     humantime::parse_duration(&text).map_err(|e| {
         serde::de::Error::custom(format!(
             "{text:?} is not a duration like \"250ms\", \"5s\" or \"1m\": {e}"
         ))
     })
+}
+
+fn duration_text<S: Serializer>(d: &Duration, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+fn header_text<S: Serializer>(h: &HeaderName, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(h.as_str())
 }
 
 fn header_name<'de, D: Deserializer<'de>>(de: D) -> Result<HeaderName, D::Error> {
@@ -549,7 +597,7 @@ fn header_name<'de, D: Deserializer<'de>>(de: D) -> Result<HeaderName, D::Error>
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Config, ConfigError> {
+    fn parse(text: &str) -> Result<Config, ConfigErrors> {
         Config::from_toml(text, Path::new("test.toml"))
     }
 
@@ -558,12 +606,90 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9901");
-        assert_eq!(c.source.kind, SourceKind::File);
-        assert_eq!(c.source.mode, SyncMode::Watch);
-        assert_eq!(c.source.long_poll_wait, Duration::from_secs(30));
+        assert_eq!(
+            c.source.kind,
+            Source::File(FileConfig {
+                path: PathBuf::from("config/snapshot.json")
+            })
+        );
+        assert_eq!(c.source.poll_interval, Duration::from_secs(5));
         assert_eq!(c.source.max_removed_fraction, 0.5);
+        assert_eq!(c.source.max_document_bytes, 4 << 20);
         assert_eq!(c.readiness.max_staleness, Duration::ZERO);
         assert_eq!(c.server.project_header, "x-project-id");
+        assert_eq!(c.trust.max_clock_skew, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn each_kind_reads_its_own_settings() {
+        let c = parse("[source]\nkind = \"http\"\nurl = \"http://cp:7000\"\nmode = \"poll\"\n")
+            .unwrap();
+        let Source::Http(h) = &c.source.kind else {
+            panic!("{:?}", c.source.kind)
+        };
+        assert_eq!((h.url.as_str(), h.mode), ("http://cp:7000", SyncMode::Poll));
+        assert_eq!(h.timing.long_poll_wait, Duration::from_secs(30));
+        let c = parse(
+            "[source]\nkind = \"redis\"\nurl = \"rediss://r:6380/0\"\nkey_prefix = \"gw\"\n\
+             tls_ca_file = \"ca.pem\"\nbackoff_max = \"1m\"\n",
+        )
+        .unwrap();
+        let Source::Redis(r) = &c.source.kind else {
+            panic!("{:?}", c.source.kind)
+        };
+        assert_eq!(r.key_prefix, "gw");
+        assert_eq!(r.tls.ca_file.as_deref(), Some(Path::new("ca.pem")));
+        assert_eq!(r.tls.cert_file, None);
+        assert_eq!(r.timing.backoff_max, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_shipped_keys_of_other_kinds_at_their_defaults_are_fine_but_not_other_values() {
+        // The shipped file lists every key, with kind = "file".
+        parse("[source]\nkind = \"file\"\nurl = \"\"\nmode = \"watch\"\nkey_prefix = \"env-sidecar\"\n")
+            .unwrap();
+        let err =
+            parse("[source]\nkind = \"file\"\nurl = \"http://cp\"\nmode = \"poll\"\n").unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|e| e.key()).collect();
+        assert_eq!(keys, ["source.url", "source.mode"], "{err}");
+        let err =
+            parse("[source]\nkind = \"http\"\nurl = \"http://cp\"\ntls_ca_file = \"ca.pem\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("source.tls_ca_file") && err.contains("\"redis\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_problem_of_a_file_is_reported_together_each_naming_its_key() {
+        let err = parse(
+            "[source]\nkind = \"redis\"\nmax_removed_fraction = 2.0\npoll_interval = \"0s\"\n\
+             [server]\nlisten = \"nowhere\"\n\
+             [log]\nlevel = \"loud\"\n\
+             [node]\nid = \"has space\"\n\
+             [report]\nmin_interval = \"1m\"\n\
+             [surce]\n",
+        )
+        .unwrap_err();
+        let mut keys: Vec<&str> = err.0.iter().map(|e| e.key()).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "log.level",
+                "node.id",
+                "report.min_interval",
+                "server.listen",
+                "source.max_removed_fraction",
+                "source.poll_interval",
+                "source.url",
+                "surce",
+            ],
+            "{err}"
+        );
+        assert_eq!(err.to_string().lines().count(), 8, "{err}");
     }
 
     #[test]
@@ -574,6 +700,8 @@ mod tests {
         assert!(err.contains("listen_port"), "{err}");
         let err = parse("[surce]\nkind = \"file\"\n").unwrap_err().to_string();
         assert!(err.contains("surce"), "{err}");
+        let err = parse("[source]\nurll = \"x\"\n").unwrap_err().to_string();
+        assert!(err.contains("urll"), "{err}");
     }
 
     #[test]
@@ -601,6 +729,19 @@ mod tests {
                 "source.max_removed_fraction",
             ),
             ("[source]\nkind = \"http\"\n", "source.url"),
+            ("[source]\nkind = \"redis\"\nurl = \"http://x\"\n", "source.url"),
+            (
+                "[source]\nkind = \"redis\"\nurl = \"redis://u:pw@h\"\n",
+                "source.url",
+            ),
+            (
+                "[source]\nkind = \"redis\"\nurl = \"redis://h\"\nkey_prefix = \"{x}\"\n",
+                "source.key_prefix",
+            ),
+            (
+                "[source]\nmax_document_bytes = 10\n",
+                "source.max_document_bytes",
+            ),
             (
                 "[server]\nproject_header = \"bad header\"\n",
                 "server.project_header",
@@ -645,9 +786,26 @@ mod tests {
 
     #[test]
     fn durations_accept_the_documented_forms() {
-        let c = parse("[source]\npoll_interval = \"250ms\"\nbackoff_max = \"1m\"\n").unwrap();
+        let c = parse("[source]\nkind = \"http\"\nurl = \"http://x\"\npoll_interval = \"250ms\"\nbackoff_max = \"1m\"\n").unwrap();
         assert_eq!(c.source.poll_interval, Duration::from_millis(250));
-        assert_eq!(c.source.backoff_max, Duration::from_secs(60));
+        assert_eq!(
+            c.source.kind.timing().unwrap().backoff_max,
+            Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn the_effective_config_reads_back_the_same_for_every_kind() {
+        for text in [
+            "[source]\npath = \"s.json\"\npoll_interval = \"250ms\"\n",
+            "[source]\nkind = \"http\"\nurl = \"https://cp\"\nmode = \"poll\"\ntoken_env = \"T\"\n",
+            "[source]\nkind = \"redis\"\nurl = \"redis://r/1\"\ntls_ca_file = \"ca.pem\"\n\
+             tls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\nlong_poll_wait = \"2s\"\n",
+        ] {
+            let c = parse(text).unwrap();
+            let again = parse(&c.to_toml()).unwrap();
+            assert_eq!(again.source, c.source, "{}", c.to_toml());
+        }
     }
 
     #[test]

@@ -7,15 +7,19 @@
 //! * [`wire`]: documents and fetch bodies as sent (untrusted), and the
 //!   compact pointer maps.
 //! * [`validate`]: every data-model rule; the only way to a `ValidProject`.
+//! * [`rejection`]: why a document is rejected (the reason vocabulary).
 //! * [`envelope`]: signed envelopes (DSSE) read and written.
 //! * [`keys`]: Ed25519 key files; signing.
 //! * [`trust`]: which keys are believed, and the one check of a seal.
+//! * [`cursor`]: where a sidecar is in its source's history.
 //! * [`timestamp`]: RFC 3339 in and out.
 //! * [`clock`]: the wall clock, injectable so tests never sleep.
 
 pub mod clock;
+pub mod cursor;
 pub mod envelope;
 pub mod keys;
+pub mod rejection;
 pub mod timestamp;
 pub mod trust;
 pub mod validate;

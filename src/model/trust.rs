@@ -23,8 +23,8 @@ use std::time::{Duration, SystemTime};
 
 use super::envelope::{Seal, Stamps, PROJECT_TYPE, TOMBSTONE_TYPE};
 use super::keys::PublicKey;
+use super::rejection::{Reason, ValidationError};
 use super::timestamp::{format_rfc3339, parse_rfc3339};
-use super::validate::{Reason, ValidationError};
 
 /// How far ahead of this clock a `signed_at` may be, by default.
 pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);

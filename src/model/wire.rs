@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::cursor::Cursor;
 use super::envelope::{self, Seal, Stamps, PROJECT_TYPE, TOMBSTONE_TYPE};
 
 /// The three pointer maps an environment carries. Sorted by key, so every
@@ -404,7 +405,9 @@ pub struct MalformedBody(pub String);
 /// `GET /v1/snapshot` and the snapshot file: `{"revision": N, "projects": [...]}`.
 #[derive(Debug, Default)]
 pub struct SnapshotBody {
-    pub revision: u64,
+    /// Where this snapshot is in the source's history (its `revision`,
+    /// or for Redis the stream id it was read at).
+    pub cursor: Cursor,
     pub projects: Vec<Incoming>,
     /// Why each element that could not be attributed to a project (a
     /// signed envelope whose payload names no readable id, or one too
@@ -416,7 +419,8 @@ pub struct SnapshotBody {
 /// `GET /v1/changes`: `{"revision": M, "projects": [...], "removed": [...]}`.
 #[derive(Debug, Default)]
 pub struct ChangesBody {
-    pub revision: u64,
+    /// Where the source is after these changes.
+    pub cursor: Cursor,
     pub projects: Vec<Incoming>,
     pub removed: Vec<String>,
     /// As in [`SnapshotBody::unattributed`].
@@ -488,7 +492,7 @@ impl Reader {
             serde_json::from_slice(body).map_err(|e| MalformedBody(e.to_string()))?;
         let (projects, unattributed) = self.elements(&raw.projects)?;
         Ok(SnapshotBody {
-            revision: raw.revision,
+            cursor: Cursor::Revision(raw.revision),
             projects,
             unattributed,
         })
@@ -499,7 +503,7 @@ impl Reader {
             serde_json::from_slice(body).map_err(|e| MalformedBody(e.to_string()))?;
         let (projects, unattributed) = self.elements(&raw.projects)?;
         Ok(ChangesBody {
-            revision: raw.revision,
+            cursor: Cursor::Revision(raw.revision),
             projects,
             removed: raw.removed,
             unattributed,
@@ -732,7 +736,7 @@ mod tests {
             {"id": "bad", "revision": 2, "environments": "nope"}
         ]}"#;
         let snap = parse_snapshot(body).unwrap();
-        assert_eq!(snap.revision, 3);
+        assert_eq!(snap.cursor, Cursor::Revision(3));
         assert!(snap.projects[0].as_document().is_some());
         let bad = &snap.projects[1];
         assert!(matches!(bad.content, Content::Unreadable(_)));
@@ -779,7 +783,7 @@ mod tests {
     #[test]
     fn changes_default_to_empty_lists() {
         let c = parse_changes(br#"{"revision": 9}"#).unwrap();
-        assert_eq!(c.revision, 9);
+        assert_eq!(c.cursor, Cursor::Revision(9));
         assert!(c.projects.is_empty() && c.removed.is_empty());
     }
 

@@ -137,9 +137,8 @@ pub fn published(docs: Vec<Incoming>, floors: &[(String, u64)], trust: &Trust) -
     writer.set_trust(Arc::new(trust.clone()));
     writer.restore_floors(floors);
     let body = SnapshotBody {
-        revision: 0,
         projects: docs,
-        unattributed: Vec::new(),
+        ..SnapshotBody::default()
     };
     let opts = ApplyOptions {
         now: SystemTime::now(),

@@ -26,13 +26,13 @@ use super::query::{flag, params};
 use super::views::{RefreshView, RejectionView};
 use super::{Body, Handler, Reply};
 use crate::config::secret::Secret;
-use crate::config::{SourceKind, SyncMode};
+use crate::config::Source;
+use crate::model::cursor::Cursor;
 use crate::model::timestamp::format_rfc3339;
 use crate::model::validate::is_valid_id;
 use crate::sync::cache::CacheState;
 use crate::sync::keys::TrustState;
 use crate::sync::readiness::Readiness;
-use crate::sync::redis::StreamId;
 use crate::sync::refresh::{RefreshRequest, Refresher, Scope};
 use crate::sync::report::ReportState;
 use crate::sync::status::Event;
@@ -42,10 +42,8 @@ use crate::telemetry::{Gauges, Metrics, RefreshLabel};
 /// What `/admin/status` reports about the configuration.
 #[derive(Debug, Clone)]
 pub struct StatusInfo {
-    pub source_kind: SourceKind,
-    pub source_url: String,
-    pub source_path: PathBuf,
-    pub mode: SyncMode,
+    /// The source followed, as configured.
+    pub source: Source,
     pub cache_path: Option<PathBuf>,
     pub cache: Arc<CacheState>,
     pub trust: Arc<TrustState>,
@@ -100,7 +98,9 @@ impl Handler for AdminPlane {
             (&Method::GET, "/metrics") => {
                 let r = &self.readiness;
                 let text = self.metrics.render(Gauges {
-                    revision: r.store.cursor() as f64,
+                    // Exact in a float64 (docs/operations.md says what it
+                    // is for each source); NaN only past 2^53.
+                    revision: r.store.cursor().gauge().unwrap_or(f64::NAN),
                     // Before any contact there is no age; 0 rather than a lie.
                     age_seconds: r.status.age(r.clock.now()).map_or(0.0, |a| a.as_secs_f64()),
                     projects: r.store.project_count(),
@@ -175,18 +175,7 @@ impl AdminPlane {
             provenance: self.provenance().as_str(),
             ready: readiness.is_ok(),
             not_ready_reason: readiness.err().map(|e| e.to_string()),
-            source: SourceView {
-                kind: self.info.source_kind.as_str(),
-                url: (self.info.source_kind != SourceKind::File)
-                    .then_some(self.info.source_url.as_str()),
-                path: (self.info.source_kind == SourceKind::File)
-                    .then(|| self.info.source_path.display().to_string()),
-                mode: (self.info.source_kind == SourceKind::Http)
-                    .then_some(self.info.mode.as_str()),
-                // The Redis cursor is a stream id, packed into the u64.
-                stream_cursor: (self.info.source_kind == SourceKind::Redis)
-                    .then(|| StreamId::unpack(r.store.cursor()).to_string()),
-            },
+            source: SourceView::new(&self.info.source, r.store.cursor()),
             cursor: r.store.cursor(),
             last_success: events.last_success.as_ref().map(EventView::from),
             last_error: events.last_error.as_ref().map(EventView::from),
@@ -257,7 +246,7 @@ struct StatusView<'a> {
     ready: bool,
     not_ready_reason: Option<String>,
     source: SourceView<'a>,
-    cursor: u64,
+    cursor: Cursor,
     last_success: Option<EventView>,
     last_error: Option<EventView>,
     snapshot_age_seconds: Option<f64>,
@@ -307,8 +296,26 @@ struct SourceView<'a> {
     url: Option<&'a str>,
     path: Option<String>,
     mode: Option<&'static str>,
+    /// The cursor as a stream id (Redis), as `cursor` shows it too.
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_cursor: Option<String>,
+}
+
+impl<'a> SourceView<'a> {
+    fn new(source: &'a Source, cursor: Cursor) -> SourceView<'a> {
+        let (url, path, mode) = match source {
+            Source::File(f) => (None, Some(f.path.display().to_string()), None),
+            Source::Http(h) => (Some(h.url.as_str()), None, Some(h.mode.as_str())),
+            Source::Redis(r) => (Some(r.url.as_str()), None, None),
+        };
+        SourceView {
+            kind: source.kind().as_str(),
+            url,
+            path,
+            mode,
+            stream_cursor: cursor.stream().map(|id| id.to_string()),
+        }
+    }
 }
 
 #[derive(Serialize)]

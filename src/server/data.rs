@@ -40,9 +40,7 @@ pub const MAX_BATCH_ITEMS: usize = 1000;
 /// Largest batch body accepted (1000 maximal items fit comfortably).
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
-pub const RESOLVED_ENVIRONMENT: HeaderName = HeaderName::from_static("x-resolved-environment");
-pub const RESOLUTION_OUTCOME: HeaderName = HeaderName::from_static("x-resolution-outcome");
-pub const SNAPSHOT_REVISION: HeaderName = HeaderName::from_static("x-snapshot-revision");
+pub use super::headers::{RESOLUTION_OUTCOME, RESOLVED_ENVIRONMENT, SNAPSHOT_REVISION};
 
 /// Every route of this plane, as `(method, OpenAPI path)`: the surface
 /// `openapi/data.json` must describe (`tests/openapi.rs` holds them in

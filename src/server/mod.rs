@@ -8,6 +8,7 @@
 //! * [`admin`]: the operator plane (metrics, health, status, refresh).
 //! * [`error`]: every error answer, from one vocabulary of codes.
 //! * [`ext_authz`]: Envoy's ext_authz gRPC messages and framing.
+//! * [`headers`]: the headers every resolve answer carries.
 //! * [`openapi`]: each plane's OpenAPI description.
 //! * [`query`]: query strings and identity headers.
 //! * [`service`]: the [`Handler`] a plane implements, its ready or pending
@@ -22,6 +23,7 @@ pub mod body;
 pub mod data;
 pub mod error;
 pub mod ext_authz;
+pub mod headers;
 pub mod openapi;
 mod prefixed;
 pub mod query;

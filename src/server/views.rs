@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::model::cursor::Cursor;
 use crate::model::timestamp::format_rfc3339;
 use crate::model::validate::ValidProject;
 use crate::model::wire::{Pending, Pointers};
@@ -37,8 +38,8 @@ impl From<&Rejection> for RejectionView {
 #[derive(Debug, Serialize)]
 pub struct RefreshView<'a> {
     pub result: &'static str,
-    pub revision_before: Option<u64>,
-    pub revision_after: Option<u64>,
+    pub revision_before: Option<Cursor>,
+    pub revision_after: Option<Cursor>,
     pub changed: usize,
     pub rejected: Vec<RejectionView>,
     pub error: Option<&'a str>,

@@ -82,7 +82,7 @@ impl NodeBoard {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (Instant, NodeReport)>> {
-        self.reports.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock::lock(&self.reports)
     }
 }
 

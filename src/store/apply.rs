@@ -14,7 +14,9 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 
 use super::project::Project;
-use super::{copy_index, lock, Index, Rejection, Shared, Slot, MASS_REMOVAL_MIN_LOADED};
+use super::{copy_index, Index, Rejection, Shared, Slot, MASS_REMOVAL_MIN_LOADED};
+use crate::lock::lock;
+use crate::model::cursor::Cursor;
 use crate::model::envelope::TOMBSTONE_TYPE;
 use crate::model::trust::{Trust, Verified};
 use crate::model::validate::{validate, Reason, ValidProject, ValidationError};
@@ -91,7 +93,7 @@ pub struct ApplyReport {
     /// the next one is due (for the scheduler).
     pub scheduled: Vec<(String, SystemTime)>,
     /// Cursor after the update.
-    pub cursor: u64,
+    pub cursor: Cursor,
 }
 
 impl ApplyReport {
@@ -202,7 +204,7 @@ impl StoreWriter {
                 }
                 present = Some(ids);
                 unattributed = body.unattributed;
-                (body.projects, Some(body.revision))
+                (body.projects, Some(body.cursor))
             }
             Update::Changes(body) => {
                 let mut seen = HashSet::new();
@@ -213,7 +215,7 @@ impl StoreWriter {
                         .map(|id| (id, RemovalCause::Listed)),
                 );
                 unattributed = body.unattributed;
-                (body.projects, Some(body.revision))
+                (body.projects, Some(body.cursor))
             }
             Update::Project { id, document } => match document {
                 Some(doc) => (vec![doc], None),
@@ -287,12 +289,12 @@ impl StoreWriter {
             self.shared.index.store(Arc::new(next));
         }
         if let Some(cursor) = cursor {
-            self.shared.cursor.store(cursor, Ordering::Relaxed);
+            *lock(&self.shared.cursor) = cursor;
         }
         if present.is_some() {
             self.shared.loaded.store(true, Ordering::Release);
         }
-        report.cursor = self.shared.cursor.load(Ordering::Relaxed);
+        report.cursor = *lock(&self.shared.cursor);
         Ok(report)
     }
 

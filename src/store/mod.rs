@@ -39,13 +39,16 @@ pub mod pointers;
 pub mod project;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::lock::lock;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use compact_str::CompactString;
 
+use crate::model::cursor::Cursor;
 use crate::model::validate::{is_valid_id, lower_slug, Reason, MAX_SLUG_LEN};
 pub use answer::{Answer, AnswerRef, Outcome, ResolveError};
 pub use apply::{
@@ -80,8 +83,8 @@ pub(super) fn copy_index(index: &Index) -> Index {
 pub(super) struct Shared {
     pub(super) index: ArcSwap<Index>,
     pub(super) loaded: AtomicBool,
-    /// Cursor of the last applied snapshot or change batch (0 = none).
-    pub(super) cursor: AtomicU64,
+    /// Cursor of the last applied snapshot or change batch.
+    pub(super) cursor: Mutex<Cursor>,
     pub(super) projects: AtomicUsize,
     pub(super) environments: AtomicUsize,
     /// Last rejection per project id. Touched by the writer and by
@@ -191,9 +194,9 @@ impl Store {
         self.shared.environments.load(Ordering::Relaxed)
     }
 
-    /// Cursor of the last applied snapshot or change batch (0 before any).
-    pub fn cursor(&self) -> u64 {
-        self.shared.cursor.load(Ordering::Relaxed)
+    /// Cursor of the last applied snapshot or change batch.
+    pub fn cursor(&self) -> Cursor {
+        *lock(&self.shared.cursor)
     }
 
     /// The earliest scheduled change still to come, over all projects
@@ -240,10 +243,4 @@ impl Store {
     fn rejections(&self) -> MutexGuard<'_, HashMap<String, Rejection>> {
         lock(&self.shared.rejections)
     }
-}
-
-/// A poisoned lock only means another thread panicked while holding it; the
-/// map inside is still a valid map, so keep going.
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -29,6 +29,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{watch, Notify};
 
 use super::status::Event;
+use crate::model::cursor::Cursor;
 use crate::model::wire::{Reader, SnapshotBody};
 use crate::store::{Project, Store, Update};
 
@@ -73,7 +74,9 @@ struct FileIn<'a> {
 
 #[derive(Deserialize)]
 struct BodyIn<'a> {
-    cursor: u64,
+    /// A number (a revision; in files of earlier versions also a packed
+    /// Redis stream id) or a stream id string.
+    cursor: Cursor,
     #[serde(borrow)]
     projects: Vec<&'a RawValue>,
     /// Absent in files written before signed tombstones.
@@ -104,7 +107,7 @@ impl Cached {
 /// revision floors of the projects it does not serve.
 #[derive(Debug, Clone, Copy)]
 pub struct State<'a> {
-    pub cursor: u64,
+    pub cursor: Cursor,
     pub projects: &'a [Arc<Project>],
     pub floors: &'a [(String, u64)],
 }
@@ -150,7 +153,8 @@ fn body_parts(
     state: State<'_>,
     mut f: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    f(format!(r#"{{"cursor":{},"projects":["#, state.cursor).as_bytes())?;
+    let cursor = serde_json::to_string(&state.cursor).unwrap_or_else(|_| "null".into());
+    f(format!(r#"{{"cursor":{cursor},"projects":["#).as_bytes())?;
     for (i, project) in state.projects.iter().enumerate() {
         if i > 0 {
             f(b",")?;
@@ -201,7 +205,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Cached, CacheError> {
         .map_err(|e| format_error(e.to_string()))?;
     Ok(Cached {
         snapshot: SnapshotBody {
-            revision: body.cursor,
+            cursor: body.cursor,
             projects,
             unattributed,
         },
@@ -319,7 +323,7 @@ impl CacheState {
 
     /// The last write: `Ok` with what was written, or `Err` with why not.
     pub fn last(&self) -> Option<Result<Event, Event>> {
-        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        crate::lock::lock(&self.last).clone()
     }
 
     fn record(&self, outcome: Result<Event, Event>) {
@@ -327,7 +331,7 @@ impl CacheState {
             self.writes
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+        *crate::lock::lock(&self.last) = Some(outcome);
     }
 }
 
@@ -450,6 +454,29 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_cursor_is_kept_as_one_and_an_old_packed_one_still_reads() {
+        let id = crate::model::cursor::StreamId::parse("1796300713335-2").unwrap();
+        let bytes = encode(State {
+            cursor: Cursor::Stream(id),
+            projects: &[],
+            floors: &[],
+        });
+        assert!(String::from_utf8_lossy(&bytes).contains(r#""cursor":"1796300713335-2""#));
+        let cached = decode(Path::new("c"), &bytes).unwrap();
+        assert_eq!(cached.snapshot.cursor, Cursor::Stream(id));
+        // Written by an earlier version: the id packed into a number.
+        let packed = (1796300713335u64 << 20) | 2;
+        let body = format!(r#"{{"cursor":{packed},"projects":[],"removed":{{}}}}"#);
+        let old = format!(
+            r#"{{"format":"{FORMAT}","version":{VERSION},"crc32":"{:08x}","body":{body}}}"#,
+            crc32fast::hash(body.as_bytes())
+        );
+        let cached = decode(Path::new("c"), old.as_bytes()).unwrap();
+        assert_eq!(cached.snapshot.cursor, Cursor::Revision(packed));
+        assert_eq!(crate::model::cursor::StreamId::unpack_legacy(packed), id);
+    }
+
+    #[test]
     fn round_trips_cursor_and_documents() {
         let store = store_with(5);
         let projects = store.projects();
@@ -464,7 +491,7 @@ mod tests {
         let reported = write_to(&mut streamed, state).unwrap();
         assert_eq!((streamed.len() as u64, &streamed), (reported, &bytes));
         let cached = decode(Path::new("x"), &bytes).unwrap();
-        assert_eq!(cached.snapshot.revision, 42);
+        assert_eq!(cached.snapshot.cursor, Cursor::Revision(42));
         assert_eq!(cached.snapshot.projects.len(), 5);
         let first = cached.snapshot.projects[0].as_document().unwrap();
         assert_eq!(first, store.projects()[0].reparse().unwrap().document());
@@ -475,7 +502,7 @@ mod tests {
     fn every_kind_of_damage_is_detected() {
         let projects = store_with(3).projects();
         let good = encode(State {
-            cursor: 7,
+            cursor: Cursor::Revision(7),
             projects: &projects,
             floors: &[],
         });

@@ -23,6 +23,7 @@ use super::refresh::{RefreshRequest, Scope};
 use super::{summary, Contact, FetchError, Origin, Source, Stepped, SyncContext, SyncError};
 use crate::config::secret::Secret;
 use crate::config::SyncMode;
+use crate::model::cursor::Cursor;
 use crate::model::wire::{Incoming, Reader};
 use crate::store::{ApplyReport, Update};
 use crate::telemetry::{SyncKind, SyncResult};
@@ -191,6 +192,14 @@ fn transport(e: reqwest::Error, timeout: Duration) -> FetchError {
     FetchError::Transport(e.without_url())
 }
 
+/// The revision a control plane's body carries.
+fn revision_of(cursor: Cursor) -> u64 {
+    match cursor {
+        Cursor::Revision(r) => r,
+        Cursor::None | Cursor::Stream(_) => 0,
+    }
+}
+
 /// The sync loop's state for one control plane.
 #[derive(Debug)]
 pub struct HttpSource {
@@ -258,7 +267,7 @@ impl HttpSource {
         let reader = self.control_plane.reader();
         let parse = move || {
             let body = reader.snapshot(&body)?;
-            seen.store(body.revision, Ordering::Relaxed);
+            seen.store(revision_of(body.cursor), Ordering::Relaxed);
             Ok(Update::Snapshot(body))
         };
         let report = ctx
@@ -302,7 +311,7 @@ impl HttpSource {
         let reader = self.control_plane.reader();
         let parse = move || {
             let body = reader.changes(&body)?;
-            seen.store(body.revision, Ordering::Relaxed);
+            seen.store(revision_of(body.cursor), Ordering::Relaxed);
             Ok(Update::Changes(body))
         };
         let report = ctx
@@ -322,9 +331,9 @@ impl HttpSource {
 
 impl Source for HttpSource {
     fn first_delay(&mut self, ctx: &SyncContext) -> Duration {
-        if ctx.store.is_loaded() && ctx.store.cursor() > 0 {
+        if let (true, Cursor::Revision(revision)) = (ctx.store.is_loaded(), ctx.store.cursor()) {
             // Loaded from the cache: carry on from its cursor.
-            self.cursor = Some(ctx.store.cursor());
+            self.cursor = Some(revision);
             if self.mode == SyncMode::Poll {
                 // A fleet restarted together must not poll in lockstep.
                 return Backoff::new(backoff::BASE, self.poll_interval).uniform(self.poll_interval);

@@ -173,7 +173,7 @@ impl TrustState {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, TrustView> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock::lock(&self.inner)
     }
 }
 

@@ -7,6 +7,8 @@
 //! and shutdown. Sources fetch and parse (off the request threads) and
 //! never touch the store directly: the [`writer`] thread owns every change.
 //!
+//! * [`configured`]: the source a config names (the one dispatch on the
+//!   kind).
 //! * [`file`]: a JSON snapshot file, re-read when it changes (the default).
 //! * [`http`]: a control plane, in `watch` or `poll` mode.
 //! * [`redis`](mod@redis): a hash and a stream in Redis (fleets).
@@ -26,6 +28,7 @@
 
 pub mod backoff;
 pub mod cache;
+pub mod configured;
 pub mod error;
 pub mod file;
 pub mod http;
@@ -52,6 +55,7 @@ use status::SyncStatus;
 use writer::WriterHandle;
 
 use crate::model::clock::SharedClock;
+use crate::model::cursor::Cursor;
 use crate::model::wire::MalformedBody;
 use crate::store::{ApplyReport, Store, Update};
 use crate::telemetry::{Metrics, SyncKind, SyncResult};
@@ -283,7 +287,10 @@ async fn forced<S: Source>(
 ) -> RefreshOutcome {
     let revision = |ctx: &SyncContext| match &request.scope {
         Scope::All => Some(ctx.store.cursor()),
-        Scope::Project(id) => ctx.store.project(id).map(|p| p.revision()),
+        Scope::Project(id) => ctx
+            .store
+            .project(id)
+            .map(|p| Cursor::Revision(p.revision())),
     };
     let before = revision(ctx);
     match source.refresh(ctx, request).await {

@@ -16,14 +16,14 @@
 //!   empty while its last generated id is newer: entries may have been
 //!   lost, so a full load again (the Redis form of `410`).
 //!
-//! The cursor (a stream id `ms-seq`) travels in the store's `u64` cursor,
-//! packed as `ms · 2²⁰ + seq` ([`StreamId::pack`]), so the last-known-good
-//! cache and the status carry it like the HTTP cursor.
+//! The cursor (a stream id `ms-seq`) is kept as one
+//! ([`Cursor::Stream`]) in the store, the last-known-good cache, the
+//! status and the node report. A cache written by an earlier version
+//! holds it packed into a number; it is unpacked when the sidecar starts.
 //!
 //! The key layout and the writes ([`RedisKeys`], [`write_changes`]) are
 //! shared with the publisher and the simulator.
 
-use std::fmt;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -33,6 +33,9 @@ use tokio::time::Instant;
 use super::refresh::{RefreshRequest, Scope};
 use super::{summary, Contact, FetchError, Origin, Source, Stepped, SyncContext, SyncError};
 use crate::config::secret::Secret;
+use crate::config::RedisConfig;
+use crate::model::cursor::Cursor;
+pub use crate::model::cursor::StreamId;
 #[cfg(test)]
 use crate::model::wire::Content;
 use crate::model::wire::{ChangesBody, Incoming, Reader, SnapshotBody};
@@ -42,43 +45,6 @@ use crate::telemetry::{SyncKind, SyncResult};
 /// The stream keeps about this many entries (`XADD … MAXLEN ~`); a
 /// follower further behind takes a full load.
 pub const STREAM_MAX_LEN: u64 = 100_000;
-
-/// A stream entry id, `ms-seq`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct StreamId {
-    pub ms: u64,
-    pub seq: u64,
-}
-
-impl StreamId {
-    pub fn parse(text: &str) -> Option<StreamId> {
-        let (ms, seq) = text.split_once('-')?;
-        Some(StreamId {
-            ms: ms.parse().ok()?,
-            seq: seq.parse().ok()?,
-        })
-    }
-
-    /// Into the store's `u64` cursor; `None` past 2⁴⁴ ms or 2²⁰ entries in
-    /// one millisecond (then the cursor is not kept: a full load after a
-    /// restart, which is harmless).
-    pub fn pack(self) -> Option<u64> {
-        (self.ms < 1 << 44 && self.seq < 1 << 20).then_some(self.ms << 20 | self.seq)
-    }
-
-    pub fn unpack(cursor: u64) -> StreamId {
-        StreamId {
-            ms: cursor >> 20,
-            seq: cursor & ((1 << 20) - 1),
-        }
-    }
-}
-
-impl fmt::Display for StreamId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
-    }
-}
 
 /// `{P}:projects` and `{P}:changes`, and the node reports beside them
 /// (`{P}:nodes`, `{P}:node:<id>`): the braces are a hash tag, so Redis
@@ -568,21 +534,14 @@ pub struct RedisSource {
 pub const XREAD_COUNT: usize = 512;
 
 impl RedisSource {
-    pub fn new(
-        client: Client,
-        key_prefix: &str,
-        request_timeout: Duration,
-        long_poll_wait: Duration,
-        backoff_max: Duration,
-        reader: Reader,
-    ) -> RedisSource {
+    pub fn new(client: Client, config: &RedisConfig, reader: Reader) -> RedisSource {
         RedisSource {
             reader,
             client,
-            keys: RedisKeys::new(key_prefix),
-            request_timeout,
-            long_poll_wait,
-            backoff_max,
+            keys: RedisKeys::new(&config.key_prefix),
+            request_timeout: config.timing.request_timeout,
+            long_poll_wait: config.timing.long_poll_wait,
+            backoff_max: config.timing.backoff_max,
             con: None,
             cursor: None,
         }
@@ -646,10 +605,10 @@ impl RedisSource {
                 return self.failed(e);
             }
         };
-        let revision = tip.pack().unwrap_or(0);
+        let cursor = Cursor::Stream(tip);
         let parse = move || {
             Ok(Update::Snapshot(SnapshotBody {
-                revision,
+                cursor,
                 projects: all,
                 unattributed: Vec::new(),
             }))
@@ -720,9 +679,9 @@ impl RedisSource {
             );
             return Ok(None);
         };
-        let revision = last.pack().unwrap_or(0);
+        let cursor = Cursor::Stream(last);
         let reader = self.reader;
-        let parse = move || Ok(Update::Changes(changes(revision, entries, reader)));
+        let parse = move || Ok(Update::Changes(changes(cursor, entries, reader)));
         let report = ctx
             .parse_and_apply(
                 SyncKind::Changes,
@@ -815,14 +774,14 @@ fn stream_entries(reply: Value, max_document_bytes: usize) -> Vec<(StreamId, Str
 
 /// A change batch from stream entries: per project, the last entry wins
 /// (a removal after a write removes; a write after a removal writes).
-fn changes(revision: u64, entries: Vec<(StreamId, String, Entry)>, reader: Reader) -> ChangesBody {
+fn changes(cursor: Cursor, entries: Vec<(StreamId, String, Entry)>, reader: Reader) -> ChangesBody {
     let mut last: Vec<(String, Entry)> = Vec::new();
     for (_, project, entry) in entries {
         last.retain(|(id, _)| *id != project);
         last.push((project, entry));
     }
     let mut body = ChangesBody {
-        revision,
+        cursor,
         ..ChangesBody::default()
     };
     for (id, entry) in last {
@@ -842,10 +801,15 @@ fn changes(revision: u64, entries: Vec<(StreamId, String, Entry)>, reader: Reade
 
 impl Source for RedisSource {
     fn first_delay(&mut self, ctx: &SyncContext) -> Duration {
-        if ctx.store.is_loaded() && ctx.store.cursor() > 0 {
+        if ctx.store.is_loaded() {
             // Loaded from the cache: carry on from its cursor (checked
             // against the stream before the first read).
-            self.cursor = Some(StreamId::unpack(ctx.store.cursor()));
+            self.cursor = match ctx.store.cursor() {
+                Cursor::Stream(id) => Some(id),
+                // An earlier version's cache: the id packed in a number.
+                Cursor::Revision(packed) => Some(StreamId::unpack_legacy(packed)),
+                Cursor::None => None,
+            };
         }
         Duration::ZERO
     }
@@ -935,30 +899,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stream_ids_parse_order_and_pack() {
-        let a = StreamId::parse("1700000000000-0").unwrap();
-        let b = StreamId::parse("1700000000000-7").unwrap();
-        let c = StreamId::parse("1700000000001-0").unwrap();
-        assert!(a < b && b < c);
-        for id in [a, b, c, StreamId::default()] {
-            assert_eq!(StreamId::unpack(id.pack().unwrap()), id);
-        }
-        assert_eq!(b.to_string(), "1700000000000-7");
-        assert!(StreamId {
-            ms: 1,
-            seq: 1 << 20
-        }
-        .pack()
-        .is_none());
-        assert!(StreamId::parse("x-1").is_none() && StreamId::parse("17").is_none());
-    }
-
-    #[test]
     fn the_last_entry_of_a_project_wins() {
         let entry =
             |id: u64, project: &str, e: Entry| (StreamId { ms: id, seq: 0 }, project.to_owned(), e);
         let body = changes(
-            9,
+            Cursor::Revision(9),
             vec![
                 entry(1, "a", Entry::Document("{}".into())),
                 entry(2, "a", Entry::Removed),

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::SourceCommand;
+use crate::model::cursor::Cursor;
 use crate::store::{ApplyReport, Rejection};
 use crate::telemetry::RefreshLabel;
 
@@ -73,8 +74,8 @@ pub struct RefreshOutcome {
     pub result: RefreshResult,
     /// Snapshot cursor (scope all) or project revision (scope project)
     /// before and after; `None` where there was none.
-    pub revision_before: Option<u64>,
-    pub revision_after: Option<u64>,
+    pub revision_before: Option<Cursor>,
+    pub revision_after: Option<Cursor>,
     /// Projects added, updated or removed.
     pub changed: usize,
     pub rejected: Vec<Rejection>,
@@ -87,8 +88,8 @@ impl RefreshOutcome {
     /// document was rejected, else `not_modified`.
     pub fn applied(
         report: &ApplyReport,
-        before: Option<u64>,
-        after: Option<u64>,
+        before: Option<Cursor>,
+        after: Option<Cursor>,
     ) -> RefreshOutcome {
         let result = if report.changed() > 0 {
             RefreshResult::Updated
@@ -108,7 +109,7 @@ impl RefreshOutcome {
     }
 
     /// The fetch was refused whole (the blast-radius guard).
-    pub fn refused(message: String, revision: Option<u64>) -> RefreshOutcome {
+    pub fn refused(message: String, revision: Option<Cursor>) -> RefreshOutcome {
         RefreshOutcome {
             result: RefreshResult::Rejected,
             ..RefreshOutcome::failed(message, revision)
@@ -116,7 +117,7 @@ impl RefreshOutcome {
     }
 
     /// The fetch failed.
-    pub fn failed(message: String, revision: Option<u64>) -> RefreshOutcome {
+    pub fn failed(message: String, revision: Option<Cursor>) -> RefreshOutcome {
         RefreshOutcome {
             result: RefreshResult::Error,
             revision_before: revision,
@@ -152,7 +153,7 @@ impl Refresher {
 
     pub async fn refresh(&self, request: RefreshRequest) -> Arc<RefreshOutcome> {
         let mut flight = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            let mut inflight = crate::lock::lock(&self.inflight);
             match inflight.get(&request) {
                 Some(flight) => flight.clone(),
                 None => {
@@ -204,9 +205,6 @@ async fn fly(
         },
     };
     // Leave the table first: a request arriving from now on starts a new fetch.
-    inflight
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&request);
+    crate::lock::lock(&inflight).remove(&request);
     done.send_replace(Some(Arc::new(outcome)));
 }

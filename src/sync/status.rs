@@ -146,6 +146,6 @@ impl SyncStatus {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Events> {
-        self.events.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock::lock(&self.events)
     }
 }

@@ -336,7 +336,7 @@ fn log_outcome(origin: Origin, result: &Result<ApplyReport, ApplyError>) {
                     rejected = report.rejected.len(),
                     stale = report.stale,
                     resealed = report.resealed,
-                    cursor = report.cursor,
+                    cursor = %report.cursor,
                     "update applied"
                 );
             } else {
@@ -344,7 +344,7 @@ fn log_outcome(origin: Origin, result: &Result<ApplyReport, ApplyError>) {
                     origin,
                     unchanged = report.unchanged,
                     stale = report.stale,
-                    cursor = report.cursor,
+                    cursor = %report.cursor,
                     "update changed nothing"
                 );
             }

@@ -46,15 +46,29 @@ pub fn start(config: &Path, envs: &[(&str, &str)]) -> SidecarProcess {
 
 /// `env-sidecar ARGS…`: exit code and stdout.
 pub fn run(args: &[&str]) -> (i32, String) {
+    run_with_env(args, &[])
+}
+
+/// `env-sidecar ARGS…` with `envs` set: exit code and stdout.
+pub fn run_with_env(args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
         .args(args)
         .env_remove("ENV_SIDECAR_CONTROL_PLANE_TOKEN")
+        .envs(envs.iter().copied())
         .output()
         .expect("the binary runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
+}
+
+/// `env-sidecar publish --redis URL ARGS… FILE`: exit code and stdout.
+pub fn publish(url: &str, args: &[&str], file: &Path) -> (i32, String) {
+    let mut all = vec!["publish", "--redis", url];
+    all.extend_from_slice(args);
+    all.push(file.to_str().expect("a UTF-8 path"));
+    run(&all)
 }
 
 /// Runs `args` until its output satisfies `want` (at most `limit`),

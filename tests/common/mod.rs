@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use env_sidecar::app::{self, Sidecar};
 use env_sidecar::config::secret::Env;
-use env_sidecar::config::Config;
+use env_sidecar::config::{Config, FileConfig, HttpConfig, RedisConfig, Source, Timing};
 use serde_json::{json, Value};
 
 /// One environment document.
@@ -150,7 +150,10 @@ impl TestSidecar {
         dir: tempfile::TempDir,
         options: app::Options,
     ) -> TestSidecar {
-        let snapshot_path = config.source.path.clone();
+        let snapshot_path = match &config.source.kind {
+            Source::File(f) => f.path.clone(),
+            _ => PathBuf::new(),
+        };
         let sidecar = app::start_with(config, options)
             .await
             .expect("sidecar starts");
@@ -266,12 +269,70 @@ impl TestSidecar {
         .await;
     }
 
+    /// Starts with exactly `config` on `clock` (the system's when `None`)
+    /// and waits until it is ready.
+    pub async fn launch_ready(
+        config: Config,
+        clock: Option<&env_sidecar::model::clock::ManualClock>,
+    ) -> TestSidecar {
+        let mut options = test_options();
+        if let Some(clock) = clock {
+            options.clock = std::sync::Arc::new(clock.clone());
+        }
+        let t =
+            TestSidecar::launch_with(config, tempfile::tempdir().expect("tempdir"), options).await;
+        t.wait_ready().await;
+        t
+    }
+
+    /// Waits until project `id`'s last rejection has `reason`.
+    pub async fn wait_rejection(&self, id: &str, reason: &str) {
+        eventually(&format!("{id} rejected as {reason}"), || async {
+            self.sidecar
+                .store()
+                .rejection(id)
+                .is_some_and(|r| r.reason.as_str() == reason)
+        })
+        .await;
+    }
+
+    /// Waits until project `id`'s last rejection has `reason` and names
+    /// `revision`.
+    pub async fn wait_rejection_at(&self, id: &str, reason: &str, revision: Option<u64>) {
+        eventually(
+            &format!("{id} rejected as {reason} at {revision:?}"),
+            || async {
+                self.sidecar
+                    .store()
+                    .rejection(id)
+                    .is_some_and(|r| r.reason.as_str() == reason && r.revision == revision)
+            },
+        )
+        .await;
+    }
+
+    /// Waits until the source took a full load (Redis) since it started.
+    pub async fn wait_full_load(&self) {
+        eventually("a full load done", || async {
+            self.sidecar
+                .status()
+                .events()
+                .last_success
+                .is_some_and(|e| e.message.contains("full load"))
+        })
+        .await;
+    }
+
     /// Waits until the sidecar has read its Redis stream up to `entry` (an
     /// id `XADD` answered).
     pub async fn wait_stream_entry(&self, entry: &str) {
-        let entry = env_sidecar::sync::redis::StreamId::parse(entry).expect("a stream id");
+        let entry = env_sidecar::model::cursor::StreamId::parse(entry).expect("a stream id");
         eventually(&format!("stream entry {entry} read"), || async {
-            env_sidecar::sync::redis::StreamId::unpack(self.sidecar.store().cursor()) >= entry
+            self.sidecar
+                .store()
+                .cursor()
+                .stream()
+                .is_some_and(|at| at >= entry)
         })
         .await;
     }
@@ -303,22 +364,58 @@ pub fn file_config(dir: &std::path::Path) -> Config {
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.admin.listen = "127.0.0.1:0".parse().unwrap();
-    config.source.path = dir.join("snapshot.json");
+    config.source.kind = Source::File(FileConfig {
+        path: dir.join("snapshot.json"),
+    });
     config.source.poll_interval = Duration::from_millis(50);
     config.cache.path = PathBuf::new();
     config
 }
 
+/// Short timeouts, so faults clear fast.
+pub fn fast_timing() -> Timing {
+    Timing {
+        long_poll_wait: Duration::from_millis(500),
+        request_timeout: Duration::from_secs(1),
+        backoff_max: Duration::from_millis(300),
+    }
+}
+
 /// Following a control plane, with short timeouts so faults clear fast.
 pub fn http_config(dir: &std::path::Path, url: &str) -> Config {
     let mut config = file_config(dir);
-    config.source.kind = env_sidecar::config::SourceKind::Http;
-    config.source.url = url.to_owned();
-    config.source.long_poll_wait = Duration::from_millis(500);
-    config.source.request_timeout = Duration::from_secs(1);
-    config.source.backoff_max = Duration::from_millis(300);
+    config.source.kind = Source::Http(HttpConfig {
+        timing: fast_timing(),
+        ..HttpConfig::new(url)
+    });
     config.source.poll_interval = Duration::from_millis(100);
     config
+}
+
+/// Following Redis at `url`, with short timeouts so faults clear fast.
+pub fn redis_config(dir: &std::path::Path, url: &str) -> Config {
+    let mut config = http_config(dir, url);
+    config.source.kind = Source::Redis(RedisConfig {
+        timing: fast_timing(),
+        ..RedisConfig::new(url)
+    });
+    config
+}
+
+/// The Redis settings of `config` (it follows Redis).
+pub fn redis_mut(config: &mut Config) -> &mut RedisConfig {
+    match &mut config.source.kind {
+        Source::Redis(r) => r,
+        other => panic!("not a Redis source: {other:?}"),
+    }
+}
+
+/// The HTTP settings of `config` (it follows a control plane).
+pub fn http_mut(config: &mut Config) -> &mut HttpConfig {
+    match &mut config.source.kind {
+        Source::Http(h) => h,
+        other => panic!("not an HTTP source: {other:?}"),
+    }
 }
 
 /// `count` fixture projects named `p0`, `p1`, ... at revision 1.
@@ -355,6 +452,13 @@ pub async fn simulator(
     sim.publish(projects);
     sim.compact();
     sim
+}
+
+/// Writes `doc` as `dir/name`; its path.
+pub fn json_file(dir: &std::path::Path, name: &str, doc: &Value) -> PathBuf {
+    let path = dir.join(name);
+    write_json(&path, doc);
+    path
 }
 
 pub fn write_json(path: &std::path::Path, doc: &Value) {

@@ -11,6 +11,29 @@ use env_sidecar::model::timestamp::format_rfc3339;
 use env_sidecar::model::wire::WireProject;
 use serde_json::Value;
 
+/// Signatures required, keys from `keys` (files or folders), the cache at
+/// `cache` when given.
+pub fn requiring(config: &mut env_sidecar::config::Config, keys: &[&Path], cache: Option<&Path>) {
+    config.trust.keys = keys.iter().map(|k| k.to_path_buf()).collect();
+    config.trust.require_signatures = true;
+    if let Some(cache) = cache {
+        config.cache.path = cache.to_owned();
+    }
+}
+
+/// A sidecar following Redis at `url`, requiring signatures by `keys`,
+/// its cache at `cache`.
+pub fn signed_redis_follower(
+    dir: &Path,
+    url: &str,
+    keys: &[&Path],
+    cache: &Path,
+) -> env_sidecar::config::Config {
+    let mut config = super::redis_config(dir, url);
+    requiring(&mut config, keys, Some(cache));
+    config
+}
+
 /// A key pair and its files.
 pub struct TestKey {
     pub signer: SigningKey,

@@ -95,9 +95,8 @@ pub fn envelope_served(data: &[u8]) -> bool {
         None,
     )));
     let body = SnapshotBody {
-        revision: 1,
         projects: vec![incoming],
-        unattributed: Vec::new(),
+        ..SnapshotBody::default()
     };
     let opts = ApplyOptions {
         now: SystemTime::now(),

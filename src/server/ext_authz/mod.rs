@@ -238,7 +238,7 @@ pub fn allowed_reply(answer: &Answer, project: &str) -> Response<Body> {
     let environment = answer.environment.as_bytes();
     let revision = answer.revision.as_bytes();
     let outcome = answer.outcome.as_str().as_bytes();
-    // The names of `data::RESOLVED_ENVIRONMENT` and the others (the test
+    // The names of `headers::RESOLVED_ENVIRONMENT` and the others (the test
     // against `allowed` holds them equal).
     let headers: [(&[u8], &[u8]); 3] = [
         (b"x-resolved-environment", environment),
@@ -484,9 +484,9 @@ mod tests {
             }),
             http_response: Some(HttpResponse::Ok(OkHttpResponse {
                 headers: vec![
-                    set(&crate::server::data::RESOLVED_ENVIRONMENT, environment),
-                    set(&crate::server::data::RESOLUTION_OUTCOME, outcome),
-                    set(&crate::server::data::SNAPSHOT_REVISION, revision),
+                    set(&crate::server::headers::RESOLVED_ENVIRONMENT, environment),
+                    set(&crate::server::headers::RESOLUTION_OUTCOME, outcome),
+                    set(&crate::server::headers::SNAPSHOT_REVISION, revision),
                 ],
             })),
             dynamic_metadata: Some(Struct { fields: metadata }),

@@ -229,7 +229,7 @@ impl ReportState {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ReportView> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock::lock(&self.inner)
     }
 }
 
@@ -247,8 +247,6 @@ pub struct Reporter {
     pub state: Arc<ReportState>,
     /// Notified by the writer after every change or rejection.
     pub due: Arc<Notify>,
-    /// Renders the store's cursor the way the source names it.
-    pub cursor: fn(u64) -> String,
     pub interval: Duration,
     pub min_interval: Duration,
 }
@@ -296,7 +294,7 @@ impl Reporter {
                 &self.identity,
                 &self.store,
                 &self.status,
-                (self.cursor)(self.store.cursor()),
+                self.store.cursor().to_string(),
                 self.interval,
                 wall,
             );
@@ -351,44 +349,65 @@ pub fn sink_for(
     env: &crate::config::secret::Env,
     node: &str,
 ) -> Result<Option<Sink>, String> {
-    use crate::config::SourceKind;
-    let (s, r) = (&config.source, &config.report);
+    use crate::config::{RedisConfig, Source};
+    let r = &config.report;
     if !r.enabled {
         return Ok(None);
     }
-    let redis_url = match (s.kind, r.redis_url.is_empty()) {
-        (_, false) => Some(r.redis_url.as_str()),
-        (SourceKind::Redis, true) => Some(s.url.as_str()),
-        _ => None,
+    // Reports go to `report.redis_url`, else beside the source.
+    let redis = match (&config.source.kind, r.redis_url.is_empty()) {
+        (Source::Redis(source), true) => Some(source.clone()),
+        (Source::Redis(source), false) => Some(RedisConfig {
+            url: r.redis_url.clone(),
+            token_env: non_empty(&r.token_env)
+                .unwrap_or(&source.token_env)
+                .to_owned(),
+            ..source.clone()
+        }),
+        (Source::Http(h), false) => Some(RedisConfig {
+            token_env: non_empty(&r.token_env).unwrap_or(&h.token_env).to_owned(),
+            ..RedisConfig::new(r.redis_url.clone())
+        }),
+        (Source::File(_), false) => Some(RedisConfig {
+            token_env: r.token_env.clone(),
+            ..RedisConfig::new(r.redis_url.clone())
+        }),
+        (_, true) => None,
     };
-    if let Some(url) = redis_url {
-        let var = if r.token_env.is_empty() {
-            &s.token_env
-        } else {
-            &r.token_env
+    if let Some(target) = redis {
+        let ca = match &target.tls.ca_file {
+            None => None,
+            Some(path) => {
+                Some(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?)
+            }
         };
-        let ca = if s.tls_ca_file.as_os_str().is_empty() {
-            None
-        } else {
-            Some(std::fs::read(&s.tls_ca_file).map_err(|e| e.to_string())?)
-        };
-        let client = crate::sync::redis::client(url, env.secret(var).as_ref(), ca)
-            .map_err(|e| e.to_string())?;
+        let client =
+            crate::sync::redis::client(&target.url, env.secret(&target.token_env).as_ref(), ca)
+                .map_err(|e| e.to_string())?;
         return Ok(Some(Sink::Redis(Box::new(redis::RedisSink::new(
             client,
-            url.to_owned(),
-            &s.key_prefix,
+            target.url.clone(),
+            &target.key_prefix,
             node,
             r.interval,
-            s.request_timeout,
+            target.timing.request_timeout,
         )))));
     }
-    if s.kind == SourceKind::Http {
-        let sink = http::HttpSink::new(&s.url, node, env.secret(&s.token_env), s.request_timeout)
-            .map_err(|e| e.to_string())?;
+    if let Source::Http(h) = &config.source.kind {
+        let sink = http::HttpSink::new(
+            &h.url,
+            node,
+            env.secret(&h.token_env),
+            h.timing.request_timeout,
+        )
+        .map_err(|e| e.to_string())?;
         return Ok(Some(Sink::Http(sink)));
     }
     Ok(None)
+}
+
+fn non_empty(text: &str) -> Option<&str> {
+    (!text.is_empty()).then_some(text)
 }
 
 /// The host name (`/proc/sys/kernel/hostname`), or `localhost`.

@@ -1,0 +1,123 @@
+//! The source a config names: built from its typed `[source]` and driven
+//! as one [`Source`]. The only place that dispatches on the kind of
+//! source; everything else sees a source, a cursor and a status.
+
+use std::time::Duration;
+
+use super::file::FileSource;
+use super::http::{ControlPlane, HttpSource};
+use super::redis::RedisSource;
+use super::refresh::RefreshRequest;
+use super::{Source, Stepped, SyncContext, SyncError};
+use crate::config::secret::Env;
+use crate::config::{Source as Kind, SourceConfig};
+use crate::model::wire::Reader;
+use crate::store::ApplyReport;
+
+/// Why the configured source could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot set up the HTTP client for the control plane: {0}")]
+    Http(#[source] reqwest::Error),
+    #[error("cannot set up the Redis client: {0}")]
+    Redis(String),
+}
+
+/// One of the sources.
+#[derive(Debug)]
+pub enum Configured {
+    File(FileSource),
+    Http(HttpSource),
+    Redis(Box<RedisSource>),
+}
+
+impl Configured {
+    /// The source `config` names, with its secrets from `env`.
+    pub fn build(config: &SourceConfig, env: &Env) -> Result<Configured, BuildError> {
+        let reader = Reader {
+            max_document_bytes: config.max_document_bytes,
+        };
+        Ok(match &config.kind {
+            Kind::File(f) => Configured::File(FileSource::new(
+                f.path.clone(),
+                config.poll_interval,
+                reader,
+            )),
+            Kind::Http(h) => {
+                let token = env.secret(&h.token_env);
+                let control_plane = ControlPlane::new(
+                    &h.url,
+                    token,
+                    h.timing.request_timeout,
+                    h.timing.long_poll_wait,
+                    reader,
+                )
+                .map_err(BuildError::Http)?;
+                Configured::Http(HttpSource::new(
+                    control_plane,
+                    h.mode,
+                    config.poll_interval,
+                    h.timing.backoff_max,
+                ))
+            }
+            Kind::Redis(r) => {
+                let ca = match &r.tls.ca_file {
+                    None => None,
+                    Some(path) => Some(
+                        std::fs::read(path)
+                            .map_err(|e| BuildError::Redis(format!("{}: {e}", path.display())))?,
+                    ),
+                };
+                let client = super::redis::client(&r.url, env.secret(&r.token_env).as_ref(), ca)
+                    .map_err(|e| BuildError::Redis(e.to_string()))?;
+                Configured::Redis(Box::new(RedisSource::new(client, r, reader)))
+            }
+        })
+    }
+}
+
+impl Source for Configured {
+    fn first_delay(&mut self, ctx: &SyncContext) -> Duration {
+        match self {
+            Configured::File(s) => s.first_delay(ctx),
+            Configured::Http(s) => s.first_delay(ctx),
+            Configured::Redis(s) => s.first_delay(ctx),
+        }
+    }
+
+    async fn step(&mut self, ctx: &SyncContext) -> Result<Stepped, SyncError> {
+        match self {
+            Configured::File(s) => s.step(ctx).await,
+            Configured::Http(s) => s.step(ctx).await,
+            Configured::Redis(s) => s.step(ctx).await,
+        }
+    }
+
+    async fn refresh(
+        &mut self,
+        ctx: &SyncContext,
+        request: &RefreshRequest,
+    ) -> Result<(ApplyReport, String), SyncError> {
+        match self {
+            Configured::File(s) => s.refresh(ctx, request).await,
+            Configured::Http(s) => s.refresh(ctx, request).await,
+            Configured::Redis(s) => s.refresh(ctx, request).await,
+        }
+    }
+
+    fn check_now(&mut self) {
+        match self {
+            Configured::File(s) => s.check_now(),
+            Configured::Http(s) => s.check_now(),
+            Configured::Redis(s) => s.check_now(),
+        }
+    }
+
+    fn backoff_max(&self) -> Duration {
+        match self {
+            Configured::File(s) => s.backoff_max(),
+            Configured::Http(s) => s.backoff_max(),
+            Configured::Redis(s) => s.backoff_max(),
+        }
+    }
+}
