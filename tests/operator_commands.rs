@@ -101,6 +101,30 @@ fn check_config_refuses_every_bad_config_as_the_start_does() {
     assert_eq!(missing.status.code(), Some(78));
 }
 
+#[test]
+fn every_problem_of_a_config_is_reported_at_once_each_naming_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[source]\nkind = \"redis\"\nmax_removed_fraction = 3.0\n\
+         [log]\nlevel = \"loud\"\n[admin]\nlisten = \"nowhere\"\n",
+    )
+    .unwrap();
+    let out = sidecar(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = text(&out).1;
+    for key in [
+        "source.url",
+        "source.max_removed_fraction",
+        "log.level",
+        "admin.listen",
+    ] {
+        assert!(stderr.contains(key), "{key} missing from:\n{stderr}");
+    }
+    assert_eq!(stderr.lines().count(), 4, "one line per problem:\n{stderr}");
+}
+
 fn write(dir: &Path, name: &str, value: &Value) -> String {
     let path = dir.join(name);
     std::fs::write(&path, serde_json::to_vec(value).unwrap()).unwrap();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use common::{
-    eventually, file_config, http_config, project, simulator, snapshot, Reply, TestSidecar,
+    eventually, file_config, http_config, project, sample, simulator, snapshot, Reply, TestSidecar,
 };
 use env_sidecar::app::{self, Options, StartError};
 use env_sidecar::config::secret::Env;
@@ -17,14 +17,6 @@ use env_sidecar::config::SyncMode;
 use env_sidecar::model::clock::ManualClock;
 use env_sidecar::sim::simulator::Faults;
 use serde_json::json;
-
-/// The value of one sample line (`name{labels} value`) in an exposition.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|rest| rest.trim().parse().ok())
-    })
-}
 
 #[tokio::test]
 async fn metrics_have_every_contract_name_and_counters_move() {

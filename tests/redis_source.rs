@@ -31,6 +31,68 @@ fn no_secrets() -> Env {
 }
 
 #[tokio::test]
+async fn the_cursor_shows_as_the_stream_id_and_the_revision_gauge_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
+        return;
+    };
+    let mut publisher = Publisher::connect(&redis.url, None, None).await;
+    publisher.write(&project("acme", 1)).await;
+    let cache = dir.path().join("lkg.json");
+    let t = follow(
+        dir.path(),
+        &redis.url,
+        |c| c.cache.path = cache.clone(),
+        no_secrets(),
+    )
+    .await;
+    t.wait_ready().await;
+    let entry = publisher.write(&project("acme", 2)).await;
+    t.wait_stream_entry(&entry).await;
+    let status = t.get_admin("/admin/status").await.body;
+    assert_eq!(status["cursor"], entry.as_str(), "{status}");
+    assert_eq!(status["source"]["stream_cursor"], entry.as_str());
+    // The gauge holds the id's milliseconds exactly (a float64 rounded the
+    // packed number an earlier version showed).
+    let ms: f64 = entry.split('-').next().unwrap().parse().unwrap();
+    assert_eq!(t.metric("env_sidecar_snapshot_revision").await, ms);
+    // The cache keeps it as the id.
+    eventually("the cursor cached", || async {
+        std::fs::read_to_string(&cache)
+            .is_ok_and(|c| c.contains(&format!("\"cursor\":\"{entry}\"")))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_failed_request_to_redis_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut redis) = RedisServer::start(dir.path(), Setup::default()) else {
+        return;
+    };
+    let mut publisher = Publisher::connect(&redis.url, None, None).await;
+    publisher.write(&project("acme", 1)).await;
+    let t = follow(dir.path(), &redis.url, |_| {}, no_secrets()).await;
+    t.wait_ready().await;
+    let series =
+        |kind: &str| format!("env_sidecar_sync_requests_total{{kind=\"{kind}\",result=\"error\"}}");
+    assert_eq!(t.metric(&series("changes")).await, 0.0);
+    // Redis goes away while the sidecar follows: the check before the
+    // next read and the reconnects fail, and each failure is counted.
+    redis.kill();
+    eventually("failed requests counted", || async {
+        t.metric(&series("changes")).await >= 2.0
+    })
+    .await;
+    // A forced one-project refresh that cannot reach Redis counts too.
+    let before = t.metric(&series("project")).await;
+    let r = t.post_admin("/admin/refresh?project=acme", None).await;
+    assert_eq!(r.body["result"], "error", "{}", r.text);
+    assert_eq!(t.metric(&series("project")).await, before + 1.0);
+    assert_eq!(t.served("acme", "qa").await, "qa-r1");
+}
+
+#[tokio::test]
 async fn published_changes_are_followed_and_served() {
     let dir = tempfile::tempdir().unwrap();
     let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {

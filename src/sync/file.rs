@@ -9,8 +9,6 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use tokio::time::Instant;
-
 use super::refresh::{RefreshRequest, Scope};
 use super::{summary, Contact, FetchError, Origin, Source, Stepped, SyncContext, SyncError};
 use crate::model::wire::{Reader, SnapshotBody};
@@ -49,29 +47,24 @@ impl FileSource {
         allow_mass_removal: bool,
         to_update: impl FnOnce(SnapshotBody) -> Update + Send + 'static,
     ) -> Result<ApplyReport, SyncError> {
-        let started = Instant::now();
-        let bytes = match tokio::fs::read(&self.path).await {
-            Ok(bytes) => bytes,
-            Err(source) => {
-                ctx.metrics
-                    .sync_request(SyncKind::Snapshot, SyncResult::Error, started.elapsed());
-                return Err(FetchError::Read {
+        let read = async {
+            let bytes = tokio::fs::read(&self.path)
+                .await
+                .map_err(|source| FetchError::Read {
                     path: self.path.clone(),
                     source,
-                }
-                .into());
-            }
+                })?;
+            let reader = self.reader;
+            ctx.parse_and_apply(
+                "the snapshot file",
+                move || reader.snapshot(&bytes).map(to_update),
+                origin,
+                allow_mass_removal,
+            )
+            .await
         };
-        let reader = self.reader;
-        ctx.parse_and_apply(
-            SyncKind::Snapshot,
-            started,
-            "the snapshot file",
-            move || reader.snapshot(&bytes).map(to_update),
-            origin,
-            allow_mass_removal,
-        )
-        .await
+        ctx.request(SyncKind::Snapshot, |_| SyncResult::Ok, read)
+            .await
     }
 
     async fn fingerprint(&self) -> Option<Fingerprint> {

@@ -16,7 +16,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, ETAG, IF_NONE_MATCH};
 use http::{HeaderValue, StatusCode};
-use tokio::time::Instant;
 
 use super::backoff::{self, Backoff};
 use super::refresh::{RefreshRequest, Scope};
@@ -244,43 +243,33 @@ impl HttpSource {
         allow: bool,
     ) -> Result<Option<(ApplyReport, u64)>, SyncError> {
         let etag = if conditional { self.etag.clone() } else { None };
-        let started = Instant::now();
-        let fetched = self.control_plane.snapshot(etag.as_deref()).await;
-        let (body, etag) = match fetched {
-            Ok(SnapshotFetch::Body { body, etag }) => (body, etag),
-            Ok(SnapshotFetch::NotModified) => {
-                ctx.metrics.sync_request(
-                    SyncKind::Snapshot,
-                    SyncResult::NotModified,
-                    started.elapsed(),
-                );
-                return Ok(None);
-            }
-            Err(e) => {
-                ctx.metrics
-                    .sync_request(SyncKind::Snapshot, SyncResult::Error, started.elapsed());
-                return Err(e.into());
-            }
+        let control_plane = &self.control_plane;
+        let fetch = async {
+            let (body, etag) = match control_plane.snapshot(etag.as_deref()).await? {
+                SnapshotFetch::Body { body, etag } => (body, etag),
+                SnapshotFetch::NotModified => return Ok(None),
+            };
+            let revision = Arc::new(AtomicU64::new(0));
+            let seen = revision.clone();
+            let reader = control_plane.reader();
+            let parse = move || {
+                let body = reader.snapshot(&body)?;
+                seen.store(revision_of(body.cursor), Ordering::Relaxed);
+                Ok(Update::Snapshot(body))
+            };
+            let report = ctx
+                .parse_and_apply("snapshot", parse, origin, allow)
+                .await?;
+            Ok(Some((report, revision.load(Ordering::Relaxed), etag)))
         };
-        let revision = Arc::new(AtomicU64::new(0));
-        let seen = revision.clone();
-        let reader = self.control_plane.reader();
-        let parse = move || {
-            let body = reader.snapshot(&body)?;
-            seen.store(revision_of(body.cursor), Ordering::Relaxed);
-            Ok(Update::Snapshot(body))
+        let count = |got: &Option<_>| match got {
+            Some(_) => SyncResult::Ok,
+            None => SyncResult::NotModified,
         };
-        let report = ctx
-            .parse_and_apply(
-                SyncKind::Snapshot,
-                started,
-                "snapshot",
-                parse,
-                origin,
-                allow,
-            )
-            .await?;
-        let revision = revision.load(Ordering::Relaxed);
+        let Some((report, revision, etag)) = ctx.request(SyncKind::Snapshot, count, fetch).await?
+        else {
+            return Ok(None);
+        };
         self.cursor = Some(revision);
         self.etag = etag;
         Ok(Some((report, revision)))
@@ -292,39 +281,34 @@ impl HttpSource {
         ctx: &SyncContext,
         cursor: u64,
     ) -> Result<Option<ApplyReport>, SyncError> {
-        let started = Instant::now();
-        let body = match self.control_plane.changes(cursor).await {
-            Ok(ChangesFetch::Body(body)) => body,
-            Ok(ChangesFetch::Gone) => {
-                ctx.metrics
-                    .sync_request(SyncKind::Changes, SyncResult::Error, started.elapsed());
-                return Ok(None);
-            }
-            Err(e) => {
-                ctx.metrics
-                    .sync_request(SyncKind::Changes, SyncResult::Error, started.elapsed());
-                return Err(e.into());
-            }
+        let control_plane = &self.control_plane;
+        let fetch = async {
+            let body = match control_plane.changes(cursor).await? {
+                ChangesFetch::Body(body) => body,
+                ChangesFetch::Gone => return Ok(None),
+            };
+            let revision = Arc::new(AtomicU64::new(cursor));
+            let seen = revision.clone();
+            let reader = control_plane.reader();
+            let parse = move || {
+                let body = reader.changes(&body)?;
+                seen.store(revision_of(body.cursor), Ordering::Relaxed);
+                Ok(Update::Changes(body))
+            };
+            let report = ctx
+                .parse_and_apply("change batch", parse, Origin::Changes, false)
+                .await?;
+            Ok(Some((report, revision.load(Ordering::Relaxed))))
         };
-        let revision = Arc::new(AtomicU64::new(cursor));
-        let seen = revision.clone();
-        let reader = self.control_plane.reader();
-        let parse = move || {
-            let body = reader.changes(&body)?;
-            seen.store(revision_of(body.cursor), Ordering::Relaxed);
-            Ok(Update::Changes(body))
+        // A 410 is counted as an error: the cursor was not taken.
+        let count = |got: &Option<_>| match got {
+            Some(_) => SyncResult::Ok,
+            None => SyncResult::Error,
         };
-        let report = ctx
-            .parse_and_apply(
-                SyncKind::Changes,
-                started,
-                "change batch",
-                parse,
-                Origin::Changes,
-                false,
-            )
-            .await?;
-        self.cursor = Some(revision.load(Ordering::Relaxed));
+        let Some((report, revision)) = ctx.request(SyncKind::Changes, count, fetch).await? else {
+            return Ok(None);
+        };
+        self.cursor = Some(revision);
         Ok(Some(report))
     }
 }
@@ -403,20 +387,16 @@ impl Source for HttpSource {
                 None => Err(FetchError::Status(StatusCode::NOT_MODIFIED).into()),
             },
             Scope::Project(id) => {
-                let started = Instant::now();
-                let fetched = self.control_plane.project(id).await;
-                let result = if fetched.is_ok() {
-                    SyncResult::Ok
-                } else {
-                    SyncResult::Error
+                let fetch = async {
+                    let update = Update::Project {
+                        id: id.clone(),
+                        document: self.control_plane.project(id).await?,
+                    };
+                    ctx.apply(update, Origin::Refresh, allow).await
                 };
-                ctx.metrics
-                    .sync_request(SyncKind::Project, result, started.elapsed());
-                let update = Update::Project {
-                    id: id.clone(),
-                    document: fetched?,
-                };
-                let report = ctx.apply(update, Origin::Refresh, allow).await?;
+                let report = ctx
+                    .request(SyncKind::Project, |_| SyncResult::Ok, fetch)
+                    .await?;
                 let message = format!("forced project {id}: {}", summary(&report));
                 Ok((report, message))
             }

@@ -115,32 +115,46 @@ impl SyncContext {
 
     /// Hands a fetched body to the writer, which parses it with `parse`
     /// (on its own thread: large bodies never occupy a request thread)
-    /// and applies it. `what` names the body in errors. Records the
-    /// fetch of `kind` that `started`: an error if the body does not parse.
+    /// and applies it. `what` names the body in errors.
     pub async fn parse_and_apply(
         &self,
-        kind: SyncKind,
-        started: Instant,
         what: &'static str,
         parse: impl FnOnce() -> Result<Update, MalformedBody> + Send + 'static,
         origin: Origin,
         allow_mass_removal: bool,
     ) -> Result<ApplyReport, SyncError> {
-        let took = started.elapsed();
         let parsed = self
             .writer
             .parse_and_apply(parse, origin, allow_mass_removal)
             .await
             .map_err(SyncError::from)?;
-        // A body refused whole counts as a failed sync, as it backs off.
-        let result = if matches!(parsed, Ok(Ok(_))) {
-            SyncResult::Ok
-        } else {
-            SyncResult::Error
-        };
-        self.metrics.sync_request(kind, result, took);
         let applied = parsed.map_err(|source| FetchError::Malformed { what, source })?;
         applied.map_err(SyncError::Refused)
+    }
+
+    /// Makes one request to the source: `request` is the fetch and the
+    /// applying of what it brought. This is the one place
+    /// `env_sidecar_sync_requests_total` and `_sync_duration_seconds` are
+    /// recorded, from the request's typed outcome: `count` names the
+    /// result of one that succeeded (`ok`, or `not_modified` when nothing
+    /// new came); every failure is `error`: unreachable, timed out, an
+    /// error answer, a check before a read that could not be made, a body
+    /// that does not parse, a fetch refused whole. The duration runs from
+    /// sending the request to having applied it.
+    pub async fn request<T>(
+        &self,
+        kind: SyncKind,
+        count: impl FnOnce(&T) -> SyncResult,
+        request: impl Future<Output = Result<T, SyncError>>,
+    ) -> Result<T, SyncError> {
+        let started = Instant::now();
+        let outcome = request.await;
+        let result = match &outcome {
+            Ok(value) => count(value),
+            Err(_) => SyncResult::Error,
+        };
+        self.metrics.sync_request(kind, result, started.elapsed());
+        outcome
     }
 }
 

@@ -28,7 +28,6 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, Value};
-use tokio::time::Instant;
 
 use super::refresh::{RefreshRequest, Scope};
 use super::{summary, Contact, FetchError, Origin, Source, Stepped, SyncContext, SyncError};
@@ -578,12 +577,20 @@ impl RedisSource {
         origin: Origin,
         allow: bool,
     ) -> Result<(ApplyReport, StreamId), SyncError> {
-        let started = Instant::now();
-        let mut con = self.con().await.inspect_err(|_| {
-            ctx.metrics
-                .sync_request(SyncKind::Snapshot, SyncResult::Error, started.elapsed());
-        })?;
-        let tip = async {
+        let load = self.load_all(ctx, origin, allow);
+        ctx.request(SyncKind::Snapshot, |_| SyncResult::Ok, load)
+            .await
+    }
+
+    /// [`full_load`](Self::full_load), uncounted.
+    async fn load_all(
+        &mut self,
+        ctx: &SyncContext,
+        origin: Origin,
+        allow: bool,
+    ) -> Result<(ApplyReport, StreamId), SyncError> {
+        let mut con = self.con().await?;
+        let read = async {
             // The stream's last generated id, read before the hash (a
             // write in between is then replayed: harmless). For a stream
             // emptied by trimming this is newer than its (gone) last
@@ -595,15 +602,10 @@ impl RedisSource {
             };
             let all = read_projects(&mut con, &self.keys, self.reader).await?;
             Ok::<_, redis::RedisError>((tip, all))
-        }
-        .await;
-        let (tip, all) = match tip {
+        };
+        let (tip, all) = match read.await {
             Ok(v) => v,
-            Err(e) => {
-                ctx.metrics
-                    .sync_request(SyncKind::Snapshot, SyncResult::Error, started.elapsed());
-                return self.failed(e);
-            }
+            Err(e) => return self.failed(e),
         };
         let cursor = Cursor::Stream(tip);
         let parse = move || {
@@ -614,34 +616,36 @@ impl RedisSource {
             }))
         };
         let report = ctx
-            .parse_and_apply(
-                SyncKind::Snapshot,
-                started,
-                "redis hash",
-                parse,
-                origin,
-                allow,
-            )
+            .parse_and_apply("redis hash", parse, origin, allow)
             .await?;
         self.cursor = Some(tip);
         Ok((report, tip))
     }
 
     /// True when entries after `cursor` may be gone (trimmed, deleted, or
-    /// a Redis that came back empty).
-    async fn cursor_lost(&mut self, cursor: StreamId) -> Result<bool, SyncError> {
-        let mut con = self.con().await?;
-        match stream_state(&mut con, &self.keys).await {
-            Ok(StreamState::Missing) => Ok(true),
-            Ok(StreamState::Present {
-                first: Some(first), ..
-            }) => Ok(first > cursor),
-            Ok(StreamState::Present {
-                first: None,
-                last_generated,
-            }) => Ok(last_generated > cursor),
-            Err(e) => self.failed(e),
-        }
+    /// a Redis that came back empty). A request of its own: counted as
+    /// `changes`, an error when it cannot be made.
+    async fn cursor_lost(
+        &mut self,
+        ctx: &SyncContext,
+        cursor: StreamId,
+    ) -> Result<bool, SyncError> {
+        let check = async {
+            let mut con = self.con().await?;
+            match stream_state(&mut con, &self.keys).await {
+                Ok(StreamState::Missing) => Ok(true),
+                Ok(StreamState::Present {
+                    first: Some(first), ..
+                }) => Ok(first > cursor),
+                Ok(StreamState::Present {
+                    first: None,
+                    last_generated,
+                }) => Ok(last_generated > cursor),
+                Err(e) => self.failed(e),
+            }
+        };
+        ctx.request(SyncKind::Changes, |_| SyncResult::Ok, check)
+            .await
     }
 
     /// One `XREAD BLOCK`, applied; `None` when nothing came.
@@ -650,7 +654,20 @@ impl RedisSource {
         ctx: &SyncContext,
         cursor: StreamId,
     ) -> Result<Option<(ApplyReport, StreamId)>, SyncError> {
-        let started = Instant::now();
+        let count = |got: &Option<_>| match got {
+            Some(_) => SyncResult::Ok,
+            None => SyncResult::NotModified,
+        };
+        let read = self.read_changes(ctx, cursor);
+        ctx.request(SyncKind::Changes, count, read).await
+    }
+
+    /// [`follow`](Self::follow), uncounted.
+    async fn read_changes(
+        &mut self,
+        ctx: &SyncContext,
+        cursor: StreamId,
+    ) -> Result<Option<(ApplyReport, StreamId)>, SyncError> {
         let mut con = self.con().await?;
         let reply: Value = match redis::cmd("XREAD")
             .arg("BLOCK")
@@ -664,33 +681,17 @@ impl RedisSource {
             .await
         {
             Ok(v) => v,
-            Err(e) => {
-                ctx.metrics
-                    .sync_request(SyncKind::Changes, SyncResult::Error, started.elapsed());
-                return self.failed(e);
-            }
+            Err(e) => return self.failed(e),
         };
         let entries = stream_entries(reply, self.reader.max_document_bytes);
         let Some(last) = entries.last().map(|(id, _, _)| *id) else {
-            ctx.metrics.sync_request(
-                SyncKind::Changes,
-                SyncResult::NotModified,
-                started.elapsed(),
-            );
             return Ok(None);
         };
         let cursor = Cursor::Stream(last);
         let reader = self.reader;
         let parse = move || Ok(Update::Changes(changes(cursor, entries, reader)));
         let report = ctx
-            .parse_and_apply(
-                SyncKind::Changes,
-                started,
-                "stream entries",
-                parse,
-                Origin::Changes,
-                false,
-            )
+            .parse_and_apply("stream entries", parse, Origin::Changes, false)
             .await?;
         self.cursor = Some(last);
         Ok(Some((report, last)))
@@ -816,7 +817,7 @@ impl Source for RedisSource {
 
     async fn step(&mut self, ctx: &SyncContext) -> Result<Stepped, SyncError> {
         let kept = match self.cursor {
-            Some(cursor) => (!self.cursor_lost(cursor).await?).then_some(cursor),
+            Some(cursor) => (!self.cursor_lost(ctx, cursor).await?).then_some(cursor),
             None => None,
         };
         let cursor = match kept {
@@ -863,26 +864,21 @@ impl Source for RedisSource {
                 Ok((report, message))
             }
             Scope::Project(id) => {
-                let started = Instant::now();
-                let mut con = self.con().await?;
-                let value = match read_project(&mut con, &self.keys, id, self.reader).await {
-                    Ok(v) => v,
-                    Err(e) => {
-                        ctx.metrics.sync_request(
-                            SyncKind::Project,
-                            SyncResult::Error,
-                            started.elapsed(),
-                        );
-                        return self.failed(e);
-                    }
+                let fetch = async {
+                    let mut con = self.con().await?;
+                    let value = match read_project(&mut con, &self.keys, id, self.reader).await {
+                        Ok(v) => v,
+                        Err(e) => return self.failed(e),
+                    };
+                    let update = Update::Project {
+                        id: id.clone(),
+                        document: value,
+                    };
+                    ctx.apply(update, Origin::Refresh, allow).await
                 };
-                ctx.metrics
-                    .sync_request(SyncKind::Project, SyncResult::Ok, started.elapsed());
-                let update = Update::Project {
-                    id: id.clone(),
-                    document: value,
-                };
-                let report = ctx.apply(update, Origin::Refresh, allow).await?;
+                let report = ctx
+                    .request(SyncKind::Project, |_| SyncResult::Ok, fetch)
+                    .await?;
                 let message = format!("forced project {id}: {}", summary(&report));
                 Ok((report, message))
             }

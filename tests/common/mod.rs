@@ -285,6 +285,12 @@ impl TestSidecar {
         t
     }
 
+    /// The value of `series` (`name{labels}`) on `/metrics` now (0 when
+    /// the series is not there yet).
+    pub async fn metric(&self, series: &str) -> f64 {
+        sample(&self.get_admin("/metrics").await.text, series).unwrap_or(0.0)
+    }
+
     /// Waits until project `id`'s last rejection has `reason`.
     pub async fn wait_rejection(&self, id: &str, reason: &str) {
         eventually(&format!("{id} rejected as {reason}"), || async {
@@ -452,6 +458,14 @@ pub async fn simulator(
     sim.publish(projects);
     sim.compact();
     sim
+}
+
+/// The value of one sample line (`name{labels} value`) in an exposition.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
 }
 
 /// Writes `doc` as `dir/name`; its path.

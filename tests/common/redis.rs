@@ -162,7 +162,8 @@ impl Publisher {
 
     /// Writes `doc` (a document, or an envelope: its payload names the
     /// id) the way a publisher does.
-    pub async fn write(&mut self, doc: &serde_json::Value) {
+    /// Returns the stream entry id.
+    pub async fn write(&mut self, doc: &serde_json::Value) -> String {
         let id = match doc["id"].as_str() {
             Some(id) => id.to_owned(),
             None => {
@@ -174,7 +175,7 @@ impl Publisher {
         };
         redis_source::write_project(&mut self.con, &self.keys, &id, &doc.to_string())
             .await
-            .expect("written");
+            .expect("written")
     }
 
     pub async fn remove(&mut self, id: &str) {
