@@ -50,7 +50,7 @@ async fn a_restart_carries_on_from_the_cached_cursor() {
     let first = TestSidecar::follow(&sim.url(), |c| cached(c, &cache)).await;
     first.wait_ready().await;
     eventually("the cache written", || async {
-        first.sidecar.cache().writes() >= 1
+        first.sidecar.cache().log().successes >= 1
     })
     .await;
     first.sidecar.shutdown().await;
@@ -74,7 +74,7 @@ async fn a_burst_of_changes_costs_one_write() {
     let t = TestSidecar::follow(&sim.url(), |c| cached(c, &cache)).await;
     t.wait_ready().await;
     eventually("the first write", || async {
-        t.sidecar.cache().writes() == 1
+        t.sidecar.cache().log().successes == 1
     })
     .await;
     // 20 revisions in quick succession (well inside the 200 ms debounce).
@@ -95,12 +95,12 @@ async fn a_burst_of_changes_costs_one_write() {
         std::fs::read_to_string(&cache).is_ok_and(|text| text.contains("qa-r22"))
     })
     .await;
-    let writes = t.sidecar.cache().writes();
+    let writes = t.sidecar.cache().log().successes;
     assert!(
         writes <= 4,
         "{writes} writes for the first load, one burst and one change"
     );
-    assert!(matches!(t.sidecar.cache().last(), Some(Ok(_))));
+    assert!(t.sidecar.cache().log().last_error.is_none());
 }
 
 #[tokio::test]
@@ -161,7 +161,7 @@ async fn valid_cache_bytes() -> Vec<u8> {
     let t = TestSidecar::launch(config, tempfile::tempdir().unwrap()).await;
     t.wait_ready().await;
     eventually("cache written", || async {
-        t.sidecar.cache().writes() >= 1
+        t.sidecar.cache().log().successes >= 1
     })
     .await;
     t.sidecar.shutdown().await;

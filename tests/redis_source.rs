@@ -189,7 +189,7 @@ async fn a_trimmed_stream_leads_to_a_full_load_on_restart_from_the_cache() {
     let first = follow(dir.path(), &redis.url, cached, no_secrets()).await;
     first.wait_ready().await;
     eventually("the cache written", || async {
-        first.sidecar.cache().writes() > 0
+        first.sidecar.cache().log().successes > 0
     })
     .await;
     first.sidecar.shutdown().await;
@@ -245,7 +245,7 @@ async fn redis_down_keeps_serving_restarts_from_the_cache_and_follows_again() {
     .await;
     t.wait_ready().await;
     eventually("the cache written", || async {
-        t.sidecar.cache().writes() > 0
+        t.sidecar.cache().log().successes > 0
     })
     .await;
 

@@ -205,7 +205,7 @@ async fn the_cache_keeps_the_envelopes_and_a_restart_checks_them_again() {
     )
     .await;
     eventually("the cache written", || async {
-        t.sidecar.cache().writes() >= 1
+        t.sidecar.cache().log().successes >= 1
     })
     .await;
     t.sidecar.shutdown().await;
@@ -260,7 +260,7 @@ async fn max_signature_age_refuses_old_news_but_not_the_sidecars_own_cache() {
     assert_eq!(t.served("acme", "qa").await, "qa-r1");
     assert_eq!(reason(&t, "globex").as_deref(), Some("expired"));
     eventually("the cache written", || async {
-        t.sidecar.cache().writes() >= 1
+        t.sidecar.cache().log().successes >= 1
     })
     .await;
     t.sidecar.shutdown().await;

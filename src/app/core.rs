@@ -17,7 +17,8 @@ use crate::model::clock::SharedClock;
 use crate::model::trust::Trust;
 use crate::server::admin::{AdminPlane, StatusInfo};
 use crate::store::Store;
-use crate::sync::cache::{self, CacheState, CacheWriter};
+use crate::sync::cache::{self, CacheWriter};
+use crate::sync::status::Activity;
 use crate::sync::configured::Configured;
 use crate::sync::keys::{KeyWatcher, TrustState};
 use crate::sync::readiness::Readiness;
@@ -39,7 +40,7 @@ pub struct Core {
     pub status: Arc<SyncStatus>,
     pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
-    pub cache: Arc<CacheState>,
+    pub cache: Arc<Activity>,
     /// The keys in use, for status.
     pub trust: Arc<TrustState>,
     /// The node report's writes, for status.
@@ -76,7 +77,7 @@ impl Core {
         let trust_state = Arc::new(TrustState::new(&trust));
         let status = Arc::new(SyncStatus::default());
         let cache_path = Some(config.cache.path.clone()).filter(|p| !p.as_os_str().is_empty());
-        let cache_state = Arc::new(CacheState::default());
+        let cache_state = Arc::new(Activity::default());
         let persist = cache_path.as_ref().map(|_| Arc::new(Notify::new()));
         let report_due = Arc::new(Notify::new());
         let listeners = writer::Listeners {
@@ -118,6 +119,7 @@ impl Core {
                 store: store.clone(),
                 dirty,
                 state: cache_state.clone(),
+                clock: clock.clone(),
             };
             background.push(sync_runtime.spawn(cache.run(shutdown_rx.clone())));
         }

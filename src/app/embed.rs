@@ -65,14 +65,11 @@ pub struct Embedded {
 /// this process; loads the last-known-good cache before it returns.
 pub async fn embed(config: Config, embed: EmbedOptions) -> Result<Embedded, StartError> {
     let options = embed.options;
-    let admin_token = options.env.secret(&config.admin.token_env);
-    let admin_listener = if embed.operator_plane {
-        if admin_token.is_none() && !config.admin.listen.ip().is_loopback() {
-            return Err(StartError::InsecureAdmin(config.admin.listen));
-        }
-        Some(bind("operator plane", config.admin.listen).await?)
+    let (admin_token, admin_listener) = if embed.operator_plane {
+        let token = config.admin.token(&options.env)?;
+        (token, Some(bind("operator plane", config.admin.listen).await?))
     } else {
-        None
+        (None, None)
     };
     let core = Core::start(&config, &options).await?;
     let readiness = core.readiness(config.readiness.max_staleness);

@@ -26,7 +26,7 @@ use crate::model::clock::{SharedClock, SystemClock};
 use crate::server::data::DataPlane;
 use crate::server::{serve, Limits};
 use crate::store::Store;
-use crate::sync::cache::CacheState;
+use crate::sync::status::Activity;
 use crate::sync::status::SyncStatus;
 use crate::telemetry::Listener;
 
@@ -41,11 +41,8 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
-    #[error(
-        "refusing to serve the operator plane on {0} without a token: set the variable named by \
-         admin.token_env, or listen on a loopback address"
-    )]
-    InsecureAdmin(SocketAddr),
+    #[error(transparent)]
+    InsecureAdmin(#[from] crate::config::InsecureAdmin),
     #[error("server.unix_socket {0}: exists and is not a socket; refusing to replace it")]
     NotASocket(PathBuf),
     #[error(transparent)]
@@ -106,7 +103,7 @@ impl Sidecar {
     }
 
     /// What the last-known-good cache writer has done.
-    pub fn cache(&self) -> &Arc<CacheState> {
+    pub fn cache(&self) -> &Arc<Activity> {
         &self.core.cache
     }
 
@@ -145,10 +142,7 @@ pub async fn start(config: Config) -> Result<Sidecar, StartError> {
 }
 
 pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, StartError> {
-    let admin_token = options.env.secret(&config.admin.token_env);
-    if admin_token.is_none() && !config.admin.listen.ip().is_loopback() {
-        return Err(StartError::InsecureAdmin(config.admin.listen));
-    }
+    let admin_token = config.admin.token(&options.env)?;
     let data_listener = bind("data plane", config.server.listen).await?;
     let admin_listener = bind("operator plane", config.admin.listen).await?;
     let data_addr = local_addr("data plane", &data_listener)?;

@@ -131,6 +131,27 @@ pub struct AdminConfig {
     pub token_env: String,
 }
 
+/// An operator plane bound to a non-loopback address without a token.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refusing to serve the operator plane on {0} without a token: set the variable named by \
+     admin.token_env, or listen on a loopback address"
+)]
+pub struct InsecureAdmin(pub SocketAddr);
+
+impl AdminConfig {
+    /// The admin token, from `env`. An operator plane open beyond this
+    /// host without one is refused: the one place that rule is made (the
+    /// start, the embedded mode and `check-config` ask here).
+    pub fn token(&self, env: &secret::Env) -> Result<Option<secret::Secret>, InsecureAdmin> {
+        let token = env.secret(&self.token_env);
+        if token.is_none() && !self.listen.ip().is_loopback() {
+            return Err(InsecureAdmin(self.listen));
+        }
+        Ok(token)
+    }
+}
+
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {

@@ -10,11 +10,8 @@ use crate::config::{Config, Source};
 /// operator plane without a token is refused like the sidecar refuses it
 /// at start.
 pub fn render(config: &Config, env: &Env, source_path: &str) -> Result<String, String> {
-    if env.secret(&config.admin.token_env).is_none() && !config.admin.listen.ip().is_loopback() {
-        return Err(format!(
-            "admin.listen: {} is not a loopback address and {} holds no token: the sidecar would refuse to start",
-            config.admin.listen, config.admin.token_env
-        ));
+    if let Err(e) = config.admin.token(env) {
+        return Err(format!("admin.listen: {e}"));
     }
     let state = |name: &str| {
         if env.secret(name).is_some() {

@@ -30,7 +30,7 @@ use crate::config::Source;
 use crate::model::cursor::Cursor;
 use crate::model::timestamp::format_rfc3339;
 use crate::model::validate::is_valid_id;
-use crate::sync::cache::CacheState;
+use crate::sync::status::{Activity, ActivityLog};
 use crate::sync::keys::TrustState;
 use crate::sync::readiness::Readiness;
 use crate::sync::refresh::{RefreshRequest, Refresher, Scope};
@@ -45,7 +45,7 @@ pub struct StatusInfo {
     /// The source followed, as configured.
     pub source: Source,
     pub cache_path: Option<PathBuf>,
-    pub cache: Arc<CacheState>,
+    pub cache: Arc<Activity>,
     pub trust: Arc<TrustState>,
     pub report: Arc<ReportState>,
     pub node: String,
@@ -160,12 +160,6 @@ impl AdminPlane {
         let now = r.clock.now();
         let events = r.status.events();
         let readiness = r.check();
-        let (cache_last_write, cache_last_error) = match self.info.cache.last() {
-            Some(Ok(e)) => (Some(EventView::from(&e)), None),
-            Some(Err(e)) => (None, Some(EventView::from(&e))),
-            None => (None, None),
-        };
-        let report = self.info.report.view();
         let view = StatusView {
             version: env!("CARGO_PKG_VERSION"),
             node: NodeView {
@@ -195,20 +189,19 @@ impl AdminPlane {
                 }
             }),
             trust: {
-                let t = self.info.trust.view();
+                let t = self.info.trust.keys();
+                let reloads = self.info.trust.reloads.log();
                 TrustView {
                     require_signatures: t.require_signatures,
                     keys: t.keyids,
                     max_signature_age_seconds: t.max_signature_age.map(|d| d.as_secs()),
-                    last_change: t.last_change.as_ref().map(EventView::from),
-                    last_error: t.last_error.as_ref().map(EventView::from),
+                    last_change: reloads.last_success.as_ref().map(EventView::from),
+                    last_error: reloads.last_error.as_ref().map(EventView::from),
                 }
             },
             report: ReportStatusView {
-                target: report.target,
-                writes: report.writes,
-                last_write: report.last_write.as_ref().map(EventView::from),
-                last_error: report.last_error.as_ref().map(EventView::from),
+                target: self.info.report.target(),
+                writes: WritesView::from(&self.info.report.writes.log()),
             },
             cache: CacheView {
                 path: self
@@ -216,9 +209,7 @@ impl AdminPlane {
                     .cache_path
                     .as_ref()
                     .map(|p| p.display().to_string()),
-                writes: self.info.cache.writes(),
-                last_write: cache_last_write,
-                last_error: cache_last_error,
+                writes: WritesView::from(&self.info.cache.log()),
             },
         };
         json_ok(&view)
@@ -269,9 +260,26 @@ struct NodeView<'a> {
 struct ReportStatusView {
     /// Where the node report goes; `null` when none is written.
     target: Option<String>,
+    #[serde(flatten)]
+    writes: WritesView,
+}
+
+/// A writer's record (the cache writer, the reporter), as status shows it.
+#[derive(Serialize)]
+struct WritesView {
     writes: u64,
     last_write: Option<EventView>,
     last_error: Option<EventView>,
+}
+
+impl From<&ActivityLog> for WritesView {
+    fn from(log: &ActivityLog) -> WritesView {
+        WritesView {
+            writes: log.successes,
+            last_write: log.last_success.as_ref().map(EventView::from),
+            last_error: log.last_error.as_ref().map(EventView::from),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -321,9 +329,8 @@ impl<'a> SourceView<'a> {
 #[derive(Serialize)]
 struct CacheView {
     path: Option<String>,
-    writes: u64,
-    last_write: Option<EventView>,
-    last_error: Option<EventView>,
+    #[serde(flatten)]
+    writes: WritesView,
 }
 
 #[derive(Serialize)]

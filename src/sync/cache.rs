@@ -22,13 +22,14 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::{watch, Notify};
 
-use super::status::Event;
+use super::status::Activity;
+use crate::model::clock::SharedClock;
 use crate::model::cursor::Cursor;
 use crate::model::wire::{Reader, SnapshotBody};
 use crate::store::{Project, Store, Update};
@@ -308,33 +309,6 @@ pub fn remove_stale_temp_files(path: &Path) -> Vec<PathBuf> {
     removed
 }
 
-/// What the cache writer has done, for status and tests.
-#[derive(Debug, Default)]
-pub struct CacheState {
-    writes: std::sync::atomic::AtomicU64,
-    last: std::sync::Mutex<Option<Result<Event, Event>>>,
-}
-
-impl CacheState {
-    /// Successful writes since start.
-    pub fn writes(&self) -> u64 {
-        self.writes.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// The last write: `Ok` with what was written, or `Err` with why not.
-    pub fn last(&self) -> Option<Result<Event, Event>> {
-        crate::lock::lock(&self.last).clone()
-    }
-
-    fn record(&self, outcome: Result<Event, Event>) {
-        if outcome.is_ok() {
-            self.writes
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        *crate::lock::lock(&self.last) = Some(outcome);
-    }
-}
-
 /// Persists the store whenever the writer reports accepted changes,
 /// debounced, and once more at shutdown if anything is still unwritten.
 #[derive(Debug)]
@@ -343,7 +317,8 @@ pub struct CacheWriter {
     pub store: Store,
     /// Notified by the writer task after every apply that changed something.
     pub dirty: Arc<Notify>,
-    pub state: Arc<CacheState>,
+    pub state: Arc<Activity>,
+    pub clock: SharedClock,
 }
 
 impl CacheWriter {
@@ -394,28 +369,19 @@ impl CacheWriter {
             .map(|()| (projects.len(), bytes))
         })
         .await;
-        let now = SystemTime::now();
-        let outcome = match result {
+        let now = self.clock.now();
+        match result {
             Ok(Ok((projects, bytes))) => {
                 tracing::debug!(path = %self.path.display(), projects, bytes, "last-known-good cache written");
-                Ok(Event {
-                    at: now,
-                    message: format!("{projects} projects, {bytes} bytes"),
-                })
+                self.state
+                    .success(now, format!("{projects} projects, {bytes} bytes"));
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "last-known-good cache not written; the previous file stays");
-                Err(Event {
-                    at: now,
-                    message: e.to_string(),
-                })
+                self.state.error(now, e.to_string());
             }
-            Err(e) => Err(Event {
-                at: now,
-                message: format!("cache task failed: {e}"),
-            }),
-        };
-        self.state.record(outcome);
+            Err(e) => self.state.error(now, format!("cache task failed: {e}")),
+        }
     }
 }
 
@@ -446,7 +412,7 @@ mod tests {
         let body = parse_snapshot(text.as_bytes()).unwrap();
         assert!(body.projects.iter().all(|p| p.as_document().is_some()));
         let opts = ApplyOptions {
-            now: SystemTime::now(),
+            now: std::time::SystemTime::now(),
             allow_mass_removal: false,
         };
         writer.apply(Update::Snapshot(body), opts).unwrap();

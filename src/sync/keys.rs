@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-use super::status::Event;
+use super::status::Activity;
 use super::writer::WriterHandle;
 use crate::model::clock::SharedClock;
 use crate::model::keys::{self, KeyError, PublicKey};
@@ -142,38 +142,34 @@ fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, Option<Stat>)> {
 /// What `/admin/status` shows of the trust in use.
 #[derive(Debug, Default)]
 pub struct TrustState {
-    inner: Mutex<TrustView>,
+    keys: Mutex<TrustKeys>,
+    /// Key file reads: a success when the keys changed, an error when the
+    /// files did not read.
+    pub reloads: Activity,
 }
 
-/// The keys in use and the last problem reading them.
+/// What is trusted now.
 #[derive(Debug, Default, Clone)]
-pub struct TrustView {
+pub struct TrustKeys {
     pub keyids: Vec<String>,
     pub require_signatures: bool,
     pub max_signature_age: Option<Duration>,
-    pub last_change: Option<Event>,
-    pub last_error: Option<Event>,
 }
 
 impl TrustState {
     pub fn new(trust: &Trust) -> TrustState {
         TrustState {
-            inner: Mutex::new(TrustView {
+            keys: Mutex::new(TrustKeys {
                 keyids: trust.keys().iter().map(|k| k.keyid.clone()).collect(),
                 require_signatures: trust.require_signatures,
                 max_signature_age: trust.max_signature_age,
-                last_change: None,
-                last_error: None,
             }),
+            reloads: Activity::default(),
         }
     }
 
-    pub fn view(&self) -> TrustView {
-        self.lock().clone()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, TrustView> {
-        crate::lock::lock(&self.inner)
+    pub fn keys(&self) -> TrustKeys {
+        crate::lock::lock(&self.keys).clone()
     }
 }
 
@@ -214,7 +210,7 @@ impl KeyWatcher {
             Ok(loaded) => {
                 loaded.warn();
                 // The files read again: whatever failed before is over.
-                self.state.lock().last_error = None;
+                self.state.reloads.clear_error();
                 let keys = loaded.keys;
                 let ids = |keys: &[PublicKey]| -> Vec<String> {
                     keys.iter().map(|k| k.keyid.clone()).collect()
@@ -234,16 +230,12 @@ impl KeyWatcher {
                     return;
                 }
                 tracing::info!(keys = ?new, added = ?added, removed = ?removed, "trusted keys changed");
-                let mut state = self.state.lock();
-                state.keyids = new;
-                state.last_change = Some(Event { at, message });
+                crate::lock::lock(&self.state.keys).keyids = new;
+                self.state.reloads.success(at, message);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "trusted keys not changed: the key files do not read");
-                self.state.lock().last_error = Some(Event {
-                    at,
-                    message: e.to_string(),
-                });
+                self.state.reloads.error(at, e.to_string());
             }
         }
     }

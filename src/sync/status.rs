@@ -55,22 +55,60 @@ pub struct Event {
     pub message: String,
 }
 
+/// What a background task (the source, the cache writer, the reporter,
+/// the key watcher) did last: how often it succeeded, its last success and
+/// its last error. The one holder of such a record; the operator plane
+/// shows it.
+#[derive(Debug, Default)]
+pub struct Activity {
+    log: Mutex<ActivityLog>,
+}
+
+/// A copy of an [`Activity`]'s record.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ActivityLog {
+    pub successes: u64,
+    pub last_success: Option<Event>,
+    pub last_error: Option<Event>,
+}
+
+impl Activity {
+    pub fn success(&self, at: SystemTime, message: impl Into<String>) {
+        let mut log = crate::lock::lock(&self.log);
+        log.successes += 1;
+        log.last_success = Some(Event {
+            at,
+            message: message.into(),
+        });
+    }
+
+    pub fn error(&self, at: SystemTime, message: impl Into<String>) {
+        crate::lock::lock(&self.log).last_error = Some(Event {
+            at,
+            message: message.into(),
+        });
+    }
+
+    /// What failed before is over (the next good read of key files).
+    pub fn clear_error(&self) {
+        crate::lock::lock(&self.log).last_error = None;
+    }
+
+    pub fn log(&self) -> ActivityLog {
+        crate::lock::lock(&self.log).clone()
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct SyncStatus {
     /// Millis since the epoch of the last successful contact (0 = never);
     /// an atomic so readiness checks take no lock.
     last_contact_ms: AtomicU64,
-    events: Mutex<Events>,
+    events: Activity,
     /// The source was reached since start (not only the cache loaded).
     confirmed: AtomicBool,
     /// Notified once, when `confirmed` turns true.
     first_contact: Notify,
-}
-
-#[derive(Debug, Default, Clone)]
-pub struct Events {
-    pub last_success: Option<Event>,
-    pub last_error: Option<Event>,
 }
 
 impl SyncStatus {
@@ -102,10 +140,7 @@ impl SyncStatus {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         self.last_contact_ms.fetch_max(ms, Ordering::Relaxed);
-        self.lock().last_success = Some(Event {
-            at,
-            message: message.into(),
-        });
+        self.events.success(at, message);
     }
 
     /// Moves the staleness baseline without recording an event: data loaded
@@ -121,14 +156,11 @@ impl SyncStatus {
 
     /// The source failed to fetch, or what it fetched was refused whole.
     pub fn error(&self, at: SystemTime, message: impl Into<String>) {
-        self.lock().last_error = Some(Event {
-            at,
-            message: message.into(),
-        });
+        self.events.error(at, message);
     }
 
-    pub fn events(&self) -> Events {
-        self.lock().clone()
+    pub fn events(&self) -> ActivityLog {
+        self.events.log()
     }
 
     /// Time of the last successful contact with the source.
@@ -143,9 +175,5 @@ impl SyncStatus {
     pub fn age(&self, now: SystemTime) -> Option<Duration> {
         self.last_contact()
             .map(|t| now.duration_since(t).unwrap_or_default())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Events> {
-        crate::lock::lock(&self.events)
     }
 }

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use super::status::{Event, Provenance, SyncStatus};
+use super::status::{Activity, Provenance, SyncStatus};
 use crate::model::clock::SharedClock;
 use crate::model::timestamp::format_rfc3339;
 use crate::store::Store;
@@ -211,25 +211,15 @@ impl Sink {
 /// What the reporter has done, for `/admin/status`.
 #[derive(Debug, Default)]
 pub struct ReportState {
-    inner: Mutex<ReportView>,
-}
-
-#[derive(Debug, Default, Clone)]
-pub struct ReportView {
     /// Where reports go; `None` when nothing is reported.
-    pub target: Option<String>,
-    pub writes: u64,
-    pub last_write: Option<Event>,
-    pub last_error: Option<Event>,
+    target: Mutex<Option<String>>,
+    /// Its writes.
+    pub writes: Activity,
 }
 
 impl ReportState {
-    pub fn view(&self) -> ReportView {
-        self.lock().clone()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, ReportView> {
-        crate::lock::lock(&self.inner)
+    pub fn target(&self) -> Option<String> {
+        crate::lock::lock(&self.target).clone()
     }
 }
 
@@ -262,7 +252,7 @@ impl std::fmt::Debug for Reporter {
 
 impl Reporter {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        self.state.lock().target = Some(self.sink.target());
+        *crate::lock::lock(&self.state.target) = Some(self.sink.target());
         let mut last: Option<Instant> = None;
         let mut dirty = true;
         let mut failures: u32 = 0;
@@ -307,17 +297,15 @@ impl Reporter {
                     }
                     failures = 0;
                     dirty = false;
-                    let mut state = self.state.lock();
-                    state.writes += 1;
-                    state.last_write = Some(Event {
-                        at: wall,
-                        message: format!(
+                    self.state.writes.success(
+                        wall,
+                        format!(
                             "{} projects, {} rejected, {}",
                             report.summary.projects,
                             report.summary.rejected,
                             report.summary.provenance.as_str()
                         ),
-                    });
+                    );
                 }
                 Err(e) => {
                     let result = match e {
@@ -331,10 +319,7 @@ impl Reporter {
                         tracing::warn!(error = %text, target = %self.sink.target(), "node report not written; serving and sync go on");
                     }
                     failing = Some(text.clone());
-                    self.state.lock().last_error = Some(Event {
-                        at: wall,
-                        message: text,
-                    });
+                    self.state.writes.error(wall, text);
                 }
             }
         }
