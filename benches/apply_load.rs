@@ -89,8 +89,8 @@ fn main() {
         ("default workers (one per core)", &[][..]),
         ("one runtime worker", &[("TOKIO_WORKER_THREADS", "1")][..]),
     ] {
-        let data = support::free_addr();
-        let admin = support::free_addr();
+        let data = support::shared::free_addr();
+        let admin = support::shared::free_addr();
         let sidecar = support::start_sidecar_with(
             dir.path(),
             "sidecar",

@@ -147,10 +147,9 @@ fn start_member(dir: &Path, index: usize, source: &str, extra: &str) -> Member {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
+    let mut child = support::shared::sidecar_command()
         .arg("--config")
         .arg(&config)
-        .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -519,7 +518,7 @@ fn run(source: Source, args: &Args, dir: &Path) -> Report {
 fn keys(dir: &Path) -> (PathBuf, PathBuf) {
     let (private, public) = (dir.join("bench.key"), dir.join("bench.pub"));
     if !private.exists() {
-        let ok = Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
+        let ok = support::shared::sidecar_command()
             .args(["keygen", "--key-id", "bench", "--private"])
             .arg(&private)
             .arg("--public")

@@ -7,9 +7,12 @@
 //!
 //! Run: `cargo bench --bench footprint`
 
+#[path = "../tests/common/shared.rs"]
+mod shared;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -146,12 +149,12 @@ fn main() {
 }
 
 fn spawn(dir: &Path, source: &str, cache: &str) -> (Child, SocketAddr) {
-    let data = free_addr();
-    let admin = free_addr();
+    let data = shared::free_addr();
+    let admin = shared::free_addr();
     let config = dir.join(format!("footprint-{}.toml", admin.port()));
     let mut f = std::fs::File::create(&config).unwrap();
     write!(f, "[server]\nlisten = \"{data}\"\n[admin]\nlisten = \"{admin}\"\n[source]\n{source}[cache]\npath = \"{cache}\"\n").unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
+    let child = shared::sidecar_command()
         .arg("--config")
         .arg(&config)
         .env("RUST_LOG", "error")
@@ -197,13 +200,6 @@ fn stop(child: &mut Child) {
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 fn mib(bytes: u64) -> f64 {

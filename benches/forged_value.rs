@@ -131,7 +131,7 @@ fn measure(
     if let (Some(mb), true) = (forged, cold) {
         forge(con, mb);
     }
-    let (data, admin) = (support::free_addr(), support::free_addr());
+    let (data, admin) = (support::shared::free_addr(), support::shared::free_addr());
     let config = format!(
         "[server]\nlisten = \"{data}\"\n[admin]\nlisten = \"{admin}\"\n\
          [source]\nkind = \"redis\"\nurl = \"{url}\"\nlong_poll_wait = \"1s\"\n\

@@ -49,8 +49,8 @@ fn main() {
     .unwrap();
     let (floor, upstream) = support::start_floor(dir.path(), &[b'x'; 300]);
     let _floor = Target::new("upstream", String::new(), Some(floor));
-    let sidecar_addr = support::free_addr();
-    let admin = support::free_addr();
+    let sidecar_addr = support::shared::free_addr();
+    let admin = support::shared::free_addr();
     let sidecar = support::start_sidecar(
         dir.path(),
         "sidecar",
@@ -100,12 +100,12 @@ fn main() {
                 &envoy,
                 dir.path(),
                 name,
-                &support::readme_block(marker),
+                &support::shared::readme_block(marker),
                 sidecar_addr,
                 upstream,
                 Some(sidecar_pid),
             );
-            let plain = plain_envoy(&support::readme_block(marker));
+            let plain = plain_envoy(&support::shared::readme_block(marker));
             let without = envoy_target(
                 &envoy,
                 dir.path(),
@@ -174,8 +174,8 @@ fn nginx_with(
     upstream: SocketAddr,
     sidecar_pid: u32,
 ) -> Target {
-    let listen = support::free_addr();
-    let recipe = support::readme_block("# nginx: auth_request to /v1/authz")
+    let listen = support::shared::free_addr();
+    let recipe = support::shared::readme_block("# nginx: auth_request to /v1/authz")
         .replace("server 127.0.0.1:8080;", &format!("server {sidecar};"))
         .replace("listen 80;", &format!("listen {listen}; keepalive_requests 1000000;"))
         // Keep-alive to the upstream, as the plain proxy has.
@@ -195,7 +195,7 @@ fn nginx_with(
 }
 
 fn nginx_without(nginx: &Path, dir: &Path, upstream: SocketAddr) -> Target {
-    let listen = support::free_addr();
+    let listen = support::shared::free_addr();
     let server = format!(
         "server {{ listen {listen}; keepalive_requests 1000000;\n  location / {{ proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://gateway_backend; }} }}"
     );
@@ -226,7 +226,7 @@ fn envoy_target(
     upstream: SocketAddr,
     pid: Option<u32>,
 ) -> Target {
-    let listen = support::free_addr();
+    let listen = support::shared::free_addr();
     let config = config
         .replace(
             "port_value: 10000",

@@ -65,7 +65,7 @@ fn main() {
     );
 
     let (floor, floor_addr) = support::start_floor(dir.path(), &body);
-    let sidecar_addr = support::free_addr();
+    let sidecar_addr = support::shared::free_addr();
     let sidecar = start_sidecar(dir.path(), sidecar_addr, None);
     support::wait_ok(
         sidecar_addr,
@@ -94,7 +94,7 @@ fn main() {
         ),
     ];
     if let Some(nginx) = &nginx {
-        let addr = support::free_addr();
+        let addr = support::shared::free_addr();
         targets.push(Target::new(
             "nginx (static)",
             format!("http://{addr}"),
@@ -132,7 +132,7 @@ fn main() {
     let per_second = (PROJECTS / 100 * 10).to_string();
     let (sim, sim_url) =
         support::start_simulator(&["--generate", &PROJECTS.to_string(), "--mutate", &per_second]);
-    let churn_addr = support::free_addr();
+    let churn_addr = support::shared::free_addr();
     let churn_sidecar = start_sidecar(dir.path(), churn_addr, Some(&sim_url));
     support::wait_ok(
         churn_addr,
@@ -351,7 +351,7 @@ fn start_sidecar(dir: &Path, addr: SocketAddr, control_plane: Option<&str>) -> C
             dir.join("snapshot.json").display()
         ),
     };
-    let admin = support::free_addr();
+    let admin = support::shared::free_addr();
     let socket = dir.join("data.sock");
     let config = format!(
         "[server]\nlisten = \"{addr}\"\nunix_socket = \"{}\"\n[admin]\nlisten = \"{admin}\"\n[source]\n{source}[cache]\npath = \"\"\n",

@@ -22,7 +22,7 @@
 mod support;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -57,8 +57,8 @@ fn main() {
     )
     .unwrap();
 
-    let addr = support::free_addr();
-    let admin = support::free_addr();
+    let addr = support::shared::free_addr();
+    let admin = support::shared::free_addr();
     let config = dir.path().join("sidecar.toml");
     std::fs::write(
         &config,
@@ -68,13 +68,12 @@ fn main() {
         ),
     )
     .unwrap();
-    let bin = std::env::var_os("ENV_SIDECAR_BENCH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_env-sidecar")));
     let sidecar = under_callgrind(
         dir.path(),
         "sidecar",
-        Command::new(bin).arg("--config").arg(&config),
+        Command::new(support::shared::binary())
+            .arg("--config")
+            .arg(&config),
     );
     support::wait_ok(
         addr,
@@ -121,7 +120,7 @@ fn main() {
 
     let body_path = dir.path().join("floor-body.json");
     std::fs::write(&body_path, &body).unwrap();
-    let floor_addr = support::free_addr();
+    let floor_addr = support::shared::free_addr();
     let floor = under_callgrind(
         dir.path(),
         "floor",

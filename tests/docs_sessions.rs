@@ -255,7 +255,7 @@ fn the_shown_sample_sessions_are_what_the_sidecar_answers() {
         "the README's sample session is marked"
     );
     let dir = workdir();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_env-sidecar"));
+    let mut command = common::shared::sidecar_command();
     command
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .current_dir(dir.path())

@@ -9,7 +9,8 @@ mod common;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::SeqCst;
 
-use common::gateway::{echo_upstream, free_addr, readme_block, substitute, wait_listening, Proc};
+use common::gateway::{echo_upstream, substitute, wait_listening, Proc};
+use common::shared::{free_addr, readme_block};
 use common::{project, raw_request, snapshot, system_tool, TestSidecar};
 
 #[tokio::test]

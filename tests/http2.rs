@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::h2;
 use common::{project, snapshot, TestSidecar};
-use env_sidecar::app::Options;
 use env_sidecar::server::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -138,14 +137,6 @@ async fn http2_works_on_the_unix_socket() {
     );
 }
 
-async fn with_limits(limits: Limits) -> TestSidecar {
-    let options = Options {
-        limits,
-        ..common::test_options()
-    };
-    TestSidecar::start_with_options(&snapshot(1, vec![project("acme", 1)]), options).await
-}
-
 /// Reads until the server closes (or `limit` passes); true when it closed.
 async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
     let mut buf = Vec::new();
@@ -157,7 +148,7 @@ async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> b
 
 #[tokio::test]
 async fn silent_and_garbage_connections_are_cut_and_others_keep_being_served() {
-    let t = with_limits(Limits {
+    let t = TestSidecar::with_limits(Limits {
         header_read_timeout: Duration::from_millis(300),
         ..Limits::default()
     })
@@ -198,7 +189,7 @@ async fn silent_and_garbage_connections_are_cut_and_others_keep_being_served() {
 
 #[tokio::test]
 async fn a_stream_flood_is_bounded_and_the_server_keeps_serving() {
-    let t = with_limits(Limits {
+    let t = TestSidecar::with_limits(Limits {
         max_streams: 8,
         ..Limits::default()
     })

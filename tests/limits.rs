@@ -6,19 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{project, snapshot, TestSidecar};
-use env_sidecar::app::Options;
+use common::TestSidecar;
 use env_sidecar::server::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-async fn with_limits(limits: Limits) -> TestSidecar {
-    let options = Options {
-        limits,
-        ..common::test_options()
-    };
-    TestSidecar::start_with_options(&snapshot(1, vec![project("acme", 1)]), options).await
-}
 
 /// Reads until the peer closes (or `limit` passes); returns what arrived
 /// and whether it closed.
@@ -44,7 +35,7 @@ async fn chunked_batch(t: &TestSidecar) -> TcpStream {
 
 #[tokio::test]
 async fn half_sent_requests_do_not_stall_other_clients_and_are_cut_off() {
-    let t = with_limits(Limits {
+    let t = TestSidecar::with_limits(Limits {
         header_read_timeout: Duration::from_millis(500),
         ..Limits::default()
     })
@@ -76,7 +67,7 @@ async fn half_sent_requests_do_not_stall_other_clients_and_are_cut_off() {
 
 #[tokio::test]
 async fn an_oversized_header_block_is_refused() {
-    let t = with_limits(Limits::default()).await;
+    let t = TestSidecar::with_limits(Limits::default()).await;
     let big = "a".repeat(64 * 1024);
     let request = format!("GET /v1/resolve?project=acme HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\nconnection: close\r\n\r\n");
     let (status, _) = common::raw_request(t.sidecar.data_addr(), request.as_bytes()).await;
@@ -90,7 +81,7 @@ async fn an_oversized_header_block_is_refused() {
 
 #[tokio::test]
 async fn an_overlong_request_line_is_refused() {
-    let t = with_limits(Limits::default()).await;
+    let t = TestSidecar::with_limits(Limits::default()).await;
     let path = format!("/v1/resolve?project=acme&pad={}", "p".repeat(64 * 1024));
     let (status, _) = common::raw_get(t.sidecar.data_addr(), path.as_bytes()).await;
     assert!(status == 414 || status == 431, "got {status}");
@@ -102,7 +93,7 @@ async fn an_overlong_request_line_is_refused() {
 
 #[tokio::test]
 async fn a_chunked_batch_body_over_the_limit_is_413() {
-    let t = with_limits(Limits::default()).await;
+    let t = TestSidecar::with_limits(Limits::default()).await;
     let mut stream = chunked_batch(&t).await;
     let chunk = vec![b' '; 64 * 1024];
     let mut refused_early = false;
@@ -126,7 +117,7 @@ async fn a_chunked_batch_body_over_the_limit_is_413() {
 
 #[tokio::test]
 async fn a_batch_body_sent_in_many_chunks_is_read_whole() {
-    let t = with_limits(Limits::default()).await;
+    let t = TestSidecar::with_limits(Limits::default()).await;
     let mut stream = chunked_batch(&t).await;
     let body = br#"{"requests":[{"project":"acme"},{"project":"nope"},{"project":"acme","environment":"staging"}]}"#;
     for part in body.chunks(7) {
@@ -147,7 +138,7 @@ async fn a_batch_body_sent_in_many_chunks_is_read_whole() {
 
 #[tokio::test]
 async fn connections_beyond_the_limit_are_refused_cleanly() {
-    let t = with_limits(Limits {
+    let t = TestSidecar::with_limits(Limits {
         max_connections: 8,
         ..Limits::default()
     })

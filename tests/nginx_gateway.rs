@@ -10,7 +10,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::SeqCst;
 
-use common::gateway::{echo_upstream, free_addr, readme_block, substitute, wait_listening, Proc};
+use common::gateway::{echo_upstream, substitute, wait_listening, Proc};
+use common::shared::{free_addr, readme_block};
 use common::{project, snapshot, system_tool, TestSidecar};
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use common::{project, snapshot};
 use serde_json::{json, Value};
 
 fn sidecar(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
+    common::shared::sidecar_command()
         .args(args)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -37,7 +37,7 @@ fn check_config_prints_the_effective_settings_and_the_secrets_only_as_set_or_uns
         "[source]\nkind = \"http\"\nurl = \"http://cp:7000\"\npoll_interval = \"250ms\"\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
+    let out = common::shared::sidecar_command()
         .args(["check-config", "--config"])
         .arg(&config)
         .env("ENV_SIDECAR_CONTROL_PLANE_TOKEN", "cp-s3cret")
@@ -221,7 +221,7 @@ fn validate_against_the_published_snapshot_checks_revisions_and_slugs() {
 
 #[test]
 fn validate_reads_stdin() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
+    let mut child = common::shared::sidecar_command()
         .args(["validate", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -302,7 +302,7 @@ fn json_logs_are_one_object_per_line_with_the_same_events() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
+    let mut child = common::shared::sidecar_command()
         .arg("--config")
         .arg(&config)
         .env_remove("RUST_LOG")

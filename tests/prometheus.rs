@@ -12,7 +12,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::gateway::{free_addr, Proc};
+use common::gateway::Proc;
+use common::shared::free_addr;
 use common::{project, snapshot, system_tool, TestSidecar};
 use serde_json::Value;
 

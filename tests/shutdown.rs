@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::process::SidecarProcess;
@@ -47,7 +46,7 @@ fn sigterm_under_load_drains_in_flight_requests_flushes_the_cache_and_exits_zero
     }
 
     // The container health probe sees it ready.
-    let health = Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
+    let health = common::shared::sidecar_command()
         .args(["health", "--addr", &admin_addr.to_string()])
         .status()
         .unwrap();
@@ -124,7 +123,7 @@ fn a_bad_config_stops_the_start_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bad.toml");
     std::fs::write(&config, "[source]\nrequest_timeout = \"soon\"\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
+    let out = common::shared::sidecar_command()
         .arg("--config")
         .arg(&config)
         .output()
@@ -136,7 +135,7 @@ fn a_bad_config_stops_the_start_naming_the_key() {
 
 #[test]
 fn the_health_subcommand_reports_readiness() {
-    let out = Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
+    let out = common::shared::sidecar_command()
         .args(["health", "--addr", "127.0.0.1:9"])
         .output()
         .unwrap();

@@ -15,7 +15,6 @@
 //!   revision behind), with Redis' memory for them (goal: < 1 s).
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::{
@@ -124,9 +123,8 @@ fn report_writes(members: &[Member]) -> u64 {
 }
 
 fn env_sidecar(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
+    let out = super::support::shared::sidecar_command()
         .args(args)
-        .env_remove("ENV_SIDECAR_CONTROL_PLANE_TOKEN")
         .output()
         .expect("env-sidecar runs");
     (

@@ -6,9 +6,12 @@
 #![allow(dead_code)]
 
 pub mod redis;
+#[path = "../../tests/common/shared.rs"]
+pub mod shared;
+use shared::{free_addr, sidecar_command};
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -293,13 +296,6 @@ pub fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
-pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 pub fn wait_listening(addr: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(addr).is_err() {
@@ -356,10 +352,7 @@ pub fn start_sidecar(dir: &Path, name: &str, config: &str) -> Child {
 pub fn start_sidecar_with(dir: &Path, name: &str, config: &str, envs: &[(&str, &str)]) -> Child {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config).unwrap();
-    let bin = std::env::var_os("ENV_SIDECAR_BENCH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_env-sidecar")));
-    Command::new(bin)
+    sidecar_command()
         .arg("--config")
         .arg(&path)
         .env("RUST_LOG", "warn")
@@ -477,31 +470,6 @@ pub fn start_floor(dir: &Path, body: &[u8]) -> (Child, SocketAddr) {
         .expect("floor starts");
     wait_listening(addr);
     (child, addr)
-}
-
-/// The body of the fenced block of `docs/gateways.md` whose first line contains
-/// `marker` (the gateway recipes), so the bench runs what is documented.
-pub fn readme_block(marker: &str) -> String {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/gateways.md"))
-            .expect("docs/gateways.md is readable");
-    let mut rest = readme.as_str();
-    while let Some(at) = rest.find("```") {
-        let after = &rest[at + 3..];
-        let Some(newline) = after.find('\n') else {
-            break;
-        };
-        let body_start = &after[newline + 1..];
-        let Some(end) = body_start.find("```") else {
-            break;
-        };
-        let body = &body_start[..end];
-        if body.lines().next().is_some_and(|l| l.contains(marker)) {
-            return body.to_string();
-        }
-        rest = &body_start[end + 3..];
-    }
-    panic!("docs/gateways.md has no block starting with {marker:?}");
 }
 
 /// Starts a process with its output discarded.

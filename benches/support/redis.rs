@@ -19,7 +19,7 @@ impl Drop for Peer {
 pub fn start_redis(dir: &Path) -> (Peer, String) {
     let binary = super::which("redis-server")
         .expect("redis-server is needed for the Redis half (apt-get install redis-server)");
-    let port = super::free_addr().port();
+    let port = super::shared::free_addr().port();
     let child = Command::new(binary)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--dir"])

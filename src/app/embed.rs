@@ -67,7 +67,10 @@ pub async fn embed(config: Config, embed: EmbedOptions) -> Result<Embedded, Star
     let options = embed.options;
     let (admin_token, admin_listener) = if embed.operator_plane {
         let token = config.admin.token(&options.env)?;
-        (token, Some(bind("operator plane", config.admin.listen).await?))
+        (
+            token,
+            Some(bind("operator plane", config.admin.listen).await?),
+        )
     } else {
         (None, None)
     };

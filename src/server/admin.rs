@@ -30,13 +30,13 @@ use crate::config::Source;
 use crate::model::cursor::Cursor;
 use crate::model::timestamp::format_rfc3339;
 use crate::model::validate::is_valid_id;
-use crate::sync::status::{Activity, ActivityLog};
 use crate::sync::keys::TrustState;
 use crate::sync::readiness::Readiness;
 use crate::sync::refresh::{RefreshRequest, Refresher, Scope};
 use crate::sync::report::ReportState;
 use crate::sync::status::Event;
 use crate::sync::status::Provenance;
+use crate::sync::status::{Activity, ActivityLog};
 use crate::telemetry::{Gauges, Metrics, RefreshLabel};
 
 /// What `/admin/status` reports about the configuration.

@@ -51,9 +51,8 @@ pub fn run(args: &[&str]) -> (i32, String) {
 
 /// `env-sidecar ARGS…` with `envs` set: exit code and stdout.
 pub fn run_with_env(args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
+    let out = super::shared::sidecar_command()
         .args(args)
-        .env_remove("ENV_SIDECAR_CONTROL_PLANE_TOKEN")
         .envs(envs.iter().copied())
         .output()
         .expect("the binary runs");

@@ -4,30 +4,11 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// A free loopback port for a program that binds it itself. Never the
-/// same one twice in this test process: the kernel may hand a port that
-/// was just let go to the next `bind(0)`, and two tests running side by
-/// side would then start their servers on one port.
-pub fn free_addr() -> SocketAddr {
-    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let addr = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let mut used = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-        if !used.contains(&addr.port()) {
-            used.push(addr.port());
-            return addr;
-        }
-    }
-}
 
 /// A plain HTTP/1.1 upstream that answers each request with the request
 /// path and the `x-resolved-*` / `x-resolution-*` / `x-snapshot-*` headers
@@ -90,31 +71,6 @@ pub fn echo_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
         }
     });
     (addr, requests)
-}
-
-/// The body of the fenced block of `docs/gateways.md` whose first line contains
-/// `marker` (for example `# envoy: ext_authz over HTTP`).
-pub fn readme_block(marker: &str) -> String {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/gateways.md"))
-            .expect("docs/gateways.md is readable");
-    let mut rest = readme.as_str();
-    while let Some(at) = rest.find("```") {
-        let after = &rest[at + 3..];
-        let Some(newline) = after.find('\n') else {
-            break;
-        };
-        let body_start = &after[newline + 1..];
-        let Some(end) = body_start.find("```") else {
-            break;
-        };
-        let body = &body_start[..end];
-        if body.lines().next().is_some_and(|l| l.contains(marker)) {
-            return body.to_string();
-        }
-        rest = &body_start[end + 3..];
-    }
-    panic!("docs/gateways.md has no block starting with {marker:?}");
 }
 
 /// Replaces `from` by `to` in `text`, insisting that it was there.

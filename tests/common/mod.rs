@@ -269,6 +269,15 @@ impl TestSidecar {
         .await;
     }
 
+    /// Serves one project (`acme` at revision 1) under `limits`.
+    pub async fn with_limits(limits: env_sidecar::server::Limits) -> TestSidecar {
+        let options = app::Options {
+            limits,
+            ..test_options()
+        };
+        TestSidecar::start_with_options(&snapshot(1, vec![project("acme", 1)]), options).await
+    }
+
     /// Starts with exactly `config` on `clock` (the system's when `None`)
     /// and waits until it is ready.
     pub async fn launch_ready(
@@ -616,4 +625,5 @@ pub mod gateway;
 pub mod h2;
 pub mod process;
 pub mod redis;
+pub mod shared;
 pub mod signing;

@@ -20,7 +20,7 @@ pub struct SidecarProcess {
 impl SidecarProcess {
     /// `env-sidecar --config <config>` with `RUST_LOG=debug` and `envs`.
     pub fn start(config: &Path, envs: &[(&str, &str)]) -> SidecarProcess {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_env-sidecar"));
+        let mut command = super::shared::sidecar_command();
         command.arg("--config").arg(config).env("RUST_LOG", "debug");
         for (key, value) in envs {
             command.env(key, value);

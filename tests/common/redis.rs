@@ -34,7 +34,7 @@ impl RedisServer {
     /// `None` (test skipped) where redis-server is not installed.
     pub fn start(dir: &Path, setup: Setup) -> Option<RedisServer> {
         let binary = super::system_tool("redis-server", "redis-server")?;
-        let port = super::gateway::free_addr().port();
+        let port = super::shared::free_addr().port();
         let mut args = vec![
             "--bind".into(),
             "127.0.0.1".into(),
