@@ -22,7 +22,7 @@ use crate::sync::configured::Configured;
 use crate::sync::keys::{KeyWatcher, TrustState};
 use crate::sync::readiness::Readiness;
 use crate::sync::refresh::Refresher;
-use crate::sync::report::{host_name, Identity, ReportState, Reporter};
+use crate::sync::report::{host_name, NodeIdentity, ReportState, Reporter};
 use crate::sync::runtime::SyncRuntime;
 use crate::sync::status::Activity;
 use crate::sync::status::SyncStatus;
@@ -134,7 +134,7 @@ impl Core {
         {
             let reporter = Reporter {
                 sink,
-                identity: Identity {
+                identity: NodeIdentity {
                     node: node.clone(),
                     labels: config.node.labels.clone(),
                     source: s.kind.kind().as_str(),

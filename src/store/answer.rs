@@ -78,8 +78,8 @@ impl<'a> AnswerRef<'a> {
     }
 
     /// Every served pointer, read back from the answer's text.
-    pub fn pointers(&self) -> super::pointers::Pointers<'a> {
-        super::pointers::Pointers::new(self.pointers_json())
+    pub fn pointers(&self) -> super::pointers::PointerIter<'a> {
+        super::pointers::PointerIter::new(self.pointers_json())
     }
 
     /// One served pointer (`prompts` / `summarize` → `"17"`), borrowed

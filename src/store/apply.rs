@@ -121,8 +121,7 @@ pub struct DueOutcome {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ApplyError {
     #[error(
-        "refusing to remove {removing} of {loaded} projects (more than {max_fraction} of them); \
-         force it with POST /admin/refresh?allow_mass_removal=true if it is intended"
+        "refusing to remove {removing} of {loaded} projects (more than {max_fraction} of them)"
     )]
     MassRemoval {
         removing: usize,
@@ -132,12 +131,12 @@ pub enum ApplyError {
 }
 
 /// Per-update state: the index copy, made only if the set of projects changes.
-struct Pending<'a> {
+struct IndexEdit<'a> {
     current: &'a Index,
     next: Option<Index>,
 }
 
-impl Pending<'_> {
+impl IndexEdit<'_> {
     fn get(&self, id: &str) -> Option<&Slot> {
         self.next.as_ref().unwrap_or(self.current).get(id)
     }
@@ -184,56 +183,17 @@ impl StoreWriter {
         if let Update::Cached { floors, .. } = &update {
             self.restore_floors(floors);
         }
-        // For a full snapshot: the ids it holds (valid or not).
-        let mut present: Option<HashSet<String>> = None;
-        // What the update removes without a signed tombstone.
-        let mut unsigned: Vec<(String, RemovalCause)> = Vec::new();
-        let mut unattributed = Vec::new();
-        let (docs, cursor) = match update {
-            Update::Snapshot(body) | Update::Cached { body, .. } => {
-                let ids: HashSet<String> = body.projects.iter().map(|d| d.id.clone()).collect();
-                // An element that could not be attributed may be any
-                // project's: absence proves nothing then.
-                if body.unattributed.is_empty() {
-                    unsigned.extend(
-                        current
-                            .keys()
-                            .filter(|id| !ids.contains(&***id))
-                            .map(|id| (id.to_string(), RemovalCause::Absent)),
-                    );
-                }
-                present = Some(ids);
-                unattributed = body.unattributed;
-                (body.projects, Some(body.cursor))
-            }
-            Update::Changes(body) => {
-                let mut seen = HashSet::new();
-                unsigned.extend(
-                    body.removed
-                        .into_iter()
-                        .filter(|id| current.contains_key(id.as_str()) && seen.insert(id.clone()))
-                        .map(|id| (id, RemovalCause::Listed)),
-                );
-                unattributed = body.unattributed;
-                (body.projects, Some(body.cursor))
-            }
-            Update::Project { id, document } => match document {
-                Some(doc) => (vec![doc], None),
-                None => {
-                    if current.contains_key(id.as_str()) {
-                        unsigned.push((id, RemovalCause::Gone));
-                    }
-                    (Vec::new(), None)
-                }
-            },
-        };
+        let intake = Intake::of(update, &current);
         // Without required signatures an unsigned removal is a removal;
         // with them it is refused (and shown), and the project keeps
         // serving: only a signed tombstone removes.
         let (mut removals, refused) = if self.trust.require_signatures {
-            (Vec::new(), unsigned)
+            (Vec::new(), intake.unsigned)
         } else {
-            (unsigned.into_iter().map(|(id, _)| id).collect(), Vec::new())
+            (
+                intake.unsigned.into_iter().map(|(id, _)| id).collect(),
+                Vec::new(),
+            )
         };
         let trust = self.trust.clone();
         let judge = Judge {
@@ -241,7 +201,7 @@ impl StoreWriter {
             now: opts.now,
             from_source,
         };
-        let tombstoned = self.tombstones_removing(&judge, &docs, &current);
+        let tombstoned = self.tombstones_removing(&judge, &intake.docs, &current);
         removals.retain(|id| !tombstoned.contains(id));
         self.check_blast_radius(
             removals.len() + tombstoned.len(),
@@ -250,52 +210,64 @@ impl StoreWriter {
         )?;
 
         let mut report = ApplyReport {
-            unattributed,
+            unattributed: intake.unattributed,
             ..ApplyReport::default()
         };
-        let mut pending = Pending {
+        let mut edit = IndexEdit {
             current: &current,
             next: None,
         };
-        for doc in docs {
-            self.upsert(&judge, doc, &opts, &mut pending, &mut report);
+        for doc in intake.docs {
+            self.upsert(&judge, doc, &opts, &mut edit, &mut report);
         }
         for id in &removals {
-            self.remove(id, &mut pending, &mut report);
+            self.remove(id, &mut edit, &mut report);
         }
         for (id, cause) in &refused {
-            let Some(served) = pending.get(id).map(|s| s.0.load().revision()) else {
-                continue;
-            };
-            let error = ValidationError {
-                reason: Reason::Unsigned,
-                message: format!(
-                    "the project {}, but trust.require_signatures only lets a signed tombstone remove it: it keeps serving revision {served}",
-                    cause.as_str()
-                ),
-            };
-            self.reject(id.clone(), None, error, opts.now, &mut report);
+            self.refuse_removal(id, *cause, &edit, opts.now, &mut report);
         }
-        if let Some(present) = &mut present {
+        if let Some(mut present) = intake.present {
             // Rejections of projects the control plane no longer has are
             // moot, unless the project is kept because its removal was
             // refused (or could not be decided).
-            present.extend(refused.iter().map(|(id, _)| id.clone()));
+            present.extend(refused.into_iter().map(|(id, _)| id));
             if report.unattributed.is_empty() {
                 lock(&self.shared.rejections).retain(|id, _| present.contains(id));
             }
-        }
-        if let Some(next) = pending.next {
-            self.shared.index.store(Arc::new(next));
-        }
-        if let Some(cursor) = cursor {
-            *lock(&self.shared.cursor) = cursor;
-        }
-        if present.is_some() {
             self.shared.loaded.store(true, Ordering::Release);
         }
-        report.cursor = *lock(&self.shared.cursor);
+        if let Some(next) = edit.next {
+            self.shared.index.store(Arc::new(next));
+        }
+        let mut cursor = lock(&self.shared.cursor);
+        if let Some(new) = intake.cursor {
+            *cursor = new;
+        }
+        report.cursor = *cursor;
         Ok(report)
+    }
+
+    /// Records that `id` keeps serving although the update asked for it
+    /// to go without a signed tombstone.
+    fn refuse_removal(
+        &mut self,
+        id: &str,
+        cause: RemovalCause,
+        edit: &IndexEdit,
+        at: SystemTime,
+        report: &mut ApplyReport,
+    ) {
+        let Some(served) = edit.get(id).map(|s| s.0.load().revision()) else {
+            return;
+        };
+        let error = ValidationError {
+            reason: Reason::Unsigned,
+            message: format!(
+                "the project {}, but trust.require_signatures only lets a signed tombstone remove it: it keeps serving revision {served}",
+                cause.as_str()
+            ),
+        };
+        self.reject(id.to_owned(), None, error, at, report);
     }
 
     /// Seeds the revision high-water marks of projects not served (from
@@ -334,8 +306,8 @@ impl StoreWriter {
             .collect()
     }
 
-    fn remove(&mut self, id: &str, pending: &mut Pending, report: &mut ApplyReport) {
-        if let Some(slot) = pending.edit().remove(id) {
+    fn remove(&mut self, id: &str, edit: &mut IndexEdit, report: &mut ApplyReport) {
+        if let Some(slot) = edit.edit().remove(id) {
             self.count(-1, -(slot.0.load().environment_count() as isize));
             report.removed += 1;
         }
@@ -404,11 +376,11 @@ impl StoreWriter {
         judge: &Judge<'_>,
         incoming: Incoming,
         opts: &ApplyOptions,
-        pending: &mut Pending,
+        edit: &mut IndexEdit,
         report: &mut ApplyReport,
     ) {
         let id = incoming.id.clone();
-        let previous = pending.get(&id).map(|s| s.0.load_full());
+        let previous = edit.get(&id).map(|s| s.0.load_full());
         let floor = match previous {
             Some(_) => None,
             None => lock(&self.shared.floors).get(&id).copied(),
@@ -434,12 +406,12 @@ impl StoreWriter {
                 return;
             }
             Judged::Removal { revision } => {
-                self.remove(&id, pending, report);
+                self.remove(&id, edit, report);
                 raise(&mut lock(&self.shared.floors), &id, revision);
                 return;
             }
             Judged::Resealed(valid) => {
-                if let (Some(slot), Some(prev)) = (pending.get(&id), previous) {
+                if let (Some(slot), Some(prev)) = (edit.get(&id), previous) {
                     let project = Project::with_applied(&valid, prev.accepted_at(), prev.applied());
                     slot.0.store(Arc::new(project));
                     report.resealed += 1;
@@ -463,15 +435,14 @@ impl StoreWriter {
             report.scheduled.push((id.clone(), due));
         }
         let envs = project.environment_count() as isize;
-        match (pending.get(&id), previous) {
+        match (edit.get(&id), previous) {
             (Some(slot), Some(prev)) => {
                 slot.0.store(project);
                 self.count(0, envs - prev.environment_count() as isize);
                 report.updated += 1;
             }
             _ => {
-                pending
-                    .edit()
+                edit.edit()
                     .insert(id.as_str().into(), Slot(ArcSwap::new(project)));
                 self.count(1, envs);
                 report.added += 1;
@@ -521,6 +492,75 @@ enum RemovalCause {
     Listed,
     /// The source says it no longer exists (a 404, an absent hash field).
     Gone,
+}
+
+/// What an update brings, sorted out: the documents to judge, where the
+/// source is after it, and what it removes without a signature.
+struct Intake {
+    docs: Vec<Incoming>,
+    cursor: Option<Cursor>,
+    /// For a full snapshot: the ids it holds (valid or not).
+    present: Option<HashSet<String>>,
+    unsigned: Vec<(String, RemovalCause)>,
+    unattributed: Vec<String>,
+}
+
+impl Intake {
+    fn of(update: Update, current: &Index) -> Intake {
+        match update {
+            Update::Snapshot(body) | Update::Cached { body, .. } => {
+                let ids: HashSet<String> = body.projects.iter().map(|d| d.id.clone()).collect();
+                // An element that could not be attributed may be any
+                // project's: absence proves nothing then.
+                let unsigned = if body.unattributed.is_empty() {
+                    current
+                        .keys()
+                        .filter(|id| !ids.contains(&***id))
+                        .map(|id| (id.to_string(), RemovalCause::Absent))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                Intake {
+                    docs: body.projects,
+                    cursor: Some(body.cursor),
+                    present: Some(ids),
+                    unsigned,
+                    unattributed: body.unattributed,
+                }
+            }
+            Update::Changes(body) => {
+                let mut seen = HashSet::new();
+                let unsigned = body
+                    .removed
+                    .into_iter()
+                    .filter(|id| current.contains_key(id.as_str()) && seen.insert(id.clone()))
+                    .map(|id| (id, RemovalCause::Listed))
+                    .collect();
+                Intake {
+                    docs: body.projects,
+                    cursor: Some(body.cursor),
+                    present: None,
+                    unsigned,
+                    unattributed: body.unattributed,
+                }
+            }
+            Update::Project { id, document } => {
+                let gone = document.is_none() && current.contains_key(id.as_str());
+                Intake {
+                    docs: document.into_iter().collect(),
+                    cursor: None,
+                    present: None,
+                    unsigned: if gone {
+                        vec![(id, RemovalCause::Gone)]
+                    } else {
+                        Vec::new()
+                    },
+                    unattributed: Vec::new(),
+                }
+            }
+        }
+    }
 }
 
 impl RemovalCause {

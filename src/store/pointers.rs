@@ -54,14 +54,14 @@ pub fn pointers_json(tail: &[u8]) -> &str {
 
 /// Every `(kind, key, value)` of a pointers object, in rendering order.
 #[derive(Debug, Clone)]
-pub struct Pointers<'a> {
+pub struct PointerIter<'a> {
     rest: &'a str,
     kind: usize,
 }
 
-impl<'a> Pointers<'a> {
-    pub fn new(json: &'a str) -> Pointers<'a> {
-        Pointers {
+impl<'a> PointerIter<'a> {
+    pub fn new(json: &'a str) -> PointerIter<'a> {
+        PointerIter {
             // Past the outer `{`.
             rest: json.get(1..).unwrap_or(""),
             kind: 0,
@@ -69,7 +69,7 @@ impl<'a> Pointers<'a> {
     }
 }
 
-impl<'a> Iterator for Pointers<'a> {
+impl<'a> Iterator for PointerIter<'a> {
     type Item = (PointerKind, Cow<'a, str>, Cow<'a, str>);
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -126,7 +126,7 @@ fn string(text: &str) -> Option<(Cow<'_, str>, &str)> {
 
 /// The value of `key` in the `kind` map, if there is one.
 pub fn lookup<'a>(json: &'a str, kind: PointerKind, key: &str) -> Option<Cow<'a, str>> {
-    Pointers::new(json)
+    PointerIter::new(json)
         .skip_while(|(k, _, _)| *k != kind)
         .take_while(|(k, _, _)| *k == kind)
         .find(|(_, k, _)| k == key)
@@ -141,7 +141,7 @@ mod tests {
 
     #[test]
     fn every_pointer_is_read_back_in_order() {
-        let all: Vec<_> = Pointers::new(JSON)
+        let all: Vec<_> = PointerIter::new(JSON)
             .map(|(k, key, v)| (k, key.into_owned(), v.into_owned()))
             .collect();
         assert_eq!(
@@ -180,6 +180,6 @@ mod tests {
             r#"{"prompts":{},"routing_rules":{},"providers":{}}"#
         );
         assert_eq!(pointers_json(b"garbage"), "");
-        assert_eq!(Pointers::new("").count(), 0);
+        assert_eq!(PointerIter::new("").count(), 0);
     }
 }

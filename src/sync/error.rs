@@ -45,8 +45,9 @@ pub enum FetchError {
 pub enum SyncError {
     #[error(transparent)]
     Fetch(#[from] FetchError),
-    /// The update was refused whole (the blast-radius guard).
-    #[error(transparent)]
+    /// The update was refused whole (the blast-radius guard); the message
+    /// says how an operator lets it through.
+    #[error("{0}; force it with POST /admin/refresh?allow_mass_removal=true if it is intended")]
     Refused(ApplyError),
     #[error("the writer has stopped")]
     WriterStopped,

@@ -36,7 +36,7 @@ use crate::telemetry::{Metrics, ReportResult};
 
 /// Who this node is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub struct NodeIdentity {
     pub node: String,
     pub labels: BTreeMap<String, String>,
     /// `file`, `http` or `redis`.
@@ -120,7 +120,7 @@ pub fn digest<'a>(pairs: impl IntoIterator<Item = (&'a str, u64)>) -> String {
 
 /// The report of what `store` serves now.
 pub fn build(
-    identity: &Identity,
+    identity: &NodeIdentity,
     store: &Store,
     status: &SyncStatus,
     cursor: String,
@@ -229,7 +229,7 @@ const RETRY_BASE: Duration = Duration::from_secs(1);
 /// Writes this node's report.
 pub struct Reporter {
     pub sink: Sink,
-    pub identity: Identity,
+    pub identity: NodeIdentity,
     pub store: Store,
     pub status: Arc<SyncStatus>,
     pub metrics: Arc<Metrics>,
