@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::input::Input;
 use super::{fleet, keygen, publish, sign, validate};
 use crate::config::secret::Env;
+use crate::model::clock::SystemClock;
 use crate::model::keys::{self, SigningKey};
 use crate::model::trust::Trust;
 
@@ -296,13 +297,15 @@ impl Tool {
                 block_on(async {
                     let published = match publish::publish(&args, &env, &mut stdout).await {
                         Ok(published) => published,
-                        Err(status) => return status,
+                        Err(e) => return e.report(&mut stdout),
                     };
                     if !wait {
                         return publish::OK;
                     }
                     match waiting.wait(published) {
-                        Ok(what) => fleet::wait(&target, &what, &env, &mut stdout).await,
+                        Ok(what) => {
+                            fleet::wait(&SystemClock, &target, &what, &env, &mut stdout).await
+                        }
                         Err(status) => status,
                     }
                 })
@@ -315,6 +318,7 @@ impl Tool {
                         project,
                         json,
                     } => block_on(fleet::status(
+                        &SystemClock,
                         &from.target(),
                         project.as_deref(),
                         json,
@@ -327,7 +331,13 @@ impl Tool {
                         revision,
                         waiting,
                     } => match waiting.wait(vec![(project, revision)]) {
-                        Ok(what) => block_on(fleet::wait(&from.target(), &what, &env, &mut stdout)),
+                        Ok(what) => block_on(fleet::wait(
+                            &SystemClock,
+                            &from.target(),
+                            &what,
+                            &env,
+                            &mut stdout,
+                        )),
                         Err(status) => status,
                     },
                 }

@@ -1,7 +1,9 @@
 //! The operator commands of the binary, as library functions that write
 //! to the given output and return the exit status: `check-config`,
-//! `validate`, `publish` and `health`. `main` only parses flags and calls
-//! them.
+//! `validate`, `publish`, `keygen`, `sign`, `fleet status`/`fleet wait`
+//! and `health` (one module each; their flags are in [`cli`], and
+//! [`verdict`] is the judgement `validate` and `publish` share). `main`
+//! only parses flags and calls them.
 //!
 //! The top layer beside `app`: they reuse the config checks, the store's
 //! judgement of documents and the wire parsers, never their own copies.

@@ -86,7 +86,75 @@ pub type Published = Vec<(String, u64)>;
 pub async fn run(args: &Publish, env: &Env, out: &mut dyn Write) -> u8 {
     match publish(args, env, out).await {
         Ok(_) => OK,
-        Err(status) => status,
+        Err(e) => e.report(out),
+    }
+}
+
+/// Why nothing was published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("{source}")]
+    File {
+        name: String,
+        #[source]
+        source: super::input::InputError,
+    },
+    #[error("bad URL: {0}")]
+    Url(#[source] redis::RedisError),
+    #[error("cannot reach Redis: {0}")]
+    Connect(#[source] redis::RedisError),
+    #[error("cannot read {what}: {source}")]
+    Read {
+        what: String,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("writing {count} changes: {source}")]
+    Write {
+        count: usize,
+        #[source]
+        source: redis::RedisError,
+    },
+    /// Documents of the file were rejected (each said why on its line).
+    #[error("nothing written")]
+    Rejected { count: usize },
+    #[error(
+        "would remove more than {fraction} of the projects in Redis; nothing written \
+         (--allow-mass-removal if intended)"
+    )]
+    MassRemoval {
+        removing: usize,
+        of: usize,
+        fraction: f64,
+    },
+}
+
+impl PublishError {
+    /// The exit status: 1 when refused (nothing written), 2 when the file
+    /// or Redis could not be used.
+    pub fn status(&self) -> u8 {
+        match self {
+            PublishError::Rejected { .. } | PublishError::MassRemoval { .. } => REFUSED,
+            _ => FAILED,
+        }
+    }
+
+    /// Writes the error's line (the one rendering); the exit status.
+    pub fn report(&self, out: &mut dyn Write) -> u8 {
+        let message = quoted(&self.to_string());
+        let _ = match self {
+            PublishError::File { name, .. } => {
+                writeln!(out, "error file={} message={message}", quoted(name))
+            }
+            PublishError::Rejected { count } => {
+                writeln!(out, "refused rejected={count} message={message}")
+            }
+            PublishError::MassRemoval { removing, of, .. } => {
+                writeln!(out, "refused removing={removing} of={of} message={message}")
+            }
+            _ => writeln!(out, "error redis message={message}"),
+        };
+        self.status()
     }
 }
 
@@ -120,31 +188,34 @@ struct Outgoing {
     document: Option<String>,
 }
 
-/// Publishes; `Ok` with what was written, or `Err` with the exit status.
-pub async fn publish(args: &Publish, env: &Env, out: &mut dyn Write) -> Result<Published, u8> {
-    let fail = |out: &mut dyn Write, what: &str, message: String| {
-        let _ = writeln!(out, "error {what} message={}", quoted(&message));
-        FAILED
-    };
-    let docs = read(&args.file).and_then(documents).map_err(|e| {
-        fail(
-            out,
-            &format!("file={}", quoted(&args.file.name())),
-            e.to_string(),
-        )
-    })?;
+/// Publishes; `Ok` with what was written, or why nothing was (the lines
+/// of what was judged are written to `out` either way).
+pub async fn publish(
+    args: &Publish,
+    env: &Env,
+    out: &mut dyn Write,
+) -> Result<Published, PublishError> {
+    let docs = read(&args.file)
+        .and_then(documents)
+        .map_err(|source| PublishError::File {
+            name: args.file.name(),
+            source,
+        })?;
     let password = env.secret(&args.password_env);
-    let client = redis_source::client(&args.redis, password.as_ref(), None)
-        .map_err(|e| fail(out, "redis", format!("bad URL: {e}")))?;
+    let client =
+        redis_source::client(&args.redis, password.as_ref(), None).map_err(PublishError::Url)?;
     let timeout = Duration::from_secs(5);
     let mut con = redis_source::connect(&client, timeout, timeout)
         .await
-        .map_err(|e| fail(out, "redis", format!("cannot reach Redis: {e}")))?;
+        .map_err(PublishError::Connect)?;
     let keys = RedisKeys::new(&args.key_prefix);
     let trust = args.reading_trust();
     let truth = Truth::read(&mut con, &keys, &trust)
         .await
-        .map_err(|e| fail(out, "redis", format!("cannot read {}: {e}", keys.projects)))?;
+        .map_err(|source| PublishError::Read {
+            what: keys.projects.clone(),
+            source,
+        })?;
     for (id, why) in &truth.unverified {
         let _ = writeln!(
             out,
@@ -206,11 +277,7 @@ pub async fn publish(args: &Publish, env: &Env, out: &mut dyn Write) -> Result<P
         });
     }
     if rejected > 0 {
-        let _ = writeln!(
-            out,
-            "refused rejected={rejected} message=\"nothing written\""
-        );
-        return Err(REFUSED);
+        return Err(PublishError::Rejected { count: rejected });
     }
     // Projects the fleet can be serving that the file no longer has.
     let removals: Vec<(String, u64)> = current
@@ -224,16 +291,11 @@ pub async fn publish(args: &Publish, env: &Env, out: &mut dyn Write) -> Result<P
         && loaded >= MASS_REMOVAL_MIN_LOADED
         && removals.len() as f64 > args.max_removed_fraction * loaded as f64
     {
-        let _ = writeln!(
-            out,
-            "refused removing={} of={loaded} message={}",
-            removals.len(),
-            quoted(&format!(
-                "would remove more than {} of the projects in Redis; nothing written (--allow-mass-removal if intended)",
-                args.max_removed_fraction
-            ))
-        );
-        return Err(REFUSED);
+        return Err(PublishError::MassRemoval {
+            removing: removals.len(),
+            of: loaded,
+            fraction: args.max_removed_fraction,
+        });
     }
     for (id, served) in removals {
         // Signed: a tombstone at the next revision; else a plain removal.
@@ -266,12 +328,9 @@ pub async fn publish(args: &Publish, env: &Env, out: &mut dyn Write) -> Result<P
         .collect();
     let entries = redis_source::write_changes(&mut con, &keys, &changes)
         .await
-        .map_err(|e| {
-            fail(
-                out,
-                "redis",
-                format!("writing {} changes: {e}", changes.len()),
-            )
+        .map_err(|source| PublishError::Write {
+            count: changes.len(),
+            source,
         })?;
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for (w, entry) in writes.iter().zip(&entries) {

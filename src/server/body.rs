@@ -6,9 +6,9 @@
 //! `project`), so the response hands those parts to the connection as they
 //! are: no buffer of its own, no allocation. The parts travel as one frame
 //! ([`Chunks`], a [`Buf`] over all three): one pass through hyper's body
-//! machinery, where three frames cost about 550 instructions more per
-//! answer (docs/performance.md). Every other response is one
-//! part.
+//! machinery rather than three (docs/performance.md has what that saves,
+//! measured by `cargo bench --bench instructions`). Every other response
+//! is one part.
 //!
 //! HTTP/1.1 connections write flattened (`serve` turns hyper's vectored
 //! writes off): the head and the body are copied into the connection's

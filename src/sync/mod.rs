@@ -334,3 +334,91 @@ pub fn summary(report: &ApplyReport) -> String {
         report.rejected.len()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::clock::SystemClock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A source whose steps fail until `failing` is false.
+    struct Flaky {
+        steps: Arc<AtomicUsize>,
+        failing: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Source for Flaky {
+        async fn step(&mut self, _: &SyncContext) -> Result<Stepped, SyncError> {
+            let n = self.steps.fetch_add(1, Ordering::SeqCst);
+            // A loop that spins would never give the timer a chance.
+            assert!(n < 10_000, "the sync loop is spinning");
+            if self.failing.load(Ordering::SeqCst) {
+                Err(FetchError::Timeout(Duration::from_secs(1)).into())
+            } else {
+                Ok(Stepped {
+                    next: Duration::from_secs(30),
+                    contact: Contact::Reached("ok".into()),
+                })
+            }
+        }
+
+        async fn refresh(
+            &mut self,
+            _: &SyncContext,
+            _: &RefreshRequest,
+        ) -> Result<(ApplyReport, String), SyncError> {
+            Err(FetchError::GoneAgain.into())
+        }
+
+        fn backoff_max(&self) -> Duration {
+            Duration::from_secs(5)
+        }
+    }
+
+    /// Failed steps back off (100 ms doubling, with full jitter, at most
+    /// 5 s), and a success resets to the source's own pace: in tokio's
+    /// paused time, so no real second passes.
+    #[tokio::test(start_paused = true)]
+    async fn failures_back_off_and_a_success_resets() {
+        let (store, writer) = Store::new(0.5);
+        let metrics = Metrics::new();
+        let clock: SharedClock = Arc::new(SystemClock);
+        let (writer, _stopped) =
+            writer::spawn(writer, clock.clone(), Default::default(), metrics.clone()).unwrap();
+        let ctx = SyncContext {
+            store,
+            writer,
+            status: Arc::new(SyncStatus::default()),
+            metrics,
+            clock,
+        };
+        let steps = Arc::new(AtomicUsize::new(0));
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let source = Flaky {
+            steps: steps.clone(),
+            failing: failing.clone(),
+        };
+        let (_commands, commands_rx) = mpsc::channel(1);
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(source, ctx, commands_rx, stopped));
+
+        // In 60 s: windows of 0.1, 0.2, 0.4 … 3.2 s, then 5 s each, a
+        // uniform draw in each: a few dozen steps at most.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let failed = steps.load(Ordering::SeqCst);
+        assert!((8..=60).contains(&failed), "{failed} steps in 60 s");
+
+        // Once the source answers, steps come at its pace (every 30 s).
+        failing.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let recovered = steps.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(90)).await;
+        let later = steps.load(Ordering::SeqCst) - recovered;
+        assert!(
+            (2..=4).contains(&later),
+            "{later} steps in 90 s at a 30 s pace"
+        );
+        let _ = stop.send(true);
+        task.await.unwrap();
+    }
+}

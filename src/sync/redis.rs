@@ -449,11 +449,8 @@ enum StreamState {
 /// entry come whole, documents and all): the ids only, as a flat list of
 /// `name, value`; nil when the stream does not exist.
 const STREAM_INFO: &str = r#"#!lua flags=no-writes
-local info = redis.pcall('XINFO', 'STREAM', KEYS[1])
-if type(info) == 'table' and info['err'] then
-  if string.find(info['err'], 'no such key') then return false end
-  return redis.error_reply(info['err'])
-end
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
 local out = {}
 for i = 1, #info, 2 do
   local k, v = info[i], info[i + 1]

@@ -24,9 +24,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use self::reader::{ProjectState, Reader, Target};
+use self::reader::{ProjectState, ReadError, Reader, Target};
 use super::input::quoted;
 use crate::config::secret::Env;
+use crate::model::clock::Clock;
 use crate::model::timestamp::parse_rfc3339;
 use crate::sync::report::{digest, Summary};
 
@@ -99,14 +100,16 @@ pub struct Totals {
     pub stale: usize,
 }
 
-/// Says why the store cannot be read; the exit status for it.
-fn fail(out: &mut dyn Write, message: String) -> u8 {
-    let _ = writeln!(out, "error message={}", quoted(&message));
+/// Says why the store cannot be read (the one rendering of a
+/// [`ReadError`]); the exit status for it.
+fn fail(out: &mut dyn Write, error: ReadError) -> u8 {
+    let _ = writeln!(out, "error message={}", quoted(&error.to_string()));
     UNREACHABLE
 }
 
 /// `fleet status`.
 pub async fn status(
+    clock: &dyn Clock,
     target: &Target,
     project: Option<&str>,
     json: bool,
@@ -123,7 +126,7 @@ pub async fn status(
     };
     summaries.sort_by(|a, b| a.node.cmp(&b.node));
     let source_digest = digest(source.iter().map(|(id, r)| (id.as_str(), *r)));
-    let now = SystemTime::now();
+    let now = clock.now();
     let ids: Vec<String> = summaries.iter().map(|s| s.node.clone()).collect();
     let per_project: Vec<Vec<ProjectState>> = match project {
         Some(p) => match reader.projects(&ids, &[p.to_owned()]).await {
@@ -254,7 +257,13 @@ pub struct Wait {
 }
 
 /// `fleet wait`.
-pub async fn wait(target: &Target, what: &Wait, env: &Env, out: &mut dyn Write) -> u8 {
+pub async fn wait(
+    clock: &dyn Clock,
+    target: &Target,
+    what: &Wait,
+    env: &Env,
+    out: &mut dyn Write,
+) -> u8 {
     let mut reader = match Reader::connect(target, env).await {
         Ok(r) => r,
         Err(e) => return fail(out, e),
@@ -273,7 +282,7 @@ pub async fn wait(target: &Target, what: &Wait, env: &Env, out: &mut dyn Write) 
             Ok(s) => s,
             Err(e) => return fail(out, e),
         };
-        let now = SystemTime::now();
+        let now = clock.now();
         let mut live: Vec<&Summary> = summaries
             .iter()
             .filter(|s| !is_stale(s, now) && matches(s, &what.selector))

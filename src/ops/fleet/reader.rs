@@ -61,13 +61,41 @@ impl std::fmt::Debug for Reader {
     }
 }
 
+/// Why the fleet's store could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("bad URL: {0}")]
+    Url(#[source] redis::RedisError),
+    #[error("cannot reach Redis: {0}")]
+    Connect(#[source] redis::RedisError),
+    #[error("cannot read {what}: {source}")]
+    Redis {
+        what: String,
+        #[source]
+        source: redis::RedisError,
+    },
+    /// A control plane that could not be reached or answered wrong.
+    #[error("{what}: {detail}")]
+    ControlPlane { what: String, detail: String },
+}
+
+fn redis(what: impl Into<String>) -> impl FnOnce(redis::RedisError) -> ReadError {
+    let what = what.into();
+    move |source| ReadError::Redis { what, source }
+}
+
+fn control_plane(what: impl Into<String>) -> impl FnOnce(String) -> ReadError {
+    let what = what.into();
+    move |detail| ReadError::ControlPlane { what, detail }
+}
+
 /// One node's state for one project.
 pub type ProjectState = (Option<Served>, Option<Nack>);
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Reader {
-    pub async fn connect(target: &Target, env: &Env) -> Result<Reader, String> {
+    pub async fn connect(target: &Target, env: &Env) -> Result<Reader, ReadError> {
         match target {
             Target::Redis {
                 url,
@@ -75,10 +103,10 @@ impl Reader {
                 password_env,
             } => {
                 let client = redis_source::client(url, env.secret(password_env).as_ref(), None)
-                    .map_err(|e| format!("bad URL: {e}"))?;
+                    .map_err(ReadError::Url)?;
                 let con = redis_source::connect(&client, TIMEOUT, TIMEOUT)
                     .await
-                    .map_err(|e| format!("cannot reach Redis: {e}"))?;
+                    .map_err(ReadError::Connect)?;
                 Ok(Reader::Redis {
                     con,
                     keys: RedisKeys::new(key_prefix),
@@ -88,7 +116,7 @@ impl Reader {
                 let client = reqwest::Client::builder()
                     .timeout(TIMEOUT)
                     .build()
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| control_plane("an HTTP client")(e.to_string()))?;
                 Ok(Reader::Http {
                     client,
                     base: url.trim_end_matches('/').to_owned(),
@@ -100,17 +128,17 @@ impl Reader {
     }
 
     /// Project → revision, of what a sidecar would serve from the source.
-    pub async fn source(&mut self) -> Result<BTreeMap<String, u64>, String> {
+    pub async fn source(&mut self) -> Result<BTreeMap<String, u64>, ReadError> {
         let docs = match self {
             Reader::Redis { con, keys } => {
                 redis_source::read_projects(con, keys, wire::Reader::default())
                     .await
-                    .map_err(|e| format!("cannot read {}: {e}", keys.projects))?
+                    .map_err(redis(keys.projects.clone()))?
             }
             Reader::Http { .. } => {
                 let body = self.get("/v1/snapshot").await?;
                 parse_snapshot(&body)
-                    .map_err(|e| format!("GET /v1/snapshot: {e}"))?
+                    .map_err(|e| control_plane("GET /v1/snapshot")(e.to_string()))?
                     .projects
             }
         };
@@ -122,19 +150,20 @@ impl Reader {
     }
 
     /// Every node's report summary (expired ones are gone).
-    pub async fn summaries(&mut self) -> Result<Vec<Summary>, String> {
+    pub async fn summaries(&mut self) -> Result<Vec<Summary>, ReadError> {
         match self {
             Reader::Redis { con, keys } => read_summaries(con, keys)
                 .await
-                .map_err(|e| format!("cannot read the node reports: {e}")),
+                .map_err(redis("the node reports")),
             Reader::Http { .. } => {
                 let body = self.get("/v1/nodes").await?;
                 #[derive(serde::Deserialize)]
                 struct Nodes {
                     nodes: Vec<NodeReport>,
                 }
-                let nodes: Nodes = serde_json::from_slice(&body)
-                    .map_err(|e| format!("GET /v1/nodes: not a list of node reports: {e}"))?;
+                let nodes: Nodes = serde_json::from_slice(&body).map_err(|e| {
+                    control_plane("GET /v1/nodes")(format!("not a list of node reports: {e}"))
+                })?;
                 let summaries = nodes.nodes.iter().map(|n| n.summary.clone()).collect();
                 if let Reader::Http { last, .. } = self {
                     *last = nodes.nodes;
@@ -150,7 +179,7 @@ impl Reader {
         &mut self,
         nodes: &[String],
         projects: &[String],
-    ) -> Result<Vec<Vec<ProjectState>>, String> {
+    ) -> Result<Vec<Vec<ProjectState>>, ReadError> {
         match self {
             Reader::Redis { con, keys } => {
                 let mut fields = Vec::with_capacity(projects.len() * 2);
@@ -160,7 +189,7 @@ impl Reader {
                 }
                 let rows = read_fields(con, keys, nodes, &fields)
                     .await
-                    .map_err(|e| format!("cannot read the node reports: {e}"))?;
+                    .map_err(redis("the node reports"))?;
                 Ok(rows
                     .into_iter()
                     .map(|row| {
@@ -202,12 +231,12 @@ impl Reader {
     pub async fn detail(
         &mut self,
         id: &str,
-    ) -> Result<(BTreeMap<String, Served>, BTreeMap<String, Nack>), String> {
+    ) -> Result<(BTreeMap<String, Served>, BTreeMap<String, Nack>), ReadError> {
         match self {
             Reader::Redis { con, keys } => {
                 let fields = read_all_fields(con, keys, id)
                     .await
-                    .map_err(|e| format!("cannot read node {id}'s report: {e}"))?;
+                    .map_err(redis(format!("node {id}'s report")))?;
                 let mut served = BTreeMap::new();
                 let mut nacks = BTreeMap::new();
                 for (k, v) in fields {
@@ -231,7 +260,7 @@ impl Reader {
         }
     }
 
-    async fn get(&self, path: &str) -> Result<Vec<u8>, String> {
+    async fn get(&self, path: &str) -> Result<Vec<u8>, ReadError> {
         let Reader::Http {
             client,
             base,
@@ -239,7 +268,7 @@ impl Reader {
             ..
         } = self
         else {
-            return Err("not a control plane".into());
+            return Err(control_plane(path)("not a control plane".into()));
         };
         let mut req = client.get(format!("{base}{path}"));
         if let Some(token) = token {
@@ -248,13 +277,16 @@ impl Reader {
         let resp = req
             .send()
             .await
-            .map_err(|e| format!("cannot reach the control plane: {e}"))?;
+            .map_err(|e| control_plane("cannot reach the control plane")(e.to_string()))?;
         if !resp.status().is_success() {
-            return Err(format!("GET {path}: status {}", resp.status()));
+            return Err(control_plane(format!("GET {path}"))(format!(
+                "status {}",
+                resp.status()
+            )));
         }
         resp.bytes()
             .await
             .map(|b| b.to_vec())
-            .map_err(|e| format!("GET {path}: {e}"))
+            .map_err(|e| control_plane(format!("GET {path}"))(e.to_string()))
     }
 }

@@ -192,9 +192,9 @@ pub enum Sink {
 }
 
 impl Sink {
-    async fn write(&mut self, report: &NodeReport) -> Result<(), ReportError> {
+    async fn write(&mut self, report: &NodeReport, now: SystemTime) -> Result<(), ReportError> {
         match self {
-            Sink::Redis(sink) => sink.write(report).await,
+            Sink::Redis(sink) => sink.write(report, now).await,
             Sink::Http(sink) => sink.write(report).await,
         }
     }
@@ -289,7 +289,7 @@ impl Reporter {
                 wall,
             );
             last = Some(Instant::now());
-            match self.sink.write(&report).await {
+            match self.sink.write(&report, wall).await {
                 Ok(()) => {
                     self.metrics.report_written(ReportResult::Ok);
                     if let Some(was) = failing.take() {

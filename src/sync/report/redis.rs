@@ -88,9 +88,10 @@ impl RedisSink {
         format!("redis {} ({})", self.target, self.node_key)
     }
 
-    pub async fn write(&mut self, report: &NodeReport) -> Result<(), ReportError> {
+    /// Writes `report` as of `now` (the reporter's clock).
+    pub async fn write(&mut self, report: &NodeReport, now: SystemTime) -> Result<(), ReportError> {
         let fields = fields(report);
-        let result = self.write_fields(fields).await;
+        let result = self.write_fields(fields, now).await;
         if result.is_err() {
             // Reconnect, and write everything, next time.
             self.con = None;
@@ -99,7 +100,11 @@ impl RedisSink {
         result
     }
 
-    async fn write_fields(&mut self, fields: HashMap<String, String>) -> Result<(), ReportError> {
+    async fn write_fields(
+        &mut self,
+        fields: HashMap<String, String>,
+        now: SystemTime,
+    ) -> Result<(), ReportError> {
         let mut con = match &self.con {
             Some(con) => con.clone(),
             None => {
@@ -110,7 +115,7 @@ impl RedisSink {
                 con
             }
         };
-        let now_ms = SystemTime::now()
+        let now_ms = now
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
