@@ -73,10 +73,7 @@ async fn an_older_envelope_replayed_after_a_rotation_is_stale_and_a_restart_keep
     let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
         return;
     };
-    let keys = dir.path().join("keys");
-    std::fs::create_dir(&keys).unwrap();
-    let old = TestKey::new(&keys, "cp-2026");
-    let new = TestKey::new(dir.path(), "cp-2027");
+    let (keys, old, new) = common::signing::rotation(dir.path());
     let v1 = json_file(
         dir.path(),
         "v1.json",

@@ -387,18 +387,8 @@ impl Source for HttpSource {
                 None => Err(FetchError::Status(StatusCode::NOT_MODIFIED).into()),
             },
             Scope::Project(id) => {
-                let fetch = async {
-                    let update = Update::Project {
-                        id: id.clone(),
-                        document: self.control_plane.project(id).await?,
-                    };
-                    ctx.apply(update, Origin::Refresh, allow).await
-                };
-                let report = ctx
-                    .request(SyncKind::Project, |_| SyncResult::Ok, fetch)
-                    .await?;
-                let message = format!("forced project {id}: {}", summary(&report));
-                Ok((report, message))
+                let fetch = async { Ok(self.control_plane.project(id).await?) };
+                ctx.refresh_project(id, allow, fetch).await
             }
         }
     }

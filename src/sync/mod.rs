@@ -56,7 +56,7 @@ use writer::WriterHandle;
 
 use crate::model::clock::SharedClock;
 use crate::model::cursor::Cursor;
-use crate::model::wire::MalformedBody;
+use crate::model::wire::{Incoming, MalformedBody};
 use crate::store::{ApplyReport, Store, Update};
 use crate::telemetry::{Metrics, SyncKind, SyncResult};
 
@@ -130,6 +130,30 @@ impl SyncContext {
             .map_err(SyncError::from)?;
         let applied = parsed.map_err(|source| FetchError::Malformed { what, source })?;
         applied.map_err(SyncError::Refused)
+    }
+
+    /// A forced refresh of project `id`: `fetch` gets its document
+    /// (`None`: the source no longer has it), which is applied; one
+    /// `project` request. Returns what changed and the status line.
+    pub async fn refresh_project(
+        &self,
+        id: &str,
+        allow_mass_removal: bool,
+        fetch: impl Future<Output = Result<Option<Incoming>, SyncError>>,
+    ) -> Result<(ApplyReport, String), SyncError> {
+        let apply = async {
+            let update = Update::Project {
+                id: id.to_owned(),
+                document: fetch.await?,
+            };
+            self.apply(update, Origin::Refresh, allow_mass_removal)
+                .await
+        };
+        let report = self
+            .request(SyncKind::Project, |_| SyncResult::Ok, apply)
+            .await?;
+        let message = format!("forced project {id}: {}", summary(&report));
+        Ok((report, message))
     }
 
     /// Makes one request to the source: `request` is the fetch and the

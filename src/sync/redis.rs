@@ -863,21 +863,12 @@ impl Source for RedisSource {
             Scope::Project(id) => {
                 let fetch = async {
                     let mut con = self.con().await?;
-                    let value = match read_project(&mut con, &self.keys, id, self.reader).await {
-                        Ok(v) => v,
-                        Err(e) => return self.failed(e),
-                    };
-                    let update = Update::Project {
-                        id: id.clone(),
-                        document: value,
-                    };
-                    ctx.apply(update, Origin::Refresh, allow).await
+                    match read_project(&mut con, &self.keys, id, self.reader).await {
+                        Ok(value) => Ok(value),
+                        Err(e) => self.failed(e),
+                    }
                 };
-                let report = ctx
-                    .request(SyncKind::Project, |_| SyncResult::Ok, fetch)
-                    .await?;
-                let message = format!("forced project {id}: {}", summary(&report));
-                Ok((report, message))
+                ctx.refresh_project(id, allow, fetch).await
             }
         }
     }

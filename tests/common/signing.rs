@@ -34,6 +34,17 @@ pub fn signed_redis_follower(
     config
 }
 
+/// A key rotation's start: a trusted keys folder holding the old key
+/// `cp-2026` (its private file beside it), and the new key `cp-2027`
+/// outside the folder.
+pub fn rotation(dir: &Path) -> (PathBuf, TestKey, TestKey) {
+    let keys = dir.join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let old = TestKey::new(&keys, "cp-2026");
+    let new = TestKey::new(dir, "cp-2027");
+    (keys, old, new)
+}
+
 /// A key pair and its files.
 pub struct TestKey {
     pub signer: SigningKey,
