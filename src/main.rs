@@ -46,7 +46,7 @@ enum Command {
     /// or 78 with the message naming the key
     CheckConfig,
     #[command(flatten)]
-    Tool(ops::cli::Tool),
+    Tool(Box<ops::cli::Tool>),
 }
 
 use env_sidecar::ops::{self, EXIT_CONFIG};

@@ -116,7 +116,7 @@ async fn a_publish_converges_and_a_document_no_node_accepts_shows_them_rejecting
     // A revision that breaks a rule, written past `publish`'s checks.
     let mut bad = project("acme", 3);
     bad["environments"][0]["color"] = "green".into();
-    Publisher::connect(url, None, None).await.write(&bad).await;
+    Publisher::plain(url).await.write(&bad).await;
     let (code, out) = wait_acme(url, "3", &["--timeout", "5s"]);
     assert_eq!(code, 1, "{out}");
     for id in ["n1", "n2", "n3"] {
@@ -270,7 +270,7 @@ async fn a_redis_that_refuses_report_writes_is_a_warning_and_serving_goes_on() {
     };
     let p = primary.url.as_str();
     // A user that may read and follow, never write.
-    let mut admin = Publisher::connect(p, None, None).await;
+    let mut admin = Publisher::plain(p).await;
     admin
         .run(&[
             "ACL",

@@ -47,7 +47,7 @@ async fn a_valid_file_is_published_and_served_and_an_unchanged_one_writes_nothin
         out.ends_with("done published=2 removed=0 unchanged=0\n"),
         "{out}"
     );
-    let mut p = Publisher::connect(&redis.url, None, None).await;
+    let mut p = Publisher::plain(&redis.url).await;
     assert_eq!(stream_length(&mut p).await, 2);
 
     // A sidecar following Redis serves what was published.
@@ -105,7 +105,7 @@ async fn one_bad_project_means_nothing_is_written() {
         "{out}"
     );
     assert!(out.contains("nothing written"), "{out}");
-    let mut p = Publisher::connect(&redis.url, None, None).await;
+    let mut p = Publisher::plain(&redis.url).await;
     assert_eq!(
         stream_length(&mut p).await,
         2,

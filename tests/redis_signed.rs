@@ -11,7 +11,7 @@ mod common;
 
 use std::path::Path;
 
-use common::attacker::{redis_cli, write_as_attacker, CHANGES, PROJECTS};
+use common::attacker::{redis_cli, write_as_attacker, CHANGES, POPULATION, PROJECTS};
 use common::redis::{RedisServer, Setup};
 use common::signing::{forged, signed_redis_follower, TestKey};
 use common::{eventually, json_file, project, snapshot, TestSidecar};
@@ -102,9 +102,22 @@ async fn writers_without_the_key_change_nothing_that_is_served() {
     })
     .await;
     assert_eq!(t.served("globex", "qa").await, "qa-r1");
-    // A full load (the attacker deleted the stream) sees globex absent:
-    // refused too.
+    // The attacker deletes the stream: a full load. The hash lost a
+    // field behind the population marker's back, so the load is partial
+    // (nothing removed) and repeats.
     redis_cli(redis.port, &["DEL", CHANGES]);
+    eventually("a partial full load", || async {
+        t.sidecar
+            .status()
+            .events()
+            .last_error
+            .is_some_and(|e| e.message.contains("population is incomplete"))
+    })
+    .await;
+    assert_eq!(t.served("globex", "qa").await, "qa-r1");
+    // The marker set to match: the load is complete, globex absent from
+    // it, and its removal refused all the same (no signed tombstone).
+    redis_cli(redis.port, &["SET", POPULATION, "1"]);
     eventually("a full load after the stream went", || async {
         t.sidecar
             .store()

@@ -14,7 +14,7 @@ use common::redis::{tls_files, Publisher, RedisServer, Setup};
 use common::redis_config;
 use common::{eventually, project, TestSidecar};
 use env_sidecar::config::secret::Env;
-use env_sidecar::config::Config;
+use env_sidecar::config::{Config, TlsFiles};
 
 async fn follow(dir: &Path, url: &str, tweak: impl FnOnce(&mut Config), env: Env) -> TestSidecar {
     let mut config = redis_config(dir, url);
@@ -36,7 +36,7 @@ async fn the_cursor_shows_as_the_stream_id_and_the_revision_gauge_is_exact() {
     let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
         return;
     };
-    let mut publisher = Publisher::connect(&redis.url, None, None).await;
+    let mut publisher = Publisher::plain(&redis.url).await;
     publisher.write(&project("acme", 1)).await;
     let cache = dir.path().join("lkg.json");
     let t = follow(
@@ -70,7 +70,7 @@ async fn every_failed_request_to_redis_is_counted() {
     let Some(mut redis) = RedisServer::start(dir.path(), Setup::default()) else {
         return;
     };
-    let mut publisher = Publisher::connect(&redis.url, None, None).await;
+    let mut publisher = Publisher::plain(&redis.url).await;
     publisher.write(&project("acme", 1)).await;
     let t = follow(dir.path(), &redis.url, |_| {}, no_secrets()).await;
     t.wait_ready().await;
@@ -98,7 +98,7 @@ async fn published_changes_are_followed_and_served() {
     let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
         return;
     };
-    let mut publisher = Publisher::connect(&redis.url, None, None).await;
+    let mut publisher = Publisher::plain(&redis.url).await;
     publisher.write(&project("acme", 1)).await;
     publisher.write(&project("globex", 1)).await;
     let t = follow(dir.path(), &redis.url, |_| {}, no_secrets()).await;
@@ -153,7 +153,7 @@ async fn a_read_replica_is_followed_while_the_publisher_writes_to_the_primary() 
     let Some((primary, replica)) = RedisServer::with_replica(dir.path()) else {
         return;
     };
-    let mut publisher = Publisher::connect(&primary.url, None, None).await;
+    let mut publisher = Publisher::plain(&primary.url).await;
     publisher.write(&project("acme", 1)).await;
     // Started at once: until the replica's first sync it answers
     // MASTERDOWN, and the sidecar backs off rather than load nothing.
@@ -182,7 +182,7 @@ async fn a_trimmed_stream_leads_to_a_full_load_on_restart_from_the_cache() {
     let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
         return;
     };
-    let mut publisher = Publisher::connect(&redis.url, None, None).await;
+    let mut publisher = Publisher::plain(&redis.url).await;
     publisher.write(&project("acme", 1)).await;
     let cache = dir.path().join("lkg.json");
     let cached = |c: &mut Config| c.cache.path = cache.clone();
@@ -225,7 +225,7 @@ async fn redis_down_keeps_serving_restarts_from_the_cache_and_follows_again() {
     let Some(mut redis) = RedisServer::start(dir.path(), Setup::default()) else {
         return;
     };
-    let mut publisher = Publisher::connect(&redis.url, None, None).await;
+    let mut publisher = Publisher::plain(&redis.url).await;
     publisher.write(&project("acme", 1)).await;
     let cache = dir.path().join("lkg.json");
     let t = follow(
@@ -261,7 +261,7 @@ async fn redis_down_keeps_serving_restarts_from_the_cache_and_follows_again() {
 
     // Redis comes back (with the data, as a replica would have it).
     redis.restart();
-    let mut publisher = Publisher::connect(&redis.url, None, None).await;
+    let mut publisher = Publisher::plain(&redis.url).await;
     publisher.write(&project("acme", 2)).await;
     t.wait_revision("acme", 2).await;
     restarted.wait_revision("acme", 2).await;
@@ -273,15 +273,24 @@ async fn an_emptied_redis_cannot_remove_every_project() {
     let Some(mut redis) = RedisServer::start(dir.path(), Setup::default()) else {
         return;
     };
-    let mut publisher = Publisher::connect(&redis.url, None, None).await;
+    let mut publisher = Publisher::plain(&redis.url).await;
     for i in 0..12 {
         publisher.write(&project(&format!("p{i}"), 1)).await;
     }
     let t = follow(dir.path(), &redis.url, |_| {}, no_secrets()).await;
     t.wait_ready().await;
     assert_eq!(t.sidecar.store().project_count(), 12);
-    // Failover to an empty Redis.
+    // Failover to an empty Redis: no population marker, so what it
+    // holds (nothing) is not the population; nothing is removed.
     redis.restart();
+    t.wait_error_containing("population is incomplete").await;
+    assert_eq!(t.sidecar.store().project_count(), 12, "nothing removed");
+    // A writer claims the empty hash is complete: the blast-radius guard
+    // still refuses.
+    let mut publisher = Publisher::plain(&redis.url).await;
+    publisher
+        .run(&["SET", "{env-sidecar}:population", "0"])
+        .await;
     t.wait_error_containing("refusing to remove 12 of 12").await;
     assert_eq!(t.sidecar.store().project_count(), 12, "nothing removed");
     assert_eq!(t.served("p3", "qa").await, "qa-r1");
@@ -302,7 +311,7 @@ async fn requirepass_takes_the_password_from_token_env() {
     let Some(redis) = RedisServer::start(dir.path(), setup) else {
         return;
     };
-    let mut publisher = Publisher::connect(&redis.url, Some("r3dis-pw"), None).await;
+    let mut publisher = Publisher::connect(&redis.url, Some("r3dis-pw"), TlsFiles::default()).await;
     publisher.write(&project("acme", 1)).await;
     // Wrong password: never ready, and the password is never shown.
     let wrong = follow(
@@ -346,8 +355,11 @@ async fn rediss_with_a_certificate_the_test_made() {
         return;
     };
     assert!(redis.url.starts_with("rediss://"));
-    let mut publisher =
-        Publisher::connect(&redis.url, None, Some(std::fs::read(&ca).unwrap())).await;
+    let tls = TlsFiles {
+        ca_file: Some(ca.clone()),
+        ..TlsFiles::default()
+    };
+    let mut publisher = Publisher::connect(&redis.url, None, tls).await;
     publisher.write(&project("acme", 1)).await;
     let t = follow(
         dir.path(),

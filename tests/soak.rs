@@ -455,35 +455,36 @@ async fn a_redis_soak_under_redis_faults_loses_nothing_and_converges() {
             match phase {
                 RedisPhase::Clean => {}
                 RedisPhase::ClientPause => {
-                    let mut p = common::redis::Publisher::connect(&redis.url, None, None).await;
+                    let mut p = common::redis::Publisher::plain(&redis.url).await;
                     p.run(&["CLIENT", "PAUSE", "1500", "ALL"]).await;
                 }
                 RedisPhase::DebugSleep => {
-                    let mut p = common::redis::Publisher::connect(&redis.url, None, None).await;
+                    let mut p = common::redis::Publisher::plain(&redis.url).await;
                     p.run(&["DEBUG", "SLEEP", "1.5"]).await;
                 }
                 RedisPhase::KilledRestartedEmpty => {
                     redis.kill();
                     tokio::time::sleep(phase_len / 3).await;
                     redis.restart();
-                    // Empty: the sidecar must refuse to remove everything
-                    // (signed: each unsigned removal is refused alone).
-                    let refusal = if trust.is_empty() {
-                        "refusing to remove"
-                    } else {
-                        "only lets a signed tombstone remove it"
-                    };
+                    // Empty, without a population marker: the sidecar
+                    // notices (its cursor is gone) and removes nothing,
+                    // whether it loads before the mirror repopulates
+                    // (an incomplete population) or after.
                     let client = reqwest::Client::new();
                     common::eventually_within(
                         Duration::from_secs(15),
-                        "the guard refusing",
+                        "the emptied Redis noticed",
                         || async {
                             match client
                                 .get(format!("http://{admin}/admin/status"))
                                 .send()
                                 .await
                             {
-                                Ok(r) => r.text().await.unwrap_or_default().contains(refusal),
+                                Ok(r) => {
+                                    let text = r.text().await.unwrap_or_default();
+                                    text.contains("population is incomplete")
+                                        || text.contains("entries after the cursor are gone")
+                                }
                                 Err(_) => false,
                             }
                         },

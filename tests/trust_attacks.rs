@@ -150,7 +150,7 @@ async fn an_envelope_with_an_earlier_expiry_cannot_replace_a_later_one() {
         Some(now + Duration::from_secs(60)),
     );
     let later = key.sign_at(&project("acme", 1), now - Duration::from_secs(10), None);
-    let mut publisher = Publisher::connect(&redis.url, None, None).await;
+    let mut publisher = Publisher::plain(&redis.url).await;
     publisher.write(&first).await;
     let cache = dir.path().join("lkg.json");
     let config = || signed_redis_follower(dir.path(), &redis.url, &[&key.public_file], &cache);
@@ -201,7 +201,7 @@ async fn a_revision_that_expired_still_holds_its_floor_after_a_restart() {
         now - Duration::from_secs(10),
         Some(now + Duration::from_secs(60)),
     );
-    let mut publisher = Publisher::connect(&redis.url, None, None).await;
+    let mut publisher = Publisher::plain(&redis.url).await;
     publisher.write(&r57).await;
     publisher.write(&project_signed(&key, "keep", 1)).await;
     let cache = dir.path().join("lkg.json");

@@ -139,16 +139,26 @@ fn connection(
     timeout: Duration,
 ) -> (
     tokio::runtime::Runtime,
-    redis::aio::MultiplexedConnection,
+    env_sidecar::sync::redis::Conn,
     env_sidecar::sync::redis::RedisKeys,
 ) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let client = env_sidecar::sync::redis::client(url, None, None).unwrap();
+    let tls = env_sidecar::config::TlsFiles::default();
+    let connector =
+        env_sidecar::sync::redis::Connector::new(env_sidecar::sync::redis::connection::Settings {
+            url,
+            password: None,
+            tls: &tls,
+            read_from: None,
+            connect_timeout: timeout,
+            response_timeout: timeout,
+        })
+        .unwrap();
     let con = rt
-        .block_on(env_sidecar::sync::redis::connect(&client, timeout, timeout))
+        .block_on(connector.connect(env_sidecar::sync::redis::Role::Writer))
         .unwrap();
     (
         rt,

@@ -22,8 +22,8 @@ pub mod secret;
 pub mod source;
 
 pub use source::{
-    FileConfig, HttpConfig, RedisConfig, Source, SourceConfig, SourceKind, SyncMode, Timing,
-    TlsFiles,
+    is_redis_url, FileConfig, HttpConfig, ReadFrom, RedisConfig, Source, SourceConfig, SourceKind,
+    SyncMode, Timing, TlsFiles, DEFAULT_KEY_PREFIX, DEFAULT_TOKEN_ENV,
 };
 
 /// The file read when `--config` is not given.
@@ -221,6 +221,70 @@ pub struct ReportConfig {
     pub redis_url: String,
     /// The variable holding that Redis' password (empty: `source.token_env`).
     pub token_env: String,
+    /// TLS to that Redis (as `source.tls_*`; empty: the source's when it
+    /// reports beside it).
+    #[serde(skip_serializing_if = "path_is_empty")]
+    pub tls_ca_file: PathBuf,
+    #[serde(skip_serializing_if = "path_is_empty")]
+    pub tls_cert_file: PathBuf,
+    #[serde(skip_serializing_if = "path_is_empty")]
+    pub tls_key_file: PathBuf,
+}
+
+fn path_is_empty(p: &Path) -> bool {
+    p.as_os_str().is_empty()
+}
+
+impl ReportConfig {
+    /// The TLS files of `report.redis_url`.
+    pub fn tls(&self) -> TlsFiles {
+        let file = |p: &PathBuf| (!p.as_os_str().is_empty()).then(|| p.clone());
+        TlsFiles {
+            ca_file: file(&self.tls_ca_file),
+            cert_file: file(&self.tls_cert_file),
+            key_file: file(&self.tls_key_file),
+        }
+    }
+}
+
+/// Where a sidecar's reports go (and where fleet commands read them).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReportsTo {
+    Redis(RedisConfig),
+    ControlPlane(HttpConfig),
+}
+
+impl Config {
+    /// Reports go to `report.redis_url` (with its own password variable
+    /// and TLS files when set), else beside the source: the Redis source
+    /// to its Redis, the HTTP source to its control plane, the file
+    /// source nowhere. Whether they are sent at all is `report.enabled`.
+    pub fn reports_to(&self) -> Option<ReportsTo> {
+        let r = &self.report;
+        let non_empty = |text: &str| (!text.is_empty()).then(|| text.to_owned());
+        let elsewhere = |token_env: &str| RedisConfig {
+            token_env: non_empty(&r.token_env).unwrap_or_else(|| token_env.to_owned()),
+            tls: r.tls(),
+            ..RedisConfig::new(r.redis_url.clone())
+        };
+        match (&self.source.kind, r.redis_url.is_empty()) {
+            (Source::Redis(source), true) => Some(ReportsTo::Redis(source.clone())),
+            (Source::Redis(source), false) => {
+                let to = elsewhere(&source.token_env);
+                Some(ReportsTo::Redis(RedisConfig {
+                    url: to.url,
+                    token_env: to.token_env,
+                    tls: to.tls,
+                    read_from: None,
+                    ..source.clone()
+                }))
+            }
+            (Source::Http(h), false) => Some(ReportsTo::Redis(elsewhere(&h.token_env))),
+            (Source::Http(h), true) => Some(ReportsTo::ControlPlane(h.clone())),
+            (Source::File(_), false) => Some(ReportsTo::Redis(elsewhere(DEFAULT_TOKEN_ENV))),
+            (Source::File(_), true) => None,
+        }
+    }
 }
 
 impl Default for ReportConfig {
@@ -231,6 +295,9 @@ impl Default for ReportConfig {
             min_interval: Duration::from_secs(1),
             redis_url: String::new(),
             token_env: String::new(),
+            tls_ca_file: PathBuf::new(),
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
         }
     }
 }
@@ -457,11 +524,14 @@ impl Config {
             "must not exceed report.interval",
         );
         check(
-            r.redis_url.is_empty()
-                || r.redis_url.starts_with("redis://")
-                || r.redis_url.starts_with("rediss://"),
+            r.redis_url.is_empty() || is_redis_url(&r.redis_url),
             "report.redis_url",
-            "must start with redis:// or rediss://",
+            "must start with redis://, rediss://, redis+unix://, unix://, redis-sentinel:// or rediss-sentinel://",
+        );
+        check(
+            !r.redis_url.contains("#insecure"),
+            "report.redis_url",
+            "#insecure: this build cannot turn certificate checks off",
         );
         check(
             !has_password(&r.redis_url),
@@ -478,6 +548,33 @@ impl Config {
             "server.environment_header",
             "must differ from server.project_header",
         );
+        // Every TLS file is read now, so a missing or garbled one stops the
+        // start (and check-config) naming its key, not the first connect.
+        let mut files: Vec<(&'static str, &Path, Pem)> = Vec::new();
+        if let Source::Redis(r) = &self.source.kind {
+            files.extend(tls_keys("source", &r.tls));
+        }
+        let report_tls = self.report.tls();
+        files.extend(tls_keys("report", &report_tls));
+        for (key, path, what) in files {
+            if let Err(message) = read_pem(path, what) {
+                errors.push(ConfigError::Invalid { key, message });
+            }
+        }
+        if let Source::Redis(r) = &self.source.kind {
+            if r.tls.cert_file.is_some() != r.tls.key_file.is_some() {
+                errors.push(invalid(
+                    "source.tls_key_file",
+                    "source.tls_cert_file and source.tls_key_file go together",
+                ));
+            }
+        }
+        if report_tls.cert_file.is_some() != report_tls.key_file.is_some() {
+            errors.push(invalid(
+                "report.tls_key_file",
+                "report.tls_cert_file and report.tls_key_file go together",
+            ));
+        }
         errors
     }
 
@@ -485,6 +582,62 @@ impl Config {
     pub fn to_toml(&self) -> String {
         // Plain data with string keys: cannot fail.
         toml::to_string(self).unwrap_or_default()
+    }
+}
+
+/// What a PEM file must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pem {
+    Certificate,
+    PrivateKey,
+}
+
+/// The TLS files of `files` with the keys naming them under `section`.
+fn tls_keys<'a>(section: &str, files: &'a TlsFiles) -> Vec<(&'static str, &'a Path, Pem)> {
+    let key = |name: &str| -> &'static str {
+        match (section, name) {
+            ("source", "ca") => "source.tls_ca_file",
+            ("source", "cert") => "source.tls_cert_file",
+            ("source", "key") => "source.tls_key_file",
+            (_, "ca") => "report.tls_ca_file",
+            (_, "cert") => "report.tls_cert_file",
+            _ => "report.tls_key_file",
+        }
+    };
+    [
+        (key("ca"), files.ca_file.as_deref(), Pem::Certificate),
+        (key("cert"), files.cert_file.as_deref(), Pem::Certificate),
+        (key("key"), files.key_file.as_deref(), Pem::PrivateKey),
+    ]
+    .into_iter()
+    .filter_map(|(k, p, w)| Some((k, p?, w)))
+    .collect()
+}
+
+/// Reads a PEM file and checks it holds `what`; its bytes, or why not.
+pub fn read_pem(path: &Path, what: Pem) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if pem_holds(&bytes, what) {
+        Ok(bytes)
+    } else {
+        Err(format!(
+            "{} holds no {} in PEM",
+            path.display(),
+            match what {
+                Pem::Certificate => "certificate",
+                Pem::PrivateKey => "private key",
+            }
+        ))
+    }
+}
+
+/// True when `bytes` hold at least one PEM block of `what` that decodes.
+pub fn pem_holds(bytes: &[u8], what: Pem) -> bool {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    match what {
+        Pem::Certificate => CertificateDer::pem_slice_iter(bytes).any(|c| c.is_ok()),
+        Pem::PrivateKey => PrivateKeyDer::from_pem_slice(bytes).is_ok(),
     }
 }
 
@@ -622,6 +775,11 @@ mod tests {
         Config::from_toml(text, Path::new("test.toml"))
     }
 
+    /// `tests/fixtures/tls/<name>`: PEM of the right kinds.
+    fn pem(name: &str) -> String {
+        format!("{}/tests/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
     #[test]
     fn empty_file_gives_the_documented_defaults() {
         let c = parse("").unwrap();
@@ -650,16 +808,17 @@ mod tests {
         };
         assert_eq!((h.url.as_str(), h.mode), ("http://cp:7000", SyncMode::Poll));
         assert_eq!(h.timing.long_poll_wait, Duration::from_secs(30));
-        let c = parse(
+        let c = parse(&format!(
             "[source]\nkind = \"redis\"\nurl = \"rediss://r:6380/0\"\nkey_prefix = \"gw\"\n\
-             tls_ca_file = \"ca.pem\"\nbackoff_max = \"1m\"\n",
-        )
+             tls_ca_file = \"{}\"\nbackoff_max = \"1m\"\n",
+            pem("ca.pem")
+        ))
         .unwrap();
         let Source::Redis(r) = &c.source.kind else {
             panic!("{:?}", c.source.kind)
         };
         assert_eq!(r.key_prefix, "gw");
-        assert_eq!(r.tls.ca_file.as_deref(), Some(Path::new("ca.pem")));
+        assert_eq!(r.tls.ca_file, Some(PathBuf::from(pem("ca.pem"))));
         assert_eq!(r.tls.cert_file, None);
         assert_eq!(r.timing.backoff_max, Duration::from_secs(60));
     }
@@ -818,12 +977,19 @@ mod tests {
     #[test]
     fn the_effective_config_reads_back_the_same_for_every_kind() {
         for text in [
-            "[source]\npath = \"s.json\"\npoll_interval = \"250ms\"\n",
-            "[source]\nkind = \"http\"\nurl = \"https://cp\"\nmode = \"poll\"\ntoken_env = \"T\"\n",
-            "[source]\nkind = \"redis\"\nurl = \"redis://r/1\"\ntls_ca_file = \"ca.pem\"\n\
-             tls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\nlong_poll_wait = \"2s\"\n",
+            "[source]\npath = \"s.json\"\npoll_interval = \"250ms\"\n".to_owned(),
+            "[source]\nkind = \"http\"\nurl = \"https://cp\"\nmode = \"poll\"\ntoken_env = \"T\"\n"
+                .to_owned(),
+            format!(
+                "[source]\nkind = \"redis\"\nurl = \"redis://r/1\"\ntls_ca_file = \"{}\"\n\
+                 tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\nlong_poll_wait = \"2s\"\n\
+                 read_from = \"primary\"\n",
+                pem("ca.pem"),
+                pem("client.pem"),
+                pem("client.key")
+            ),
         ] {
-            let c = parse(text).unwrap();
+            let c = parse(&text).unwrap();
             let again = parse(&c.to_toml()).unwrap();
             assert_eq!(again.source, c.source, "{}", c.to_toml());
         }

@@ -131,16 +131,30 @@ pub struct TlsFiles {
     pub key_file: Option<PathBuf>,
 }
 
+/// Which node a Redis follower reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadFrom {
+    /// A replica of the data's primary (in a cluster, of the slot's
+    /// owner), the primary when none is up.
+    Replica,
+    /// Always the primary.
+    Primary,
+}
+
 /// `kind = "redis"`: a hash and a stream in Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// `redis://host:port/db` or `rediss://…` (no password in it).
+    /// `redis://host:port/db`, `rediss://…`, `redis+unix:///path`, or
+    /// `redis-sentinel://h:p[,h:p…][/db]#MASTER` (no password in it).
     pub url: String,
     /// Keys `{key_prefix}:projects` and `{key_prefix}:changes`.
     pub key_prefix: String,
     /// The variable holding the password.
     pub token_env: String,
     pub tls: TlsFiles,
+    /// `None`: as the URL names it (a sentinel's replica; the node given).
+    pub read_from: Option<ReadFrom>,
     pub timing: Timing,
 }
 
@@ -152,6 +166,7 @@ impl RedisConfig {
             key_prefix: DEFAULT_KEY_PREFIX.into(),
             token_env: DEFAULT_TOKEN_ENV.into(),
             tls: TlsFiles::default(),
+            read_from: None,
             timing: Timing::default(),
         }
     }
@@ -216,6 +231,7 @@ pub(super) struct RawSource {
     tls_ca_file: Option<PathBuf>,
     tls_cert_file: Option<PathBuf>,
     tls_key_file: Option<PathBuf>,
+    read_from: Option<ReadFrom>,
     mode: Option<SyncMode>,
     token_env: Option<String>,
     #[serde(default, deserialize_with = "some_duration")]
@@ -322,9 +338,14 @@ impl RawSource {
                         "source.url",
                         "is required when source.kind = \"redis\"",
                     )),
-                    Some(u) if !(u.starts_with("redis://") || u.starts_with("rediss://")) => {
-                        errors.push(invalid("source.url", "must start with redis:// or rediss://"))
-                    }
+                    Some(u) if !is_redis_url(u) => errors.push(invalid(
+                        "source.url",
+                        "must start with redis://, rediss://, redis+unix://, unix://, redis-sentinel:// or rediss-sentinel://",
+                    )),
+                    Some(u) if u.contains("#insecure") => errors.push(invalid(
+                        "source.url",
+                        "#insecure: this build cannot turn certificate checks off",
+                    )),
                     Some(u) if has_password(u) => errors.push(invalid(
                         "source.url",
                         "must not carry a password: name the variable holding it in source.token_env",
@@ -351,6 +372,7 @@ impl RawSource {
                         cert_file: file(&self.tls_cert_file),
                         key_file: file(&self.tls_key_file),
                     },
+                    read_from: self.read_from,
                     timing,
                 })
             }
@@ -370,7 +392,12 @@ impl RawSource {
         let set_text = |t: &Option<String>, default: &str| {
             t.as_ref().is_some_and(|t| !t.is_empty() && t != default)
         };
-        let used_by: [(&'static str, bool, &'static [SourceKind]); 7] = [
+        let used_by: [(&'static str, bool, &'static [SourceKind]); 8] = [
+            (
+                "source.read_from",
+                self.read_from.is_some(),
+                &[SourceKind::Redis],
+            ),
             (
                 "source.path",
                 self.path.as_ref().is_some_and(|p| {
@@ -445,6 +472,9 @@ impl Serialize for SourceConfig {
                 map.serialize_entry("url", &r.url)?;
                 map.serialize_entry("key_prefix", &r.key_prefix)?;
                 map.serialize_entry("token_env", &r.token_env)?;
+                if let Some(read_from) = r.read_from {
+                    map.serialize_entry("read_from", &read_from)?;
+                }
                 for (key, file) in [
                     ("tls_ca_file", &r.tls.ca_file),
                     ("tls_cert_file", &r.tls.cert_file),
@@ -466,4 +496,18 @@ impl Serialize for SourceConfig {
         map.serialize_entry("max_document_bytes", &(self.max_document_bytes as u64))?;
         map.end()
     }
+}
+
+/// True for the URL forms the Redis source reads.
+pub fn is_redis_url(url: &str) -> bool {
+    [
+        "redis://",
+        "rediss://",
+        "redis+unix://",
+        "unix://",
+        "redis-sentinel://",
+        "rediss-sentinel://",
+    ]
+    .iter()
+    .any(|scheme| url.starts_with(scheme))
 }

@@ -414,6 +414,10 @@ pub struct SnapshotBody {
     /// large to read) was set aside. While any is, the snapshot is
     /// partial: no project is removed for being absent from it.
     pub unattributed: Vec<String>,
+    /// The source says it may not hold every project (a Redis being
+    /// repopulated, or that lost data): nothing is removed for being
+    /// absent, and an empty one does not make the sidecar ready.
+    pub partial: bool,
 }
 
 /// `GET /v1/changes`: `{"revision": M, "projects": [...], "removed": [...]}`.
@@ -495,6 +499,7 @@ impl Reader {
             cursor: Cursor::Revision(raw.revision),
             projects,
             unattributed,
+            partial: false,
         })
     }
 

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::input::Input;
+use super::target::RedisTarget;
 use super::{fleet, keygen, publish, sign, validate};
 use crate::config::secret::Env;
+use crate::config::{TlsFiles, DEFAULT_KEY_PREFIX, DEFAULT_TOKEN_ENV};
 use crate::model::clock::SystemClock;
 use crate::model::keys::{self, SigningKey};
 use crate::model::trust::Trust;
@@ -130,52 +132,74 @@ pub enum FleetCommand {
     },
 }
 
-/// Where the node reports are: Redis or a control plane.
+/// Where the node reports are: Redis, a control plane, or wherever a
+/// sidecar config sends them.
 #[derive(Debug, Clone, clap::Args)]
 #[group(skip)]
 #[command(group(
     clap::ArgGroup::new("fleet_store")
         .required(true)
         .multiple(false)
-        .args(["redis", "control_plane"])
+        .args(["redis", "control_plane", "config"])
 ))]
 pub struct FleetFrom {
-    /// The Redis the fleet follows (redis:// or rediss://)
+    /// The Redis the fleet reports to (any URL the sidecar takes:
+    /// redis://, rediss://, redis+unix://, redis-sentinel://)
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
-    #[command(flatten)]
-    pub login: RedisLogin,
-    /// The control plane the fleet follows over HTTP
+    /// The control plane the fleet reports to over HTTP
     #[arg(long, value_name = "URL")]
     pub control_plane: Option<String>,
+    /// Read the reports where this sidecar config sends them (its
+    /// `[report]` and `[source]`); the flags below override it
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub login: RedisLogin,
     /// The variable holding the control-plane token
-    #[arg(
-        long,
-        value_name = "VAR",
-        default_value = "ENV_SIDECAR_CONTROL_PLANE_TOKEN"
-    )]
-    pub token_env: String,
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
 }
 
 impl FleetFrom {
-    fn target(self) -> fleet::reader::Target {
-        match (self.redis, self.control_plane) {
-            (Some(url), _) => fleet::reader::Target::Redis {
-                url,
-                key_prefix: self.login.key_prefix,
-                password_env: self.login.password_env,
-            },
-            (None, Some(url)) => fleet::reader::Target::ControlPlane {
-                url,
-                token_env: self.token_env,
-            },
-            // clap requires one of them.
-            (None, None) => fleet::reader::Target::ControlPlane {
-                url: String::new(),
-                token_env: self.token_env,
-            },
+    fn target(self) -> Result<fleet::reader::Target, u8> {
+        use crate::config::ReportsTo;
+        use fleet::reader::Target;
+        if let Some(url) = self.control_plane {
+            let token_env = self.token_env.unwrap_or_else(|| DEFAULT_TOKEN_ENV.into());
+            return Ok(Target::ControlPlane { url, token_env });
+        }
+        let Some(path) = self.config else {
+            let url = self.redis.unwrap_or_default();
+            return Ok(Target::Redis(self.login.target(url, None)));
+        };
+        match sidecar_config(&path)?.reports_to() {
+            Some(ReportsTo::Redis(r)) => {
+                Ok(Target::Redis(self.login.target(r.url.clone(), Some(&r))))
+            }
+            Some(ReportsTo::ControlPlane(h)) => Ok(Target::ControlPlane {
+                url: h.url,
+                token_env: self.token_env.unwrap_or(h.token_env),
+            }),
+            None => {
+                eprintln!(
+                    "env-sidecar: {}: the sidecar reports nowhere (the file source without report.redis_url)",
+                    path.display()
+                );
+                Err(USAGE)
+            }
         }
     }
+}
+
+/// Reads a sidecar config for its Redis or control-plane settings.
+fn sidecar_config(path: &std::path::Path) -> Result<crate::config::Config, u8> {
+    crate::config::Config::load(path, true).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("env-sidecar: {e}");
+        }
+        USAGE
+    })
 }
 
 /// How long and for how much of the fleet to wait.
@@ -212,27 +236,90 @@ const USAGE: u8 = 2;
 
 /// Where a Redis store is and how to log in.
 #[derive(Debug, Clone, clap::Args)]
+#[command(group(
+    clap::ArgGroup::new("redis_store")
+        .required(true)
+        .multiple(false)
+        .args(["url", "config"])
+))]
 pub struct RedisArgs {
-    /// redis:// or rediss:// URL (no password: see --password-env)
+    /// Any URL the sidecar takes: redis://, rediss://, redis+unix://,
+    /// redis-sentinel:// (no password: see --password-env)
     #[arg(long = "redis", value_name = "URL")]
-    pub url: String,
+    pub url: Option<String>,
+    /// Take the Redis from this sidecar config's `[source]` (URL, key
+    /// prefix, password variable, TLS files); the flags below override it
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub login: RedisLogin,
 }
 
-/// Which keys in a Redis, and where its password is.
+impl RedisArgs {
+    fn target(self) -> Result<RedisTarget, u8> {
+        use crate::config::Source;
+        let Some(path) = self.config else {
+            return Ok(self.login.target(self.url.unwrap_or_default(), None));
+        };
+        match sidecar_config(&path)?.source.kind {
+            Source::Redis(r) => Ok(self.login.target(r.url.clone(), Some(&r))),
+            other => {
+                eprintln!(
+                    "env-sidecar: {}: the source is {}, not Redis",
+                    path.display(),
+                    other.kind().as_str()
+                );
+                Err(USAGE)
+            }
+        }
+    }
+}
+
+/// Which keys in a Redis, its password and TLS files (each overriding
+/// what a `--config` says).
 #[derive(Debug, Clone, clap::Args)]
 pub struct RedisLogin {
-    /// Keys {P}:projects, {P}:changes, {P}:nodes, {P}:node:<id>
-    #[arg(long, value_name = "P", default_value = "env-sidecar")]
-    pub key_prefix: String,
-    /// The variable holding the Redis password
-    #[arg(
-        long,
-        value_name = "VAR",
-        default_value = "ENV_SIDECAR_CONTROL_PLANE_TOKEN"
-    )]
-    pub password_env: String,
+    /// Keys {P}:projects, {P}:changes, {P}:population, {P}:nodes,
+    /// {P}:node:<id> [default: env-sidecar]
+    #[arg(long, value_name = "P")]
+    pub key_prefix: Option<String>,
+    /// The variable holding the Redis password [default:
+    /// ENV_SIDECAR_CONTROL_PLANE_TOKEN]
+    #[arg(long, value_name = "VAR")]
+    pub password_env: Option<String>,
+    /// Trust this CA (PEM) for rediss:// instead of the system's
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Present this client certificate (PEM; with --tls-key-file)
+    #[arg(long, value_name = "FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl RedisLogin {
+    /// `url` with these flags over `config` (a sidecar's settings), over
+    /// the defaults.
+    fn target(self, url: String, config: Option<&crate::config::RedisConfig>) -> RedisTarget {
+        let tls = config.map(|c| c.tls.clone()).unwrap_or_default();
+        RedisTarget {
+            url,
+            key_prefix: self
+                .key_prefix
+                .or_else(|| config.map(|c| c.key_prefix.clone()))
+                .unwrap_or_else(|| DEFAULT_KEY_PREFIX.into()),
+            password_env: self
+                .password_env
+                .or_else(|| config.map(|c| c.token_env.clone()))
+                .unwrap_or_else(|| DEFAULT_TOKEN_ENV.into()),
+            tls: TlsFiles {
+                ca_file: self.tls_ca_file.or(tls.ca_file),
+                cert_file: self.tls_cert_file.or(tls.cert_file),
+                key_file: self.tls_key_file.or(tls.key_file),
+            },
+        }
+    }
 }
 
 /// Exit status when a key file cannot be read.
@@ -278,15 +365,13 @@ impl Tool {
                     Ok(loaded) => loaded.keys,
                     Err(e) => return key_error(&e.to_string()),
                 };
-                let target = fleet::reader::Target::Redis {
-                    url: redis.url.clone(),
-                    key_prefix: redis.login.key_prefix.clone(),
-                    password_env: redis.login.password_env.clone(),
+                let redis = match redis.target() {
+                    Ok(target) => target,
+                    Err(status) => return status,
                 };
+                let target = fleet::reader::Target::Redis(redis.clone());
                 let args = publish::Publish {
-                    redis: redis.url,
-                    key_prefix: redis.login.key_prefix,
-                    password_env: redis.login.password_env,
+                    redis,
                     max_removed_fraction,
                     allow_mass_removal,
                     file: Input::parse(&file),
@@ -319,7 +404,10 @@ impl Tool {
                         json,
                     } => block_on(fleet::status(
                         &SystemClock,
-                        &from.target(),
+                        &match from.target() {
+                            Ok(target) => target,
+                            Err(status) => return status,
+                        },
                         project.as_deref(),
                         json,
                         &env,
@@ -330,15 +418,11 @@ impl Tool {
                         project,
                         revision,
                         waiting,
-                    } => match waiting.wait(vec![(project, revision)]) {
-                        Ok(what) => block_on(fleet::wait(
-                            &SystemClock,
-                            &from.target(),
-                            &what,
-                            &env,
-                            &mut stdout,
-                        )),
-                        Err(status) => status,
+                    } => match (from.target(), waiting.wait(vec![(project, revision)])) {
+                        (Ok(target), Ok(what)) => {
+                            block_on(fleet::wait(&SystemClock, &target, &what, &env, &mut stdout))
+                        }
+                        (Err(status), _) | (_, Err(status)) => status,
                     },
                 }
             }

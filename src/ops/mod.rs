@@ -16,6 +16,7 @@ pub mod input;
 pub mod keygen;
 pub mod publish;
 pub mod sign;
+pub mod target;
 pub mod validate;
 pub mod verdict;
 

@@ -45,26 +45,24 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use redis::aio::MultiplexedConnection;
+use crate::sync::redis::Conn;
 
 use super::input::{documents, quoted, read, Input};
+use super::target::{RedisTarget, TargetError};
 use super::verdict::{judge_against, published, Verdict};
 use crate::config::secret::Env;
 use crate::model::keys::{PublicKey, SigningKey};
 use crate::model::trust::Trust;
 use crate::model::wire::{open, parse_element, Content, Incoming, Reader};
 use crate::store::{Store, MASS_REMOVAL_MIN_LOADED};
-use crate::sync::redis::{self as redis_source, Change, RedisKeys};
+use crate::sync::redis::{self as redis_source, Change, Population, RedisKeys};
 
 /// What to publish where.
 #[derive(Debug, Clone)]
 pub struct Publish {
-    pub redis: String,
-    pub key_prefix: String,
-    /// The variable holding the Redis password.
-    pub password_env: String,
+    pub redis: RedisTarget,
     pub max_removed_fraction: f64,
     pub allow_mass_removal: bool,
     pub file: Input,
@@ -99,10 +97,8 @@ pub enum PublishError {
         #[source]
         source: super::input::InputError,
     },
-    #[error("bad URL: {0}")]
-    Url(#[source] redis::RedisError),
-    #[error("cannot reach Redis: {0}")]
-    Connect(#[source] redis::RedisError),
+    #[error(transparent)]
+    Connect(#[from] TargetError),
     #[error("cannot read {what}: {source}")]
     Read {
         what: String,
@@ -201,14 +197,8 @@ pub async fn publish(
             name: args.file.name(),
             source,
         })?;
-    let password = env.secret(&args.password_env);
-    let client =
-        redis_source::client(&args.redis, password.as_ref(), None).map_err(PublishError::Url)?;
-    let timeout = Duration::from_secs(5);
-    let mut con = redis_source::connect(&client, timeout, timeout)
-        .await
-        .map_err(PublishError::Connect)?;
-    let keys = RedisKeys::new(&args.key_prefix);
+    let mut con = args.redis.connect(env).await?;
+    let keys = args.redis.keys();
     let trust = args.reading_trust();
     let truth = Truth::read(&mut con, &keys, &trust)
         .await
@@ -326,7 +316,9 @@ pub async fn publish(
             document: w.document.clone(),
         })
         .collect();
-    let entries = redis_source::write_changes(&mut con, &keys, &changes)
+    // The file is the whole population: Redis holds it complete after
+    // this write (also when nothing changed but Redis had lost its marker).
+    let entries = redis_source::write_changes(&mut con, &keys, &changes, Population::Complete)
         .await
         .map_err(|source| PublishError::Write {
             count: changes.len(),
@@ -400,11 +392,7 @@ struct Truth {
 }
 
 impl Truth {
-    async fn read(
-        con: &mut MultiplexedConnection,
-        keys: &RedisKeys,
-        trust: &Trust,
-    ) -> redis::RedisResult<Truth> {
+    async fn read(con: &mut Conn, keys: &RedisKeys, trust: &Trust) -> redis::RedisResult<Truth> {
         let held = redis_source::read_projects(con, keys, Reader::default()).await?;
         let store = published(held, &[], trust);
         // What the hash holds that did not verify: the stream's newest
@@ -457,7 +445,7 @@ impl Truth {
 /// For each project of `wanted`, its newest stream entry that a trusted
 /// key signed (a document or a tombstone), read from the newest back.
 async fn newest_verified(
-    con: &mut MultiplexedConnection,
+    con: &mut Conn,
     keys: &RedisKeys,
     trust: &Trust,
     wanted: &BTreeSet<String>,

@@ -104,6 +104,56 @@ struct Inner {
     nodes: NodeBoard,
 }
 
+/// Writes the simulator's whole population to Redis again, in chunks
+/// (the marker removed first, set by the last chunk), and drops the
+/// fields it does not have.
+async fn repopulate(
+    con: &mut crate::sync::redis::Conn,
+    keys: &crate::sync::redis::RedisKeys,
+    inner: &Inner,
+) -> redis::RedisResult<()> {
+    use crate::sync::redis::{write_changes, Change, Population};
+    let world: Vec<Change> = lock(&inner.world)
+        .projects
+        .iter()
+        .map(|(id, (_, text))| Change {
+            project: id.clone(),
+            document: Some(text.to_string()),
+        })
+        .collect();
+    let held: Vec<String> = redis::cmd("HKEYS")
+        .arg(&keys.projects)
+        .query_async(con)
+        .await?;
+    let mut changes = world;
+    let known: std::collections::HashSet<&str> =
+        changes.iter().map(|c| c.project.as_str()).collect();
+    let gone: Vec<Change> = held
+        .iter()
+        .filter(|id| !known.contains(id.as_str()))
+        .map(|id| Change {
+            project: id.clone(),
+            document: None,
+        })
+        .collect();
+    changes.extend(gone);
+    write_changes(con, keys, &[], Population::Incomplete).await?;
+    let chunks: Vec<&[Change]> = changes.chunks(500).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let last = i + 1 == chunks.len();
+        let population = if last {
+            Population::Complete
+        } else {
+            Population::Untouched
+        };
+        write_changes(con, keys, chunk, population).await?;
+    }
+    if chunks.is_empty() {
+        write_changes(con, keys, &[], Population::Complete).await?;
+    }
+    Ok(())
+}
+
 /// The changes of one publish call, for Redis (written as one batch).
 type Mirrored = Vec<crate::sync::redis::Change>;
 
@@ -299,19 +349,49 @@ impl Simulator {
         password: Option<&crate::config::secret::Secret>,
         key_prefix: &str,
     ) -> redis::RedisResult<Arc<AtomicU64>> {
-        use crate::sync::redis as redis_source;
-        let client = redis_source::client(url, password, None)?;
+        use crate::sync::redis::{self as redis_source, Population};
         let timeout = Duration::from_secs(5);
-        let mut con = redis_source::connect(&client, timeout, timeout).await?;
+        let connector = redis_source::Connector::new(redis_source::connection::Settings {
+            url,
+            password: password.cloned(),
+            tls: &crate::config::TlsFiles::default(),
+            read_from: None,
+            connect_timeout: timeout,
+            response_timeout: timeout,
+        })
+        .map_err(|e| {
+            redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "bad Redis settings",
+                e.to_string(),
+            ))
+        })?;
+        let mut con = connector.connect(redis_source::Role::Writer).await?;
         let keys = redis_source::RedisKeys::new(key_prefix);
         let (tx, mut rx) = mpsc::unbounded_channel::<Mirrored>();
         *lock(&self.inner.mirror) = Some(tx);
         let written = Arc::new(AtomicU64::new(0));
         let count = written.clone();
+        let inner = self.inner.clone();
         tokio::spawn(async move {
             while let Some(batch) = rx.recv().await {
-                match redis_source::write_changes(&mut con, &keys, &batch).await {
-                    Ok(_) => {
+                // A Redis that lost data (restarted empty, flushed, evicted)
+                // gets the whole population again, as a control plane
+                // following docs/control-plane.md does.
+                let whole = match redis_source::population(&mut con, &keys).await {
+                    Ok((Some(marker), fields)) => marker != fields,
+                    Ok((None, _)) => true,
+                    Err(_) => false,
+                };
+                let result = if whole {
+                    repopulate(&mut con, &keys, &inner).await
+                } else {
+                    redis_source::write_changes(&mut con, &keys, &batch, Population::Complete)
+                        .await
+                        .map(|_| ())
+                };
+                match result {
+                    Ok(()) => {
                         count.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     }
                     Err(e) => {

@@ -234,6 +234,8 @@ impl StoreWriter {
             if report.unattributed.is_empty() {
                 lock(&self.shared.rejections).retain(|id, _| present.contains(id));
             }
+        }
+        if intake.loads {
             self.shared.loaded.store(true, Ordering::Release);
         }
         if let Some(next) = edit.next {
@@ -499,8 +501,11 @@ enum RemovalCause {
 struct Intake {
     docs: Vec<Incoming>,
     cursor: Option<Cursor>,
-    /// For a full snapshot: the ids it holds (valid or not).
+    /// For a complete full snapshot: the ids it holds (valid or not).
     present: Option<HashSet<String>>,
+    /// Applying it makes the store loaded (ready): a complete snapshot, or
+    /// a partial one that brought projects.
+    loads: bool,
     unsigned: Vec<(String, RemovalCause)>,
     unattributed: Vec<String>,
 }
@@ -511,8 +516,9 @@ impl Intake {
             Update::Snapshot(body) | Update::Cached { body, .. } => {
                 let ids: HashSet<String> = body.projects.iter().map(|d| d.id.clone()).collect();
                 // An element that could not be attributed may be any
-                // project's: absence proves nothing then.
-                let unsigned = if body.unattributed.is_empty() {
+                // project's, and a partial snapshot may lack some: absence
+                // proves nothing then.
+                let unsigned = if body.unattributed.is_empty() && !body.partial {
                     current
                         .keys()
                         .filter(|id| !ids.contains(&***id))
@@ -521,10 +527,12 @@ impl Intake {
                 } else {
                     Vec::new()
                 };
+                let loads = !body.partial || !body.projects.is_empty();
                 Intake {
                     docs: body.projects,
                     cursor: Some(body.cursor),
-                    present: Some(ids),
+                    present: (!body.partial).then_some(ids),
+                    loads,
                     unsigned,
                     unattributed: body.unattributed,
                 }
@@ -541,6 +549,7 @@ impl Intake {
                     docs: body.projects,
                     cursor: Some(body.cursor),
                     present: None,
+                    loads: false,
                     unsigned,
                     unattributed: body.unattributed,
                 }
@@ -551,6 +560,7 @@ impl Intake {
                     docs: document.into_iter().collect(),
                     cursor: None,
                     present: None,
+                    loads: false,
                     unsigned: if gone {
                         vec![(id, RemovalCause::Gone)]
                     } else {

@@ -209,6 +209,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Cached, CacheError> {
             cursor: body.cursor,
             projects,
             unattributed,
+            partial: false,
         },
         floors: body.removed.into_iter().collect(),
     })

@@ -2,11 +2,13 @@
 //! as one [`Source`]. The only place that dispatches on the kind of
 //! source; everything else sees a source, a cursor and a status.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::file::FileSource;
 use super::http::{ControlPlane, HttpSource};
-use super::redis::RedisSource;
+use super::redis::connection::Settings;
+use super::redis::{Connector, RedisSource};
 use super::refresh::RefreshRequest;
 use super::{Source, Stepped, SyncContext, SyncError};
 use crate::config::secret::Env;
@@ -61,16 +63,17 @@ impl Configured {
                 ))
             }
             Kind::Redis(r) => {
-                let ca = match &r.tls.ca_file {
-                    None => None,
-                    Some(path) => Some(
-                        std::fs::read(path)
-                            .map_err(|e| BuildError::Redis(format!("{}: {e}", path.display())))?,
-                    ),
-                };
-                let client = super::redis::client(&r.url, env.secret(&r.token_env).as_ref(), ca)
-                    .map_err(|e| BuildError::Redis(e.to_string()))?;
-                Configured::Redis(Box::new(RedisSource::new(client, r, reader)))
+                let connector = Connector::new(Settings {
+                    url: &r.url,
+                    password: env.secret(&r.token_env),
+                    tls: &r.tls,
+                    read_from: r.read_from,
+                    connect_timeout: r.timing.request_timeout,
+                    // Longer than any XREAD BLOCK.
+                    response_timeout: r.timing.long_poll_wait + r.timing.request_timeout,
+                })
+                .map_err(|e| BuildError::Redis(e.to_string()))?;
+                Configured::Redis(Box::new(RedisSource::new(Arc::new(connector), r, reader)))
             }
         })
     }

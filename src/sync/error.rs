@@ -51,6 +51,10 @@ pub enum SyncError {
     Refused(ApplyError),
     #[error("the writer has stopped")]
     WriterStopped,
+    /// The source was reached, but what it holds settles nothing yet (a
+    /// Redis population being rewritten): tried again with backoff.
+    #[error("{0}")]
+    Inconclusive(String),
 }
 
 impl From<WriteError> for SyncError {

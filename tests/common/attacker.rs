@@ -9,6 +9,7 @@ use serde_json::Value;
 /// The keys of the default prefix.
 pub const PROJECTS: &str = "{env-sidecar}:projects";
 pub const CHANGES: &str = "{env-sidecar}:changes";
+pub const POPULATION: &str = "{env-sidecar}:population";
 
 /// `redis-cli -p PORT ARGS…`: its output.
 pub fn redis_cli(port: u16, args: &[&str]) -> String {

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use env_sidecar::sync::redis::{self as redis_source, RedisKeys};
+use env_sidecar::config::TlsFiles;
+use env_sidecar::sync::redis::connection::Settings;
+use env_sidecar::sync::redis::{self as redis_source, Conn, Connector, RedisKeys, Role};
 
 pub struct RedisServer {
     child: Option<Child>,
@@ -141,23 +143,37 @@ impl Drop for RedisServer {
     }
 }
 
-/// A publisher's connection.
+/// A publisher's connection (to the primary, through the sidecar's own
+/// connection layer: any URL it takes).
 pub struct Publisher {
-    pub con: redis::aio::MultiplexedConnection,
+    pub con: Conn,
     pub keys: RedisKeys,
 }
 
 impl Publisher {
-    pub async fn connect(url: &str, password: Option<&str>, ca: Option<Vec<u8>>) -> Publisher {
-        let secret = password.map(env_sidecar::config::secret::Secret::new);
-        let client = redis_source::client(url, secret.as_ref(), ca).expect("a client");
-        let con = redis_source::connect(&client, Duration::from_secs(2), Duration::from_secs(5))
+    pub async fn connect(url: &str, password: Option<&str>, tls: TlsFiles) -> Publisher {
+        let connector = Connector::new(Settings {
+            url,
+            password: password.map(env_sidecar::config::secret::Secret::new),
+            tls: &tls,
+            read_from: None,
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(5),
+        })
+        .expect("a usable URL");
+        let con = connector
+            .connect(Role::Writer)
             .await
             .expect("connects to redis");
         Publisher {
             con,
             keys: RedisKeys::new("env-sidecar"),
         }
+    }
+
+    /// [`Publisher::connect`] to a server without password or TLS.
+    pub async fn plain(url: &str) -> Publisher {
+        Publisher::connect(url, None, TlsFiles::default()).await
     }
 
     /// Writes `doc` (a document, or an envelope: its payload names the

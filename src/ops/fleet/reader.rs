@@ -11,13 +11,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-
 use crate::config::secret::Env;
 use crate::model::trust::Trust;
 use crate::model::wire::{self, parse_snapshot};
+use crate::ops::target::{RedisTarget, TargetError};
 use crate::ops::verdict::published;
-use crate::sync::redis::{self as redis_source, RedisKeys};
+use crate::sync::redis::{self as redis_source, Conn, RedisKeys};
 use crate::sync::report::redis::{
     parse_nack, parse_served, read_all_fields, read_fields, read_summaries,
 };
@@ -26,21 +25,14 @@ use crate::sync::report::{Nack, NodeReport, Served, Summary};
 /// Where to read.
 #[derive(Debug, Clone)]
 pub enum Target {
-    Redis {
-        url: String,
-        key_prefix: String,
-        password_env: String,
-    },
-    ControlPlane {
-        url: String,
-        token_env: String,
-    },
+    Redis(RedisTarget),
+    ControlPlane { url: String, token_env: String },
 }
 
 /// A connection to the reports and the source.
 pub enum Reader {
     Redis {
-        con: MultiplexedConnection,
+        con: Conn,
         keys: RedisKeys,
     },
     Http {
@@ -64,10 +56,8 @@ impl std::fmt::Debug for Reader {
 /// Why the fleet's store could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("bad URL: {0}")]
-    Url(#[source] redis::RedisError),
-    #[error("cannot reach Redis: {0}")]
-    Connect(#[source] redis::RedisError),
+    #[error(transparent)]
+    Connect(#[from] TargetError),
     #[error("cannot read {what}: {source}")]
     Redis {
         what: String,
@@ -97,21 +87,10 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 impl Reader {
     pub async fn connect(target: &Target, env: &Env) -> Result<Reader, ReadError> {
         match target {
-            Target::Redis {
-                url,
-                key_prefix,
-                password_env,
-            } => {
-                let client = redis_source::client(url, env.secret(password_env).as_ref(), None)
-                    .map_err(ReadError::Url)?;
-                let con = redis_source::connect(&client, TIMEOUT, TIMEOUT)
-                    .await
-                    .map_err(ReadError::Connect)?;
-                Ok(Reader::Redis {
-                    con,
-                    keys: RedisKeys::new(key_prefix),
-                })
-            }
+            Target::Redis(target) => Ok(Reader::Redis {
+                con: target.connect(env).await?,
+                keys: target.keys(),
+            }),
             Target::ControlPlane { url, token_env } => {
                 let client = reqwest::Client::builder()
                     .timeout(TIMEOUT)

@@ -334,65 +334,42 @@ pub fn sink_for(
     env: &crate::config::secret::Env,
     node: &str,
 ) -> Result<Option<Sink>, String> {
-    use crate::config::{RedisConfig, Source};
-    let r = &config.report;
-    if !r.enabled {
+    use crate::config::ReportsTo;
+    use crate::sync::redis::connection::{Connector, Settings};
+    if !config.report.enabled {
         return Ok(None);
     }
-    // Reports go to `report.redis_url`, else beside the source.
-    let redis = match (&config.source.kind, r.redis_url.is_empty()) {
-        (Source::Redis(source), true) => Some(source.clone()),
-        (Source::Redis(source), false) => Some(RedisConfig {
-            url: r.redis_url.clone(),
-            token_env: non_empty(&r.token_env)
-                .unwrap_or(&source.token_env)
-                .to_owned(),
-            ..source.clone()
-        }),
-        (Source::Http(h), false) => Some(RedisConfig {
-            token_env: non_empty(&r.token_env).unwrap_or(&h.token_env).to_owned(),
-            ..RedisConfig::new(r.redis_url.clone())
-        }),
-        (Source::File(_), false) => Some(RedisConfig {
-            token_env: r.token_env.clone(),
-            ..RedisConfig::new(r.redis_url.clone())
-        }),
-        (_, true) => None,
-    };
-    if let Some(target) = redis {
-        let ca = match &target.tls.ca_file {
-            None => None,
-            Some(path) => {
-                Some(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?)
-            }
-        };
-        let client =
-            crate::sync::redis::client(&target.url, env.secret(&target.token_env).as_ref(), ca)
-                .map_err(|e| e.to_string())?;
-        return Ok(Some(Sink::Redis(Box::new(redis::RedisSink::new(
-            client,
-            target.url.clone(),
-            &target.key_prefix,
-            node,
-            r.interval,
-            target.timing.request_timeout,
-        )))));
+    match config.reports_to() {
+        Some(ReportsTo::Redis(target)) => {
+            let timeout = target.timing.request_timeout;
+            let connector = Connector::new(Settings {
+                url: &target.url,
+                password: env.secret(&target.token_env),
+                tls: &target.tls,
+                read_from: None,
+                connect_timeout: timeout,
+                response_timeout: timeout,
+            })
+            .map_err(|e| e.to_string())?;
+            Ok(Some(Sink::Redis(Box::new(redis::RedisSink::new(
+                Arc::new(connector),
+                &target.key_prefix,
+                node,
+                config.report.interval,
+            )))))
+        }
+        Some(ReportsTo::ControlPlane(h)) => {
+            let sink = http::HttpSink::new(
+                &h.url,
+                node,
+                env.secret(&h.token_env),
+                h.timing.request_timeout,
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(Some(Sink::Http(sink)))
+        }
+        None => Ok(None),
     }
-    if let Source::Http(h) = &config.source.kind {
-        let sink = http::HttpSink::new(
-            &h.url,
-            node,
-            env.secret(&h.token_env),
-            h.timing.request_timeout,
-        )
-        .map_err(|e| e.to_string())?;
-        return Ok(Some(Sink::Http(sink)));
-    }
-    Ok(None)
-}
-
-fn non_empty(text: &str) -> Option<&str> {
-    (!text.is_empty()).then_some(text)
 }
 
 /// The host name (`/proc/sys/kernel/hostname`), or `localhost`.

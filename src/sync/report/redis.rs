@@ -22,29 +22,29 @@
 //! [`read_summaries`] and [`read_fields`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ::redis::aio::MultiplexedConnection;
-use ::redis::{Client, RedisError};
+use ::redis::aio::ConnectionLike;
+use ::redis::RedisError;
 
 use super::{Nack, NodeReport, ReportError, Served, Summary};
-use crate::sync::redis::{connect, RedisKeys};
+use crate::sync::redis::{Connector, Lazy, RedisKeys, Role};
 
 /// Fields per `HSET` of a full write.
 const CHUNK: usize = 1000;
 
 /// Writes one node's report.
 pub struct RedisSink {
-    client: Client,
+    /// To the primary (reports follow it through a failover).
+    con: Lazy,
     keys: RedisKeys,
     node_key: String,
     node: String,
     /// Three heartbeats.
     ttl: Duration,
-    timeout: Duration,
     /// Shown in status: the URL without credentials.
     target: String,
-    con: Option<MultiplexedConnection>,
     /// Every field as last written; empty: write everything next time.
     written: HashMap<String, String>,
     /// When the index (`{P}:nodes`) entry was last refreshed, ms.
@@ -62,23 +62,20 @@ impl std::fmt::Debug for RedisSink {
 
 impl RedisSink {
     pub fn new(
-        client: Client,
-        target: String,
+        connector: Arc<Connector>,
         key_prefix: &str,
         node: &str,
         interval: Duration,
-        timeout: Duration,
     ) -> RedisSink {
+        let target = connector.url().to_owned();
         let keys = RedisKeys::new(key_prefix);
         RedisSink {
             node_key: keys.node(node),
             keys,
             node: node.to_owned(),
             ttl: interval * 3,
-            timeout,
             target,
-            client,
-            con: None,
+            con: Lazy::new(connector, Role::Writer),
             written: HashMap::new(),
             indexed_ms: 0,
         }
@@ -93,8 +90,9 @@ impl RedisSink {
         let fields = fields(report);
         let result = self.write_fields(fields, now).await;
         if result.is_err() {
-            // Reconnect, and write everything, next time.
-            self.con = None;
+            // Reconnect (perhaps to a new primary), and write everything,
+            // next time.
+            self.con.reset();
             self.written.clear();
         }
         result
@@ -105,16 +103,7 @@ impl RedisSink {
         fields: HashMap<String, String>,
         now: SystemTime,
     ) -> Result<(), ReportError> {
-        let mut con = match &self.con {
-            Some(con) => con.clone(),
-            None => {
-                let con = connect(&self.client, self.timeout, self.timeout)
-                    .await
-                    .map_err(classify)?;
-                self.con = Some(con.clone());
-                con
-            }
-        };
+        let mut con = self.con.get().await.map_err(classify)?;
         let now_ms = now
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -259,7 +248,7 @@ fn classify(e: RedisError) -> ReportError {
 
 /// Every node's summary (nodes whose hash has expired are left out).
 pub async fn read_summaries(
-    con: &mut MultiplexedConnection,
+    con: &mut (impl ConnectionLike + Send),
     keys: &RedisKeys,
 ) -> Result<Vec<Summary>, RedisError> {
     let ids: Vec<String> = ::redis::cmd("ZRANGE")
@@ -285,7 +274,7 @@ pub async fn read_summaries(
 
 /// `fields` of each of `nodes`' hashes (`None` where absent).
 pub async fn read_fields(
-    con: &mut MultiplexedConnection,
+    con: &mut (impl ConnectionLike + Send),
     keys: &RedisKeys,
     nodes: &[String],
     fields: &[String],
@@ -302,7 +291,7 @@ pub async fn read_fields(
 
 /// Every field of node `id`'s hash.
 pub async fn read_all_fields(
-    con: &mut MultiplexedConnection,
+    con: &mut (impl ConnectionLike + Send),
     keys: &RedisKeys,
     id: &str,
 ) -> Result<HashMap<String, String>, RedisError> {
