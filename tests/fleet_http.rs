@@ -2,8 +2,8 @@
 //! control-plane simulator and `POST /v1/nodes/{id}/status` their
 //! reports to it; `fleet wait --control-plane` and `fleet status
 //! --control-plane` read them back (`GET /v1/nodes`), see a publish
-//! converge, name a paused node, and the simulator keeps what it was
-//! sent.
+//! converge, name a paused node, list a killed one as lost (with its
+//! labels), and the simulator keeps what it was sent.
 
 mod common;
 
@@ -69,7 +69,7 @@ async fn a_fleet_over_http_reports_to_the_control_plane_and_converges() {
     );
     assert!(out.contains("serves=2"), "{out}");
     assert!(
-        out.ends_with("3 nodes, 3 converged, 0 behind, 0 rejecting, 0 stale reports\n"),
+        out.ends_with("3 nodes, 3 converged, 0 behind, 0 rejecting, 0 stale reports, 0 lost\n"),
         "{out}"
     );
     assert!(sim.nodes().received() >= 3);
@@ -96,4 +96,52 @@ async fn a_fleet_over_http_reports_to_the_control_plane_and_converges() {
         out.contains("rejecting node=h2 project=acme revision=4 reason=invalid_color"),
         "{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_reporting_to_the_control_plane_is_lost_with_its_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = common::simulator(vec![project("acme", 1)], None).await;
+    let url = sim.url();
+    let mut nodes: Vec<_> = [("l1", "eu"), ("l2", "us")]
+        .iter()
+        .map(|(id, region)| {
+            let config = node_config(dir.path(), id, region, &http_source(&url), &reporting("1s"));
+            fleet::start(&config, &[])
+        })
+        .collect();
+    let wait = |timeout: &'static str, extra: &'static [&'static str]| {
+        let url = url.clone();
+        async move {
+            let mut args = vec![
+                "fleet",
+                "wait",
+                "--control-plane",
+                &url,
+                "--project",
+                "acme",
+                "--revision",
+                "1",
+                "--timeout",
+                timeout,
+            ];
+            args.extend(extra);
+            run_async(&args).await
+        }
+    };
+    let (code, out) = wait("20s", &[]).await;
+    assert_eq!(code, 0, "{out}");
+    fleet::signal(&nodes.pop().unwrap(), "KILL");
+    // The control plane keeps its last report; its age says it expired.
+    common::eventually_within(std::time::Duration::from_secs(20), "l2 lost", || async {
+        let (_, out) = run_async(&["fleet", "status", "--control-plane", &url]).await;
+        out.contains("lost node=l2 labels=region=us")
+    })
+    .await;
+    let (code, out) = wait("1s", &[]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("lost node=l2 labels=region=us"), "{out}");
+    // Its labels are known: a selector that leaves it out converges.
+    let (code, out) = wait("1s", &["--selector", "region=eu"]).await;
+    assert_eq!(code, 0, "{out}");
 }

@@ -1,7 +1,8 @@
 //! Fleet convergence on a real `redis-server` with real sidecar
 //! processes: a publish is seen converging (`publish --wait`, `fleet
 //! wait`, `fleet status`); a document no node accepts shows every node
-//! rejecting with the reason; a killed node's report expires; a paused
+//! rejecting with the reason; a killed node is lost (named by `fleet
+//! status`, holding `fleet wait` back unless `--ignore-lost`); a paused
 //! node (SIGSTOP) is named when `fleet wait` times out and converges once
 //! resumed (SIGCONT); a node started from its cache with its data replica
 //! down reports `cache` to the primary, then `live` once the replica is
@@ -100,7 +101,7 @@ async fn a_publish_converges_and_a_document_no_node_accepts_shows_them_rejecting
         "{out}"
     );
     assert!(
-        out.ends_with("3 nodes, 3 converged, 0 behind, 0 rejecting, 0 stale reports\n"),
+        out.ends_with("3 nodes, 3 converged, 0 behind, 0 rejecting, 0 stale reports, 0 lost\n"),
         "{out}"
     );
     let (_, json) = run(&["fleet", "status", "--redis", url, "--json"]);
@@ -149,7 +150,7 @@ async fn a_publish_converges_and_a_document_no_node_accepts_shows_them_rejecting
 }
 
 #[tokio::test]
-async fn a_killed_nodes_report_expires() {
+async fn a_killed_node_is_lost_and_wait_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let Some(redis) = redis_at_revision_1(dir.path()) else {
         return;
@@ -158,7 +159,7 @@ async fn a_killed_nodes_report_expires() {
     let mut nodes = following(
         dir.path(),
         url,
-        &[("k1", "eu"), ("k2", "eu"), ("k3", "eu")],
+        &[("k1", "eu"), ("k2", "eu"), ("k3", "us")],
         "1s",
     );
     until(
@@ -168,13 +169,41 @@ async fn a_killed_nodes_report_expires() {
     );
     let killed = nodes.pop().unwrap();
     fleet::signal(&killed, "KILL");
-    // Its hash expires three heartbeats after its last write.
+    // Its hash expires three heartbeats after its last write: lost, not
+    // forgotten.
     let out = until(
         Duration::from_secs(20),
         &["fleet", "status", "--redis", url],
-        |o| o.contains("2 nodes, 2 converged"),
+        |o| o.contains("1 lost"),
     );
+    assert!(
+        out.contains("lost node=k3 labels=? last_seen=")
+            && out.ends_with(
+                "3 nodes, 2 converged, 0 behind, 0 rejecting, 0 stale reports, 1 lost\n"
+            ),
+        "{out}"
+    );
+    // It may still serve an old revision somewhere: not converged.
+    let (code, out) = wait_acme(url, "1", &["--timeout", "1s"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("2/2 nodes serve acme@1 (1 lost)") && out.contains("lost node=k3"),
+        "{out}"
+    );
+    // Redis keeps no labels of a lost node: a selector cannot rule it out.
+    let (code, out) = wait_acme(url, "1", &["--selector", "region=eu", "--timeout", "1s"]);
+    assert_eq!(code, 1, "{out}");
+    let (code, out) = wait_acme(url, "1", &["--ignore-lost", "--timeout", "5s"]);
+    assert_eq!(code, 0, "{out}");
+    // Silent for longer than --lost-after: forgotten.
+    let (code, out) = wait_acme(url, "1", &["--lost-after", "1ms", "--timeout", "5s"]);
+    assert_eq!(code, 0, "{out}");
+    let (_, out) = run(&["fleet", "status", "--redis", url, "--lost-after", "1ms"]);
     assert!(!out.contains("node=k3"), "{out}");
+    let (_, json) = run(&["fleet", "status", "--redis", url, "--json"]);
+    let json: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["lost"][0]["node"], "k3", "{json}");
+    assert_eq!(json["summary"]["lost"], 1, "{json}");
 }
 
 #[tokio::test]
@@ -342,7 +371,7 @@ async fn a_redis_that_refuses_report_writes_is_a_warning_and_serving_goes_on() {
     }
     let (_, out) = run(&["fleet", "status", "--redis", p]);
     assert!(
-        out.ends_with("0 nodes, 0 converged, 0 behind, 0 rejecting, 0 stale reports\n"),
+        out.ends_with("0 nodes, 0 converged, 0 behind, 0 rejecting, 0 stale reports, 0 lost\n"),
         "{out}"
     );
 }

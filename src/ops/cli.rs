@@ -116,6 +116,8 @@ pub enum FleetCommand {
         /// One JSON document instead of lines
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        lost: LostArgs,
     },
     /// Wait until the fleet serves a project at a revision (or later);
     /// exit 0 then, 1 at the timeout (naming the nodes behind and why), 2
@@ -202,6 +204,15 @@ fn sidecar_config(path: &std::path::Path) -> Result<crate::config::Config, u8> {
     })
 }
 
+/// Which silent nodes count as lost.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LostArgs {
+    /// A node whose report expired within this long is lost (stores keep
+    /// silent nodes for an hour: a longer value sees no further)
+    #[arg(long, value_name = "D", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub lost_after: Duration,
+}
+
 /// How long and for how much of the fleet to wait.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WaitArgs {
@@ -214,6 +225,12 @@ pub struct WaitArgs {
     /// Only nodes with this label (repeat: all must match)
     #[arg(long, value_name = "LABEL=VALUE", value_parser = fleet::parse_selector)]
     pub selector: Vec<(String, String)>,
+    #[command(flatten)]
+    pub lost: LostArgs,
+    /// Say converged even while lost nodes exist (they may serve an old
+    /// revision)
+    #[arg(long)]
+    pub ignore_lost: bool,
 }
 
 impl WaitArgs {
@@ -227,6 +244,8 @@ impl WaitArgs {
             min_fraction: self.min_fraction,
             timeout: self.timeout,
             selector: self.selector,
+            lost_after: self.lost.lost_after,
+            ignore_lost: self.ignore_lost,
         })
     }
 }
@@ -402,17 +421,25 @@ impl Tool {
                         from,
                         project,
                         json,
-                    } => block_on(fleet::status(
-                        &SystemClock,
-                        &match from.target() {
+                        lost,
+                    } => {
+                        let target = match from.target() {
                             Ok(target) => target,
                             Err(status) => return status,
-                        },
-                        project.as_deref(),
-                        json,
-                        &env,
-                        &mut stdout,
-                    )),
+                        };
+                        let query = fleet::Status {
+                            project,
+                            json,
+                            lost_after: lost.lost_after,
+                        };
+                        block_on(fleet::status(
+                            &SystemClock,
+                            &target,
+                            &query,
+                            &env,
+                            &mut stdout,
+                        ))
+                    }
                     FleetCommand::Wait {
                         from,
                         project,

@@ -1,21 +1,22 @@
 //! The simulator's side of fleet reports: `POST /v1/nodes/{id}/status`
 //! keeps each node's latest report (what a sidecar following it over
 //! HTTP sends), and `GET /v1/nodes` answers `{"nodes": [report…]}` with
-//! every report younger than three of its node's heartbeats, so `fleet
-//! status` and `fleet wait --control-plane URL` work against it the way
-//! they work against Redis. A control plane of one's own implements the
-//! same two requests.
+//! every report received in the last hour ([`LOST_RETENTION`]), expired
+//! ones included: the fleet commands tell a reporting node from a lost
+//! one by the report's age, so `fleet status` and `fleet wait
+//! --control-plane URL` work against it the way they work against Redis.
+//! A control plane of one's own implements the same two requests.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
 
 use crate::server::error::json_response;
 use crate::server::Body;
-use crate::sync::report::NodeReport;
+use crate::sync::report::{NodeReport, LOST_RETENTION};
 
 /// The largest report body taken (a node serving ~50 000 projects).
 pub const MAX_REPORT_BYTES: usize = 8 << 20;
@@ -33,13 +34,12 @@ impl NodeBoard {
         self.received.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// The latest report of every node not yet expired.
+    /// The latest report of every node heard from within
+    /// [`LOST_RETENTION`].
     pub fn current(&self) -> Vec<NodeReport> {
         let now = Instant::now();
         let mut reports = self.lock();
-        reports.retain(|_, (at, r)| {
-            now.duration_since(*at) < Duration::from_secs_f64(r.summary.interval_seconds * 3.0)
-        });
+        reports.retain(|_, (at, _)| now.duration_since(*at) < LOST_RETENTION);
         reports.values().map(|(_, r)| r.clone()).collect()
     }
 

@@ -15,6 +15,12 @@
 //!   serve acme-chat@58`); exit 0 then, 1 at `--timeout` (listing the
 //!   nodes behind or rejecting, and why), 2 when it cannot read.
 //!   `publish --wait` calls it with what it published.
+//! * **Lost nodes**: a node whose report expired within `--lost-after`
+//!   (default 10m) stopped reporting; it may still be serving an old
+//!   revision. `status` lists it (`lost=true`), and `wait` never says
+//!   converged while one exists (its labels, where the store still has
+//!   them, decide whether `--selector` covers it; a node of unknown
+//!   labels always counts), unless `--ignore-lost`.
 
 pub mod reader;
 
@@ -24,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use self::reader::{ProjectState, ReadError, Reader, Target};
+use self::reader::{Expired, ProjectState, ReadError, Reader, Target};
 use super::input::quoted;
 use crate::config::secret::Env;
 use crate::model::clock::Clock;
@@ -98,6 +104,48 @@ pub struct Totals {
     pub behind: usize,
     pub rejecting: usize,
     pub stale: usize,
+    pub lost: usize,
+}
+
+/// The nodes of `expired` that stopped reporting within `lost_after` of
+/// `now`, sorted by id.
+fn lost(expired: Vec<Expired>, now: SystemTime, lost_after: Duration) -> Vec<Expired> {
+    let mut lost: Vec<Expired> = expired
+        .into_iter()
+        .filter(|e| now.duration_since(e.last_seen).unwrap_or_default() <= lost_after)
+        .collect();
+    lost.sort_by(|a, b| a.node.cmp(&b.node));
+    lost
+}
+
+/// Seconds since `e` last reported.
+fn silent_for(e: &Expired, now: SystemTime) -> f64 {
+    now.duration_since(e.last_seen)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// `key=value,…`, `-` for none, `?` when unknown.
+fn labels_text(labels: Option<&BTreeMap<String, String>>) -> String {
+    match labels {
+        None => "?".to_owned(),
+        Some(l) if l.is_empty() => "-".to_owned(),
+        Some(l) => l
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
+/// One line naming a lost node.
+fn lost_line(e: &Expired, now: SystemTime) -> String {
+    format!(
+        "lost node={} labels={} last_seen={:.1}s",
+        quoted(&e.node),
+        labels_text(e.labels.as_ref()),
+        silent_for(e, now)
+    )
 }
 
 /// Says why the store cannot be read (the one rendering of a
@@ -111,22 +159,24 @@ fn fail(out: &mut dyn Write, error: ReadError) -> u8 {
 pub async fn status(
     clock: &dyn Clock,
     target: &Target,
-    project: Option<&str>,
-    json: bool,
+    query: &Status,
     env: &Env,
     out: &mut dyn Write,
 ) -> u8 {
+    let (project, json) = (query.project.as_deref(), query.json);
     let mut reader = match Reader::connect(target, env).await {
         Ok(r) => r,
         Err(e) => return fail(out, e),
     };
-    let (source, mut summaries) = match (reader.source().await, reader.summaries().await) {
+    let now = clock.now();
+    let (source, roster) = match (reader.source().await, reader.roster(now).await) {
         (Ok(s), Ok(n)) => (s, n),
         (Err(e), _) | (_, Err(e)) => return fail(out, e),
     };
+    let mut summaries = roster.reporting;
     summaries.sort_by(|a, b| a.node.cmp(&b.node));
+    let lost = lost(roster.expired, now, query.lost_after);
     let source_digest = digest(source.iter().map(|(id, r)| (id.as_str(), *r)));
-    let now = clock.now();
     let ids: Vec<String> = summaries.iter().map(|s| s.node.clone()).collect();
     let per_project: Vec<Vec<ProjectState>> = match project {
         Some(p) => match reader.projects(&ids, &[p.to_owned()]).await {
@@ -137,7 +187,8 @@ pub async fn status(
     };
     let mut lines = Vec::with_capacity(summaries.len());
     let mut totals = Totals {
-        nodes: summaries.len(),
+        nodes: summaries.len() + lost.len(),
+        lost: lost.len(),
         ..Totals::default()
     };
     for (i, s) in summaries.iter().enumerate() {
@@ -196,25 +247,31 @@ pub async fn status(
         });
     }
     if json {
+        let lost: Vec<serde_json::Value> = lost
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "node": e.node,
+                    "labels": e.labels,
+                    "last_seen_seconds_ago": silent_for(e, now),
+                })
+            })
+            .collect();
         let doc = serde_json::json!({
             "source": {"projects": source.len(), "digest": source_digest},
             "project": project,
             "nodes": lines,
+            "lost": lost,
             "summary": totals,
         });
         let _ = writeln!(out, "{doc}");
         return OK;
     }
     for l in &lines {
-        let labels: Vec<String> = l.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let mut line = format!(
             "node={} labels={} provenance={} report_age={:.1}s digest={} behind={} rejected={}",
             quoted(&l.node),
-            if labels.is_empty() {
-                "-".to_owned()
-            } else {
-                labels.join(",")
-            },
+            labels_text(Some(&l.labels)),
             l.provenance,
             l.report_age_seconds,
             if l.digest_equal { "equal" } else { "differs" },
@@ -238,12 +295,25 @@ pub async fn status(
         }
         let _ = writeln!(out, "{line}");
     }
+    for e in &lost {
+        let _ = writeln!(out, "{}", lost_line(e, now));
+    }
     let _ = writeln!(
         out,
-        "{} nodes, {} converged, {} behind, {} rejecting, {} stale reports",
-        totals.nodes, totals.converged, totals.behind, totals.rejecting, totals.stale
+        "{} nodes, {} converged, {} behind, {} rejecting, {} stale reports, {} lost",
+        totals.nodes, totals.converged, totals.behind, totals.rejecting, totals.stale, totals.lost
     );
     OK
+}
+
+/// What `status` shows.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// Also the revision each node serves of this project.
+    pub project: Option<String>,
+    /// One JSON document instead of lines.
+    pub json: bool,
+    pub lost_after: Duration,
 }
 
 /// What `wait` waits for.
@@ -254,6 +324,9 @@ pub struct Wait {
     pub min_fraction: f64,
     pub timeout: Duration,
     pub selector: Selector,
+    pub lost_after: Duration,
+    /// Converged even while lost nodes exist.
+    pub ignore_lost: bool,
 }
 
 /// `fleet wait`.
@@ -276,13 +349,24 @@ pub async fn wait(
         .collect::<Vec<_>>()
         .join(" ");
     let deadline = Instant::now() + what.timeout;
-    let mut shown: Option<(usize, usize)> = None;
+    let mut shown: Option<(usize, usize, usize)> = None;
     loop {
-        let summaries = match reader.summaries().await {
-            Ok(s) => s,
+        let now = clock.now();
+        let roster = match reader.roster(now).await {
+            Ok(r) => r,
             Err(e) => return fail(out, e),
         };
-        let now = clock.now();
+        // Lost nodes the selector may cover (unknown labels: it may).
+        let lost: Vec<Expired> = lost(roster.expired, now, what.lost_after)
+            .into_iter()
+            .filter(|e| {
+                e.labels.as_ref().map_or(true, |labels| {
+                    what.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+                })
+            })
+            .collect();
+        let blocking = if what.ignore_lost { 0 } else { lost.len() };
+        let summaries = roster.reporting;
         let mut live: Vec<&Summary> = summaries
             .iter()
             .filter(|s| !is_stale(s, now) && matches(s, &what.selector))
@@ -298,13 +382,17 @@ pub async fn wait(
             .iter()
             .filter(|v| matches!(v, NodeVerdict::Serves))
             .count();
-        if shown != Some((serving, live.len())) {
-            let _ = writeln!(out, "{serving}/{} nodes serve {goal}", live.len());
+        if shown != Some((serving, live.len(), lost.len())) {
+            let mut line = format!("{serving}/{} nodes serve {goal}", live.len());
+            if !lost.is_empty() {
+                line.push_str(&format!(" ({} lost)", lost.len()));
+            }
+            let _ = writeln!(out, "{line}");
             let _ = out.flush();
-            shown = Some((serving, live.len()));
+            shown = Some((serving, live.len(), lost.len()));
         }
         let needed = (what.min_fraction * live.len() as f64).ceil() as usize;
-        if !live.is_empty() && serving >= needed.max(1) {
+        if !live.is_empty() && serving >= needed.max(1) && blocking == 0 {
             let _ = writeln!(
                 out,
                 "converged nodes={serving} of={} min_fraction={}",
@@ -316,7 +404,7 @@ pub async fn wait(
         if Instant::now() >= deadline {
             let _ = writeln!(
                 out,
-                "timeout serving={serving} of={} needed={} after={}",
+                "timeout serving={serving} of={} needed={} lost={blocking} after={}",
                 live.len(),
                 needed.max(1),
                 humantime::format_duration(what.timeout)
@@ -346,6 +434,11 @@ pub async fn wait(
                             revision.map_or("?".to_owned(), |r| r.to_string())
                         );
                     }
+                }
+            }
+            if blocking > 0 {
+                for e in &lost {
+                    let _ = writeln!(out, "{}", lost_line(e, now));
                 }
             }
             if live.is_empty() {

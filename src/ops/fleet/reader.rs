@@ -9,9 +9,10 @@
 //! behind on.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::secret::Env;
+use crate::model::timestamp::parse_rfc3339;
 use crate::model::trust::Trust;
 use crate::model::wire::{self, parse_snapshot};
 use crate::ops::target::{RedisTarget, TargetError};
@@ -20,7 +21,7 @@ use crate::sync::redis::{self as redis_source, Conn, RedisKeys};
 use crate::sync::report::redis::{
     parse_nack, parse_served, read_all_fields, read_fields, read_summaries,
 };
-use crate::sync::report::{Nack, NodeReport, Served, Summary};
+use crate::sync::report::{Nack, NodeReport, Served, Summary, EXPIRY_HEARTBEATS};
 
 /// Where to read.
 #[derive(Debug, Clone)]
@@ -79,6 +80,36 @@ fn control_plane(what: impl Into<String>) -> impl FnOnce(String) -> ReadError {
     move |detail| ReadError::ControlPlane { what, detail }
 }
 
+/// The nodes a store lists.
+#[derive(Debug, Default)]
+pub struct Roster {
+    /// Reports not yet expired.
+    pub reporting: Vec<Summary>,
+    /// Nodes that stopped reporting: their report expired.
+    pub expired: Vec<Expired>,
+}
+
+/// A node whose report expired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    pub node: String,
+    /// When it last reported.
+    pub last_seen: SystemTime,
+    /// Its labels, where the store still has them (a control plane that
+    /// keeps expired reports; Redis does not).
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+/// True when `summary` is older than [`EXPIRY_HEARTBEATS`] of its node's
+/// heartbeats.
+pub fn has_expired(summary: &Summary, now: SystemTime) -> bool {
+    let Ok(at) = parse_rfc3339(&summary.reported_at) else {
+        return true;
+    };
+    let age = now.duration_since(at).unwrap_or_default().as_secs_f64();
+    age > summary.interval_seconds * f64::from(EXPIRY_HEARTBEATS)
+}
+
 /// One node's state for one project.
 pub type ProjectState = (Option<Served>, Option<Nack>);
 
@@ -128,12 +159,27 @@ impl Reader {
             .collect())
     }
 
-    /// Every node's report summary (expired ones are gone).
-    pub async fn summaries(&mut self) -> Result<Vec<Summary>, ReadError> {
+    /// Every node the store lists as of `now`: the reports not expired,
+    /// and the nodes whose report expired (lost, if recent enough).
+    pub async fn roster(&mut self, now: SystemTime) -> Result<Roster, ReadError> {
         match self {
-            Reader::Redis { con, keys } => read_summaries(con, keys)
-                .await
-                .map_err(redis("the node reports")),
+            Reader::Redis { con, keys } => {
+                let listed = read_summaries(con, keys)
+                    .await
+                    .map_err(redis("the node reports"))?;
+                Ok(Roster {
+                    reporting: listed.reporting,
+                    expired: listed
+                        .expired
+                        .into_iter()
+                        .map(|(node, ms)| Expired {
+                            node,
+                            last_seen: UNIX_EPOCH + Duration::from_millis(ms),
+                            labels: None,
+                        })
+                        .collect(),
+                })
+            }
             Reader::Http { .. } => {
                 let body = self.get("/v1/nodes").await?;
                 #[derive(serde::Deserialize)]
@@ -143,11 +189,27 @@ impl Reader {
                 let nodes: Nodes = serde_json::from_slice(&body).map_err(|e| {
                     control_plane("GET /v1/nodes")(format!("not a list of node reports: {e}"))
                 })?;
-                let summaries = nodes.nodes.iter().map(|n| n.summary.clone()).collect();
+                // A control plane may keep reports past their expiry: the
+                // report's own age decides.
+                let (reporting, expired): (Vec<NodeReport>, Vec<NodeReport>) = nodes
+                    .nodes
+                    .into_iter()
+                    .partition(|n| !has_expired(&n.summary, now));
+                let roster = Roster {
+                    reporting: reporting.iter().map(|n| n.summary.clone()).collect(),
+                    expired: expired
+                        .into_iter()
+                        .map(|n| Expired {
+                            last_seen: parse_rfc3339(&n.summary.reported_at).unwrap_or(UNIX_EPOCH),
+                            node: n.summary.node,
+                            labels: Some(n.summary.labels),
+                        })
+                        .collect(),
+                };
                 if let Reader::Http { last, .. } = self {
-                    *last = nodes.nodes;
+                    *last = reporting;
                 }
-                Ok(summaries)
+                Ok(roster)
             }
         }
     }

@@ -34,6 +34,14 @@ use crate::model::timestamp::format_rfc3339;
 use crate::store::Store;
 use crate::telemetry::{Metrics, ReportResult};
 
+/// A report expires this many heartbeats after it was written: its node
+/// stopped reporting.
+pub const EXPIRY_HEARTBEATS: u32 = 3;
+
+/// How long a store remembers a node whose report expired, so fleet
+/// commands can list it as lost (`--lost-after` sees no further back).
+pub const LOST_RETENTION: Duration = Duration::from_secs(3600);
+
 /// Who this node is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeIdentity {

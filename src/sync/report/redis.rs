@@ -6,8 +6,10 @@
 //!   unknown revision). It expires three heartbeats after the last write,
 //!   so a dead node disappears on its own.
 //! * `{P}:nodes`, a sorted set: node id → time of its last report (ms), so
-//!   a reader finds the nodes without scanning the key space; entries of
-//!   nodes gone for longer than their TTL are pruned by the others.
+//!   a reader finds the nodes without scanning the key space. An entry
+//!   whose hash has expired is a node that stopped reporting (listed as
+//!   lost by the fleet commands); entries older than
+//!   [`LOST_RETENTION`] are pruned by the other writers.
 //!
 //! The sidecar writes only what changed since its last write (and the
 //! summary): a `PEXPIRE` (which also tells whether the hash is still
@@ -28,7 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ::redis::aio::ConnectionLike;
 use ::redis::RedisError;
 
-use super::{Nack, NodeReport, ReportError, Served, Summary};
+use super::{Nack, NodeReport, ReportError, Served, Summary, EXPIRY_HEARTBEATS, LOST_RETENTION};
 use crate::sync::redis::{Connector, Lazy, RedisKeys, Role};
 
 /// Fields per `HSET` of a full write.
@@ -73,7 +75,7 @@ impl RedisSink {
             node_key: keys.node(node),
             keys,
             node: node.to_owned(),
-            ttl: interval * 3,
+            ttl: interval * EXPIRY_HEARTBEATS,
             target,
             con: Lazy::new(connector, Role::Writer),
             written: HashMap::new(),
@@ -190,7 +192,10 @@ impl RedisSink {
         pipe.cmd("ZREMRANGEBYSCORE")
             .arg(&self.keys.nodes)
             .arg("-inf")
-            .arg(format!("({}", now_ms.saturating_sub(ttl_ms)))
+            .arg(format!(
+                "({}",
+                now_ms.saturating_sub(ttl_ms.max(LOST_RETENTION.as_millis() as u64))
+            ))
             .ignore();
         let () = pipe.query_async(&mut con).await.map_err(classify)?;
         self.written = fields;
@@ -246,30 +251,43 @@ fn classify(e: RedisError) -> ReportError {
     }
 }
 
-/// Every node's summary (nodes whose hash has expired are left out).
+/// The nodes a store lists: those reporting, and those whose report
+/// expired (with when they last reported).
+#[derive(Debug, Default)]
+pub struct Listed {
+    pub reporting: Vec<Summary>,
+    /// Node id and the time of its last report, ms since the epoch.
+    pub expired: Vec<(String, u64)>,
+}
+
+/// Every node's summary, and the nodes whose hash has expired.
 pub async fn read_summaries(
     con: &mut (impl ConnectionLike + Send),
     keys: &RedisKeys,
-) -> Result<Vec<Summary>, RedisError> {
-    let ids: Vec<String> = ::redis::cmd("ZRANGE")
+) -> Result<Listed, RedisError> {
+    let ids: Vec<(String, f64)> = ::redis::cmd("ZRANGE")
         .arg(&keys.nodes)
         .arg(0)
         .arg(-1)
+        .arg("WITHSCORES")
         .query_async(con)
         .await?;
     if ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Listed::default());
     }
     let mut pipe = ::redis::pipe();
-    for id in &ids {
+    for (id, _) in &ids {
         pipe.cmd("HGET").arg(keys.node(id)).arg("report");
     }
     let values: Vec<Option<String>> = pipe.query_async(con).await?;
-    Ok(values
-        .into_iter()
-        .flatten()
-        .filter_map(|v| serde_json::from_str(&v).ok())
-        .collect())
+    let mut listed = Listed::default();
+    for ((id, seen), value) in ids.into_iter().zip(values) {
+        match value.and_then(|v| serde_json::from_str(&v).ok()) {
+            Some(summary) => listed.reporting.push(summary),
+            None => listed.expired.push((id, seen.max(0.0) as u64)),
+        }
+    }
+    Ok(listed)
 }
 
 /// `fields` of each of `nodes`' hashes (`None` where absent).
