@@ -102,6 +102,79 @@ fn check_config_refuses_every_bad_config_as_the_start_does() {
 }
 
 #[test]
+fn tls_files_and_url_options_are_checked_before_the_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let junk = junk.display().to_string();
+    let fixture = |name: &str| format!("{}/tests/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"));
+    let redis = "[source]\nkind = \"redis\"\nurl = \"rediss://r:6380/0\"\n";
+    for (i, (extra, key)) in [
+        (
+            "tls_ca_file = \"/nonexistent/ca.pem\"\n".to_owned(),
+            "source.tls_ca_file",
+        ),
+        (format!("tls_ca_file = \"{junk}\"\n"), "source.tls_ca_file"),
+        (
+            format!(
+                "tls_cert_file = \"{}\"\ntls_key_file = \"{junk}\"\n",
+                fixture("client.pem")
+            ),
+            "source.tls_key_file",
+        ),
+        (
+            format!("tls_cert_file = \"{}\"\n", fixture("client.pem")),
+            "source.tls_cert_file",
+        ),
+        (
+            "[report]\nredis_url = \"rediss://r:6380/0\"\ntls_ca_file = \"/nonexistent\"\n"
+                .to_owned(),
+            "report.tls_ca_file",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = dir.path().join(format!("tls{i}.toml"));
+        std::fs::write(&path, format!("{redis}{extra}")).unwrap();
+        let path = path.to_str().unwrap();
+        let check = sidecar(&["check-config", "--config", path]);
+        let start = sidecar(&["--config", path]);
+        assert_eq!(check.status.code(), Some(78), "{extra}");
+        assert_eq!(start.status.code(), Some(78), "{extra}");
+        assert!(text(&check).1.contains(key), "{key}: {}", text(&check).1);
+        assert_eq!(text(&check).1, text(&start).1);
+    }
+    let path = dir.path().join("insecure.toml");
+    std::fs::write(
+        &path,
+        "[source]\nkind = \"redis\"\nurl = \"rediss://r:6380/0#insecure\"\n",
+    )
+    .unwrap();
+    let check = sidecar(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(78));
+    assert!(
+        text(&check).1.contains("source.url") && text(&check).1.contains("#insecure"),
+        "{}",
+        text(&check).1
+    );
+    // Good files pass.
+    let path = dir.path().join("good.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{redis}tls_ca_file = \"{}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            fixture("ca.pem"),
+            fixture("client.pem"),
+            fixture("client.key")
+        ),
+    )
+    .unwrap();
+    let check = sidecar(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check).1);
+}
+
+#[test]
 fn every_problem_of_a_config_is_reported_at_once_each_naming_its_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");

@@ -10,7 +10,7 @@ mod common;
 
 use std::path::Path;
 
-use common::redis::{tls_files, Publisher, RedisServer, Setup};
+use common::redis::{Pki, Publisher, RedisServer, Setup};
 use common::redis_config;
 use common::{eventually, project, TestSidecar};
 use env_sidecar::config::secret::Env;
@@ -343,12 +343,12 @@ async fn requirepass_takes_the_password_from_token_env() {
 #[tokio::test]
 async fn rediss_with_a_certificate_the_test_made() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(files) = tls_files(dir.path()) else {
+    let Some(pki) = Pki::make(dir.path()) else {
         return;
     };
-    let ca = files.2.clone();
+    let ca = pki.ca.clone();
     let setup = Setup {
-        tls: Some(files),
+        tls: Some(pki),
         ..Setup::default()
     };
     let Some(redis) = RedisServer::start(dir.path(), setup) else {

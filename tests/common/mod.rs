@@ -254,6 +254,20 @@ impl TestSidecar {
         .await;
     }
 
+    /// Waits until the source's last success is newer than its last
+    /// error (it recovered from whatever failed).
+    pub async fn wait_recovered(&self) {
+        eventually("the source recovered", || async {
+            let ev = self.sidecar.status().events();
+            match (ev.last_success, ev.last_error) {
+                (Some(ok), Some(error)) => ok.at > error.at,
+                (Some(_), None) => true,
+                _ => false,
+            }
+        })
+        .await;
+    }
+
     pub async fn wait_ready(&self) {
         eventually("sidecar ready", || async {
             self.get_admin("/readyz").await.status == 200
@@ -625,5 +639,7 @@ pub mod gateway;
 pub mod h2;
 pub mod process;
 pub mod redis;
+pub mod resolver_loop;
 pub mod shared;
 pub mod signing;
+pub mod topology;

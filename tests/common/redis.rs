@@ -24,8 +24,16 @@ pub struct RedisServer {
 #[derive(Default, Clone)]
 pub struct Setup {
     pub password: Option<String>,
-    /// Certificate, key and CA files: serve TLS only.
-    pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
+    /// Serve TLS only, with the server certificate of these files.
+    pub tls: Option<Pki>,
+    /// With `tls`: require a client certificate (`tls-auth-clients yes`).
+    pub client_auth: bool,
+    /// Also listen on this Unix socket.
+    pub unix_socket: Option<PathBuf>,
+    /// More `redis-server` arguments (`--maxmemory-policy` …).
+    pub extra: Vec<String>,
+    /// A Redis Cluster node (its bus on the port + 10000).
+    pub cluster: bool,
     /// A read-only replica of the server on this loopback port, with
     /// `replica-serve-stale-data no` (docs/control-plane.md's advice: until its first
     /// sync it answers errors, not an empty data set).
@@ -36,7 +44,11 @@ impl RedisServer {
     /// `None` (test skipped) where redis-server is not installed.
     pub fn start(dir: &Path, setup: Setup) -> Option<RedisServer> {
         let binary = super::system_tool("redis-server", "redis-server")?;
-        let port = super::shared::free_addr().port();
+        let port = if setup.cluster {
+            cluster_port()
+        } else {
+            super::shared::free_addr().port()
+        };
         let mut args = vec![
             "--bind".into(),
             "127.0.0.1".into(),
@@ -50,20 +62,20 @@ impl RedisServer {
             "--enable-debug-command".into(),
             "local".into(),
         ];
-        let scheme = if let Some((cert, key, ca)) = &setup.tls {
+        let scheme = if let Some(pki) = &setup.tls {
             args.extend([
                 "--port".into(),
                 "0".into(),
                 "--tls-port".into(),
                 port.to_string(),
                 "--tls-cert-file".into(),
-                cert.display().to_string(),
+                pki.server_cert.display().to_string(),
                 "--tls-key-file".into(),
-                key.display().to_string(),
+                pki.server_key.display().to_string(),
                 "--tls-ca-cert-file".into(),
-                ca.display().to_string(),
+                pki.ca.display().to_string(),
                 "--tls-auth-clients".into(),
-                "no".into(),
+                if setup.client_auth { "yes" } else { "no" }.into(),
             ]);
             "rediss"
         } else {
@@ -73,6 +85,25 @@ impl RedisServer {
         if let Some(password) = &setup.password {
             args.extend(["--requirepass".into(), password.clone()]);
         }
+        if let Some(socket) = &setup.unix_socket {
+            args.extend([
+                "--unixsocket".into(),
+                socket.display().to_string(),
+                "--unixsocketperm".into(),
+                "700".into(),
+            ]);
+        }
+        if setup.cluster {
+            args.extend([
+                "--cluster-enabled".into(),
+                "yes".into(),
+                "--cluster-config-file".into(),
+                format!("nodes-{port}.conf"),
+                "--cluster-node-timeout".into(),
+                "1000".into(),
+            ]);
+        }
+        args.extend(setup.extra.iter().cloned());
         if let Some(primary) = setup.replica_of {
             args.extend([
                 "--replicaof".into(),
@@ -134,6 +165,28 @@ impl RedisServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A free port whose cluster bus port (+10000) is free too.
+fn cluster_port() -> u16 {
+    loop {
+        let port = super::shared::free_addr().port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl RedisServer {
+    /// `redis://127.0.0.1:PORT` (no database: cluster nodes have only 0).
+    pub fn node_url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 }
 
@@ -212,70 +265,93 @@ impl Publisher {
     }
 }
 
-/// A CA and a server certificate for `localhost`, made with openssl.
-pub fn tls_files(dir: &Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
-    let openssl = super::system_tool("openssl", "openssl")?;
-    let (ca_key, ca, key, csr, cert) = (
-        dir.join("ca.key"),
-        dir.join("ca.pem"),
-        dir.join("server.key"),
-        dir.join("server.csr"),
-        dir.join("server.pem"),
-    );
-    let ext = dir.join("ext.cnf");
-    std::fs::write(&ext, "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new(&openssl).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let p = |p: &Path| p.display().to_string();
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        &p(&ca_key),
-        "-out",
-        &p(&ca),
-        "-days",
-        "2",
-        "-subj",
-        "/CN=env-sidecar test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        &p(&key),
-        "-out",
-        &p(&csr),
-        "-subj",
-        "/CN=localhost",
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &p(&csr),
-        "-CA",
-        &p(&ca),
-        "-CAkey",
-        &p(&ca_key),
-        "-CAcreateserial",
-        "-out",
-        &p(&cert),
-        "-days",
-        "2",
-        "-extfile",
-        &p(&ext),
-    ]);
-    Some((cert, key, ca))
+/// A throwaway CA (made with openssl), a server certificate for
+/// `localhost` and a client certificate, both signed by it.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl Pki {
+    /// `None` (test skipped) where openssl is not installed.
+    pub fn make(dir: &Path) -> Option<Pki> {
+        let openssl = super::system_tool("openssl", "openssl")?;
+        let run = |args: &[&str]| {
+            let out = Command::new(&openssl).args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let p = |name: &str| dir.join(name).display().to_string();
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &p("ca.key"),
+            "-out",
+            &p("ca.pem"),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=env-sidecar test CA",
+        ]);
+        std::fs::write(
+            dir.join("ext.cnf"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .unwrap();
+        for (name, subject) in [("server", "/CN=localhost"), ("client", "/CN=env-sidecar")] {
+            let (key, csr, cert) = (
+                p(&format!("{name}.key")),
+                p(&format!("{name}.csr")),
+                p(&format!("{name}.pem")),
+            );
+            run(&[
+                "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj",
+                subject,
+            ]);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &p("ca.pem"),
+                "-CAkey",
+                &p("ca.key"),
+                "-CAcreateserial",
+                "-out",
+                &cert,
+                "-days",
+                "2",
+                "-extfile",
+                &p("ext.cnf"),
+            ]);
+        }
+        Some(Pki {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        })
+    }
+
+    /// What a client needs: the CA, and the client certificate.
+    pub fn client_files(&self) -> TlsFiles {
+        TlsFiles {
+            ca_file: Some(self.ca.clone()),
+            cert_file: Some(self.client_cert.clone()),
+            key_file: Some(self.client_key.clone()),
+        }
+    }
 }
