@@ -63,25 +63,33 @@ impl Cluster {
         Some(cluster)
     }
 
-    /// Until every running node says `cluster_state:ok` and agrees on
-    /// three masters each with a replica.
+    /// Until every running node says `cluster_state:ok`, they agree on
+    /// three masters, and `CLUSTER SLOTS` (what clients read) lists every
+    /// running node (a replica shows there once it has synced).
     pub fn wait_healthy(&self) {
         until(Duration::from_secs(30), "a healthy cluster", || {
-            self.nodes
+            let running: Vec<u16> = self
+                .nodes
                 .iter()
                 .filter(|n| n.is_running())
-                .all(|n| redis_cli(n.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
-                && {
-                    let lines = self.lines();
-                    let masters = lines.iter().filter(|l| l.master && !l.failed).count();
-                    let replicas = lines.iter().filter(|l| !l.master && !l.failed).count();
-                    masters == 3 && replicas == self.running() - 3
-                }
+                .map(|n| n.port)
+                .collect();
+            let ok = |p: &u16| redis_cli(*p, &["CLUSTER", "INFO"]).contains("cluster_state:ok");
+            let listed = |p: &u16| {
+                let slots = redis_cli(*p, &["CLUSTER", "SLOTS"]);
+                running
+                    .iter()
+                    .all(|q| slots.lines().any(|l| l.trim() == q.to_string()))
+            };
+            running.iter().all(ok)
+                && self
+                    .lines()
+                    .iter()
+                    .filter(|l| l.master && !l.failed)
+                    .count()
+                    == 3
+                && running.iter().all(listed)
         });
-    }
-
-    fn running(&self) -> usize {
-        self.nodes.iter().filter(|n| n.is_running()).count()
     }
 
     /// `CLUSTER NODES` as a running node sees it.
@@ -173,14 +181,18 @@ impl Cluster {
         self.wait_healthy();
     }
 
-    /// SIGKILL of the node on `port`.
+    /// SIGKILL of the node on `port`; returns once the cluster has marked
+    /// it failed and is healthy again (its replica promoted).
     pub fn kill(&mut self, port: u16) {
-        let node = self
-            .nodes
+        self.nodes
             .iter_mut()
             .find(|n| n.port == port)
-            .expect("that node");
-        node.kill();
+            .expect("that node")
+            .kill();
+        until(Duration::from_secs(30), "the node marked failed", || {
+            self.lines().iter().any(|l| l.port == port && l.failed)
+        });
+        self.wait_healthy();
     }
 
     /// `redis://127.0.0.1:PORT`.

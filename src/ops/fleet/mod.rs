@@ -9,9 +9,9 @@
 //!   converged, K behind, J rejecting, L stale reports`. A report older
 //!   than two of its node's heartbeats is stale; stale nodes count in none
 //!   of the other three.
-//! * `wait`: polls until at least `--min-fraction` of the live (not
-//!   stale) nodes matching `--selector` serve every target at its
-//!   revision or later, printing progress as it changes (`41/100 nodes
+//! * `wait`: polls until at least `--min-fraction` of the nodes matching
+//!   `--selector` whose report has not expired (a stale one included:
+//!   silence is not serving) serve every target at its revision or later, printing progress as it changes (`41/100 nodes
 //!   serve acme-chat@58`); exit 0 then, 1 at `--timeout` (listing the
 //!   nodes behind or rejecting, and why), 2 when it cannot read.
 //!   `publish --wait` calls it with what it published.
@@ -369,7 +369,7 @@ pub async fn wait(
         let summaries = roster.reporting;
         let mut live: Vec<&Summary> = summaries
             .iter()
-            .filter(|s| !is_stale(s, now) && matches(s, &what.selector))
+            .filter(|s| matches(s, &what.selector))
             .collect();
         live.sort_by(|a, b| a.node.cmp(&b.node));
         let ids: Vec<String> = live.iter().map(|s| s.node.clone()).collect();

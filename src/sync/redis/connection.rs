@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClientBuilder;
+use redis::cluster_read_routing::RandomReplicaStrategy;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
@@ -85,6 +86,17 @@ pub struct Connector {
     /// One sentinel client per role, kept (they cache their sentinel
     /// connections).
     sentinels: Arc<[Mutex<Option<SentinelClient>>; 2]>,
+    /// Once the URL named a cluster node: every node the cluster named, so
+    /// a reconnect works when the node given is the one that died.
+    cluster: Arc<std::sync::Mutex<Option<ClusterSeen>>>,
+}
+
+/// What the last look at a cluster found.
+#[derive(Debug, Clone)]
+struct ClusterSeen {
+    nodes: Vec<ConnectionInfo>,
+    /// The node given was a replica.
+    replica_given: bool,
 }
 
 impl std::fmt::Debug for Connector {
@@ -197,6 +209,7 @@ impl Connector {
             connect_timeout: settings.connect_timeout,
             response_timeout: settings.response_timeout,
             sentinels: Arc::new([Mutex::new(None), Mutex::new(None)]),
+            cluster: Arc::new(std::sync::Mutex::new(None)),
         })
     }
 
@@ -239,10 +252,20 @@ impl Connector {
     }
 
     async fn connect_server(&self, info: ConnectionInfo, role: Role) -> RedisResult<Conn> {
-        let mut single = self
+        let seen = crate::lock::lock(&self.cluster).clone();
+        let mut single = match self
             .client(info.clone())?
             .get_multiplexed_async_connection_with_config(&self.config())
-            .await?;
+            .await
+        {
+            Ok(single) => single,
+            // The node given is down, but it was part of a cluster: any
+            // node the cluster named will do.
+            Err(e) => match seen {
+                Some(seen) => return self.connect_cluster(seen, role).await,
+                None => return Err(e),
+            },
+        };
         let cluster: String = redis::cmd("INFO")
             .arg("cluster")
             .query_async(&mut single)
@@ -253,41 +276,23 @@ impl Connector {
         }
         // A cluster node: seed the cluster client with every node the
         // cluster names, so a reconnect works while the first is down.
-        let mut nodes = vec![info.clone()];
         let shards: String = redis::cmd("CLUSTER")
             .arg("NODES")
             .query_async(&mut single)
             .await
             .unwrap_or_default();
-        let replica_given = shards
-            .lines()
-            .any(|l| l.contains("myself") && l.contains("slave"));
-        for line in shards.lines() {
-            let Some(addr) = line.split_whitespace().nth(1) else {
-                continue;
-            };
-            let addr = addr.split('@').next().unwrap_or(addr);
-            if let Some((host, port)) = addr.rsplit_once(':') {
-                if let Ok(port) = port.parse::<u16>() {
-                    let mut node = info.clone();
-                    node = node.set_addr(match info.addr() {
-                        ConnectionAddr::TcpTls {
-                            insecure,
-                            tls_params,
-                            ..
-                        } => ConnectionAddr::TcpTls {
-                            host: host.to_owned(),
-                            port,
-                            insecure: *insecure,
-                            tls_params: tls_params.clone(),
-                        },
-                        _ => ConnectionAddr::Tcp(host.to_owned(), port),
-                    });
-                    nodes.push(node);
-                }
-            }
-        }
-        let mut builder = ClusterClientBuilder::new(nodes)
+        let seen = ClusterSeen {
+            nodes: cluster_nodes(&info, &shards),
+            replica_given: shards
+                .lines()
+                .any(|l| l.contains("myself") && l.contains("slave")),
+        };
+        *crate::lock::lock(&self.cluster) = Some(seen.clone());
+        self.connect_cluster(seen, role).await
+    }
+
+    async fn connect_cluster(&self, seen: ClusterSeen, role: Role) -> RedisResult<Conn> {
+        let mut builder = ClusterClientBuilder::new(seen.nodes)
             .connection_timeout(self.connect_timeout)
             .response_timeout(self.response_timeout);
         if let Some(password) = &self.password {
@@ -303,13 +308,10 @@ impl Connector {
             && match self.read_from {
                 Some(ReadFrom::Replica) => true,
                 Some(ReadFrom::Primary) => false,
-                None => replica_given,
+                None => seen.replica_given,
             };
         if replica {
-            #[allow(deprecated)]
-            {
-                builder = builder.read_from_replicas();
-            }
+            builder = builder.read_routing_strategy(RandomReplicaStrategy);
         }
         let cluster = builder.build()?.get_async_connection().await?;
         Ok(Conn::Cluster(Box::new(cluster)))
@@ -390,6 +392,39 @@ impl Connector {
         }
         result
     }
+}
+
+/// `given` and every node `CLUSTER NODES` (`shards`) names, with the
+/// settings (TLS, login) of `given`.
+fn cluster_nodes(given: &ConnectionInfo, shards: &str) -> Vec<ConnectionInfo> {
+    let mut nodes = vec![given.clone()];
+    for line in shards.lines() {
+        let Some(addr) = line.split_whitespace().nth(1) else {
+            continue;
+        };
+        let addr = addr.split('@').next().unwrap_or(addr);
+        let Some((host, port)) = addr.rsplit_once(':') else {
+            continue;
+        };
+        let Ok(port) = port.parse::<u16>() else {
+            continue;
+        };
+        let addr = match given.addr() {
+            ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => ConnectionAddr::TcpTls {
+                host: host.to_owned(),
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => ConnectionAddr::Tcp(host.to_owned(), port),
+        };
+        nodes.push(given.clone().set_addr(addr));
+    }
+    nodes
 }
 
 /// Reads the TLS files (each optional).
