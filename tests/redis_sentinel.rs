@@ -1,0 +1,101 @@
+//! A real Sentinel deployment on loopback: a primary, two replicas and
+//! three sentinels. Sidecars name the sentinels
+//! (`redis-sentinel://…#fleet`) and read replicas; `publish --wait` goes
+//! to the primary the sentinels name. After a kill -9 of the primary and
+//! the sentinels' failover, publishes through the same URL reach every
+//! sidecar, the node reports follow the new primary, and `publish
+//! --wait` converges, with a resolver loop that never sees a miss.
+
+mod common;
+
+use std::path::Path;
+
+use common::attacker::redis_cli;
+use common::fleet::{self, node_config, redis_source, reporting, run_async};
+use common::resolver_loop::ResolverLoop;
+use common::topology::Sentinels;
+use common::{json_file, project, snapshot};
+
+/// `publish --redis URL --wait` of acme at `revision` (and globex at 1).
+async fn publish_and_wait(dir: &Path, url: &str, revision: u64) -> String {
+    let file = json_file(
+        dir,
+        &format!("v{revision}.json"),
+        &snapshot(
+            revision,
+            vec![project("acme", revision), project("globex", 1)],
+        ),
+    );
+    let (code, out) = run_async(&[
+        "publish",
+        "--redis",
+        url,
+        "--wait",
+        "--timeout",
+        "30s",
+        file.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_are_followed_through_a_failover() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut set) = Sentinels::start(dir.path(), 2) else {
+        return;
+    };
+    let url = set.url();
+    let file = json_file(
+        dir.path(),
+        "v1.json",
+        &snapshot(1, vec![project("acme", 1), project("globex", 1)]),
+    );
+    let (code, out) = run_async(&["publish", "--redis", &url, file.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{out}");
+    let nodes: Vec<_> = ["s1", "s2"]
+        .iter()
+        .map(|id| {
+            let config = node_config(dir.path(), id, "eu", &redis_source(&url), &reporting("1s"));
+            fleet::start(&config, &[])
+        })
+        .collect();
+    let out = publish_and_wait(dir.path(), &url, 2).await;
+    assert!(out.contains("converged nodes=2 of=2"), "{out}");
+    // They read replicas, not the primary.
+    let primary = set.primary();
+    let replica_reads: usize = set
+        .servers
+        .iter()
+        .filter(|s| s.port != primary)
+        .map(|s| redis_cli(s.port, &["INFO", "commandstats"]))
+        .filter(|stats| stats.contains("cmdstat_xread:"))
+        .count();
+    assert!(replica_reads >= 1, "no replica served a read");
+    assert!(
+        !redis_cli(primary, &["INFO", "commandstats"]).contains("cmdstat_xread:"),
+        "a sidecar read the primary"
+    );
+    let resolver = ResolverLoop::start(
+        nodes.iter().map(|n| n.data_addr).collect(),
+        &["acme", "globex"],
+    );
+
+    let new = set.kill_primary();
+    assert_ne!(new, primary);
+    let out = publish_and_wait(dir.path(), &url, 3).await;
+    assert!(out.contains("converged nodes=2 of=2"), "{out}");
+    // The reports are written to the new primary.
+    let (code, status) = run_async(&["fleet", "status", "--redis", &url]).await;
+    assert_eq!(code, 0, "{status}");
+    assert!(
+        status.ends_with("2 nodes, 2 converged, 0 behind, 0 rejecting, 0 stale reports, 0 lost\n"),
+        "{status}"
+    );
+    assert!(redis_cli(new, &["EXISTS", "{env-sidecar}:node:s1"]).trim() == "1");
+    resolver.finish().await;
+    for node in &nodes {
+        assert!(!node.log().contains("panicked"), "{}", node.log());
+    }
+}
