@@ -241,6 +241,10 @@ pub enum SourceCommand {
     Refresh(RefreshRequest, oneshot::Sender<RefreshOutcome>),
 }
 
+/// An inconclusive step (the source reached, its data not settled yet) is
+/// retried no sooner than this.
+pub const INCONCLUSIVE_RETRY: Duration = Duration::from_secs(1);
+
 /// Drives `source` until `shutdown` flips: steps, with full-jitter
 /// backoff after failures; commands are served at once, even in the
 /// middle of a step (which is abandoned and retried).
@@ -301,7 +305,12 @@ pub async fn run<S: Source>(
                 if matches!(e, SyncError::Refused(_)) {
                     ctx.metrics.mass_removal_refused();
                 }
-                let delay = backoff.next_delay();
+                let mut delay = backoff.next_delay();
+                if matches!(e, SyncError::Inconclusive(_)) {
+                    // A population being rewritten takes its writer a
+                    // while: no point asking ten times a second.
+                    delay = delay.max(INCONCLUSIVE_RETRY);
+                }
                 let text = describe(&e);
                 ctx.status.error(ctx.clock.now(), text.clone());
                 // One line per distinct problem, not one per retry.
@@ -365,10 +374,11 @@ mod tests {
     use crate::model::clock::SystemClock;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A source whose steps fail until `failing` is false.
+    /// A source whose steps fail (with `error`) until `failing` is false.
     struct Flaky {
         steps: Arc<AtomicUsize>,
         failing: Arc<std::sync::atomic::AtomicBool>,
+        error: fn() -> SyncError,
     }
 
     impl Source for Flaky {
@@ -377,7 +387,7 @@ mod tests {
             // A loop that spins would never give the timer a chance.
             assert!(n < 10_000, "the sync loop is spinning");
             if self.failing.load(Ordering::SeqCst) {
-                Err(FetchError::Timeout(Duration::from_secs(1)).into())
+                Err((self.error)())
             } else {
                 Ok(Stepped {
                     next: Duration::from_secs(30),
@@ -421,6 +431,7 @@ mod tests {
         let source = Flaky {
             steps: steps.clone(),
             failing: failing.clone(),
+            error: || FetchError::Timeout(Duration::from_secs(1)).into(),
         };
         let (_commands, commands_rx) = mpsc::channel(1);
         let (stop, stopped) = watch::channel(false);
@@ -442,6 +453,39 @@ mod tests {
             (2..=4).contains(&later),
             "{later} steps in 90 s at a 30 s pace"
         );
+        let _ = stop.send(true);
+        task.await.unwrap();
+    }
+
+    /// An inconclusive step (a Redis population being rewritten) is
+    /// retried at most once a second, however early in the backoff.
+    #[tokio::test(start_paused = true)]
+    async fn inconclusive_steps_wait_at_least_a_second() {
+        let (store, writer) = Store::new(0.5);
+        let metrics = Metrics::new();
+        let clock: SharedClock = Arc::new(SystemClock);
+        let (writer, _stopped) =
+            writer::spawn(writer, clock.clone(), Default::default(), metrics.clone()).unwrap();
+        let ctx = SyncContext {
+            store,
+            writer,
+            status: Arc::new(SyncStatus::default()),
+            metrics,
+            clock,
+        };
+        let steps = Arc::new(AtomicUsize::new(0));
+        let source = Flaky {
+            steps: steps.clone(),
+            failing: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            error: || SyncError::Inconclusive("incomplete".into()),
+        };
+        let (_commands, commands_rx) = mpsc::channel(1);
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(source, ctx, commands_rx, stopped));
+        tokio::time::sleep(Duration::from_millis(4_500)).await;
+        let n = steps.load(Ordering::SeqCst);
+        // The first step at once, then one a second at most.
+        assert!((2..=5).contains(&n), "{n} steps in 4.5 s");
         let _ = stop.send(true);
         task.await.unwrap();
     }

@@ -144,21 +144,30 @@ impl RedisSource {
             Err(e) => return self.failed(e),
         };
         let read = async {
-            let marker_before = population(&mut con, &self.keys).await?.0;
-            // The stream's last generated id, read before the hash (a
-            // write in between is then replayed: harmless). For a stream
-            // emptied by trimming this is newer than its (gone) last
-            // entry; taking `0-0` there would find the cursor lost again
-            // on the next check and reload in a loop.
+            // The stream's last generated id first: a write after it is
+            // replayed from the stream (harmless), a write before it is in
+            // what is read next. For a stream emptied by trimming this is
+            // newer than its (gone) last entry; taking `0-0` there would
+            // find the cursor lost again on the next check and reload in a
+            // loop.
             let tip = match stream_state(&mut con, &self.keys).await? {
                 StreamState::Missing => StreamId::default(),
                 StreamState::Present { last_generated, .. } => last_generated,
             };
-            let all = read_projects(&mut con, &self.keys, self.reader).await?;
-            let marker_after = population(&mut con, &self.keys).await?.0;
-            let complete = marker_before.is_some()
-                && marker_before == marker_after
-                && marker_after == Some(all.len());
+            let (marker, fields) = population(&mut con, &self.keys).await?;
+            let all = if fields == 0 {
+                Vec::new()
+            } else {
+                read_projects(&mut con, &self.keys, self.reader).await?
+            };
+            // Complete when the marker is there, matches what was read and
+            // did not move meanwhile.
+            let complete = match marker {
+                None => false,
+                Some(m) => {
+                    m == all.len() && population(&mut con, &self.keys).await?.0 == Some(m)
+                }
+            };
             Ok::<_, redis::RedisError>((tip, all, complete))
         };
         let (tip, all, complete) = match read.await {
