@@ -9,11 +9,14 @@
 //! 60 s by default; `SOAK_SECONDS=600 cargo test --release --test soak --
 //! --nocapture` soaks longer and prints the figures.
 //!
-//! A second soak does the same with the sidecar following a real
-//! `redis-server` that the simulator publishes to, through Redis' own
-//! faults: clients paused (`CLIENT PAUSE`), the server stalled (`DEBUG
-//! SLEEP`), killed and restarted empty (the guard must refuse the
-//! emptiness; then everything is republished). 30 s by default
+//! A second soak does the same with the sidecar following Redis as a
+//! fleet runs it (a primary, a replica and three sentinels, named by a
+//! `redis-sentinel://` URL) that the simulator publishes to, through
+//! Redis' own faults: clients paused (`CLIENT PAUSE`), the primary
+//! stalled (`DEBUG SLEEP`), the primary killed (the sentinels fail over;
+//! it comes back empty and rejoins as a replica), everything flushed
+//! (the simulator repopulates in several transactions). No project that
+//! exists may ever answer anything but a 200. 30 s by default
 //! (`REDIS_SOAK_SECONDS`).
 //!
 //! `SOAK_SIGNED=1` runs both signed: the simulator signs every document
@@ -26,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::attacker::redis_cli;
 use common::process::SidecarProcess;
 use env_sidecar::sim::generate;
 use env_sidecar::sim::simulator::{Faults, Simulator};
@@ -387,24 +391,27 @@ enum RedisPhase {
     Clean,
     ClientPause,
     DebugSleep,
-    KilledRestartedEmpty,
+    Failover,
+    Flushed,
     InvalidDocuments,
 }
 
-const REDIS_PHASES: [RedisPhase; 5] = [
+const REDIS_PHASES: [RedisPhase; 6] = [
     RedisPhase::Clean,
     RedisPhase::ClientPause,
     RedisPhase::DebugSleep,
-    RedisPhase::KilledRestartedEmpty,
+    RedisPhase::Failover,
+    RedisPhase::Flushed,
     RedisPhase::InvalidDocuments,
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_soak_under_redis_faults_loses_nothing_and_converges() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(mut redis) = common::redis::RedisServer::start(dir.path(), Default::default()) else {
+    let Some(mut redis) = common::topology::Sentinels::start(dir.path(), 1) else {
         return;
     };
+    let url = redis.url();
     let total: u64 = std::env::var("REDIS_SOAK_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -414,7 +421,7 @@ async fn a_redis_soak_under_redis_faults_loses_nothing_and_converges() {
     let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), None)
         .await
         .unwrap();
-    sim.mirror_to_redis(&redis.url, None, "env-sidecar")
+    sim.mirror_to_redis(&url, None, "env-sidecar")
         .await
         .unwrap();
     let trust = signing(&sim, dir.path());
@@ -428,7 +435,7 @@ async fn a_redis_soak_under_redis_faults_loses_nothing_and_converges() {
              [source]\nkind = \"redis\"\nurl = \"{}\"\nrequest_timeout = \"1s\"\n\
              long_poll_wait = \"2s\"\nbackoff_max = \"500ms\"\nmax_removed_fraction = 0.3\n\
              [cache]\npath = \"{}\"\n{trust}",
-            redis.url,
+            url,
             cache.display()
         ),
     )
@@ -454,57 +461,27 @@ async fn a_redis_soak_under_redis_faults_loses_nothing_and_converges() {
             let step = cycle * 10 + index as u64;
             match phase {
                 RedisPhase::Clean => {}
-                RedisPhase::ClientPause => {
-                    let mut p = common::redis::Publisher::plain(&redis.url).await;
-                    p.run(&["CLIENT", "PAUSE", "1500", "ALL"]).await;
-                }
-                RedisPhase::DebugSleep => {
-                    let mut p = common::redis::Publisher::plain(&redis.url).await;
-                    p.run(&["DEBUG", "SLEEP", "1.5"]).await;
-                }
-                RedisPhase::KilledRestartedEmpty => {
-                    redis.kill();
-                    tokio::time::sleep(phase_len / 3).await;
-                    redis.restart();
-                    // Empty, without a population marker: the sidecar
-                    // notices (its cursor is gone) and removes nothing,
-                    // whether it loads before the mirror repopulates
-                    // (an incomplete population) or after.
-                    let client = reqwest::Client::new();
-                    common::eventually_within(
-                        Duration::from_secs(15),
-                        "the emptied Redis noticed",
-                        || async {
-                            match client
-                                .get(format!("http://{admin}/admin/status"))
-                                .send()
-                                .await
-                            {
-                                Ok(r) => {
-                                    let text = r.text().await.unwrap_or_default();
-                                    text.contains("population is incomplete")
-                                        || text.contains("entries after the cursor are gone")
-                                }
-                                Err(_) => false,
-                            }
-                        },
-                    )
-                    .await;
-                    let probe = client
-                        .get(format!(
-                            "http://{data}/v1/resolve?project={}",
-                            generate::project_id(0)
-                        ))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(probe.status(), 200, "an emptied Redis removed projects");
-                    // The publisher reconnects and republishes everything.
-                    sim.mirror_to_redis(&redis.url, None, "env-sidecar")
-                        .await
-                        .unwrap();
-                    publish(&sim, 0..ALL, 700_000 + step);
-                }
+                // The load keeps running on the other worker while these
+                // block this one.
+                RedisPhase::ClientPause => tokio::task::block_in_place(|| {
+                    redis_cli(redis.primary(), &["CLIENT", "PAUSE", "1500", "ALL"]);
+                }),
+                RedisPhase::DebugSleep => tokio::task::block_in_place(|| {
+                    redis_cli(redis.primary(), &["DEBUG", "SLEEP", "1.5"]);
+                }),
+                RedisPhase::Failover => tokio::task::block_in_place(|| {
+                    // The sentinels promote the replica; the old primary
+                    // comes back empty and is made a replica again.
+                    let old = redis.primary();
+                    redis.kill_primary();
+                    redis.restart(old);
+                }),
+                RedisPhase::Flushed => tokio::task::block_in_place(|| {
+                    // Everything gone at once; the simulator's next write
+                    // finds the population marker missing and writes it
+                    // all again, 500 projects a transaction.
+                    redis_cli(redis.primary(), &["FLUSHALL"]);
+                }),
                 RedisPhase::InvalidDocuments => {
                     let docs = (0..10).map(|i| {
                         let mut doc =

@@ -366,35 +366,50 @@ impl Simulator {
                 e.to_string(),
             ))
         })?;
-        let mut con = connector.connect(redis_source::Role::Writer).await?;
+        let connector = Arc::new(connector);
+        // Connected once here, so a bad address fails the call.
+        let first = connector.connect(redis_source::Role::Writer).await?;
+        let mut writer = redis_source::Lazy::new(connector, redis_source::Role::Writer);
         let keys = redis_source::RedisKeys::new(key_prefix);
         let (tx, mut rx) = mpsc::unbounded_channel::<Mirrored>();
         *lock(&self.inner.mirror) = Some(tx);
         let written = Arc::new(AtomicU64::new(0));
         let count = written.clone();
         let inner = self.inner.clone();
+        drop(first);
         tokio::spawn(async move {
+            // A write failed: the next one writes everything.
+            let mut dirty = false;
             while let Some(batch) = rx.recv().await {
-                // A Redis that lost data (restarted empty, flushed, evicted)
-                // gets the whole population again, as a control plane
-                // following docs/control-plane.md does.
-                let whole = match redis_source::population(&mut con, &keys).await {
-                    Ok((Some(marker), fields)) => marker != fields,
-                    Ok((None, _)) => true,
-                    Err(_) => false,
-                };
-                let result = if whole {
-                    repopulate(&mut con, &keys, &inner).await
-                } else {
-                    redis_source::write_changes(&mut con, &keys, &batch, Population::Complete)
-                        .await
-                        .map(|_| ())
-                };
+                let result = async {
+                    let mut con = writer.get().await?;
+                    // A Redis that lost data (restarted empty, flushed,
+                    // evicted, failed over to a replica that was behind)
+                    // gets the whole population again, as a control plane
+                    // following docs/control-plane.md does.
+                    let whole = dirty
+                        || match redis_source::population(&mut con, &keys).await? {
+                            (Some(marker), fields) => marker != fields,
+                            (None, _) => true,
+                        };
+                    if whole {
+                        repopulate(&mut con, &keys, &inner).await
+                    } else {
+                        redis_source::write_changes(&mut con, &keys, &batch, Population::Complete)
+                            .await
+                            .map(|_| ())
+                    }
+                }
+                .await;
                 match result {
                     Ok(()) => {
+                        dirty = false;
                         count.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     }
                     Err(e) => {
+                        // Reconnect (perhaps to a new primary) next time.
+                        writer.reset();
+                        dirty = true;
                         tracing::warn!(changes = batch.len(), error = %e, "simulator: Redis write failed")
                     }
                 }

@@ -302,6 +302,16 @@ impl Sentinels {
             .expect("a primary port")
     }
 
+    /// Starts the server on `port` again, empty (the sentinels make it a
+    /// replica of the current primary once they notice it).
+    pub fn restart(&mut self, port: u16) {
+        self.servers
+            .iter_mut()
+            .find(|s| s.port == port)
+            .expect("that server")
+            .restart();
+    }
+
     /// SIGKILL of the primary; returns once every sentinel names a new
     /// one, and that one says it is the master.
     pub fn kill_primary(&mut self) -> u16 {

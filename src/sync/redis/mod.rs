@@ -164,9 +164,7 @@ impl RedisSource {
             // did not move meanwhile.
             let complete = match marker {
                 None => false,
-                Some(m) => {
-                    m == all.len() && population(&mut con, &self.keys).await?.0 == Some(m)
-                }
+                Some(m) => m == all.len() && population(&mut con, &self.keys).await?.0 == Some(m),
             };
             Ok::<_, redis::RedisError>((tip, all, complete))
         };
