@@ -10,6 +10,25 @@ mod common;
 use common::fleet::{self, http_source, node_config, reporting, run_async};
 use common::project;
 
+/// `fleet wait --control-plane URL --project acme --revision R --timeout
+/// T EXTRA…`: exit code and output.
+async fn wait_acme(url: &str, revision: &str, timeout: &str, extra: &[&str]) -> (i32, String) {
+    let mut args = vec![
+        "fleet",
+        "wait",
+        "--control-plane",
+        url,
+        "--project",
+        "acme",
+        "--revision",
+        revision,
+        "--timeout",
+        timeout,
+    ];
+    args.extend(extra);
+    run_async(&args).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_over_http_reports_to_the_control_plane_and_converges() {
     let dir = tempfile::tempdir().unwrap();
@@ -28,24 +47,8 @@ async fn a_fleet_over_http_reports_to_the_control_plane_and_converges() {
             fleet::start(&config, &[])
         })
         .collect();
-    let wait = |revision: &'static str, timeout: &'static str| {
-        let url = url.clone();
-        async move {
-            run_async(&[
-                "fleet",
-                "wait",
-                "--control-plane",
-                &url,
-                "--project",
-                "acme",
-                "--revision",
-                revision,
-                "--timeout",
-                timeout,
-            ])
-            .await
-        }
-    };
+    let wait =
+        |revision: &'static str, timeout: &'static str| wait_acme(&url, revision, timeout, &[]);
     let (code, out) = wait("1", "20s").await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("3/3 nodes serve acme@1"), "{out}");
@@ -111,23 +114,7 @@ async fn a_node_that_stops_reporting_to_the_control_plane_is_lost_with_its_label
         })
         .collect();
     let wait = |timeout: &'static str, extra: &'static [&'static str]| {
-        let url = url.clone();
-        async move {
-            let mut args = vec![
-                "fleet",
-                "wait",
-                "--control-plane",
-                &url,
-                "--project",
-                "acme",
-                "--revision",
-                "1",
-                "--timeout",
-                timeout,
-            ];
-            args.extend(extra);
-            run_async(&args).await
-        }
+        wait_acme(&url, "1", timeout, extra)
     };
     let (code, out) = wait("20s", &[]).await;
     assert_eq!(code, 0, "{out}");

@@ -9,37 +9,10 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::attacker::redis_cli;
-use common::fleet::{self, node_config, redis_source, reporting, run_async};
+use common::fleet::{self, node_config, publish_acme, redis_source, reporting, run_async};
 use common::resolver_loop::ResolverLoop;
 use common::topology::Cluster;
-use common::{json_file, project, snapshot};
-
-/// `publish --redis URL --wait` of acme at `revision` (and globex at 1).
-async fn publish_and_wait(dir: &Path, url: &str, revision: u64) -> String {
-    let file = json_file(
-        dir,
-        &format!("v{revision}.json"),
-        &snapshot(
-            revision,
-            vec![project("acme", revision), project("globex", 1)],
-        ),
-    );
-    let (code, out) = run_async(&[
-        "publish",
-        "--redis",
-        url,
-        "--wait",
-        "--timeout",
-        "30s",
-        file.to_str().unwrap(),
-    ])
-    .await;
-    assert_eq!(code, 0, "{out}");
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_is_followed_through_any_node_and_through_failovers() {
@@ -53,13 +26,7 @@ async fn a_cluster_is_followed_through_any_node_and_through_failovers() {
     let via = Cluster::url(other);
 
     // Through a master that does not own the slot: redirected.
-    let file = json_file(
-        dir.path(),
-        "v1.json",
-        &snapshot(1, vec![project("acme", 1), project("globex", 1)]),
-    );
-    let (code, out) = run_async(&["publish", "--redis", &via, file.to_str().unwrap()]).await;
-    assert_eq!(code, 0, "{out}");
+    publish_acme(dir.path(), &via, 1, false).await;
 
     let on_master = fleet::start(
         &node_config(
@@ -112,7 +79,7 @@ async fn a_cluster_is_followed_through_any_node_and_through_failovers() {
     // A manual failover: the replica becomes the owner.
     cluster.failover(replica);
     assert_eq!(cluster.owner("env-sidecar"), replica);
-    let out = publish_and_wait(dir.path(), &via, 2).await;
+    let out = publish_acme(dir.path(), &via, 2, true).await;
     assert!(out.contains("converged nodes=2 of=2"), "{out}");
     resolver.round().await;
 
@@ -120,7 +87,7 @@ async fn a_cluster_is_followed_through_any_node_and_through_failovers() {
     // takes over once the cluster notices.
     cluster.kill(replica);
     assert_eq!(cluster.owner("env-sidecar"), owner);
-    let out = publish_and_wait(dir.path(), &via, 3).await;
+    let out = publish_acme(dir.path(), &via, 3, true).await;
     assert!(out.contains("converged nodes=2 of=2"), "{out}");
     let (code, status) = run_async(&["fleet", "status", "--redis", &via]).await;
     assert_eq!(code, 0, "{status}");

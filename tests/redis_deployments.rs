@@ -51,19 +51,17 @@ async fn tls_with_client_certificates_for_the_source_reports_publish_and_fleet()
     // Without a client certificate the server refuses: nothing written.
     let (code, out) = run_async(&["publish", "--redis", &url, "--tls-ca-file", &ca, &file]).await;
     assert_eq!(code, 2, "{out}");
-    let (code, out) = run_async(&[
-        "publish",
-        "--redis",
-        &url,
+    // The CA and the client certificate, as flags.
+    let tls = [
         "--tls-ca-file",
-        &ca,
+        ca.as_str(),
         "--tls-cert-file",
-        &cert,
+        cert.as_str(),
         "--tls-key-file",
-        &key,
-        &file,
-    ])
-    .await;
+        key.as_str(),
+    ];
+    let (code, out) =
+        run_async(&[&["publish", "--redis", &url][..], &tls, &[&file]].concat()).await;
     assert_eq!(code, 0, "{out}");
     // A sidecar with the certificate follows and reports over TLS.
     let tls_keys =
@@ -110,19 +108,7 @@ async fn tls_with_client_certificates_for_the_source_reports_publish_and_fleet()
     ])
     .await;
     assert_eq!(code, 0, "{out}");
-    let (code, out) = run_async(&[
-        "fleet",
-        "status",
-        "--redis",
-        &url,
-        "--tls-ca-file",
-        &ca,
-        "--tls-cert-file",
-        &cert,
-        "--tls-key-file",
-        &key,
-    ])
-    .await;
+    let (code, out) = run_async(&[&["fleet", "status", "--redis", &url][..], &tls].concat()).await;
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("node=t1") && out.contains("1 converged"),

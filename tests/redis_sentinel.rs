@@ -8,37 +8,10 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::attacker::redis_cli;
-use common::fleet::{self, node_config, redis_source, reporting, run_async};
+use common::fleet::{self, node_config, publish_acme, redis_source, reporting, run_async};
 use common::resolver_loop::ResolverLoop;
 use common::topology::Sentinels;
-use common::{json_file, project, snapshot};
-
-/// `publish --redis URL --wait` of acme at `revision` (and globex at 1).
-async fn publish_and_wait(dir: &Path, url: &str, revision: u64) -> String {
-    let file = json_file(
-        dir,
-        &format!("v{revision}.json"),
-        &snapshot(
-            revision,
-            vec![project("acme", revision), project("globex", 1)],
-        ),
-    );
-    let (code, out) = run_async(&[
-        "publish",
-        "--redis",
-        url,
-        "--wait",
-        "--timeout",
-        "30s",
-        file.to_str().unwrap(),
-    ])
-    .await;
-    assert_eq!(code, 0, "{out}");
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinels_are_followed_through_a_failover() {
@@ -47,13 +20,7 @@ async fn sentinels_are_followed_through_a_failover() {
         return;
     };
     let url = set.url();
-    let file = json_file(
-        dir.path(),
-        "v1.json",
-        &snapshot(1, vec![project("acme", 1), project("globex", 1)]),
-    );
-    let (code, out) = run_async(&["publish", "--redis", &url, file.to_str().unwrap()]).await;
-    assert_eq!(code, 0, "{out}");
+    publish_acme(dir.path(), &url, 1, false).await;
     let nodes: Vec<_> = ["s1", "s2"]
         .iter()
         .map(|id| {
@@ -61,7 +28,7 @@ async fn sentinels_are_followed_through_a_failover() {
             fleet::start(&config, &[])
         })
         .collect();
-    let out = publish_and_wait(dir.path(), &url, 2).await;
+    let out = publish_acme(dir.path(), &url, 2, true).await;
     assert!(out.contains("converged nodes=2 of=2"), "{out}");
     // They read replicas, not the primary.
     let primary = set.primary();
@@ -84,7 +51,7 @@ async fn sentinels_are_followed_through_a_failover() {
 
     let new = set.kill_primary();
     assert_ne!(new, primary);
-    let out = publish_and_wait(dir.path(), &url, 3).await;
+    let out = publish_acme(dir.path(), &url, 3, true).await;
     assert!(out.contains("converged nodes=2 of=2"), "{out}");
     // The reports are written to the new primary.
     let (code, status) = run_async(&["fleet", "status", "--redis", &url]).await;

@@ -374,6 +374,22 @@ mod tests {
     use crate::model::clock::SystemClock;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    /// A context over an empty store, on the system clock.
+    fn context() -> SyncContext {
+        let (store, writer) = Store::new(0.5);
+        let metrics = Metrics::new();
+        let clock: SharedClock = Arc::new(SystemClock);
+        let (writer, _stopped) =
+            writer::spawn(writer, clock.clone(), Default::default(), metrics.clone()).unwrap();
+        SyncContext {
+            store,
+            writer,
+            status: Arc::new(SyncStatus::default()),
+            metrics,
+            clock,
+        }
+    }
+
     /// A source whose steps fail (with `error`) until `failing` is false.
     struct Flaky {
         steps: Arc<AtomicUsize>,
@@ -414,18 +430,7 @@ mod tests {
     /// paused time, so no real second passes.
     #[tokio::test(start_paused = true)]
     async fn failures_back_off_and_a_success_resets() {
-        let (store, writer) = Store::new(0.5);
-        let metrics = Metrics::new();
-        let clock: SharedClock = Arc::new(SystemClock);
-        let (writer, _stopped) =
-            writer::spawn(writer, clock.clone(), Default::default(), metrics.clone()).unwrap();
-        let ctx = SyncContext {
-            store,
-            writer,
-            status: Arc::new(SyncStatus::default()),
-            metrics,
-            clock,
-        };
+        let ctx = context();
         let steps = Arc::new(AtomicUsize::new(0));
         let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let source = Flaky {
@@ -461,18 +466,7 @@ mod tests {
     /// retried at most once a second, however early in the backoff.
     #[tokio::test(start_paused = true)]
     async fn inconclusive_steps_wait_at_least_a_second() {
-        let (store, writer) = Store::new(0.5);
-        let metrics = Metrics::new();
-        let clock: SharedClock = Arc::new(SystemClock);
-        let (writer, _stopped) =
-            writer::spawn(writer, clock.clone(), Default::default(), metrics.clone()).unwrap();
-        let ctx = SyncContext {
-            store,
-            writer,
-            status: Arc::new(SyncStatus::default()),
-            metrics,
-            clock,
-        };
+        let ctx = context();
         let steps = Arc::new(AtomicUsize::new(0));
         let source = Flaky {
             steps: steps.clone(),

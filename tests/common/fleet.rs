@@ -130,3 +130,28 @@ pub async fn run_async(args: &[&str]) -> (i32, String) {
     .await
     .unwrap()
 }
+
+/// `publish --redis URL [--wait --timeout 30s]` of `acme` at `revision`
+/// and `globex` at 1 (a file written in `dir`); asserts exit 0 and
+/// returns the output.
+pub async fn publish_acme(dir: &Path, url: &str, revision: u64, wait: bool) -> String {
+    let file = super::json_file(
+        dir,
+        &format!("acme-{revision}.json"),
+        &super::snapshot(
+            revision,
+            vec![
+                super::project("acme", revision),
+                super::project("globex", 1),
+            ],
+        ),
+    );
+    let mut args = vec!["publish", "--redis", url];
+    if wait {
+        args.extend(["--wait", "--timeout", "30s"]);
+    }
+    args.push(file.to_str().expect("a UTF-8 path"));
+    let (code, out) = run_async(&args).await;
+    assert_eq!(code, 0, "{out}");
+    out
+}
