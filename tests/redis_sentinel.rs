@@ -1,6 +1,7 @@
 //! A real Sentinel deployment on loopback: a primary, two replicas and
 //! three sentinels. Sidecars name the sentinels
-//! (`redis-sentinel://…#fleet`) and read replicas; `publish --wait` goes
+//! (`redis-sentinel://…#fleet`) and read replicas (one told
+//! `read_from = "primary"` reads the primary); `publish --wait` goes
 //! to the primary the sentinels name. After a kill -9 of the primary and
 //! the sentinels' failover, publishes through the same URL reach every
 //! sidecar, the node reports follow the new primary, and `publish
@@ -44,6 +45,20 @@ async fn sentinels_are_followed_through_a_failover() {
         !redis_cli(primary, &["INFO", "commandstats"]).contains("cmdstat_xread:"),
         "a sidecar read the primary"
     );
+    // One told to read the primary does.
+    let config = node_config(
+        dir.path(),
+        "s3",
+        "eu",
+        &format!("{}\nread_from = \"primary\"", redis_source(&url)),
+        "[report]\nenabled = false",
+    );
+    let on_primary = fleet::start(&config, &[]);
+    common::eventually("the primary read", || async {
+        redis_cli(primary, &["INFO", "commandstats"]).contains("cmdstat_xread:")
+    })
+    .await;
+    drop(on_primary);
     let resolver = ResolverLoop::start(
         nodes.iter().map(|n| n.data_addr).collect(),
         &["acme", "globex"],
