@@ -318,11 +318,16 @@ pub fn wait_ok(addr: SocketAddr, path: &str, limit: Duration) {
 
 /// A one-off `GET` over a fresh connection: status and body.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    http_request(addr, "GET", path)
+}
+
+/// `METHOD path` with an empty body: status and body.
+pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
     use std::io::Read;
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
     )
     .ok()?;
     let mut text = String::new();
@@ -625,4 +630,40 @@ pub fn grpc_check_body() -> Vec<u8> {
     out.extend_from_slice(&(message.len() as u32).to_be_bytes());
     out.extend_from_slice(&message);
     out
+}
+
+/// A field of `/proc/PID/status` in bytes (`VmRSS`, `VmHWM`: given in
+/// kB there); 0 when the process is gone.
+pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Resets the process's peak RSS (`VmHWM`) to its current RSS
+/// (`/proc/PID/clear_refs`, value 5), so a later `VmHWM` is the peak of
+/// what happened in between.
+pub fn reset_peak_rss(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+/// Waits until the operator plane at `admin` answers `/readyz` with 200;
+/// how long that took.
+pub fn wait_ready(admin: SocketAddr, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if http_get(admin, "/readyz").is_some_and(|(status, _)| status == 200) {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "not ready within {limit:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
