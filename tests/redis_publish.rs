@@ -175,3 +175,52 @@ async fn unreachable_redis_bad_files_and_passwords() {
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("pw-1"));
 }
+
+#[tokio::test]
+async fn a_large_publish_goes_in_bounded_transactions_marked_incomplete_until_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
+        return;
+    };
+    // 2 500 projects: three transactions of at most 1 000 changes.
+    let ids: Vec<String> = (0..2500).map(|i| format!("p{i:04}")).collect();
+    let file = common::json_file(
+        dir.path(),
+        "big.json",
+        &snapshot(1, ids.iter().map(|id| project(id, 1)).collect()),
+    );
+    let mut p = Publisher::plain(&redis.url).await;
+    p.run(&["CONFIG", "RESETSTAT"]).await;
+    // Every write Redis executes, in order, as MONITOR would show it is
+    // too much here: the slow log at threshold 0 keeps each command.
+    p.run(&["CONFIG", "SET", "slowlog-log-slower-than", "0"])
+        .await;
+    p.run(&["CONFIG", "SET", "slowlog-max-len", "100000"]).await;
+    let (code, out) = publish(&redis.url, &file, &[], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.ends_with("done published=2500 removed=0 unchanged=0\n"),
+        "{out}"
+    );
+    let stats = common::attacker::redis_cli(redis.port, &["INFO", "commandstats"]);
+    assert!(stats.contains("cmdstat_exec:calls=3,"), "{stats}");
+    // The marker: removed by the first transaction, set by the last.
+    let log = common::attacker::redis_cli(redis.port, &["SLOWLOG", "GET", "100000"]);
+    let marker_writes: Vec<&str> = log
+        .lines()
+        .filter(|l| *l == "DEL" || *l == "EVAL")
+        .collect();
+    assert_eq!(
+        marker_writes,
+        ["EVAL", "DEL"],
+        "newest first: {marker_writes:?}"
+    );
+    assert_eq!(
+        p.run(&["GET", "{env-sidecar}:population"]).await,
+        redis::Value::BulkString(b"2500".to_vec())
+    );
+    assert_eq!(stream_length(&mut p).await, 2500);
+    let config = common::redis_config(dir.path(), &redis.url);
+    let t = TestSidecar::launch_ready(config, None).await;
+    assert_eq!(t.sidecar.store().project_count(), 2500);
+}

@@ -6,10 +6,17 @@
 //! what the fleet can be serving (revision order, slug immutability, a
 //! reused revision, the revision a signed tombstone removed). Only if all
 //! pass is anything written: each project newer than that written (hash
-//! field and stream entry) and each project absent from the file removed,
-//! all in one `MULTI`/`EXEC`, so a sidecar taking a full load meanwhile
-//! sees the old snapshot or the new one, never half; the stream is
-//! trimmed as it grows (`XADD … MAXLEN ~`). Removing more than
+//! field and stream entry, in one `MULTI`/`EXEC`) and each project absent
+//! from the file removed; the stream is trimmed as it grows (`XADD …
+//! MAXLEN ~`). Up to [`CHUNK_CHANGES`] changes (and about
+//! [`CHUNK_BYTES`]) go in one transaction with the population marker set,
+//! so a sidecar taking a full load meanwhile sees the old snapshot or the
+//! new one, never half. More are written in transactions of that size:
+//! the first removes the marker and the last sets it, so a full load in
+//! between finds the population incomplete and removes nothing (a
+//! publish of 100 000 signed projects is ~250 MB: one transaction of that
+//! size would block Redis for seconds and outlast any timeout). On a
+//! terminal, progress is shown on stderr. Removing more than
 //! `--max-removed-fraction` of at least 10 projects is refused unless
 //! `--allow-mass-removal`.
 //!
@@ -105,9 +112,13 @@ pub enum PublishError {
         #[source]
         source: redis::RedisError,
     },
-    #[error("writing {count} changes: {source}")]
+    #[error(
+        "writing {count} changes: {source}; {written} were written before it (the population \
+         stays marked incomplete, so sidecars remove nothing, until a publish completes)"
+    )]
     Write {
         count: usize,
+        written: usize,
         #[source]
         source: redis::RedisError,
     },
@@ -171,6 +182,57 @@ impl Action {
             Action::Published => "published",
             Action::Resealed => "resealed",
             Action::Removed => "removed",
+        }
+    }
+}
+
+/// At most this many changes in one transaction.
+pub const CHUNK_CHANGES: usize = 1000;
+/// A transaction is closed once its documents reach this many bytes.
+pub const CHUNK_BYTES: usize = 8 << 20;
+
+/// `writes` in transactions of at most [`CHUNK_CHANGES`] changes and
+/// about [`CHUNK_BYTES`]; one (empty) when there is nothing to write, so
+/// the marker is still set.
+fn chunks(writes: &[Outgoing]) -> Vec<&[Outgoing]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, w) in writes.iter().enumerate() {
+        let size = w.document.as_ref().map_or(0, String::len) + w.id.len();
+        if i > start && (i - start == CHUNK_CHANGES || bytes + size > CHUNK_BYTES) {
+            chunks.push(&writes[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    chunks.push(&writes[start..]);
+    chunks
+}
+
+/// `written/total changes` on stderr, redrawn in place, when stderr is a
+/// terminal and the write takes several transactions.
+struct Progress {
+    total: Option<usize>,
+}
+
+impl Progress {
+    fn on_terminal(total: usize) -> Progress {
+        use std::io::IsTerminal;
+        let shown = std::io::stderr().is_terminal() && total > CHUNK_CHANGES;
+        Progress {
+            total: shown.then_some(total),
+        }
+    }
+
+    fn show(&self, written: usize) {
+        if let Some(total) = self.total {
+            eprint!("\rwriting to Redis: {written}/{total} changes");
+        }
+    }
+
+    fn done(&self) {
+        if self.total.is_some() {
+            eprintln!();
         }
     }
 }
@@ -307,41 +369,56 @@ pub async fn publish(
     for (id, revision) in &unchanged {
         let _ = writeln!(out, "unchanged project={} revision={revision}", quoted(id));
     }
-    // One transaction: a sidecar taking a full load meanwhile sees the
-    // snapshot before or after, never half of it.
-    let changes: Vec<Change> = writes
-        .iter()
-        .map(|w| Change {
-            project: w.id.clone(),
-            document: w.document.clone(),
-        })
-        .collect();
-    // The file is the whole population: Redis holds it complete after
-    // this write (also when nothing changed but Redis had lost its marker).
-    let entries = redis_source::write_changes(&mut con, &keys, &changes, Population::Complete)
-        .await
-        .map_err(|source| PublishError::Write {
-            count: changes.len(),
-            source,
-        })?;
+    let progress = Progress::on_terminal(writes.len());
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for (w, entry) in writes.iter().zip(&entries) {
-        let revision = w
-            .revision
-            .map_or(String::new(), |r| format!(" revision={r}"));
-        let signed = if args.sign_key.is_some() {
-            " signed=true"
-        } else {
-            ""
+    let chunks = chunks(&writes);
+    let mut written = 0;
+    for (i, chunk) in chunks.iter().enumerate() {
+        // The file is the whole population: Redis holds it complete after
+        // the last write (also when nothing changed but Redis had lost its
+        // marker); while a write of several transactions is under way it
+        // is marked incomplete.
+        let population = match (i, chunks.len()) {
+            (_, 1) => Population::Complete,
+            (0, _) => Population::Incomplete,
+            (i, n) if i + 1 == n => Population::Complete,
+            _ => Population::Untouched,
         };
-        let _ = writeln!(
-            out,
-            "{} project={}{revision} entry={entry}{signed}",
-            w.action.as_str(),
-            quoted(&w.id)
-        );
-        *counts.entry(w.action.as_str()).or_default() += 1;
+        let changes: Vec<Change> = chunk
+            .iter()
+            .map(|w| Change {
+                project: w.id.clone(),
+                document: w.document.clone(),
+            })
+            .collect();
+        let entries = redis_source::write_changes(&mut con, &keys, &changes, population)
+            .await
+            .map_err(|source| PublishError::Write {
+                count: writes.len(),
+                written,
+                source,
+            })?;
+        for (w, entry) in chunk.iter().zip(&entries) {
+            let revision = w
+                .revision
+                .map_or(String::new(), |r| format!(" revision={r}"));
+            let signed = if args.sign_key.is_some() {
+                " signed=true"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "{} project={}{revision} entry={entry}{signed}",
+                w.action.as_str(),
+                quoted(&w.id)
+            );
+            *counts.entry(w.action.as_str()).or_default() += 1;
+        }
+        written += chunk.len();
+        progress.show(written);
     }
+    progress.done();
     let count = |action: Action| counts.get(action.as_str()).copied().unwrap_or(0);
     // `resealed=` only appears when something was re-signed, so the line
     // reads as it always did for unsigned fleets.
@@ -504,5 +581,37 @@ fn element_text(doc: &Incoming) -> String {
         (Some(seal), _) => seal.envelope.to_string(),
         (None, Content::Document(d)) => serde_json::to_string(d).unwrap_or_default(),
         (None, _) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(id: usize, bytes: usize) -> Outgoing {
+        Outgoing {
+            action: Action::Published,
+            id: format!("p{id}"),
+            revision: Some(1),
+            document: Some("x".repeat(bytes)),
+        }
+    }
+
+    #[test]
+    fn transactions_are_bounded_by_count_and_bytes_and_cover_every_write() {
+        let many: Vec<Outgoing> = (0..2500).map(|i| write(i, 10)).collect();
+        let sizes: Vec<usize> = chunks(&many).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [1000, 1000, 500]);
+        // 3 MB documents: two fit under 8 MiB, the third opens a new one.
+        let large: Vec<Outgoing> = (0..5).map(|i| write(i, 3 << 20)).collect();
+        let sizes: Vec<usize> = chunks(&large).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [2, 2, 1]);
+        // One larger than the bound still goes, alone.
+        let huge = vec![write(0, 9 << 20), write(1, 10)];
+        let sizes: Vec<usize> = chunks(&huge).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [1, 1]);
+        // Nothing to write: one empty transaction (it sets the marker).
+        assert_eq!(chunks(&[]).len(), 1);
+        assert!(chunks(&[])[0].is_empty());
     }
 }
