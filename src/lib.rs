@@ -11,7 +11,8 @@
 //! it, never one after it, and the modules inside a layer import each
 //! other without cycles (checked in CI by `tests/layers.rs`):
 //!
-//! 0. [`lock`]: the poison-tolerant `Mutex` lock every layer uses.
+//! 0. [`lock`]: the poison-tolerant `Mutex` lock every layer uses;
+//!    [`parallel`]: work split over the cores for loads before ready.
 //! 1. [`model`]: wire types, validation, time, signed envelopes, keys and
 //!    the one check of a signature. Pure: no I/O, no state.
 //!    [`config`]: the TOML file and where secrets come from.
@@ -45,6 +46,7 @@ pub mod config;
 pub mod lock;
 pub mod model;
 pub mod ops;
+pub mod parallel;
 pub mod server;
 #[cfg(feature = "sim")]
 pub mod sim;

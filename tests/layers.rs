@@ -13,11 +13,15 @@ use std::path::Path;
 /// Each layer and what it may import. Anything else is a violation.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("lock", &[]),
-    ("model", &["lock"]),
+    ("parallel", &[]),
+    ("model", &["lock", "parallel"]),
     ("config", &["lock"]),
     ("telemetry", &["lock", "model", "config"]),
-    ("store", &["lock", "model", "telemetry"]),
-    ("sync", &["lock", "model", "config", "telemetry", "store"]),
+    ("store", &["lock", "parallel", "model", "telemetry"]),
+    (
+        "sync",
+        &["lock", "parallel", "model", "config", "telemetry", "store"],
+    ),
     (
         "server",
         &["lock", "model", "config", "telemetry", "store", "sync"],

@@ -194,9 +194,10 @@ async fn only_a_signed_tombstone_removes_and_no_older_revision_comes_back_even_a
 }
 
 #[tokio::test]
-async fn the_cache_keeps_the_envelopes_and_a_restart_checks_them_again() {
+async fn a_restart_believes_the_signers_its_cache_recorded_while_they_are_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let key = TestKey::new(dir.path(), "cp");
+    let other = TestKey::new(dir.path(), "other");
     let cache = dir.path().join("lkg.json");
     let t = start(
         dir.path(),
@@ -210,36 +211,60 @@ async fn the_cache_keeps_the_envelopes_and_a_restart_checks_them_again() {
     .await;
     t.sidecar.shutdown().await;
     let text = std::fs::read_to_string(&cache).unwrap();
+    let file: Value = serde_json::from_str(&text).unwrap();
     assert!(
-        text.contains("\"payloadType\""),
+        file["body"]["projects"][0]["payloadType"].is_string(),
         "envelopes are kept: {text}"
     );
+    assert_eq!(file["body"]["signers"]["acme"], json!(["cp"]), "{text}");
 
-    // Someone with the disk swaps the payload and fixes the checksum.
-    let mut file: Value = serde_json::from_str(&text).unwrap();
+    // The payload swapped and the checksum fixed: what someone with the
+    // disk (outside what signatures protect against) can do.
+    let mut swapped = file.clone();
     let envelope = file["body"]["projects"][0].clone();
-    file["body"]["projects"][0] = with_payload(&envelope, &project("acme", 9));
-    let body = file["body"].to_string();
-    let reframed = format!(
-        r#"{{"format":"{}","version":{},"crc32":"{:08x}","body":{body}}}"#,
-        env_sidecar::sync::cache::FORMAT,
-        env_sidecar::sync::cache::VERSION,
-        crc32fast::hash(body.as_bytes())
-    );
-    std::fs::write(&cache, reframed).unwrap();
-
-    // Started with no readable source: only the cache could serve.
-    let mut config = common::file_config(dir.path());
-    config.source.kind = env_sidecar::config::Source::File(env_sidecar::config::FileConfig {
-        path: dir.path().join("absent.json"),
-    });
-    requiring(&mut config, &[&key.public_file], Some(&cache));
-    let t = TestSidecar::launch(config, tempfile::tempdir().unwrap()).await;
+    swapped["body"]["projects"][0] = with_payload(&envelope, &project("acme", 9));
+    // Restarted with no readable source: only the cache could serve.
+    let restart = |body: &Value, trusted: &TestKey| {
+        let body = body.to_string();
+        std::fs::write(
+            &cache,
+            format!(
+                r#"{{"format":"{}","version":{},"crc32":"{:08x}","body":{body}}}"#,
+                env_sidecar::sync::cache::FORMAT,
+                env_sidecar::sync::cache::VERSION,
+                crc32fast::hash(body.as_bytes())
+            ),
+        )
+        .unwrap();
+        let mut config = common::file_config(dir.path());
+        config.source.kind = env_sidecar::config::Source::File(env_sidecar::config::FileConfig {
+            path: dir.path().join("absent.json"),
+        });
+        requiring(&mut config, &[&trusted.public_file], Some(&cache));
+        TestSidecar::launch(config, tempfile::tempdir().unwrap())
+    };
+    // The recorded signer still trusted: believed, not verified again.
+    let t = restart(&swapped["body"], &key).await;
+    t.wait_revision("acme", 9).await;
+    t.sidecar.shutdown().await;
+    // A cache without the record (an earlier version's): verified again.
+    let mut unrecorded = swapped["body"].clone();
+    unrecorded.as_object_mut().unwrap().remove("signers");
+    let t = restart(&unrecorded, &key).await;
     eventually("the cached document judged", || async {
         reason(&t, "acme").is_some()
     })
     .await;
     assert_eq!(reason(&t, "acme").as_deref(), Some("bad_signature"));
+    assert!(t.sidecar.store().project("acme").is_none());
+    t.sidecar.shutdown().await;
+    // The recorded signer no longer trusted: verified, and refused.
+    let t = restart(&file["body"], &other).await;
+    eventually("the cached document judged", || async {
+        reason(&t, "acme").is_some()
+    })
+    .await;
+    assert_eq!(reason(&t, "acme").as_deref(), Some("unknown_key"));
     assert!(t.sidecar.store().project("acme").is_none());
 }
 

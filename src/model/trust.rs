@@ -155,6 +155,26 @@ impl Trust {
         Ok(keyids)
     }
 
+    /// Step 1 for the sidecar's own last-known-good cache: the key ids
+    /// among `recorded` (the keys that verified this envelope when it was
+    /// accepted) still trusted, for a payload type this sidecar reads;
+    /// `None` when none is (then the signature must verify again). The
+    /// signature itself is not checked: whoever can write the cache
+    /// already owns the node.
+    pub fn recorded(&self, seal: &Seal, recorded: &[String]) -> Option<Vec<String>> {
+        if self.mode != Mode::Sidecar
+            || (seal.payload_type != PROJECT_TYPE && seal.payload_type != TOMBSTONE_TYPE)
+        {
+            return None;
+        }
+        let trusted: Vec<String> = recorded
+            .iter()
+            .filter(|id| self.keys.iter().any(|k| k.keyid == **id))
+            .cloned()
+            .collect();
+        (!trusted.is_empty()).then_some(trusted)
+    }
+
     /// Step 2: the times of a verified payload, as of `now`;
     /// `from_source` applies `max_signature_age` and `max_clock_skew`
     /// (a document the sidecar accepted before, reloaded from its cache,

@@ -473,13 +473,25 @@ pub const DEFAULT_MAX_DOCUMENT_BYTES: usize = 4 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reader {
     pub max_document_bytes: usize,
+    /// A large list is read on every core ([`crate::parallel`]): for a
+    /// load before the sidecar is ready.
+    pub parallel: bool,
 }
 
 impl Default for Reader {
     fn default() -> Reader {
         Reader {
             max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
+            parallel: false,
         }
+    }
+}
+
+impl Reader {
+    /// The same reader, reading large lists on every core when
+    /// `parallel`.
+    pub fn on_every_core(self, parallel: bool) -> Reader {
+        Reader { parallel, ..self }
     }
 }
 
@@ -525,8 +537,9 @@ impl Reader {
     ) -> Result<(Vec<Incoming>, Vec<String>), MalformedBody> {
         let mut projects = Vec::with_capacity(raw.len());
         let mut unattributed = Vec::new();
-        for (i, r) in raw.iter().enumerate() {
-            match self.element(r.get())? {
+        let read = crate::parallel::map(raw.to_vec(), self.parallel, |r| self.element(r.get()));
+        for (i, element) in read.into_iter().enumerate() {
+            match element? {
                 Element::Attributed(incoming) => projects.push(incoming),
                 Element::Unattributed(why) => {
                     unattributed.push(format!("element {i}: {why}"));
@@ -832,6 +845,7 @@ mod tests {
     fn an_element_over_the_limit_is_refused_unread_and_attributed_when_plain() {
         let reader = Reader {
             max_document_bytes: 64,
+            ..Reader::default()
         };
         let long = format!(
             r#"{{"id": "big", "revision": 1, "environments": [], "pad": "{}"}}"#,

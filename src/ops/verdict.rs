@@ -71,6 +71,7 @@ pub fn judge_against(
         trust,
         now: SystemTime::now(),
         from_source: true,
+        signers: None,
     };
     let is_tombstone = matches!(doc.content, Content::Tombstone(_));
     // A removal's verdict carries no keys; name the trusted ones it claims

@@ -50,15 +50,23 @@ pub enum Update {
     /// The last-known-good cache at start: a full snapshot of what this
     /// sidecar accepted before, and the revision high-water marks of the
     /// projects it does not serve (removed by signed tombstones, or whose
-    /// cached document it could no longer serve). Signatures and expiry
-    /// are checked again; `max_signature_age` and the clock skew are not
-    /// (these are not news from the source). A cached document that fails
-    /// its check is not served, and still sets its project's floor.
+    /// cached document it could no longer serve). An envelope whose
+    /// recorded signer is still trusted is believed without checking its
+    /// signature again (the sidecar's own disk); any other is verified.
+    /// Expiry is checked again; `max_signature_age` and the clock skew
+    /// are not (these are not news from the source). A cached document
+    /// that fails its check is not served, and still sets its project's
+    /// floor.
     Cached {
         body: SnapshotBody,
         floors: Vec<(String, u64)>,
+        signers: Signers,
     },
 }
+
+/// Project id → the trusted key ids that verified its envelope, as the
+/// last-known-good cache recorded them.
+pub type Signers = HashMap<String, Vec<String>>;
 
 /// How to apply an update.
 #[derive(Debug, Clone, Copy)]
@@ -177,11 +185,22 @@ impl StoreWriter {
     /// Applies one fetch: validates every document, publishes the accepted
     /// ones project by project, records rejections, removes what the fetch
     /// removes. A fetch tripping the blast-radius guard changes nothing.
-    pub fn apply(&mut self, update: Update, opts: ApplyOptions) -> Result<ApplyReport, ApplyError> {
+    pub fn apply(
+        &mut self,
+        mut update: Update,
+        opts: ApplyOptions,
+    ) -> Result<ApplyReport, ApplyError> {
         let current = self.shared.index.load_full();
         let from_source = !matches!(update, Update::Cached { .. });
-        if let Update::Cached { floors, .. } = &update {
+        let mut signers = Signers::new();
+        if let Update::Cached {
+            floors,
+            signers: recorded,
+            ..
+        } = &mut update
+        {
             self.restore_floors(floors);
+            signers = std::mem::take(recorded);
         }
         let intake = Intake::of(update, &current);
         // Without required signatures an unsigned removal is a removal;
@@ -200,6 +219,7 @@ impl StoreWriter {
             trust: &trust,
             now: opts.now,
             from_source,
+            signers: (!signers.is_empty()).then_some(&signers),
         };
         let tombstoned = self.tombstones_removing(&judge, &intake.docs, &current);
         removals.retain(|id| !tombstoned.contains(id));
@@ -217,8 +237,54 @@ impl StoreWriter {
             current: &current,
             next: None,
         };
-        for doc in intake.docs {
-            self.upsert(&judge, doc, &opts, &mut edit, &mut report);
+        // Before the store is first loaded (a cold start, a restart from
+        // the cache) nothing is served yet and the request threads are
+        // idle: a large batch is judged and rendered on every core.
+        let parallel = !self.shared.loaded.load(Ordering::Acquire)
+            && intake.docs.len() >= crate::parallel::MIN_PARALLEL
+            && all_distinct(&intake.docs);
+        if parallel {
+            let inputs: Vec<_> = intake
+                .docs
+                .into_iter()
+                .map(|doc| {
+                    let (previous, floor) = self.served(&edit, &doc.id);
+                    (doc, previous, floor)
+                })
+                .collect();
+            let prepared = crate::parallel::map(inputs, true, |(doc, previous, floor)| {
+                let id = doc.id.clone();
+                let prepared = prepare(&judge, doc, previous.as_deref(), floor, opts.now);
+                (id, previous, prepared)
+            });
+            for (id, previous, prepared) in prepared {
+                self.commit(
+                    &judge,
+                    id,
+                    previous,
+                    prepared,
+                    &opts,
+                    &mut edit,
+                    &mut report,
+                );
+            }
+        } else {
+            // One at a time: a batch may name a project twice, and the
+            // second judging must see the first.
+            for doc in intake.docs {
+                let id = doc.id.clone();
+                let (previous, floor) = self.served(&edit, &id);
+                let prepared = prepare(&judge, doc, previous.as_deref(), floor, opts.now);
+                self.commit(
+                    &judge,
+                    id,
+                    previous,
+                    prepared,
+                    &opts,
+                    &mut edit,
+                    &mut report,
+                );
+            }
         }
         for id in &removals {
             self.remove(id, &mut edit, &mut report);
@@ -373,30 +439,39 @@ impl StoreWriter {
         Ok(())
     }
 
-    fn upsert(
+    /// The project `id` as served, or else its revision floor.
+    fn served(&self, edit: &IndexEdit, id: &str) -> (Option<Arc<Project>>, Option<u64>) {
+        let previous = edit.get(id).map(|s| s.0.load_full());
+        let floor = match previous {
+            Some(_) => None,
+            None => lock(&self.shared.floors).get(id).copied(),
+        };
+        (previous, floor)
+    }
+
+    /// Records what judging one document gave: publishes its served
+    /// form, or its rejection, removal, or nothing.
+    #[allow(clippy::too_many_arguments)]
+    fn commit(
         &mut self,
         judge: &Judge<'_>,
-        incoming: Incoming,
+        id: String,
+        previous: Option<Arc<Project>>,
+        prepared: Prepared,
         opts: &ApplyOptions,
         edit: &mut IndexEdit,
         report: &mut ApplyReport,
     ) {
-        let id = incoming.id.clone();
-        let previous = edit.get(&id).map(|s| s.0.load_full());
-        let floor = match previous {
-            Some(_) => None,
-            None => lock(&self.shared.floors).get(&id).copied(),
-        };
-        let valid = match judge.judge(incoming, previous.as_deref(), floor) {
-            Judged::Stale => {
+        let (project, published) = match prepared {
+            Prepared::Stale => {
                 report.stale += 1;
                 return;
             }
-            Judged::Unchanged => {
+            Prepared::Unchanged => {
                 report.unchanged += 1;
                 return;
             }
-            Judged::Rejected { revision, error } => {
+            Prepared::Rejected { revision, error } => {
                 // A document this sidecar accepted before (its cache) that
                 // it can no longer serve (its key was removed, it expired)
                 // still holds the project's revision floor: nothing older
@@ -407,14 +482,13 @@ impl StoreWriter {
                 self.reject(id, revision, error, opts.now, report);
                 return;
             }
-            Judged::Removal { revision } => {
+            Prepared::Removal { revision } => {
                 self.remove(&id, edit, report);
                 raise(&mut lock(&self.shared.floors), &id, revision);
                 return;
             }
-            Judged::Resealed(valid) => {
+            Prepared::Resealed(project) => {
                 if let (Some(slot), Some(prev)) = (edit.get(&id), previous) {
-                    let project = Project::with_applied(&valid, prev.accepted_at(), prev.applied());
                     slot.0.store(Arc::new(project));
                     report.resealed += 1;
                     let mut rejections = lock(&self.shared.rejections);
@@ -427,12 +501,12 @@ impl StoreWriter {
                 }
                 return;
             }
-            Judged::Valid(valid) => valid,
+            Prepared::Valid { project, published } => (project, published),
         };
-        if let Some(published) = valid.published_at() {
+        if let Some(published) = published {
             report.published.push(published);
         }
-        let project = Arc::new(Project::build(&valid, opts.now, opts.now));
+        let project = Arc::new(project);
         if let Some(due) = project.next_due() {
             report.scheduled.push((id.clone(), due));
         }
@@ -617,6 +691,64 @@ pub enum Judged {
     Removal { revision: u64 },
 }
 
+/// What judging one document gave, its served form built: the part of
+/// an upsert that touches no shared state, so a large load runs it on
+/// every core ([`crate::parallel`]).
+#[derive(Debug)]
+pub enum Prepared {
+    Stale,
+    Unchanged,
+    Rejected {
+        revision: Option<u64>,
+        error: ValidationError,
+    },
+    Removal {
+        revision: u64,
+    },
+    /// The served revision in a newer envelope, rendered with the served
+    /// one's acceptance time and schedule position.
+    Resealed(Project),
+    Valid {
+        project: Project,
+        published: Option<SystemTime>,
+    },
+}
+
+/// Judges `incoming` against `previous` and `floor` (see
+/// [`Judge::judge`]) and renders what would be served.
+pub fn prepare(
+    judge: &Judge<'_>,
+    incoming: Incoming,
+    previous: Option<&Project>,
+    floor: Option<u64>,
+    now: SystemTime,
+) -> Prepared {
+    match judge.judge(incoming, previous, floor) {
+        Judged::Stale => Prepared::Stale,
+        Judged::Unchanged => Prepared::Unchanged,
+        Judged::Rejected { revision, error } => Prepared::Rejected { revision, error },
+        Judged::Removal { revision } => Prepared::Removal { revision },
+        Judged::Resealed(valid) => match previous {
+            Some(prev) => Prepared::Resealed(Project::with_applied(
+                &valid,
+                prev.accepted_at(),
+                prev.applied(),
+            )),
+            None => Prepared::Unchanged,
+        },
+        Judged::Valid(valid) => Prepared::Valid {
+            project: Project::build(&valid, now, now),
+            published: valid.published_at(),
+        },
+    }
+}
+
+/// True when no project is named twice in `docs`.
+fn all_distinct(docs: &[Incoming]) -> bool {
+    let mut seen = HashSet::with_capacity(docs.len());
+    docs.iter().all(|d| seen.insert(d.id.as_str()))
+}
+
 /// What judging a document needs besides the document.
 #[derive(Debug, Clone, Copy)]
 pub struct Judge<'a> {
@@ -626,6 +758,8 @@ pub struct Judge<'a> {
     /// The document comes from the source (not the sidecar's own cache):
     /// `max_signature_age` and `max_clock_skew` apply.
     pub from_source: bool,
+    /// For the sidecar's own cache: who had verified each envelope.
+    pub signers: Option<&'a Signers>,
 }
 
 impl Judge<'_> {
@@ -711,7 +845,9 @@ impl Judge<'_> {
         if previous.is_some_and(|p| *p.stored_text() == *seal.envelope) {
             return Judged::Unchanged;
         }
-        let keyids = match self.trust.verify(seal) {
+        let recorded = self.signers.and_then(|s| s.get(&incoming.id));
+        let believed = recorded.and_then(|keyids| self.trust.recorded(seal, keyids));
+        let keyids = match believed.map_or_else(|| self.trust.verify(seal), Ok) {
             Ok(keyids) => keyids,
             Err(error) => {
                 return Judged::Rejected {

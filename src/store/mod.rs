@@ -52,7 +52,7 @@ use crate::model::cursor::Cursor;
 use crate::model::validate::{is_valid_id, lower_slug, Reason, MAX_SLUG_LEN};
 pub use answer::{Answer, AnswerRef, Outcome, ResolveError};
 pub use apply::{
-    ApplyError, ApplyOptions, ApplyReport, DueOutcome, Judge, Judged, StoreWriter, Update,
+    ApplyError, ApplyOptions, ApplyReport, DueOutcome, Judge, Judged, Signers, StoreWriter, Update,
 };
 pub use pointers::PointerKind;
 pub use project::Project;

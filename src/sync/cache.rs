@@ -6,7 +6,11 @@
 //! "version": 1, "crc32": "<hex>", "body": {"cursor": N, "projects": [...],
 //! "removed": {"id": revision, ...}}}` where the CRC-32 covers the exact
 //! bytes of `body`. A signed project is kept as the envelope it arrived
-//! in, so a restart checks its signature again; `removed` holds the
+//! in, and `signers` names, for each, the trusted keys that verified it:
+//! a restart believes that record while one of those keys is still
+//! trusted (the cache is the sidecar's own disk; whoever can write it
+//! is outside what signatures protect against), and verifies the
+//! signature again otherwise; `removed` holds the
 //! revision floor of each project accepted before and not served now
 //! (removed by a signed tombstone, or whose cached document could no
 //! longer be served at a restart), so a replayed older document stays
@@ -32,7 +36,7 @@ use super::status::Activity;
 use crate::model::clock::SharedClock;
 use crate::model::cursor::Cursor;
 use crate::model::wire::{Reader, SnapshotBody};
-use crate::store::{Project, Store, Update};
+use crate::store::{Project, Signers, Store, Update};
 
 pub const FORMAT: &str = "env-sidecar-last-known-good";
 pub const VERSION: u32 = 1;
@@ -83,6 +87,9 @@ struct BodyIn<'a> {
     /// Absent in files written before signed tombstones.
     #[serde(default)]
     removed: std::collections::BTreeMap<String, u64>,
+    /// Absent in files written before restarts believed them.
+    #[serde(default)]
+    signers: std::collections::HashMap<String, Vec<String>>,
 }
 
 /// What a cache file holds.
@@ -92,6 +99,8 @@ pub struct Cached {
     pub snapshot: SnapshotBody,
     /// Revision floors of projects not served.
     pub floors: Vec<(String, u64)>,
+    /// The trusted keys that had verified each signed project.
+    pub signers: Signers,
 }
 
 impl Cached {
@@ -100,6 +109,7 @@ impl Cached {
         Update::Cached {
             body: self.snapshot,
             floors: self.floors,
+            signers: self.signers,
         }
     }
 }
@@ -149,7 +159,7 @@ pub fn write_to(out: &mut (impl Write + ?Sized), state: State<'_>) -> std::io::R
 }
 
 /// Hands the body's bytes to `f` in order:
-/// `{"cursor":N,"projects":[…],"removed":{…}}`.
+/// `{"cursor":N,"projects":[…],"removed":{…},"signers":{…}}`.
 fn body_parts(
     state: State<'_>,
     mut f: impl FnMut(&[u8]) -> std::io::Result<()>,
@@ -169,6 +179,17 @@ fn body_parts(
         // JSON-encode anyway.
         let id = serde_json::to_string(id).unwrap_or_default();
         f(format!("{sep}{id}:{revision}").as_bytes())?;
+    }
+    f(b"},\"signers\":{")?;
+    let signed = state
+        .projects
+        .iter()
+        .filter_map(|p| Some((p.id(), &p.signature()?.keyids)));
+    for (i, (id, keyids)) in signed.enumerate() {
+        let sep = if i > 0 { "," } else { "" };
+        let id = serde_json::to_string(id).unwrap_or_default();
+        let keyids = serde_json::to_string(keyids).unwrap_or_else(|_| "[]".into());
+        f(format!("{sep}{id}:{keyids}").as_bytes())?;
     }
     f(b"}}")
 }
@@ -201,7 +222,9 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Cached, CacheError> {
         serde_json::from_str(file.body.get()).map_err(|e| format_error(e.to_string()))?;
     // The snapshot parser's own element parser: cached documents take the
     // same path as fetched ones.
+    // Read at start, before anything is served: on every core.
     let (projects, unattributed) = Reader::default()
+        .on_every_core(true)
         .elements(&body.projects)
         .map_err(|e| format_error(e.to_string()))?;
     Ok(Cached {
@@ -212,6 +235,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Cached, CacheError> {
             partial: false,
         },
         floors: body.removed.into_iter().collect(),
+        signers: body.signers,
     })
 }
 

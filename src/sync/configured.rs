@@ -38,6 +38,7 @@ impl Configured {
     pub fn build(config: &SourceConfig, env: &Env) -> Result<Configured, BuildError> {
         let reader = Reader {
             max_document_bytes: config.max_document_bytes,
+            parallel: false,
         };
         Ok(match &config.kind {
             Kind::File(f) => Configured::File(FileSource::new(

@@ -54,7 +54,7 @@ impl FileSource {
                     path: self.path.clone(),
                     source,
                 })?;
-            let reader = self.reader;
+            let reader = self.reader.on_every_core(!ctx.store.is_loaded());
             ctx.parse_and_apply(
                 "the snapshot file",
                 move || reader.snapshot(&bytes).map(to_update),

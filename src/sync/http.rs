@@ -251,7 +251,7 @@ impl HttpSource {
             };
             let revision = Arc::new(AtomicU64::new(0));
             let seen = revision.clone();
-            let reader = control_plane.reader();
+            let reader = control_plane.reader().on_every_core(!ctx.store.is_loaded());
             let parse = move || {
                 let body = reader.snapshot(&body)?;
                 seen.store(revision_of(body.cursor), Ordering::Relaxed);

@@ -158,7 +158,8 @@ impl RedisSource {
             let all = if fields == 0 {
                 Vec::new()
             } else {
-                read_projects(&mut con, &self.keys, self.reader).await?
+                let reader = self.reader.on_every_core(!ctx.store.is_loaded());
+                read_projects(&mut con, &self.keys, reader).await?
             };
             // Complete when the marker is there, matches what was read and
             // did not move meanwhile.

@@ -83,6 +83,16 @@ pub async fn read_projects(
     reader: Reader,
 ) -> redis::RedisResult<Vec<Incoming>> {
     let mut out = Vec::new();
+    // Values read, parsed a batch at a time (on every core when the
+    // reader says so) so that only a batch of raw text is held at once.
+    let mut batch: Vec<(String, String)> = Vec::new();
+    let parse = |batch: Vec<(String, String)>, out: &mut Vec<Incoming>| {
+        out.extend(crate::parallel::map(
+            batch,
+            reader.parallel,
+            |(id, json)| reader.filed(&id, &json),
+        ));
+    };
     let mut cursor = "0".to_owned();
     loop {
         let reply: Value = read_only_script(SCAN_CHUNK, &keys.projects)
@@ -103,24 +113,28 @@ pub async fn read_projects(
         let mut pairs = pairs.into_iter();
         while let (Some(field), Some(value)) = (pairs.next(), pairs.next()) {
             let id = owned_text(field).unwrap_or_default();
-            let incoming = match bounded(value) {
-                Some(Bounded::Text(json)) => reader.filed(&id, &json),
+            match bounded(value) {
+                Some(Bounded::Text(json)) => batch.push((id, json)),
                 Some(Bounded::Length(len)) if len > reader.max_document_bytes => {
-                    Incoming::too_large(&id, len)
+                    out.push(Incoming::too_large(&id, len));
                 }
                 // Over the chunk's budget only: fetched alone.
-                Some(Bounded::Length(_)) => match read_project(con, keys, &id, reader).await? {
-                    Some(incoming) => incoming,
-                    None => continue,
-                },
-                None => continue,
-            };
-            out.push(incoming);
+                Some(Bounded::Length(_)) => {
+                    if let Some(incoming) = read_project(con, keys, &id, reader).await? {
+                        out.push(incoming);
+                    }
+                }
+                None => {}
+            }
+        }
+        if batch.len() >= crate::parallel::MIN_PARALLEL {
+            parse(std::mem::take(&mut batch), &mut out);
         }
         if cursor == "0" || cursor.is_empty() {
             break;
         }
     }
+    parse(batch, &mut out);
     out.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     // HSCAN may return a field twice (the hash was resized meanwhile).
     out.dedup_by(|a, b| a.id == b.id);
