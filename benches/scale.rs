@@ -71,6 +71,9 @@ struct Figures {
     restart_cpu: Duration,
     redis_cpu_cold: Duration,
     redis_longest: Duration,
+    /// `MEMORY USAGE` of the restarted node's report, and its fields.
+    report_bytes: u64,
+    report_fields: u64,
 }
 
 struct Args {
@@ -181,12 +184,18 @@ fn run_mode(dir: &Path, snapshot: &Path, signed: Option<(&PathBuf, &PathBuf)>) -
         ),
         None => String::new(),
     };
+    // Only the restarted node reports (as `scale-<mode>`): the cold start
+    // measures the load alone.
+    let node = format!("scale-{mode}");
+    let reporting = std::cell::Cell::new(false);
     let config = |data: SocketAddr, admin: SocketAddr| {
         format!(
             "[server]\nlisten = \"{data}\"\n[admin]\nlisten = \"{admin}\"\n\
+             [node]\nid = \"{node}\"\n\
              [source]\nkind = \"redis\"\nurl = \"{url}\"\n\
-             [cache]\npath = \"{}\"\n[report]\nenabled = false\n{trust}",
-            cache.display()
+             [cache]\npath = \"{}\"\n[report]\nenabled = {}\n{trust}",
+            cache.display(),
+            reporting.get()
         )
     };
 
@@ -225,16 +234,36 @@ fn run_mode(dir: &Path, snapshot: &Path, signed: Option<(&PathBuf, &PathBuf)>) -
     figures.reload_peak = proc_status_bytes(sidecar.id(), "VmHWM");
     stop(&mut sidecar);
 
-    // Restart from the cache it wrote.
+    // Restart from the cache it wrote, reporting what it serves.
+    reporting.set(true);
     let (mut sidecar, admin) = start(dir, &format!("{mode}-warm"), &config);
     figures.restart_ready = wait_ready(admin, START_LIMIT);
     figures.restart_cpu = cpu_time(sidecar.id()).unwrap_or_default();
+    (figures.report_bytes, figures.report_fields) = report_size(&url, &node);
     stop(&mut sidecar);
     eprintln!(
         "{mode}: restart from the cache ready in {:.2?}",
         figures.restart_ready
     );
     figures
+}
+
+/// `MEMORY USAGE` and `HLEN` of node `node`'s report once it says `live`.
+fn report_size(url: &str, node: &str) -> (u64, u64) {
+    let key = format!("{{env-sidecar}}:node:{node}");
+    let deadline = Instant::now() + START_LIMIT;
+    while !redis_command(url, &format!("HGET {key} report")).contains("\"provenance\":\"live\"") {
+        assert!(Instant::now() < deadline, "the node never reported live");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let number = |command: String| {
+        let reply = redis_command(url, &command);
+        reply.trim().trim_start_matches(':').parse().unwrap_or(0)
+    };
+    (
+        number(format!("MEMORY USAGE {key}")),
+        number(format!("HLEN {key}")),
+    )
 }
 
 /// The sidecar over `config(data, admin)` on fresh ports.
@@ -350,6 +379,9 @@ fn print_figures(n: usize, json: u64, results: &[(Mode, Figures)]) {
     });
     row("longest Redis command of a cold start", "≤ 5 ms", &|f| {
         format!("{:.2} ms", f.redis_longest.as_secs_f64() * 1e3)
+    });
+    row("node report in Redis, no exception", "≤ 2 KB", &|f| {
+        format!("{} bytes, {} field(s)", f.report_bytes, f.report_fields)
     });
 }
 

@@ -82,7 +82,7 @@ async fn a_fleet_over_http_reports_to_the_control_plane_and_converges() {
     let (code, out) = wait("3", "2s").await;
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("behind node=h3 project=acme serves=2"),
+        out.contains("behind node=h3 project=acme serves=<3 cursor=3"),
         "{out}"
     );
     fleet::signal(&nodes[2], "CONT");

@@ -229,7 +229,7 @@ async fn a_paused_node_is_named_until_it_resumes() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("timeout serving=2 of=3 needed=3"), "{out}");
     assert!(
-        out.contains("behind node=p2 project=acme serves=1"),
+        out.contains("behind node=p2 project=acme serves=<2 cursor="),
         "{out}"
     );
     let (code, out) = wait_acme(url, "2", &["--min-fraction", "0.6", "--timeout", "5s"]);

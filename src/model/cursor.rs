@@ -122,9 +122,86 @@ impl<'de> Deserialize<'de> for Cursor {
     }
 }
 
+impl Cursor {
+    /// Reads the form [`Display`](fmt::Display) writes: `none`, a revision,
+    /// or a stream id.
+    pub fn parse(text: &str) -> Option<Cursor> {
+        match text {
+            "none" => Some(Cursor::None),
+            t if t.contains('-') => StreamId::parse(t).map(Cursor::Stream),
+            t => t.parse().ok().map(|r| match r {
+                0 => Cursor::None,
+                r => Cursor::Revision(r),
+            }),
+        }
+    }
+
+    /// An order among cursors of one source (a stream id, or a revision;
+    /// `none` before both).
+    pub fn order(&self) -> (u64, u64) {
+        match *self {
+            Cursor::None => (0, 0),
+            Cursor::Revision(r) => (r, 0),
+            Cursor::Stream(id) => (id.ms, id.seq),
+        }
+    }
+
+    /// True when this cursor is at or past `position`: a follower here has
+    /// taken the change there.
+    pub fn reached(&self, position: &Cursor) -> bool {
+        *position != Cursor::None && self.order() >= position.order()
+    }
+}
+
+/// Where a project's last write sits in the source's change log: the
+/// revision it published (`None` for a removal or a tombstone) and the
+/// cursor of that change. A writer records one per project
+/// (`{P}:positions` in Redis, `GET /v1/positions` from a control plane).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub revision: Option<u64>,
+    pub at: Cursor,
+}
+
+impl Position {
+    /// Reads `57 1796307806929-2` (`- …` for a removal), as Redis keeps it.
+    pub fn parse(text: &str) -> Option<Position> {
+        let (revision, at) = text.split_once(' ')?;
+        Some(Position {
+            revision: match revision {
+                "-" => None,
+                r => Some(r.parse().ok()?),
+            },
+            at: Cursor::parse(at).filter(|c| *c != Cursor::None)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_read_and_cursors_reach_them() {
+        let p = Position::parse("57 1700000000000-3").unwrap();
+        assert_eq!(p.revision, Some(57));
+        let gone = Position::parse("- 1700000000000-4").unwrap();
+        assert_eq!(gone.revision, None);
+        assert!(Position::parse("57").is_none() && Position::parse("x 1-2").is_none());
+        assert!(Position::parse("57 none").is_none());
+        let at = |t: &str| Cursor::parse(t).unwrap();
+        assert!(at("1700000000000-3").reached(&p.at));
+        assert!(at("1700000000001-0").reached(&p.at));
+        assert!(!at("1700000000000-2").reached(&p.at));
+        assert!(!at("none").reached(&p.at));
+        assert!(
+            at("12").reached(&Cursor::Revision(12)) && !at("11").reached(&Cursor::Revision(12))
+        );
+        assert!(!at("12").reached(&Cursor::None));
+        for c in ["none", "57", "1700000000000-3"] {
+            assert_eq!(Cursor::parse(c).unwrap().to_string(), c);
+        }
+    }
 
     #[test]
     fn stream_ids_parse_and_order() {

@@ -706,6 +706,21 @@ pub fn claimed_revision(seal: &Seal) -> Option<u64> {
     identity(payload, "a signed payload").ok()?.revision
 }
 
+/// The revision a published text (a document, or an envelope of one)
+/// puts in service, as its writer records the change position: `None`
+/// for a signed tombstone or a text that does not read (nothing is served
+/// from it). Decides nothing about trust: a reader still checks it.
+pub fn published_revision(text: &str) -> Option<u64> {
+    if !envelope::is_envelope(text) {
+        return identity(text, "a document").ok()?.revision;
+    }
+    let seal = envelope::parse(text).ok()?;
+    if seal.payload_type == envelope::TOMBSTONE_TYPE {
+        return None;
+    }
+    claimed_revision(&seal)
+}
+
 /// The message for a document filed under one id that names another.
 fn other_id(filed: &str, named: &str) -> String {
     format!(

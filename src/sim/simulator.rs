@@ -79,6 +79,9 @@ struct World {
     /// Changes after a cursor below this are forgotten: answer 410.
     oldest: u64,
     log_capacity: usize,
+    /// id → (revision published, `None` for a removal; the global
+    /// revision of that change): `GET /v1/positions`.
+    positions: BTreeMap<String, (Option<u64>, u64)>,
 }
 
 #[derive(Debug)]
@@ -174,6 +177,7 @@ impl Simulator {
         let inner = Arc::new(Inner {
             world: Mutex::new(World {
                 log_capacity: 100_000,
+                positions: BTreeMap::new(),
                 ..World::default()
             }),
             revision: watch::channel(0).0,
@@ -287,6 +291,8 @@ impl Simulator {
                     document: Some(text.clone()),
                 });
             }
+            let published = crate::model::wire::published_revision(&text);
+            world.positions.insert(id.clone(), (published, at));
             world.projects.insert(id.clone(), (rev, text.into()));
             world.push_log(at, id);
         }
@@ -327,6 +333,7 @@ impl Simulator {
                 });
                 world.revision += 1;
                 let at = world.revision;
+                world.positions.insert(id.to_owned(), (None, at));
                 world.push_log(at, id.to_owned());
             }
         }
@@ -586,6 +593,9 @@ impl Simulator {
                 Err(_) => text(StatusCode::PAYLOAD_TOO_LARGE, "report too large"),
             };
         }
+        if path == "/v1/positions" {
+            return self.positions();
+        }
         let kind = if path == "/v1/snapshot" {
             &inner.counters.snapshot
         } else if path == "/v1/changes" {
@@ -718,6 +728,25 @@ impl Simulator {
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
+    }
+
+    /// `GET /v1/positions`: where each project's last change sits in the
+    /// change log (the revision of the change), for the fleet commands.
+    fn positions(&self) -> Response<Body> {
+        let world = lock(&self.inner.world);
+        let positions: serde_json::Map<String, serde_json::Value> = world
+            .positions
+            .iter()
+            .map(|(id, (revision, at))| {
+                (
+                    id.clone(),
+                    serde_json::json!({"revision": revision, "at": at}),
+                )
+            })
+            .collect();
+        let body = serde_json::json!({"revision": world.revision, "positions": positions});
+        drop(world);
+        json_response(StatusCode::OK, body.to_string())
     }
 
     fn project(&self, id: &str) -> Response<Body> {

@@ -380,6 +380,7 @@ impl StoreWriter {
             report.removed += 1;
         }
         lock(&self.shared.rejections).remove(id);
+        lock(&self.shared.ahead).remove(id);
     }
 
     /// Applies the scheduled changes of project `id` that are due at
@@ -462,11 +463,23 @@ impl StoreWriter {
         edit: &mut IndexEdit,
         report: &mut ApplyReport,
     ) {
-        let (project, published) = match prepared {
-            Prepared::Stale => {
+        match &prepared {
+            Prepared::Stale { revision } => {
                 report.stale += 1;
+                if let (true, Some(revision)) = (judge.from_source, *revision) {
+                    lock(&self.shared.ahead).insert(id, revision);
+                }
                 return;
             }
+            _ => {
+                let mut ahead = lock(&self.shared.ahead);
+                if !ahead.is_empty() {
+                    ahead.remove(&id);
+                }
+            }
+        }
+        let (project, published) = match prepared {
+            Prepared::Stale { .. } => return,
             Prepared::Unchanged => {
                 report.unchanged += 1;
                 return;
@@ -696,7 +709,10 @@ pub enum Judged {
 /// every core ([`crate::parallel`]).
 #[derive(Debug)]
 pub enum Prepared {
-    Stale,
+    /// Older than what is served: the revision the source holds.
+    Stale {
+        revision: Option<u64>,
+    },
     Unchanged,
     Rejected {
         revision: Option<u64>,
@@ -723,8 +739,9 @@ pub fn prepare(
     floor: Option<u64>,
     now: SystemTime,
 ) -> Prepared {
+    let claimed = incoming.revision;
     match judge.judge(incoming, previous, floor) {
-        Judged::Stale => Prepared::Stale,
+        Judged::Stale => Prepared::Stale { revision: claimed },
         Judged::Unchanged => Prepared::Unchanged,
         Judged::Rejected { revision, error } => Prepared::Rejected { revision, error },
         Judged::Removal { revision } => Prepared::Removal { revision },

@@ -97,6 +97,11 @@ pub(super) struct Shared {
     /// project back (a replayed old envelope is stale). Writer and cache
     /// only, never resolve. A served project's floor is its revision.
     pub(super) floors: Mutex<HashMap<String, u64>>,
+    /// Projects whose source holds an older revision than this node serves
+    /// (or than its floor): id → the source's revision. Kept until the
+    /// source sends anything not older, or the project goes. Writer and
+    /// reports only.
+    pub(super) ahead: Mutex<HashMap<String, u64>>,
 }
 
 /// A rejected document, kept for introspection until a newer revision of
@@ -235,6 +240,27 @@ impl Store {
         let mut all: Vec<(String, u64)> = lock(&self.shared.floors)
             .iter()
             .map(|(id, rev)| (id.clone(), *rev))
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// The projects whose source holds an older revision than this node
+    /// keeps, sorted by id: `(id, revision kept, the source's revision)`.
+    pub fn all_ahead(&self) -> Vec<(String, u64, u64)> {
+        let ahead: Vec<(String, u64)> = lock(&self.shared.ahead)
+            .iter()
+            .map(|(id, source)| (id.clone(), *source))
+            .collect();
+        let mut all: Vec<(String, u64, u64)> = ahead
+            .into_iter()
+            .filter_map(|(id, source)| {
+                let kept = self
+                    .project(&id)
+                    .map(|p| p.revision())
+                    .or_else(|| self.high_water(&id))?;
+                Some((id, kept, source))
+            })
             .collect();
         all.sort();
         all

@@ -286,6 +286,7 @@ pub async fn run<S: Source>(
             }
             Event::Step(Ok(stepped)) => {
                 if stepped.contact != Contact::Nothing {
+                    ctx.status.hold(None);
                     backoff.reset();
                     if let Some(was) = failing.take() {
                         tracing::info!(was = %was, "sync recovered");
@@ -304,6 +305,7 @@ pub async fn run<S: Source>(
             Event::Step(Err(e)) => {
                 if matches!(e, SyncError::Refused(_)) {
                     ctx.metrics.mass_removal_refused();
+                    ctx.status.hold(Some(describe(&e)));
                 }
                 let mut delay = backoff.next_delay();
                 if matches!(e, SyncError::Inconclusive(_)) {
@@ -342,6 +344,7 @@ async fn forced<S: Source>(
     let before = revision(ctx);
     match source.refresh(ctx, request).await {
         Ok((report, message)) => {
+            ctx.status.hold(None);
             ctx.status.success(ctx.clock.now(), message);
             RefreshOutcome::applied(&report, before, revision(ctx))
         }
@@ -351,6 +354,7 @@ async fn forced<S: Source>(
             match e {
                 SyncError::Refused(_) => {
                     ctx.metrics.mass_removal_refused();
+                    ctx.status.hold(Some(text.clone()));
                     RefreshOutcome::refused(text, before)
                 }
                 _ => RefreshOutcome::failed(text, before),

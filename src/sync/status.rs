@@ -109,6 +109,9 @@ pub struct SyncStatus {
     confirmed: AtomicBool,
     /// Notified once, when `confirmed` turns true.
     first_contact: Notify,
+    /// Why the blast-radius guard holds back what the source has, while
+    /// it does (the node's report says so).
+    held: std::sync::Mutex<Option<String>>,
 }
 
 impl SyncStatus {
@@ -152,6 +155,17 @@ impl SyncStatus {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         self.last_contact_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// The guard refused what the source has (`Some(why)`), or the
+    /// source was applied again (`None`).
+    pub fn hold(&self, why: Option<String>) {
+        *crate::lock::lock(&self.held) = why;
+    }
+
+    /// Why the guard holds the node back, while it does.
+    pub fn held(&self) -> Option<String> {
+        crate::lock::lock(&self.held).clone()
     }
 
     /// The source failed to fetch, or what it fetched was refused whole.

@@ -241,6 +241,7 @@ impl Writer {
     ) -> Result<ApplyReport, ApplyError> {
         let now = self.clock.now();
         let snapshot = matches!(update, Update::Snapshot(_) | Update::Cached { .. });
+        let cursor = self.store.reader().cursor();
         let result = self.store.apply(
             update,
             ApplyOptions {
@@ -268,9 +269,15 @@ impl Writer {
             for (id, at) in &report.scheduled {
                 self.due.push(Reverse((*at, id.clone())));
             }
+            // The report carries the cursor: a node that moved on (even
+            // over changes it already had) says so, or `fleet wait`
+            // would find it behind a position it has passed.
             if let (Some(notify), true) = (
                 &self.report,
-                report.to_persist() || !report.rejected.is_empty(),
+                report.to_persist()
+                    || !report.rejected.is_empty()
+                    || report.stale > 0
+                    || report.cursor != cursor,
             ) {
                 notify.notify_one();
             }

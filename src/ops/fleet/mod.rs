@@ -30,12 +30,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use self::reader::{Expired, ProjectState, ReadError, Reader, Target};
+use self::reader::{Expired, Positions, ProjectState, ReadError, Reader, Target};
 use super::input::quoted;
 use crate::config::secret::Env;
 use crate::model::clock::Clock;
+use crate::model::cursor::{Cursor, Position};
 use crate::model::timestamp::parse_rfc3339;
-use crate::sync::report::{digest, Summary};
+use crate::sync::report::{digest, Layout, Summary};
 
 pub const OK: u8 = 0;
 /// `wait`: the timeout passed first.
@@ -89,9 +90,9 @@ pub struct NodeLine {
     /// Projects it serves that the source does not have (or has older).
     pub ahead: usize,
     pub rejected: usize,
-    /// With `--project`: the revision it serves.
+    /// With `--project`: the revision it serves (see [`Serving`]).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub serves: Option<Option<u64>>,
+    pub serves: Option<String>,
     /// With `--project`: its rejection of that project.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nack: Option<Option<String>>,
@@ -169,17 +170,25 @@ pub async fn status(
         Err(e) => return fail(out, e),
     };
     let now = clock.now();
-    let (source, roster) = match (reader.source().await, reader.roster(now).await) {
+    let positions = match reader.positions(None).await {
+        Ok(p) => p,
+        Err(e) => return fail(out, e),
+    };
+    let (source, roster) = match (reader.source(&positions).await, reader.roster(now).await) {
         (Ok(s), Ok(n)) => (s, n),
         (Err(e), _) | (_, Err(e)) => return fail(out, e),
     };
+    // Every position's cursor, sorted: the changes a node has not taken
+    // are those past its cursor, found by one binary search per node.
+    let mut changes: Vec<(u64, u64)> = positions.values().map(|p| p.at.order()).collect();
+    changes.sort_unstable();
     let mut summaries = roster.reporting;
     summaries.sort_by(|a, b| a.node.cmp(&b.node));
     let lost = lost(roster.expired, now, query.lost_after);
     let source_digest = digest(source.iter().map(|(id, r)| (id.as_str(), *r)));
-    let ids: Vec<String> = summaries.iter().map(|s| s.node.clone()).collect();
+    let nodes: Vec<&Summary> = summaries.iter().collect();
     let per_project: Vec<Vec<ProjectState>> = match project {
-        Some(p) => match reader.projects(&ids, &[p.to_owned()]).await {
+        Some(p) => match reader.projects(&nodes, &[p.to_owned()]).await {
             Ok(rows) => rows,
             Err(e) => return fail(out, e),
         },
@@ -193,10 +202,14 @@ pub async fn status(
     };
     for (i, s) in summaries.iter().enumerate() {
         let digest_equal = s.digest == source_digest;
-        let (behind, ahead) = if digest_equal {
-            (0, 0)
-        } else {
-            match reader.detail(&s.node).await {
+        let (behind, ahead) = match (digest_equal, s.layout) {
+            (true, _) => (0, 0),
+            (false, Layout::Exceptions) => {
+                let at = Cursor::parse(&s.cursor).unwrap_or_default().order();
+                let taken = changes.partition_point(|c| *c <= at);
+                (changes.len() - taken, s.ahead)
+            }
+            (false, Layout::PerProject) => match reader.detail(&s.node).await {
                 Ok((served, _)) => {
                     let behind = source
                         .iter()
@@ -209,7 +222,7 @@ pub async fn status(
                     (behind, ahead)
                 }
                 Err(e) => return fail(out, e),
-            }
+            },
         };
         let stale = is_stale(s, now);
         if stale {
@@ -232,10 +245,12 @@ pub async fn status(
             behind,
             ahead,
             rejected: s.rejected,
-            serves: project.map(|_| state.and_then(|(s, _)| s.as_ref().map(|s| s.revision))),
+            serves: project.map(|p| {
+                serving(s, state.cloned().unwrap_or_default(), positions.get(p)).to_string()
+            }),
             nack: project.map(|_| {
-                state.and_then(|(_, n)| {
-                    n.as_ref().map(|n| {
+                state.and_then(|st| {
+                    st.nack.as_ref().map(|n| {
                         format!(
                             "{}:{}",
                             n.revision.map_or("?".to_owned(), |r| r.to_string()),
@@ -282,10 +297,7 @@ pub async fn status(
             line.push_str(&format!(" ahead={}", l.ahead));
         }
         if let Some(serves) = &l.serves {
-            line.push_str(&format!(
-                " serves={}",
-                serves.map_or("-".to_owned(), |r| r.to_string())
-            ));
+            line.push_str(&format!(" serves={serves}"));
         }
         if let Some(Some(nack)) = &l.nack {
             line.push_str(&format!(" nack={nack}"));
@@ -342,6 +354,7 @@ pub async fn wait(
         Err(e) => return fail(out, e),
     };
     let projects: Vec<String> = what.targets.iter().map(|(p, _)| p.clone()).collect();
+    let targets: &[String] = &projects;
     let goal = what
         .targets
         .iter()
@@ -373,11 +386,18 @@ pub async fn wait(
             .collect();
         live.sort_by(|a, b| a.node.cmp(&b.node));
         let ids: Vec<String> = live.iter().map(|s| s.node.clone()).collect();
-        let rows = match reader.projects(&ids, &projects).await {
-            Ok(rows) => rows,
-            Err(e) => return fail(out, e),
+        let (positions, rows) = match (
+            reader.positions(Some(targets)).await,
+            reader.projects(&live, &projects).await,
+        ) {
+            (Ok(p), Ok(rows)) => (p, rows),
+            (Err(e), _) | (_, Err(e)) => return fail(out, e),
         };
-        let verdicts: Vec<NodeVerdict> = rows.iter().map(|row| judge(row, &what.targets)).collect();
+        let verdicts: Vec<NodeVerdict> = live
+            .iter()
+            .zip(&rows)
+            .map(|(s, row)| judge(s, row, &what.targets, &positions))
+            .collect();
         let serving = verdicts
             .iter()
             .filter(|v| matches!(v, NodeVerdict::Serves))
@@ -409,16 +429,27 @@ pub async fn wait(
                 needed.max(1),
                 humantime::format_duration(what.timeout)
             );
-            for (id, v) in ids.iter().zip(&verdicts) {
+            for ((id, v), node) in ids.iter().zip(&verdicts).zip(&live) {
                 match v {
                     NodeVerdict::Serves => {}
-                    NodeVerdict::Behind { project, serves } => {
-                        let _ = writeln!(
-                            out,
-                            "behind node={} project={} serves={}",
+                    NodeVerdict::Behind { project, serving } => {
+                        let mut line = format!(
+                            "behind node={} project={} serves={serving}",
                             quoted(id),
                             quoted(project),
-                            serves.map_or("-".to_owned(), |r| r.to_string())
+                        );
+                        if node.layout == Layout::Exceptions {
+                            line.push_str(&format!(" cursor={}", node.cursor));
+                        }
+                        let _ = writeln!(out, "{line}");
+                    }
+                    NodeVerdict::Held { project, why } => {
+                        let _ = writeln!(
+                            out,
+                            "held node={} project={} reason={}",
+                            quoted(id),
+                            quoted(project),
+                            quoted(why)
                         );
                     }
                     NodeVerdict::Rejecting {
@@ -460,7 +491,7 @@ pub enum NodeVerdict {
     /// The first target it does not serve yet, and what it serves.
     Behind {
         project: String,
-        serves: Option<u64>,
+        serving: Serving,
     },
     /// It rejected a target at (or past) the revision waited for.
     Rejecting {
@@ -468,28 +499,104 @@ pub enum NodeVerdict {
         revision: Option<u64>,
         reason: String,
     },
+    /// Behind on a target while the blast-radius guard refuses what the
+    /// source has, and why.
+    Held {
+        project: String,
+        why: String,
+    },
 }
 
-/// One node's `row` (one state per target) against `targets`.
-pub fn judge(row: &[ProjectState], targets: &[(String, u64)]) -> NodeVerdict {
-    for ((project, wanted), (served, nack)) in targets.iter().zip(row) {
-        let serves = served.as_ref().map(|s| s.revision);
-        if serves.is_some_and(|r| r >= *wanted) {
-            continue;
+/// What a node serves of one project, as far as its report tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// This revision.
+    Revision(u64),
+    /// Nothing.
+    Nothing,
+    /// Something older than this revision: its cursor has not reached the
+    /// change that published it (`<57`).
+    Before(u64),
+    /// Its cursor has not reached the project's last change, which
+    /// published no revision (a removal), or the source records no
+    /// position for it (`?`).
+    Unknown,
+}
+
+impl std::fmt::Display for Serving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Serving::Revision(r) => write!(f, "{r}"),
+            Serving::Nothing => f.write_str("-"),
+            Serving::Before(r) => write!(f, "<{r}"),
+            Serving::Unknown => f.write_str("?"),
         }
-        if let Some(n) = nack
+    }
+}
+
+/// What node `summary` serves of a project, from its `state` and the
+/// project's `position`: a node of the exceptions layout serves the
+/// position's revision once its cursor reached it, unless it names the
+/// project as an exception.
+pub fn serving(summary: &Summary, state: ProjectState, position: Option<&Position>) -> Serving {
+    if summary.layout == Layout::PerProject {
+        return state
+            .served
+            .map_or(Serving::Nothing, |s| Serving::Revision(s.revision));
+    }
+    let cursor = Cursor::parse(&summary.cursor).unwrap_or_default();
+    let published = position.and_then(|p| Some((p.revision?, p.at)));
+    let taken = |r: u64| match &state.nack {
+        // A rejection of this revision (or of an unreadable one): the
+        // node serves what it had, which the report does not say.
+        Some(n) if n.revision.map_or(true, |nr| nr >= r) => Serving::Before(r),
+        _ => Serving::Revision(r),
+    };
+    match (state.ahead, published) {
+        (Some(a), _) => Serving::Revision(a.keeps),
+        (None, Some((r, at))) if cursor.reached(&at) => taken(r),
+        (None, Some((r, _))) => Serving::Before(r),
+        (None, None) => match position {
+            Some(p) if cursor.reached(&p.at) => Serving::Nothing,
+            _ => Serving::Unknown,
+        },
+    }
+}
+
+/// One node (`summary`, and its `row`: one state per target) against
+/// `targets`, given the targets' change `positions`.
+pub fn judge(
+    summary: &Summary,
+    row: &[ProjectState],
+    targets: &[(String, u64)],
+    positions: &Positions,
+) -> NodeVerdict {
+    for ((project, wanted), state) in targets.iter().zip(row) {
+        let nack = state
+            .nack
             .as_ref()
             .filter(|n| n.revision.map_or(true, |r| r >= *wanted))
-        {
+            .cloned();
+        let serving = serving(summary, state.clone(), positions.get(project));
+        if matches!(serving, Serving::Revision(r) if r >= *wanted) {
+            continue;
+        }
+        if let Some(n) = nack {
             return NodeVerdict::Rejecting {
                 project: project.clone(),
                 revision: n.revision,
-                reason: n.reason.clone(),
+                reason: n.reason,
+            };
+        }
+        if let Some(why) = &summary.held {
+            return NodeVerdict::Held {
+                project: project.clone(),
+                why: why.clone(),
             };
         }
         return NodeVerdict::Behind {
             project: project.clone(),
-            serves,
+            serving,
         };
     }
     NodeVerdict::Serves
@@ -499,41 +606,91 @@ pub fn judge(row: &[ProjectState], targets: &[(String, u64)]) -> NodeVerdict {
 mod tests {
     use super::*;
     use crate::sync::report::{Nack, Served};
+    use std::collections::BTreeMap;
 
-    fn served(revision: u64) -> Option<Served> {
-        Some(Served {
-            revision,
-            since: String::new(),
-        })
+    fn summary(layout: Layout, cursor: &str) -> Summary {
+        Summary {
+            layout,
+            node: "n1".into(),
+            labels: BTreeMap::new(),
+            version: "0".into(),
+            source: "redis".into(),
+            provenance: crate::sync::status::Provenance::Live,
+            cursor: cursor.into(),
+            snapshot_age_seconds: None,
+            started_at: String::new(),
+            reported_at: String::new(),
+            interval_seconds: 10.0,
+            digest: String::new(),
+            projects: 2,
+            rejected: 0,
+            ahead: 0,
+            held: None,
+        }
+    }
+
+    fn served(revision: u64) -> ProjectState {
+        ProjectState {
+            served: Some(Served {
+                revision,
+                since: String::new(),
+            }),
+            ..ProjectState::default()
+        }
+    }
+
+    fn nack(revision: u64, reason: &str) -> ProjectState {
+        ProjectState {
+            nack: Some(Nack {
+                revision: Some(revision),
+                reason: reason.into(),
+            }),
+            ..ProjectState::default()
+        }
+    }
+
+    fn positions(entries: &[(&str, u64, &str)]) -> Positions {
+        entries
+            .iter()
+            .map(|(id, r, at)| {
+                let position = Position::parse(&format!("{r} {at}")).unwrap();
+                (id.to_string(), position)
+            })
+            .collect()
     }
 
     #[test]
-    fn a_node_serves_when_every_target_is_reached_and_says_why_not() {
+    fn a_node_of_the_older_layout_serves_what_it_lists() {
+        let node = summary(Layout::PerProject, "none");
         let targets = vec![("a".to_owned(), 5), ("b".to_owned(), 2)];
+        let none = Positions::new();
         assert_eq!(
-            judge(&[(served(6), None), (served(2), None)], &targets),
+            judge(&node, &[served(6), served(2)], &targets, &none),
             NodeVerdict::Serves
         );
         assert_eq!(
-            judge(&[(served(4), None), (served(2), None)], &targets),
+            judge(&node, &[served(4), served(2)], &targets, &none),
             NodeVerdict::Behind {
                 project: "a".into(),
-                serves: Some(4)
+                serving: Serving::Revision(4)
             }
         );
         assert_eq!(
-            judge(&[(served(5), None), (None, None)], &targets),
+            judge(
+                &node,
+                &[served(5), ProjectState::default()],
+                &targets,
+                &none
+            ),
             NodeVerdict::Behind {
                 project: "b".into(),
-                serves: None
+                serving: Serving::Nothing
             }
         );
-        let nack = Some(Nack {
-            revision: Some(5),
-            reason: "bad_signature".into(),
-        });
+        let mut rejecting = nack(5, "bad_signature");
+        rejecting.served = served(4).served;
         assert_eq!(
-            judge(&[(served(4), nack), (served(2), None)], &targets),
+            judge(&node, &[rejecting, served(2)], &targets, &none),
             NodeVerdict::Rejecting {
                 project: "a".into(),
                 revision: Some(5),
@@ -541,14 +698,92 @@ mod tests {
             }
         );
         // A rejection of an older revision is not the one waited for.
-        let old = Some(Nack {
-            revision: Some(3),
-            reason: "invalid_color".into(),
-        });
+        let mut old = nack(3, "invalid_color");
+        old.served = served(2).served;
         assert!(matches!(
-            judge(&[(served(2), old), (served(2), None)], &targets),
+            judge(&node, &[old, served(2)], &targets, &none),
             NodeVerdict::Behind { .. }
         ));
+    }
+
+    #[test]
+    fn a_node_serves_a_revision_once_its_cursor_reached_its_position() {
+        let targets = vec![("a".to_owned(), 5)];
+        let at = positions(&[("a", 5, "1700000000000-4")]);
+        let clean = [ProjectState::default()];
+        let node = |cursor: &str| summary(Layout::Exceptions, cursor);
+        assert_eq!(
+            judge(&node("1700000000000-4"), &clean, &targets, &at),
+            NodeVerdict::Serves
+        );
+        assert_eq!(
+            judge(&node("1700000000000-3"), &clean, &targets, &at),
+            NodeVerdict::Behind {
+                project: "a".into(),
+                serving: Serving::Before(5)
+            }
+        );
+        // A later revision published: a node past it serves it too.
+        let later = positions(&[("a", 7, "1700000000009-0")]);
+        assert_eq!(
+            judge(&node("1700000000009-0"), &clean, &targets, &later),
+            NodeVerdict::Serves
+        );
+        // Not yet published at that revision: nobody serves it.
+        let older = positions(&[("a", 4, "1700000000000-1")]);
+        assert!(matches!(
+            judge(&node("1700000000009-0"), &clean, &targets, &older),
+            NodeVerdict::Behind { .. }
+        ));
+        // No position at all: unknown, never served.
+        assert_eq!(
+            judge(
+                &node("1700000000009-0"),
+                &clean,
+                &targets,
+                &Positions::new()
+            ),
+            NodeVerdict::Behind {
+                project: "a".into(),
+                serving: Serving::Unknown
+            }
+        );
+        // Past the position but naming the project: rejecting, not serving.
+        assert_eq!(
+            judge(
+                &node("1700000000009-0"),
+                &[nack(5, "unsigned")],
+                &targets,
+                &at
+            ),
+            NodeVerdict::Rejecting {
+                project: "a".into(),
+                revision: Some(5),
+                reason: "unsigned".into()
+            }
+        );
+        // Keeping a newer revision than the source: serves that one.
+        let kept = ProjectState {
+            ahead: Some(crate::sync::report::Ahead {
+                keeps: 6,
+                source: 5,
+            }),
+            ..ProjectState::default()
+        };
+        assert_eq!(
+            judge(&node("1700000000000-0"), &[kept], &targets, &at),
+            NodeVerdict::Serves
+        );
+        // Held back by the guard: named with why.
+        let mut held = node("1700000000000-0");
+        held.held = Some("refusing to remove 9 of 10 projects".into());
+        assert_eq!(
+            judge(&held, &clean, &targets, &at),
+            NodeVerdict::Held {
+                project: "a".into(),
+                why: "refusing to remove 9 of 10 projects".into()
+            }
+        );
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! Where the fleet commands read: the node reports and the source they
-//! are compared with, from Redis (`{P}:nodes`, `{P}:node:<id>` and the
-//! `{P}:projects` hash) or from a control plane (`GET /v1/nodes` and
-//! `GET /v1/snapshot`, as the simulator answers them).
+//! Where the fleet commands read: the node reports, and the change
+//! positions they are compared with, from Redis (`{P}:nodes`,
+//! `{P}:node:<id>`, `{P}:positions`) or from a control plane (`GET
+//! /v1/nodes`, `GET /v1/positions`, as the simulator answers them).
 //!
-//! The source is read the way a sidecar starting fresh would judge it
+//! The source's revisions come from the positions (every project's last
+//! write). A source written by a publisher that records no positions is
+//! read whole instead, the way a sidecar starting fresh would judge it
 //! (`ops::verdict::published`: every rule, signatures not checked), so a
 //! document no node can serve does not count as something nodes are
 //! behind on.
@@ -12,6 +14,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::secret::Env;
+use crate::model::cursor::{Cursor, Position};
 use crate::model::timestamp::parse_rfc3339;
 use crate::model::trust::Trust;
 use crate::model::wire::{self, parse_snapshot};
@@ -19,9 +22,9 @@ use crate::ops::target::{RedisTarget, TargetError};
 use crate::ops::verdict::published;
 use crate::sync::redis::{self as redis_source, Conn, RedisKeys};
 use crate::sync::report::redis::{
-    parse_nack, parse_served, read_all_fields, read_fields, read_summaries,
+    parse_ahead, parse_nack, parse_served, read_all_fields, read_fields, read_summaries,
 };
-use crate::sync::report::{Nack, NodeReport, Served, Summary, EXPIRY_HEARTBEATS};
+use crate::sync::report::{Ahead, Layout, Nack, NodeReport, Served, Summary, EXPIRY_HEARTBEATS};
 
 /// Where to read.
 #[derive(Debug, Clone)]
@@ -110,8 +113,26 @@ pub fn has_expired(summary: &Summary, now: SystemTime) -> bool {
     age > summary.interval_seconds * f64::from(EXPIRY_HEARTBEATS)
 }
 
-/// One node's state for one project.
-pub type ProjectState = (Option<Served>, Option<Nack>);
+/// One node's report of one project: what it serves (older layout
+/// only) and its exceptions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProjectState {
+    pub served: Option<Served>,
+    pub nack: Option<Nack>,
+    pub ahead: Option<Ahead>,
+}
+
+/// Project → where its last write sits in the change log.
+pub type Positions = BTreeMap<String, Position>;
+
+/// True when `summary` may name exceptions (or is of the older layout):
+/// only those nodes' projects are read.
+fn has_fields(summary: &Summary) -> bool {
+    summary.layout == Layout::PerProject || summary.rejected > 0 || summary.ahead > 0
+}
+
+/// Fields per `HSCAN` of the positions.
+const SCAN_COUNT: usize = 1000;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -137,8 +158,19 @@ impl Reader {
         }
     }
 
-    /// Project → revision, of what a sidecar would serve from the source.
-    pub async fn source(&mut self) -> Result<BTreeMap<String, u64>, ReadError> {
+    /// Project → revision, of what the source publishes: from the
+    /// positions (`positions`, as read by [`positions`](Self::positions)),
+    /// or, when its publisher records none, from the documents themselves.
+    pub async fn source(
+        &mut self,
+        positions: &Positions,
+    ) -> Result<BTreeMap<String, u64>, ReadError> {
+        if !positions.is_empty() {
+            return Ok(positions
+                .iter()
+                .filter_map(|(id, p)| Some((id.clone(), p.revision?)))
+                .collect());
+        }
         let docs = match self {
             Reader::Redis { con, keys } => {
                 redis_source::read_projects(con, keys, wire::Reader::default())
@@ -157,6 +189,70 @@ impl Reader {
             .iter()
             .map(|p| (p.id().to_owned(), p.revision()))
             .collect())
+    }
+
+    /// The change positions of `projects` (all of them for `None`); a
+    /// project without one is absent.
+    pub async fn positions(&mut self, projects: Option<&[String]>) -> Result<Positions, ReadError> {
+        match self {
+            Reader::Redis { con, keys } => {
+                let what = redis(keys.positions.clone());
+                let pairs: Vec<(String, String)> = match projects {
+                    Some([]) => Vec::new(),
+                    Some(ids) => {
+                        let values: Vec<Option<String>> = ::redis::cmd("HMGET")
+                            .arg(&keys.positions)
+                            .arg(ids)
+                            .query_async(con)
+                            .await
+                            .map_err(what)?;
+                        ids.iter()
+                            .zip(values)
+                            .filter_map(|(id, v)| Some((id.clone(), v?)))
+                            .collect()
+                    }
+                    None => {
+                        let mut all = Vec::new();
+                        let mut cursor = 0u64;
+                        loop {
+                            let (next, chunk): (u64, Vec<(String, String)>) = ::redis::cmd("HSCAN")
+                                .arg(&keys.positions)
+                                .arg(cursor)
+                                .arg("COUNT")
+                                .arg(SCAN_COUNT)
+                                .query_async(con)
+                                .await
+                                .map_err(redis(keys.positions.clone()))?;
+                            all.extend(chunk);
+                            if next == 0 {
+                                break all;
+                            }
+                            cursor = next;
+                        }
+                    }
+                };
+                Ok(pairs
+                    .into_iter()
+                    .filter_map(|(id, v)| Some((id, Position::parse(&v)?)))
+                    .collect())
+            }
+            Reader::Http { .. } => {
+                let body = match self.get("/v1/positions").await {
+                    Ok(body) => body,
+                    // A control plane that records none.
+                    Err(ReadError::ControlPlane { detail, .. }) if detail.contains("404") => {
+                        return Ok(Positions::new())
+                    }
+                    Err(e) => return Err(e),
+                };
+                let all =
+                    parse_positions(&body).map_err(|e| control_plane("GET /v1/positions")(e))?;
+                Ok(match projects {
+                    None => all,
+                    Some(ids) => all.into_iter().filter(|(id, _)| ids.contains(id)).collect(),
+                })
+            }
+        }
     }
 
     /// Every node the store lists as of `now`: the reports not expired,
@@ -214,61 +310,75 @@ impl Reader {
         }
     }
 
-    /// What each of `nodes` serves and rejected of each of `projects`
-    /// (after [`summaries`](Self::summaries) for a control plane).
+    /// What each of `nodes` reports of each of `projects`: read only for
+    /// nodes of the older layout or with exceptions (the others report
+    /// nothing per project).
     pub async fn projects(
         &mut self,
-        nodes: &[String],
+        nodes: &[&Summary],
         projects: &[String],
     ) -> Result<Vec<Vec<ProjectState>>, ReadError> {
-        match self {
+        let empty = vec![ProjectState::default(); projects.len()];
+        let wanted: Vec<String> = nodes
+            .iter()
+            .filter(|s| has_fields(s))
+            .map(|s| s.node.clone())
+            .collect();
+        let mut found: BTreeMap<String, Vec<ProjectState>> = match self {
             Reader::Redis { con, keys } => {
-                let mut fields = Vec::with_capacity(projects.len() * 2);
+                let mut fields = Vec::with_capacity(projects.len() * 3);
                 for p in projects {
                     fields.push(format!("p:{p}"));
                     fields.push(format!("r:{p}"));
+                    fields.push(format!("a:{p}"));
                 }
-                let rows = read_fields(con, keys, nodes, &fields)
+                let rows = read_fields(con, keys, &wanted, &fields)
                     .await
                     .map_err(redis("the node reports"))?;
-                Ok(rows
+                wanted
                     .into_iter()
-                    .map(|row| {
-                        row.chunks(2)
-                            .map(|pair| {
-                                let get = |i: usize| pair.get(i).cloned().flatten();
-                                (
-                                    get(0).as_deref().and_then(parse_served),
-                                    get(1).as_deref().and_then(parse_nack),
-                                )
+                    .zip(rows)
+                    .map(|(id, row)| {
+                        let mut states: Vec<ProjectState> = row
+                            .chunks(3)
+                            .map(|f| {
+                                let get = |i: usize| f.get(i).cloned().flatten();
+                                ProjectState {
+                                    served: get(0).as_deref().and_then(parse_served),
+                                    nack: get(1).as_deref().and_then(parse_nack),
+                                    ahead: get(2).as_deref().and_then(parse_ahead),
+                                }
                             })
-                            .collect::<Vec<_>>()
+                            .collect();
+                        states.resize(projects.len(), ProjectState::default());
+                        (id, states)
                     })
-                    .map(|mut row| {
-                        row.resize(projects.len(), (None, None));
-                        row
-                    })
-                    .collect())
+                    .collect()
             }
-            Reader::Http { last, .. } => Ok(nodes
-                .iter()
+            Reader::Http { last, .. } => wanted
+                .into_iter()
                 .map(|id| {
-                    let report = last.iter().find(|r| r.summary.node == *id);
-                    projects
+                    let report = last.iter().find(|r| r.summary.node == id);
+                    let states = projects
                         .iter()
-                        .map(|p| {
-                            (
-                                report.and_then(|r| r.served.get(p).cloned()),
-                                report.and_then(|r| r.rejections.get(p).cloned()),
-                            )
+                        .map(|p| ProjectState {
+                            served: report.and_then(|r| r.served.get(p).cloned()),
+                            nack: report.and_then(|r| r.rejections.get(p).cloned()),
+                            ahead: report.and_then(|r| r.ahead_of_source.get(p).copied()),
                         })
-                        .collect()
+                        .collect();
+                    (id, states)
                 })
-                .collect()),
-        }
+                .collect(),
+        };
+        Ok(nodes
+            .iter()
+            .map(|s| found.remove(&s.node).unwrap_or_else(|| empty.clone()))
+            .collect())
     }
 
-    /// Everything node `id` serves, and its rejections.
+    /// Everything node `id` serves, and its rejections (a node of the
+    /// older layout).
     pub async fn detail(
         &mut self,
         id: &str,
@@ -330,4 +440,32 @@ impl Reader {
             .map(|b| b.to_vec())
             .map_err(|e| control_plane(format!("GET {path}"))(e.to_string()))
     }
+}
+
+/// `{"positions": {"P": {"revision": 57, "at": 12}}}` (`revision` null for
+/// a removal), as `GET /v1/positions` answers.
+pub fn parse_positions(body: &[u8]) -> Result<Positions, String> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        revision: Option<u64>,
+        at: Cursor,
+    }
+    #[derive(serde::Deserialize)]
+    struct Body {
+        positions: BTreeMap<String, Entry>,
+    }
+    let body: Body = serde_json::from_slice(body).map_err(|e| format!("not positions: {e}"))?;
+    Ok(body
+        .positions
+        .into_iter()
+        .map(|(id, e)| {
+            (
+                id,
+                Position {
+                    revision: e.revision,
+                    at: e.at,
+                },
+            )
+        })
+        .collect())
 }

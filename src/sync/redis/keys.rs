@@ -1,9 +1,12 @@
 //! How the data lives in Redis, and how it is written: the keys under
-//! one hash tag (`{P}:projects`, `{P}:changes`, `{P}:population`, the node
-//! reports), and the writes a publisher makes: each project's hash field
-//! and stream entry in one `MULTI`/`EXEC`.
+//! one hash tag (`{P}:projects`, `{P}:changes`, `{P}:population`,
+//! `{P}:positions`, the node reports), and the writes a publisher makes:
+//! each project's hash field, stream entry and change position in one
+//! `MULTI`/`EXEC`.
 
 use redis::aio::ConnectionLike;
+
+use crate::model::wire::published_revision;
 
 /// The stream keeps about this many entries (`XADD … MAXLEN ~`); a
 /// follower further behind takes a full load.
@@ -22,6 +25,12 @@ pub struct RedisKeys {
     /// reader removes a project for being absent from the hash only when
     /// the marker is there and matches the hash.
     pub population: String,
+    /// A hash: project → `<revision> <stream id>`, the change at which
+    /// its last write entered the stream (`-` for the revision of a
+    /// removal or a tombstone). A node whose cursor is at or past that id
+    /// serves that revision unless its report names the project as an
+    /// exception; it outlives the stream's trimming.
+    pub positions: String,
     /// A sorted set: node id → time of its last report (ms since the
     /// epoch).
     pub nodes: String,
@@ -34,6 +43,7 @@ impl RedisKeys {
             projects: format!("{{{prefix}}}:projects"),
             changes: format!("{{{prefix}}}:changes"),
             population: format!("{{{prefix}}}:population"),
+            positions: format!("{{{prefix}}}:positions"),
             nodes: format!("{{{prefix}}}:nodes"),
             prefix: prefix.to_owned(),
         }
@@ -69,10 +79,18 @@ pub enum Population {
 /// (inside a `MULTI` too).
 const MARK_COMPLETE: &str = "return redis.call('SET', KEYS[2], redis.call('HLEN', KEYS[1]))";
 
+/// Adds a change's stream entry and records its id as the project's change
+/// position, atomically (the id exists only once `XADD` ran).
+/// KEYS: stream, positions. ARGV: max length, project, `document`|`removed`,
+/// the document|`1`, the revision|`-`.
+const ADD_CHANGE: &str = "local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', \
+     'project', ARGV[2], ARGV[3], ARGV[4]) \
+     redis.call('HSET', KEYS[2], ARGV[2], ARGV[5] .. ' ' .. id) return id";
+
 /// Writes `changes` in one `MULTI`/`EXEC`: for each, the hash field (set
-/// or deleted) and its stream entry, and the population marker as
-/// `population` says. A reader sees all of them or none. Returns the
-/// stream entry ids, in order.
+/// or deleted), its stream entry and its change position, and the
+/// population marker as `population` says. A reader sees all of them or
+/// none. Returns the stream entry ids, in order.
 pub async fn write_changes(
     con: &mut (impl ConnectionLike + Send),
     keys: &RedisKeys,
@@ -92,19 +110,24 @@ pub async fn write_changes(
             Some(json) => pipe.hset(&keys.projects, &change.project, json).ignore(),
             None => pipe.hdel(&keys.projects, &change.project).ignore(),
         };
+        let revision = change
+            .document
+            .as_deref()
+            .and_then(published_revision)
+            .map_or("-".to_owned(), |r| r.to_string());
         let entry = pipe
-            .cmd("XADD")
+            .cmd("EVAL")
+            .arg(ADD_CHANGE)
+            .arg(2)
             .arg(&keys.changes)
-            .arg("MAXLEN")
-            .arg("~")
+            .arg(&keys.positions)
             .arg(STREAM_MAX_LEN)
-            .arg("*")
-            .arg("project")
             .arg(&change.project);
         match &change.document {
             Some(json) => entry.arg("document").arg(json),
             None => entry.arg("removed").arg("1"),
         };
+        entry.arg(revision);
     }
     if population == Population::Complete {
         pipe.cmd("EVAL")

@@ -1,21 +1,35 @@
-//! The served report: what this node serves (not what it downloaded),
-//! published where the fleet commands read it, so an operator can tell
-//! whether a revision has reached every gateway node.
+//! The served report: where this node is in the source's change log and
+//! what it does not serve as published, written where the fleet commands
+//! read it, so an operator can tell whether a revision has reached every
+//! gateway node.
 //!
 //! A report names the node (id, labels, version), says where what it
-//! serves came from ([`Provenance`]), its cursor and snapshot age, and for
-//! every project the accepted revision and since when it serves it, and
-//! every rejection (reason and revision: a NACK). A digest (SHA-256 over
-//! the sorted `project revision` pairs, [`digest`]) lets a reader compare
-//! the node with the source without reading every project.
+//! serves came from ([`Provenance`]), its cursor (a stream id, or the
+//! control plane's revision) and snapshot age, a digest (SHA-256 over the
+//! sorted `project revision` pairs it serves, [`digest`]), and its
+//! **exceptions**: every project it does not serve as the source
+//! published it, with reason and revision — rejected (a NACK: invalid,
+//! unsigned, a bad signature…), or ahead (the source holds an older
+//! revision than the node keeps) — and, while the blast-radius guard
+//! refuses what the source has, why (`held`). Nothing per project
+//! otherwise: its size is constant plus its exceptions. A reader answers
+//! "does node N serve P at R?" from the change position at which P@R was
+//! published (`{P}:positions` in Redis, `GET /v1/positions` from a
+//! control plane): N's cursor is at or past it and P is not among N's
+//! exceptions.
+//!
+//! Reports of the older layout ([`Layout::PerProject`]: every project
+//! served, with its revision) are still read, so a fleet upgrades node by
+//! node.
 //!
 //! [`Reporter`] writes it on its own task (the sync thread), never on a
-//! request thread and never in the way of sync: after changes (at most
-//! once per `min_interval`: a burst is one write), when the source is
-//! first reached, and on a heartbeat (`interval`). A sink that refuses or
-//! fails is a warning and a metric, retried with backoff; serving and
-//! syncing go on. Sinks: [`redis`](mod@redis) (beside the data, with a
-//! TTL) and [`http`] (`POST /v1/nodes/{id}/status` to the control plane).
+//! request thread and never in the way of sync: after changes or a cursor
+//! that moved (at most once per `min_interval`: a burst is one write),
+//! when the source is first reached, and on a heartbeat (`interval`). A
+//! sink that refuses or fails is a warning and a metric, retried with
+//! backoff; serving and syncing go on. Sinks: [`redis`](mod@redis) (beside
+//! the data, with a TTL) and [`http`] (`POST /v1/nodes/{id}/status` to the
+//! control plane).
 
 pub mod http;
 pub mod redis;
@@ -52,10 +66,25 @@ pub struct NodeIdentity {
     pub started_at: SystemTime,
 }
 
-/// The small part of a report: enough to tell whether the node is
-/// converged (its digest against the source's) and how it is doing.
+/// How a report says what its node serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// Written by nodes before the exceptions layout (no `layout` field):
+    /// every project served, with its revision.
+    #[default]
+    PerProject,
+    /// The cursor and the exceptions only.
+    Exceptions,
+}
+
+/// The report without its exceptions: enough to tell whether the node is
+/// converged (its digest against the source's, its cursor against the
+/// change positions) and how it is doing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
+    #[serde(default)]
+    pub layout: Layout,
     pub node: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -76,6 +105,13 @@ pub struct Summary {
     pub projects: usize,
     /// Projects whose last document was rejected.
     pub rejected: usize,
+    /// Projects whose source holds an older revision than this node keeps.
+    #[serde(default)]
+    pub ahead: usize,
+    /// Why the blast-radius guard refuses what the source has, while it
+    /// does: the node serves what it had, and its cursor stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 /// One project as served.
@@ -93,15 +129,27 @@ pub struct Nack {
     pub reason: String,
 }
 
+/// A project the node keeps at a newer revision than the source holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ahead {
+    /// What the node keeps (serves, or removed at by a signed tombstone).
+    pub keeps: u64,
+    /// What the source holds.
+    pub source: u64,
+}
+
 /// The whole report (the HTTP body; Redis keeps the parts as fields).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeReport {
     #[serde(flatten)]
     pub summary: Summary,
-    #[serde(default)]
+    /// [`Layout::PerProject`] reports only: every project served.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub served: BTreeMap<String, Served>,
     #[serde(default)]
     pub rejections: BTreeMap<String, Nack>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ahead_of_source: BTreeMap<String, Ahead>,
 }
 
 /// SHA-256 over `project \n revision \n` of every pair, in id order: the
@@ -136,18 +184,6 @@ pub fn build(
     now: SystemTime,
 ) -> NodeReport {
     let projects = store.projects();
-    let served: BTreeMap<String, Served> = projects
-        .iter()
-        .map(|p| {
-            (
-                p.id().to_owned(),
-                Served {
-                    revision: p.revision(),
-                    since: format_rfc3339(p.accepted_at()),
-                },
-            )
-        })
-        .collect();
     let rejections: BTreeMap<String, Nack> = store
         .all_rejections()
         .into_iter()
@@ -161,8 +197,14 @@ pub fn build(
             )
         })
         .collect();
+    let ahead_of_source: BTreeMap<String, Ahead> = store
+        .all_ahead()
+        .into_iter()
+        .map(|(id, keeps, source)| (id, Ahead { keeps, source }))
+        .collect();
     NodeReport {
         summary: Summary {
+            layout: Layout::Exceptions,
             node: identity.node.clone(),
             labels: identity.labels.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -174,11 +216,14 @@ pub fn build(
             reported_at: format_rfc3339(now),
             interval_seconds: interval.as_secs_f64(),
             digest: digest(projects.iter().map(|p| (p.id(), p.revision()))),
-            projects: served.len(),
+            projects: projects.len(),
             rejected: rejections.len(),
+            ahead: ahead_of_source.len(),
+            held: status.held(),
         },
-        served,
+        served: BTreeMap::new(),
         rejections,
+        ahead_of_source,
     }
 }
 

@@ -1,10 +1,14 @@
 //! Reports in Redis, beside the data and under the same hash tag:
 //!
 //! * `{P}:node:<id>`, a hash per node: field `report` (the [`Summary`] as
-//!   JSON), `p:<project>` = `<revision> <since>` for every project served,
-//!   `r:<project>` = `<revision> <reason>` for every rejection (`-` for an
-//!   unknown revision). It expires three heartbeats after the last write,
-//!   so a dead node disappears on its own.
+//!   JSON), and one field per exception: `r:<project>` = `<revision>
+//!   <reason>` for a rejection (`-` for an unknown revision), `a:<project>`
+//!   = `<kept> <source>` for a project the source holds older. A node
+//!   serving everything as published has one field, a few hundred bytes.
+//!   Nodes of the older layout also wrote `p:<project>` = `<revision>
+//!   <since>` for every project served; readers still take those. It
+//!   expires three heartbeats after the last write, so a dead node
+//!   disappears on its own.
 //! * `{P}:nodes`, a sorted set: node id → time of its last report (ms), so
 //!   a reader finds the nodes without scanning the key space. An entry
 //!   whose hash has expired is a node that stopped reporting (listed as
@@ -13,12 +17,12 @@
 //!
 //! The sidecar writes only what changed since its last write (and the
 //! summary): a `PEXPIRE` (which also tells whether the hash is still
-//! there) and one `HSET`, plus a `ZADD` once a heartbeat, so even a node
-//! serving 100 000 projects writes a few hundred bytes; a full rewrite happens on the first write, after an
-//! error, and when its hash expired meanwhile (a node paused past its
-//! TTL). A rewrite writes over the hash (summary last) and then drops the
-//! fields of projects no longer served: a reader never finds the node
-//! missing, at worst an extra project for a moment. No `MULTI`: a store
+//! there) and one `HSET`, plus a `ZADD` once a heartbeat; a full rewrite
+//! happens on the first write, after an error, and when its hash expired
+//! meanwhile (a node paused past its TTL). A rewrite writes over the hash
+//! (summary last) and then drops the fields no longer meant (an exception
+//! resolved, an older layout's `p:` fields): a reader never finds the
+//! node missing, at worst an extra exception for a moment. No `MULTI`: a store
 //! that refuses writes (an ACL, a read-only replica) then answers each
 //! command with its own `NOPERM` / `READONLY`, which the reporter shows. The readers (`env-sidecar fleet`) use
 //! [`read_summaries`] and [`read_fields`].
@@ -30,7 +34,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ::redis::aio::ConnectionLike;
 use ::redis::RedisError;
 
-use super::{Nack, NodeReport, ReportError, Served, Summary, EXPIRY_HEARTBEATS, LOST_RETENTION};
+use super::{
+    Ahead, Nack, NodeReport, ReportError, Served, Summary, EXPIRY_HEARTBEATS, LOST_RETENTION,
+};
 use crate::sync::redis::{Connector, Lazy, RedisKeys, Role};
 
 /// Fields per `HSET` of a full write.
@@ -206,7 +212,9 @@ impl RedisSink {
 
 /// The hash fields of a report.
 pub fn fields(report: &NodeReport) -> HashMap<String, String> {
-    let mut out = HashMap::with_capacity(report.served.len() + report.rejections.len() + 1);
+    let mut out = HashMap::with_capacity(
+        report.served.len() + report.rejections.len() + report.ahead_of_source.len() + 1,
+    );
     // Plain data: cannot fail.
     out.insert(
         "report".to_owned(),
@@ -219,7 +227,19 @@ pub fn fields(report: &NodeReport) -> HashMap<String, String> {
         let revision = n.revision.map_or("-".to_owned(), |r| r.to_string());
         out.insert(format!("r:{id}"), format!("{revision} {}", n.reason));
     }
+    for (id, a) in &report.ahead_of_source {
+        out.insert(format!("a:{id}"), format!("{} {}", a.keeps, a.source));
+    }
     out
+}
+
+/// An `a:` field's value.
+pub fn parse_ahead(value: &str) -> Option<Ahead> {
+    let (keeps, source) = value.split_once(' ')?;
+    Some(Ahead {
+        keeps: keeps.parse().ok()?,
+        source: source.parse().ok()?,
+    })
 }
 
 /// A `p:` field's value.
@@ -339,6 +359,14 @@ mod tests {
                 reason: "unsigned".into()
             })
         );
+        assert_eq!(
+            parse_ahead("9 7"),
+            Some(Ahead {
+                keeps: 9,
+                source: 7
+            })
+        );
+        assert_eq!(parse_ahead("9"), None);
         assert_eq!(parse_served("x y"), None);
         assert_eq!(parse_served("57"), None);
     }
