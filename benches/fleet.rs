@@ -23,7 +23,9 @@
 //!
 //! Run: `cargo bench --bench fleet` (about twelve minutes).
 //! Flags after `--`: `--sidecars N`, `--projects N`, `--churn-seconds S`,
-//! `--idle-seconds S`, `--only http|redis|reports`, `--long-poll-wait S`
+//! `--idle-seconds S`, `--only http|redis|reports|synthetic` (synthetic:
+//! the 10 000 synthetic reports alone, with no sidecar, so `--projects
+//! 100000` fits), `--long-poll-wait S`
 //! (the sidecars' `source.long_poll_wait`), `--sign` (every document
 //! signed by the simulator, every sidecar requiring signatures).
 
@@ -63,6 +65,9 @@ enum Source {
     Redis,
     /// The node reports on Redis (`fleet/reports.rs`).
     Reports,
+    /// Only the 10 000 synthetic reports (no sidecars): `--projects` may
+    /// then be 100 000.
+    Synthetic,
 }
 
 impl Source {
@@ -71,6 +76,7 @@ impl Source {
             Source::Http => "HTTP watch (simulator)",
             Source::Redis => "Redis (redis-server)",
             Source::Reports => "node reports (Redis)",
+            Source::Synthetic => "synthetic node reports (Redis)",
         }
     }
 }
@@ -107,7 +113,8 @@ impl Args {
                         "http" => vec![Source::Http],
                         "redis" => vec![Source::Redis],
                         "reports" => vec![Source::Reports],
-                        other => panic!("--only http|redis|reports, not {other:?}"),
+                        "synthetic" => vec![Source::Synthetic],
+                        other => panic!("--only http|redis|reports|synthetic, not {other:?}"),
                     }
                 }
                 "--sign" => args.sign = true,
@@ -631,9 +638,16 @@ fn main() {
         if args.sign { ", signed" } else { "" }
     );
     for source in args.sources.clone() {
-        if source == Source::Reports {
-            reports::run(&args, &dir);
-            continue;
+        match source {
+            Source::Reports => {
+                reports::run(&args, &dir);
+                continue;
+            }
+            Source::Synthetic => {
+                reports::run_synthetic(&args, &dir);
+                continue;
+            }
+            Source::Http | Source::Redis => {}
         }
         let report = run(source, &args, &dir);
         print(source, &args, &report);

@@ -7,7 +7,11 @@
 //! resumed (SIGCONT); a node started from its cache with its data replica
 //! down reports `cache` to the primary, then `live` once the replica is
 //! back; a Redis that refuses report writes (an ACL, a read-only replica)
-//! is a warning and a metric while serving goes on.
+//! is a warning and a metric while serving goes on. Reports hold a
+//! cursor and exceptions: a node refusing one project (unsigned) is named
+//! for that project and not for others; two nodes serving 100 000
+//! projects report one field each; a node still writing the older
+//! per-project layout is judged by what it lists (a rolling upgrade).
 
 mod common;
 
@@ -374,4 +378,193 @@ async fn a_redis_that_refuses_report_writes_is_a_warning_and_serving_goes_on() {
         out.ends_with("0 nodes, 0 converged, 0 behind, 0 rejecting, 0 stale reports, 0 lost\n"),
         "{out}"
     );
+}
+
+/// `HLEN` and `MEMORY USAGE` of node `id`'s report.
+async fn report_size(publisher: &mut Publisher, id: &str) -> (i64, i64) {
+    let key = format!("{{env-sidecar}}:node:{id}");
+    let number = |v: redis::Value| match v {
+        redis::Value::Int(n) => n,
+        other => panic!("not a number: {other:?}"),
+    };
+    let fields = number(publisher.run(&["HLEN", &key]).await);
+    let bytes = number(publisher.run(&["MEMORY", "USAGE", &key]).await);
+    (fields, bytes)
+}
+
+#[tokio::test]
+async fn a_node_refusing_one_project_is_named_for_it_and_not_for_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
+        return;
+    };
+    let url = redis.url.as_str();
+    let key = common::signing::TestKey::new(dir.path(), "cp-2026");
+    let mut publisher = Publisher::plain(url).await;
+    publisher.write(&key.sign(&project("acme", 1))).await;
+    publisher.write(&key.sign(&project("globex", 1))).await;
+    // Both trust the key; only the strict node requires a signature.
+    let trusting = |require: bool| {
+        format!(
+            "{}\n[trust]\nkeys = [\"{}\"]\nrequire_signatures = {require}",
+            reporting("30s"),
+            key.public_file.display()
+        )
+    };
+    let (strict, lenient) = (trusting(true), trusting(false));
+    let _nodes: Vec<_> = [("strict", strict), ("lenient", lenient)]
+        .iter()
+        .map(|(id, extra)| {
+            let config = node_config(dir.path(), id, "eu", &redis_source(url), extra);
+            fleet::start(&config, &[])
+        })
+        .collect();
+    let (code, out) = wait_acme(url, "1", &["--timeout", "20s"]);
+    assert_eq!(code, 0, "{out}");
+
+    // A writer holding no key: the strict node refuses acme@2, serves on.
+    publisher.write(&project("acme", 2)).await;
+    let (code, out) = wait_acme(url, "2", &["--timeout", "3s"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("rejecting node=strict project=acme revision=2 reason=unsigned"),
+        "{out}"
+    );
+    assert!(out.contains("timeout serving=1 of=2"), "{out}");
+    assert!(!out.contains("node=lenient"), "{out}");
+    // Nothing else is held against it.
+    let (code, out) = run(&[
+        "fleet",
+        "wait",
+        "--redis",
+        url,
+        "--project",
+        "globex",
+        "--revision",
+        "1",
+        "--timeout",
+        "5s",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2/2 nodes serve globex@1"), "{out}");
+    // Its report holds its one exception; the other node's, nothing.
+    assert_eq!(report_size(&mut publisher, "strict").await.0, 2);
+    assert_eq!(report_size(&mut publisher, "lenient").await.0, 1);
+    let out = until(
+        Duration::from_secs(10),
+        &["fleet", "status", "--redis", url, "--project", "acme"],
+        |out| out.contains("node=strict") && out.contains("nack=2:unsigned"),
+    );
+    assert!(out.contains("node=lenient"), "{out}");
+    assert!(out.contains("serves=2"), "{out}");
+    assert!(out.contains("1 rejecting"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_serving_100_000_projects_report_one_field_each() {
+    const PROJECTS: usize = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
+        return;
+    };
+    let url = redis.url.as_str();
+    let mut publisher = Publisher::plain(url).await;
+    let docs = (0..PROJECTS)
+        .map(|i| {
+            let id = format!("p{i:06}");
+            let doc = project(&id, 1).to_string();
+            (id, doc)
+        })
+        .collect();
+    publisher.write_all(docs).await;
+    let _nodes = following(dir.path(), url, &[("big-1", "eu"), ("big-2", "us")], "30s");
+    let out = until(
+        Duration::from_secs(240),
+        &["fleet", "status", "--redis", url],
+        |out| {
+            out.ends_with("2 nodes, 2 converged, 0 behind, 0 rejecting, 0 stale reports, 0 lost\n")
+        },
+    );
+    assert!(
+        out.contains("node=big-1") && out.contains("digest=equal"),
+        "{out}"
+    );
+    for id in ["big-1", "big-2"] {
+        let (fields, bytes) = report_size(&mut publisher, id).await;
+        assert_eq!(fields, 1, "{id}");
+        assert!(bytes < 1024, "{id}'s report takes {bytes} bytes");
+    }
+    let (code, out) = run(&[
+        "fleet",
+        "wait",
+        "--redis",
+        url,
+        "--project",
+        "p099999",
+        "--revision",
+        "1",
+        "--timeout",
+        "10s",
+    ]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[tokio::test]
+async fn a_node_of_the_older_layout_is_judged_by_what_it_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = redis_at_revision_1(dir.path()) else {
+        return;
+    };
+    let url = redis.url.as_str();
+    let _nodes = following(dir.path(), url, &[("new", "eu")], "30s");
+    // A node not yet upgraded: its summary has no layout, and it lists
+    // every project it serves.
+    let mut publisher = Publisher::plain(url).await;
+    let now = env_sidecar::model::timestamp::format_rfc3339(std::time::SystemTime::now());
+    let summary = serde_json::json!({
+        "node": "old", "labels": {"region": "eu"}, "version": "0.1.0",
+        "source": "redis", "provenance": "live", "cursor": "0-0",
+        "snapshot_age_seconds": 1.0, "started_at": now, "reported_at": now,
+        "interval_seconds": 30.0, "digest": "sha256:older", "projects": 2, "rejected": 0,
+    })
+    .to_string();
+    let key = "{env-sidecar}:node:old";
+    let served = |revision: u64| format!("{revision} {now}");
+    publisher
+        .run(&[
+            "HSET",
+            key,
+            "report",
+            &summary,
+            "p:acme",
+            &served(1),
+            "p:globex",
+            &served(1),
+        ])
+        .await;
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string();
+    publisher
+        .run(&["ZADD", "{env-sidecar}:nodes", &ms, "old"])
+        .await;
+    let (code, out) = wait_acme(url, "1", &["--timeout", "20s"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2/2 nodes serve acme@1"), "{out}");
+
+    let v2 = publish_file(dir.path(), "v2.json", &revisions(2));
+    assert_eq!(run(&["publish", "--redis", url, &v2]).0, 0);
+    let (code, out) = wait_acme(url, "2", &["--timeout", "3s"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("behind node=old project=acme serves=1\n"),
+        "{out}"
+    );
+    assert!(!out.contains("node=new"), "{out}");
+    publisher.run(&["HSET", key, "p:acme", &served(2)]).await;
+    let (code, out) = wait_acme(url, "2", &["--timeout", "5s"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2/2 nodes serve acme@2"), "{out}");
 }

@@ -103,6 +103,20 @@ pub fn run(args: &Args, dir: &Path) {
     drop(redis);
 }
 
+/// Only [`synthetic`]: `args.projects` generated and mirrored into a
+/// Redis of its own, no sidecar.
+pub fn run_synthetic(args: &Args, dir: &Path) {
+    let (redis, url) = start_redis(dir);
+    let projects = args.projects.to_string();
+    let (sim, _) = super::support::start_simulator(&["--generate", &projects, "--redis", &url]);
+    let sim = Peer(sim);
+    super::wait_mirrored(&url, args.projects);
+    println!("\n## synthetic node reports — {} projects", args.projects);
+    synthetic(&url, args.projects);
+    drop(sim);
+    drop(redis);
+}
+
 /// `calls` of `cmdstat_<name>` in `INFO commandstats`.
 fn command_calls(url: &str, name: &str) -> u64 {
     super::support::redis::redis_command(url, "INFO commandstats")

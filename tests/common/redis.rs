@@ -247,6 +247,29 @@ impl Publisher {
             .expect("written")
     }
 
+    /// Writes `(id, document)` pairs in transactions of 1 000, the last
+    /// one marking the population complete (as `publish` does).
+    pub async fn write_all(&mut self, docs: Vec<(String, String)>) {
+        use redis_source::{write_changes, Change, Population};
+        let changes: Vec<Change> = docs
+            .into_iter()
+            .map(|(project, document)| Change {
+                project,
+                document: Some(document),
+            })
+            .collect();
+        let chunks: Vec<&[Change]> = changes.chunks(1000).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let population = match i + 1 == chunks.len() {
+                true => Population::Complete,
+                false => Population::Untouched,
+            };
+            write_changes(&mut self.con, &self.keys, chunk, population)
+                .await
+                .expect("written");
+        }
+    }
+
     pub async fn remove(&mut self, id: &str) {
         redis_source::remove_project(&mut self.con, &self.keys, id)
             .await
