@@ -11,7 +11,9 @@
 //! cursor and exceptions: a node refusing one project (unsigned) is named
 //! for that project and not for others; two nodes serving 100 000
 //! projects report one field each; a node still writing the older
-//! per-project layout is judged by what it lists (a rolling upgrade).
+//! per-project layout is judged by what it lists (a rolling upgrade);
+//! reports in a Redis of their own are judged against the source's
+//! positions (`--config`, `--positions-from`).
 
 mod common;
 
@@ -567,4 +569,43 @@ async fn a_node_of_the_older_layout_is_judged_by_what_it_lists() {
     let (code, out) = wait_acme(url, "2", &["--timeout", "5s"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("2/2 nodes serve acme@2"), "{out}");
+}
+
+#[tokio::test]
+async fn reports_in_a_redis_of_their_own_are_judged_against_the_sources_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(data) = redis_at_revision_1(dir.path()) else {
+        return;
+    };
+    let reports_dir = dir.path().join("reports");
+    std::fs::create_dir_all(&reports_dir).unwrap();
+    let Some(reports) = RedisServer::start(&reports_dir, Setup::default()) else {
+        return;
+    };
+    let extra = format!("{}\nredis_url = \"{}\"", reporting("30s"), reports.url);
+    let config = node_config(dir.path(), "apart", "eu", &redis_source(&data.url), &extra);
+    let _node = fleet::start(&config, &[]);
+    let config = config.display().to_string();
+    let wait = |from: &[&str], timeout: &str| {
+        let mut args = vec!["fleet", "wait", "--project", "acme", "--revision", "1"];
+        args.extend(from);
+        args.extend(["--timeout", timeout]);
+        run(&args)
+    };
+    // Its config says where both are.
+    let (code, out) = wait(&["--config", &config], "20s");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1/1 nodes serve acme@1"), "{out}");
+    // The report store alone holds no positions: nothing can be judged.
+    let (code, out) = wait(&["--redis", &reports.url], "1s");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("behind node=apart project=acme serves=?"),
+        "{out}"
+    );
+    let (code, out) = wait(
+        &["--redis", &reports.url, "--positions-from", &data.url],
+        "5s",
+    );
+    assert_eq!(code, 0, "{out}");
 }

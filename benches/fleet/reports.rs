@@ -280,6 +280,7 @@ fn synthetic(url: &str, projects: usize) {
         .map(|(_, p)| p.at)
         .max_by_key(|c| c.order())
         .unwrap();
+    let clean = digest(revisions());
     let memory0 = redis_info(url, "used_memory");
     let now = std::time::SystemTime::now();
     let stamp = env_sidecar::model::timestamp::format_rfc3339(now);
@@ -300,7 +301,11 @@ fn synthetic(url: &str, projects: usize) {
                 })
                 .collect();
             let node = format!("synthetic-{n:05}");
-            let served = revisions().filter(|(id, _)| !rejections.contains_key(*id));
+            // The digest of every project, once; a rejecting node's own.
+            let digest = match rejections.is_empty() {
+                true => clean.clone(),
+                false => digest(revisions().filter(|(id, _)| !rejections.contains_key(*id))),
+            };
             let report = NodeReport {
                 summary: Summary {
                     layout: Layout::Exceptions,
@@ -314,7 +319,7 @@ fn synthetic(url: &str, projects: usize) {
                     started_at: stamp.clone(),
                     reported_at: stamp.clone(),
                     interval_seconds: 600.0,
-                    digest: digest(served),
+                    digest,
                     projects: projects - rejections.len(),
                     rejected: rejections.len(),
                     ahead: 0,

@@ -153,9 +153,15 @@ pub struct FleetFrom {
     #[arg(long, value_name = "URL")]
     pub control_plane: Option<String>,
     /// Read the reports where this sidecar config sends them (its
-    /// `[report]` and `[source]`); the flags below override it
+    /// `[report]` and `[source]`; the change positions from its source
+    /// when it reports elsewhere); the flags below override it
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Where the change positions are, when the reports are elsewhere
+    /// (`report.redis_url`): the source's Redis URL, or its control plane
+    /// (http:// or https://)
+    #[arg(long, value_name = "URL")]
+    pub positions_from: Option<String>,
     #[command(flatten)]
     pub login: RedisLogin,
     /// The variable holding the control-plane token
@@ -165,23 +171,52 @@ pub struct FleetFrom {
 
 impl FleetFrom {
     fn target(self) -> Result<fleet::reader::Target, u8> {
-        use crate::config::ReportsTo;
-        use fleet::reader::Target;
+        use crate::config::{ReportsTo, Source};
+        use fleet::reader::{Store, Target};
+        let token_env = self.token_env.clone();
+        let control_plane = |url: String, default: &str| Store::ControlPlane {
+            url,
+            token_env: token_env.clone().unwrap_or_else(|| default.to_owned()),
+        };
+        let flagged = self.positions_from.clone().map(|url| {
+            if url.starts_with("http://") || url.starts_with("https://") {
+                control_plane(url, DEFAULT_TOKEN_ENV)
+            } else {
+                Store::Redis(self.login.clone().target(url, None))
+            }
+        });
         if let Some(url) = self.control_plane {
-            let token_env = self.token_env.unwrap_or_else(|| DEFAULT_TOKEN_ENV.into());
-            return Ok(Target::ControlPlane { url, token_env });
+            return Ok(Target {
+                reports: control_plane(url, DEFAULT_TOKEN_ENV),
+                positions: flagged,
+            });
         }
         let Some(path) = self.config else {
             let url = self.redis.unwrap_or_default();
-            return Ok(Target::Redis(self.login.target(url, None)));
+            return Ok(Target {
+                reports: Store::Redis(self.login.target(url, None)),
+                positions: flagged,
+            });
         };
-        match sidecar_config(&path)?.reports_to() {
-            Some(ReportsTo::Redis(r)) => {
-                Ok(Target::Redis(self.login.target(r.url.clone(), Some(&r))))
-            }
-            Some(ReportsTo::ControlPlane(h)) => Ok(Target::ControlPlane {
-                url: h.url,
-                token_env: self.token_env.unwrap_or(h.token_env),
+        let config = sidecar_config(&path)?;
+        // Reports sent elsewhere: the positions are at the source.
+        let at_source = match (&config.source.kind, config.report.redis_url.is_empty()) {
+            (_, true) => None,
+            (Source::Redis(source), false) => Some(Store::Redis(
+                RedisLogin::default().target(source.url.clone(), Some(source)),
+            )),
+            (Source::Http(h), false) => Some(control_plane(h.url.clone(), &h.token_env)),
+            (Source::File(_), false) => None,
+        };
+        let positions = flagged.or(at_source);
+        match config.reports_to() {
+            Some(ReportsTo::Redis(r)) => Ok(Target {
+                reports: Store::Redis(self.login.target(r.url.clone(), Some(&r))),
+                positions,
+            }),
+            Some(ReportsTo::ControlPlane(h)) => Ok(Target {
+                reports: control_plane(h.url, &h.token_env),
+                positions,
             }),
             None => {
                 eprintln!(
@@ -296,10 +331,10 @@ impl RedisArgs {
 
 /// Which keys in a Redis, its password and TLS files (each overriding
 /// what a `--config` says).
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct RedisLogin {
-    /// Keys {P}:projects, {P}:changes, {P}:population, {P}:nodes,
-    /// {P}:node:<id> [default: env-sidecar]
+    /// Keys {P}:projects, {P}:changes, {P}:population, {P}:positions,
+    /// {P}:nodes, {P}:node:<id> [default: env-sidecar]
     #[arg(long, value_name = "P")]
     pub key_prefix: Option<String>,
     /// The variable holding the Redis password [default:
@@ -388,7 +423,7 @@ impl Tool {
                     Ok(target) => target,
                     Err(status) => return status,
                 };
-                let target = fleet::reader::Target::Redis(redis.clone());
+                let target = fleet::reader::Target::one(fleet::reader::Store::Redis(redis.clone()));
                 let args = publish::Publish {
                     redis,
                     max_removed_fraction,

@@ -26,15 +26,93 @@ use crate::sync::report::redis::{
 };
 use crate::sync::report::{Ahead, Layout, Nack, NodeReport, Served, Summary, EXPIRY_HEARTBEATS};
 
-/// Where to read.
+/// A store the fleet commands read.
 #[derive(Debug, Clone)]
-pub enum Target {
+pub enum Store {
     Redis(RedisTarget),
     ControlPlane { url: String, token_env: String },
 }
 
-/// A connection to the reports and the source.
-pub enum Reader {
+/// Where to read.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The node reports.
+    pub reports: Store,
+    /// The change positions and the source's revisions, when they are not
+    /// where the reports are: the source of sidecars that report elsewhere
+    /// (`report.redis_url`).
+    pub positions: Option<Store>,
+}
+
+impl Target {
+    /// Reports and positions in one store.
+    pub fn one(store: Store) -> Target {
+        Target {
+            reports: store,
+            positions: None,
+        }
+    }
+}
+
+/// The reports, and the positions when they are elsewhere.
+#[derive(Debug)]
+pub struct Reader {
+    reports: Link,
+    positions: Option<Link>,
+}
+
+impl Reader {
+    pub async fn connect(target: &Target, env: &Env) -> Result<Reader, ReadError> {
+        let reports = Link::connect(&target.reports, env).await?;
+        let positions = match &target.positions {
+            Some(store) => Some(Link::connect(store, env).await?),
+            None => None,
+        };
+        Ok(Reader { reports, positions })
+    }
+
+    fn positions_link(&mut self) -> &mut Link {
+        self.positions.as_mut().unwrap_or(&mut self.reports)
+    }
+
+    /// See [`Link::source`].
+    pub async fn source(
+        &mut self,
+        positions: &Positions,
+    ) -> Result<BTreeMap<String, u64>, ReadError> {
+        self.positions_link().source(positions).await
+    }
+
+    /// See [`Link::positions`].
+    pub async fn positions(&mut self, projects: Option<&[String]>) -> Result<Positions, ReadError> {
+        self.positions_link().positions(projects).await
+    }
+
+    /// See [`Link::roster`].
+    pub async fn roster(&mut self, now: SystemTime) -> Result<Roster, ReadError> {
+        self.reports.roster(now).await
+    }
+
+    /// See [`Link::projects`].
+    pub async fn projects(
+        &mut self,
+        nodes: &[&Summary],
+        projects: &[String],
+    ) -> Result<Vec<Vec<ProjectState>>, ReadError> {
+        self.reports.projects(nodes, projects).await
+    }
+
+    /// See [`Link::detail`].
+    pub async fn detail(
+        &mut self,
+        id: &str,
+    ) -> Result<(BTreeMap<String, Served>, BTreeMap<String, Nack>), ReadError> {
+        self.reports.detail(id).await
+    }
+}
+
+/// A connection to one store.
+enum Link {
     Redis {
         con: Conn,
         keys: RedisKeys,
@@ -48,11 +126,11 @@ pub enum Reader {
     },
 }
 
-impl std::fmt::Debug for Reader {
+impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Reader::Redis { keys, .. } => write!(f, "Reader::Redis({})", keys.nodes),
-            Reader::Http { base, .. } => write!(f, "Reader::Http({base})"),
+            Link::Redis { keys, .. } => write!(f, "Link::Redis({})", keys.nodes),
+            Link::Http { base, .. } => write!(f, "Link::Http({base})"),
         }
     }
 }
@@ -136,19 +214,19 @@ const SCAN_COUNT: usize = 1000;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-impl Reader {
-    pub async fn connect(target: &Target, env: &Env) -> Result<Reader, ReadError> {
-        match target {
-            Target::Redis(target) => Ok(Reader::Redis {
+impl Link {
+    async fn connect(store: &Store, env: &Env) -> Result<Link, ReadError> {
+        match store {
+            Store::Redis(target) => Ok(Link::Redis {
                 con: target.connect(env).await?,
                 keys: target.keys(),
             }),
-            Target::ControlPlane { url, token_env } => {
+            Store::ControlPlane { url, token_env } => {
                 let client = reqwest::Client::builder()
                     .timeout(TIMEOUT)
                     .build()
                     .map_err(|e| control_plane("an HTTP client")(e.to_string()))?;
-                Ok(Reader::Http {
+                Ok(Link::Http {
                     client,
                     base: url.trim_end_matches('/').to_owned(),
                     token: env.secret(token_env).map(|s| s.expose().to_owned()),
@@ -172,12 +250,12 @@ impl Reader {
                 .collect());
         }
         let docs = match self {
-            Reader::Redis { con, keys } => {
+            Link::Redis { con, keys } => {
                 redis_source::read_projects(con, keys, wire::Reader::default())
                     .await
                     .map_err(redis(keys.projects.clone()))?
             }
-            Reader::Http { .. } => {
+            Link::Http { .. } => {
                 let body = self.get("/v1/snapshot").await?;
                 parse_snapshot(&body)
                     .map_err(|e| control_plane("GET /v1/snapshot")(e.to_string()))?
@@ -195,7 +273,7 @@ impl Reader {
     /// project without one is absent.
     pub async fn positions(&mut self, projects: Option<&[String]>) -> Result<Positions, ReadError> {
         match self {
-            Reader::Redis { con, keys } => {
+            Link::Redis { con, keys } => {
                 let what = redis(keys.positions.clone());
                 let pairs: Vec<(String, String)> = match projects {
                     Some([]) => Vec::new(),
@@ -236,7 +314,7 @@ impl Reader {
                     .filter_map(|(id, v)| Some((id, Position::parse(&v)?)))
                     .collect())
             }
-            Reader::Http { .. } => {
+            Link::Http { .. } => {
                 let body = match self.get("/v1/positions").await {
                     Ok(body) => body,
                     // A control plane that records none.
@@ -259,7 +337,7 @@ impl Reader {
     /// and the nodes whose report expired (lost, if recent enough).
     pub async fn roster(&mut self, now: SystemTime) -> Result<Roster, ReadError> {
         match self {
-            Reader::Redis { con, keys } => {
+            Link::Redis { con, keys } => {
                 let listed = read_summaries(con, keys)
                     .await
                     .map_err(redis("the node reports"))?;
@@ -276,7 +354,7 @@ impl Reader {
                         .collect(),
                 })
             }
-            Reader::Http { .. } => {
+            Link::Http { .. } => {
                 let body = self.get("/v1/nodes").await?;
                 #[derive(serde::Deserialize)]
                 struct Nodes {
@@ -302,7 +380,7 @@ impl Reader {
                         })
                         .collect(),
                 };
-                if let Reader::Http { last, .. } = self {
+                if let Link::Http { last, .. } = self {
                     *last = reporting;
                 }
                 Ok(roster)
@@ -325,7 +403,7 @@ impl Reader {
             .map(|s| s.node.clone())
             .collect();
         let mut found: BTreeMap<String, Vec<ProjectState>> = match self {
-            Reader::Redis { con, keys } => {
+            Link::Redis { con, keys } => {
                 let mut fields = Vec::with_capacity(projects.len() * 3);
                 for p in projects {
                     fields.push(format!("p:{p}"));
@@ -355,7 +433,7 @@ impl Reader {
                     })
                     .collect()
             }
-            Reader::Http { last, .. } => wanted
+            Link::Http { last, .. } => wanted
                 .into_iter()
                 .map(|id| {
                     let report = last.iter().find(|r| r.summary.node == id);
@@ -384,7 +462,7 @@ impl Reader {
         id: &str,
     ) -> Result<(BTreeMap<String, Served>, BTreeMap<String, Nack>), ReadError> {
         match self {
-            Reader::Redis { con, keys } => {
+            Link::Redis { con, keys } => {
                 let fields = read_all_fields(con, keys, id)
                     .await
                     .map_err(redis(format!("node {id}'s report")))?;
@@ -403,7 +481,7 @@ impl Reader {
                 }
                 Ok((served, nacks))
             }
-            Reader::Http { last, .. } => Ok(last
+            Link::Http { last, .. } => Ok(last
                 .iter()
                 .find(|r| r.summary.node == id)
                 .map(|r| (r.served.clone(), r.rejections.clone()))
@@ -412,7 +490,7 @@ impl Reader {
     }
 
     async fn get(&self, path: &str) -> Result<Vec<u8>, ReadError> {
-        let Reader::Http {
+        let Link::Http {
             client,
             base,
             token,
