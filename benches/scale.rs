@@ -129,7 +129,7 @@ fn main() {
     let mut results = Vec::new();
     for &mode in &args.modes {
         let signed = (mode == Mode::Signed).then_some((&private_file, &public_file));
-        results.push((mode, run_mode(dir.path(), &snapshot, signed)));
+        results.push((mode, run_mode(dir.path(), &snapshot, n, signed)));
     }
     print_figures(n, json.len() as u64, &results);
     if args.resolve {
@@ -138,7 +138,12 @@ fn main() {
 }
 
 /// Publishes `snapshot` to a fresh Redis and measures one sidecar on it.
-fn run_mode(dir: &Path, snapshot: &Path, signed: Option<(&PathBuf, &PathBuf)>) -> Figures {
+fn run_mode(
+    dir: &Path,
+    snapshot: &Path,
+    n: usize,
+    signed: Option<(&PathBuf, &PathBuf)>,
+) -> Figures {
     let mode = if signed.is_some() {
         "signed"
     } else {
@@ -239,7 +244,7 @@ fn run_mode(dir: &Path, snapshot: &Path, signed: Option<(&PathBuf, &PathBuf)>) -
     let (mut sidecar, admin) = start(dir, &format!("{mode}-warm"), &config);
     figures.restart_ready = wait_ready(admin, START_LIMIT);
     figures.restart_cpu = cpu_time(sidecar.id()).unwrap_or_default();
-    (figures.report_bytes, figures.report_fields) = report_size(&url, &node);
+    (figures.report_bytes, figures.report_fields) = report_size(&url, &node, n);
     stop(&mut sidecar);
     eprintln!(
         "{mode}: restart from the cache ready in {:.2?}",
@@ -248,12 +253,14 @@ fn run_mode(dir: &Path, snapshot: &Path, signed: Option<(&PathBuf, &PathBuf)>) -
     figures
 }
 
-/// `MEMORY USAGE` and `HLEN` of node `node`'s report once it says `live`.
-fn report_size(url: &str, node: &str) -> (u64, u64) {
+/// `MEMORY USAGE` and `HLEN` of node `node`'s report once it names all
+/// `projects`.
+fn report_size(url: &str, node: &str, projects: usize) -> (u64, u64) {
     let key = format!("{{env-sidecar}}:node:{node}");
     let deadline = Instant::now() + START_LIMIT;
-    while !redis_command(url, &format!("HGET {key} report")).contains("\"provenance\":\"live\"") {
-        assert!(Instant::now() < deadline, "the node never reported live");
+    let whole = format!("\"projects\":{projects},");
+    while !redis_command(url, &format!("HGET {key} report")).contains(&whole) {
+        assert!(Instant::now() < deadline, "the node never reported");
         std::thread::sleep(Duration::from_millis(20));
     }
     let number = |command: String| {

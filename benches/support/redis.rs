@@ -48,9 +48,10 @@ pub fn redis_command(url: &str, command: &str) -> String {
         reply.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&reply);
         let complete = match text.split_once("\r\n") {
+            // `$-1`: nil.
             Some((head, rest)) if head.starts_with('$') => head[1..]
-                .parse::<usize>()
-                .is_ok_and(|len| rest.len() >= len),
+                .parse::<i64>()
+                .is_ok_and(|len| usize::try_from(len).map_or(true, |len| rest.len() >= len)),
             Some(_) => true,
             None => false,
         };
