@@ -839,7 +839,10 @@ impl Judge<'_> {
             });
         }
         match incoming.content {
-            Content::Document(doc) => self.validated(*doc, previous, None),
+            Content::Document(doc) => match self.validated(*doc, previous, None) {
+                Judged::Valid(valid) => Judged::Valid(valid.with_text(incoming.text)),
+                judged => judged,
+            },
             Content::Unreadable(message) => rejected(ValidationError {
                 reason: Reason::Malformed,
                 message,
