@@ -51,9 +51,6 @@ pub struct ValidProject {
     /// Every scheduled entry of every environment, by `at` (ties keep
     /// document order, so a later entry wins over an earlier one).
     schedule: Vec<ScheduleEntry>,
-    /// The document's text as it arrived, when kept (see
-    /// [`Incoming::read`](super::wire::Incoming::read)).
-    text: Option<Box<str>>,
 }
 
 /// A believed envelope: its text as received and what verified.
@@ -68,13 +65,6 @@ impl ValidProject {
     /// `verified`.
     pub fn sealed(mut self, envelope: Box<str>, verified: Verified) -> ValidProject {
         self.seal = Some(Box::new(Sealed { envelope, verified }));
-        self
-    }
-
-    /// The same project, its text as it arrived (one line of JSON) kept
-    /// as its form at rest.
-    pub fn with_text(mut self, text: Option<Box<str>>) -> ValidProject {
-        self.text = text;
         self
     }
 
@@ -100,14 +90,10 @@ impl ValidProject {
         &self.doc
     }
 
-    /// The document as one line of JSON: the form a project keeps at rest
-    /// and the cache stores, its text as it arrived when kept, else
-    /// written out compact. Reading it back and validating it again gives
+    /// The document as compact JSON: the form a project keeps at rest and
+    /// the cache stores. Reading it back and validating it again gives
     /// this same project.
     pub fn to_json(&self) -> Box<str> {
-        if let Some(text) = &self.text {
-            return text.clone();
-        }
         // Plain data of strings, integers and booleans: cannot fail.
         serde_json::to_string(&self.doc)
             .unwrap_or_default()
@@ -305,7 +291,6 @@ pub fn validate(
         seal: None,
         published_at,
         schedule,
-        text: None,
     })
 }
 

@@ -310,10 +310,6 @@ pub struct Incoming {
     /// Present when the element was a signed envelope. Nothing here is
     /// checked yet: the writer does that ([`super::trust`]).
     pub seal: Option<Box<Seal>>,
-    /// A plain document's text as it arrived, when that is one line
-    /// (compact, as `publish` and the cache write it): kept as the
-    /// document at rest instead of writing it out again.
-    pub text: Option<Box<str>>,
 }
 
 /// What a project element holds.
@@ -350,16 +346,6 @@ impl Incoming {
             revision: Some(doc.revision),
             content: Content::Document(Box::new(doc)),
             seal: None,
-            text: None,
-        }
-    }
-
-    /// An unsigned document read from `json`, kept as its text when that
-    /// is one line (a pretty-printed one is written out compact again).
-    pub fn read(doc: WireProject, json: &str) -> Incoming {
-        Incoming {
-            text: (!json.contains('\n')).then(|| json.into()),
-            ..Incoming::document(doc)
         }
     }
 
@@ -374,7 +360,6 @@ impl Incoming {
             revision,
             content: Content::Unreadable(message.into()),
             seal: None,
-            text: None,
         }
     }
 
@@ -385,7 +370,6 @@ impl Incoming {
             revision: None,
             content: Content::TooLarge(bytes),
             seal: None,
-            text: None,
         }
     }
 
@@ -592,13 +576,12 @@ impl Reader {
                     revision: None,
                     content: Content::Sealed,
                     seal: Some(Box::new(seal)),
-                    text: None,
                 },
                 Err(e) => Incoming::unreadable(id, None, e.to_string()),
             };
         }
         match serde_json::from_str::<WireProject>(json) {
-            Ok(doc) if doc.id == id => Incoming::read(doc, json),
+            Ok(doc) if doc.id == id => Incoming::document(doc),
             Ok(doc) => Incoming::unreadable(id, Some(doc.revision), other_id(id, &doc.id)),
             Err(e) => Incoming::unreadable(id, None, e.to_string()),
         }
@@ -634,7 +617,6 @@ impl Reader {
                 revision: who.revision,
                 content: Content::Sealed,
                 seal: Some(Box::new(seal)),
-                text: None,
             }),
             Err(e) => Element::Unattributed(e.0),
         })
@@ -669,7 +651,6 @@ pub fn open(incoming: Incoming) -> Incoming {
         revision,
         content: Content::Sealed,
         seal: Some(seal),
-        ..
     } = incoming
     else {
         return incoming;
@@ -715,7 +696,6 @@ pub fn open(incoming: Incoming) -> Incoming {
         revision,
         content,
         seal: Some(seal),
-        text: None,
     }
 }
 
@@ -751,7 +731,7 @@ fn other_id(filed: &str, named: &str) -> String {
 
 fn parse_plain(json: &str) -> Result<Incoming, MalformedBody> {
     match serde_json::from_str::<WireProject>(json) {
-        Ok(doc) => Ok(Incoming::read(doc, json)),
+        Ok(doc) => Ok(Incoming::document(doc)),
         Err(err) => unreadable(json, err),
     }
 }

@@ -839,10 +839,7 @@ impl Judge<'_> {
             });
         }
         match incoming.content {
-            Content::Document(doc) => match self.validated(*doc, previous, None) {
-                Judged::Valid(valid) => Judged::Valid(valid.with_text(incoming.text)),
-                judged => judged,
-            },
+            Content::Document(doc) => self.validated(*doc, previous, None),
             Content::Unreadable(message) => rejected(ValidationError {
                 reason: Reason::Malformed,
                 message,

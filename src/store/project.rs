@@ -78,7 +78,7 @@ pub struct Project {
     revision_header: HeaderValue,
     id: Box<str>,
     revision: u64,
-    /// The accepted document at rest: as [`ValidProject::to_json`] gave
+    /// The accepted document at rest: as [`ValidProject::to_json`] wrote
     /// it, or, when it was signed, the envelope exactly as received (so a
     /// restart from the cache verifies what arrived).
     document: Box<str>,
@@ -165,10 +165,9 @@ impl Project {
         self.revision
     }
 
-    /// The accepted document at rest, what the cache stores: one line of
-    /// JSON (its text as it arrived when that was one line, else written
-    /// out compact), or for a signed document the envelope as it was
-    /// received.
+    /// The accepted document at rest, what the cache stores: compact
+    /// JSON (environments in serving order), or for a signed document the
+    /// envelope as it was received.
     pub fn stored_text(&self) -> &str {
         &self.document
     }
