@@ -4,8 +4,10 @@
 //! every report received in the last hour ([`LOST_RETENTION`]), expired
 //! ones included: the fleet commands tell a reporting node from a lost
 //! one by the report's age, so `fleet status` and `fleet wait
-//! --control-plane URL` work against it the way they work against Redis.
-//! A control plane of one's own implements the same two requests.
+//! --control-plane URL` work against it the way they work against Redis
+//! (with the change positions the simulator answers at `GET
+//! /v1/positions`). A control plane of one's own implements the same
+//! three requests.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -18,7 +20,9 @@ use crate::server::error::json_response;
 use crate::server::Body;
 use crate::sync::report::{NodeReport, LOST_RETENTION};
 
-/// The largest report body taken (a node serving ~50 000 projects).
+/// The largest report body taken: a report lists only exceptions, and
+/// this holds tens of thousands of them (or an older-layout report of
+/// ~50 000 projects).
 pub const MAX_REPORT_BYTES: usize = 8 << 20;
 
 /// Reports by node id, with when each arrived.
