@@ -75,7 +75,8 @@ impl Reader {
         self.positions.as_mut().unwrap_or(&mut self.reports)
     }
 
-    /// See [`Link::source`].
+    /// Project → revision, of what the source publishes (from its
+    /// positions, or its documents when it records none).
     pub async fn source(
         &mut self,
         positions: &Positions,
@@ -83,17 +84,17 @@ impl Reader {
         self.positions_link().source(positions).await
     }
 
-    /// See [`Link::positions`].
+    /// The change positions of `projects` (all of them for `None`).
     pub async fn positions(&mut self, projects: Option<&[String]>) -> Result<Positions, ReadError> {
         self.positions_link().positions(projects).await
     }
 
-    /// See [`Link::roster`].
+    /// Every node the store lists as of `now`.
     pub async fn roster(&mut self, now: SystemTime) -> Result<Roster, ReadError> {
         self.reports.roster(now).await
     }
 
-    /// See [`Link::projects`].
+    /// What each of `nodes` reports of each of `projects`.
     pub async fn projects(
         &mut self,
         nodes: &[&Summary],
@@ -102,7 +103,7 @@ impl Reader {
         self.reports.projects(nodes, projects).await
     }
 
-    /// See [`Link::detail`].
+    /// Everything node `id` serves, and its rejections (older layout).
     pub async fn detail(
         &mut self,
         id: &str,
@@ -237,7 +238,7 @@ impl Link {
     }
 
     /// Project → revision, of what the source publishes: from the
-    /// positions (`positions`, as read by [`positions`](Self::positions)),
+    /// positions (`positions`, as read by `positions`),
     /// or, when its publisher records none, from the documents themselves.
     pub async fn source(
         &mut self,
