@@ -18,8 +18,9 @@
 //! * **Follow**: `XREAD BLOCK <long_poll_wait> COUNT 512 STREAMS
 //!   {P}:changes <cursor>` on a connection of its own (a forced refresh
 //!   never waits behind it); each batch is a change batch.
-//! * **Lost entries**: before every `XREAD`, and again after one returns
-//!   (the stream may have been deleted and recreated while it blocked),
+//! * **Lost entries**: after an `XREAD` returns entries (the stream may
+//!   have been deleted and recreated while it blocked), and before the
+//!   next `XREAD` unless that check just found the stream continuing,
 //!   the stream is checked: missing while the cursor is past `0-0`, its
 //!   first entry newer than the cursor, or empty while its last generated
 //!   id is newer: entries may be gone, so a full load (the Redis form of
@@ -71,6 +72,11 @@ pub struct RedisSource {
     backoff_max: Duration,
     /// `None`: a full load is needed.
     cursor: Option<StreamId>,
+    /// The cursor the stream was last found to continue, right after the
+    /// read that moved the cursor there: the check before the next read
+    /// would ask the same again (the check after that read catches any
+    /// loss in between), so it is skipped once.
+    checked: Option<StreamId>,
     /// The last full load found the population incomplete: full loads
     /// repeat until it is complete.
     incomplete: bool,
@@ -101,6 +107,7 @@ impl RedisSource {
             long_poll_wait: config.timing.long_poll_wait,
             backoff_max: config.timing.backoff_max,
             cursor: None,
+            checked: None,
             incomplete: false,
             reader,
         }
@@ -287,6 +294,7 @@ impl RedisSource {
             .parse_and_apply("stream entries", parse, Origin::Changes, false)
             .await?;
         self.cursor = Some(last);
+        self.checked = Some(last);
         Ok(Some(Some((report, last))))
     }
 
@@ -348,7 +356,8 @@ impl Source for RedisSource {
             None => return self.load_step(ctx, "").await,
             Some(cursor) => cursor,
         };
-        if self.cursor_lost(ctx, cursor).await? {
+        let checked = self.checked.take() == Some(cursor);
+        if !checked && self.cursor_lost(ctx, cursor).await? {
             self.cursor = None;
             return self
                 .load_step(ctx, "entries after the cursor are gone; ")
