@@ -212,7 +212,12 @@ async fn an_empty_or_broken_redis_gets_a_few_commands_a_second() {
     publisher
         .run(&["SET", "{env-sidecar}:population", "0"])
         .await;
-    t.wait_ready().await;
+    // The next load comes when the backoff says (up to the shipped 30 s
+    // plus jitter), not at once.
+    common::eventually_within(Duration::from_secs(45), "sidecar ready", || async {
+        t.get_admin("/readyz").await.status == 200
+    })
+    .await;
     let before = commands(redis.port);
     tokio::time::sleep(window).await;
     let complete = commands(redis.port) - before;
