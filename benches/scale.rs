@@ -209,7 +209,7 @@ fn run_mode(
     redis_command(&url, "CONFIG SET slowlog-max-len 100000");
     redis_command(&url, "SLOWLOG RESET");
     let redis_cpu = redis_cpu(&url);
-    let (mut sidecar, admin) = start(dir, &format!("{mode}-cold"), &config);
+    let (mut sidecar, _, admin) = start(dir, &format!("{mode}-cold"), &config);
     figures.cold_ready = wait_ready(admin, START_LIMIT);
     figures.cold_cpu = cpu_time(sidecar.id()).unwrap_or_default();
     figures.ready_rss = proc_status_bytes(sidecar.id(), "VmRSS");
@@ -241,7 +241,7 @@ fn run_mode(
 
     // Restart from the cache it wrote, reporting what it serves.
     reporting.set(true);
-    let (mut sidecar, admin) = start(dir, &format!("{mode}-warm"), &config);
+    let (mut sidecar, _, admin) = start(dir, &format!("{mode}-warm"), &config);
     figures.restart_ready = wait_ready(admin, START_LIMIT);
     figures.restart_cpu = cpu_time(sidecar.id()).unwrap_or_default();
     (figures.report_bytes, figures.report_fields) = report_size(&url, &node, n);
@@ -278,7 +278,7 @@ fn start(
     dir: &Path,
     name: &str,
     config: &dyn Fn(SocketAddr, SocketAddr) -> String,
-) -> (Child, SocketAddr) {
+) -> (Child, SocketAddr, SocketAddr) {
     let (data, admin) = (free_addr(), free_addr());
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config(data, admin)).unwrap();
@@ -291,7 +291,7 @@ fn start(
         .stderr(Stdio::null())
         .spawn()
         .expect("the sidecar starts");
-    (child, admin)
+    (child, data, admin)
 }
 
 /// Redis' own CPU so far (`used_cpu_sys` + `used_cpu_user`, INFO gives
@@ -410,19 +410,7 @@ fn resolve_at_scale(dir: &Path, n: usize, rounds: usize) {
                 path.display()
             )
         };
-        let data = free_addr();
-        let admin = free_addr();
-        let file = dir.join(format!("resolve-{size}.toml"));
-        std::fs::write(&file, config(data, admin)).unwrap();
-        let child = sidecar_command()
-            .arg("--config")
-            .arg(&file)
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the sidecar starts");
+        let (child, data, admin) = start(dir, &format!("resolve-{size}"), &config);
         wait_ready(admin, START_LIMIT);
         let script = dir.join(format!("resolve-{size}.lua"));
         // Every request names one of the 10 000 first projects, so both
