@@ -144,6 +144,13 @@ struct IndexEdit<'a> {
     next: Option<Index>,
 }
 
+/// One apply under way: the index it edits and the report it fills.
+struct Batch<'a> {
+    edit: IndexEdit<'a>,
+    report: ApplyReport,
+    judge: Judge<'a>,
+}
+
 impl IndexEdit<'_> {
     fn get(&self, id: &str) -> Option<&Slot> {
         self.next.as_ref().unwrap_or(self.current).get(id)
@@ -229,13 +236,16 @@ impl StoreWriter {
             opts.allow_mass_removal,
         )?;
 
-        let mut report = ApplyReport {
-            unattributed: intake.unattributed,
-            ..ApplyReport::default()
-        };
-        let mut edit = IndexEdit {
-            current: &current,
-            next: None,
+        let mut batch = Batch {
+            edit: IndexEdit {
+                current: &current,
+                next: None,
+            },
+            report: ApplyReport {
+                unattributed: intake.unattributed,
+                ..ApplyReport::default()
+            },
+            judge,
         };
         // Before the store is first loaded (a cold start, a restart from
         // the cache) nothing is served yet and the request threads are
@@ -248,84 +258,61 @@ impl StoreWriter {
                 .docs
                 .into_iter()
                 .map(|doc| {
-                    let (previous, floor) = self.served(&edit, &doc.id);
+                    let (previous, floor) = self.served(&batch, &doc.id);
                     (doc, previous, floor)
                 })
                 .collect();
             let prepared = crate::parallel::map(inputs, true, |(doc, previous, floor)| {
                 let id = doc.id.clone();
-                let prepared = prepare(&judge, doc, previous.as_deref(), floor, opts.now);
+                let prepared = prepare(&batch.judge, doc, previous.as_deref(), floor, opts.now);
                 (id, previous, prepared)
             });
             for (id, previous, prepared) in prepared {
-                self.commit(
-                    &judge,
-                    id,
-                    previous,
-                    prepared,
-                    &opts,
-                    &mut edit,
-                    &mut report,
-                );
+                self.commit(&mut batch, id, previous, prepared);
             }
         } else {
             // One at a time: a batch may name a project twice, and the
             // second judging must see the first.
             for doc in intake.docs {
                 let id = doc.id.clone();
-                let (previous, floor) = self.served(&edit, &id);
-                let prepared = prepare(&judge, doc, previous.as_deref(), floor, opts.now);
-                self.commit(
-                    &judge,
-                    id,
-                    previous,
-                    prepared,
-                    &opts,
-                    &mut edit,
-                    &mut report,
-                );
+                let (previous, floor) = self.served(&batch, &id);
+                let prepared = prepare(&batch.judge, doc, previous.as_deref(), floor, opts.now);
+                self.commit(&mut batch, id, previous, prepared);
             }
         }
         for id in &removals {
-            self.remove(id, &mut edit, &mut report);
+            self.remove(id, &mut batch);
         }
         for (id, cause) in &refused {
-            self.refuse_removal(id, *cause, &edit, opts.now, &mut report);
+            self.refuse_removal(id, *cause, &mut batch);
         }
         if let Some(mut present) = intake.present {
             // Rejections of projects the control plane no longer has are
             // moot, unless the project is kept because its removal was
             // refused (or could not be decided).
             present.extend(refused.into_iter().map(|(id, _)| id));
-            if report.unattributed.is_empty() {
+            if batch.report.unattributed.is_empty() {
                 lock(&self.shared.rejections).retain(|id, _| present.contains(id));
             }
         }
         if intake.loads {
             self.shared.loaded.store(true, Ordering::Release);
         }
-        if let Some(next) = edit.next {
+        if let Some(next) = batch.edit.next {
             self.shared.index.store(Arc::new(next));
         }
         let mut cursor = lock(&self.shared.cursor);
         if let Some(new) = intake.cursor {
             *cursor = new;
         }
-        report.cursor = *cursor;
-        Ok(report)
+        batch.report.cursor = *cursor;
+        Ok(batch.report)
     }
 
     /// Records that `id` keeps serving although the update asked for it
     /// to go without a signed tombstone.
-    fn refuse_removal(
-        &mut self,
-        id: &str,
-        cause: RemovalCause,
-        edit: &IndexEdit,
-        at: SystemTime,
-        report: &mut ApplyReport,
-    ) {
-        let Some(served) = edit.get(id).map(|s| s.0.load().revision()) else {
+    fn refuse_removal(&mut self, id: &str, cause: RemovalCause, batch: &mut Batch) {
+        let Some(served) = batch.edit.get(id).map(|s| s.0.load().revision()) else {
             return;
         };
         let error = ValidationError {
@@ -335,7 +322,13 @@ impl StoreWriter {
                 cause.as_str()
             ),
         };
-        self.reject(id.to_owned(), None, error, at, report);
+        self.reject(
+            id.to_owned(),
+            None,
+            error,
+            batch.judge.now,
+            &mut batch.report,
+        );
     }
 
     /// Seeds the revision high-water marks of projects not served (from
@@ -374,10 +367,10 @@ impl StoreWriter {
             .collect()
     }
 
-    fn remove(&mut self, id: &str, edit: &mut IndexEdit, report: &mut ApplyReport) {
-        if let Some(slot) = edit.edit().remove(id) {
+    fn remove(&mut self, id: &str, batch: &mut Batch) {
+        if let Some(slot) = batch.edit.edit().remove(id) {
             self.count(-1, -(slot.0.load().environment_count() as isize));
-            report.removed += 1;
+            batch.report.removed += 1;
         }
         lock(&self.shared.rejections).remove(id);
         lock(&self.shared.ahead).remove(id);
@@ -441,8 +434,8 @@ impl StoreWriter {
     }
 
     /// The project `id` as served, or else its revision floor.
-    fn served(&self, edit: &IndexEdit, id: &str) -> (Option<Arc<Project>>, Option<u64>) {
-        let previous = edit.get(id).map(|s| s.0.load_full());
+    fn served(&self, batch: &Batch, id: &str) -> (Option<Arc<Project>>, Option<u64>) {
+        let previous = batch.edit.get(id).map(|s| s.0.load_full());
         let floor = match previous {
             Some(_) => None,
             None => lock(&self.shared.floors).get(id).copied(),
@@ -452,21 +445,17 @@ impl StoreWriter {
 
     /// Records what judging one document gave: publishes its served
     /// form, or its rejection, removal, or nothing.
-    #[allow(clippy::too_many_arguments)]
     fn commit(
         &mut self,
-        judge: &Judge<'_>,
+        batch: &mut Batch,
         id: String,
         previous: Option<Arc<Project>>,
         prepared: Prepared,
-        opts: &ApplyOptions,
-        edit: &mut IndexEdit,
-        report: &mut ApplyReport,
     ) {
         match &prepared {
             Prepared::Stale { revision } => {
-                report.stale += 1;
-                if let (true, Some(revision)) = (judge.from_source, *revision) {
+                batch.report.stale += 1;
+                if let (true, Some(revision)) = (batch.judge.from_source, *revision) {
                     lock(&self.shared.ahead).insert(id, revision);
                 }
                 return;
@@ -481,7 +470,7 @@ impl StoreWriter {
         let (project, published) = match prepared {
             Prepared::Stale { .. } => return,
             Prepared::Unchanged => {
-                report.unchanged += 1;
+                batch.report.unchanged += 1;
                 return;
             }
             Prepared::Rejected { revision, error } => {
@@ -489,21 +478,21 @@ impl StoreWriter {
                 // it can no longer serve (its key was removed, it expired)
                 // still holds the project's revision floor: nothing older
                 // may come back in its place.
-                if let (false, Some(revision)) = (judge.from_source, revision) {
+                if let (false, Some(revision)) = (batch.judge.from_source, revision) {
                     raise(&mut lock(&self.shared.floors), &id, revision);
                 }
-                self.reject(id, revision, error, opts.now, report);
+                self.reject(id, revision, error, batch.judge.now, &mut batch.report);
                 return;
             }
             Prepared::Removal { revision } => {
-                self.remove(&id, edit, report);
+                self.remove(&id, batch);
                 raise(&mut lock(&self.shared.floors), &id, revision);
                 return;
             }
             Prepared::Resealed(project) => {
-                if let (Some(slot), Some(prev)) = (edit.get(&id), previous) {
+                if let (Some(slot), Some(prev)) = (batch.edit.get(&id), previous) {
                     slot.0.store(Arc::new(project));
-                    report.resealed += 1;
+                    batch.report.resealed += 1;
                     let mut rejections = lock(&self.shared.rejections);
                     if rejections
                         .get(&id)
@@ -517,24 +506,26 @@ impl StoreWriter {
             Prepared::Valid { project, published } => (project, published),
         };
         if let Some(published) = published {
-            report.published.push(published);
+            batch.report.published.push(published);
         }
         let project = Arc::new(project);
         if let Some(due) = project.next_due() {
-            report.scheduled.push((id.clone(), due));
+            batch.report.scheduled.push((id.clone(), due));
         }
         let envs = project.environment_count() as isize;
-        match (edit.get(&id), previous) {
+        match (batch.edit.get(&id), previous) {
             (Some(slot), Some(prev)) => {
                 slot.0.store(project);
                 self.count(0, envs - prev.environment_count() as isize);
-                report.updated += 1;
+                batch.report.updated += 1;
             }
             _ => {
-                edit.edit()
+                batch
+                    .edit
+                    .edit()
                     .insert(id.as_str().into(), Slot(ArcSwap::new(project)));
                 self.count(1, envs);
-                report.added += 1;
+                batch.report.added += 1;
                 lock(&self.shared.floors).remove(&id);
             }
         }
