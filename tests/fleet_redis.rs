@@ -50,15 +50,15 @@ fn following(
         .collect()
 }
 
-/// `fleet wait --redis URL --project acme --revision R EXTRA…`.
-fn wait_acme(url: &str, revision: &str, extra: &[&str]) -> (i32, String) {
+/// `fleet wait --redis URL --project P --revision R EXTRA…`.
+fn wait_for(url: &str, project: &str, revision: &str, extra: &[&str]) -> (i32, String) {
     let mut args = vec![
         "fleet",
         "wait",
         "--redis",
         url,
         "--project",
-        "acme",
+        project,
         "--revision",
         revision,
     ];
@@ -87,7 +87,7 @@ async fn a_publish_converges_and_a_document_no_node_accepts_shows_them_rejecting
         &[("n1", "eu"), ("n2", "eu"), ("n3", "us")],
         "2s",
     );
-    let (code, out) = wait_acme(url, "1", &["--timeout", "20s"]);
+    let (code, out) = wait_for(url, "acme", "1", &["--timeout", "20s"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("3/3 nodes serve acme@1"), "{out}");
 
@@ -116,7 +116,12 @@ async fn a_publish_converges_and_a_document_no_node_accepts_shows_them_rejecting
     assert_eq!(json["source"]["projects"], 2);
 
     // Only the us node: a selector.
-    let (code, out) = wait_acme(url, "2", &["--selector", "region=us", "--timeout", "5s"]);
+    let (code, out) = wait_for(
+        url,
+        "acme",
+        "2",
+        &["--selector", "region=us", "--timeout", "5s"],
+    );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("1/1 nodes serve acme@2"), "{out}");
 
@@ -124,7 +129,7 @@ async fn a_publish_converges_and_a_document_no_node_accepts_shows_them_rejecting
     let mut bad = project("acme", 3);
     bad["environments"][0]["color"] = "green".into();
     Publisher::plain(url).await.write(&bad).await;
-    let (code, out) = wait_acme(url, "3", &["--timeout", "5s"]);
+    let (code, out) = wait_for(url, "acme", "3", &["--timeout", "5s"]);
     assert_eq!(code, 1, "{out}");
     for id in ["n1", "n2", "n3"] {
         assert!(
@@ -190,19 +195,29 @@ async fn a_killed_node_is_lost_and_wait_says_so() {
         "{out}"
     );
     // It may still serve an old revision somewhere: not converged.
-    let (code, out) = wait_acme(url, "1", &["--timeout", "1s"]);
+    let (code, out) = wait_for(url, "acme", "1", &["--timeout", "1s"]);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("2/2 nodes serve acme@1 (1 lost)") && out.contains("lost node=k3"),
         "{out}"
     );
     // Redis keeps no labels of a lost node: a selector cannot rule it out.
-    let (code, out) = wait_acme(url, "1", &["--selector", "region=eu", "--timeout", "1s"]);
+    let (code, out) = wait_for(
+        url,
+        "acme",
+        "1",
+        &["--selector", "region=eu", "--timeout", "1s"],
+    );
     assert_eq!(code, 1, "{out}");
-    let (code, out) = wait_acme(url, "1", &["--ignore-lost", "--timeout", "5s"]);
+    let (code, out) = wait_for(url, "acme", "1", &["--ignore-lost", "--timeout", "5s"]);
     assert_eq!(code, 0, "{out}");
     // Silent for longer than --lost-after: forgotten.
-    let (code, out) = wait_acme(url, "1", &["--lost-after", "1ms", "--timeout", "5s"]);
+    let (code, out) = wait_for(
+        url,
+        "acme",
+        "1",
+        &["--lost-after", "1ms", "--timeout", "5s"],
+    );
     assert_eq!(code, 0, "{out}");
     let (_, out) = run(&["fleet", "status", "--redis", url, "--lost-after", "1ms"]);
     assert!(!out.contains("node=k3"), "{out}");
@@ -226,7 +241,8 @@ async fn a_paused_node_is_named_until_it_resumes() {
         &[("p1", "eu"), ("p2", "eu"), ("p3", "eu")],
         "30s",
     );
-    let wait = |revision: &str, timeout: &str| wait_acme(url, revision, &["--timeout", timeout]);
+    let wait =
+        |revision: &str, timeout: &str| wait_for(url, "acme", revision, &["--timeout", timeout]);
     assert_eq!(wait("1", "20s").0, 0);
     fleet::signal(&nodes[1], "STOP");
     let v2 = publish_file(dir.path(), "v2.json", &revisions(2));
@@ -238,7 +254,12 @@ async fn a_paused_node_is_named_until_it_resumes() {
         out.contains("behind node=p2 project=acme serves=<2 cursor="),
         "{out}"
     );
-    let (code, out) = wait_acme(url, "2", &["--min-fraction", "0.6", "--timeout", "5s"]);
+    let (code, out) = wait_for(
+        url,
+        "acme",
+        "2",
+        &["--min-fraction", "0.6", "--timeout", "5s"],
+    );
     assert_eq!(code, 0, "two of three is enough for 0.6: {out}");
     fleet::signal(&nodes[1], "CONT");
     let (code, out) = wait("2", "20s");
@@ -421,12 +442,12 @@ async fn a_node_refusing_one_project_is_named_for_it_and_not_for_others() {
             fleet::start(&config, &[])
         })
         .collect();
-    let (code, out) = wait_acme(url, "1", &["--timeout", "20s"]);
+    let (code, out) = wait_for(url, "acme", "1", &["--timeout", "20s"]);
     assert_eq!(code, 0, "{out}");
 
     // A writer holding no key: the strict node refuses acme@2, serves on.
     publisher.write(&project("acme", 2)).await;
-    let (code, out) = wait_acme(url, "2", &["--timeout", "3s"]);
+    let (code, out) = wait_for(url, "acme", "2", &["--timeout", "3s"]);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("rejecting node=strict project=acme revision=2 reason=unsigned"),
@@ -435,18 +456,7 @@ async fn a_node_refusing_one_project_is_named_for_it_and_not_for_others() {
     assert!(out.contains("timeout serving=1 of=2"), "{out}");
     assert!(!out.contains("node=lenient"), "{out}");
     // Nothing else is held against it.
-    let (code, out) = run(&[
-        "fleet",
-        "wait",
-        "--redis",
-        url,
-        "--project",
-        "globex",
-        "--revision",
-        "1",
-        "--timeout",
-        "5s",
-    ]);
+    let (code, out) = wait_for(url, "globex", "1", &["--timeout", "5s"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("2/2 nodes serve globex@1"), "{out}");
     // Its report holds its one exception; the other node's, nothing.
@@ -496,18 +506,7 @@ async fn two_nodes_serving_100_000_projects_report_one_field_each() {
         assert_eq!(fields, 1, "{id}");
         assert!(bytes < 1024, "{id}'s report takes {bytes} bytes");
     }
-    let (code, out) = run(&[
-        "fleet",
-        "wait",
-        "--redis",
-        url,
-        "--project",
-        "p099999",
-        "--revision",
-        "1",
-        "--timeout",
-        "10s",
-    ]);
+    let (code, out) = wait_for(url, "p099999", "1", &["--timeout", "10s"]);
     assert_eq!(code, 0, "{out}");
 }
 
@@ -552,13 +551,13 @@ async fn a_node_of_the_older_layout_is_judged_by_what_it_lists() {
     publisher
         .run(&["ZADD", "{env-sidecar}:nodes", &ms, "old"])
         .await;
-    let (code, out) = wait_acme(url, "1", &["--timeout", "20s"]);
+    let (code, out) = wait_for(url, "acme", "1", &["--timeout", "20s"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("2/2 nodes serve acme@1"), "{out}");
 
     let v2 = publish_file(dir.path(), "v2.json", &revisions(2));
     assert_eq!(run(&["publish", "--redis", url, &v2]).0, 0);
-    let (code, out) = wait_acme(url, "2", &["--timeout", "3s"]);
+    let (code, out) = wait_for(url, "acme", "2", &["--timeout", "3s"]);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("behind node=old project=acme serves=1\n"),
@@ -566,7 +565,7 @@ async fn a_node_of_the_older_layout_is_judged_by_what_it_lists() {
     );
     assert!(!out.contains("node=new"), "{out}");
     publisher.run(&["HSET", key, "p:acme", &served(2)]).await;
-    let (code, out) = wait_acme(url, "2", &["--timeout", "5s"]);
+    let (code, out) = wait_for(url, "acme", "2", &["--timeout", "5s"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("2/2 nodes serve acme@2"), "{out}");
 }
