@@ -78,7 +78,7 @@ fn main() {
             }
             first[k].push(apply(&mut writer, json, projects));
             again[k].push(apply(&mut writer, json, 0));
-            at_rest[k] = store.projects().iter().map(|p| p.stored_text().len()).sum();
+            at_rest[k] = store.projects().iter().map(|p| p.stored_len()).sum();
         }
     }
     let row = |what: &str, m: &[Vec<Timing>; 2]| {

@@ -511,7 +511,7 @@ impl Truth {
         let mut docs: Vec<Incoming> = store
             .projects()
             .iter()
-            .filter_map(|p| parse_element(p.stored_text()).ok())
+            .filter_map(|p| parse_element(&p.stored_text().ok()?).ok())
             .collect();
         docs.extend(found);
         let store = published(docs, &store.floors(), trust);

@@ -850,7 +850,7 @@ impl Judge<'_> {
         let Some(seal) = &incoming.seal else {
             return Judged::Unchanged;
         };
-        if previous.is_some_and(|p| *p.stored_text() == *seal.envelope) {
+        if previous.is_some_and(|p| p.stored_text().is_ok_and(|t| *t == *seal.envelope)) {
             return Judged::Unchanged;
         }
         let recorded = self.signers.and_then(|s| s.get(&incoming.id));

@@ -5,6 +5,7 @@
 //! * this module: the shared state and the read side ([`Store`]), with
 //!   the hot path's single entry, [`Store::resolve_with`];
 //! * [`project`]: a project as served, its answers pre-rendered;
+//! * [`at_rest`]: a project's accepted document, kept compressed;
 //! * [`answer`]: the answer types a resolve lends;
 //! * [`pointers`]: one pointer read back out of an answer (embedders);
 //! * [`apply`]: [`StoreWriter`], which validates and publishes updates.
@@ -35,6 +36,7 @@
 
 pub mod answer;
 pub mod apply;
+pub mod at_rest;
 pub mod pointers;
 pub mod project;
 

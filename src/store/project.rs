@@ -9,11 +9,12 @@
 //! and resolving only looks up and lends: it never formats, parses or
 //! allocates.
 //!
-//! The document itself is kept as its compact JSON text (one allocation,
-//! about the size it had on the wire) rather than as parsed maps and
-//! strings (dozens of allocations, a third larger). Only introspection,
-//! scheduled changes and the cache need it, and they read the text back
-//! ([`Project::reparse`]); resolving never does.
+//! The document itself is kept as its compact JSON text, compressed
+//! ([`AtRest`]: one allocation, under half the size it had on the wire),
+//! rather than as parsed maps and strings (dozens of allocations, a third
+//! larger). Only introspection, scheduled changes and the cache need it,
+//! and they read the text back ([`Project::reparse`]); resolving never
+//! does.
 
 use std::ops::Range;
 use std::time::SystemTime;
@@ -23,6 +24,7 @@ use http::HeaderValue;
 use serde::Serialize;
 
 use super::answer::{AnswerRef, Outcome};
+use super::at_rest::{AtRest, AtRestError};
 use crate::model::envelope::{self, EnvelopeError};
 use crate::model::trust::Verified;
 use crate::model::validate::{
@@ -81,7 +83,7 @@ pub struct Project {
     /// The accepted document at rest: as [`ValidProject::to_json`] wrote
     /// it, or, when it was signed, the envelope exactly as received (so a
     /// restart from the cache verifies what arrived).
-    document: Box<str>,
+    document: AtRest,
     /// What the envelope was signed by, when it was signed.
     signature: Option<Box<Verified>>,
     published_at: Option<SystemTime>,
@@ -141,8 +143,8 @@ impl Project {
             id: valid.id().into(),
             revision: valid.revision(),
             document: match valid.seal() {
-                Some(sealed) => sealed.envelope.clone(),
-                None => valid.to_json(),
+                Some(sealed) => AtRest::new(&sealed.envelope),
+                None => AtRest::new(&valid.to_json()),
             },
             signature: valid.seal().map(|s| Box::new(s.verified.clone())),
             published_at: valid.published_at(),
@@ -167,9 +169,15 @@ impl Project {
 
     /// The accepted document at rest, what the cache stores: compact
     /// JSON (environments in serving order), or for a signed document the
-    /// envelope as it was received.
-    pub fn stored_text(&self) -> &str {
-        &self.document
+    /// envelope as it was received. Decompressed on each call: the
+    /// cache writer's and introspection's cost, never a resolve's.
+    pub fn stored_text(&self) -> Result<String, AtRestError> {
+        self.document.text()
+    }
+
+    /// What the document at rest takes in memory (compressed), in bytes.
+    pub fn stored_len(&self) -> usize {
+        self.document.compressed_len()
     }
 
     /// What the document was signed by, when it came signed.
@@ -182,13 +190,14 @@ impl Project {
     /// never the hot path. It cannot fail for a document this type wrote;
     /// the error exists so that a bug here is reported instead of served.
     pub fn reparse(&self) -> Result<ValidProject, ReparseError> {
+        let text = self.document.text()?;
         let Some(verified) = &self.signature else {
-            let doc: WireProject = serde_json::from_str(&self.document)?;
+            let doc: WireProject = serde_json::from_str(&text)?;
             return Ok(validate(doc, &[])?);
         };
-        let seal = envelope::parse(&self.document)?;
+        let seal = envelope::parse(&text)?;
         let doc: WireProject = serde_json::from_slice(&seal.payload)?;
-        Ok(validate(doc, &[])?.sealed(self.document.clone(), (**verified).clone()))
+        Ok(validate(doc, &[])?.sealed(text.into_boxed_str(), (**verified).clone()))
     }
 
     /// `(environment id, slug)` of every environment, for the slug
@@ -280,6 +289,8 @@ pub enum ReparseError {
     Invalid(#[from] ValidationError),
     #[error("the stored envelope is not readable: {0}")]
     Envelope(#[from] EnvelopeError),
+    #[error(transparent)]
+    AtRest(#[from] AtRestError),
 }
 
 /// The sorted slug keys: in the project itself for up to
