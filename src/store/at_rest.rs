@@ -5,10 +5,12 @@
 //! Resolving never reads it (the answers are rendered), so it only has
 //! to be small while it waits: about half of what a project held in
 //! memory was this text. LZ4 (`lz4_flex`, pure Rust) keeps a generated
-//! 1.85 KB document in about 0.78 KB, compressing in a few microseconds
+//! 1.85 KB document in about 0.76 KB, compressing in a few microseconds
 //! and decompressing in under one; the writer pays the compression once
 //! per accepted revision, off the request threads, and the cache writer
-//! the decompression (see docs/performance.md for the figures).
+//! the decompression (see docs/performance.md for the figures). With
+//! these features the crate brings no dependency of its own and adds
+//! under a second to a clean build on two cores.
 
 use std::cell::RefCell;
 
