@@ -88,6 +88,8 @@ struct World {
     now: SystemTime,
     /// Every envelope ever made, in order.
     made: Vec<String>,
+    /// Which of them are tombstones, by index: of which project.
+    tombstones: BTreeMap<usize, String>,
     /// The newest revision the publisher made of each project.
     newest: BTreeMap<usize, u64>,
     store: Store,
@@ -117,6 +119,7 @@ impl World {
             signing: 0,
             now,
             made: Vec::new(),
+            tombstones: BTreeMap::new(),
             newest: BTreeMap::new(),
             store,
             writer,
@@ -223,6 +226,7 @@ impl World {
                 let revision = self.newest.get(&i).copied().unwrap_or(0) + 1;
                 self.newest.insert(i, revision);
                 let text = self.signers[self.signing].seal_tombstone(&id(i), revision, self.now);
+                self.tombstones.insert(self.made.len(), id(i));
                 self.envelope(text);
             }
             Op::AddKey { k } => {
@@ -242,6 +246,13 @@ impl World {
         }
         // Advance a little so each envelope is signed later than the last.
         self.now += Duration::from_millis(10);
+    }
+
+    /// The project whose tombstone `Replay { nth }` writes back, if it
+    /// writes back a tombstone.
+    fn replayed_tombstone(&self, nth: usize) -> Option<&str> {
+        let n = nth.checked_rem(self.made.len())?;
+        self.tombstones.get(&n).map(String::as_str)
     }
 
     /// `(revision, signed_at, signed by a trusted key, expired)` of each
@@ -273,7 +284,8 @@ impl World {
     }
 }
 
-fn check(ops: &[Op]) {
+/// Runs `ops`, checking the rules after each; the world they leave.
+fn check(ops: &[Op]) -> World {
     let mut world = World::new();
     let mut before = world.served();
     for (n, op) in ops.iter().enumerate() {
@@ -297,7 +309,13 @@ fn check(ops: &[Op]) {
             if after.contains_key(p) {
                 continue;
             }
-            let tombstoned = matches!(op, Op::Tombstone { id: i } if id(*i) == *p);
+            // A tombstone signed while its key was not trusted, written
+            // back once it is, removes as validly as a new one.
+            let tombstoned = match *op {
+                Op::Tombstone { id: i } => id(i) == *p,
+                Op::Replay { nth } => world.replayed_tombstone(nth) == Some(p.as_str()),
+                _ => false,
+            };
             // At a restart, a document whose key is gone or which expired
             // is checked again and may no longer be served.
             let restart_dropped = matches!(op, Op::Restart) && (!was_trusted || *was_expired);
@@ -308,6 +326,7 @@ fn check(ops: &[Op]) {
         }
         before = after;
     }
+    world
 }
 
 proptest! {
@@ -378,4 +397,25 @@ fn a_revision_whose_key_was_removed_still_holds_its_floor() {
         Op::Restart,
         Op::Replay { nth: 0 },
     ]);
+}
+
+/// Found by the property in CI: a tombstone signed with a key the sidecar
+/// did not trust yet is refused, and removes the project once that key
+/// is trusted and the tombstone is written back.
+#[test]
+fn a_tombstone_signed_before_its_key_was_trusted_removes_once_it_is() {
+    let world = check(&[
+        Op::RemoveKey { k: 0 },
+        Op::AddKey { k: 1 },
+        Op::Publish {
+            id: 1,
+            step: 1,
+            expires: None,
+        },
+        Op::RemoveKey { k: 1 },
+        Op::Tombstone { id: 1 },
+        Op::AddKey { k: 1 },
+        Op::Replay { nth: 1 },
+    ]);
+    assert!(!world.served().contains_key("p1"));
 }
