@@ -77,6 +77,11 @@ async fn a_resolved_check_is_ok_with_overwriting_headers_and_metadata() {
             ("x-resolved-environment".into(), "canary".into(), 2),
             ("x-resolution-outcome".into(), "exact".into(), 2),
             ("x-snapshot-revision".into(), "7".into(), 2),
+            (
+                "x-resolved-pointers".into(),
+                r#"{"prompts":{"summarize":"canary-r7"},"routing_rules":{},"providers":{}}"#.into(),
+                2
+            ),
         ],
         "OVERWRITE_IF_EXISTS_OR_ADD (2) for each"
     );
@@ -94,6 +99,62 @@ async fn a_resolved_check_is_ok_with_overwriting_headers_and_metadata() {
         ),
         ("acme".into(), "7".into(), "canary".into(), "exact".into())
     );
+    // The pointers as a struct: kind → key → version, every kind present.
+    let Some(Kind::Struct(pointers)) = fields["pointers"].kind.as_ref() else {
+        panic!("pointers: {:?}", fields["pointers"])
+    };
+    let kinds: Vec<(&str, Vec<(&str, &str)>)> = pointers
+        .fields
+        .iter()
+        .map(|(kind, value)| {
+            let Some(Kind::Struct(map)) = value.kind.as_ref() else {
+                panic!("{kind}: {value:?}")
+            };
+            let entries = map
+                .fields
+                .iter()
+                .map(|(k, v)| match v.kind.as_ref() {
+                    Some(Kind::String(s)) => (k.as_str(), s.as_str()),
+                    other => panic!("{k}: {other:?}"),
+                })
+                .collect();
+            (kind.as_str(), entries)
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("prompts", vec![("summarize", "canary-r7")]),
+            ("providers", vec![]),
+            ("routing_rules", vec![])
+        ]
+    );
+}
+
+#[tokio::test]
+async fn pointers_over_the_limit_are_left_out_and_say_so() {
+    let t = TestSidecar::start_with(Some(&snapshot(1, vec![project("acme", 7)])), |c| {
+        c.server.max_pointers_header_bytes = 40
+    })
+    .await;
+    let mut client = h2::connect(t.sidecar.data_addr()).await;
+    let (_, message) = h2::check(&mut client, &request(&[("x-project-id", "acme")], &[])).await;
+    let message = message.expect("grpc-status 0 and a message");
+    let Some(HttpResponse::Ok(ok)) = message.http_response else {
+        panic!("not an ok_response: {message:?}")
+    };
+    let last = ok.headers.last().unwrap().header.as_ref().unwrap();
+    assert_eq!(
+        (last.key.as_str(), last.value.as_str()),
+        ("x-resolved-pointers-omitted", "too_large")
+    );
+    assert!(ok
+        .headers
+        .iter()
+        .all(|h| h.header.as_ref().unwrap().key != "x-resolved-pointers"));
+    // The metadata still carries them.
+    let fields = message.dynamic_metadata.unwrap().fields;
+    assert!(matches!(fields["pointers"].kind, Some(Kind::Struct(_))));
 }
 
 #[tokio::test]

@@ -1,12 +1,16 @@
 //! `/v1/authz`, the forward-auth endpoint proxies call before forwarding:
 //! any method and any path under it, identity from the configured headers
-//! only, the three `x-*` headers on success, 404 / 400 to deny, 503 while
-//! not ready; and a repeated identity header refused everywhere.
+//! only, the `x-resolved-*` headers on success (the versions among them,
+//! within `server.max_pointers_header_bytes`), 404 / 400 to deny, 503
+//! while not ready; and a repeated identity header refused everywhere.
 
 mod common;
 
 use common::{project, raw_request, snapshot, TestSidecar};
 use reqwest::Method;
+
+/// acme's qa pointers at revision 4, as `x-resolved-pointers` carries them.
+const QA_POINTERS: &str = r#"{"prompts":{"summarize":"qa-r4"},"routing_rules":{},"providers":{}}"#;
 
 async fn sidecar() -> TestSidecar {
     TestSidecar::start(Some(&snapshot(1, vec![project("acme", 4)]))).await
@@ -42,6 +46,8 @@ async fn every_method_and_every_path_under_authz_resolves_from_the_headers() {
             assert_eq!(r.header("x-resolution-outcome"), Some("exact"));
             assert_eq!(r.header("x-snapshot-revision"), Some("4"));
             assert_eq!(r.body["pointers"]["prompts"]["summarize"], "qa-r4");
+            assert_eq!(r.header("x-resolved-pointers"), Some(QA_POINTERS));
+            assert_eq!(r.header("x-resolved-pointers-omitted"), None);
         }
     }
     // Not a prefix match on the bare string: /v1/authzx is no route.
@@ -63,9 +69,92 @@ async fn head_gets_the_headers_without_a_body() {
     );
     assert!(text.contains("x-resolution-outcome: exact\r\n"), "{text}");
     assert!(
+        text.contains(
+            "x-resolved-pointers: {\"prompts\":{\"summarize\":\"canary-r4\"},\"routing_rules\":{},\"providers\":{}}\r\n"
+        ),
+        "{text}"
+    );
+    assert!(
         text.ends_with("\r\n\r\n"),
         "no body after the head: {text:?}"
     );
+}
+
+#[tokio::test]
+async fn the_pointers_header_is_the_bodys_pointers_byte_for_byte() {
+    // Keys that JSON escapes: a quote, a backslash, beyond ASCII (written
+    // as `\u` escapes in the body as in the header), and a due change.
+    let mut doc = project("acme", 4);
+    doc["environments"][1]["pointers"] = serde_json::json!({
+        "prompts": {"q\"uote": "a\\b", "\u{e9}t\u{e9}": "1", "\u{1f600}": "2"},
+        "providers": {"openai": "act-1"}
+    });
+    doc["environments"][1]["scheduled"] = serde_json::json!([
+        {"at": "2020-01-01T00:00:00Z", "pointers": {"routing_rules": {"default": "r-2"}}}
+    ]);
+    let t = TestSidecar::start(Some(&snapshot(1, vec![doc]))).await;
+    for path in ["/v1/authz", "/v1/resolve"] {
+        let r = authz(
+            &t,
+            Method::GET,
+            path,
+            &[("x-project-id", "acme"), ("x-environment", "qa")],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        let header = r
+            .header("x-resolved-pointers")
+            .expect("the pointers header");
+        assert_eq!(
+            header,
+            r#"{"prompts":{"q\"uote":"a\\b","\u00e9t\u00e9":"1","\ud83d\ude00":"2"},"routing_rules":{"default":"r-2"},"providers":{"openai":"act-1"}}"#
+        );
+        assert!(
+            r.text.ends_with(&format!("\"pointers\":{header}}}")),
+            "{}",
+            r.text
+        );
+        let parsed: serde_json::Value = serde_json::from_str(header).unwrap();
+        assert_eq!(parsed, r.body["pointers"]);
+        assert_eq!(parsed["prompts"]["\u{1f600}"], "2");
+    }
+}
+
+#[tokio::test]
+async fn pointers_over_the_limit_are_left_out_and_say_so() {
+    let limit = QA_POINTERS.len();
+    for (configured, sent) in [(limit, true), (limit - 1, false)] {
+        let t = TestSidecar::start_with(Some(&snapshot(1, vec![project("acme", 4)])), |c| {
+            c.server.max_pointers_header_bytes = configured
+        })
+        .await;
+        for (method, path) in [
+            (Method::GET, "/v1/authz"),
+            (Method::HEAD, "/v1/authz/x"),
+            (Method::POST, "/v1/authz"),
+            (Method::GET, "/v1/resolve"),
+        ] {
+            let r = authz(
+                &t,
+                method.clone(),
+                path,
+                &[("x-project-id", "acme"), ("x-environment", "qa")],
+            )
+            .await;
+            assert_eq!(r.status, 200, "{method} {path}");
+            if sent {
+                assert_eq!(r.header("x-resolved-pointers"), Some(QA_POINTERS));
+                assert_eq!(r.header("x-resolved-pointers-omitted"), None);
+            } else {
+                assert_eq!(r.header("x-resolved-pointers"), None, "{method} {path}");
+                assert_eq!(r.header("x-resolved-pointers-omitted"), Some("too_large"));
+            }
+            if method != Method::HEAD {
+                // The body keeps them either way.
+                assert_eq!(r.body["pointers"]["prompts"]["summarize"], "qa-r4");
+            }
+        }
+    }
 }
 
 #[tokio::test]

@@ -49,7 +49,7 @@ fn color() -> impl Strategy<Value = String> {
 fn pointer_text() -> impl Strategy<Value = String> {
     prop_oneof![
         3 => "[a-z0-9.:/-]{1,10}",
-        2 => pick(&["", "a\tb", "\u{7f}", "né", "\u{85}x", " ", "\n", "a\u{0}"]).prop_map(String::from),
+        2 => pick(&["", "a\tb", "\u{7f}", "né", "\u{85}x", " ", "\n", "a\u{0}", "q\"uote", "back\\slash", "\u{1f600}"]).prop_map(String::from),
         1 => (127usize..130).prop_map(|n| "v".repeat(n)),
         1 => (127usize..130).prop_map(|n| "ü".repeat(n)),
     ]

@@ -78,6 +78,8 @@ fn check_config_refuses_every_bad_config_as_the_start_does() {
         "[server]\nproject_header = \"bad header\"\n",
         "[source]\npoll_interval = \"0s\"\n",
         "[log]\nlevel = \"verbose\"\n",
+        "[server]\nmax_pointers_header_bytes = 61441\n",
+        "[server]\nmax_pointers_header_bytes = -1\n",
         "not toml at all [",
     ]
     .iter()

@@ -23,6 +23,13 @@
 //!         .map(|v| v.into_owned())
 //! })?;
 //! # let _ = prompt;
+//! // Or every version at once, as the proxies forward them upstream: the
+//! // `x-resolved-pointers` value (compact JSON, printable ASCII), a
+//! // reference-count bump. Mind your upstream's header limits: the HTTP
+//! // data plane leaves it out above `server.max_pointers_header_bytes`.
+//! let pointers: http::HeaderValue =
+//!     store.resolve_with("acme-chat", Some("staging"), false, |a| a.pointers.clone())?;
+//! # let _ = pointers;
 //! embedded.shutdown().await;
 //! # Ok(())
 //! # }

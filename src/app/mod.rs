@@ -23,7 +23,7 @@ use self::core::Core;
 use crate::config::secret::Env;
 use crate::config::Config;
 use crate::model::clock::{SharedClock, SystemClock};
-use crate::server::data::DataPlane;
+use crate::server::data::{DataPlane, PointersLimit};
 use crate::server::{serve, Limits};
 use crate::store::Store;
 use crate::sync::status::Activity;
@@ -165,6 +165,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
         metrics: core.metrics.clone(),
         project_header: config.server.project_header.clone(),
         environment_header: config.server.environment_header.clone(),
+        pointers_limit: PointersLimit(config.server.max_pointers_header_bytes),
     });
     let admin = Arc::new(core.admin_plane(&config, admin_token));
     let mut servers = vec![

@@ -110,7 +110,16 @@ pub struct ServerConfig {
     pub project_header: HeaderName,
     #[serde(deserialize_with = "header_name", serialize_with = "header_text")]
     pub environment_header: HeaderName,
+    /// `x-resolved-pointers` is left out of an answer (and
+    /// `x-resolved-pointers-omitted: too_large` sent instead) when the
+    /// pointers' JSON is longer than this many bytes: 3 KiB keeps an auth
+    /// answer's headers within nginx's default 4 KiB `proxy_buffer_size`.
+    pub max_pointers_header_bytes: usize,
 }
+
+/// The most `server.max_pointers_header_bytes` may be: Envoy's default
+/// limit on a response's headers (`max_response_headers_kb`, 60 KiB).
+pub const MAX_POINTERS_HEADER_LIMIT: usize = 60 * 1024;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -119,6 +128,7 @@ impl Default for ServerConfig {
             unix_socket: String::new(),
             project_header: HeaderName::from_static("x-project-id"),
             environment_header: HeaderName::from_static("x-environment"),
+            max_pointers_header_bytes: 3072,
         }
     }
 }
@@ -547,6 +557,11 @@ impl Config {
             self.server.project_header != self.server.environment_header,
             "server.environment_header",
             "must differ from server.project_header",
+        );
+        check(
+            self.server.max_pointers_header_bytes <= MAX_POINTERS_HEADER_LIMIT,
+            "server.max_pointers_header_bytes",
+            "at most 61440 (60 KiB, Envoy's default limit on a response's headers)",
         );
         // Every TLS file is read now, so a missing or garbled one stops the
         // start (and check-config) naming its key, not the first connect.

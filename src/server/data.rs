@@ -3,7 +3,7 @@
 //! * `GET  /v1/resolve`        resolve one request (query or headers)
 //! * `POST /v1/resolve/batch`  resolve up to 1000 requests, answers in order
 //! * `ANY  /v1/authz[/...]`    forward-auth: the configured headers only;
-//!   200 with the three `x-*` headers, 404 / 400 to deny, 503 not ready
+//!   200 with the `x-resolved-*` headers, 404 / 400 to deny, 503 not ready
 //! * `POST /envoy.service.auth.v3.Authorization/Check`  Envoy ext_authz
 //!   over gRPC (HTTP/2), see [`ext_authz`](super::ext_authz)
 //! * `GET  /v1/projects`       ids and revisions of every project
@@ -40,7 +40,10 @@ pub const MAX_BATCH_ITEMS: usize = 1000;
 /// Largest batch body accepted (1000 maximal items fit comfortably).
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
-pub use super::headers::{RESOLUTION_OUTCOME, RESOLVED_ENVIRONMENT, SNAPSHOT_REVISION};
+pub use super::headers::{
+    PointersLimit, RESOLUTION_OUTCOME, RESOLVED_ENVIRONMENT, RESOLVED_POINTERS,
+    RESOLVED_POINTERS_OMITTED, SNAPSHOT_REVISION,
+};
 
 /// Every route of this plane, as `(method, OpenAPI path)`: the surface
 /// `openapi/data.json` must describe (`tests/openapi.rs` holds them in
@@ -62,6 +65,8 @@ pub struct DataPlane {
     pub metrics: Arc<Metrics>,
     pub project_header: HeaderName,
     pub environment_header: HeaderName,
+    /// `server.max_pointers_header_bytes`.
+    pub pointers_limit: PointersLimit,
 }
 
 impl Handler for DataPlane {
@@ -118,7 +123,7 @@ impl DataPlane {
             return self.invalid(Api::Resolve, message, started).into_response();
         }
         match self.resolve_one(Api::Resolve, &query, started) {
-            Ok(answer) => answer_response(answer),
+            Ok(answer) => answer_response(answer, self.pointers_limit),
             Err(err) => err.into_response(),
         }
     }
@@ -143,7 +148,7 @@ impl DataPlane {
             }
         };
         match self.resolve_one(Api::AuthzHttp, &query, started) {
-            Ok(answer) => answer_response(answer),
+            Ok(answer) => answer_response(answer, self.pointers_limit),
             Err(err) => err.into_response(),
         }
     }
@@ -193,7 +198,7 @@ impl DataPlane {
         match self.resolve_one(Api::AuthzGrpc, &query, started) {
             Ok(answer) => {
                 let project = query.project.as_deref().unwrap_or_default();
-                ext_authz::allowed_reply(&answer, project)
+                ext_authz::allowed_reply(&answer, project, self.pointers_limit)
             }
             // Envoy's failure_mode_allow decides.
             Err(err) if err.code == ErrorCode::NotReady => {
@@ -423,20 +428,24 @@ pub fn parse_batch(bytes: &[u8]) -> Result<Vec<BatchItem>, ApiError> {
 }
 
 /// A 200 resolve answer: pre-rendered body and headers, no formatting.
-pub fn answer_response(answer: Answer) -> Response<Body> {
+pub fn answer_response(answer: Answer, limit: PointersLimit) -> Response<Body> {
     let Answer {
         outcome,
         prefix,
         tail,
         environment,
         revision,
+        pointers,
     } = answer;
     let fragment = Bytes::from_static(outcome.fragment());
     let mut response = Response::new(Body::chunks([prefix, fragment, tail]));
+    let (pointers_name, pointers) = limit.header(&pointers);
+    let pointers = pointers.clone();
     // The template's names are hashed once; here the values are set in
-    // place (no hashing, no probing, as four inserts would).
-    let mut headers = answer_headers().clone();
-    let (mut environment, mut revision) = (Some(environment), Some(revision));
+    // place (no hashing, no probing, as five inserts would).
+    let mut headers = answer_headers(pointers_name == RESOLVED_POINTERS).clone();
+    let (mut environment, mut revision, mut pointers) =
+        (Some(environment), Some(revision), Some(pointers));
     for (name, value) in headers.iter_mut() {
         let set = if *name == RESOLVED_ENVIRONMENT {
             environment.take()
@@ -444,6 +453,8 @@ pub fn answer_response(answer: Answer) -> Response<Body> {
             revision.take()
         } else if *name == RESOLUTION_OUTCOME {
             Some(outcome_header(outcome))
+        } else if *name == pointers_name {
+            pointers.take()
         } else {
             None
         };
@@ -457,17 +468,30 @@ pub fn answer_response(answer: Answer) -> Response<Body> {
 
 /// Every answer's headers, with placeholder values: `content-type`,
 /// `x-resolved-environment`, `x-resolution-outcome`,
-/// `x-snapshot-revision`.
-fn answer_headers() -> &'static HeaderMap {
-    static TEMPLATE: OnceLock<HeaderMap> = OnceLock::new();
-    TEMPLATE.get_or_init(|| {
-        let mut headers = HeaderMap::with_capacity(4);
-        headers.insert(header::CONTENT_TYPE, JSON);
-        for name in [RESOLVED_ENVIRONMENT, RESOLUTION_OUTCOME, SNAPSHOT_REVISION] {
-            headers.insert(name, HeaderValue::from_static(""));
-        }
-        headers
-    })
+/// `x-snapshot-revision`, and `x-resolved-pointers` (`with_pointers`) or
+/// `x-resolved-pointers-omitted`.
+fn answer_headers(with_pointers: bool) -> &'static HeaderMap {
+    static TEMPLATES: OnceLock<[HeaderMap; 2]> = OnceLock::new();
+    let [with, without] = TEMPLATES.get_or_init(|| {
+        [RESOLVED_POINTERS, RESOLVED_POINTERS_OMITTED].map(|pointers| {
+            let mut headers = HeaderMap::with_capacity(5);
+            headers.insert(header::CONTENT_TYPE, JSON);
+            for name in [
+                RESOLVED_ENVIRONMENT,
+                RESOLUTION_OUTCOME,
+                SNAPSHOT_REVISION,
+                pointers,
+            ] {
+                headers.insert(name, HeaderValue::from_static(""));
+            }
+            headers
+        })
+    });
+    if with_pointers {
+        with
+    } else {
+        without
+    }
 }
 
 fn outcome_header(outcome: Outcome) -> HeaderValue {

@@ -56,6 +56,11 @@ pub struct AnswerRef<'a> {
     pub environment: &'a HeaderValue,
     /// `x-snapshot-revision`: the project's accepted revision.
     pub revision: &'a HeaderValue,
+    /// `x-resolved-pointers`: the served pointers object as compact JSON,
+    /// byte for byte as at the end of the body, printable ASCII only (a
+    /// non-ASCII key is `\u`-escaped in both). The HTTP data plane
+    /// leaves it out above `server.max_pointers_header_bytes`.
+    pub pointers: &'a HeaderValue,
 }
 
 impl<'a> AnswerRef<'a> {
@@ -72,9 +77,9 @@ impl<'a> AnswerRef<'a> {
 
     /// The served pointers as JSON (`{"prompts":{…},"routing_rules":{…},
     /// "providers":{…}}`), scheduled changes that are due merged in: a
-    /// slice of the pre-rendered answer.
+    /// slice of the pre-rendered answer, the text of `x-resolved-pointers`.
     pub fn pointers_json(&self) -> &'a str {
-        super::pointers::pointers_json(self.tail)
+        std::str::from_utf8(self.pointers.as_bytes()).unwrap_or_default()
     }
 
     /// Every served pointer, read back from the answer's text.
@@ -123,6 +128,7 @@ impl<'a> AnswerRef<'a> {
             tail: self.tail.clone(),
             environment: self.environment.clone(),
             revision: self.revision.clone(),
+            pointers: self.pointers.clone(),
         }
     }
 }
@@ -135,6 +141,7 @@ pub struct Answer {
     pub tail: Bytes,
     pub environment: HeaderValue,
     pub revision: HeaderValue,
+    pub pointers: HeaderValue,
 }
 
 impl Answer {
@@ -146,6 +153,7 @@ impl Answer {
             tail: &self.tail,
             environment: &self.environment,
             revision: &self.revision,
+            pointers: &self.pointers,
         }
     }
 

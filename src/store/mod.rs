@@ -56,7 +56,7 @@ pub use answer::{Answer, AnswerRef, Outcome, ResolveError};
 pub use apply::{
     ApplyError, ApplyOptions, ApplyReport, DueOutcome, Judge, Judged, Signers, StoreWriter, Update,
 };
-pub use pointers::PointerKind;
+pub use pointers::{PointerIter, PointerKind};
 pub use project::Project;
 
 /// Mass removal is only guarded once at least this many projects are loaded.

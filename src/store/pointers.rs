@@ -1,12 +1,12 @@
 //! The pointers of a pre-rendered answer, read back without parsing the
-//! document: the answer's tail ends in `"pointers":{…}}`, which the
-//! project rendered itself (serde_json, three maps in a fixed order, keys
+//! document: the answer's `x-resolved-pointers` text, which the project
+//! rendered itself (serde_json, three maps in a fixed order, keys
 //! sorted), so a lookup is a scan of that text, and borrows from it. Only
-//! a key or value that needed escaping in JSON (a `"` or `\`) comes back
-//! owned.
+//! a key or value that needed escaping in JSON (a `"`, a `\`, or a
+//! character beyond ASCII) comes back owned.
 //!
-//! This is for embedders that want one pointer out of an answer; the
-//! HTTP path never reads it.
+//! This is for embedders that want one pointer out of an answer, and for
+//! the gRPC `Check` reply's metadata struct; the HTTP path never reads it.
 
 use std::borrow::Cow;
 
@@ -32,24 +32,6 @@ impl PointerKind {
             PointerKind::Providers => "providers",
         }
     }
-}
-
-/// Where the pointers object starts in a tail.
-const POINTERS_AT: &[u8] = br#"},"pointers":"#;
-
-/// The `{"prompts":{…},"routing_rules":{…},"providers":{…}}` text of a
-/// tail (empty if the tail is not one the project rendered).
-pub fn pointers_json(tail: &[u8]) -> &str {
-    // Inside JSON strings every `"` is escaped, so the first `},"pointers":`
-    // is the structural one.
-    let Some(at) = tail
-        .windows(POINTERS_AT.len())
-        .position(|w| w == POINTERS_AT)
-    else {
-        return "";
-    };
-    let json = &tail[at + POINTERS_AT.len()..tail.len().saturating_sub(1)];
-    std::str::from_utf8(json).unwrap_or("")
 }
 
 /// Every `(kind, key, value)` of a pointers object, in rendering order.
@@ -170,16 +152,5 @@ mod tests {
         );
         assert_eq!(lookup(JSON, PointerKind::RoutingRules, "a"), None);
         assert_eq!(lookup(JSON, PointerKind::Providers, "a"), None);
-    }
-
-    #[test]
-    fn the_pointers_object_is_found_in_a_tail() {
-        let tail = br##""environment":{"id":"e","slug":"prod","name":"x},\"pointers\":","production":true,"color":"#000000"},"pointers":{"prompts":{},"routing_rules":{},"providers":{}}}"##;
-        assert_eq!(
-            pointers_json(tail),
-            r#"{"prompts":{},"routing_rules":{},"providers":{}}"#
-        );
-        assert_eq!(pointers_json(b"garbage"), "");
-        assert_eq!(PointerIter::new("").count(), 0);
     }
 }

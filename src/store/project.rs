@@ -41,6 +41,10 @@ struct ServedEnvironment {
     /// The slug, a slice of `tail`: `x-resolved-environment`, and the key
     /// the slug index compares beyond its first 8 bytes.
     slug: HeaderValue,
+    /// The pointers object, a slice of `tail` (ASCII only, see
+    /// [`Rendered::tail`]): `x-resolved-pointers`, byte for byte the
+    /// body's.
+    pointers: HeaderValue,
 }
 
 impl ServedEnvironment {
@@ -111,7 +115,7 @@ impl Project {
 
         let mut out = Rendered::default();
         let prefix = out.prefix(valid);
-        let tails: Vec<(Range<usize>, Range<usize>)> = (0..envs.len())
+        let tails: Vec<TailRanges> = (0..envs.len())
             .map(|i| match valid.overlaid_pointers(i, applied) {
                 Some(overlaid) => out.tail(&envs[i], &overlaid),
                 None => out.tail(&envs[i], &envs[i].pointers),
@@ -121,9 +125,10 @@ impl Project {
 
         let environments: Box<[ServedEnvironment]> = tails
             .into_iter()
-            .map(|(tail, slug)| ServedEnvironment {
-                tail: buffer.slice(tail),
-                slug: header_value(buffer.slice(slug)),
+            .map(|ranges| ServedEnvironment {
+                tail: buffer.slice(ranges.tail),
+                slug: header_value(buffer.slice(ranges.slug)),
+                pointers: header_value(buffer.slice(ranges.pointers)),
             })
             .collect();
         let mut slug_index: Vec<SlugKey> = environments
@@ -256,6 +261,7 @@ impl Project {
             tail: &env.tail,
             environment: &env.slug,
             revision: &self.revision_header,
+            pointers: &env.pointers,
         })
     }
 
@@ -376,9 +382,10 @@ impl Rendered {
         (start..self.bytes.len(), digits)
     }
 
-    /// Writes `"environment":{…},"pointers":{…}}`; returns its range and
-    /// the range of the slug.
-    fn tail(&mut self, env: &WireEnvironment, pointers: &Pointers) -> (Range<usize>, Range<usize>) {
+    /// Writes `"environment":{…},"pointers":{…}}`; returns its ranges.
+    /// The pointers are written ASCII only (any other character as a JSON
+    /// `\u` escape), so that the same bytes are a valid header value.
+    fn tail(&mut self, env: &WireEnvironment, pointers: &Pointers) -> TailRanges {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(&ID_AT[..ID_AT.len() - 1]);
         self.json(&env.id);
@@ -395,14 +402,55 @@ impl Rendered {
         self.bytes.extend_from_slice(br#","color":"#);
         self.json(&env.color);
         self.bytes.extend_from_slice(br#"},"pointers":"#);
-        self.json(pointers);
+        let at = self.bytes.len();
+        // Maps of strings into a Vec: cannot fail.
+        let _ = pointers.serialize(&mut serde_json::Serializer::with_formatter(
+            &mut self.bytes,
+            AsciiOnly,
+        ));
+        let pointers = at..self.bytes.len();
         self.bytes.push(b'}');
-        (start..self.bytes.len(), slug)
+        TailRanges {
+            tail: start..self.bytes.len(),
+            slug,
+            pointers,
+        }
     }
 
     fn json(&mut self, value: &(impl Serialize + ?Sized)) {
         // Strings, booleans and maps of strings into a Vec: cannot fail.
         let _ = serde_json::to_writer(&mut self.bytes, value);
+    }
+}
+
+/// Where one environment's parts are in the project's buffer.
+struct TailRanges {
+    tail: Range<usize>,
+    slug: Range<usize>,
+    pointers: Range<usize>,
+}
+
+/// Compact JSON with every non-ASCII character written as `\uXXXX` (a
+/// surrogate pair beyond the BMP): the text means the same, and every
+/// byte is printable ASCII, since serde_json already escapes `"`, `\`
+/// and control characters, and validation admits no DEL or C1 control.
+struct AsciiOnly;
+
+impl serde_json::ser::Formatter for AsciiOnly {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut start = 0;
+        for (at, c) in fragment.char_indices().filter(|(_, c)| !c.is_ascii()) {
+            writer.write_all(&fragment.as_bytes()[start..at])?;
+            for unit in c.encode_utf16(&mut [0u16; 2]) {
+                write!(writer, "\\u{unit:04x}")?;
+            }
+            start = at + c.len_utf8();
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
     }
 }
 

@@ -285,6 +285,7 @@ fn check_answer(project: &str, environment: Option<&str>, answer: AnswerRef<'_>)
         }
     }
     assert_eq!(scanned, parsed);
+    check_pointers_header(&answer);
     // Lookups scan: sample a few (first, last, and some between).
     let step = (parsed.len() / 8).max(1);
     for (kind, key, value) in parsed.iter().step_by(step).chain(parsed.last()) {
@@ -311,6 +312,29 @@ fn check_answer(project: &str, environment: Option<&str>, answer: AnswerRef<'_>)
             assert_eq!(body["reason"], "unknown_environment");
         }
     }
+}
+
+/// `x-resolved-pointers` is the body's `pointers` object byte for byte,
+/// printable ASCII whatever the keys, and means what the body says.
+fn check_pointers_header(answer: &AnswerRef<'_>) {
+    let header = answer.pointers.as_bytes();
+    assert!(
+        header.iter().all(|b| (0x20..=0x7e).contains(b)),
+        "the pointers header is printable ASCII: {:?}",
+        String::from_utf8_lossy(header)
+    );
+    let body = answer.body();
+    let mut tail = b"\"pointers\":".to_vec();
+    tail.extend_from_slice(header);
+    tail.extend_from_slice(b"}");
+    assert!(
+        body.ends_with(&tail),
+        "the body ends with the header's bytes: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let from_header: Value = serde_json::from_slice(header).expect("the header is JSON");
+    let from_body: Value = serde_json::from_slice(&body).expect("answers are JSON");
+    assert_eq!(from_header, from_body["pointers"]);
 }
 
 /// The store the request and batch targets resolve against: the documentation's

@@ -16,6 +16,7 @@
 
 pub mod request;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -23,8 +24,9 @@ use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 use prost::Message;
 
 use super::error::ApiError;
+use super::headers::PointersLimit;
 use super::Body;
-use crate::store::Answer;
+use crate::store::{Answer, PointerIter, PointerKind};
 
 /// The RPC's path (HTTP/2 `:path`).
 pub const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
@@ -162,7 +164,7 @@ pub struct Struct {
 /// `google.protobuf.Value` (the kinds used here).
 #[derive(Clone, PartialEq, Message)]
 pub struct Value {
-    #[prost(oneof = "Kind", tags = "3")]
+    #[prost(oneof = "Kind", tags = "3, 5")]
     pub kind: Option<Kind>,
 }
 
@@ -170,6 +172,8 @@ pub struct Value {
 pub enum Kind {
     #[prost(string, tag = "3")]
     String(String),
+    #[prost(message, tag = "5")]
+    Struct(Struct),
 }
 
 /// A request that cannot be taken as a `Check` call at all (the RPC fails
@@ -228,45 +232,50 @@ pub fn identity<'a>(
     })
 }
 
-/// The answer for a resolved check as a framed gRPC reply: OK, the three
-/// headers set (replacing whatever the client sent), and the resolution
-/// as dynamic metadata. Encoded straight from the answer into one buffer:
-/// the bytes prost writes for that `CheckResponse` (the tests build the
-/// message and compare), without the ~20 allocations of building it
-/// first. This is the `Check` hot path.
-pub fn allowed_reply(answer: &Answer, project: &str) -> Response<Body> {
+/// The answer for a resolved check as a framed gRPC reply: OK, the
+/// `x-resolved-*` headers set (replacing whatever the client sent), and
+/// the resolution as dynamic metadata (`pointers` as a struct, kind → key
+/// → version). Encoded straight from the answer into one buffer: the
+/// bytes prost writes for that `CheckResponse` (the tests build the
+/// message and compare), without the allocations of building it first.
+/// This is the `Check` hot path.
+pub fn allowed_reply(answer: &Answer, project: &str, limit: PointersLimit) -> Response<Body> {
     let environment = answer.environment.as_bytes();
     let revision = answer.revision.as_bytes();
     let outcome = answer.outcome.as_str().as_bytes();
+    let (pointers_name, pointers_header) = limit.header(&answer.pointers);
     // The names of `headers::RESOLVED_ENVIRONMENT` and the others (the test
     // against `allowed` holds them equal).
-    let headers: [(&[u8], &[u8]); 3] = [
+    let headers: [(&[u8], &[u8]); 4] = [
         (b"x-resolved-environment", environment),
         (b"x-resolution-outcome", outcome),
         (b"x-snapshot-revision", revision),
+        (
+            pointers_name.as_str().as_bytes(),
+            pointers_header.as_bytes(),
+        ),
     ];
+    let pointers = answer.borrowed().pointers_json();
     // Struct fields, in the key order of prost's BTreeMap.
-    let metadata: [(&[u8], &[u8]); 4] = [
-        (b"environment", environment),
-        (b"outcome", outcome),
-        (b"project", project.as_bytes()),
-        (b"revision", revision),
+    let metadata: [(&[u8], Field); 5] = [
+        (b"environment", Field::String(environment)),
+        (b"outcome", Field::String(outcome)),
+        (b"pointers", Field::Pointers(pointers)),
+        (b"project", Field::String(project.as_bytes())),
+        (b"revision", Field::String(revision)),
     ];
     let header_option_len = |k: &[u8], v: &[u8]| {
         wire::message_len(wire::string_len(k) + wire::string_len(v))
             + wire::varint_field_len(OVERWRITE_IF_EXISTS_OR_ADD as u64)
     };
-    let entry_len = |k: &[u8], v: &[u8]| {
-        // Value { string_value = 3 }: a oneof member is written even empty.
-        wire::string_len(k) + wire::message_len(wire::message_len(v.len()))
-    };
     let ok_len: usize = headers
         .iter()
         .map(|(k, v)| wire::message_len(header_option_len(k, v)))
         .sum();
+    let metadata: [(&[u8], Field, usize); 5] = metadata.map(|(k, v)| (k, v, v.len()));
     let struct_len: usize = metadata
         .iter()
-        .map(|(k, v)| wire::message_len(entry_len(k, v)))
+        .map(|(k, _, len)| wire::message_len(entry_len(k, *len)))
         .sum();
     // status = 1 (an empty RpcStatus: code OK), ok_response = 3,
     // dynamic_metadata = 4.
@@ -284,12 +293,8 @@ pub fn allowed_reply(answer: &Answer, project: &str) -> Response<Body> {
         wire::put_varint_field(&mut out, 3, OVERWRITE_IF_EXISTS_OR_ADD as u64);
     }
     wire::put_message(&mut out, 4, struct_len);
-    for (k, v) in metadata {
-        wire::put_message(&mut out, 1, entry_len(k, v));
-        wire::put_string(&mut out, 1, k);
-        wire::put_message(&mut out, 2, wire::message_len(v.len()));
-        wire::put_message(&mut out, 3, v.len());
-        out.put_slice(v);
+    for (k, v, len) in metadata {
+        put_entry(&mut out, k, v, len);
     }
     debug_assert_eq!(out.len(), 5 + len);
     let mut trailers = http::HeaderMap::new();
@@ -297,6 +302,93 @@ pub fn allowed_reply(answer: &Answer, project: &str) -> Response<Body> {
     let mut response = Response::new(Body::with_trailers(out.freeze(), trailers));
     response.headers_mut().insert(header::CONTENT_TYPE, GRPC);
     response
+}
+
+/// A `google.protobuf.Value` of the dynamic metadata, before encoding.
+#[derive(Clone, Copy)]
+enum Field<'a> {
+    /// `string_value` (3).
+    String(&'a [u8]),
+    /// `struct_value` (5): the answer's pointers JSON as a struct of
+    /// structs.
+    Pointers(&'a str),
+    /// `struct_value` (5): one kind's map.
+    Kind(&'a str, PointerKind),
+}
+
+/// The pointer kinds in the order prost writes a `BTreeMap` of their names.
+const KINDS_BY_NAME: [PointerKind; 3] = [
+    PointerKind::Prompts,
+    PointerKind::Providers,
+    PointerKind::RoutingRules,
+];
+
+impl Field<'_> {
+    /// The length of what the `Value` holds (the string, or the struct's
+    /// fields).
+    fn len(self) -> usize {
+        match self {
+            Field::String(v) => v.len(),
+            Field::Pointers(json) => KINDS_BY_NAME
+                .iter()
+                .map(|&kind| {
+                    let len = Field::Kind(json, kind).len();
+                    wire::message_len(entry_len(kind.as_str().as_bytes(), len))
+                })
+                .sum(),
+            Field::Kind(json, kind) => entries(json, kind)
+                .map(|(k, v)| wire::message_len(entry_len(k.as_bytes(), v.len())))
+                .sum(),
+        }
+    }
+
+    /// The `Value`'s oneof field number.
+    fn tag(self) -> u8 {
+        match self {
+            Field::String(_) => 3,
+            Field::Pointers(_) | Field::Kind(..) => 5,
+        }
+    }
+
+    /// Writes what the `Value` holds (`len` bytes, from [`Field::len`]).
+    fn put(self, out: &mut BytesMut) {
+        match self {
+            Field::String(v) => out.put_slice(v),
+            Field::Pointers(json) => {
+                for kind in KINDS_BY_NAME {
+                    let field = Field::Kind(json, kind);
+                    put_entry(out, kind.as_str().as_bytes(), field, field.len());
+                }
+            }
+            Field::Kind(json, kind) => {
+                for (k, v) in entries(json, kind) {
+                    let value = Field::String(v.as_bytes());
+                    put_entry(out, k.as_bytes(), value, v.len());
+                }
+            }
+        }
+    }
+}
+
+/// One kind's `(key, version)` pairs, read back from the answer's text.
+fn entries(json: &str, kind: PointerKind) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    PointerIter::new(json)
+        .filter(move |(k, _, _)| *k == kind)
+        .map(|(_, key, value)| (key, value))
+}
+
+/// A `Struct.fields` entry: the key (1) and the `Value` (2) whose oneof
+/// member holds `len` bytes. A oneof member is written even empty.
+fn entry_len(key: &[u8], len: usize) -> usize {
+    wire::string_len(key) + wire::message_len(wire::message_len(len))
+}
+
+fn put_entry(out: &mut BytesMut, key: &[u8], value: Field<'_>, len: usize) {
+    wire::put_message(out, 1, entry_len(key, len));
+    wire::put_string(out, 1, key);
+    wire::put_message(out, 2, wire::message_len(len));
+    wire::put_message(out, value.tag(), len);
+    value.put(out);
 }
 
 /// Protobuf wire format for fields numbered 1 to 15 (one-byte keys), as
@@ -447,8 +539,10 @@ mod tests {
     use crate::store::Outcome;
     use http_body_util::BodyExt;
 
-    /// What [`allowed_reply`] encodes, as a message: the oracle for its bytes.
-    fn allowed(answer: &Answer, project: &str) -> CheckResponse {
+    /// What [`allowed_reply`] encodes, as a message: the oracle for its
+    /// bytes. The pointers struct is built from serde_json's reading of
+    /// the header text, not from the reply's own reader.
+    fn allowed(answer: &Answer, project: &str, limit: PointersLimit) -> CheckResponse {
         let text = |v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
         let set = |key: &HeaderName, value: String| HeaderValueOption {
             header: Some(HeaderValueProto {
@@ -458,25 +552,45 @@ mod tests {
             }),
             append_action: OVERWRITE_IF_EXISTS_OR_ADD,
         };
+        let string = |v: String| Value {
+            kind: Some(Kind::String(v)),
+        };
         let environment = text(&answer.environment);
         let revision = text(&answer.revision);
         let outcome = answer.outcome.as_str().to_owned();
-        let metadata = [
+        let json: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(answer.pointers.as_bytes()).unwrap();
+        let pointers = json
+            .into_iter()
+            .map(|(kind, map)| {
+                let fields = map
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), string(v.as_str().unwrap().to_owned())))
+                    .collect();
+                let value = Value {
+                    kind: Some(Kind::Struct(Struct { fields })),
+                };
+                (kind, value)
+            })
+            .collect();
+        let mut metadata: BTreeMap<String, Value> = [
             ("project", project.to_owned()),
             ("revision", revision.clone()),
             ("environment", environment.clone()),
             ("outcome", outcome.clone()),
         ]
         .into_iter()
-        .map(|(k, v)| {
-            (
-                k.to_owned(),
-                Value {
-                    kind: Some(Kind::String(v)),
-                },
-            )
-        })
+        .map(|(k, v)| (k.to_owned(), string(v)))
         .collect();
+        metadata.insert(
+            "pointers".into(),
+            Value {
+                kind: Some(Kind::Struct(Struct { fields: pointers })),
+            },
+        );
+        let (name, value) = limit.header(&answer.pointers);
         CheckResponse {
             status: Some(RpcStatus {
                 code: code::OK,
@@ -487,6 +601,7 @@ mod tests {
                     set(&crate::server::headers::RESOLVED_ENVIRONMENT, environment),
                     set(&crate::server::headers::RESOLUTION_OUTCOME, outcome),
                     set(&crate::server::headers::SNAPSHOT_REVISION, revision),
+                    set(&name, text(value)),
                 ],
             })),
             dynamic_metadata: Some(Struct { fields: metadata }),
@@ -496,19 +611,39 @@ mod tests {
     #[tokio::test]
     async fn the_direct_encoding_of_an_allowed_check_is_the_bytes_prost_writes() {
         let long_project = "p".repeat(128); // lengths over 127: two-byte varints
-        for (project, slug, revision, outcome) in [
-            ("acme", "qa", "3", Outcome::Exact),
+        let many: String = (0..40)
+            .map(|i| format!("\"prompt-{i:02}\":\"v{i}\""))
+            .collect::<Vec<_>>()
+            .join(",");
+        let many = format!(r#"{{"prompts":{{{many}}},"routing_rules":{{}},"providers":{{}}}}"#);
+        for (project, slug, revision, outcome, pointers) in [
+            (
+                "acme",
+                "qa",
+                "3",
+                Outcome::Exact,
+                r#"{"prompts":{"a":"1"},"routing_rules":{"default":"r-1"},"providers":{"openai":"act-9"}}"#,
+            ),
             (
                 "proj-000042",
                 "staging",
                 "18446744073709551615",
                 Outcome::NotRequested,
+                r#"{"prompts":{},"routing_rules":{},"providers":{}}"#,
             ),
             (
                 long_project.as_str(),
                 "eu-canary",
                 "7",
                 Outcome::UnknownEnvironment,
+                many.as_str(),
+            ),
+            (
+                "escapes",
+                "prod",
+                "1",
+                Outcome::Exact,
+                r#"{"prompts":{"q\"uote":"x\\y","\u00e9t\u00e9":"1"},"routing_rules":{},"providers":{"\ud83d\ude00":"2"}}"#,
             ),
         ] {
             let answer = Answer {
@@ -517,18 +652,38 @@ mod tests {
                 tail: Bytes::new(),
                 environment: HeaderValue::from_str(slug).unwrap(),
                 revision: HeaderValue::from_str(revision).unwrap(),
+                pointers: HeaderValue::from_str(pointers).unwrap(),
             };
-            let response = allowed_reply(&answer, project);
-            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/grpc");
-            let collected = response.into_body().collect().await.unwrap();
-            let trailers = collected.trailers().cloned().unwrap();
-            assert_eq!(trailers[GRPC_STATUS], "0");
-            let bytes = collected.to_bytes();
-            assert_eq!(
-                bytes.to_vec(),
-                framed(&allowed(&answer, project)),
-                "{project} {slug} {revision}"
-            );
+            // Under the limit, exactly at it, and one byte over.
+            for limit in [3072, pointers.len(), pointers.len() - 1].map(PointersLimit) {
+                let response = allowed_reply(&answer, project, limit);
+                assert_eq!(response.headers()[header::CONTENT_TYPE], "application/grpc");
+                let collected = response.into_body().collect().await.unwrap();
+                let trailers = collected.trailers().cloned().unwrap();
+                assert_eq!(trailers[GRPC_STATUS], "0");
+                let bytes = collected.to_bytes();
+                let expected = allowed(&answer, project, limit);
+                let HttpResponse::Ok(ok) = expected.http_response.as_ref().unwrap() else {
+                    unreachable!()
+                };
+                let last = ok.headers[3].header.as_ref().unwrap();
+                if limit.0 >= pointers.len() {
+                    assert_eq!(
+                        (last.key.as_str(), last.value.as_str()),
+                        ("x-resolved-pointers", pointers)
+                    );
+                } else {
+                    assert_eq!(
+                        (last.key.as_str(), last.value.as_str()),
+                        ("x-resolved-pointers-omitted", "too_large")
+                    );
+                }
+                assert_eq!(
+                    bytes.to_vec(),
+                    framed(&expected),
+                    "{project} {slug} {revision} {limit:?}"
+                );
+            }
         }
     }
 
