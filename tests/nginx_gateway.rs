@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::SeqCst;
 
-use common::gateway::{echo_upstream, substitute, wait_listening, Proc};
+use common::gateway::{
+    check_pointer_cases, echo_upstream, pointer_projects, substitute, wait_listening, Proc,
+};
 use common::shared::{free_addr, readme_block};
 use common::{project, snapshot, system_tool, TestSidecar};
 
@@ -19,11 +21,9 @@ async fn the_resolved_environment_reaches_the_upstream_through_nginx() {
     let Some(nginx) = system_tool("nginx", "nginx-light") else {
         return;
     };
-    let t = TestSidecar::start(Some(&snapshot(
-        1,
-        vec![project("acme", 4), project("globex", 9)],
-    )))
-    .await;
+    let mut projects = vec![project("acme", 6), project("globex", 9)];
+    projects.extend(pointer_projects());
+    let t = TestSidecar::start(Some(&snapshot(1, projects))).await;
     let (upstream, upstream_requests) = echo_upstream();
     let dir = tempfile::tempdir().unwrap();
     let listen = free_addr();
@@ -54,9 +54,13 @@ async fn the_resolved_environment_reaches_the_upstream_through_nginx() {
             "the client's value is replaced: {seen}"
         );
         assert!(seen.contains("x-resolution-outcome: exact\n"), "{seen}");
-        assert!(seen.contains("x-snapshot-revision: 4\n"), "{seen}");
+        assert!(seen.contains("x-snapshot-revision: 6\n"), "{seen}");
         assert!(seen.contains("path: /chat/completions\n"), "{seen}");
     }
+
+    // The versions travel too, within nginx's default buffers; a client's
+    // own copy never passes.
+    check_pointer_cases(&format!("http://{listen}/chat/completions")).await;
 
     // No or unknown environment: the fallback's slug goes upstream.
     for env in [None, Some("nope")] {

@@ -10,9 +10,12 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
+
 /// A plain HTTP/1.1 upstream that answers each request with the request
 /// path and the `x-resolved-*` / `x-resolution-*` / `x-snapshot-*` headers
-/// it received, one lower-case `name: value` per line; it counts requests.
+/// it received, one `name: value` per line (the name in lower case, the
+/// value as received); it counts requests.
 pub fn echo_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -43,16 +46,17 @@ pub fn echo_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
                         if header.is_empty() {
                             break;
                         }
-                        let lower = header.to_ascii_lowercase();
-                        if let Some(n) = lower.strip_prefix("content-length:") {
-                            content_length = n.trim().parse().unwrap_or(0);
+                        // The name in lower case, the value as it came.
+                        let (name, value) = header.split_once(':').unwrap_or((header, ""));
+                        let name = name.to_ascii_lowercase();
+                        if name == "content-length" {
+                            content_length = value.trim().parse().unwrap_or(0);
                         }
                         if ["x-resolved-", "x-resolution-", "x-snapshot-"]
                             .iter()
-                            .any(|p| lower.starts_with(p))
+                            .any(|p| name.starts_with(p))
                         {
-                            echoed.push_str(&lower);
-                            echoed.push('\n');
+                            echoed.push_str(&format!("{name}: {}\n", value.trim()));
                         }
                     }
                     let mut body = vec![0u8; content_length];
@@ -113,5 +117,193 @@ impl Drop for Proc {
         }
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// The default `server.max_pointers_header_bytes`.
+pub const POINTERS_LIMIT: usize = 3072;
+
+/// What the client sends as its own `x-resolved-pointers` and
+/// `x-resolved-pointers-omitted`: neither may reach the upstream.
+pub const SMUGGLED_POINTERS: &str =
+    r#"{"prompts":{"smuggled":"1"},"routing_rules":{},"providers":{}}"#;
+pub const SMUGGLED_OMITTED: &str = "smuggled";
+
+/// Projects whose pointers test what reaches the upstream, beside
+/// [`super::project`]'s `acme` at revision 6 (which the recipes' tests
+/// serve): `ptr-due`, whose canary has a scheduled change already due;
+/// `ptr-at-limit`, whose prod pointers are exactly [`POINTERS_LIMIT`]
+/// bytes of JSON; `ptr-over-limit`, one byte more.
+pub fn pointer_projects() -> Vec<Value> {
+    let mut due = super::project("ptr-due", 2);
+    due["environments"][0]["scheduled"] = json!([{
+        "at": "2020-01-01T00:00:00Z",
+        "pointers": {"prompts": {"summarize": "due-now"}, "providers": {"openai": "act-7"}}
+    }]);
+    let sized = |id: &str, len: usize| {
+        let mut p = super::project(id, 3);
+        p["environments"][3]["pointers"] = json!({"prompts": prompts_of_json_len(len)});
+        p
+    };
+    vec![
+        due,
+        sized("ptr-at-limit", POINTERS_LIMIT),
+        sized("ptr-over-limit", POINTERS_LIMIT + 1),
+    ]
+}
+
+/// A prompts map whose pointers object (`{"prompts":{…},"routing_rules":
+/// {},"providers":{}}`) is exactly `len` bytes of compact JSON.
+pub fn prompts_of_json_len(len: usize) -> serde_json::Map<String, Value> {
+    const EMPTY: usize = r#"{"prompts":{},"routing_rules":{},"providers":{}}"#.len();
+    // `"pNNN":"…"` is 9 bytes and the value; entries are joined by commas.
+    let mut left = len - EMPTY;
+    let mut map = serde_json::Map::new();
+    while left > 0 {
+        let comma = usize::from(!map.is_empty());
+        let value = (left - comma - 9).min(100);
+        // Never leave less than a whole entry with a one-byte value.
+        let value = if left - comma - 9 - value < 11 && left - comma - 9 - value > 0 {
+            value - 11
+        } else {
+            value
+        };
+        map.insert(format!("p{:03}", map.len()), json!("v".repeat(value)));
+        left -= comma + 9 + value;
+    }
+    assert_eq!(
+        pointers_text(&map, &Default::default(), &Default::default()).len(),
+        len
+    );
+    map
+}
+
+/// The pointers object as the sidecar renders it: compact, the kinds in
+/// their fixed order, keys sorted.
+pub fn pointers_text(
+    prompts: &serde_json::Map<String, Value>,
+    routing_rules: &serde_json::Map<String, Value>,
+    providers: &serde_json::Map<String, Value>,
+) -> String {
+    let map = |m: &serde_json::Map<String, Value>| {
+        let sorted: std::collections::BTreeMap<_, _> = m.iter().collect();
+        serde_json::to_string(&sorted).unwrap()
+    };
+    format!(
+        r#"{{"prompts":{},"routing_rules":{},"providers":{}}}"#,
+        map(prompts),
+        map(routing_rules),
+        map(providers)
+    )
+}
+
+/// What the upstream must get for a request.
+pub enum Pointers {
+    /// `x-resolved-pointers` with exactly this text.
+    Sent(String),
+    /// `x-resolved-pointers-omitted: too_large`, and no pointers.
+    Omitted,
+}
+
+/// One request through a proxy and the pointers the upstream must get.
+pub struct PointerCase {
+    pub project: &'static str,
+    pub environment: Option<&'static str>,
+    pub expect: Pointers,
+}
+
+/// The cases every recipe's test sends (each with the client's own
+/// copies of both pointers headers): an exact environment, a fallback, a
+/// scheduled change already due, pointers at the limit, and over it.
+pub fn pointer_cases() -> Vec<PointerCase> {
+    let summarize = |v: &str| json!({"summarize": v}).as_object().unwrap().clone();
+    let none = serde_json::Map::new();
+    let at_limit = prompts_of_json_len(POINTERS_LIMIT);
+    vec![
+        PointerCase {
+            project: "acme",
+            environment: Some("Staging"),
+            expect: Pointers::Sent(pointers_text(&summarize("staging-r6"), &none, &none)),
+        },
+        PointerCase {
+            project: "acme",
+            environment: None,
+            expect: Pointers::Sent(pointers_text(&summarize("prod-r6"), &none, &none)),
+        },
+        PointerCase {
+            project: "ptr-due",
+            environment: Some("canary"),
+            expect: Pointers::Sent(pointers_text(
+                &summarize("due-now"),
+                &none,
+                json!({"openai": "act-7"}).as_object().unwrap(),
+            )),
+        },
+        PointerCase {
+            project: "ptr-at-limit",
+            environment: Some("prod"),
+            expect: Pointers::Sent(pointers_text(&at_limit, &none, &none)),
+        },
+        PointerCase {
+            project: "ptr-over-limit",
+            environment: Some("prod"),
+            expect: Pointers::Omitted,
+        },
+    ]
+}
+
+impl PointerCase {
+    /// Checks what the echo upstream saw (its answer's text).
+    pub fn check(&self, seen: &str) {
+        let what = format!("{} {:?}", self.project, self.environment);
+        assert!(
+            !seen.contains("smuggled"),
+            "{what}: a client's copy reached the upstream: {seen}"
+        );
+        let lines: Vec<&str> = seen.lines().collect();
+        let count = |name: &str| lines.iter().filter(|l| l.starts_with(name)).count();
+        match &self.expect {
+            Pointers::Sent(text) => {
+                assert!(
+                    lines.contains(&format!("x-resolved-pointers: {text}").as_str()),
+                    "{what}: expected the pointers {text}: {seen}"
+                );
+                assert_eq!(count("x-resolved-pointers:"), 1, "{what}: {seen}");
+                assert_eq!(count("x-resolved-pointers-omitted:"), 0, "{what}: {seen}");
+            }
+            Pointers::Omitted => {
+                assert!(
+                    lines.contains(&"x-resolved-pointers-omitted: too_large"),
+                    "{what}: expected the pointers omitted: {seen}"
+                );
+                assert_eq!(count("x-resolved-pointers:"), 0, "{what}: {seen}");
+            }
+        }
+    }
+}
+
+/// Sends every [`pointer_cases`] request through the proxy at `url` (a
+/// full URL of a path the recipe checks) with the client's own copies of
+/// both pointers headers, and checks what the upstream received.
+pub async fn check_pointer_cases(url: &str) {
+    let client = reqwest::Client::new();
+    for case in pointer_cases() {
+        let mut req = client
+            .get(url)
+            .header("x-project-id", case.project)
+            .header("x-resolved-pointers", SMUGGLED_POINTERS)
+            .header("x-resolved-pointers-omitted", SMUGGLED_OMITTED);
+        if let Some(env) = case.environment {
+            req = req.header("x-environment", env);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let seen = resp.text().await.unwrap();
+        assert_eq!(
+            status, 200,
+            "{} {:?}: {seen}",
+            case.project, case.environment
+        );
+        case.check(&seen);
     }
 }

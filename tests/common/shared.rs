@@ -65,7 +65,12 @@ pub fn binary() -> PathBuf {
 /// reads: no token or password variable, no `RUST_LOG`, leaking in from
 /// the shell that runs the tests.
 pub fn sidecar_command() -> Command {
-    let mut command = Command::new(binary());
+    sidecar_command_for(&binary())
+}
+
+/// [`sidecar_command`] for another build of the binary.
+pub fn sidecar_command_for(binary: &Path) -> Command {
+    let mut command = Command::new(binary);
     for var in [
         "ENV_SIDECAR_CONTROL_PLANE_TOKEN",
         "ENV_SIDECAR_ADMIN_TOKEN",
