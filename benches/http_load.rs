@@ -13,7 +13,9 @@
 //! cores more than it measures either server (docs/performance.md, "Where the tail
 //! comes from").
 //!
-//! Run: `cargo bench --bench http_load` (`-- --quick` for a short run).
+//! Run: `cargo bench --bench http_load` (`-- --quick` for a short run);
+//! `ENV_SIDECAR_BENCH_BASELINE=path` adds another build's resolve and
+//! forward-auth rows to the same rounds (a before/after in one run).
 //! Needs `wrk` (Debian `wrk`) and, for the nginx column, `nginx` (Debian
 //! `nginx-light`); it installs nothing and says what is missing.
 
@@ -93,6 +95,28 @@ fn main() {
             &authz_script,
         ),
     ];
+    // Another build (today's, say) in the same rounds: a before/after.
+    if let Some(baseline) = support::baseline() {
+        let addr = support::shared::free_addr();
+        let child = start_sidecar_from(&baseline, dir.path(), addr, None);
+        support::wait_ok(
+            addr,
+            "/v1/resolve?project=proj-000001",
+            Duration::from_secs(60),
+        );
+        let pid = child.id();
+        targets.push(Target::new(
+            "baseline /v1/resolve",
+            format!("http://{addr}"),
+            Some(child),
+        ));
+        targets.push(Target::alias(
+            "baseline /v1/authz",
+            format!("http://{addr}"),
+            Some(pid),
+            &authz_script,
+        ));
+    }
     if let Some(nginx) = &nginx {
         let addr = support::shared::free_addr();
         targets.push(Target::new(
@@ -213,7 +237,7 @@ fn protocols(
     .unwrap();
     let body = dir.join("check.bin");
     std::fs::write(&body, support::grpc_check_body()).unwrap();
-    let socket = dir.join("data.sock");
+    let socket = data_socket(dir, sidecar);
     let tcp = format!("http://{sidecar}");
     let unix = format!("unix:{}", socket.display());
     let load = |base: &str, http1: bool, extra: &[&str]| support::H2Load {
@@ -344,6 +368,16 @@ fn protocols(
 }
 
 fn start_sidecar(dir: &Path, addr: SocketAddr, control_plane: Option<&str>) -> Child {
+    start_sidecar_from(&support::shared::binary(), dir, addr, control_plane)
+}
+
+/// [`start_sidecar`] running the build at `binary`.
+fn start_sidecar_from(
+    binary: &Path,
+    dir: &Path,
+    addr: SocketAddr,
+    control_plane: Option<&str>,
+) -> Child {
     let source = match control_plane {
         Some(url) => format!("kind = \"http\"\nurl = \"{url}\"\n"),
         None => format!(
@@ -352,12 +386,17 @@ fn start_sidecar(dir: &Path, addr: SocketAddr, control_plane: Option<&str>) -> C
         ),
     };
     let admin = support::shared::free_addr();
-    let socket = dir.join("data.sock");
+    let socket = data_socket(dir, addr);
     let config = format!(
         "[server]\nlisten = \"{addr}\"\nunix_socket = \"{}\"\n[admin]\nlisten = \"{admin}\"\n[source]\n{source}[cache]\npath = \"\"\n",
         socket.display()
     );
-    support::start_sidecar(dir, &format!("sidecar-{}", addr.port()), &config)
+    support::start_sidecar_from(binary, dir, &format!("sidecar-{}", addr.port()), &config)
+}
+
+/// The Unix socket of the sidecar listening on `addr`.
+fn data_socket(dir: &Path, addr: SocketAddr) -> std::path::PathBuf {
+    dir.join(format!("data-{}.sock", addr.port()))
 }
 
 fn start_nginx(nginx: &Path, dir: &Path, addr: SocketAddr) -> Child {

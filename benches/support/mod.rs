@@ -353,11 +353,33 @@ pub fn start_sidecar(dir: &Path, name: &str, config: &str) -> Child {
     start_sidecar_with(dir, name, config, &[])
 }
 
+/// `ENV_SIDECAR_BENCH_BASELINE`: another build of the binary (today's,
+/// say) that a bench measures beside this one, in the same alternating
+/// rounds, for a before/after in one run.
+pub fn baseline() -> Option<PathBuf> {
+    std::env::var_os("ENV_SIDECAR_BENCH_BASELINE").map(PathBuf::from)
+}
+
+/// [`start_sidecar`] running the build at `binary`.
+pub fn start_sidecar_from(binary: &Path, dir: &Path, name: &str, config: &str) -> Child {
+    spawn_sidecar(shared::sidecar_command_for(binary), dir, name, config, &[])
+}
+
 /// [`start_sidecar`] with extra environment variables.
 pub fn start_sidecar_with(dir: &Path, name: &str, config: &str, envs: &[(&str, &str)]) -> Child {
+    spawn_sidecar(sidecar_command(), dir, name, config, envs)
+}
+
+fn spawn_sidecar(
+    mut command: Command,
+    dir: &Path,
+    name: &str,
+    config: &str,
+    envs: &[(&str, &str)],
+) -> Child {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config).unwrap();
-    sidecar_command()
+    command
         .arg("--config")
         .arg(&path)
         .env("RUST_LOG", "warn")
