@@ -96,15 +96,17 @@ fn main() {
         ),
     ];
     // Another build (today's, say) in the same rounds: a before/after.
-    if let Some(baseline) = support::baseline() {
+    let mut baseline = None;
+    if let Some(binary) = support::baseline() {
         let addr = support::shared::free_addr();
-        let child = start_sidecar_from(&baseline, dir.path(), addr, None);
+        let child = start_sidecar_from(&binary, dir.path(), addr, None);
         support::wait_ok(
             addr,
             "/v1/resolve?project=proj-000001",
             Duration::from_secs(60),
         );
         let pid = child.id();
+        baseline = Some((addr, pid));
         targets.push(Target::new(
             "baseline /v1/resolve",
             format!("http://{addr}"),
@@ -141,10 +143,10 @@ fn main() {
     }
     protocols(
         dir.path(),
-        sidecar_addr,
+        (sidecar_addr, sidecar_pid),
         floor_addr,
-        sidecar_pid,
         targets[1].pid,
+        baseline,
         rounds,
         secs,
     );
@@ -202,13 +204,14 @@ fn typical_answer(snapshot: &[u8]) -> Vec<u8> {
 }
 
 /// One generator (h2load) for HTTP/1.1 and HTTP/2, over TCP and the Unix
-/// socket, and for gRPC `Check`: CPU per request side by side.
+/// socket, and for gRPC `Check`: CPU per request side by side (with the
+/// baseline build's HTTP/2 and `Check` rows when there is one).
 fn protocols(
     dir: &Path,
-    sidecar: SocketAddr,
+    (sidecar, sidecar_pid): (SocketAddr, u32),
     floor: SocketAddr,
-    sidecar_pid: u32,
     floor_pid: Option<u32>,
+    baseline: Option<(SocketAddr, u32)>,
     rounds: usize,
     secs: u64,
 ) {
@@ -258,7 +261,7 @@ fn protocols(
         "-d",
         body.to_str().unwrap(),
     ];
-    let rows: Vec<(&str, support::H2Load, &Path, Option<u32>)> = vec![
+    let mut rows: Vec<(&str, support::H2Load, &Path, Option<u32>)> = vec![
         (
             "sidecar, TCP, HTTP/1.1",
             load(&tcp, true, &[]),
@@ -302,6 +305,21 @@ fn protocols(
             Some(sidecar_pid),
         ),
     ];
+    if let Some((addr, pid)) = baseline {
+        let base = format!("http://{addr}");
+        rows.push((
+            "baseline, HTTP/2, one project",
+            load(&base, false, &[]),
+            &fixed,
+            Some(pid),
+        ));
+        rows.push((
+            "baseline, gRPC Check, one project",
+            load(&base, false, &grpc),
+            &check,
+            Some(pid),
+        ));
+    }
     let mut results: Vec<(String, Vec<support::Run>)> = rows
         .iter()
         .map(|(n, ..)| (n.to_string(), Vec::new()))
