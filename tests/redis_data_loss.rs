@@ -71,7 +71,7 @@ async fn a_redis_restarted_empty_removes_nothing_even_with_three_projects() {
     let resolver = ResolverLoop::start(vec![t.sidecar.data_addr()], &ALL);
 
     redis.restart();
-    t.wait_error_containing("population is incomplete").await;
+    t.wait_population_incomplete().await;
     assert_eq!(t.sidecar.store().project_count(), 3);
     assert_eq!(
         cached_projects(dir.path()),
@@ -145,7 +145,7 @@ async fn a_repopulation_in_several_transactions_removes_nothing_until_it_is_comp
             .unwrap();
         if i + 1 < chunks.len() {
             // A full load of the partial population happens in between.
-            t.wait_error_containing("population is incomplete").await;
+            t.wait_population_incomplete().await;
             resolver.round().await;
             assert!(t.sidecar.store().project("p07").is_some());
         }
@@ -178,7 +178,7 @@ async fn the_hash_evicted_alone_removes_nothing_and_a_cold_start_waits_for_it() 
     let mut config = redis_config(cold_dir.path(), &redis.url);
     config.cache.path = Default::default();
     let cold = TestSidecar::launch_with(config, cold_dir, common::test_options()).await;
-    cold.wait_error_containing("population is incomplete").await;
+    cold.wait_population_incomplete().await;
     assert_eq!(cold.get_admin("/readyz").await.status, 503);
     resolver.round().await;
     // A new revision of acme arrives on the stream all along.

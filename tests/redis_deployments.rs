@@ -175,17 +175,10 @@ async fn a_forced_refresh_is_answered_while_the_follower_waits_in_xread() {
 
 /// Commands `redis-server` counted (`INFO commandstats`), all kinds.
 fn commands(port: u16) -> u64 {
-    redis_cli(port, &["INFO", "commandstats"])
-        .lines()
-        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
+    common::redis::command_calls(port)
+        .into_iter()
+        .filter(|(name, _)| name != "info")
+        .map(|(_, calls)| calls)
         .sum()
 }
 
@@ -200,8 +193,9 @@ async fn an_empty_or_broken_redis_gets_a_few_commands_a_second() {
     redis_mut(&mut config).timing = Timing::default();
     let t = TestSidecar::launch_with(config, tempfile::tempdir().unwrap(), common::test_options())
         .await;
-    // Empty: no population marker, so every full load is inconclusive.
-    t.wait_error_containing("population is incomplete").await;
+    // Empty: no population marker, so the population is incomplete and
+    // the (missing) stream is followed.
+    t.wait_population_incomplete().await;
     let window = Duration::from_secs(15);
     let before = commands(redis.port);
     tokio::time::sleep(window).await;

@@ -283,7 +283,7 @@ async fn an_emptied_redis_cannot_remove_every_project() {
     // Failover to an empty Redis: no population marker, so what it
     // holds (nothing) is not the population; nothing is removed.
     redis.restart();
-    t.wait_error_containing("population is incomplete").await;
+    t.wait_population_incomplete().await;
     assert_eq!(t.sidecar.store().project_count(), 12, "nothing removed");
     // A writer claims the empty hash is complete: the blast-radius guard
     // still refuses.

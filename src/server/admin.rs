@@ -173,6 +173,7 @@ impl AdminPlane {
             cursor: r.store.cursor(),
             last_success: events.last_success.as_ref().map(EventView::from),
             last_error: events.last_error.as_ref().map(EventView::from),
+            population_incomplete: r.status.incomplete().as_ref().map(EventView::from),
             snapshot_age_seconds: r.status.age(now).map(|a| a.as_secs_f64()),
             projects: r.store.project_count(),
             environments: r.store.environment_count(),
@@ -240,6 +241,10 @@ struct StatusView<'a> {
     cursor: Cursor,
     last_success: Option<EventView>,
     last_error: Option<EventView>,
+    /// Since when and why the source's population is incomplete (Redis):
+    /// nothing is removed for being absent meanwhile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    population_incomplete: Option<EventView>,
     snapshot_age_seconds: Option<f64>,
     projects: usize,
     environments: usize,

@@ -112,6 +112,10 @@ pub struct SyncStatus {
     /// Why the blast-radius guard holds back what the source has, while
     /// it does (the node's report says so).
     held: std::sync::Mutex<Option<String>>,
+    /// Since when, and why, the source's population is incomplete (a
+    /// Redis without a matching marker): nothing is removed for being
+    /// absent meanwhile.
+    incomplete: std::sync::Mutex<Option<Event>>,
 }
 
 impl SyncStatus {
@@ -166,6 +170,22 @@ impl SyncStatus {
     /// Why the guard holds the node back, while it does.
     pub fn held(&self) -> Option<String> {
         crate::lock::lock(&self.held).clone()
+    }
+
+    /// The source's population was found incomplete (`Some(why)`), or
+    /// complete (`None`). An incomplete one keeps the time it was first
+    /// found so.
+    pub fn population(&self, at: SystemTime, incomplete: Option<String>) {
+        let mut current = crate::lock::lock(&self.incomplete);
+        *current = incomplete.map(|message| Event {
+            at: current.as_ref().map_or(at, |e| e.at),
+            message,
+        });
+    }
+
+    /// Since when and why the population is incomplete, while it is.
+    pub fn incomplete(&self) -> Option<Event> {
+        crate::lock::lock(&self.incomplete).clone()
     }
 
     /// The source failed to fetch, or what it fetched was refused whole.

@@ -254,6 +254,18 @@ impl TestSidecar {
         .await;
     }
 
+    /// Waits until the status says the source's population is
+    /// incomplete (a Redis without a matching marker).
+    pub async fn wait_population_incomplete(&self) {
+        eventually("the population found incomplete", || async {
+            self.sidecar
+                .status()
+                .incomplete()
+                .is_some_and(|e| e.message.contains("population is incomplete"))
+        })
+        .await;
+    }
+
     /// Waits until the source's last success is newer than its last
     /// error (it recovered from whatever failed).
     pub async fn wait_recovered(&self) {

@@ -270,6 +270,31 @@ impl Publisher {
         }
     }
 
+    /// Writes `doc` as a writer that follows the hash-and-stream rule
+    /// alone does: the hash field and the stream entry in one
+    /// transaction, the population marker untouched.
+    pub async fn write_unmarked(&mut self, doc: &serde_json::Value) -> String {
+        self.unmarked(doc["id"].as_str().expect("an id"), Some(doc.to_string()))
+            .await
+    }
+
+    /// Removes `id` as such a writer does: a `removed` entry.
+    pub async fn remove_unmarked(&mut self, id: &str) -> String {
+        self.unmarked(id, None).await
+    }
+
+    async fn unmarked(&mut self, id: &str, document: Option<String>) -> String {
+        use redis_source::{write_changes, Change, Population};
+        let change = Change {
+            project: id.to_owned(),
+            document,
+        };
+        let mut ids = write_changes(&mut self.con, &self.keys, &[change], Population::Untouched)
+            .await
+            .expect("written");
+        ids.pop().expect("an entry")
+    }
+
     pub async fn remove(&mut self, id: &str) {
         redis_source::remove_project(&mut self.con, &self.keys, id)
             .await
@@ -377,4 +402,22 @@ impl Pki {
             key_file: Some(self.client_key.clone()),
         }
     }
+}
+
+/// How often each command ran on the server at `port`, from `INFO
+/// commandstats` (commands a script ran count too): `hscan` → calls.
+pub fn command_calls(port: u16) -> std::collections::BTreeMap<String, u64> {
+    super::attacker::redis_cli(port, &["INFO", "commandstats"])
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
 }

@@ -11,23 +11,29 @@
 //!   chunks ([`read::read_projects`]). When the marker is there, matches
 //!   the fields read and did not move meanwhile, the population is
 //!   complete: applied as a full snapshot (absent projects removed, under
-//!   the blast-radius guard). Otherwise Redis lost data or is being
-//!   repopulated: what is there is applied, **nothing is removed**, and
-//!   the step is inconclusive, so full loads repeat with backoff until the
-//!   population is complete again.
+//!   the blast-radius guard). Otherwise Redis lost data, is being
+//!   repopulated, or its writer does not mark: what is there is applied,
+//!   **nothing is removed**, and the population is incomplete.
 //! * **Follow**: `XREAD BLOCK <long_poll_wait> COUNT 512 STREAMS
 //!   {P}:changes <cursor>` on a connection of its own (a forced refresh
-//!   never waits behind it); each batch is a change batch.
-//! * **Lost entries**: after an `XREAD` returns entries (the stream may
-//!   have been deleted and recreated while it blocked), and before the
-//!   next `XREAD` unless that check just found the stream continuing,
-//!   the stream is checked: missing while the cursor is past `0-0`, its
-//!   first entry newer than the cursor, or empty while its last generated
-//!   id is newer: entries may be gone, so a full load (the Redis form of
-//!   `410`). A missing stream with the cursor at `0-0` is nothing new:
-//!   the `XREAD` waits for it.
-//! * Every failed or inconclusive step backs off ([`super::run`]); every
-//!   request is counted once ([`SyncContext::request`]).
+//!   never waits behind it); each batch is a change batch, explicit
+//!   removals included. While the population is incomplete the stream is
+//!   followed all the same; the same round trip also reads the marker and
+//!   the hash's length (never the hash), the read blocks at most
+//!   `backoff_max`, and one full load is taken as soon as the marker
+//!   matches: then, and only then, is anything removed for being absent.
+//! * **Lost entries**: the read is pipelined with `XLEN`. A stream that
+//!   holds fewer entries than it did plus those just read (trimmed past,
+//!   deleted, recreated while the read blocked, a Redis that came back
+//!   empty), or a read that was a full batch, is checked thoroughly
+//!   ([`read::stream_state`], ids only): missing while the cursor is past
+//!   `0-0`, its first entry newer than the cursor, or empty while its
+//!   last generated id is newer: entries may be gone, so a full load (the
+//!   Redis form of `410`). The thorough check also runs on start and
+//!   after a reconnect. A missing stream with the cursor at `0-0` is
+//!   nothing new: the `XREAD` waits for it.
+//! * Every failed step backs off ([`super::run`]); every request is
+//!   counted once ([`SyncContext::request`]).
 //!
 //! The cursor (a stream id `ms-seq`) is kept as one
 //! ([`Cursor::Stream`]) in the store, the last-known-good cache, the
@@ -46,10 +52,8 @@ pub use keys::{
     population, remove_project, write_changes, write_project, Change, Population, RedisKeys,
     STREAM_MAX_LEN,
 };
-use read::{changes, stream_entries, stream_state, StreamState};
+use read::{changes, read_after, stream_state, Delivery, StreamState};
 pub use read::{read_project, read_projects, StreamBackwards};
-
-use redis::Value;
 
 use super::refresh::{RefreshRequest, Scope};
 use super::{summary, Contact, FetchError, Origin, Source, Stepped, SyncContext, SyncError};
@@ -72,13 +76,16 @@ pub struct RedisSource {
     backoff_max: Duration,
     /// `None`: a full load is needed.
     cursor: Option<StreamId>,
-    /// The cursor the stream was last found to continue, right after the
-    /// read that moved the cursor there: the check before the next read
-    /// would ask the same again (the check after that read catches any
-    /// loss in between), so it is skipped once.
+    /// The cursor the stream was last found to continue: the thorough
+    /// check before the next read is skipped for it (the check made with
+    /// that read catches any loss in between).
     checked: Option<StreamId>,
-    /// The last full load found the population incomplete: full loads
-    /// repeat until it is complete.
+    /// How many entries the stream held at the last look (see
+    /// [`Delivery::continues`]); `None` after a reconnect.
+    known_len: Option<u64>,
+    /// The last full load found the population incomplete: the stream is
+    /// followed, and the marker read with every delivery, until it is
+    /// complete.
     incomplete: bool,
     /// How large one document may be.
     reader: Reader,
@@ -96,6 +103,38 @@ struct Loaded {
     complete: bool,
 }
 
+/// What one blocking read came to.
+#[derive(Debug)]
+enum Followed {
+    /// Entries applied up to `last`.
+    Applied {
+        report: ApplyReport,
+        last: StreamId,
+        /// Read with them while the population is incomplete: whether it
+        /// is complete now.
+        complete: Option<bool>,
+    },
+    /// Nothing came within the wait.
+    Quiet { complete: Option<bool> },
+    /// Entries after the cursor may be gone: a full load is needed.
+    Lost,
+}
+
+impl Followed {
+    /// The population was found complete with this read.
+    fn completes(&self) -> bool {
+        matches!(
+            self,
+            Followed::Applied {
+                complete: Some(true),
+                ..
+            } | Followed::Quiet {
+                complete: Some(true)
+            }
+        )
+    }
+}
+
 impl RedisSource {
     /// Follows `config` through `connector` (whose response timeout must
     /// be longer than `long_poll_wait`).
@@ -108,6 +147,7 @@ impl RedisSource {
             backoff_max: config.timing.backoff_max,
             cursor: None,
             checked: None,
+            known_len: None,
             incomplete: false,
             reader,
         }
@@ -157,7 +197,8 @@ impl RedisSource {
             // newer than its (gone) last entry; taking `0-0` there would
             // find the cursor lost again on the next check and reload in a
             // loop.
-            let tip = match stream_state(&mut con, &self.keys).await? {
+            let state = stream_state(&mut con, &self.keys).await?;
+            let tip = match state {
                 StreamState::Missing => StreamId::default(),
                 StreamState::Present { last_generated, .. } => last_generated,
             };
@@ -174,9 +215,9 @@ impl RedisSource {
                 None => false,
                 Some(m) => m == all.len() && population(&mut con, &self.keys).await?.0 == Some(m),
             };
-            Ok::<_, redis::RedisError>((tip, all, complete))
+            Ok::<_, redis::RedisError>((tip, state.length(), all, complete))
         };
-        let (tip, all, complete) = match read.await {
+        let (tip, length, all, complete) = match read.await {
             Ok(v) => v,
             Err(e) => return self.failed(e),
         };
@@ -193,6 +234,8 @@ impl RedisSource {
             .parse_and_apply("redis hash", parse, origin, allow)
             .await?;
         self.cursor = Some(tip);
+        self.checked = Some(tip);
+        self.known_len = Some(length);
         self.incomplete = !complete;
         Ok(Loaded {
             report,
@@ -215,7 +258,10 @@ impl RedisSource {
                 Err(e) => return self.failed(e),
             };
             match stream_state(&mut con, &self.keys).await {
-                Ok(state) => Ok(lost(&state, cursor)),
+                Ok(state) => {
+                    self.known_len = Some(state.length());
+                    Ok(lost(&state, cursor))
+                }
                 Err(e) => self.failed(e),
             }
         };
@@ -223,17 +269,11 @@ impl RedisSource {
             .await
     }
 
-    /// One `XREAD BLOCK`, applied; `None` when nothing came, `Some(None)`
-    /// when what came does not continue the cursor (the stream was
-    /// recreated meanwhile: a full load is needed).
-    async fn follow(
-        &mut self,
-        ctx: &SyncContext,
-        cursor: StreamId,
-    ) -> Result<Option<Option<(ApplyReport, StreamId)>>, SyncError> {
-        let count = |got: &Option<Option<_>>| match got {
-            Some(_) => SyncResult::Ok,
-            None => SyncResult::NotModified,
+    /// One blocking read, applied (see [`Followed`]).
+    async fn follow(&mut self, ctx: &SyncContext, cursor: StreamId) -> Result<Followed, SyncError> {
+        let count = |got: &Followed| match got {
+            Followed::Quiet { .. } => SyncResult::NotModified,
+            _ => SyncResult::Ok,
         };
         let read = self.read_changes(ctx, cursor);
         ctx.request(SyncKind::Changes, count, read).await
@@ -244,78 +284,120 @@ impl RedisSource {
         &mut self,
         ctx: &SyncContext,
         cursor: StreamId,
-    ) -> Result<Option<Option<(ApplyReport, StreamId)>>, SyncError> {
+    ) -> Result<Followed, SyncError> {
         let mut con = match self.follow.get().await {
             Ok(con) => con,
             Err(e) => {
                 self.follow.reset();
+                self.known_len = None;
                 return Err(FetchError::Redis(e).into());
             }
         };
-        let reply: Value = match redis::cmd("XREAD")
-            .arg("BLOCK")
-            .arg(self.long_poll_wait.as_millis() as u64)
-            .arg("COUNT")
-            .arg(XREAD_COUNT)
-            .arg("STREAMS")
-            .arg(&self.keys.changes)
-            .arg(cursor.to_string())
-            .query_async(&mut con)
-            .await
+        // While the population is incomplete the marker is read at least
+        // every backoff_max.
+        let block = if self.incomplete {
+            self.long_poll_wait.min(self.backoff_max)
+        } else {
+            self.long_poll_wait
+        };
+        let max = self.reader.max_document_bytes;
+        let delivery = match read_after(
+            &mut con,
+            &self.keys,
+            cursor,
+            block,
+            XREAD_COUNT,
+            self.incomplete,
+            max,
+        )
+        .await
         {
-            Ok(v) => v,
+            Ok(d) => d,
             Err(e) => {
                 self.follow.reset();
+                self.known_len = None;
                 return Err(FetchError::Redis(e).into());
             }
         };
-        let entries = stream_entries(reply, self.reader.max_document_bytes);
-        let Some(last) = entries.last().map(|(id, _, _)| *id) else {
-            return Ok(None);
-        };
-        // The stream may have been deleted and recreated while the read
-        // blocked: then these entries do not continue the cursor.
-        let mut check = match self.reads.get().await {
-            Ok(con) => con,
-            Err(e) => return self.failed(e),
-        };
-        match stream_state(&mut check, &self.keys).await {
-            Ok(state) if lost(&state, cursor) => {
-                self.cursor = None;
-                return Ok(Some(None));
+        let complete = delivery
+            .population
+            .map(|(marker, fields)| marker == Some(fields));
+        if !delivery.continues(self.known_len, XREAD_COUNT) {
+            // Entries may be gone (or the stream was recreated while the
+            // read blocked): the thorough check decides.
+            let mut check = match self.reads.get().await {
+                Ok(con) => con,
+                Err(e) => return self.failed(e),
+            };
+            match stream_state(&mut check, &self.keys).await {
+                Ok(state) if lost(&state, cursor) => {
+                    self.cursor = None;
+                    return Ok(Followed::Lost);
+                }
+                Ok(state) => self.known_len = Some(state.length()),
+                Err(e) => return self.failed(e),
             }
-            Ok(_) => {}
-            Err(e) => return self.failed(e),
+        } else {
+            self.known_len = Some(delivery.length);
         }
-        let cursor = Cursor::Stream(last);
+        let Delivery { entries, .. } = delivery;
+        let Some(last) = entries.last().map(|(id, _, _)| *id) else {
+            self.checked = Some(cursor);
+            return Ok(Followed::Quiet { complete });
+        };
+        let next = Cursor::Stream(last);
         let reader = self.reader;
-        let parse = move || Ok(Update::Changes(changes(cursor, entries, reader)));
+        let parse = move || Ok(Update::Changes(changes(next, entries, reader)));
         let report = ctx
             .parse_and_apply("stream entries", parse, Origin::Changes, false)
             .await?;
         self.cursor = Some(last);
         self.checked = Some(last);
-        Ok(Some(Some((report, last))))
+        Ok(Followed::Applied {
+            report,
+            last,
+            complete,
+        })
     }
 
-    /// A full load as a step: inconclusive (an error, so the loop backs
-    /// off) while the population is incomplete.
-    async fn load_step(&mut self, ctx: &SyncContext, why: &str) -> Result<Stepped, SyncError> {
+    /// A full load as a step. A population found incomplete is followed
+    /// from here on (see [`Followed`]), and said so in the status; when
+    /// the marker had just matched (`expected`), it is inconclusive
+    /// instead, so a marker that keeps matching and then not is retried
+    /// with backoff, never in a loop.
+    async fn load_step(
+        &mut self,
+        ctx: &SyncContext,
+        why: &str,
+        expected: bool,
+    ) -> Result<Stepped, SyncError> {
         let loaded = self.full_load(ctx, Origin::Snapshot, false).await?;
-        if !loaded.complete {
-            return Err(SyncError::Inconclusive(format!(
-                "{why}the Redis population is incomplete ({}; {}): nothing removed, loading again",
-                self.keys.population,
-                summary(&loaded.report)
-            )));
+        let at = ctx.clock.now();
+        if loaded.complete {
+            ctx.status.population(at, None);
+            return Ok(Stepped {
+                next: Duration::ZERO,
+                contact: Contact::Reached(format!(
+                    "{why}full load at {}: {}",
+                    loaded.tip,
+                    summary(&loaded.report)
+                )),
+            });
         }
+        let message = format!(
+            "{why}the Redis population is incomplete ({}; {}): nothing removed for being absent; \
+             following the stream until its writer marks it complete",
+            self.keys.population,
+            summary(&loaded.report)
+        );
+        ctx.status.population(at, Some(message.clone()));
+        if expected {
+            return Err(SyncError::Inconclusive(message));
+        }
+        tracing::warn!(marker = %self.keys.population, "{message}");
         Ok(Stepped {
             next: Duration::ZERO,
-            contact: Contact::Reached(format!(
-                "{why}full load at {}: {}",
-                loaded.tip,
-                summary(&loaded.report)
-            )),
+            contact: Contact::Reached(message),
         })
     }
 }
@@ -331,6 +413,7 @@ fn lost(state: &StreamState, cursor: StreamId) -> bool {
         StreamState::Present {
             first: None,
             last_generated,
+            ..
         } => *last_generated > cursor,
     }
 }
@@ -351,34 +434,35 @@ impl Source for RedisSource {
     }
 
     async fn step(&mut self, ctx: &SyncContext) -> Result<Stepped, SyncError> {
-        let cursor = match self.cursor {
-            Some(_) if self.incomplete => return self.load_step(ctx, "").await,
-            None => return self.load_step(ctx, "").await,
-            Some(cursor) => cursor,
+        let Some(cursor) = self.cursor else {
+            return self.load_step(ctx, "", false).await;
         };
         let checked = self.checked.take() == Some(cursor);
         if !checked && self.cursor_lost(ctx, cursor).await? {
             self.cursor = None;
             return self
-                .load_step(ctx, "entries after the cursor are gone; ")
+                .load_step(ctx, "entries after the cursor are gone; ", false)
                 .await;
         }
-        match self.follow(ctx, cursor).await? {
-            Some(Some((report, last))) => Ok(Stepped {
-                next: Duration::ZERO,
-                contact: Contact::Reached(format!("changes up to {last}: {}", summary(&report))),
-            }),
-            Some(None) => Ok(Stepped {
-                next: Duration::ZERO,
-                contact: Contact::Reached(format!(
-                    "the stream no longer continues {cursor}; taking a full load"
-                )),
-            }),
-            None => Ok(Stepped {
-                next: Duration::ZERO,
-                contact: Contact::Reached(format!("no changes after {cursor}")),
-            }),
+        let followed = self.follow(ctx, cursor).await?;
+        if self.incomplete && followed.completes() {
+            return self
+                .load_step(ctx, "the population is marked complete again; ", true)
+                .await;
         }
+        let message = match followed {
+            Followed::Applied { report, last, .. } => {
+                format!("changes up to {last}: {}", summary(&report))
+            }
+            Followed::Lost => {
+                format!("the stream no longer continues {cursor}; taking a full load")
+            }
+            Followed::Quiet { .. } => format!("no changes after {cursor}"),
+        };
+        Ok(Stepped {
+            next: Duration::ZERO,
+            contact: Contact::Reached(message),
+        })
     }
 
     async fn refresh(

@@ -268,20 +268,34 @@ fn unexpected(what: &str) -> redis::RedisError {
 }
 
 /// What `XINFO STREAM` says about the stream, as far as the cursor cares.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamState {
     Missing,
     /// The ids of the first remaining entry (if any) and of the last
-    /// entry ever generated.
+    /// entry ever generated, and how many entries it holds.
     Present {
         first: Option<StreamId>,
         last_generated: StreamId,
+        length: u64,
     },
 }
 
+impl StreamState {
+    /// Entries the stream holds (none when it is missing).
+    pub fn length(&self) -> u64 {
+        match self {
+            StreamState::Missing => 0,
+            StreamState::Present { length, .. } => *length,
+        }
+    }
+}
+
 /// `XINFO STREAM` without the entries it carries (its first and last
-/// entry come whole, documents and all): the ids only, as a flat list of
-/// `name, value`; nil when the stream does not exist.
+/// entry come whole, documents and all): the ids and the length only, as
+/// a flat list of `name, value`; nil when the stream does not exist.
+/// Building those entries is what makes it cost: it is the thorough
+/// check, made on start, after a reconnect and when the cheap one
+/// ([`read_after`]) sees entries gone.
 const STREAM_INFO: &str = r#"#!lua flags=no-writes
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
@@ -290,7 +304,7 @@ for i = 1, #info, 2 do
   local k, v = info[i], info[i + 1]
   if k == 'first-entry' or k == 'last-entry' then
     if v then out[#out + 1] = k; out[#out + 1] = v[1] end
-  elseif k == 'last-generated-id' then
+  elseif k == 'last-generated-id' or k == 'length' then
     out[#out + 1] = k; out[#out + 1] = v
   end
 end
@@ -318,9 +332,94 @@ pub async fn stream_state(
             .and_then(|(_, v)| text(v))
             .and_then(|t| StreamId::parse(&t))
     };
+    let length = pairs
+        .iter()
+        .find(|(k, _)| k == "length")
+        .and_then(|(_, v)| text(v))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
     Ok(StreamState::Present {
         first: id("first-entry"),
         last_generated: id("last-generated-id").unwrap_or_default(),
+        length,
+    })
+}
+
+/// What one blocking read brought, and what was true right after it.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The entries after the cursor (see [`stream_entries`]).
+    pub entries: Vec<(StreamId, String, Entry)>,
+    /// `XLEN` right after the read: with the entries read, it tells
+    /// whether entries may have gone (see [`Delivery::continues`]).
+    pub length: u64,
+    /// The population marker and the hash's field count, when asked.
+    pub population: Option<(Option<usize>, usize)>,
+}
+
+impl Delivery {
+    /// True when nothing suggests that entries after the cursor are gone:
+    /// the stream holds at least the `known` entries it held before and
+    /// the ones just read, and the read was not a full batch of `count`
+    /// (a follower that far behind may have been trimmed past). A stream
+    /// deleted and recreated while the read blocked holds only what was
+    /// just read, fewer than before plus that. When false, the thorough
+    /// check ([`stream_state`]) decides.
+    pub fn continues(&self, known: Option<u64>, count: usize) -> bool {
+        let read = self.entries.len() as u64;
+        match known {
+            None => false,
+            Some(_) if self.entries.len() >= count => false,
+            Some(known) => self.length >= known + read,
+        }
+    }
+}
+
+/// `XREAD BLOCK block COUNT count STREAMS changes cursor`, pipelined with
+/// `XLEN` (and, when `population` is set, the marker and `HLEN`) on the
+/// same connection: one round trip, answered as soon as the read wakes,
+/// and nothing but numbers beside the entries. This is what a follower
+/// costs Redis per delivery.
+pub async fn read_after(
+    con: &mut (impl ConnectionLike + Send),
+    keys: &RedisKeys,
+    cursor: StreamId,
+    block: std::time::Duration,
+    count: usize,
+    population: bool,
+    max_document_bytes: usize,
+) -> redis::RedisResult<Delivery> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("XREAD")
+        .arg("BLOCK")
+        .arg(block.as_millis() as u64)
+        .arg("COUNT")
+        .arg(count)
+        .arg("STREAMS")
+        .arg(&keys.changes)
+        .arg(cursor.to_string())
+        .cmd("XLEN")
+        .arg(&keys.changes);
+    if population {
+        pipe.get(&keys.population).hlen(&keys.projects);
+    }
+    let mut replies: Vec<Value> = pipe.query_async(con).await?;
+    fn number<T: std::str::FromStr>(v: Option<Value>) -> Option<T> {
+        v.and_then(|v| text(&v)).and_then(|t| t.parse().ok())
+    }
+    let counted = if population {
+        let fields: Option<usize> = number(replies.pop());
+        let marker: Option<usize> = number(replies.pop());
+        Some((marker, fields.unwrap_or(0)))
+    } else {
+        None
+    };
+    let length: u64 = number(replies.pop()).unwrap_or(0);
+    let reply = replies.pop().unwrap_or(Value::Nil);
+    Ok(Delivery {
+        entries: stream_entries(reply, max_document_bytes),
+        length,
+        population: counted,
     })
 }
 
