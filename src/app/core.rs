@@ -22,7 +22,7 @@ use crate::sync::configured::Configured;
 use crate::sync::keys::{KeyWatcher, TrustState};
 use crate::sync::readiness::Readiness;
 use crate::sync::refresh::Refresher;
-use crate::sync::report::{host_name, NodeIdentity, ReportState, Reporter};
+use crate::sync::report::{host_name, Leaver, NodeIdentity, ReportState, Reporter};
 use crate::sync::runtime::SyncRuntime;
 use crate::sync::status::Activity;
 use crate::sync::status::SyncStatus;
@@ -54,6 +54,10 @@ pub struct Core {
     /// Flips once at shutdown; every task and listener watches it.
     pub shutdown: watch::Sender<bool>,
     background: Vec<JoinHandle<()>>,
+    /// The node reporter, which hands back how to leave the fleet.
+    reporter: Option<JoinHandle<Leaver>>,
+    /// How long leaving the fleet may take.
+    leave_timeout: Duration,
     sync_runtime: SyncRuntime,
 }
 
@@ -129,6 +133,7 @@ impl Core {
             config.node.id.clone()
         };
         let report_state = Arc::new(ReportState::default());
+        let mut reporter_task = None;
         if let Some(sink) =
             sync::report::sink_for(config, &options.env, &node).map_err(StartError::Report)?
         {
@@ -149,7 +154,7 @@ impl Core {
                 interval: config.report.interval,
                 min_interval: config.report.min_interval,
             };
-            background.push(sync_runtime.spawn(reporter.run(shutdown_rx.clone())));
+            reporter_task = Some(sync_runtime.spawn(reporter.run(shutdown_rx.clone())));
         }
         if !t.keys.is_empty() {
             let watcher = KeyWatcher {
@@ -177,6 +182,8 @@ impl Core {
             writer,
             shutdown,
             background,
+            reporter: reporter_task,
+            leave_timeout: s.kind.request_timeout(),
             sync_runtime,
         })
     }
@@ -224,14 +231,25 @@ impl Core {
         let _ = self.commands.try_send(SourceCommand::CheckNow);
     }
 
-    /// Stops the source and the writer (what is queued is applied) and
-    /// flushes the cache. Listeners must have been told already (through
-    /// `shutdown`) and awaited.
+    /// Stops the source and the writer (what is queued is applied),
+    /// flushes the cache, and, as the last act, leaves the fleet (the
+    /// node's report removed). Listeners must have been told already
+    /// (through `shutdown`) and awaited: the node leaves after draining.
     pub async fn stop(self) {
         drop(self.writer);
         let _ = self.shutdown.send(true);
         for task in self.background {
             let _ = task.await;
+        }
+        if let Some(Ok(leaver)) = match self.reporter {
+            Some(task) => Some(task.await),
+            None => None,
+        } {
+            let timeout = self.leave_timeout;
+            let _ = self
+                .sync_runtime
+                .spawn(async move { leaver.leave(timeout).await })
+                .await;
         }
         self.sync_runtime.stop().await;
     }

@@ -6,8 +6,10 @@
 //! one by the report's age, so `fleet status` and `fleet wait
 //! --control-plane URL` work against it the way they work against Redis
 //! (with the change positions the simulator answers at `GET
-//! /v1/positions`). A control plane of one's own implements the same
-//! three requests.
+//! /v1/positions`). `DELETE /v1/nodes/{id}?started_at=T` forgets a node
+//! that stopped gracefully (`409` when the report kept is of another
+//! `started_at`: a node restarted under the same id). A control plane of
+//! one's own implements the same requests.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -47,9 +49,37 @@ impl NodeBoard {
         reports.values().map(|(_, r)| r.clone()).collect()
     }
 
-    /// Answers `method path` with `body` (for `/v1/nodes…` paths).
-    pub fn answer(&self, method: &Method, path: &str, body: &[u8]) -> http::Response<Body> {
+    /// Answers `method path?query` with `body` (for `/v1/nodes…` paths).
+    pub fn answer(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &str,
+        body: &[u8],
+    ) -> http::Response<Body> {
         match (method, path.strip_prefix("/v1/nodes")) {
+            (&Method::DELETE, Some(rest)) => {
+                let Some(id) = rest.strip_prefix('/').filter(|id| !id.contains('/')) else {
+                    return plain(StatusCode::NOT_FOUND, "no such route");
+                };
+                let id = percent_encoding::percent_decode_str(id).decode_utf8_lossy();
+                let started_at = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("started_at="))
+                    .map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy());
+                let mut reports = self.lock();
+                match (reports.get(id.as_ref()), started_at) {
+                    (None, _) => plain(StatusCode::NOT_FOUND, "no such node"),
+                    (Some((_, kept)), Some(t)) if kept.summary.started_at != t => plain(
+                        StatusCode::CONFLICT,
+                        "the report kept is of another process of this node id",
+                    ),
+                    (Some(_), _) => {
+                        reports.remove(id.as_ref());
+                        plain(StatusCode::NO_CONTENT, "")
+                    }
+                }
+            }
             (&Method::GET, Some("")) => {
                 let nodes = self.current();
                 json_response(
@@ -80,7 +110,7 @@ impl NodeBoard {
             }
             _ => plain(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "GET /v1/nodes or POST /v1/nodes/{id}/status",
+                "GET /v1/nodes, POST /v1/nodes/{id}/status or DELETE /v1/nodes/{id}",
             ),
         }
     }

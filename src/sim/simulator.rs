@@ -587,9 +587,10 @@ impl Simulator {
         let path = req.uri().path().to_owned();
         if path == "/v1/nodes" || path.starts_with("/v1/nodes/") {
             let method = req.method().clone();
+            let query = req.uri().query().unwrap_or("").to_owned();
             let body = http_body_util::Limited::new(req.into_body(), MAX_REPORT_BYTES);
             return match http_body_util::BodyExt::collect(body).await {
-                Ok(body) => inner.nodes.answer(&method, &path, &body.to_bytes()),
+                Ok(body) => inner.nodes.answer(&method, &path, &query, &body.to_bytes()),
                 Err(_) => text(StatusCode::PAYLOAD_TOO_LARGE, "report too large"),
             };
         }

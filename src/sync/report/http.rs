@@ -1,7 +1,13 @@
 //! Reports to a control plane: `POST {url}/v1/nodes/{id}/status` with the
 //! whole report as JSON, the bearer token of the sync requests, and a
 //! timeout. `2xx` is written; `401`/`403` refused; anything else failed
-//! (the reporter backs off and retries; sync is never held up).
+//! (the reporter backs off and retries; sync is never held up). A node
+//! that stops gracefully sends `DELETE {url}/v1/nodes/{id}?started_at=…`
+//! as its last act: the control plane forgets it (unless a report of the
+//! same id with another `started_at` arrived meanwhile).
+//!
+//! A node id is 1-128 of `A-Z a-z 0-9 . _ : -`, every one of them allowed
+//! in a path segment (RFC 3986 `pchar`), so it is sent as it is.
 
 use std::time::Duration;
 
@@ -10,16 +16,40 @@ use http::header::AUTHORIZATION;
 use super::{NodeReport, ReportError};
 use crate::config::secret::Secret;
 
+/// What RFC 3986 requires encoded in a path segment: everything but
+/// `pchar` (unreserved, sub-delims, `:` and `@`). A valid node id needs
+/// none of it.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
 pub struct HttpSink {
     http: reqwest::Client,
-    url: String,
+    /// `{base}/v1/nodes/{id}`.
+    node: String,
     token: Option<Secret>,
     timeout: Duration,
 }
 
 impl std::fmt::Debug for HttpSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpSink").field("url", &self.url).finish()
+        f.debug_struct("HttpSink")
+            .field("node", &self.node)
+            .finish()
     }
 }
 
@@ -34,24 +64,28 @@ impl HttpSink {
         let http = reqwest::Client::builder()
             .connect_timeout(timeout)
             .build()?;
-        let node = percent_encoding::utf8_percent_encode(node, percent_encoding::NON_ALPHANUMERIC);
+        let node = percent_encoding::utf8_percent_encode(node, PATH_SEGMENT);
         Ok(HttpSink {
             http,
-            url: format!("{}/v1/nodes/{node}/status", base.trim_end_matches('/')),
+            node: format!("{}/v1/nodes/{node}", base.trim_end_matches('/')),
             token,
             timeout,
         })
     }
 
+    fn status_url(&self) -> String {
+        format!("{}/status", self.node)
+    }
+
     pub fn target(&self) -> String {
-        format!("POST {}", self.url)
+        format!("POST {}", self.status_url())
     }
 
     pub async fn write(&mut self, report: &NodeReport) -> Result<(), ReportError> {
         let body = serde_json::to_vec(report).map_err(|e| ReportError::Failed(e.to_string()))?;
         let mut req = self
             .http
-            .post(&self.url)
+            .post(self.status_url())
             .timeout(self.timeout)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body);
@@ -67,5 +101,55 @@ impl HttpSink {
             s @ (401 | 403) => Err(ReportError::Refused(format!("status {s}"))),
             s => Err(ReportError::Failed(format!("status {s}"))),
         }
+    }
+}
+
+impl HttpSink {
+    /// Leaves the fleet: `DELETE {base}/v1/nodes/{id}?started_at=…`.
+    /// A `404` (the control plane did not know the node) is left too;
+    /// `405`/`501` say the control plane does not forget nodes (the node
+    /// then shows as lost until its report ages out).
+    pub async fn leave(&mut self, started_at: &str) -> Result<bool, ReportError> {
+        let mut req = self
+            .http
+            .delete(&self.node)
+            .query(&[("started_at", started_at)])
+            .timeout(self.timeout);
+        if let Some(token) = &self.token {
+            req = req.header(AUTHORIZATION, format!("Bearer {}", token.expose()));
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ReportError::Failed(e.to_string()))?;
+        match resp.status().as_u16() {
+            200..=299 | 404 => Ok(true),
+            409 => Ok(false),
+            s @ (401 | 403 | 405 | 501) => Err(ReportError::Refused(format!("status {s}"))),
+            s => Err(ReportError::Failed(format!("status {s}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_go_into_the_path_as_they_are() {
+        let sink = HttpSink::new(
+            "http://cp/",
+            "gw-http-1.eu:8080_a",
+            None,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(
+            sink.status_url(),
+            "http://cp/v1/nodes/gw-http-1.eu:8080_a/status"
+        );
+        // What a valid id never holds is still encoded.
+        let odd = HttpSink::new("http://cp", "a/b c", None, Duration::from_secs(1)).unwrap();
+        assert_eq!(odd.status_url(), "http://cp/v1/nodes/a%2Fb%20c/status");
     }
 }

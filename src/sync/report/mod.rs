@@ -252,6 +252,16 @@ impl Sink {
         }
     }
 
+    /// Removes this node's report where it is kept (see
+    /// [`redis::RedisSink::leave`], [`http::HttpSink::leave`]); `Ok(false)`
+    /// when the report there was another process's of the same id.
+    async fn leave(&mut self, started_at: &str) -> Result<bool, ReportError> {
+        match self {
+            Sink::Redis(sink) => sink.leave(started_at).await,
+            Sink::Http(sink) => sink.leave(started_at).await,
+        }
+    }
+
     /// Where, for status (never a password).
     pub fn target(&self) -> String {
         match self {
@@ -303,8 +313,57 @@ impl std::fmt::Debug for Reporter {
     }
 }
 
+/// What a stopped reporter hands back: the node leaves the fleet with it
+/// once the sidecar has drained ([`Leaver::leave`]).
+#[derive(Debug)]
+pub struct Leaver {
+    sink: Sink,
+    identity: NodeIdentity,
+    state: Arc<ReportState>,
+    clock: SharedClock,
+}
+
+impl Leaver {
+    /// The node's last act when it stops gracefully: its report and its
+    /// index entry are removed, so the fleet commands do not count it
+    /// (a node that vanishes without this is lost, not left). Bounded by
+    /// `timeout`; a failure is logged, never fatal.
+    pub async fn leave(mut self, timeout: Duration) {
+        let started_at = format_rfc3339(self.identity.started_at);
+        let node = self.identity.node.clone();
+        let target = self.sink.target();
+        let result = tokio::time::timeout(timeout, self.sink.leave(&started_at)).await;
+        let now = self.clock.now();
+        match result {
+            Ok(Ok(true)) => {
+                tracing::info!(%node, %target, "left the fleet: node report removed");
+                self.state.writes.success(now, "left the fleet");
+            }
+            Ok(Ok(false)) => tracing::info!(
+                %node,
+                "not leaving: the report under this node id is another process's now"
+            ),
+            Ok(Err(e)) => {
+                tracing::warn!(%node, %target, error = %e, "could not leave the fleet; the node will show as lost");
+                self.state.writes.error(now, e.to_string());
+            }
+            Err(_) => {
+                tracing::warn!(%node, %target, ?timeout, "leaving the fleet timed out; the node will show as lost");
+            }
+        }
+    }
+}
+
 impl Reporter {
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    /// Writes reports until `shutdown` flips; hands back what the node
+    /// leaves the fleet with.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Leaver {
+        let leaver = |r: Reporter| Leaver {
+            sink: r.sink,
+            identity: r.identity,
+            state: r.state,
+            clock: r.clock,
+        };
         *crate::lock::lock(&self.state.target) = Some(self.sink.target());
         let mut last: Option<Instant> = None;
         let mut dirty = true;
@@ -330,7 +389,7 @@ impl Reporter {
                     dirty = true;
                     continue;
                 }
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => return leaver(self),
             }
             let wall = self.clock.now();
             let report = build(

@@ -13,7 +13,9 @@
 //!   a reader finds the nodes without scanning the key space. An entry
 //!   whose hash has expired is a node that stopped reporting (listed as
 //!   lost by the fleet commands); entries older than
-//!   [`LOST_RETENTION`] are pruned by the other writers.
+//!   [`LOST_RETENTION`] are pruned by the other writers. A node that stops
+//!   gracefully removes both as its last act ([`RedisSink::leave`]): it
+//!   left, it is not lost.
 //!
 //! The sidecar writes only what changed since its last write (and the
 //! summary): a `PEXPIRE` (which also tells whether the hash is still
@@ -207,6 +209,43 @@ impl RedisSink {
         self.written = fields;
         self.indexed_ms = now_ms;
         Ok(())
+    }
+}
+
+/// A node leaving the fleet: its hash and its index entry removed,
+/// unless the hash is another process's report under the same id (a node
+/// restarted faster than this one stopped), told by `started_at`.
+/// KEYS: the node's hash, the index. ARGV: node id, `started_at`.
+/// Returns 1 when it left, 0 when the report was another process's.
+const LEAVE: &str = r#"
+local report = redis.call('HGET', KEYS[1], 'report')
+if report then
+  local ok, summary = pcall(cjson.decode, report)
+  if ok and type(summary) == 'table' and summary['started_at'] ~= ARGV[2] then
+    return 0
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"#;
+
+impl RedisSink {
+    /// Leaves the fleet (see [`LEAVE`]): the last act of a node that stops
+    /// gracefully. `Ok(false)` when the report was another process's.
+    pub async fn leave(&mut self, started_at: &str) -> Result<bool, ReportError> {
+        let mut con = self.con.get().await.map_err(classify)?;
+        let left: i64 = ::redis::cmd("EVAL")
+            .arg(LEAVE)
+            .arg(2)
+            .arg(&self.node_key)
+            .arg(&self.keys.nodes)
+            .arg(&self.node)
+            .arg(started_at)
+            .query_async(&mut con)
+            .await
+            .map_err(classify)?;
+        Ok(left == 1)
     }
 }
 
