@@ -3,8 +3,8 @@
 //! master that does not own `{env-sidecar}`'s slot; one sidecar is given
 //! that master, another a replica of the owner (it reads the replica:
 //! `READONLY`); both serve every publish through a `CLUSTER FAILOVER` and
-//! then a kill -9 of the new owner, with a resolver loop that never sees
-//! a miss; `fleet status` and `fleet wait` read the reports through the
+//! then a kill -9 of the new owner (the publish started at once, before
+//! the cluster noticed), with a resolver loop that never sees a miss; `fleet status` and `fleet wait` read the reports through the
 //! cluster and never call a revision converged while a node is behind.
 
 mod common;
@@ -83,12 +83,14 @@ async fn a_cluster_is_followed_through_any_node_and_through_failovers() {
     assert!(out.contains("converged nodes=2 of=2"), "{out}");
     resolver.round().await;
 
-    // The new owner (the node one sidecar was given) dies: its replica
-    // takes over once the cluster notices.
-    cluster.kill(replica);
-    assert_eq!(cluster.owner("env-sidecar"), owner);
-    let out = publish_acme(dir.path(), &via, 3, true).await;
+    // The new owner (the node one sidecar was given) dies, and a
+    // pipeline's publish starts at once, before the cluster has noticed:
+    // it waits until the replica has taken over, then converges.
+    cluster.kill_now(replica);
+    let out = fleet::publish_acme_through_failover(dir.path(), &via, 3).await;
     assert!(out.contains("converged nodes=2 of=2"), "{out}");
+    cluster.wait_failed_over(replica);
+    assert_eq!(cluster.owner("env-sidecar"), owner);
     let (code, status) = run_async(&["fleet", "status", "--redis", &via]).await;
     assert_eq!(code, 0, "{status}");
     assert!(

@@ -151,9 +151,25 @@ async fn unreachable_redis_bad_files_and_passwords() {
         "v1.json",
         &snapshot(1, vec![project("acme", 1)]),
     );
-    let (code, out) = publish("redis://127.0.0.1:9/0", &file, &[], &[]);
+    // Nothing listens there: a failover's kind of failure, retried for
+    // --retry-for, said on stderr, then exit 2.
+    let (code, out, err) = common::fleet::run_capturing(
+        &[
+            "publish",
+            "--redis",
+            "redis://127.0.0.1:9/0",
+            "--retry-for",
+            "1s",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert_eq!(code, 2, "{out}");
     assert!(out.starts_with("error redis"), "{out}");
+    assert!(
+        err.contains("waiting for Redis to accept connections") && err.contains("gave up"),
+        "{err}"
+    );
     let setup = Setup {
         password: Some("pw-1".into()),
         ..Setup::default()

@@ -2,9 +2,9 @@
 //! three sentinels. Sidecars name the sentinels
 //! (`redis-sentinel://…#fleet`) and read replicas (one told
 //! `read_from = "primary"` reads the primary); `publish --wait` goes
-//! to the primary the sentinels name. After a kill -9 of the primary and
-//! the sentinels' failover, publishes through the same URL reach every
-//! sidecar, the node reports follow the new primary, and `publish
+//! to the primary the sentinels name. A `publish --wait` started right
+//! after a kill -9 of the primary waits out the sentinels' failover and
+//! reaches every sidecar through the same URL, the node reports follow the new primary, and `publish
 //! --wait` converges, with a resolver loop that never sees a miss.
 
 mod common;
@@ -64,10 +64,15 @@ async fn sentinels_are_followed_through_a_failover() {
         &["acme", "globex"],
     );
 
-    let new = set.kill_primary();
-    assert_ne!(new, primary);
-    let out = publish_acme(dir.path(), &url, 3, true).await;
+    // kill -9 of the primary, and a pipeline's publish started at once,
+    // before the sentinels have even noticed: it waits the failover out
+    // and converges.
+    let old = set.kill_primary_now();
+    assert_eq!(old, primary);
+    let out = fleet::publish_acme_through_failover(dir.path(), &url, 3).await;
     assert!(out.contains("converged nodes=2 of=2"), "{out}");
+    let new = set.wait_new_primary(old);
+    assert_ne!(new, primary);
     // The reports are written to the new primary.
     let (code, status) = run_async(&["fleet", "status", "--redis", &url]).await;
     assert_eq!(code, 0, "{status}");

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::input::Input;
+use super::retry::RetryFor;
 use super::target::RedisTarget;
 use super::{fleet, keygen, publish, sign, validate};
 use crate::config::secret::Env;
@@ -62,6 +63,8 @@ pub enum Tool {
         wait: bool,
         #[command(flatten)]
         waiting: WaitArgs,
+        #[command(flatten)]
+        retry: RetryArgs,
         /// The snapshot file (`-` reads stdin)
         #[arg(value_name = "FILE")]
         file: PathBuf,
@@ -118,6 +121,8 @@ pub enum FleetCommand {
         json: bool,
         #[command(flatten)]
         lost: LostArgs,
+        #[command(flatten)]
+        retry: RetryArgs,
     },
     /// Wait until the fleet serves a project at a revision (or later);
     /// exit 0 then, 1 at the timeout (naming the nodes behind and why), 2
@@ -131,7 +136,26 @@ pub enum FleetCommand {
         revision: u64,
         #[command(flatten)]
         waiting: WaitArgs,
+        #[command(flatten)]
+        retry: RetryArgs,
     },
+}
+
+/// How long to ride out a failover.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct RetryArgs {
+    /// Retry what a Redis failover makes fail (connection refused or
+    /// reset, READONLY, CLUSTERDOWN, TRYAGAIN, LOADING, no primary known
+    /// to the sentinels) for up to this long, saying on stderr what it
+    /// waits for; then exit 2
+    #[arg(long, value_name = "D", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub retry_for: Duration,
+}
+
+impl RetryArgs {
+    fn retry(self) -> RetryFor {
+        RetryFor(self.retry_for)
+    }
 }
 
 /// Where the node reports are: Redis, a control plane, or wherever a
@@ -269,7 +293,7 @@ pub struct WaitArgs {
 }
 
 impl WaitArgs {
-    fn wait(self, targets: Vec<(String, u64)>) -> Result<fleet::Wait, u8> {
+    fn wait(self, targets: Vec<(String, u64)>, retry: RetryFor) -> Result<fleet::Wait, u8> {
         if !(self.min_fraction > 0.0 && self.min_fraction <= 1.0) {
             eprintln!("env-sidecar: --min-fraction must be above 0 and at most 1");
             return Err(USAGE);
@@ -281,6 +305,7 @@ impl WaitArgs {
             selector: self.selector,
             lost_after: self.lost.lost_after,
             ignore_lost: self.ignore_lost,
+            retry,
         })
     }
 }
@@ -409,6 +434,7 @@ impl Tool {
                 trust_keys,
                 wait,
                 waiting,
+                retry,
                 file,
             } => {
                 let sign_key = match sign_key.as_deref().map(private_key).transpose() {
@@ -433,17 +459,28 @@ impl Tool {
                     trust_keys,
                 };
                 let env = Env::process();
+                let retry = retry.retry();
+                let mut stderr = std::io::stderr();
                 block_on(async {
-                    let published = match publish::publish(&args, &env, &mut stdout).await {
-                        Ok(published) => published,
-                        Err(e) => return e.report(&mut stdout),
-                    };
+                    let published =
+                        match publish::run(&args, &env, retry, &mut stdout, &mut stderr).await {
+                            Ok(published) => published,
+                            Err(status) => return status,
+                        };
                     if !wait {
                         return publish::OK;
                     }
-                    match waiting.wait(published) {
+                    match waiting.wait(published, retry) {
                         Ok(what) => {
-                            fleet::wait(&SystemClock, &target, &what, &env, &mut stdout).await
+                            fleet::wait(
+                                &SystemClock,
+                                &target,
+                                &what,
+                                &env,
+                                &mut stdout,
+                                &mut stderr,
+                            )
+                            .await
                         }
                         Err(status) => status,
                     }
@@ -457,6 +494,7 @@ impl Tool {
                         project,
                         json,
                         lost,
+                        retry,
                     } => {
                         let target = match from.target() {
                             Ok(target) => target,
@@ -466,6 +504,7 @@ impl Tool {
                             project,
                             json,
                             lost_after: lost.lost_after,
+                            retry: retry.retry(),
                         };
                         block_on(fleet::status(
                             &SystemClock,
@@ -473,6 +512,7 @@ impl Tool {
                             &query,
                             &env,
                             &mut stdout,
+                            &mut std::io::stderr(),
                         ))
                     }
                     FleetCommand::Wait {
@@ -480,12 +520,21 @@ impl Tool {
                         project,
                         revision,
                         waiting,
-                    } => match (from.target(), waiting.wait(vec![(project, revision)])) {
-                        (Ok(target), Ok(what)) => {
-                            block_on(fleet::wait(&SystemClock, &target, &what, &env, &mut stdout))
+                        retry,
+                    } => {
+                        let targets = vec![(project, revision)];
+                        match (from.target(), waiting.wait(targets, retry.retry())) {
+                            (Ok(target), Ok(what)) => block_on(fleet::wait(
+                                &SystemClock,
+                                &target,
+                                &what,
+                                &env,
+                                &mut stdout,
+                                &mut std::io::stderr(),
+                            )),
+                            (Err(status), _) | (_, Err(status)) => status,
                         }
-                        (Err(status), _) | (_, Err(status)) => status,
-                    },
+                    }
                 }
             }
             Tool::Keygen {

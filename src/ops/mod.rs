@@ -15,6 +15,7 @@ pub mod health;
 pub mod input;
 pub mod keygen;
 pub mod publish;
+pub mod retry;
 pub mod sign;
 pub mod target;
 pub mod validate;

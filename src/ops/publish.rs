@@ -57,6 +57,7 @@ use std::time::SystemTime;
 use crate::sync::redis::Conn;
 
 use super::input::{documents, quoted, read, Input};
+use super::retry::RetryFor;
 use super::target::{RedisTarget, TargetError};
 use super::verdict::{judge_against, published, Verdict};
 use crate::config::secret::Env;
@@ -88,10 +89,24 @@ pub const FAILED: u8 = 2;
 /// document published.
 pub type Published = Vec<(String, u64)>;
 
-pub async fn run(args: &Publish, env: &Env, out: &mut dyn Write) -> u8 {
-    match publish(args, env, out).await {
-        Ok(_) => OK,
-        Err(e) => e.report(out),
+/// Publishes, retrying what a failover makes fail for up to `retry`
+/// (saying on `note` what it waits for; see [`super::retry`] for why a
+/// retry never writes twice): what was written, or the exit status once
+/// the reason is on `out`.
+pub async fn run(
+    args: &Publish,
+    env: &Env,
+    retry: RetryFor,
+    out: &mut dyn Write,
+    note: &mut dyn Write,
+) -> Result<Published, u8> {
+    let mut retrier = retry.retrier();
+    loop {
+        match publish(args, env, out).await {
+            Ok(published) => return Ok(published),
+            Err(e) if retrier.again(&e, note).await => continue,
+            Err(e) => return Err(e.report(out)),
+        }
     }
 }
 
@@ -134,6 +149,17 @@ pub enum PublishError {
         of: usize,
         fraction: f64,
     },
+}
+
+impl super::retry::MaybeTransient for PublishError {
+    fn redis_error(&self) -> Option<&redis::RedisError> {
+        match self {
+            PublishError::Connect(TargetError::Connect(e))
+            | PublishError::Read { source: e, .. }
+            | PublishError::Write { source: e, .. } => Some(e),
+            _ => None,
+        }
+    }
 }
 
 impl PublishError {

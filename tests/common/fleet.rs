@@ -51,6 +51,12 @@ pub fn run(args: &[&str]) -> (i32, String) {
 
 /// `env-sidecar ARGS…` with `envs` set: exit code and stdout.
 pub fn run_with_env(args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
+    let (code, stdout, _) = run_capturing(args, envs);
+    (code, stdout)
+}
+
+/// [`run_with_env`], with stderr too: exit code, stdout, stderr.
+pub fn run_capturing(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
     let out = super::shared::sidecar_command()
         .args(args)
         .envs(envs.iter().copied())
@@ -59,6 +65,7 @@ pub fn run_with_env(args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
 
@@ -135,7 +142,49 @@ pub async fn run_async(args: &[&str]) -> (i32, String) {
 /// and `globex` at 1 (a file written in `dir`); asserts exit 0 and
 /// returns the output.
 pub async fn publish_acme(dir: &Path, url: &str, revision: u64, wait: bool) -> String {
-    let file = super::json_file(
+    let file = acme_file(dir, revision);
+    let mut args = vec!["publish", "--redis", url];
+    if wait {
+        args.extend(["--wait", "--timeout", "30s"]);
+    }
+    args.push(file.to_str().expect("a UTF-8 path"));
+    let (code, out) = run_async(&args).await;
+    assert_eq!(code, 0, "{out}");
+    out
+}
+
+/// [`publish_acme`] with `--wait`, started while the primary is down: it
+/// must ride the failover out (saying so on stderr) and converge.
+pub async fn publish_acme_through_failover(dir: &Path, url: &str, revision: u64) -> String {
+    let file = acme_file(dir, revision).display().to_string();
+    let url = url.to_owned();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        run_capturing(
+            &[
+                "publish",
+                "--redis",
+                &url,
+                "--wait",
+                "--timeout",
+                "30s",
+                &file,
+            ],
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains("env-sidecar: waiting for"),
+        "it waited for the failover: {err}"
+    );
+    out
+}
+
+/// The snapshot file of `acme` at `revision` and `globex` at 1.
+fn acme_file(dir: &Path, revision: u64) -> PathBuf {
+    super::json_file(
         dir,
         &format!("acme-{revision}.json"),
         &super::snapshot(
@@ -145,13 +194,5 @@ pub async fn publish_acme(dir: &Path, url: &str, revision: u64, wait: bool) -> S
                 super::project("globex", 1),
             ],
         ),
-    );
-    let mut args = vec!["publish", "--redis", url];
-    if wait {
-        args.extend(["--wait", "--timeout", "30s"]);
-    }
-    args.push(file.to_str().expect("a UTF-8 path"));
-    let (code, out) = run_async(&args).await;
-    assert_eq!(code, 0, "{out}");
-    out
+    )
 }

@@ -184,11 +184,23 @@ impl Cluster {
     /// SIGKILL of the node on `port`; returns once the cluster has marked
     /// it failed and is healthy again (its replica promoted).
     pub fn kill(&mut self, port: u16) {
+        self.kill_now(port);
+        self.wait_failed_over(port);
+    }
+
+    /// SIGKILL of the node on `port`, returning at once: the cluster has
+    /// not noticed yet.
+    pub fn kill_now(&mut self, port: u16) {
         self.nodes
             .iter_mut()
             .find(|n| n.port == port)
             .expect("that node")
             .kill();
+    }
+
+    /// Until the cluster has marked the node on `port` failed and is
+    /// healthy again.
+    pub fn wait_failed_over(&self, port: u16) {
         until(Duration::from_secs(30), "the node marked failed", || {
             self.lines().iter().any(|l| l.port == port && l.failed)
         });
@@ -315,12 +327,25 @@ impl Sentinels {
     /// SIGKILL of the primary; returns once every sentinel names a new
     /// one, and that one says it is the master.
     pub fn kill_primary(&mut self) -> u16 {
+        let old = self.kill_primary_now();
+        self.wait_new_primary(old)
+    }
+
+    /// SIGKILL of the primary, returning its port at once: the sentinels
+    /// have not noticed yet.
+    pub fn kill_primary_now(&mut self) -> u16 {
         let old = self.primary();
         self.servers
             .iter_mut()
             .find(|s| s.port == old)
             .expect("the primary")
             .kill();
+        old
+    }
+
+    /// Until every sentinel names a primary other than `old`, and that
+    /// one says it is the master; its port.
+    pub fn wait_new_primary(&self, old: u16) -> u16 {
         until(Duration::from_secs(30), "a new primary", || {
             self.sentinels.iter().all(|s| {
                 let reply = redis_cli(

@@ -32,11 +32,12 @@ use serde::Serialize;
 
 use self::reader::{Expired, Positions, ProjectState, ReadError, Reader, Target};
 use super::input::quoted;
+use super::retry::RetryFor;
 use crate::config::secret::Env;
 use crate::model::clock::Clock;
 use crate::model::cursor::{Cursor, Position};
 use crate::model::timestamp::parse_rfc3339;
-use crate::sync::report::{digest, Layout, Summary};
+use crate::sync::report::{digest, Layout, Served, Summary};
 
 pub const OK: u8 = 0;
 /// `wait`: the timeout passed first.
@@ -156,6 +157,74 @@ fn fail(out: &mut dyn Write, error: ReadError) -> u8 {
     UNREACHABLE
 }
 
+/// Everything `status` reads, in one go (retried whole after a
+/// failover's failure).
+struct StatusRead {
+    positions: Positions,
+    source: BTreeMap<String, u64>,
+    /// Reporting nodes, sorted by id.
+    summaries: Vec<Summary>,
+    expired: Vec<Expired>,
+    /// With `--project`: each node's state of it, in `summaries` order.
+    per_project: Vec<Vec<ProjectState>>,
+    /// Older-layout nodes whose digest differs: what each serves.
+    details: BTreeMap<String, BTreeMap<String, Served>>,
+}
+
+async fn read_status(
+    target: &Target,
+    query: &Status,
+    env: &Env,
+    now: SystemTime,
+) -> Result<StatusRead, ReadError> {
+    let mut reader = Reader::connect(target, env).await?;
+    let positions = reader.positions(None).await?;
+    let source = reader.source(&positions).await?;
+    let roster = reader.roster(now).await?;
+    let mut summaries = roster.reporting;
+    summaries.sort_by(|a, b| a.node.cmp(&b.node));
+    let nodes: Vec<&Summary> = summaries.iter().collect();
+    let per_project = match &query.project {
+        Some(p) => reader.projects(&nodes, std::slice::from_ref(p)).await?,
+        None => Vec::new(),
+    };
+    let source_digest = digest(source.iter().map(|(id, r)| (id.as_str(), *r)));
+    let mut details = BTreeMap::new();
+    for s in &summaries {
+        if s.layout == Layout::PerProject && s.digest != source_digest {
+            details.insert(s.node.clone(), reader.detail(&s.node).await?.0);
+        }
+    }
+    Ok(StatusRead {
+        positions,
+        source,
+        summaries,
+        expired: roster.expired,
+        per_project,
+        details,
+    })
+}
+
+/// Reads with `read` until it succeeds, fails for good, or a failover's
+/// failures outlast `retry` (saying what it waits for on `note`).
+async fn retrying<T, Fut>(
+    retry: RetryFor,
+    note: &mut dyn Write,
+    mut read: impl FnMut() -> Fut,
+) -> Result<T, ReadError>
+where
+    Fut: std::future::Future<Output = Result<T, ReadError>>,
+{
+    let mut retrier = retry.retrier();
+    loop {
+        match read().await {
+            Ok(v) => return Ok(v),
+            Err(e) if retrier.again(&e, note).await => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// `fleet status`.
 pub async fn status(
     clock: &dyn Clock,
@@ -163,78 +232,54 @@ pub async fn status(
     query: &Status,
     env: &Env,
     out: &mut dyn Write,
+    note: &mut dyn Write,
 ) -> u8 {
-    let (project, json) = (query.project.as_deref(), query.json);
-    let mut reader = match Reader::connect(target, env).await {
-        Ok(r) => r,
-        Err(e) => return fail(out, e),
-    };
     let now = clock.now();
-    let positions = match reader.positions(None).await {
-        Ok(p) => p,
-        Err(e) => return fail(out, e),
-    };
-    let (source, roster) = match (reader.source(&positions).await, reader.roster(now).await) {
-        (Ok(s), Ok(n)) => (s, n),
-        (Err(e), _) | (_, Err(e)) => return fail(out, e),
-    };
+    match retrying(query.retry, note, || read_status(target, query, env, now)).await {
+        Ok(read) => render_status(&judge_status(read, query, now), query.json, out),
+        Err(e) => fail(out, e),
+    }
+}
+
+/// What `status` shows, judged from what it read.
+struct StatusView {
+    project: Option<String>,
+    source_projects: usize,
+    source_digest: String,
+    lines: Vec<NodeLine>,
+    lost: Vec<Expired>,
+    totals: Totals,
+    now: SystemTime,
+}
+
+fn judge_status(read: StatusRead, query: &Status, now: SystemTime) -> StatusView {
+    let project = query.project.as_deref();
     // Every position's cursor, sorted: the changes a node has not taken
     // are those past its cursor, found by one binary search per node.
-    let mut changes: Vec<(u64, u64)> = positions.values().map(|p| p.at.order()).collect();
+    let mut changes: Vec<(u64, u64)> = read.positions.values().map(|p| p.at.order()).collect();
     changes.sort_unstable();
-    let mut summaries = roster.reporting;
-    summaries.sort_by(|a, b| a.node.cmp(&b.node));
-    let lost = lost(roster.expired, now, query.lost_after);
-    let source_digest = digest(source.iter().map(|(id, r)| (id.as_str(), *r)));
-    let nodes: Vec<&Summary> = summaries.iter().collect();
-    let per_project: Vec<Vec<ProjectState>> = match project {
-        Some(p) => match reader.projects(&nodes, &[p.to_owned()]).await {
-            Ok(rows) => rows,
-            Err(e) => return fail(out, e),
-        },
-        None => Vec::new(),
-    };
-    let mut lines = Vec::with_capacity(summaries.len());
+    let lost = lost(read.expired, now, query.lost_after);
+    let source_digest = digest(read.source.iter().map(|(id, r)| (id.as_str(), *r)));
     let mut totals = Totals {
-        nodes: summaries.len() + lost.len(),
+        nodes: read.summaries.len() + lost.len(),
         lost: lost.len(),
         ..Totals::default()
     };
-    for (i, s) in summaries.iter().enumerate() {
+    let mut lines = Vec::with_capacity(read.summaries.len());
+    for (i, s) in read.summaries.iter().enumerate() {
         let digest_equal = s.digest == source_digest;
-        let (behind, ahead) = match (digest_equal, s.layout) {
+        let (behind, ahead) = match (digest_equal, read.details.get(&s.node)) {
             (true, _) => (0, 0),
-            (false, Layout::Exceptions) => {
+            (false, Some(served)) => per_project_distance(served, &read.source),
+            (false, None) => {
                 let at = Cursor::parse(&s.cursor).unwrap_or_default().order();
                 let taken = changes.partition_point(|c| *c <= at);
                 (changes.len() - taken, s.ahead)
             }
-            (false, Layout::PerProject) => match reader.detail(&s.node).await {
-                Ok((served, _)) => {
-                    let behind = source
-                        .iter()
-                        .filter(|(id, r)| served.get(*id).map_or(true, |x| x.revision < **r))
-                        .count();
-                    let ahead = served
-                        .iter()
-                        .filter(|(id, x)| source.get(*id).map_or(true, |r| x.revision > *r))
-                        .count();
-                    (behind, ahead)
-                }
-                Err(e) => return fail(out, e),
-            },
         };
         let stale = is_stale(s, now);
-        if stale {
-            totals.stale += 1;
-        } else if digest_equal {
-            totals.converged += 1;
-        } else if s.rejected > 0 {
-            totals.rejecting += 1;
-        } else {
-            totals.behind += 1;
-        }
-        let state = per_project.get(i).and_then(|row| row.first());
+        totals.count(stale, digest_equal, s.rejected);
+        let state = read.per_project.get(i).and_then(|row| row.first());
         lines.push(NodeLine {
             node: s.node.clone(),
             labels: s.labels.clone(),
@@ -246,23 +291,53 @@ pub async fn status(
             ahead,
             rejected: s.rejected,
             serves: project.map(|p| {
-                serving(s, state.cloned().unwrap_or_default(), positions.get(p)).to_string()
+                let state = state.cloned().unwrap_or_default();
+                serving(s, state, read.positions.get(p)).to_string()
             }),
-            nack: project.map(|_| {
-                state.and_then(|st| {
-                    st.nack.as_ref().map(|n| {
-                        format!(
-                            "{}:{}",
-                            n.revision.map_or("?".to_owned(), |r| r.to_string()),
-                            n.reason
-                        )
-                    })
-                })
-            }),
+            nack: project.map(|_| state.and_then(|st| st.nack.as_ref().map(nack_text))),
         });
     }
+    StatusView {
+        project: query.project.clone(),
+        source_projects: read.source.len(),
+        source_digest,
+        lines,
+        lost,
+        totals,
+        now,
+    }
+}
+
+/// Behind and ahead of an older-layout node, from everything it serves.
+fn per_project_distance(
+    served: &BTreeMap<String, Served>,
+    source: &BTreeMap<String, u64>,
+) -> (usize, usize) {
+    let behind = source
+        .iter()
+        .filter(|(id, r)| served.get(*id).map_or(true, |x| x.revision < **r))
+        .count();
+    let ahead = served
+        .iter()
+        .filter(|(id, x)| source.get(*id).map_or(true, |r| x.revision > *r))
+        .count();
+    (behind, ahead)
+}
+
+/// `57:unsigned`, `?:invalid_document`.
+fn nack_text(n: &crate::sync::report::Nack) -> String {
+    format!(
+        "{}:{}",
+        n.revision.map_or("?".to_owned(), |r| r.to_string()),
+        n.reason
+    )
+}
+
+fn render_status(view: &StatusView, json: bool, out: &mut dyn Write) -> u8 {
+    let now = view.now;
     if json {
-        let lost: Vec<serde_json::Value> = lost
+        let lost: Vec<serde_json::Value> = view
+            .lost
             .iter()
             .map(|e| {
                 serde_json::json!({
@@ -273,49 +348,75 @@ pub async fn status(
             })
             .collect();
         let doc = serde_json::json!({
-            "source": {"projects": source.len(), "digest": source_digest},
-            "project": project,
-            "nodes": lines,
+            "source": {"projects": view.source_projects, "digest": view.source_digest},
+            "project": view.project,
+            "nodes": view.lines,
             "lost": lost,
-            "summary": totals,
+            "summary": view.totals,
         });
         let _ = writeln!(out, "{doc}");
         return OK;
     }
-    for l in &lines {
-        let mut line = format!(
-            "node={} labels={} provenance={} report_age={:.1}s digest={} behind={} rejected={}",
-            quoted(&l.node),
-            labels_text(Some(&l.labels)),
-            l.provenance,
-            l.report_age_seconds,
-            if l.digest_equal { "equal" } else { "differs" },
-            l.behind,
-            l.rejected
-        );
-        if l.ahead > 0 {
-            line.push_str(&format!(" ahead={}", l.ahead));
-        }
-        if let Some(serves) = &l.serves {
-            line.push_str(&format!(" serves={serves}"));
-        }
-        if let Some(Some(nack)) = &l.nack {
-            line.push_str(&format!(" nack={nack}"));
-        }
-        if l.stale {
-            line.push_str(" stale=true");
-        }
-        let _ = writeln!(out, "{line}");
+    for l in &view.lines {
+        let _ = writeln!(out, "{}", l.text());
     }
-    for e in &lost {
+    for e in &view.lost {
         let _ = writeln!(out, "{}", lost_line(e, now));
     }
+    let t = &view.totals;
     let _ = writeln!(
         out,
         "{} nodes, {} converged, {} behind, {} rejecting, {} stale reports, {} lost",
-        totals.nodes, totals.converged, totals.behind, totals.rejecting, totals.stale, totals.lost
+        t.nodes, t.converged, t.behind, t.rejecting, t.stale, t.lost
     );
     OK
+}
+
+impl NodeLine {
+    /// The line `status` prints for the node.
+    fn text(&self) -> String {
+        let mut line = format!(
+            "node={} labels={} provenance={} report_age={:.1}s digest={} behind={} rejected={}",
+            quoted(&self.node),
+            labels_text(Some(&self.labels)),
+            self.provenance,
+            self.report_age_seconds,
+            if self.digest_equal {
+                "equal"
+            } else {
+                "differs"
+            },
+            self.behind,
+            self.rejected
+        );
+        if self.ahead > 0 {
+            line.push_str(&format!(" ahead={}", self.ahead));
+        }
+        if let Some(serves) = &self.serves {
+            line.push_str(&format!(" serves={serves}"));
+        }
+        if let Some(Some(nack)) = &self.nack {
+            line.push_str(&format!(" nack={nack}"));
+        }
+        if self.stale {
+            line.push_str(" stale=true");
+        }
+        line
+    }
+}
+
+impl Totals {
+    fn count(&mut self, stale: bool, digest_equal: bool, rejected: usize) {
+        if stale {
+            self.stale += 1;
+        } else if digest_equal {
+            self.converged += 1;
+        } else if rejected > 0 {
+            self.rejecting += 1;
+        } else {
+            self.behind += 1;
+        }
+    }
 }
 
 /// What `status` shows.
@@ -326,6 +427,8 @@ pub struct Status {
     /// One JSON document instead of lines.
     pub json: bool,
     pub lost_after: Duration,
+    /// How long a failover's failures are retried.
+    pub retry: RetryFor,
 }
 
 /// What `wait` waits for.
@@ -339,6 +442,47 @@ pub struct Wait {
     pub lost_after: Duration,
     /// Converged even while lost nodes exist.
     pub ignore_lost: bool,
+    /// How long a failover's failures are retried.
+    pub retry: RetryFor,
+}
+
+/// What one round of `wait` read.
+struct Round {
+    /// Live nodes the selector matches, sorted by id.
+    live: Vec<Summary>,
+    /// Lost nodes the selector may cover (unknown labels: it may).
+    lost: Vec<Expired>,
+    positions: Positions,
+    /// Each live node's state of each target.
+    rows: Vec<Vec<ProjectState>>,
+}
+
+async fn read_round(reader: &mut Reader, what: &Wait, now: SystemTime) -> Result<Round, ReadError> {
+    let projects: Vec<String> = what.targets.iter().map(|(p, _)| p.clone()).collect();
+    let roster = reader.roster(now).await?;
+    let lost: Vec<Expired> = lost(roster.expired, now, what.lost_after)
+        .into_iter()
+        .filter(|e| {
+            e.labels.as_ref().map_or(true, |labels| {
+                what.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+            })
+        })
+        .collect();
+    let mut live: Vec<Summary> = roster
+        .reporting
+        .into_iter()
+        .filter(|s| matches(s, &what.selector))
+        .collect();
+    live.sort_by(|a, b| a.node.cmp(&b.node));
+    let positions = reader.positions(Some(&projects)).await?;
+    let nodes: Vec<&Summary> = live.iter().collect();
+    let rows = reader.projects(&nodes, &projects).await?;
+    Ok(Round {
+        live,
+        lost,
+        positions,
+        rows,
+    })
 }
 
 /// `fleet wait`.
@@ -348,13 +492,8 @@ pub async fn wait(
     what: &Wait,
     env: &Env,
     out: &mut dyn Write,
+    note: &mut dyn Write,
 ) -> u8 {
-    let mut reader = match Reader::connect(target, env).await {
-        Ok(r) => r,
-        Err(e) => return fail(out, e),
-    };
-    let projects: Vec<String> = what.targets.iter().map(|(p, _)| p.clone()).collect();
-    let targets: &[String] = &projects;
     let goal = what
         .targets
         .iter()
@@ -363,60 +502,51 @@ pub async fn wait(
         .join(" ");
     let deadline = Instant::now() + what.timeout;
     let mut shown: Option<(usize, usize, usize)> = None;
+    let mut reader: Option<Reader> = None;
+    let mut retrier = what.retry.retrier();
     loop {
         let now = clock.now();
-        let roster = match reader.roster(now).await {
-            Ok(r) => r,
+        // After a failure the next round connects again (perhaps to a
+        // new primary).
+        let round = match next_round(reader.take(), target, env, what, now).await {
+            Ok((kept, round)) => {
+                reader = Some(kept);
+                round
+            }
+            Err(e) if retrier.again(&e, note).await => continue,
             Err(e) => return fail(out, e),
         };
-        // Lost nodes the selector may cover (unknown labels: it may).
-        let lost: Vec<Expired> = lost(roster.expired, now, what.lost_after)
-            .into_iter()
-            .filter(|e| {
-                e.labels.as_ref().map_or(true, |labels| {
-                    what.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-                })
-            })
-            .collect();
-        let blocking = if what.ignore_lost { 0 } else { lost.len() };
-        let summaries = roster.reporting;
-        let mut live: Vec<&Summary> = summaries
+        let verdicts: Vec<NodeVerdict> = round
+            .live
             .iter()
-            .filter(|s| matches(s, &what.selector))
-            .collect();
-        live.sort_by(|a, b| a.node.cmp(&b.node));
-        let ids: Vec<String> = live.iter().map(|s| s.node.clone()).collect();
-        let (positions, rows) = match (
-            reader.positions(Some(targets)).await,
-            reader.projects(&live, &projects).await,
-        ) {
-            (Ok(p), Ok(rows)) => (p, rows),
-            (Err(e), _) | (_, Err(e)) => return fail(out, e),
-        };
-        let verdicts: Vec<NodeVerdict> = live
-            .iter()
-            .zip(&rows)
-            .map(|(s, row)| judge(s, row, &what.targets, &positions))
+            .zip(&round.rows)
+            .map(|(s, row)| judge(s, row, &what.targets, &round.positions))
             .collect();
         let serving = verdicts
             .iter()
             .filter(|v| matches!(v, NodeVerdict::Serves))
             .count();
-        if shown != Some((serving, live.len(), lost.len())) {
-            let mut line = format!("{serving}/{} nodes serve {goal}", live.len());
-            if !lost.is_empty() {
-                line.push_str(&format!(" ({} lost)", lost.len()));
+        let now_shown = (serving, round.live.len(), round.lost.len());
+        if shown != Some(now_shown) {
+            let mut line = format!("{serving}/{} nodes serve {goal}", round.live.len());
+            if !round.lost.is_empty() {
+                line.push_str(&format!(" ({} lost)", round.lost.len()));
             }
             let _ = writeln!(out, "{line}");
             let _ = out.flush();
-            shown = Some((serving, live.len(), lost.len()));
+            shown = Some(now_shown);
         }
-        let needed = (what.min_fraction * live.len() as f64).ceil() as usize;
-        if !live.is_empty() && serving >= needed.max(1) && blocking == 0 {
+        let blocking = if what.ignore_lost {
+            0
+        } else {
+            round.lost.len()
+        };
+        let needed = ((what.min_fraction * round.live.len() as f64).ceil() as usize).max(1);
+        if !round.live.is_empty() && serving >= needed && blocking == 0 {
             let _ = writeln!(
                 out,
                 "converged nodes={serving} of={} min_fraction={}",
-                live.len(),
+                round.live.len(),
                 what.min_fraction
             );
             return OK;
@@ -424,63 +554,86 @@ pub async fn wait(
         if Instant::now() >= deadline {
             let _ = writeln!(
                 out,
-                "timeout serving={serving} of={} needed={} lost={blocking} after={}",
-                live.len(),
-                needed.max(1),
+                "timeout serving={serving} of={} needed={needed} lost={blocking} after={}",
+                round.live.len(),
                 humantime::format_duration(what.timeout)
             );
-            for ((id, v), node) in ids.iter().zip(&verdicts).zip(&live) {
-                match v {
-                    NodeVerdict::Serves => {}
-                    NodeVerdict::Behind { project, serving } => {
-                        let mut line = format!(
-                            "behind node={} project={} serves={serving}",
-                            quoted(id),
-                            quoted(project),
-                        );
-                        if node.layout == Layout::Exceptions {
-                            line.push_str(&format!(" cursor={}", node.cursor));
-                        }
-                        let _ = writeln!(out, "{line}");
-                    }
-                    NodeVerdict::Held { project, why } => {
-                        let _ = writeln!(
-                            out,
-                            "held node={} project={} reason={}",
-                            quoted(id),
-                            quoted(project),
-                            quoted(why)
-                        );
-                    }
-                    NodeVerdict::Rejecting {
-                        project,
-                        revision,
-                        reason,
-                    } => {
-                        let _ = writeln!(
-                            out,
-                            "rejecting node={} project={} revision={} reason={reason}",
-                            quoted(id),
-                            quoted(project),
-                            revision.map_or("?".to_owned(), |r| r.to_string())
-                        );
-                    }
-                }
-            }
-            if blocking > 0 {
-                for e in &lost {
-                    let _ = writeln!(out, "{}", lost_line(e, now));
-                }
-            }
-            if live.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "no live node reports (selector and reports: see fleet status)"
-                );
-            }
+            report_laggards(&round, &verdicts, blocking > 0, now, out);
             return TIMED_OUT;
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// One round on `reader`, or on a new connection when there is none;
+/// hands the reader back with it.
+async fn next_round(
+    reader: Option<Reader>,
+    target: &Target,
+    env: &Env,
+    what: &Wait,
+    now: SystemTime,
+) -> Result<(Reader, Round), ReadError> {
+    let mut reader = match reader {
+        Some(reader) => reader,
+        None => Reader::connect(target, env).await?,
+    };
+    let round = read_round(&mut reader, what, now).await?;
+    Ok((reader, round))
+}
+
+/// The lines a timed-out `wait` ends with: every node not serving the
+/// targets and why, and the lost nodes when they block.
+fn report_laggards(
+    round: &Round,
+    verdicts: &[NodeVerdict],
+    lost_block: bool,
+    now: SystemTime,
+    out: &mut dyn Write,
+) {
+    for (v, node) in verdicts.iter().zip(&round.live) {
+        let id = quoted(&node.node);
+        let line = match v {
+            NodeVerdict::Serves => continue,
+            NodeVerdict::Behind { project, serving } => {
+                let mut line = format!(
+                    "behind node={id} project={} serves={serving}",
+                    quoted(project)
+                );
+                if node.layout == Layout::Exceptions {
+                    line.push_str(&format!(" cursor={}", node.cursor));
+                }
+                line
+            }
+            NodeVerdict::Held { project, why } => {
+                format!(
+                    "held node={id} project={} reason={}",
+                    quoted(project),
+                    quoted(why)
+                )
+            }
+            NodeVerdict::Rejecting {
+                project,
+                revision,
+                reason,
+            } => format!(
+                "rejecting node={id} project={} revision={} reason={reason}",
+                quoted(project),
+                revision.map_or("?".to_owned(), |r| r.to_string())
+            ),
+        };
+        let _ = writeln!(out, "{line}");
+    }
+    if lost_block {
+        for e in &round.lost {
+            let _ = writeln!(out, "{}", lost_line(e, now));
+        }
+    }
+    if round.live.is_empty() {
+        let _ = writeln!(
+            out,
+            "no live node reports (selector and reports: see fleet status)"
+        );
     }
 }
 

@@ -152,6 +152,17 @@ pub enum ReadError {
     ControlPlane { what: String, detail: String },
 }
 
+impl crate::ops::retry::MaybeTransient for ReadError {
+    fn redis_error(&self) -> Option<&redis::RedisError> {
+        match self {
+            ReadError::Connect(TargetError::Connect(e)) | ReadError::Redis { source: e, .. } => {
+                Some(e)
+            }
+            _ => None,
+        }
+    }
+}
+
 fn redis(what: impl Into<String>) -> impl FnOnce(redis::RedisError) -> ReadError {
     let what = what.into();
     move |source| ReadError::Redis { what, source }
