@@ -19,16 +19,20 @@
 //! Then the node reports (`fleet/reports.rs`): Redis CPU with reports off
 //! and on under the same churn, report writes per second, publish →
 //! `fleet wait` returns, and `fleet status` at the fleet's size and at
-//! 10 000 synthetic nodes.
+//! 10 000 synthetic nodes. Then following (`fleet/follow.rs`): Redis CPU
+//! of the followers against bare `XREAD BLOCK` clients, a writer that
+//! never marks, `fleet wait` right after a node's SIGTERM.
 //!
 //! Run: `cargo bench --bench fleet` (about twelve minutes).
 //! Flags after `--`: `--sidecars N`, `--projects N`, `--churn-seconds S`,
-//! `--idle-seconds S`, `--only http|redis|reports|synthetic` (synthetic:
+//! `--idle-seconds S`, `--only http|redis|reports|synthetic|follow` (synthetic:
 //! the 10 000 synthetic reports alone, with no sidecar, so `--projects
 //! 100000` fits), `--long-poll-wait S`
 //! (the sidecars' `source.long_poll_wait`), `--sign` (every document
 //! signed by the simulator, every sidecar requiring signatures).
 
+#[path = "fleet/follow.rs"]
+mod follow;
 #[path = "fleet/reports.rs"]
 mod reports;
 #[path = "support/mod.rs"]
@@ -65,6 +69,8 @@ enum Source {
     Redis,
     /// The node reports on Redis (`fleet/reports.rs`).
     Reports,
+    /// What following costs Redis, and routine events (`fleet/follow.rs`).
+    Follow,
     /// Only the 10 000 synthetic reports (no sidecars): `--projects` may
     /// then be 100 000.
     Synthetic,
@@ -76,6 +82,7 @@ impl Source {
             Source::Http => "HTTP watch (simulator)",
             Source::Redis => "Redis (redis-server)",
             Source::Reports => "node reports (Redis)",
+            Source::Follow => "following (Redis)",
             Source::Synthetic => "synthetic node reports (Redis)",
         }
     }
@@ -88,7 +95,7 @@ impl Args {
             projects: 1_000,
             churn: Duration::from_secs(60),
             idle: Duration::from_secs(30),
-            sources: vec![Source::Http, Source::Redis, Source::Reports],
+            sources: vec![Source::Http, Source::Redis, Source::Reports, Source::Follow],
             long_poll_wait: None,
             sign: false,
         };
@@ -114,7 +121,10 @@ impl Args {
                         "redis" => vec![Source::Redis],
                         "reports" => vec![Source::Reports],
                         "synthetic" => vec![Source::Synthetic],
-                        other => panic!("--only http|redis|reports|synthetic, not {other:?}"),
+                        "follow" => vec![Source::Follow],
+                        other => {
+                            panic!("--only http|redis|reports|synthetic|follow, not {other:?}")
+                        }
                     }
                 }
                 "--sign" => args.sign = true,
@@ -126,10 +136,11 @@ impl Args {
     }
 }
 
-/// One sidecar process and its admin address.
+/// One sidecar process and its addresses.
 struct Member {
     child: Child,
     admin: SocketAddr,
+    data: SocketAddr,
 }
 
 impl Drop for Member {
@@ -143,6 +154,11 @@ impl Drop for Member {
 /// be taken by one of the fleet's own outgoing connections), found from
 /// its `listening` log line.
 fn start_member(dir: &Path, index: usize, source: &str, extra: &str) -> Member {
+    start_member_of(&support::shared::binary(), dir, index, source, extra)
+}
+
+/// [`start_member`] running the build at `binary`.
+fn start_member_of(binary: &Path, dir: &Path, index: usize, source: &str, extra: &str) -> Member {
     let config = dir.join(format!("member-{index}.toml"));
     let log = dir.join(format!("member-{index}.log"));
     std::fs::write(
@@ -154,7 +170,7 @@ fn start_member(dir: &Path, index: usize, source: &str, extra: &str) -> Member {
         ),
     )
     .unwrap();
-    let mut child = support::shared::sidecar_command()
+    let mut child = support::shared::sidecar_command_for(binary)
         .arg("--config")
         .arg(&config)
         .stdin(Stdio::null())
@@ -165,13 +181,14 @@ fn start_member(dir: &Path, index: usize, source: &str, extra: &str) -> Member {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let admin = text
-            .split("admin_addr=")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| a.parse().ok());
-        if let Some(admin) = admin {
-            return Member { child, admin };
+        let addr = |field: &str| {
+            text.split(field)
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|a| a.parse().ok())
+        };
+        if let (Some(admin), Some(data)) = (addr("admin_addr="), addr("data_addr=")) {
+            return Member { child, admin, data };
         }
         if let Ok(Some(status)) = child.try_wait() {
             panic!("sidecar {index} exited ({status}):\n{text}");
@@ -538,12 +555,18 @@ fn keys(dir: &Path) -> (PathBuf, PathBuf) {
     (private, public)
 }
 
-fn signal_usr1(pid: u32) {
+/// `kill -SIGNAL pid`.
+fn signal(pid: u32, signal: &str) {
     let ok = Command::new("kill")
-        .args(["-USR1", &pid.to_string()])
+        .args([&format!("-{signal}"), &pid.to_string()])
         .status()
         .is_ok_and(|s| s.success());
-    assert!(ok, "kill -USR1 {pid}");
+    assert!(ok, "kill -{signal} {pid}");
+}
+
+/// Pauses or resumes the simulator's churn.
+fn signal_usr1(pid: u32) {
+    signal(pid, "USR1");
 }
 
 fn ms(seconds: f64) -> String {
@@ -645,6 +668,10 @@ fn main() {
             }
             Source::Synthetic => {
                 reports::run_synthetic(&args, &dir);
+                continue;
+            }
+            Source::Follow => {
+                follow::run(&args, &dir);
                 continue;
             }
             Source::Http | Source::Redis => {}

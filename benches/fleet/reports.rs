@@ -152,7 +152,7 @@ fn env_sidecar(args: &[&str]) -> (bool, String) {
 }
 
 /// A runtime of this thread and a connection to Redis with `timeout`.
-fn connection(
+pub(super) fn connection(
     url: &str,
     timeout: Duration,
 ) -> (
@@ -187,23 +187,16 @@ fn connection(
 
 /// Publish one project's next revision, then `fleet wait` for it.
 fn wait_rounds(url: &str, args: &Args) {
-    let (rt, mut con, keys) = connection(url, Duration::from_secs(5));
+    let mut publisher = connection(url, Duration::from_secs(5));
     let mut times = Vec::new();
     for round in 0..WAIT_ROUNDS {
         let i = round * 7 % args.projects;
-        let id = env_sidecar::sim::generate::project_id(i);
-        let revision = 1_000_000 + round as u64;
-        let doc =
-            env_sidecar::sim::generate::project(i, revision, Some(std::time::SystemTime::now()));
-        let text = serde_json::to_string(&doc).unwrap();
-        let started = Instant::now();
-        rt.block_on(env_sidecar::sync::redis::write_project(
-            &mut con, &keys, &id, &text,
-        ))
-        .unwrap();
-        let (ok, out) = fleet_wait(url, &id, revision, &["--timeout", "30s"]);
-        assert!(ok, "{out}");
-        times.push(started.elapsed().as_secs_f64());
+        times.push(publish_then_wait(
+            &mut publisher,
+            url,
+            i,
+            1_000_000 + round as u64,
+        ));
         // The coalescing window of every node passes before the next one.
         std::thread::sleep(Duration::from_millis(1100));
     }
@@ -216,6 +209,32 @@ fn wait_rounds(url: &str, args: &Args) {
         at(0.99) * 1e3,
         times[times.len() - 1] * 1e3
     );
+}
+
+/// Writes generated project `i` at `revision` (the hash field, its
+/// stream entry and position) and runs `fleet wait` for it: seconds from
+/// the write to the command's exit.
+pub(super) fn publish_then_wait(
+    (rt, con, keys): &mut (
+        tokio::runtime::Runtime,
+        env_sidecar::sync::redis::Conn,
+        env_sidecar::sync::redis::RedisKeys,
+    ),
+    url: &str,
+    i: usize,
+    revision: u64,
+) -> f64 {
+    let id = env_sidecar::sim::generate::project_id(i);
+    let doc = env_sidecar::sim::generate::project(i, revision, Some(std::time::SystemTime::now()));
+    let text = serde_json::to_string(&doc).unwrap();
+    let started = Instant::now();
+    rt.block_on(env_sidecar::sync::redis::write_project(
+        con, keys, &id, &text,
+    ))
+    .unwrap();
+    let (ok, out) = fleet_wait(url, &id, revision, &["--timeout", "30s"]);
+    assert!(ok, "{out}");
+    started.elapsed().as_secs_f64()
 }
 
 /// `fleet wait --redis URL --project ID --revision R EXTRA…`.

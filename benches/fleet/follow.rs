@@ -1,0 +1,348 @@
+//! What following costs Redis, and the routine events of a fleet,
+//! measured (`cargo bench --bench fleet -- --only follow`):
+//!
+//! * Redis CPU with N sidecars following the stream (reports off) against
+//!   N bare `XREAD BLOCK` clients on the same stream (a floor: the read
+//!   itself, and nothing more), under the same churn (1 % of the projects
+//!   a second), alternating three times in one run (with another build's
+//!   sidecars too when `ENV_SIDECAR_BENCH_BASELINE` names one); the ratio
+//!   of the medians (goal: ≤ 1.2).
+//! * A writer that never marks its population: one sidecar that found it
+//!   incomplete; changes and explicit removals written one at a time,
+//!   each timed until the sidecar serves it (p50 / p99; goal: p99 ≤ 50 ms
+//!   on loopback), and the hash reads (`HSCAN`) meanwhile (goal: none).
+//! * A rolling deploy's stop: `publish` then `fleet wait` for the new
+//!   revision right after one of ten reporting nodes got SIGTERM, against
+//!   the same with every node running (goal: as fast).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{cpu_of, signal_usr1, start_member, start_redis, wait_ready, Args, Member, Peer};
+use env_sidecar::sim::generate;
+use env_sidecar::sync::redis::{write_changes, Change, Population, RedisKeys};
+
+/// Rounds of each latency measure.
+const ROUNDS: usize = 200;
+
+pub fn run(args: &Args, dir: &Path) {
+    let (redis, url) = start_redis(dir);
+    let redis_pid = redis.0.id();
+    let rate = args.projects as f64 / 100.0;
+    let (projects, rate_arg) = (args.projects.to_string(), rate.to_string());
+    let (sim, _) = super::support::start_simulator(&[
+        "--generate",
+        &projects,
+        "--mutate",
+        &rate_arg,
+        "--mutate-paused",
+        "--redis",
+        &url,
+    ]);
+    let sim = Peer(sim);
+    super::wait_mirrored(&url, args.projects);
+    println!(
+        "\n## following — {} followers on Redis, {} projects, {rate} changes/s",
+        args.sidecars, args.projects
+    );
+    // Floor, this build, and the baseline build when one is named
+    // (ENV_SIDECAR_BENCH_BASELINE), alternating.
+    let source = format!("kind = \"redis\"\nurl = \"{url}\"\n");
+    let builds: Vec<(&str, std::path::PathBuf)> =
+        std::iter::once(("sidecars", super::support::shared::binary()))
+            .chain(super::support::baseline().map(|b| ("baseline sidecars", b)))
+            .collect();
+    let mut floor = Vec::new();
+    let mut followers = vec![Vec::new(); builds.len()];
+    for round in 0..3 {
+        let readers = BareReaders::start(&url, args.sidecars);
+        floor.push(churn_cpu(redis_pid, sim.0.id(), args.churn));
+        drop(readers);
+        let mut line = format!(
+            "round {}: Redis CPU {:.1} ms/s with {} bare XREAD clients",
+            round + 1,
+            floor[round] * 1e3,
+            args.sidecars
+        );
+        for (k, (name, binary)) in builds.iter().enumerate() {
+            let members: Vec<Member> = (0..args.sidecars)
+                .map(|i| {
+                    let report = "[report]\nenabled = false\n";
+                    super::start_member_of(binary, dir, i, &source, report)
+                })
+                .collect();
+            wait_ready(&members);
+            followers[k].push(churn_cpu(redis_pid, sim.0.id(), args.churn));
+            drop(members);
+            line.push_str(&format!(
+                ", {:.1} ms/s with {} {name}",
+                followers[k][round] * 1e3,
+                args.sidecars
+            ));
+        }
+        println!("{line}");
+    }
+    let floor = median(floor);
+    for ((name, _), cpu) in builds.iter().zip(followers) {
+        let cpu = median(cpu);
+        println!(
+            "Redis CPU, {} {name} / {} bare XREAD clients under churn (medians of 3): {:.1} / {:.1} ms/s = {:.2}x (goal ≤ 1.2)",
+            args.sidecars,
+            args.sidecars,
+            cpu * 1e3,
+            floor * 1e3,
+            cpu / floor.max(1e-9)
+        );
+    }
+    unmarked_writer(dir, &url);
+    stop_during_wait(dir, &url);
+    drop(sim);
+    drop(redis);
+}
+
+/// Redis CPU (seconds per second) over `window` of churn.
+fn churn_cpu(redis_pid: u32, sim_pid: u32, window: Duration) -> f64 {
+    let (c0, t0) = (cpu_of(&[redis_pid]), Instant::now());
+    signal_usr1(sim_pid);
+    std::thread::sleep(window);
+    signal_usr1(sim_pid);
+    cpu_of(&[redis_pid]).saturating_sub(c0).as_secs_f64() / t0.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// N connections each in a loop of `XREAD BLOCK 30000 COUNT 512 STREAMS
+/// {env-sidecar}:changes <last id>`: what following costs Redis at the
+/// least. Their connections are killed when dropped.
+struct BareReaders {
+    url: String,
+    stop: Arc<AtomicBool>,
+    ids: Vec<i64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl BareReaders {
+    fn start(url: &str, n: usize) -> BareReaders {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let threads = (0..n)
+            .map(|_| {
+                let (url, stop, tx) = (url.to_owned(), stop.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    let client = redis::Client::open(url.as_str()).expect("a URL");
+                    let mut con = client.get_connection().expect("connects");
+                    let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut con).unwrap();
+                    let _ = tx.send(id);
+                    let mut last = "$".to_owned();
+                    while !stop.load(Ordering::SeqCst) {
+                        let reply: redis::RedisResult<redis::Value> = redis::cmd("XREAD")
+                            .arg("BLOCK")
+                            .arg(30_000)
+                            .arg("COUNT")
+                            .arg(512)
+                            .arg("STREAMS")
+                            .arg("{env-sidecar}:changes")
+                            .arg(&last)
+                            .query(&mut con);
+                        match reply {
+                            Ok(value) => {
+                                if let Some(id) = last_id(&value) {
+                                    last = id;
+                                }
+                            }
+                            Err(_) => return,
+                        }
+                    }
+                })
+            })
+            .collect();
+        let ids = (0..n).map(|_| rx.recv().expect("a client id")).collect();
+        BareReaders {
+            url: url.to_owned(),
+            stop,
+            ids,
+            threads,
+        }
+    }
+}
+
+impl Drop for BareReaders {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for id in &self.ids {
+            super::support::redis::redis_command(&self.url, &format!("CLIENT KILL ID {id}"));
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The id of the last entry of an `XREAD` reply.
+fn last_id(value: &redis::Value) -> Option<String> {
+    use redis::Value;
+    let streams = match value {
+        Value::Array(streams) => streams.clone(),
+        Value::Map(pairs) => pairs
+            .iter()
+            .map(|(k, v)| Value::Array(vec![k.clone(), v.clone()]))
+            .collect(),
+        _ => return None,
+    };
+    let Value::Array(stream) = streams.last()? else {
+        return None;
+    };
+    let Value::Array(entries) = stream.get(1)? else {
+        return None;
+    };
+    let Value::Array(entry) = entries.last()? else {
+        return None;
+    };
+    match entry.first()? {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// A writer that never marks (prefix `unmarked`): changes and removals
+/// timed to a follower that found the population incomplete.
+fn unmarked_writer(dir: &Path, url: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = redis::Client::open(url).unwrap();
+    let mut con = rt
+        .block_on(client.get_multiplexed_async_connection())
+        .unwrap();
+    let keys = RedisKeys::new("unmarked");
+    let mut write = |id: &str, document: Option<String>| {
+        let change = Change {
+            project: id.to_owned(),
+            document,
+        };
+        rt.block_on(write_changes(
+            &mut con,
+            &keys,
+            &[change],
+            Population::Untouched,
+        ))
+        .unwrap();
+    };
+    let doc = |i: usize, revision: u64| {
+        serde_json::to_string(&generate::project(i, revision, None)).unwrap()
+    };
+    for i in 0..10 {
+        write(&generate::project_id(i), Some(doc(i, 1)));
+    }
+    let source = format!("kind = \"redis\"\nurl = \"{url}\"\nkey_prefix = \"unmarked\"\n");
+    let member = start_member(dir, 9_999, &source, "[report]\nenabled = false\n");
+    wait_ready(std::slice::from_ref(&member));
+    let hscans = hscan_calls(url);
+    let mut changes = Vec::with_capacity(ROUNDS);
+    let mut removals = Vec::with_capacity(ROUNDS);
+    for round in 0..ROUNDS {
+        let i = round % 10;
+        let id = generate::project_id(i);
+        let revision = 2 + round as u64;
+        let t = Instant::now();
+        write(&id, Some(doc(i, revision)));
+        wait_revision(&member, &id, Some(revision));
+        changes.push(t.elapsed().as_secs_f64());
+        // A project added, then removed by an explicit `removed` entry.
+        let extra = generate::project_id(1_000 + round);
+        write(&extra, Some(doc(1_000 + round, 1)));
+        wait_revision(&member, &extra, Some(1));
+        let t = Instant::now();
+        write(&extra, None);
+        wait_revision(&member, &extra, None);
+        removals.push(t.elapsed().as_secs_f64());
+    }
+    let read = hscan_calls(url) - hscans;
+    let at = |v: &mut Vec<f64>, q: f64| {
+        v.sort_by(f64::total_cmp);
+        v[((v.len() - 1) as f64 * q).round() as usize] * 1e3
+    };
+    println!(
+        "a writer that never marks, to a follower that found the population incomplete ({ROUNDS} of each): \
+         change → served p50 {:.1} ms, p99 {:.1} ms; removal → gone p50 {:.1} ms, p99 {:.1} ms \
+         (goal p99 ≤ 50 ms); hash reads (HSCAN) meanwhile: {read} (goal 0)",
+        at(&mut changes, 0.5),
+        at(&mut changes, 0.99),
+        at(&mut removals, 0.5),
+        at(&mut removals, 0.99),
+    );
+}
+
+/// Polls the member until `id` is served at `revision` (`None`: until it
+/// is unknown).
+fn wait_revision(member: &Member, id: &str, revision: Option<u64>) {
+    let path = format!("/v1/resolve?project={id}");
+    let want = revision.map(|r| format!("\"revision\":{r},"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = super::support::http_get(member.data, &path).unwrap_or_default();
+        let done = match &want {
+            Some(want) => status == 200 && body.contains(want.as_str()),
+            None => status == 404,
+        };
+        if done {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{id} never reached {revision:?}");
+        std::hint::spin_loop();
+    }
+}
+
+fn hscan_calls(url: &str) -> u64 {
+    super::support::redis::redis_command(url, "INFO commandstats")
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_hscan:calls="))
+        .and_then(|v| v.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `publish` of one project's next revision then `fleet wait`, with ten
+/// reporting nodes, timed: with all running, then right after a SIGTERM
+/// of one (it leaves the fleet; the wait must not count it as lost).
+fn stop_during_wait(dir: &Path, url: &str) {
+    let source = format!("kind = \"redis\"\nurl = \"{url}\"\n");
+    let report = "[report]\ninterval = \"1s\"\nmin_interval = \"100ms\"\n";
+    let mut members: Vec<Member> = (0..10)
+        .map(|i| start_member(dir, 20_000 + i, &source, report))
+        .collect();
+    wait_ready(&members);
+    std::thread::sleep(Duration::from_secs(2));
+    let mut publisher = super::reports::connection(url, Duration::from_secs(5));
+    let mut times = [Vec::new(), Vec::new()];
+    for round in 0..6 {
+        let stopped = round % 2 == 1;
+        if stopped {
+            // SIGTERM: it drains, leaves the fleet and exits.
+            let mut m = members.pop().expect("a member");
+            super::signal(m.child.id(), "TERM");
+            let _ = m.child.wait();
+        }
+        let took = super::reports::publish_then_wait(
+            &mut publisher,
+            url,
+            round * 7,
+            3_000_000 + round as u64,
+        );
+        times[usize::from(stopped)].push(took);
+        // The coalescing window of every node passes before the next one.
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    println!(
+        "publish → fleet wait, ten reporting nodes: median {:.0} ms all running, {:.0} ms right after a SIGTERM of one \
+         (the stopped node leaves; it used to count as lost for --lost-after)",
+        median(times[0].clone()) * 1e3,
+        median(times[1].clone()) * 1e3
+    );
+}
