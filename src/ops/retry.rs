@@ -110,6 +110,9 @@ pub struct Retrier {
     window: Duration,
     started: Option<Instant>,
     backoff: Backoff,
+    /// What the last note said it waits for: a note is written when that
+    /// changes, not on every retry.
+    said: Option<&'static str>,
 }
 
 impl RetryFor {
@@ -118,6 +121,7 @@ impl RetryFor {
             window: self.0,
             started: None,
             backoff: Backoff::new(BASE, MAX_WAIT),
+            said: None,
         }
     }
 }
@@ -140,16 +144,19 @@ impl Retrier {
             return false;
         }
         let delay = self.backoff.next_delay().min(left);
-        let detail = e
-            .redis_error()
-            .map(|r| r.to_string().chars().take(160).collect::<String>())
-            .unwrap_or_default();
-        let _ = writeln!(
-            note,
-            "env-sidecar: waiting for {what}: {detail}; retrying for up to {}s more",
-            left.as_secs()
-        );
-        let _ = note.flush();
+        if self.said != Some(what) {
+            self.said = Some(what);
+            let detail = e
+                .redis_error()
+                .map(|r| r.to_string().chars().take(160).collect::<String>())
+                .unwrap_or_default();
+            let _ = writeln!(
+                note,
+                "env-sidecar: waiting for {what}: {detail}; retrying for up to {}s more",
+                left.as_secs()
+            );
+            let _ = note.flush();
+        }
         tokio::time::sleep(delay).await;
         true
     }
@@ -242,6 +249,7 @@ mod tests {
         let text = String::from_utf8(note).unwrap();
         assert!(text.contains("waiting for a primary (READONLY"), "{text}");
         assert!(text.contains("gave up waiting"), "{text}");
+        assert_eq!(text.lines().count(), 2, "one note per reason: {text}");
 
         let (tries, ok) = attempts(RetryFor::default(), &mut Vec::new(), |_| {
             Some(server("NOPERM"))

@@ -23,8 +23,13 @@ pub struct RedisTarget {
     pub tls: TlsFiles,
 }
 
-/// Requests of a command wait at most this long.
-pub const TIMEOUT: Duration = Duration::from_secs(30);
+/// Requests of a command wait at most this long. Every request is
+/// bounded in size (a chunk of the hash, a transaction of at most 1 000
+/// changes and 8 MiB), so this is plenty; and a request stuck on a node
+/// that died (a cluster's client retries inside it until this passes)
+/// gives way to the command's own retry, which connects again and finds
+/// the new primary (see `ops::retry`).
+pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the target could not be reached.
 #[derive(Debug, thiserror::Error)]
