@@ -237,7 +237,9 @@ async fn a_revision_that_expired_still_holds_its_floor_after_a_restart() {
     t.wait_revision("keep", 2).await;
     eventually("the floor cached", || async {
         env_sidecar::sync::cache::load(&cache).is_ok_and(|c| {
-            c.floors.contains(&("acme".to_owned(), 58))
+            c.floors
+                .iter()
+                .any(|(id, f)| id == "acme" && f.revision() == 58)
                 && c.snapshot.projects.iter().all(|p| p.id != "acme")
         })
     })

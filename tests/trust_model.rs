@@ -4,16 +4,23 @@
 //! made, write unsigned documents and removals, sign tombstones, add and
 //! remove trusted keys, let time pass beyond expiries, restart from the
 //! last-known-good cache), through the real store, writer checks and
-//! cache codec. After every step:
+//! cache codec; and sequences that start with signatures not required,
+//! the publisher writing plain documents, until the operator switches
+//! `require_signatures` on. After every step:
 //!
 //! * the revision served of a project is never lower than any revision
 //!   ever served of it, across restarts too;
 //! * an accepted project leaves only through a signed tombstone, or at a
-//!   restart because its kept envelope no longer verifies (its key was
-//!   removed, it expired): nothing an attacker writes removes it;
-//! * nothing unsigned is served;
+//!   restart because its kept document is no longer believed (its key was
+//!   removed, it expired, it is unsigned and signatures are now
+//!   required): nothing an attacker writes removes it;
+//! * nothing unsigned is served while signatures are required and the
+//!   sidecar has restarted since they were;
 //! * the kept envelope of a served revision is never replaced by one
-//!   signed earlier.
+//!   signed earlier;
+//! * the switch never blanks a project: once the publisher re-signs the
+//!   newest revision it made with a trusted key, that revision serves
+//!   (unless a tombstone removed it, or something newer was served).
 
 mod common;
 
@@ -60,6 +67,11 @@ enum Op {
     Wait { secs: u64 },
     /// The sidecar restarts from its cache.
     Restart,
+    /// The publisher writes a plain document of `id` at a revision `step`
+    /// above the newest it made (what it does before signing).
+    PublishPlain { id: usize, step: u64 },
+    /// The operator turns `require_signatures` on.
+    Require,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -75,6 +87,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..KEYS).prop_map(|k| Op::RemoveKey { k }),
         2 => (1u64..90).prop_map(|secs| Op::Wait { secs }),
         2 => Just(Op::Restart),
+        1 => (0..IDS, 1u64..3).prop_map(|(id, step)| Op::PublishPlain { id, step }),
+        1 => Just(Op::Require),
     ]
 }
 
@@ -90,8 +104,13 @@ struct World {
     made: Vec<String>,
     /// Which of them are tombstones, by index: of which project.
     tombstones: BTreeMap<usize, String>,
-    /// The newest revision the publisher made of each project.
+    /// The newest revision the publisher made of each project, and
+    /// whether it was a tombstone's.
     newest: BTreeMap<usize, u64>,
+    tombstoned: std::collections::BTreeSet<usize>,
+    /// Signatures are required; since the last restart too.
+    required: bool,
+    required_since_restart: bool,
     store: Store,
     writer: StoreWriter,
     /// The highest revision ever served of each project.
@@ -103,7 +122,9 @@ fn id(i: usize) -> String {
 }
 
 impl World {
-    fn new() -> World {
+    /// A sidecar requiring signatures from the start (`required`), or
+    /// serving plain documents until [`Op::Require`].
+    fn new(required: bool) -> World {
         let (signers, publics): (Vec<SigningKey>, Vec<PublicKey>) = (0..KEYS)
             .map(|k| {
                 let (private, public) = keys::generate(Some(&format!("k{k}"))).unwrap();
@@ -121,6 +142,9 @@ impl World {
             made: Vec::new(),
             tombstones: BTreeMap::new(),
             newest: BTreeMap::new(),
+            tombstoned: Default::default(),
+            required,
+            required_since_restart: required,
             store,
             writer,
             max_served: BTreeMap::new(),
@@ -137,7 +161,7 @@ impl World {
             .filter(|(_, t)| **t)
             .map(|(k, _)| k.clone())
             .collect();
-        Trust::new(keys, true, None)
+        Trust::new(keys, self.required, None)
     }
 
     fn document(&self, i: usize, revision: u64) -> WireProject {
@@ -182,6 +206,15 @@ impl World {
         writer.apply(cached.into_update(), opts).unwrap();
         self.store = store;
         self.writer = writer;
+        self.required_since_restart = self.required;
+    }
+
+    /// Makes the publisher's next revision of `i`.
+    fn next_revision(&mut self, i: usize, step: u64) -> u64 {
+        let revision = self.newest.get(&i).copied().unwrap_or(0) + step;
+        self.newest.insert(i, revision);
+        self.tombstoned.remove(&i);
+        revision
     }
 
     fn step(&mut self, op: &Op) {
@@ -191,8 +224,7 @@ impl World {
                 step,
                 expires,
             } => {
-                let revision = self.newest.get(&i).copied().unwrap_or(0) + step;
-                self.newest.insert(i, revision);
+                let revision = self.next_revision(i, step);
                 let expires = expires.map(|s| self.now + Duration::from_secs(s));
                 let text = self.signers[self.signing].seal_document(
                     &self.document(i, revision),
@@ -223,8 +255,8 @@ impl World {
             }
             Op::UnsignedRemove { id: i } => self.change(None, Some(id(i))),
             Op::Tombstone { id: i } => {
-                let revision = self.newest.get(&i).copied().unwrap_or(0) + 1;
-                self.newest.insert(i, revision);
+                let revision = self.next_revision(i, 1);
+                self.tombstoned.insert(i);
                 let text = self.signers[self.signing].seal_tombstone(&id(i), revision, self.now);
                 self.tombstones.insert(self.made.len(), id(i));
                 self.envelope(text);
@@ -243,6 +275,15 @@ impl World {
             }
             Op::Wait { secs } => self.now += Duration::from_secs(secs),
             Op::Restart => self.restart(),
+            Op::PublishPlain { id: i, step } => {
+                let revision = self.next_revision(i, step);
+                let doc = self.document(i, revision);
+                self.change(Some(Incoming::document(doc)), None);
+            }
+            Op::Require => {
+                self.required = true;
+                self.writer.set_trust(Arc::new(self.trust()));
+            }
         }
         // Advance a little so each envelope is signed later than the last.
         self.now += Duration::from_millis(10);
@@ -255,9 +296,10 @@ impl World {
         self.tombstones.get(&n).map(String::as_str)
     }
 
-    /// `(revision, signed_at, signed by a trusted key, expired)` of each
-    /// served project.
-    fn served(&self) -> BTreeMap<String, (u64, SystemTime, bool, bool)> {
+    /// `(revision, signed_at, believed at a restart, expired)` of each
+    /// served project (a plain one: no `signed_at`, believed while
+    /// signatures are not required).
+    fn served(&self) -> BTreeMap<String, (u64, Option<SystemTime>, bool, bool)> {
         let trusted: Vec<&str> = self
             .publics
             .iter()
@@ -269,12 +311,22 @@ impl World {
             .projects()
             .iter()
             .map(|p| {
-                let s = p.signature().expect("nothing unsigned is served");
+                let Some(s) = p.signature() else {
+                    assert!(
+                        !self.required_since_restart,
+                        "{} is served unsigned while signatures are required",
+                        p.id()
+                    );
+                    return (
+                        p.id().to_owned(),
+                        (p.revision(), None, !self.required, false),
+                    );
+                };
                 (
                     p.id().to_owned(),
                     (
                         p.revision(),
-                        s.signed_at,
+                        Some(s.signed_at),
                         s.keyids.iter().any(|k| trusted.contains(&k.as_str())),
                         s.expires_at.is_some_and(|e| e <= self.now),
                     ),
@@ -284,9 +336,15 @@ impl World {
     }
 }
 
-/// Runs `ops`, checking the rules after each; the world they leave.
+/// Runs `ops` on a sidecar requiring signatures, checking the rules
+/// after each; the world they leave.
 fn check(ops: &[Op]) -> World {
-    let mut world = World::new();
+    check_from(true, ops)
+}
+
+/// [`check`], signatures required from the start or not.
+fn check_from(required: bool, ops: &[Op]) -> World {
+    let mut world = World::new(required);
     let mut before = world.served();
     for (n, op) in ops.iter().enumerate() {
         world.step(op);
@@ -298,11 +356,28 @@ fn check(ops: &[Op]) -> World {
                 "step {n} {op:?}: {p} served at {revision} after {max}"
             );
             *max = *revision;
-            if let Some((was, was_at, _, _)) = before.get(p) {
+            if let Some((was, Some(was_at), _, _)) = before.get(p) {
                 assert!(
-                    !(revision == was && signed_at < was_at),
+                    !(revision == was && signed_at.is_none_or(|at| at < *was_at)),
                     "step {n} {op:?}: {p}'s kept envelope replaced by an older one"
                 );
+            }
+        }
+        // Signed outranks unsigned: the publisher's newest revision,
+        // re-signed with a trusted key, serves.
+        if let Op::Resign { id: i } = *op {
+            let p = id(i);
+            let newest = world.newest.get(&i).copied();
+            let trusted = world.trusted[world.signing];
+            let above = world.max_served.get(&p).copied().unwrap_or(0);
+            if let (Some(newest), true, false) = (newest, trusted, world.tombstoned.contains(&i)) {
+                if above <= newest {
+                    assert_eq!(
+                        after.get(&p).map(|s| s.0),
+                        Some(newest),
+                        "step {n} {op:?}: {p} re-signed at {newest} does not serve"
+                    );
+                }
             }
         }
         for (p, (_, _, was_trusted, was_expired)) in &before {
@@ -318,11 +393,19 @@ fn check(ops: &[Op]) -> World {
             };
             // At a restart, a document whose key is gone or which expired
             // is checked again and may no longer be served.
-            let restart_dropped = matches!(op, Op::Restart) && (!was_trusted || *was_expired);
+            let restart_dropped = matches!(op, Op::Restart) && (!was_trusted || *was_expired)
+                || matches!(op, Op::Restart) && world.required;
+            // Before signatures are required, an unsigned removal is one,
+            // and the project may come back at any revision (no floor is
+            // kept for a plain removal).
+            let plain_era = !world.required;
             assert!(
-                tombstoned || restart_dropped,
+                tombstoned || restart_dropped || plain_era,
                 "step {n} {op:?}: {p} left without a signed tombstone"
             );
+            if plain_era && !tombstoned {
+                world.max_served.remove(p);
+            }
         }
         before = after;
     }
@@ -338,10 +421,48 @@ proptest! {
 
     #[test]
     fn served_revisions_never_go_back_and_only_signed_tombstones_remove(
+        required in prop::bool::weighted(0.7),
         ops in prop::collection::vec(op(), 1..40)
     ) {
-        check(&ops);
+        check_from(required, &ops);
     }
+}
+
+/// The operator's direct switch: plain documents served and cached,
+/// `require_signatures` on, a restart (everything cached is refused),
+/// then the same revisions signed: they serve again.
+#[test]
+fn switching_signatures_on_then_signing_the_same_revisions_serves_them_again() {
+    let world = check_from(
+        false,
+        &[
+            Op::PublishPlain { id: 0, step: 1 },
+            Op::PublishPlain { id: 1, step: 2 },
+            Op::Require,
+            Op::Restart,
+            Op::Resign { id: 0 },
+            Op::Resign { id: 1 },
+        ],
+    );
+    let served = world.served();
+    assert_eq!(served.get("p0").map(|s| s.0), Some(1));
+    assert_eq!(served.get("p1").map(|s| s.0), Some(2));
+}
+
+/// The staged migration: a key trusted and the same revisions published
+/// signed while plain ones still serve, then the switch and a restart.
+#[test]
+fn signing_first_then_requiring_keeps_every_project() {
+    let world = check_from(
+        false,
+        &[
+            Op::PublishPlain { id: 0, step: 1 },
+            Op::Resign { id: 0 },
+            Op::Require,
+            Op::Restart,
+        ],
+    );
+    assert_eq!(world.served().get("p0").map(|s| s.0), Some(1));
 }
 
 #[test]

@@ -303,6 +303,12 @@ async fn load_cache(path: &Path, writer: &WriterHandle, status: &SyncStatus) {
                 cursor = %report.cursor,
                 "serving from the last-known-good cache"
             );
+            if !report.rejected.is_empty() {
+                tracing::warn!(
+                    refused = report.rejected.len(),
+                    "the cache holds documents refused under the current trust settings: it does not stand in for the source, which is loaded in full"
+                );
+            }
         }
         Ok(Err(e)) => tracing::warn!(error = %e, "last-known-good cache ignored"),
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "last-known-good cache not applied"),

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use crate::model::trust::Trust;
 use crate::model::wire::{Content, Incoming, SnapshotBody};
-use crate::store::{ApplyOptions, Judge, Judged, Store, Update};
+use crate::store::{ApplyOptions, Floor, Judge, Judged, Store, Update};
 
 /// What publishing one document would do.
 #[derive(Debug)]
@@ -59,7 +59,8 @@ pub fn judge_against(
     let id = doc.id.clone();
     let revision = doc.revision;
     let previous = published.project(&id);
-    let high_water = published.high_water(&id);
+    let floor = published.floor(&id);
+    let high_water = floor.map(Floor::revision);
     let revision_text = revision.map_or("?".to_owned(), |r| r.to_string());
     let checked = !trust.keys().is_empty();
     let signature = |keys: Option<&[String]>| match (keys, checked) {
@@ -84,7 +85,7 @@ pub fn judge_against(
             .collect()
     });
     let candidate = doc.clone();
-    let verdict = match judge.judge(doc, previous.as_deref(), high_water) {
+    let verdict = match judge.judge(doc, previous.as_deref(), floor) {
         Judged::Valid(valid) => Verdict::Accepted {
             signature: signature(valid.seal().map(|s| &s.verified.keyids[..])),
         },
@@ -133,7 +134,7 @@ pub fn judge_against(
 /// `floors` of projects removed before, to judge against: the publisher's
 /// view of what it holds, with `trust` (what does not verify is rejected,
 /// and shows among the store's rejections).
-pub fn published(docs: Vec<Incoming>, floors: &[(String, u64)], trust: &Trust) -> Store {
+pub fn published(docs: Vec<Incoming>, floors: &[(String, Floor)], trust: &Trust) -> Store {
     let (store, mut writer) = Store::new(1.0);
     writer.set_trust(Arc::new(trust.clone()));
     writer.restore_floors(floors);

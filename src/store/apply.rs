@@ -13,11 +13,13 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
+use super::floor::Floor;
 use super::project::Project;
 use super::{copy_index, Index, Rejection, Shared, Slot, MASS_REMOVAL_MIN_LOADED};
 use crate::lock::lock;
 use crate::model::cursor::Cursor;
 use crate::model::envelope::TOMBSTONE_TYPE;
+use crate::model::timestamp::parse_rfc3339;
 use crate::model::trust::{Trust, Verified};
 use crate::model::validate::{validate, Reason, ValidProject, ValidationError};
 use crate::model::wire::{
@@ -59,7 +61,7 @@ pub enum Update {
     /// floor.
     Cached {
         body: SnapshotBody,
-        floors: Vec<(String, u64)>,
+        floors: Vec<(String, Floor)>,
         signers: Signers,
     },
 }
@@ -210,6 +212,7 @@ impl StoreWriter {
             signers = std::mem::take(recorded);
         }
         let intake = Intake::of(update, &current);
+        let documents = intake.docs.len() + intake.unattributed.len();
         // Without required signatures an unsigned removal is a removal;
         // with them it is refused (and shown), and the project keeps
         // serving: only a signed tombstone removes.
@@ -295,14 +298,24 @@ impl StoreWriter {
                 lock(&self.shared.rejections).retain(|id, _| present.contains(id));
             }
         }
-        if intake.loads {
+        // The cache's own documents refused under the current trust
+        // settings (signatures now required, a key removed): the cache no
+        // longer stands in for the source. Its cursor is not taken, so the
+        // source loads in full.
+        let refused_cache = !from_source && !batch.report.rejected.is_empty();
+        // Loaded (ready) once a full snapshot from the source is applied,
+        // or the cache's serves something (or held nothing): a sidecar
+        // serving nothing because everything its cache held was refused
+        // is not ready until its source has answered.
+        let serves = !batch.edit.next.as_ref().unwrap_or(&current).is_empty();
+        if intake.loads && (from_source || serves || documents == 0) {
             self.shared.loaded.store(true, Ordering::Release);
         }
         if let Some(next) = batch.edit.next {
             self.shared.index.store(Arc::new(next));
         }
         let mut cursor = lock(&self.shared.cursor);
-        if let Some(new) = intake.cursor {
+        if let (Some(new), false) = (intake.cursor, refused_cache) {
             *cursor = new;
         }
         batch.report.cursor = *cursor;
@@ -333,10 +346,10 @@ impl StoreWriter {
 
     /// Seeds the revision high-water marks of projects not served (from
     /// the cache, before its snapshot is applied).
-    pub fn restore_floors(&mut self, floors: &[(String, u64)]) {
+    pub fn restore_floors(&mut self, floors: &[(String, Floor)]) {
         let mut marks = lock(&self.shared.floors);
-        for (id, revision) in floors {
-            raise(&mut marks, id, *revision);
+        for (id, floor) in floors {
+            raise(&mut marks, id, *floor);
         }
     }
 
@@ -433,8 +446,8 @@ impl StoreWriter {
         Ok(())
     }
 
-    /// The project `id` as served, or else its revision floor.
-    fn served(&self, batch: &Batch, id: &str) -> (Option<Arc<Project>>, Option<u64>) {
+    /// The project `id` as served, or else its floor.
+    fn served(&self, batch: &Batch, id: &str) -> (Option<Arc<Project>>, Option<Floor>) {
         let previous = batch.edit.get(id).map(|s| s.0.load_full());
         let floor = match previous {
             Some(_) => None,
@@ -473,20 +486,33 @@ impl StoreWriter {
                 batch.report.unchanged += 1;
                 return;
             }
-            Prepared::Rejected { revision, error } => {
+            Prepared::Rejected {
+                revision,
+                error,
+                signed_at,
+            } => {
                 // A document this sidecar accepted before (its cache) that
-                // it can no longer serve (its key was removed, it expired)
-                // still holds the project's revision floor: nothing older
-                // may come back in its place.
+                // it can no longer serve (unsigned while signatures are
+                // required, its key was removed, it expired) still holds
+                // the project's floor: nothing older may come back in its
+                // place, and of its revision only a signed copy.
                 if let (false, Some(revision)) = (batch.judge.from_source, revision) {
-                    raise(&mut lock(&self.shared.floors), &id, revision);
+                    let floor = Floor::Refused {
+                        revision,
+                        signed_at,
+                    };
+                    raise(&mut lock(&self.shared.floors), &id, floor);
                 }
                 self.reject(id, revision, error, batch.judge.now, &mut batch.report);
                 return;
             }
             Prepared::Removal { revision } => {
                 self.remove(&id, batch);
-                raise(&mut lock(&self.shared.floors), &id, revision);
+                raise(
+                    &mut lock(&self.shared.floors),
+                    &id,
+                    Floor::Removed(revision),
+                );
                 return;
             }
             Prepared::Resealed(project) => {
@@ -557,10 +583,12 @@ impl StoreWriter {
     }
 }
 
-/// Raises `id`'s revision floor to `revision` (never lowers it).
-fn raise(floors: &mut HashMap<String, u64>, id: &str, revision: u64) {
-    let mark = floors.entry(id.to_owned()).or_insert(0);
-    *mark = (*mark).max(revision);
+/// Raises `id`'s floor to `floor` (never lowers it: see [`Floor::max`]).
+fn raise(floors: &mut HashMap<String, Floor>, id: &str, floor: Floor) {
+    floors
+        .entry(id.to_owned())
+        .and_modify(|kept| *kept = kept.max(floor))
+        .or_insert(floor);
 }
 
 /// Why an update asks for a project to go, without a signed tombstone.
@@ -683,10 +711,12 @@ pub enum Judged {
     /// envelope (re-signed: a key rotation, a fresher signature).
     Resealed(ValidProject),
     /// Breaks a rule, could not be read as a document at all, or its
-    /// signature is not believed.
+    /// signature is not believed. `signed_at`: its signing time when its
+    /// signature was believed and only its times are refused.
     Rejected {
         revision: Option<u64>,
         error: ValidationError,
+        signed_at: Option<SystemTime>,
     },
     /// Would be accepted.
     Valid(ValidProject),
@@ -708,6 +738,7 @@ pub enum Prepared {
     Rejected {
         revision: Option<u64>,
         error: ValidationError,
+        signed_at: Option<SystemTime>,
     },
     Removal {
         revision: u64,
@@ -727,14 +758,22 @@ pub fn prepare(
     judge: &Judge<'_>,
     incoming: Incoming,
     previous: Option<&Project>,
-    floor: Option<u64>,
+    floor: Option<Floor>,
     now: SystemTime,
 ) -> Prepared {
     let claimed = incoming.revision;
     match judge.judge(incoming, previous, floor) {
         Judged::Stale => Prepared::Stale { revision: claimed },
         Judged::Unchanged => Prepared::Unchanged,
-        Judged::Rejected { revision, error } => Prepared::Rejected { revision, error },
+        Judged::Rejected {
+            revision,
+            error,
+            signed_at,
+        } => Prepared::Rejected {
+            revision,
+            error,
+            signed_at,
+        },
         Judged::Removal { revision } => Prepared::Removal { revision },
         Judged::Resealed(valid) => match previous {
             Some(prev) => Prepared::Resealed(Project::with_applied(
@@ -787,9 +826,8 @@ impl Judge<'_> {
         &self,
         incoming: Incoming,
         previous: Option<&Project>,
-        floor: Option<u64>,
+        floor: Option<Floor>,
     ) -> Judged {
-        let floor = previous.map(Project::revision).or(floor);
         if let Content::TooLarge(bytes) = incoming.content {
             return Judged::Rejected {
                 revision: incoming.revision,
@@ -799,6 +837,7 @@ impl Judge<'_> {
                         "{bytes} bytes, over source.max_document_bytes: refused unread"
                     ),
                 },
+                signed_at: None,
             };
         }
         match &incoming.seal {
@@ -811,18 +850,27 @@ impl Judge<'_> {
         &self,
         incoming: Incoming,
         previous: Option<&Project>,
-        floor: Option<u64>,
+        floor: Option<Floor>,
     ) -> Judged {
         let revision = incoming.revision;
-        if let (Some(floor), Some(revision)) = (floor, revision) {
-            if revision < floor {
+        // A plain copy never outranks what is served or refused at its
+        // revision: equal is a no-op.
+        let bar = previous
+            .map(Project::revision)
+            .or(floor.map(Floor::revision));
+        if let (Some(bar), Some(revision)) = (bar, revision) {
+            if revision < bar {
                 return Judged::Stale;
             }
-            if revision == floor {
+            if revision == bar {
                 return Judged::Unchanged;
             }
         }
-        let rejected = |error| Judged::Rejected { revision, error };
+        let rejected = |error| Judged::Rejected {
+            revision,
+            error,
+            signed_at: None,
+        };
         if self.trust.require_signatures {
             return rejected(ValidationError {
                 reason: Reason::Unsigned,
@@ -844,7 +892,7 @@ impl Judge<'_> {
         &self,
         incoming: Incoming,
         previous: Option<&Project>,
-        floor: Option<u64>,
+        floor: Option<Floor>,
     ) -> Judged {
         let hint = incoming.revision;
         let Some(seal) = &incoming.seal else {
@@ -861,17 +909,23 @@ impl Judge<'_> {
                 return Judged::Rejected {
                     revision: hint.or_else(|| claimed_revision(seal)),
                     error,
+                    signed_at: None,
                 }
             }
         };
         let incoming = open(incoming);
         let revision = incoming.revision;
-        let rejected = |error| Judged::Rejected { revision, error };
+        let rejected = |error, signed_at| Judged::Rejected {
+            revision,
+            error,
+            signed_at,
+        };
         if let Content::Unreadable(message) = &incoming.content {
-            return rejected(ValidationError {
+            let error = ValidationError {
                 reason: Reason::Malformed,
                 message: message.clone(),
-            });
+            };
+            return rejected(error, None);
         }
         let verified =
             match self
@@ -879,19 +933,33 @@ impl Judge<'_> {
                 .stamps(keyids, incoming.stamps(), self.now, self.from_source)
             {
                 Ok(verified) => verified,
-                Err(error) => return rejected(error),
+                Err(error) => {
+                    let signed_at = incoming
+                        .stamps()
+                        .signed_at
+                        .and_then(|t| parse_rfc3339(t).ok());
+                    return rejected(error, signed_at);
+                }
             };
         let revision = revision.unwrap_or(0);
-        if let Some(floor) = floor {
-            if revision < floor {
-                return Judged::Stale;
+        match (previous, floor) {
+            (Some(prev), _) if revision < prev.revision() => return Judged::Stale,
+            (Some(prev), _) if revision == prev.revision() => {
+                return resealed(incoming, prev, verified)
             }
-            if revision == floor {
-                return match previous {
-                    Some(prev) => resealed(incoming, prev, verified),
-                    None => Judged::Unchanged,
-                };
+            (None, Some(floor)) if revision < floor.revision() => return Judged::Stale,
+            // Signed outranks refused: a copy signed after what was
+            // refused serves again (see `Floor`); a tombstone's own
+            // revision never does.
+            (None, Some(floor)) if revision == floor.revision() => {
+                if !floor.admits(verified.signed_at) {
+                    return match floor {
+                        Floor::Removed(_) => Judged::Unchanged,
+                        Floor::Refused { .. } => Judged::Stale,
+                    };
+                }
             }
+            _ => {}
         }
         let Incoming {
             content,
@@ -924,7 +992,11 @@ impl Judge<'_> {
                 Some((envelope, verified)) => valid.sealed(envelope, verified),
                 None => valid,
             }),
-            Err(error) => Judged::Rejected { revision, error },
+            Err(error) => Judged::Rejected {
+                revision,
+                error,
+                signed_at: None,
+            },
         }
     }
 }

@@ -6,6 +6,7 @@
 //!   the hot path's single entry, [`Store::resolve_with`];
 //! * [`project`]: a project as served, its answers pre-rendered;
 //! * [`at_rest`]: a project's accepted document, kept compressed;
+//! * [`floor`]: how a project that is not served may come back;
 //! * [`answer`]: the answer types a resolve lends;
 //! * [`pointers`]: one pointer read back out of an answer (embedders);
 //! * [`apply`]: [`StoreWriter`], which validates and publishes updates.
@@ -37,6 +38,7 @@
 pub mod answer;
 pub mod apply;
 pub mod at_rest;
+pub mod floor;
 pub mod pointers;
 pub mod project;
 
@@ -56,6 +58,7 @@ pub use answer::{Answer, AnswerRef, Outcome, ResolveError};
 pub use apply::{
     ApplyError, ApplyOptions, ApplyReport, DueOutcome, Judge, Judged, Signers, StoreWriter, Update,
 };
+pub use floor::Floor;
 pub use pointers::{PointerIter, PointerKind};
 pub use project::Project;
 
@@ -98,7 +101,7 @@ pub(super) struct Shared {
     /// (at that document's revision). No document up to it brings the
     /// project back (a replayed old envelope is stale). Writer and cache
     /// only, never resolve. A served project's floor is its revision.
-    pub(super) floors: Mutex<HashMap<String, u64>>,
+    pub(super) floors: Mutex<HashMap<String, Floor>>,
     /// Projects whose source holds an older revision than this node serves
     /// (or than its floor): id → the source's revision. Kept until the
     /// source sends anything not older, or the project goes. Writer and
@@ -233,17 +236,22 @@ impl Store {
     /// The revision floor of project `id` when it is not served (a signed
     /// tombstone removed it, or its cached document could not be served).
     pub fn high_water(&self, id: &str) -> Option<u64> {
+        self.floor(id).map(Floor::revision)
+    }
+
+    /// The floor of project `id` when it is not served (see [`Floor`]).
+    pub fn floor(&self, id: &str) -> Option<Floor> {
         lock(&self.shared.floors).get(id).copied()
     }
 
-    /// The revision floors of projects not served, sorted by id (what the
-    /// cache keeps).
-    pub fn floors(&self) -> Vec<(String, u64)> {
-        let mut all: Vec<(String, u64)> = lock(&self.shared.floors)
+    /// The floors of projects not served, sorted by id (what the cache
+    /// keeps).
+    pub fn floors(&self) -> Vec<(String, Floor)> {
+        let mut all: Vec<(String, Floor)> = lock(&self.shared.floors)
             .iter()
-            .map(|(id, rev)| (id.clone(), *rev))
+            .map(|(id, floor)| (id.clone(), *floor))
             .collect();
-        all.sort();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
 

@@ -10,12 +10,14 @@
 //! a restart believes that record while one of those keys is still
 //! trusted (the cache is the sidecar's own disk; whoever can write it
 //! is outside what signatures protect against), and verifies the
-//! signature again otherwise; `removed` holds the
-//! revision floor of each project accepted before and not served now
-//! (removed by a signed tombstone, or whose cached document could no
-//! longer be served at a restart), so a replayed older document stays
-//! refused across restarts. (The key keeps its first name, from when
-//! only tombstones set floors: files of either version read the same.) Written atomically:
+//! signature again otherwise; `removed` holds the revision floor of each
+//! project a signed tombstone removed, and `refused` (`{"id": [revision,
+//! signed_at in ns since the epoch or null]}`) that of each project whose
+//! document was accepted before and could no longer be served at a
+//! restart ([`Floor`]), so a replayed older document stays refused across
+//! restarts while a signed copy of a refused revision may still serve.
+//! (Files written before `refused` existed kept both kinds in `removed`:
+//! they read as removals, the stricter.) Written atomically:
 //! a temp file in the same directory, fsync, rename over the old file, fsync
 //! the directory. A load that fails any check (unreadable, truncated, wrong
 //! format or version, checksum mismatch) is an error the caller logs and
@@ -26,7 +28,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -36,7 +38,7 @@ use super::status::Activity;
 use crate::model::clock::SharedClock;
 use crate::model::cursor::Cursor;
 use crate::model::wire::{Reader, SnapshotBody};
-use crate::store::{Project, Signers, Store, Update};
+use crate::store::{Floor, Project, Signers, Store, Update};
 
 pub const FORMAT: &str = "env-sidecar-last-known-good";
 pub const VERSION: u32 = 1;
@@ -87,6 +89,9 @@ struct BodyIn<'a> {
     /// Absent in files written before signed tombstones.
     #[serde(default)]
     removed: std::collections::BTreeMap<String, u64>,
+    /// Absent in files written before refused floors were told apart.
+    #[serde(default)]
+    refused: std::collections::BTreeMap<String, (u64, Option<u64>)>,
     /// Absent in files written before restarts believed them.
     #[serde(default)]
     signers: std::collections::HashMap<String, Vec<String>>,
@@ -97,8 +102,8 @@ struct BodyIn<'a> {
 pub struct Cached {
     /// Every accepted document (`revision` is the cursor).
     pub snapshot: SnapshotBody,
-    /// Revision floors of projects not served.
-    pub floors: Vec<(String, u64)>,
+    /// Floors of projects not served.
+    pub floors: Vec<(String, Floor)>,
     /// The trusted keys that had verified each signed project.
     pub signers: Signers,
 }
@@ -120,7 +125,7 @@ impl Cached {
 pub struct State<'a> {
     pub cursor: Cursor,
     pub projects: &'a [Arc<Project>],
-    pub floors: &'a [(String, u64)],
+    pub floors: &'a [(String, Floor)],
 }
 
 /// Renders the cache file for `state` (in memory: for tests and
@@ -175,13 +180,30 @@ fn body_parts(
         let text = project.stored_text().map_err(std::io::Error::other)?;
         f(text.as_bytes())?;
     }
+    // Ids of projects not served were validated: nothing to escape, but
+    // JSON-encode anyway.
+    let quoted = |id: &str| serde_json::to_string(id).unwrap_or_default();
     f(b"],\"removed\":{")?;
-    for (i, (id, revision)) in state.floors.iter().enumerate() {
+    let removed = state.floors.iter().filter_map(|(id, floor)| match floor {
+        Floor::Removed(revision) => Some((id, *revision)),
+        Floor::Refused { .. } => None,
+    });
+    for (i, (id, revision)) in removed.enumerate() {
         let sep = if i > 0 { "," } else { "" };
-        // Ids of removed projects were validated: nothing to escape, but
-        // JSON-encode anyway.
-        let id = serde_json::to_string(id).unwrap_or_default();
-        f(format!("{sep}{id}:{revision}").as_bytes())?;
+        f(format!("{sep}{}:{revision}", quoted(id)).as_bytes())?;
+    }
+    f(b"},\"refused\":{")?;
+    let refused = state.floors.iter().filter_map(|(id, floor)| match floor {
+        Floor::Refused {
+            revision,
+            signed_at,
+        } => Some((id, *revision, signed_at.map(nanos))),
+        Floor::Removed(_) => None,
+    });
+    for (i, (id, revision, signed_at)) in refused.enumerate() {
+        let sep = if i > 0 { "," } else { "" };
+        let signed_at = signed_at.map_or("null".to_owned(), |n| n.to_string());
+        f(format!("{sep}{}:[{revision},{signed_at}]", quoted(id)).as_bytes())?;
     }
     f(b"},\"signers\":{")?;
     let signed = state
@@ -237,9 +259,30 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Cached, CacheError> {
             unattributed,
             partial: false,
         },
-        floors: body.removed.into_iter().collect(),
+        floors: body
+            .removed
+            .into_iter()
+            .map(|(id, revision)| (id, Floor::Removed(revision)))
+            .chain(body.refused.into_iter().map(|(id, (revision, signed_at))| {
+                let signed_at = signed_at.map(|n| UNIX_EPOCH + Duration::from_nanos(n));
+                (
+                    id,
+                    Floor::Refused {
+                        revision,
+                        signed_at,
+                    },
+                )
+            }))
+            .collect(),
         signers: body.signers,
     })
+}
+
+/// `at` in nanoseconds since the epoch: exactly, so that a refused
+/// envelope's own `signed_at` never reads back earlier than it was.
+fn nanos(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// Reads and decodes the cache file.
@@ -474,11 +517,31 @@ mod tests {
     fn round_trips_cursor_and_documents() {
         let store = store_with(5);
         let projects = store.projects();
-        let removed = [("gone".to_owned(), 7), ("x\"y".to_owned(), 9)];
+        // A refused envelope's signing time to the nanosecond, one of an
+        // unsigned document, and removals.
+        let signed_at = UNIX_EPOCH + Duration::new(1_800_000_000, 123_456_789);
+        let floors = [
+            (
+                "a-refused".to_owned(),
+                Floor::Refused {
+                    revision: 5,
+                    signed_at: Some(signed_at),
+                },
+            ),
+            (
+                "b-refused".to_owned(),
+                Floor::Refused {
+                    revision: 6,
+                    signed_at: None,
+                },
+            ),
+            ("gone".to_owned(), Floor::Removed(7)),
+            ("x\"y".to_owned(), Floor::Removed(9)),
+        ];
         let state = State {
             cursor: store.cursor(),
             projects: &projects,
-            floors: &removed,
+            floors: &floors,
         };
         let bytes = encode(state);
         let mut streamed = Vec::new();
@@ -489,7 +552,20 @@ mod tests {
         assert_eq!(cached.snapshot.projects.len(), 5);
         let first = cached.snapshot.projects[0].as_document().unwrap();
         assert_eq!(first, store.projects()[0].reparse().unwrap().document());
-        assert_eq!(cached.floors, removed);
+        let mut read = cached.floors;
+        read.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(read, floors);
+    }
+
+    #[test]
+    fn a_file_of_an_earlier_version_reads_every_floor_as_a_removal() {
+        let body = r#"{"cursor":3,"projects":[],"removed":{"a":4}}"#;
+        let old = format!(
+            r#"{{"format":"{FORMAT}","version":{VERSION},"crc32":"{:08x}","body":{body}}}"#,
+            crc32fast::hash(body.as_bytes())
+        );
+        let cached = decode(Path::new("c"), old.as_bytes()).unwrap();
+        assert_eq!(cached.floors, [("a".to_owned(), Floor::Removed(4))]);
     }
 
     #[test]
