@@ -85,7 +85,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("env-sidecar: config: {e}");
+                    eprintln!("env-sidecar: {e}");
                     ExitCode::from(EXIT_CONFIG)
                 }
             };
@@ -106,7 +106,7 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         let sidecar = match env_sidecar::app::start(config).await {
             Ok(s) => s,
-            Err(e @ env_sidecar::app::StartError::Trust(_)) => {
+            Err(e) if e.is_config() => {
                 eprintln!("env-sidecar: {e}");
                 return ExitCode::from(EXIT_CONFIG);
             }

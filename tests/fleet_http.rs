@@ -80,7 +80,7 @@ async fn a_fleet_over_http_reports_to_the_control_plane_and_converges() {
     fleet::signal(&nodes[2], "STOP");
     sim.publish([project("acme", 3)]);
     let (code, out) = wait("3", "2s").await;
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 3, "{out}");
     assert!(
         out.contains("behind node=h3 project=acme serves=<3 cursor=3"),
         "{out}"
@@ -94,7 +94,7 @@ async fn a_fleet_over_http_reports_to_the_control_plane_and_converges() {
     bad["environments"][0]["color"] = "green".into();
     sim.publish([bad]);
     let (code, out) = wait("4", "3s").await;
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 3, "{out}");
     assert!(
         out.contains("rejecting node=h2 project=acme revision=4 reason=invalid_color"),
         "{out}"
@@ -126,7 +126,7 @@ async fn a_node_that_stops_reporting_to_the_control_plane_is_lost_with_its_label
     })
     .await;
     let (code, out) = wait("1s", &[]).await;
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 3, "{out}");
     assert!(out.contains("lost node=l2 labels=region=us"), "{out}");
     // Its labels are known: a selector that leaves it out converges.
     let (code, out) = wait("1s", &["--selector", "region=eu"]).await;

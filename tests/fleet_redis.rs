@@ -130,7 +130,7 @@ async fn a_publish_converges_and_a_document_no_node_accepts_shows_them_rejecting
     bad["environments"][0]["color"] = "green".into();
     Publisher::plain(url).await.write(&bad).await;
     let (code, out) = wait_for(url, "acme", "3", &["--timeout", "5s"]);
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 3, "{out}");
     for id in ["n1", "n2", "n3"] {
         assert!(
             out.contains(&format!(
@@ -196,7 +196,7 @@ async fn a_killed_node_is_lost_and_wait_says_so() {
     );
     // It may still serve an old revision somewhere: not converged.
     let (code, out) = wait_for(url, "acme", "1", &["--timeout", "1s"]);
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 3, "{out}");
     assert!(
         out.contains("2/2 nodes serve acme@1 (1 lost)") && out.contains("lost node=k3"),
         "{out}"
@@ -208,7 +208,7 @@ async fn a_killed_node_is_lost_and_wait_says_so() {
         "1",
         &["--selector", "region=eu", "--timeout", "1s"],
     );
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 3, "{out}");
     let (code, out) = wait_for(url, "acme", "1", &["--ignore-lost", "--timeout", "5s"]);
     assert_eq!(code, 0, "{out}");
     // Silent for longer than --lost-after: forgotten.
@@ -246,9 +246,18 @@ async fn a_paused_node_is_named_until_it_resumes() {
     assert_eq!(wait("1", "20s").0, 0);
     fleet::signal(&nodes[1], "STOP");
     let v2 = publish_file(dir.path(), "v2.json", &revisions(2));
-    assert_eq!(run(&["publish", "--redis", url, &v2]).0, 0);
+    // Written, but not everywhere within the timeout: exit 3, apart from
+    // a refusal (1, nothing written) and an unreachable store (2).
+    let (code, out) = run(&["publish", "--redis", url, "--wait", "--timeout", "1s", &v2]);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("published project=acme revision=2") && out.contains("timeout serving=2 of=3"),
+        "{out}"
+    );
+    let (code, out) = run(&["publish", "--redis", url, "--wait", "--timeout", "1s", &v2]);
+    assert_eq!(code, 3, "an unchanged file still waits: {out}");
     let (code, out) = wait("2", "2s");
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 3, "{out}");
     assert!(out.contains("timeout serving=2 of=3 needed=3"), "{out}");
     assert!(
         out.contains("behind node=p2 project=acme serves=<2 cursor="),
@@ -448,7 +457,7 @@ async fn a_node_refusing_one_project_is_named_for_it_and_not_for_others() {
     // A writer holding no key: the strict node refuses acme@2, serves on.
     publisher.write(&project("acme", 2)).await;
     let (code, out) = wait_for(url, "acme", "2", &["--timeout", "3s"]);
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 3, "{out}");
     assert!(
         out.contains("rejecting node=strict project=acme revision=2 reason=unsigned"),
         "{out}"
@@ -558,7 +567,7 @@ async fn a_node_of_the_older_layout_is_judged_by_what_it_lists() {
     let v2 = publish_file(dir.path(), "v2.json", &revisions(2));
     assert_eq!(run(&["publish", "--redis", url, &v2]).0, 0);
     let (code, out) = wait_for(url, "acme", "2", &["--timeout", "3s"]);
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 3, "{out}");
     assert!(
         out.contains("behind node=old project=acme serves=1\n"),
         "{out}"
@@ -597,7 +606,7 @@ async fn reports_in_a_redis_of_their_own_are_judged_against_the_sources_position
     assert!(out.contains("1/1 nodes serve acme@1"), "{out}");
     // The report store alone holds no positions: nothing can be judged.
     let (code, out) = wait(&["--redis", &reports.url], "1s");
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 3, "{out}");
     assert!(
         out.contains("behind node=apart project=acme serves=?"),
         "{out}"

@@ -185,3 +185,57 @@ async fn a_node_that_stops_leaves_the_control_plane_and_a_killed_one_is_lost() {
     })
     .await;
 }
+
+/// A node restarted from its cache against a reachable but quiet source
+/// (a 30 s long poll, nothing changing): `live` in `/readyz`, its report
+/// and `fleet status` within seconds, not once its first wait ends.
+async fn live_at_once_after_a_restart(kind: &str, flag: &str, url: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let source = format!("kind = \"{kind}\"\nurl = \"{url}\"\nlong_poll_wait = \"30s\"");
+    let config = node_config(dir.path(), "q1", "eu", &source, &reporting("1s"));
+    let node = fleet::start(&config, &[]);
+    wait_status(
+        flag,
+        url,
+        "1 nodes, 1 converged, 0 behind, 0 rejecting, 0 stale reports, 0 lost",
+    )
+    .await;
+    let mut node = node;
+    fleet::signal(&node, "TERM");
+    assert_eq!(node.wait_exit(Duration::from_secs(20)).code(), Some(0));
+    let node = fleet::start(&config, &[]);
+    eventually_within(Duration::from_secs(5), "live on /readyz", || async {
+        let resp = reqwest::get(format!("http://{}/readyz", node.admin_addr)).await;
+        match resp {
+            Ok(r) => r
+                .text()
+                .await
+                .unwrap_or_default()
+                .contains("\"provenance\":\"live\""),
+            Err(_) => false,
+        }
+    })
+    .await;
+    eventually_within(Duration::from_secs(5), "live in the report", || async {
+        let (_, out) = fleet::run_async(&["fleet", "status", flag, url]).await;
+        out.contains("node=q1 labels=region=eu provenance=live")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_from_its_cache_on_a_quiet_redis_is_live_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
+        return;
+    };
+    publish_acme(dir.path(), &redis.url, 1, false).await;
+    live_at_once_after_a_restart("redis", "--redis", &redis.url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_from_its_cache_on_a_quiet_control_plane_is_live_at_once() {
+    let sim = common::simulator(vec![project("acme", 1)], None).await;
+    let url = sim.url();
+    live_at_once_after_a_restart("http", "--control-plane", &url).await;
+}

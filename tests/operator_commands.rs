@@ -80,6 +80,11 @@ fn check_config_refuses_every_bad_config_as_the_start_does() {
         "[log]\nlevel = \"verbose\"\n",
         "[server]\nmax_pointers_header_bytes = 61441\n",
         "[server]\nmax_pointers_header_bytes = -1\n",
+        // Checks a start makes beyond the file's own rules.
+        "[trust]\nkeys = [\"/nonexistent/keyz/\"]\n",
+        "[trust]\nkeys = [\"/nonexistent/keyz/\"]\nrequire_signatures = true\n",
+        "[admin]\nlisten = \"0.0.0.0:0\"\n",
+        "[source]\nkind = \"redis\"\nurl = \"redis-sentinel://h:1\"\n",
         "not toml at all [",
     ]
     .iter()
@@ -101,6 +106,22 @@ fn check_config_refuses_every_bad_config_as_the_start_does() {
     }
     let missing = sidecar(&["check-config", "--config", "/nonexistent.toml"]);
     assert_eq!(missing.status.code(), Some(78));
+}
+
+#[test]
+fn check_config_says_what_a_start_would_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("later.toml");
+    std::fs::write(&path, "[source]\npath = \"/nonexistent/snapshot.json\"\n").unwrap();
+    let check = sidecar(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check).1);
+    assert!(
+        text(&check)
+            .0
+            .contains("# note: source.path /nonexistent/snapshot.json: no such file yet"),
+        "{}",
+        text(&check).0
+    );
 }
 
 #[test]

@@ -560,3 +560,34 @@ async fn repeated_or_bad_admin_parameters_get_the_data_planes_400() {
     assert_eq!(r.status, 405);
     assert_eq!(r.error_code(), "method_not_allowed");
 }
+
+/// Only changes seen as they happen count for propagation: a cold start
+/// (a full snapshot of documents published long ago), a restart from the
+/// cache and a forced refresh do not; the file changing afterwards does.
+#[tokio::test]
+async fn propagation_counts_changes_seen_live_never_a_first_load() {
+    let long_ago = |id: &str, revision| {
+        let mut doc = project(id, revision);
+        doc["published_at"] = json!("2026-11-20T10:00:00Z");
+        doc
+    };
+    let count = |m: &str| sample(m, "env_sidecar_propagation_delay_seconds_count");
+    let t = TestSidecar::start(Some(&snapshot(1, vec![long_ago("acme", 1)]))).await;
+    t.wait_ready().await;
+    assert_eq!(count(&t.get_admin("/metrics").await.text), Some(0.0));
+    assert_eq!(t.post_admin("/admin/refresh", None).await.status, 200);
+    assert_eq!(count(&t.get_admin("/metrics").await.text), Some(0.0));
+    // The file changes after the start: a change seen live.
+    let mut next = project("acme", 2);
+    next["published_at"] = json!(env_sidecar::model::timestamp::format_rfc3339(
+        SystemTime::now()
+    ));
+    t.write_snapshot(&snapshot(2, vec![next]));
+    t.wait_revision("acme", 2).await;
+    let m = t.get_admin("/metrics").await.text;
+    assert_eq!(count(&m), Some(1.0), "{m}");
+    assert!(
+        sample(&m, "env_sidecar_propagation_delay_seconds_sum").unwrap() < 60.0,
+        "{m}"
+    );
+}

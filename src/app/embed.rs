@@ -72,6 +72,9 @@ pub struct Embedded {
 /// this process; loads the last-known-good cache before it returns.
 pub async fn embed(config: Config, embed: EmbedOptions) -> Result<Embedded, StartError> {
     let options = embed.options;
+    for note in super::preflight(&config, &options.env)? {
+        tracing::warn!("{note}");
+    }
     let (admin_token, admin_listener) = if embed.operator_plane {
         let token = config.admin.token(&options.env)?;
         (

@@ -41,18 +41,55 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
-    #[error(transparent)]
+    #[error("config: admin.listen: {0}")]
     InsecureAdmin(#[from] crate::config::InsecureAdmin),
     #[error("server.unix_socket {0}: exists and is not a socket; refusing to replace it")]
     NotASocket(PathBuf),
-    #[error(transparent)]
+    #[error("config: source: {0}")]
     Source(#[from] crate::sync::configured::BuildError),
     #[error("cannot start the writer or sync thread: {0}")]
     Writer(#[source] std::io::Error),
-    #[error("{0}")]
+    #[error("config: trust.keys: {0}")]
     Trust(String),
-    #[error("cannot set up the node report: {0}")]
+    #[error("config: report: cannot set up the node report: {0}")]
     Report(String),
+}
+
+impl StartError {
+    /// True when the config is what is wrong (exit 78, as `check-config`
+    /// says), not the machine (a port taken, no thread).
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            StartError::InsecureAdmin(_)
+                | StartError::Source(_)
+                | StartError::Trust(_)
+                | StartError::Report(_)
+        )
+    }
+}
+
+/// What a start checks of a config before it binds anything, and what
+/// it notes without refusing: the one list both the start and
+/// `check-config` run, so they never disagree.
+pub fn preflight(config: &Config, env: &Env) -> Result<Vec<String>, StartError> {
+    config.admin.token(env)?;
+    let t = &config.trust;
+    crate::sync::keys::load(&t.keys, t.require_signatures)
+        .map_err(|e| StartError::Trust(e.to_string()))?;
+    crate::sync::configured::Configured::build(&config.source, env)?;
+    crate::sync::report::sink_for(config, env, "preflight").map_err(StartError::Report)?;
+    let mut notes = Vec::new();
+    if let crate::config::Source::File(f) = &config.source.kind {
+        if !f.path.exists() {
+            notes.push(format!(
+                "source.path {}: no such file yet; the sidecar starts, serves nothing and is not \
+                 ready until it appears (or until the last-known-good cache loads)",
+                f.path.display()
+            ));
+        }
+    }
+    Ok(notes)
 }
 
 /// How to start, beyond the config file.
@@ -142,6 +179,9 @@ pub async fn start(config: Config) -> Result<Sidecar, StartError> {
 }
 
 pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, StartError> {
+    for note in preflight(&config, &options.env)? {
+        tracing::warn!("{note}");
+    }
     let admin_token = config.admin.token(&options.env)?;
     let data_listener = bind("data plane", config.server.listen).await?;
     let admin_listener = bind("operator plane", config.admin.listen).await?;

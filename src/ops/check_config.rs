@@ -2,17 +2,16 @@
 //! the sidecar makes at start, as TOML written from the config's own
 //! types (secrets only as set / unset, in comments after it).
 
+use crate::app::{preflight, StartError};
 use crate::config::secret::Env;
 use crate::config::{Config, Source};
 
 /// The effective configuration as a TOML document, then a comment line
-/// per variable that names a secret saying whether it is set. A public
-/// operator plane without a token is refused like the sidecar refuses it
-/// at start.
-pub fn render(config: &Config, env: &Env, source_path: &str) -> Result<String, String> {
-    if let Err(e) = config.admin.token(env) {
-        return Err(format!("admin.listen: {e}"));
-    }
+/// per variable that names a secret saying whether it is set, and one per
+/// note a start would log. Every check a start makes of the config runs
+/// first ([`preflight`]): an error is the start's own.
+pub fn render(config: &Config, env: &Env, source_path: &str) -> Result<String, StartError> {
+    let notes = preflight(config, env)?;
     let state = |name: &str| {
         if env.secret(name).is_some() {
             "set"
@@ -34,6 +33,9 @@ pub fn render(config: &Config, env: &Env, source_path: &str) -> Result<String, S
     out.push_str("\n# secrets (never printed):\n");
     for (key, var) in secrets {
         out.push_str(&format!("#   {key} = {var}: {}\n", state(var)));
+    }
+    for note in notes {
+        out.push_str(&format!("# note: {note}\n"));
     }
     Ok(out)
 }

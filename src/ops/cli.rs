@@ -38,7 +38,8 @@ pub enum Tool {
     },
     /// Validate a snapshot file against what Redis holds and, only if every
     /// project passes, write the changes to Redis for a fleet that follows
-    /// it; exit 0, 1 refused (nothing written), 2 unreadable or unreachable
+    /// it; exit 0, 1 refused (nothing written), 2 unreadable or unreachable,
+    /// 3 (with --wait) written but not served everywhere within --timeout
     Publish {
         #[command(flatten)]
         redis: RedisArgs,
@@ -58,7 +59,7 @@ pub enum Tool {
         #[arg(long = "trust-key", value_name = "FILE")]
         trust_keys: Vec<PathBuf>,
         /// Then wait until the fleet serves what was published (as `fleet
-        /// wait`; exit 1 at the timeout)
+        /// wait`; exit 3 at the timeout)
         #[arg(long)]
         wait: bool,
         #[command(flatten)]
@@ -125,7 +126,7 @@ pub enum FleetCommand {
         retry: RetryArgs,
     },
     /// Wait until the fleet serves a project at a revision (or later);
-    /// exit 0 then, 1 at the timeout (naming the nodes behind and why), 2
+    /// exit 0 then, 3 at the timeout (naming the nodes behind and why), 2
     /// when the store cannot be read
     Wait {
         #[command(flatten)]

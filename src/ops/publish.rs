@@ -85,8 +85,10 @@ pub const OK: u8 = 0;
 pub const REFUSED: u8 = 1;
 pub const FAILED: u8 = 2;
 
-/// What was written, for `--wait`: `(project, revision)` of every
-/// document published.
+/// What `--wait` waits for: `(project, revision)` of every document
+/// written; when nothing was written (the file is what Redis holds
+/// already, as when a pipeline runs again after a wait timed out), of
+/// every document of the file.
 pub type Published = Vec<(String, u64)>;
 
 /// Publishes, retrying what a failover makes fail for up to `retry`
@@ -459,10 +461,17 @@ pub async fn publish(
         count(Action::Removed),
         unchanged.len()
     );
-    Ok(writes
+    let written: Published = writes
         .into_iter()
         .filter(|w| w.action != Action::Removed)
         .filter_map(|w| Some((w.id, w.revision?)))
+        .collect();
+    if !written.is_empty() {
+        return Ok(written);
+    }
+    Ok(unchanged
+        .into_iter()
+        .filter_map(|(id, revision)| Some((id, revision.parse().ok()?)))
         .collect())
 }
 

@@ -24,6 +24,9 @@ pub struct FileSource {
     poll_interval: Duration,
     /// The fingerprint of the last read, and whether it applied.
     seen: Option<(Fingerprint, bool)>,
+    /// The file was read and applied once: what a later read brings is
+    /// a change seen as it happens.
+    applied_once: bool,
     reader: Reader,
 }
 
@@ -33,6 +36,7 @@ impl FileSource {
             path,
             poll_interval,
             seen: None,
+            applied_once: false,
             reader,
         }
     }
@@ -91,10 +95,17 @@ impl Source for FileSource {
                 });
             }
         }
+        // A file read before and changed since is news as it happens.
+        let origin = if self.applied_once {
+            Origin::FileChange
+        } else {
+            Origin::File
+        };
         let result = self
-            .read_and_apply(ctx, Origin::File, false, Update::Snapshot)
+            .read_and_apply(ctx, origin, false, Update::Snapshot)
             .await;
         self.seen = fingerprint.map(|f| (f, result.is_ok()));
+        self.applied_once |= result.is_ok();
         let report = result?;
         Ok(Stepped {
             next: self.poll_interval,

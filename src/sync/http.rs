@@ -108,11 +108,17 @@ impl ControlPlane {
         }
     }
 
-    /// `GET /v1/changes?after=N&wait=S`.
-    pub async fn changes(&self, after: u64) -> Result<ChangesFetch, FetchError> {
-        let wait = self.long_poll_wait.as_secs_f64();
+    /// `GET /v1/changes?after=N&wait=S`: S is `long_poll_wait`, or 0
+    /// when `at_once` (a check that answers without waiting).
+    pub async fn changes(&self, after: u64, at_once: bool) -> Result<ChangesFetch, FetchError> {
+        let long_poll = if at_once {
+            Duration::ZERO
+        } else {
+            self.long_poll_wait
+        };
+        let wait = long_poll.as_secs_f64();
         let path = format!("/v1/changes?after={after}&wait={wait}");
-        let timeout = self.long_poll_wait + self.request_timeout;
+        let timeout = long_poll + self.request_timeout;
         let resp = send(self.get(&path, timeout), timeout).await?;
         match resp.status() {
             StatusCode::GONE => Ok(ChangesFetch::Gone),
@@ -213,6 +219,10 @@ pub struct HttpSource {
     /// 410s in a row: a control plane that keeps answering 410 right after
     /// a snapshot gets backoff, not a tight loop.
     gone_streak: u32,
+    /// The first long poll after a start from the cache asks without
+    /// waiting: the control plane is reached (and what is served is
+    /// confirmed live) at once, not after `long_poll_wait`.
+    reached: bool,
 }
 
 impl HttpSource {
@@ -230,6 +240,7 @@ impl HttpSource {
             cursor: None,
             etag: None,
             gone_streak: 0,
+            reached: false,
         }
     }
 
@@ -282,8 +293,9 @@ impl HttpSource {
         cursor: u64,
     ) -> Result<Option<ApplyReport>, SyncError> {
         let control_plane = &self.control_plane;
+        let at_once = !self.reached;
         let fetch = async {
-            let body = match control_plane.changes(cursor).await? {
+            let body = match control_plane.changes(cursor, at_once).await? {
                 ChangesFetch::Body(body) => body,
                 ChangesFetch::Gone => return Ok(None),
             };
@@ -305,7 +317,9 @@ impl HttpSource {
             Some(_) => SyncResult::Ok,
             None => SyncResult::Error,
         };
-        let Some((report, revision)) = ctx.request(SyncKind::Changes, count, fetch).await? else {
+        let fetched = ctx.request(SyncKind::Changes, count, fetch).await?;
+        self.reached = true;
+        let Some((report, revision)) = fetched else {
             return Ok(None);
         };
         self.cursor = Some(revision);

@@ -60,18 +60,20 @@ use crate::model::wire::{Incoming, MalformedBody};
 use crate::store::{ApplyReport, Store, Update};
 use crate::telemetry::{Metrics, SyncKind, SyncResult};
 
-/// Where an update came from: it names the update in logs, and only
-/// updates that are news (not a reload of the cache) count for
-/// propagation and trigger a cache write.
+/// Where an update came from: it names the update in logs; only updates
+/// that are news (not a reload of the cache) trigger a cache write, and
+/// only changes seen as they happen count for propagation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
     /// The last-known-good file, at start.
     Cache,
-    /// The snapshot file.
+    /// The snapshot file, as first read.
     File,
+    /// The snapshot file, changed since it was read.
+    FileChange,
     /// A full snapshot from the control plane (or a full load from Redis).
     Snapshot,
-    /// A change batch.
+    /// A change batch (a long poll's changes, stream entries).
     Changes,
     /// A forced refresh.
     Refresh,
@@ -81,11 +83,19 @@ impl Origin {
     pub fn as_str(self) -> &'static str {
         match self {
             Origin::Cache => "cache",
-            Origin::File => "file",
+            Origin::File | Origin::FileChange => "file",
             Origin::Snapshot => "snapshot",
             Origin::Changes => "changes",
             Origin::Refresh => "refresh",
         }
+    }
+
+    /// A change seen as it happened: publication → served is
+    /// `env_sidecar_propagation_delay_seconds`. A full load, the cache or
+    /// a forced refresh brings documents published any time before (a
+    /// cold start would report weeks), so they do not count.
+    pub fn is_live(self) -> bool {
+        matches!(self, Origin::Changes | Origin::FileChange)
     }
 }
 

@@ -258,13 +258,13 @@ impl Writer {
             for r in &report.rejected {
                 self.metrics.rejected(r.reason);
             }
-            if origin != Origin::Cache {
+            if origin.is_live() {
                 for published in &report.published {
                     self.metrics.propagated(*published, now);
                 }
-                if report.to_persist() {
-                    self.persist();
-                }
+            }
+            if origin != Origin::Cache && report.to_persist() {
+                self.persist();
             }
             for (id, at) in &report.scheduled {
                 self.due.push(Reverse((*at, id.clone())));

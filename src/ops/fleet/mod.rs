@@ -12,7 +12,7 @@
 //! * `wait`: polls until at least `--min-fraction` of the nodes matching
 //!   `--selector` whose report has not expired (a stale one included:
 //!   silence is not serving) serve every target at its revision or later, printing progress as it changes (`41/100 nodes
-//!   serve acme-chat@58`); exit 0 then, 1 at `--timeout` (listing the
+//!   serve acme-chat@58`); exit 0 then, 3 at `--timeout` (listing the
 //!   nodes behind or rejecting, and why), 2 when it cannot read.
 //!   `publish --wait` calls it with what it published.
 //! * **Lost nodes**: a node whose report expired within `--lost-after`
@@ -40,9 +40,11 @@ use crate::model::timestamp::parse_rfc3339;
 use crate::sync::report::{digest, Layout, Served, Summary};
 
 pub const OK: u8 = 0;
-/// `wait`: the timeout passed first.
-pub const TIMED_OUT: u8 = 1;
 pub const UNREACHABLE: u8 = 2;
+/// `wait` (and `publish --wait`): the timeout passed before the fleet
+/// served it. Apart from `publish`'s 1 (refused, nothing written), so a
+/// pipeline tells "not written" from "written, not yet everywhere".
+pub const TIMED_OUT: u8 = 3;
 
 /// How often `wait` looks again.
 const POLL: Duration = Duration::from_millis(200);
@@ -494,12 +496,7 @@ pub async fn wait(
     out: &mut dyn Write,
     note: &mut dyn Write,
 ) -> u8 {
-    let goal = what
-        .targets
-        .iter()
-        .map(|(p, r)| format!("{p}@{r}"))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let goal = goal_text(&what.targets);
     let deadline = Instant::now() + what.timeout;
     let mut shown: Option<(usize, usize, usize)> = None;
     let mut reader: Option<Reader> = None;
@@ -563,6 +560,20 @@ pub async fn wait(
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// `acme@58 globex@12`, the first three targets and how many more.
+fn goal_text(targets: &[(String, u64)]) -> String {
+    let mut text = targets
+        .iter()
+        .take(3)
+        .map(|(p, r)| format!("{p}@{r}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if targets.len() > 3 {
+        text.push_str(&format!(" and {} more", targets.len() - 3));
+    }
+    text
 }
 
 /// One round on `reader`, or on a new connection when there is none;

@@ -438,11 +438,18 @@ impl Source for RedisSource {
             return self.load_step(ctx, "", false).await;
         };
         let checked = self.checked.take() == Some(cursor);
-        if !checked && self.cursor_lost(ctx, cursor).await? {
-            self.cursor = None;
-            return self
-                .load_step(ctx, "entries after the cursor are gone; ", false)
-                .await;
+        if !checked {
+            if self.cursor_lost(ctx, cursor).await? {
+                self.cursor = None;
+                return self
+                    .load_step(ctx, "entries after the cursor are gone; ", false)
+                    .await;
+            }
+            // Reached, and it continues what is served (after a start from
+            // the cache or a reconnect): live now, not after the read's
+            // wait.
+            let message = format!("reached: the stream continues from {cursor}");
+            ctx.status.success(ctx.clock.now(), message);
         }
         let followed = self.follow(ctx, cursor).await?;
         if self.incomplete && followed.completes() {
