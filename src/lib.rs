@@ -25,9 +25,11 @@
 //!    last-known-good cache, the trusted keys, the node report.
 //! 5. [`server`]: the accept loop and limits, the data plane, the
 //!    operator plane, error answers, JSON views.
-//! 6. [`app`]: wiring and ordered shutdown; the embedded mode.
-//!    [`ops`]: the operator commands (`check-config`, `validate`,
-//!    `publish`, `keygen`, `sign`, `fleet`, `health`).
+//! 6. [`app`]: wiring and ordered shutdown; the embedded mode; the
+//!    checks a start makes of its config ([`app::preflight`]).
+//! 7. [`ops`]: the operator commands (`check-config`, `validate`,
+//!    `publish`, `keygen`, `sign`, `fleet`, `health`); `check-config`
+//!    runs the start's own checks.
 //!
 //! [`sim`] (the `sim` feature, on by default) is tooling: a generator and
 //! a control-plane simulator for tests, benchmarks and demos. It may use

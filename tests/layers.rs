@@ -48,6 +48,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "store",
             "sync",
             "server",
+            "app",
         ],
     ),
     (

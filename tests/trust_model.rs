@@ -358,7 +358,7 @@ fn check_from(required: bool, ops: &[Op]) -> World {
             *max = *revision;
             if let Some((was, Some(was_at), _, _)) = before.get(p) {
                 assert!(
-                    !(revision == was && signed_at.is_none_or(|at| at < *was_at)),
+                    !(revision == was && signed_at.map_or(true, |at| at < *was_at)),
                     "step {n} {op:?}: {p}'s kept envelope replaced by an older one"
                 );
             }
@@ -393,8 +393,8 @@ fn check_from(required: bool, ops: &[Op]) -> World {
             };
             // At a restart, a document whose key is gone or which expired
             // is checked again and may no longer be served.
-            let restart_dropped = matches!(op, Op::Restart) && (!was_trusted || *was_expired)
-                || matches!(op, Op::Restart) && world.required;
+            let restart_dropped =
+                matches!(op, Op::Restart) && (!was_trusted || *was_expired || world.required);
             // Before signatures are required, an unsigned removal is one,
             // and the project may come back at any revision (no floor is
             // kept for a plain removal).

@@ -951,13 +951,13 @@ impl Judge<'_> {
             // Signed outranks refused: a copy signed after what was
             // refused serves again (see `Floor`); a tombstone's own
             // revision never does.
-            (None, Some(floor)) if revision == floor.revision() => {
-                if !floor.admits(verified.signed_at) {
-                    return match floor {
-                        Floor::Removed(_) => Judged::Unchanged,
-                        Floor::Refused { .. } => Judged::Stale,
-                    };
-                }
+            (None, Some(floor))
+                if revision == floor.revision() && !floor.admits(verified.signed_at) =>
+            {
+                return match floor {
+                    Floor::Removed(_) => Judged::Unchanged,
+                    Floor::Refused { .. } => Judged::Stale,
+                };
             }
             _ => {}
         }
