@@ -435,7 +435,7 @@ impl Config {
                 _ => errors.push(ConfigError::Parse {
                     path: path.to_owned(),
                     key: name.clone(),
-                    message: "unknown section".into(),
+                    message: format!("unknown section; the sections are {}", SECTIONS.join(", ")),
                 }),
             }
         }
@@ -759,13 +759,56 @@ pub(crate) fn has_password(url: &str) -> bool {
         .is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
+/// Every section of the file, in the order the shipped file has them.
+pub const SECTIONS: [&str; 9] = [
+    "server",
+    "admin",
+    "source",
+    "cache",
+    "readiness",
+    "log",
+    "trust",
+    "node",
+    "report",
+];
+
+/// A duration written as text with its unit (`"250ms"`, `"5s"`, `"1m"`);
+/// a bare number is refused with the text to write instead.
 pub(crate) fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(de)?;
-    humantime::parse_duration(&text).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "{text:?} is not a duration like \"250ms\", \"5s\" or \"1m\": {e}"
-        ))
-    })
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a duration like \"250ms\", \"5s\" or \"1m\"")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Duration, E> {
+            humantime::parse_duration(text).map_err(|e| {
+                E::custom(format!(
+                    "{text:?} is not a duration like \"250ms\", \"5s\" or \"1m\": {e}"
+                ))
+            })
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Duration, E> {
+            Err(E::custom(format!(
+                "{n} is a number without a unit: write a duration as text, \"{n}s\" for {n} seconds"
+            )))
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Duration, E> {
+            self.visit_i64(i64::try_from(n).unwrap_or(i64::MAX))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Duration, E> {
+            Err(E::custom(format!(
+                "{n} is a number without a unit: write a duration as text, \"{}ms\" for {n} seconds",
+                (n * 1000.0).round()
+            )))
+        }
+    }
+    de.deserialize_any(Visitor)
 }
 
 fn duration_text<S: Serializer>(d: &Duration, ser: S) -> Result<S::Ok, S::Error> {
@@ -1010,9 +1053,38 @@ mod tests {
         }
     }
 
+    /// The shipped file says it shows every default: it must, section by
+    /// section, and change nothing.
     #[test]
-    fn the_shipped_config_file_parses() {
+    fn the_shipped_config_file_is_every_default_in_every_section() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG_PATH);
-        Config::load(&path, true).unwrap();
+        let shipped = Config::load(&path, true).unwrap();
+        assert_eq!(shipped.to_toml(), parse("").unwrap().to_toml());
+        let text = std::fs::read_to_string(&path).unwrap();
+        for section in SECTIONS {
+            assert!(text.contains(&format!("\n[{section}]\n")), "no [{section}]");
+        }
+    }
+
+    #[test]
+    fn every_section_is_known_and_an_unknown_one_lists_them() {
+        for section in SECTIONS {
+            parse(&format!("[{section}]\n")).unwrap();
+        }
+        let err = parse("[surce]\n").unwrap_err().to_string();
+        for section in SECTIONS {
+            assert!(err.contains(section), "{section} missing from {err}");
+        }
+    }
+
+    #[test]
+    fn a_duration_without_a_unit_says_what_to_write() {
+        let err = parse("[report]\ninterval = 10\n").unwrap_err().to_string();
+        assert!(err.contains("report.interval"), "{err}");
+        assert!(err.contains("\"10s\""), "{err}");
+        let err = parse("[source]\nrequest_timeout = 0.25\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"250ms\""), "{err}");
     }
 }
