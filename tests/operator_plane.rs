@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use common::{
-    eventually, file_config, http_config, project, sample, simulator, snapshot, Reply, TestSidecar,
+    eventually, file_config, http_config, project, raw_request, sample, simulator, snapshot, Reply,
+    TestSidecar,
 };
 use env_sidecar::app::{self, Options, StartError};
 use env_sidecar::config::secret::Env;
@@ -559,6 +560,52 @@ async fn repeated_or_bad_admin_parameters_get_the_data_planes_400() {
     let r = t.get_admin("/admin/refresh").await;
     assert_eq!(r.status, 405);
     assert_eq!(r.error_code(), "method_not_allowed");
+    assert_eq!(r.header("allow"), Some("POST"));
+}
+
+/// HEAD is GET without the body on every GET route (scrapers and load
+/// balancers probe with it); a method a route does not answer gets 405
+/// naming the ones it does in `Allow`.
+#[tokio::test]
+async fn head_answers_every_get_route_and_a_405_says_what_is_allowed() {
+    let t = TestSidecar::start(Some(&snapshot(1, vec![project("acme", 1)]))).await;
+    for path in [
+        "/metrics",
+        "/healthz",
+        "/readyz",
+        "/admin/status",
+        "/openapi.json",
+    ] {
+        let get = t.get_admin(path).await;
+        let request = format!("HEAD {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        let (status, text) = raw_request(t.sidecar.admin_addr(), request.as_bytes()).await;
+        assert_eq!(status, 200, "HEAD {path}: {text}");
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert_eq!(body, "", "HEAD {path} sent a body");
+        let content_type = get.header("content-type").unwrap();
+        assert!(
+            head.contains(&format!("content-type: {content_type}\r\n")),
+            "HEAD {path}: {head}"
+        );
+    }
+    let client = reqwest::Client::new();
+    for (method, path, allow) in [
+        (reqwest::Method::POST, "/metrics", "GET, HEAD"),
+        (reqwest::Method::DELETE, "/readyz", "GET, HEAD"),
+        (reqwest::Method::PUT, "/admin/refresh", "POST"),
+    ] {
+        let r = Reply::from(
+            client
+                .request(method.clone(), t.admin(path))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, 405, "{method} {path}");
+        assert_eq!(r.error_code(), "method_not_allowed");
+        assert_eq!(r.header("allow"), Some(allow), "{method} {path}");
+    }
 }
 
 /// Only changes seen as they happen count for propagation: a cold start

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{project, snapshot, TestSidecar};
+use common::{project, raw_request, snapshot, TestSidecar};
 use serde_json::json;
 
 async fn sidecar() -> TestSidecar {
@@ -257,7 +257,21 @@ async fn unknown_routes_and_methods_get_the_error_shape() {
     let r = t.post("/v1/resolve", "").await;
     assert_eq!(r.status, 405);
     assert_eq!(r.error_code(), "method_not_allowed");
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
     let r = t.get("/v1/resolve/batch").await;
     assert_eq!(r.status, 405);
     assert_eq!(r.error_code(), "method_not_allowed");
+    assert_eq!(r.header("allow"), Some("POST"));
+    let r = t.post("/v1/projects/acme", "").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+    // HEAD is GET without the body.
+    let (status, text) = raw_request(
+        t.sidecar.data_addr(),
+        b"HEAD /v1/resolve?project=acme HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("x-resolved-environment: "), "{text}");
+    assert!(text.ends_with("\r\n\r\n"), "a body after HEAD: {text}");
 }

@@ -23,6 +23,7 @@ use serde::Serialize;
 use super::error::{clip, json_ok, json_response, ApiError};
 use super::openapi;
 use super::query::{flag, params};
+use super::service::{allowed, routed};
 use super::views::{RefreshView, RejectionView};
 use super::{Body, Handler, Reply};
 use crate::config::secret::Secret;
@@ -81,7 +82,7 @@ impl Handler for AdminPlane {
             }
             return ApiError::unauthorized().into_response().into();
         }
-        let response = match (req.method(), path) {
+        let response = match (routed(req.method()), path) {
             (&Method::GET, "/healthz") => {
                 json_response(StatusCode::OK, &b"{\"status\":\"ok\"}"[..])
             }
@@ -121,10 +122,11 @@ impl Handler for AdminPlane {
                 return Reply::later(async move { this.refresh(&query).await });
             }
             (
-                m,
+                _,
                 "/healthz" | "/readyz" | "/metrics" | "/admin/status" | "/admin/refresh"
                 | "/openapi.json",
-            ) => ApiError::method_not_allowed(m, path).into_response(),
+            ) => ApiError::method_not_allowed(req.method(), path, allowed(ROUTES, path))
+                .into_response(),
             _ => ApiError::no_route(path).into_response(),
         };
         response.into()

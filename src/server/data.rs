@@ -29,6 +29,7 @@ use super::error::{clip, json_ok, json_response, ApiError, ErrorCode, JSON};
 use super::ext_authz::{self, RpcError};
 use super::openapi;
 use super::query::{fill_from_headers, parse_query, single_header, ResolveQuery};
+use super::service::{allowed, routed};
 use super::views::ProjectView;
 use super::{Body, Handler, Reply};
 use crate::model::validate::is_valid_id;
@@ -72,7 +73,7 @@ pub struct DataPlane {
 impl Handler for DataPlane {
     fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Reply {
         let path = req.uri().path();
-        match (req.method(), path) {
+        match (routed(req.method()), path) {
             (&Method::GET, "/v1/resolve") => self.resolve(&req).into(),
             (_, "/v1/authz") => self.authz(&req).into(),
             (_, p) if p.starts_with("/v1/authz/") => self.authz(&req).into(),
@@ -90,21 +91,25 @@ impl Handler for DataPlane {
                 self.project(&p["/v1/projects/".len()..]).into()
             }
             (
-                m,
+                _,
                 "/v1/resolve"
                 | "/v1/resolve/batch"
                 | "/v1/projects"
                 | "/openapi.json"
                 | ext_authz::CHECK_PATH,
-            ) => ApiError::method_not_allowed(m, path).into_response().into(),
-            (m, p) if p.starts_with("/v1/projects/") => {
-                ApiError::method_not_allowed(m, "/v1/projects/{id}")
-                    .into_response()
-                    .into()
+            ) => not_allowed(req.method(), path),
+            (_, p) if p.starts_with("/v1/projects/") => {
+                not_allowed(req.method(), "/v1/projects/{id}")
             }
             _ => ApiError::no_route(path).into_response().into(),
         }
     }
+}
+
+fn not_allowed(method: &Method, route: &str) -> Reply {
+    ApiError::method_not_allowed(method, route, allowed(ROUTES, route))
+        .into_response()
+        .into()
 }
 
 impl DataPlane {

@@ -100,6 +100,8 @@ impl From<ResolveError> for ErrorCode {
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    /// The methods a 405 names in its `Allow` header.
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -107,6 +109,7 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            allow: None,
         }
     }
 
@@ -131,11 +134,16 @@ impl ApiError {
         ApiError::new(ErrorCode::Unauthorized, "missing or wrong bearer token")
     }
 
-    pub fn method_not_allowed(method: &http::Method, route: &str) -> ApiError {
-        ApiError::new(
-            ErrorCode::MethodNotAllowed,
-            format!("{method} is not allowed on {route}"),
-        )
+    /// `method` on a route that answers only `allow` (the `Allow` header's
+    /// value, e.g. `"GET, HEAD"`).
+    pub fn method_not_allowed(method: &http::Method, route: &str, allow: &'static str) -> ApiError {
+        ApiError {
+            allow: Some(allow),
+            ..ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                format!("{method} is not allowed on {route} (allowed: {allow})"),
+            )
+        }
     }
 
     pub fn internal(message: impl Into<String>) -> ApiError {
@@ -191,6 +199,9 @@ impl ApiError {
     pub fn into_response(self) -> Response<Body> {
         let mut response = json_response(self.status(), self.body());
         let headers = response.headers_mut();
+        if let Some(allow) = self.allow {
+            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
         match self.code {
             ErrorCode::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
 use super::Body;
@@ -20,6 +20,28 @@ use super::Body;
 /// One plane's routes.
 pub trait Handler: Send + Sync + 'static {
     fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Reply;
+}
+
+/// A plane's routes, as `(method, OpenAPI path)`; `*` is any method.
+pub type Routes = &'static [(&'static str, &'static str)];
+
+/// The method a plane routes on: `HEAD` is `GET` without the body (hyper
+/// leaves the body out and keeps the headers), so every `GET` route
+/// answers `HEAD` as well.
+pub fn routed(method: &Method) -> &Method {
+    if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    }
+}
+
+/// What a 405 on `route` names in its `Allow` header.
+pub fn allowed(routes: Routes, route: &str) -> &'static str {
+    match routes.iter().find(|(_, path)| *path == route) {
+        Some(("POST", _)) => "POST",
+        _ => "GET, HEAD",
+    }
 }
 
 /// A handler's answer: now, or once the future completes.
