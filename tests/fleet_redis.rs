@@ -256,6 +256,30 @@ async fn a_paused_node_is_named_until_it_resumes() {
     );
     let (code, out) = run(&["publish", "--redis", url, "--wait", "--timeout", "1s", &v2]);
     assert_eq!(code, 3, "an unchanged file still waits: {out}");
+    // Refused (an older revision than Redis holds): 1, nothing written,
+    // no wait; an unreachable Redis: 2.
+    let v1 = publish_file(dir.path(), "v1-again.json", &revisions(1));
+    let started = std::time::Instant::now();
+    let (code, out) = run(&["publish", "--redis", url, "--wait", "--timeout", "30s", &v1]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("nothing written") && !out.contains("nodes serve"),
+        "{out}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "it waited: {out}"
+    );
+    let (code, out) = run(&[
+        "publish",
+        "--redis",
+        "redis://127.0.0.1:1",
+        "--retry-for",
+        "0s",
+        "--wait",
+        &v2,
+    ]);
+    assert_eq!(code, 2, "{out}");
     let (code, out) = wait("2", "2s");
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("timeout serving=2 of=3 needed=3"), "{out}");

@@ -435,3 +435,136 @@ fn json_logs_are_one_object_per_line_with_the_same_events() {
     assert_eq!(applied["added"], 1);
     assert!(applied["timestamp"].is_string() && applied["target"].is_string());
 }
+
+/// `sign` reports on stdout like every command; only when stdout is the
+/// signed snapshot itself does the report move to stderr.
+#[test]
+fn sign_reports_on_stdout_unless_stdout_is_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = (dir.path().join("k.key"), dir.path().join("k.pub"));
+    let keygen = sidecar(&[
+        "keygen",
+        "--private",
+        key.to_str().unwrap(),
+        "--public",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(keygen.status.code(), Some(0), "{:?}", text(&keygen));
+    let file = write(dir.path(), "s.json", &snapshot(3, vec![project("acme", 1)]));
+    let signed = dir.path().join("signed.json");
+    let out = sidecar(&[
+        "sign",
+        "--key",
+        key.to_str().unwrap(),
+        &file,
+        "-o",
+        signed.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.starts_with("signed projects=1 keyid="), "{stdout}");
+    assert_eq!(stderr, "");
+    let out = sidecar(&["sign", "--key", key.to_str().unwrap(), &file]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let served: Value = serde_json::from_str(&stdout).expect("stdout is the signed snapshot");
+    assert_eq!(served["revision"], 3);
+    assert!(stderr.starts_with("signed projects=1 keyid="), "{stderr}");
+    // A refusal is a report too.
+    let mut broken = project("acme", 1);
+    broken["id"] = json!("Bad Id");
+    let bad = write(dir.path(), "bad.json", &snapshot(3, vec![broken]));
+    let out = sidecar(&[
+        "sign",
+        "--key",
+        key.to_str().unwrap(),
+        &bad,
+        "-o",
+        signed.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).0.contains("refused rejected=1"),
+        "{:?}",
+        text(&out)
+    );
+}
+
+/// `fleet` reads `config/sidecar.toml` when no store is named, as its
+/// help says and as the sidecar itself does; without one it says what to
+/// name.
+#[test]
+fn fleet_reads_the_default_config_when_no_store_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = || {
+        common::shared::sidecar_command()
+            .args(["fleet", "status", "--retry-for", "0s"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = fleet();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out)
+            .1
+            .contains("--redis URL, --control-plane URL or --config FILE"),
+        "{:?}",
+        text(&out)
+    );
+    std::fs::create_dir(dir.path().join("config")).unwrap();
+    std::fs::write(
+        dir.path().join("config/sidecar.toml"),
+        "[source]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let out = fleet();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).0.contains("cannot reach Redis"),
+        "{:?}",
+        text(&out)
+    );
+}
+
+/// The files the docs' sessions name (`config/examples/`) are what the
+/// sessions say: every config passes the start's checks, and each next
+/// snapshot is a valid successor of the one before it.
+#[test]
+fn the_example_files_the_docs_use_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let examples = root.join("config/examples");
+    let mut configs = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = sidecar(&["check-config", "--config", path.to_str().unwrap()]);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}: {:?}",
+                path.display(),
+                text(&out)
+            );
+            configs += 1;
+        }
+    }
+    assert!(configs >= 2, "the fleet session's two nodes");
+    let file = |name: &str| root.join(name).display().to_string();
+    for (previous, next, code) in [
+        ("config/snapshot.json", "config/examples/next.json", 0),
+        (
+            "config/examples/next.json",
+            "config/examples/next-59.json",
+            0,
+        ),
+        (
+            "config/snapshot.json",
+            "config/examples/next-slug-changed.json",
+            1,
+        ),
+    ] {
+        let out = sidecar(&["validate", "--previous", &file(previous), &file(next)]);
+        assert_eq!(out.status.code(), Some(code), "{next}: {:?}", text(&out));
+    }
+}

@@ -47,11 +47,21 @@ mod tests {
 
     #[test]
     fn the_rendering_reads_back_as_the_same_config() {
+        // The start reads the keys, so they must be there.
+        let dir = tempfile::tempdir().unwrap();
+        let (a, keys) = (dir.path().join("a.pub"), dir.path().join("keys"));
+        std::fs::create_dir(&keys).unwrap();
+        let public = crate::model::keys::generate(Some("a")).unwrap().1;
+        std::fs::write(&a, public.to_pem()).unwrap();
         let config = Config::from_toml(
-            "[source]\npoll_interval = \"250ms\"\n[log]\nformat = \"json\"\n\
-             [trust]\nkeys = [\"a.pub\", \"keys/\"]\nrequire_signatures = true\n\
-             [node]\nid = \"gw-1\"\nlabels = { region = \"eu\", zone = \"b\" }\n\
-             [report]\ninterval = \"20s\"\n",
+            &format!(
+                "[source]\npoll_interval = \"250ms\"\n[log]\nformat = \"json\"\n\
+                 [trust]\nkeys = [{:?}, {:?}]\nrequire_signatures = true\n\
+                 [node]\nid = \"gw-1\"\nlabels = {{ region = \"eu\", zone = \"b\" }}\n\
+                 [report]\ninterval = \"20s\"\n",
+                a.display().to_string(),
+                format!("{}/", keys.display())
+            ),
             Path::new("x.toml"),
         )
         .unwrap();

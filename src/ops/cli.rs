@@ -160,12 +160,12 @@ impl RetryArgs {
 }
 
 /// Where the node reports are: Redis, a control plane, or wherever a
-/// sidecar config sends them.
+/// sidecar config sends them (`config/sidecar.toml` when none is named
+/// and it is there, as for the sidecar itself).
 #[derive(Debug, Clone, clap::Args)]
 #[group(skip)]
 #[command(group(
     clap::ArgGroup::new("fleet_store")
-        .required(true)
         .multiple(false)
         .args(["redis", "control_plane", "config"])
 ))]
@@ -179,7 +179,9 @@ pub struct FleetFrom {
     pub control_plane: Option<String>,
     /// Read the reports where this sidecar config sends them (its
     /// `[report]` and `[source]`; the change positions from its source
-    /// when it reports elsewhere); the flags below override it
+    /// when it reports elsewhere); the flags below override it [default:
+    /// config/sidecar.toml, when none of --redis, --control-plane,
+    /// --config is given]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Where the change positions are, when the reports are elsewhere
@@ -216,12 +218,25 @@ impl FleetFrom {
                 positions: flagged,
             });
         }
-        let Some(path) = self.config else {
-            let url = self.redis.unwrap_or_default();
+        if let Some(url) = self.redis {
             return Ok(Target {
                 reports: Store::Redis(self.login.target(url, None)),
                 positions: flagged,
             });
+        }
+        let path = match self.config {
+            Some(path) => path,
+            None if std::path::Path::new(crate::config::DEFAULT_CONFIG_PATH).exists() => {
+                PathBuf::from(crate::config::DEFAULT_CONFIG_PATH)
+            }
+            None => {
+                eprintln!(
+                    "env-sidecar: fleet: name the store: --redis URL, --control-plane URL or \
+                     --config FILE ({} is not here)",
+                    crate::config::DEFAULT_CONFIG_PATH
+                );
+                return Err(USAGE);
+            }
         };
         let config = sidecar_config(&path)?;
         // Reports sent elsewhere: the positions are at the source.
@@ -279,7 +294,7 @@ pub struct WaitArgs {
     /// The fraction of live nodes that must serve it
     #[arg(long, value_name = "F", default_value_t = 1.0)]
     pub min_fraction: f64,
-    /// Give up after this long (exit 1)
+    /// Give up after this long (exit 3)
     #[arg(long, value_name = "D", default_value = "60s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
     /// Only nodes with this label (repeat: all must match)

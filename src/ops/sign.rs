@@ -7,7 +7,8 @@
 //! asked), written to `--output` atomically or to stdout. A document that
 //! came signed is signed again with this key.
 //!
-//! Verdict lines go to stderr (stdout may be the snapshot); exit 0, 1 when
+//! Verdict lines and the summary go to stdout, like every command's; to
+//! stderr when stdout is the signed snapshot itself. Exit 0, 1 when
 //! a document is rejected (nothing written), 2 when a file cannot be read
 //! or written.
 
@@ -19,7 +20,7 @@ use super::input::{documents, quoted, read, snapshot_revision, Input};
 use super::verdict::{judge_against, Verdict};
 use crate::model::keys::SigningKey;
 use crate::model::trust::Trust;
-use crate::model::wire::Content;
+use crate::model::wire::{Content, Incoming};
 use crate::store::Store;
 use crate::sync::cache::write_atomic;
 
@@ -35,25 +36,74 @@ pub const OK: u8 = 0;
 pub const REJECTED: u8 = 1;
 pub const FAILED: u8 = 2;
 
-/// Signs; the signed file goes to `--output` or `stdout`, verdicts to
-/// `log`.
-pub fn run(args: &Sign, stdout: &mut dyn Write, log: &mut dyn Write) -> u8 {
+/// Signs; the signed file goes to `--output` or `stdout`. Verdicts and
+/// the summary go to `stdout` like every command's, unless `stdout` is the
+/// signed snapshot itself: then to `stderr`.
+pub fn run(args: &Sign, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
+    match &args.output {
+        Some(path) => sign(
+            args,
+            |text| write_atomic(path, text).map_err(|e| e.to_string()),
+            stdout,
+        ),
+        None => sign(
+            args,
+            |text| stdout.write_all(text).map_err(|e| e.to_string()),
+            stderr,
+        ),
+    }
+}
+
+fn sign(args: &Sign, write: impl FnOnce(&[u8]) -> Result<(), String>, log: &mut dyn Write) -> u8 {
     let name = quoted(&args.file.name());
-    let raw = match read(&args.file) {
-        Ok(raw) => raw,
+    let read_all = read(&args.file).and_then(|raw| {
+        let revision = snapshot_revision(&raw);
+        documents(raw).map(|docs| (revision, docs))
+    });
+    let (revision, docs) = match read_all {
+        Ok(read) => read,
         Err(e) => {
             let _ = writeln!(log, "error file={name} message={}", quoted(&e.to_string()));
             return FAILED;
         }
     };
-    let revision = snapshot_revision(&raw);
-    let docs = match documents(raw) {
-        Ok(docs) => docs,
-        Err(e) => {
-            let _ = writeln!(log, "error file={name} message={}", quoted(&e.to_string()));
-            return FAILED;
+    let signed = match seal_all(args, docs, log) {
+        Ok(signed) => signed,
+        Err(rejected) => {
+            let _ = writeln!(
+                log,
+                "refused rejected={rejected} message=\"nothing written\""
+            );
+            return REJECTED;
         }
     };
+    let text = match revision {
+        Some(revision) => format!(
+            "{{\"revision\":{revision},\"projects\":[\n{}\n]}}\n",
+            signed.join(",\n")
+        ),
+        None => format!("{}\n", signed.concat()),
+    };
+    if let Err(e) = write(text.as_bytes()) {
+        let _ = writeln!(log, "error message={}", quoted(&e));
+        return FAILED;
+    }
+    let _ = writeln!(
+        log,
+        "signed projects={} keyid={}{}",
+        signed.len(),
+        quoted(&args.key.keyid),
+        args.output.as_ref().map_or(String::new(), |p| format!(
+            " output={}",
+            quoted(&p.display().to_string())
+        ))
+    );
+    OK
+}
+
+/// Every document checked and sealed, or how many were rejected (each
+/// named in `log`).
+fn seal_all(args: &Sign, docs: Vec<Incoming>, log: &mut dyn Write) -> Result<Vec<String>, usize> {
     let now = SystemTime::now();
     let expires = args.expires_in.map(|d| now + d);
     let nothing = Store::new(1.0).0;
@@ -66,58 +116,25 @@ pub fn run(args: &Sign, stdout: &mut dyn Write, log: &mut dyn Write) -> u8 {
         };
         let (id, rev, verdict) = judge_against(doc, &nothing, &Trust::skip_signatures());
         let rev = rev.map_or("?".to_owned(), |r| r.to_string());
-        match (verdict, envelope) {
-            (Verdict::Accepted { .. }, Some(envelope)) => signed.push(envelope),
-            (Verdict::Rejected { reason, message }, _) => {
-                rejected += 1;
-                let _ = writeln!(
-                    log,
-                    "rejected project={} revision={rev} reason={reason} message={}",
-                    quoted(&id),
-                    quoted(&message)
-                );
+        let (reason, message) = match (verdict, envelope) {
+            (Verdict::Accepted { .. }, Some(envelope)) => {
+                signed.push(envelope);
+                continue;
             }
-            _ => {
-                rejected += 1;
-                let _ = writeln!(
-                    log,
-                    "rejected project={} revision={rev} reason=malformed message=\"only project documents are signed\"",
-                    quoted(&id)
-                );
-            }
-        }
-    }
-    if rejected > 0 {
+            (Verdict::Rejected { reason, message }, _) => (reason, message),
+            _ => ("malformed", "only project documents are signed".to_owned()),
+        };
+        rejected += 1;
         let _ = writeln!(
             log,
-            "refused rejected={rejected} message=\"nothing written\""
+            "rejected project={} revision={rev} reason={reason} message={}",
+            quoted(&id),
+            quoted(&message)
         );
-        return REJECTED;
     }
-    let count = signed.len();
-    let text = match revision {
-        Some(revision) => format!(
-            "{{\"revision\":{revision},\"projects\":[\n{}\n]}}\n",
-            signed.join(",\n")
-        ),
-        None => format!("{}\n", signed.concat()),
-    };
-    let written = match &args.output {
-        Some(path) => write_atomic(path, text.as_bytes()).map_err(|e| e.to_string()),
-        None => stdout.write_all(text.as_bytes()).map_err(|e| e.to_string()),
-    };
-    if let Err(e) = written {
-        let _ = writeln!(log, "error message={}", quoted(&e));
-        return FAILED;
+    if rejected > 0 {
+        Err(rejected)
+    } else {
+        Ok(signed)
     }
-    let _ = writeln!(
-        log,
-        "signed projects={count} keyid={}{}",
-        quoted(&args.key.keyid),
-        args.output.as_ref().map_or(String::new(), |p| format!(
-            " output={}",
-            quoted(&p.display().to_string())
-        ))
-    );
-    OK
 }
