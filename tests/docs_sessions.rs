@@ -7,8 +7,8 @@
 //!   of `config/`; `127.0.0.1:8080` and `:9901` in commands stand for the
 //!   ports it got.
 //! * `commands`: the operator commands (`env-sidecar` is the built
-//!   binary), in a directory holding a copy of `config/` and of
-//!   `tests/fixtures/docs/`.
+//!   binary), in a directory holding a copy of `config/` (with
+//!   `config/examples/`, the files the sessions name).
 //!
 //! Each `$ ` line runs under `sh -c` there; the lines up to the next `$ `
 //! are its expected stdout and stderr. In the expected text a line `...`
@@ -167,20 +167,23 @@ fn matches(expected: &[String], actual: &[&str]) -> bool {
     }
 }
 
-/// A working directory with `config/` and the docs fixtures.
+/// A working directory with a copy of `config/` (its examples included),
+/// as a clone of the repository has it.
 fn workdir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let copy = |from: &Path, to: &Path| {
+    fn copy(from: &Path, to: &Path) {
         std::fs::create_dir_all(to).unwrap();
         for entry in std::fs::read_dir(from).unwrap() {
             let path = entry.unwrap().path();
-            if path.is_file() {
-                std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+            let target = to.join(path.file_name().unwrap());
+            if path.is_dir() {
+                copy(&path, &target);
+            } else {
+                std::fs::copy(&path, target).unwrap();
             }
         }
-    };
+    }
+    let dir = tempfile::tempdir().unwrap();
     copy(&root().join("config"), &dir.path().join("config"));
-    copy(&root().join("tests/fixtures/docs"), dir.path());
     dir
 }
 
