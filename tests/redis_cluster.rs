@@ -87,7 +87,10 @@ async fn a_cluster_is_followed_through_any_node_and_through_failovers() {
     // pipeline's publish starts at once, before the cluster has noticed:
     // it waits until the replica has taken over, then converges.
     cluster.kill_now(replica);
-    let out = fleet::publish_acme_through_failover(dir.path(), &via, 3).await;
+    let (out, _) = fleet::publish_acme_through_failover(dir.path(), &via, 3).await;
+    // Whether it printed `waiting for` depends on timing: the cluster
+    // client retries inside one request, and a failover faster than that
+    // request's timeout never reaches the command's own retry.
     assert!(out.contains("converged nodes=2 of=2"), "{out}");
     cluster.wait_failed_over(replica);
     assert_eq!(cluster.owner("env-sidecar"), owner);

@@ -69,8 +69,11 @@ async fn sentinels_are_followed_through_a_failover() {
     // and converges.
     let old = set.kill_primary_now();
     assert_eq!(old, primary);
-    let out = fleet::publish_acme_through_failover(dir.path(), &url, 3).await;
+    let (out, err) = fleet::publish_acme_through_failover(dir.path(), &url, 3).await;
     assert!(out.contains("converged nodes=2 of=2"), "{out}");
+    // Sentinel names the dead primary until it has elected another: the
+    // publish must have met the outage and said it waited.
+    assert!(err.contains("env-sidecar: waiting for"), "{err}");
     let new = set.wait_new_primary(old);
     assert_ne!(new, primary);
     // The reports are written to the new primary.

@@ -154,8 +154,15 @@ pub async fn publish_acme(dir: &Path, url: &str, revision: u64, wait: bool) -> S
 }
 
 /// [`publish_acme`] with `--wait`, started while the primary is down: it
-/// must ride the failover out (saying so on stderr) and converge.
-pub async fn publish_acme_through_failover(dir: &Path, url: &str, revision: u64) -> String {
+/// must ride the failover out and converge. Returns stdout and stderr:
+/// whether it had to say `waiting for` depends on the topology (a
+/// cluster's client retries inside one request, and a fast failover ends
+/// before that request gives up), so the caller asserts that.
+pub async fn publish_acme_through_failover(
+    dir: &Path,
+    url: &str,
+    revision: u64,
+) -> (String, String) {
     let file = acme_file(dir, revision).display().to_string();
     let url = url.to_owned();
     let (code, out, err) = tokio::task::spawn_blocking(move || {
@@ -175,11 +182,7 @@ pub async fn publish_acme_through_failover(dir: &Path, url: &str, revision: u64)
     .await
     .unwrap();
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(
-        err.contains("env-sidecar: waiting for"),
-        "it waited for the failover: {err}"
-    );
-    out
+    (out, err)
 }
 
 /// The snapshot file of `acme` at `revision` and `globex` at 1.
