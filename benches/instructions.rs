@@ -11,7 +11,8 @@
 //! project) for a resolve and for an Envoy ext_authz gRPC `Check` of that
 //! project, the pair behind the goal "CPU per `Check` ≤ 1.10 × CPU per
 //! resolve". Last, the functions that cost the most (self cost, generic
-//! parameters folded) in the sidecar's and the floor's HTTP/1.1 dumps.
+//! parameters folded) in the sidecar's and the floor's HTTP/1.1 dumps,
+//! and in the sidecar's `Check` dump.
 //!
 //! Run: `cargo bench --bench instructions`. Needs `valgrind` and `h2load`
 //! (Debian `valgrind`, `nghttp2-client`); it installs nothing and says
@@ -165,11 +166,15 @@ fn main() {
         "| gRPC Check | {per_check:.0} | {:.2} |",
         per_check / h2_per_resolve
     );
-    for name in ["sidecar", "floor"] {
-        let dump = dir.path().join(format!("{name}.callgrind.1"));
+    for (name, dump, what) in [
+        ("sidecar", 1, "HTTP/1.1 resolve"),
+        ("floor", 1, "HTTP/1.1 resolve"),
+        ("sidecar", 3, "gRPC Check"),
+    ] {
+        let dump = dir.path().join(format!("{name}.callgrind.{dump}"));
         let (total, top) = top_functions(&dump, 12);
         println!();
-        println!("{name}, HTTP/1.1 resolve: top functions by self cost");
+        println!("{name}, {what}: top functions by self cost");
         println!("| share | instructions per request | function |");
         println!("|---|---|---|");
         for (function, cost) in top {
