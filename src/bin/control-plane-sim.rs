@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use env_sidecar::sim::simulator::{Faults, Simulator};
+use env_sidecar::sim::simulator::{Breach, Faults, Simulator};
 
 /// Serves the env-sidecar sync protocol from a snapshot file or a generated
 /// population, optionally mutating projects and injecting faults.
@@ -51,6 +51,11 @@ struct Args {
     /// Fraction of requests that never get an answer
     #[arg(long, default_value_t = 0.0)]
     hang_rate: f64,
+    /// Break one rule of the protocol on every request, as a control
+    /// plane written by someone else might: misspelt-batch,
+    /// no-content-poll, no-gone, no-etag or no-not-found
+    #[arg(long, value_name = "RULE")]
+    breach: Option<Breach>,
     /// Go down (connection refused) every this long ...
     #[arg(long, value_parser = humantime::parse_duration)]
     down_every: Option<Duration>,
@@ -159,6 +164,7 @@ async fn run(args: Args) -> ExitCode {
         latency: args.latency,
         malformed_rate: args.malformed_rate,
         hang_rate: args.hang_rate,
+        breach: args.breach,
     });
     if args.mutate > 0.0 {
         if population == 0 {

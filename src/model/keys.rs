@@ -169,7 +169,8 @@ pub fn generate(keyid: Option<&str>) -> Result<(String, PublicKey), KeyError> {
     Ok((private, PublicKey { keyid, key }))
 }
 
-/// `ed25519:` and the first 8 bytes of the key's SHA-256, in hex.
+/// `ed25519:` and the first 8 bytes of the SHA-256 of the raw 32-byte
+/// key (not its DER form), in lowercase hex.
 pub fn derive_keyid(key: &[u8; 32]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, key);
     let hex: String = digest.as_ref()[..8]
@@ -304,6 +305,30 @@ mod tests {
         );
         assert!(!public.verifies("t", b"payloaD", &sig.sig));
         assert!(!format!("{signer:?}").contains("PRIVATE"));
+    }
+
+    /// The test vector docs/control-plane.md gives: RFC 8032's first
+    /// public key, as raw bytes and as the PEM a control plane holds.
+    #[test]
+    fn the_documented_key_id_test_vector_holds() {
+        let raw: [u8; 32] = [
+            0xd7, 0x5a, 0x98, 0x01, 0x82, 0xb1, 0x0a, 0xb7, 0xd5, 0x4b, 0xfe, 0xd3, 0xc9, 0x64,
+            0x07, 0x3a, 0x0e, 0xe1, 0x72, 0xf3, 0xda, 0xa6, 0x23, 0x25, 0xaf, 0x02, 0x1a, 0x68,
+            0xf7, 0x07, 0x51, 0x1a,
+        ];
+        assert_eq!(derive_keyid(&raw), "ed25519:21fe31dfa154a261");
+        let pem = "-----BEGIN PUBLIC KEY-----\n\
+                   MCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n\
+                   -----END PUBLIC KEY-----\n";
+        let keys = parse_public(pem).unwrap();
+        assert_eq!(keys[0].keyid, "ed25519:21fe31dfa154a261");
+        let docs = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/control-plane.md"
+        ))
+        .unwrap();
+        assert!(docs.contains("`ed25519:21fe31dfa154a261`"));
+        assert!(docs.contains("MCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="));
     }
 
     #[test]

@@ -442,9 +442,9 @@ struct RawSnapshot<'a> {
 struct RawChanges<'a> {
     revision: u64,
     #[serde(borrow, default)]
-    projects: Vec<&'a RawValue>,
+    projects: Option<Vec<&'a RawValue>>,
     #[serde(default)]
-    removed: Vec<String>,
+    removed: Option<Vec<String>>,
 }
 
 /// Just enough of a project to attribute an element to it.
@@ -518,11 +518,20 @@ impl Reader {
     pub fn changes(&self, body: &[u8]) -> Result<ChangesBody, MalformedBody> {
         let raw: RawChanges =
             serde_json::from_slice(body).map_err(|e| MalformedBody(e.to_string()))?;
-        let (projects, unattributed) = self.elements(&raw.projects)?;
+        // A misspelt batch (`"changes": [...]`) must not pass for an
+        // empty one: the cursor would move past what it meant to say.
+        if raw.projects.is_none() && raw.removed.is_none() {
+            return Err(MalformedBody(
+                "a change batch names `projects` and `removed` (each may be empty); \
+                 this one names neither"
+                    .to_owned(),
+            ));
+        }
+        let (projects, unattributed) = self.elements(&raw.projects.unwrap_or_default())?;
         Ok(ChangesBody {
             cursor: Cursor::Revision(raw.revision),
             projects,
-            removed: raw.removed,
+            removed: raw.removed.unwrap_or_default(),
             unattributed,
         })
     }
@@ -814,10 +823,23 @@ mod tests {
     }
 
     #[test]
-    fn changes_default_to_empty_lists() {
-        let c = parse_changes(br#"{"revision": 9}"#).unwrap();
-        assert_eq!(c.cursor, Cursor::Revision(9));
-        assert!(c.projects.is_empty() && c.removed.is_empty());
+    fn a_batch_names_projects_or_removed_and_the_other_defaults_to_empty() {
+        for body in [
+            &br#"{"revision": 9, "projects": []}"#[..],
+            br#"{"revision": 9, "removed": []}"#,
+            br#"{"revision": 9, "projects": [], "removed": []}"#,
+        ] {
+            let c = parse_changes(body).unwrap();
+            assert_eq!(c.cursor, Cursor::Revision(9));
+            assert!(c.projects.is_empty() && c.removed.is_empty());
+        }
+        for body in [
+            &br#"{"revision": 9}"#[..],
+            br#"{"revision": 9, "changes": [{"id": "a", "revision": 2}]}"#,
+        ] {
+            let err = parse_changes(body).unwrap_err();
+            assert!(err.0.contains("names neither"), "{err}");
+        }
     }
 
     #[test]

@@ -43,6 +43,63 @@ pub struct Faults {
     pub malformed_rate: f64,
     /// Fraction of requests that get no answer until hanging is turned off.
     pub hang_rate: f64,
+    /// A rule of the protocol it breaks on every request: the broken
+    /// control planes the sidecar and `conformance` must catch.
+    pub breach: Option<Breach>,
+}
+
+/// A protocol rule a control plane written by someone else might break
+/// (docs/control-plane.md names each rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Breach {
+    /// Change batches list their documents under `changes`, naming
+    /// neither `projects` nor `removed`.
+    MisspeltBatch,
+    /// A long poll that times out with nothing new answers `204`.
+    NoContentPoll,
+    /// A cursor it cannot serve (too old, or ahead of it after a restart
+    /// without its change log) gets an empty batch at its own revision,
+    /// not `410`.
+    NoGone,
+    /// The snapshot has no `ETag`, and `If-None-Match` is ignored.
+    NoEtag,
+    /// `GET /v1/projects/{id}` of a project it does not hold answers
+    /// `200` with `null`.
+    NoNotFound,
+}
+
+impl Breach {
+    pub const ALL: [Breach; 5] = [
+        Breach::MisspeltBatch,
+        Breach::NoContentPoll,
+        Breach::NoGone,
+        Breach::NoEtag,
+        Breach::NoNotFound,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Breach::MisspeltBatch => "misspelt-batch",
+            Breach::NoContentPoll => "no-content-poll",
+            Breach::NoGone => "no-gone",
+            Breach::NoEtag => "no-etag",
+            Breach::NoNotFound => "no-not-found",
+        }
+    }
+}
+
+impl std::str::FromStr for Breach {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Breach, String> {
+        Breach::ALL
+            .into_iter()
+            .find(|b| b.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = Breach::ALL.iter().map(|b| b.as_str()).collect();
+                format!("unknown breach {s:?}; one of {}", known.join(", "))
+            })
+    }
 }
 
 impl Default for Faults {
@@ -53,6 +110,7 @@ impl Default for Faults {
             latency: Duration::ZERO,
             malformed_rate: 0.0,
             hang_rate: 0.0,
+            breach: None,
         }
     }
 }
@@ -508,6 +566,18 @@ impl Simulator {
         })
     }
 
+    /// A restart without the change log, at `revision` (below the one it
+    /// had, as a control plane restored from an older backup): every
+    /// cursor it handed out is ahead of it now.
+    pub fn restart_without_history(&self, revision: u64) {
+        let mut world = lock(&self.inner.world);
+        world.revision = revision;
+        world.log.clear();
+        world.oldest = revision;
+        drop(world);
+        self.inner.revision.send_replace(revision);
+    }
+
     pub fn set_faults(&self, faults: Faults) {
         *lock(&self.inner.faults) = faults;
         self.inner.hang_released.send_modify(|n| *n += 1);
@@ -671,6 +741,16 @@ impl Simulator {
         *lock(&self.inner.last_if_none_match) = if_none_match.clone();
         let world = lock(&self.inner.world);
         let etag = format!("\"{}\"", world.revision);
+        let breach = self.faults().breach;
+        if breach == Some(Breach::NoEtag) {
+            let docs: Vec<&str> = world.projects.values().map(|(_, d)| &**d).collect();
+            let body = format!(
+                "{{\"revision\":{},\"projects\":[{}]}}",
+                world.revision,
+                docs.join(",")
+            );
+            return json_response(StatusCode::OK, body);
+        }
         if if_none_match.as_deref() == Some(etag.as_str()) {
             self.inner
                 .counters
@@ -715,13 +795,31 @@ impl Simulator {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             {
+                // Read at the answer: a poll waiting since before the
+                // breach was set breaks it too.
+                let breach = self.faults().breach;
                 let world = lock(&self.inner.world);
                 if after < world.oldest || after > world.revision {
+                    if breach == Some(Breach::NoGone) {
+                        return json_response(StatusCode::OK, world.changes_after(u64::MAX));
+                    }
                     self.inner.counters.gone.fetch_add(1, Ordering::SeqCst);
                     return text(StatusCode::GONE, "cursor too old; take a full snapshot");
                 }
                 if world.revision > after || tokio::time::Instant::now() >= deadline {
-                    return json_response(StatusCode::OK, world.changes_after(after));
+                    if world.revision == after && breach == Some(Breach::NoContentPoll) {
+                        let mut r = Response::new(Body::new(Bytes::new()));
+                        *r.status_mut() = StatusCode::NO_CONTENT;
+                        return r;
+                    }
+                    let body = world.changes_after(after);
+                    if breach == Some(Breach::MisspeltBatch) {
+                        let body = body
+                            .replacen("\"projects\":", "\"changes\":", 1)
+                            .replacen("\"removed\":", "\"deleted\":", 1);
+                        return json_response(StatusCode::OK, body);
+                    }
+                    return json_response(StatusCode::OK, body);
                 }
             }
             tokio::select! {
@@ -754,6 +852,9 @@ impl Simulator {
         let world = lock(&self.inner.world);
         match world.projects.get(id) {
             Some((_, doc)) => json_response(StatusCode::OK, doc.to_string()),
+            None if self.faults().breach == Some(Breach::NoNotFound) => {
+                json_response(StatusCode::OK, "null")
+            }
             None => text(StatusCode::NOT_FOUND, "no such project"),
         }
     }

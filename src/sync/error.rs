@@ -26,10 +26,24 @@ pub enum FetchError {
     Timeout(Duration),
     #[error("control plane answered {0}")]
     Status(StatusCode),
+    /// A long poll answered without a body (`204`, or `304`, which the
+    /// protocol has only for the snapshot).
+    #[error(
+        "control plane answered {0} to a long poll; one that times out with nothing new \
+         answers 200 with empty lists and the unchanged revision (docs/control-plane.md)"
+    )]
+    EmptyPoll(StatusCode),
     /// `410` again right after a full snapshot: the control plane cannot
     /// serve changes after the cursor it just gave.
     #[error("control plane answered 410 Gone right after a full snapshot")]
     GoneAgain,
+    /// A batch below the cursor right after a full snapshot gave that
+    /// cursor: the control plane's snapshot and changes disagree.
+    #[error(
+        "control plane answered changes after {cursor} at revision {revision}, right after \
+         a full snapshot at {cursor}: cursors only grow"
+    )]
+    WentBackAgain { cursor: u64, revision: u64 },
     #[error("Redis")]
     Redis(#[source] redis::RedisError),
     #[error("{what} is not JSON of the expected shape")]

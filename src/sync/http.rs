@@ -123,6 +123,9 @@ impl ControlPlane {
         match resp.status() {
             StatusCode::GONE => Ok(ChangesFetch::Gone),
             StatusCode::OK => Ok(ChangesFetch::Body(body(resp, timeout).await?)),
+            status @ (StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED) => {
+                Err(FetchError::EmptyPoll(status))
+            }
             other => Err(FetchError::Status(other)),
         }
     }
@@ -205,6 +208,17 @@ fn revision_of(cursor: Cursor) -> u64 {
     }
 }
 
+/// What one long poll came to.
+enum Polled {
+    /// The batch was applied; the cursor moved to its revision.
+    Applied(ApplyReport),
+    /// `410`: the cursor is too old; a full snapshot is next.
+    Gone,
+    /// The batch's revision (the second field) is below the cursor: it
+    /// was applied, and a full snapshot is next.
+    WentBack(ApplyReport, u64),
+}
+
 /// The sync loop's state for one control plane.
 #[derive(Debug)]
 pub struct HttpSource {
@@ -216,8 +230,9 @@ pub struct HttpSource {
     cursor: Option<u64>,
     /// ETag of the last applied snapshot (poll mode).
     etag: Option<String>,
-    /// 410s in a row: a control plane that keeps answering 410 right after
-    /// a snapshot gets backoff, not a tight loop.
+    /// Full snapshots the changes asked for in a row (a `410`, or a batch
+    /// below the cursor): a control plane that keeps asking for one right
+    /// after a snapshot gets backoff, not a tight loop.
     gone_streak: u32,
     /// The first long poll after a start from the cache asks without
     /// waiting: the control plane is reached (and what is served is
@@ -286,12 +301,8 @@ impl HttpSource {
         Ok(Some((report, revision)))
     }
 
-    /// One long poll of changes after `cursor`, applied; `None` for `410`.
-    async fn changes(
-        &mut self,
-        ctx: &SyncContext,
-        cursor: u64,
-    ) -> Result<Option<ApplyReport>, SyncError> {
+    /// One long poll of changes after `cursor`, applied.
+    async fn changes(&mut self, ctx: &SyncContext, cursor: u64) -> Result<Polled, SyncError> {
         let control_plane = &self.control_plane;
         let at_once = !self.reached;
         let fetch = async {
@@ -320,10 +331,25 @@ impl HttpSource {
         let fetched = ctx.request(SyncKind::Changes, count, fetch).await?;
         self.reached = true;
         let Some((report, revision)) = fetched else {
-            return Ok(None);
+            self.cursor = None;
+            return Ok(Polled::Gone);
         };
+        if revision < cursor {
+            // Cursors only grow: the control plane lost its history (a
+            // restart without its change log). What the batch held is
+            // applied like any other; the full snapshot that follows
+            // brings the rest.
+            tracing::warn!(
+                cursor,
+                revision,
+                "the control plane went back: a change batch at revision {revision} \
+                 answered cursor {cursor}; taking a full snapshot"
+            );
+            self.cursor = None;
+            return Ok(Polled::WentBack(report, revision));
+        }
         self.cursor = Some(revision);
-        Ok(Some(report))
+        Ok(Polled::Applied(report))
     }
 }
 
@@ -343,7 +369,7 @@ impl Source for HttpSource {
     async fn step(&mut self, ctx: &SyncContext) -> Result<Stepped, SyncError> {
         if let (SyncMode::Watch, Some(cursor)) = (self.mode, self.cursor) {
             return match self.changes(ctx, cursor).await? {
-                Some(report) => {
+                Polled::Applied(report) => {
                     self.gone_streak = 0;
                     Ok(Stepped {
                         next: Duration::ZERO,
@@ -353,8 +379,21 @@ impl Source for HttpSource {
                         )),
                     })
                 }
-                None => {
-                    self.cursor = None;
+                Polled::WentBack(report, revision) => {
+                    self.gone_streak += 1;
+                    if self.gone_streak > 1 {
+                        return Err(FetchError::WentBackAgain { cursor, revision }.into());
+                    }
+                    Ok(Stepped {
+                        next: Duration::ZERO,
+                        contact: Contact::Reached(format!(
+                            "the control plane went back (changes after {cursor} at revision \
+                             {revision}: {}); taking a full snapshot",
+                            summary(&report)
+                        )),
+                    })
+                }
+                Polled::Gone => {
                     self.gone_streak += 1;
                     if self.gone_streak > 1 {
                         return Err(FetchError::GoneAgain.into());
