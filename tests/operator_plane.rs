@@ -317,6 +317,21 @@ async fn refresh_of_one_project_fetches_only_that_project() {
     assert_eq!(r.status, 400);
 }
 
+/// Project ids go into `/v1/projects/{id}` as they are (`-` and `_` need
+/// no percent-encoding): a control plane that reads the raw segment, as
+/// the simulator does, finds `acme-chat`. Encoded as `acme%2Dchat`, it
+/// answered 404 and the refresh removed a project that exists.
+#[tokio::test]
+async fn refresh_of_a_project_whose_id_has_a_dash_finds_it() {
+    let sim = simulator(vec![project("acme-chat_1", 1), project("globex", 1)], None).await;
+    let t = forced_only(&sim).await;
+    sim.publish([project("acme-chat_1", 2)]);
+    let r = t.post_admin("/admin/refresh?project=acme-chat_1", None).await;
+    assert_eq!(r.body["result"], "updated", "{}", r.text);
+    assert_eq!(r.body["revision_after"], 2, "{}", r.text);
+    assert_eq!(t.served("acme-chat_1", "qa").await, "qa-r2");
+}
+
 #[tokio::test]
 async fn mass_removal_needs_the_override() {
     let many: Vec<_> = common::numbered(12);

@@ -27,6 +27,27 @@ use crate::model::wire::{Incoming, Reader};
 use crate::store::{ApplyReport, Update};
 use crate::telemetry::{SyncKind, SyncResult};
 
+/// What RFC 3986 requires encoded in a path segment: everything but
+/// `pchar` (unreserved, sub-delims, `:` and `@`). A valid project or
+/// node id needs none of it: a control plane reads the segment as the id.
+pub const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
 /// What `GET /v1/snapshot` brought: the body is parsed by the writer.
 #[derive(Debug)]
 pub enum SnapshotFetch {
@@ -134,7 +155,7 @@ impl ControlPlane {
     pub async fn project(&self, id: &str) -> Result<Option<Incoming>, FetchError> {
         let path = format!(
             "/v1/projects/{}",
-            percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+            percent_encoding::utf8_percent_encode(id, PATH_SEGMENT)
         );
         let timeout = self.request_timeout;
         let resp = send(self.get(&path, timeout), timeout).await?;

@@ -16,27 +16,6 @@ use http::header::AUTHORIZATION;
 use super::{NodeReport, ReportError};
 use crate::config::secret::Secret;
 
-/// What RFC 3986 requires encoded in a path segment: everything but
-/// `pchar` (unreserved, sub-delims, `:` and `@`). A valid node id needs
-/// none of it.
-const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'/')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'[')
-    .add(b'\\')
-    .add(b']')
-    .add(b'^')
-    .add(b'`')
-    .add(b'{')
-    .add(b'|')
-    .add(b'}');
-
 pub struct HttpSink {
     http: reqwest::Client,
     /// `{base}/v1/nodes/{id}`.
@@ -64,7 +43,7 @@ impl HttpSink {
         let http = reqwest::Client::builder()
             .connect_timeout(timeout)
             .build()?;
-        let node = percent_encoding::utf8_percent_encode(node, PATH_SEGMENT);
+        let node = percent_encoding::utf8_percent_encode(node, crate::sync::http::PATH_SEGMENT);
         Ok(HttpSink {
             http,
             node: format!("{}/v1/nodes/{node}", base.trim_end_matches('/')),
