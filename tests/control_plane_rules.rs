@@ -88,11 +88,16 @@ async fn a_misspelt_change_batch_is_refused_and_the_cursor_stays() {
     sim.publish([project("acme", 2)]);
     wait_logged(&node, "names neither").await;
     assert_eq!(served(&node, "acme").await, "qa-r1");
-    let snapshots = sim.counters().snapshot.load(std::sync::atomic::Ordering::SeqCst);
+    let snapshots = sim
+        .counters()
+        .snapshot
+        .load(std::sync::atomic::Ordering::SeqCst);
     sim.set_faults(Faults::default());
     wait_served(&node, "acme", "qa-r2").await;
     assert_eq!(
-        sim.counters().snapshot.load(std::sync::atomic::Ordering::SeqCst),
+        sim.counters()
+            .snapshot
+            .load(std::sync::atomic::Ordering::SeqCst),
         snapshots,
         "the change came as a change, after the cursor that stayed"
     );

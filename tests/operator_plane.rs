@@ -326,7 +326,9 @@ async fn refresh_of_a_project_whose_id_has_a_dash_finds_it() {
     let sim = simulator(vec![project("acme-chat_1", 1), project("globex", 1)], None).await;
     let t = forced_only(&sim).await;
     sim.publish([project("acme-chat_1", 2)]);
-    let r = t.post_admin("/admin/refresh?project=acme-chat_1", None).await;
+    let r = t
+        .post_admin("/admin/refresh?project=acme-chat_1", None)
+        .await;
     assert_eq!(r.body["result"], "updated", "{}", r.text);
     assert_eq!(r.body["revision_after"], 2, "{}", r.text);
     assert_eq!(t.served("acme-chat_1", "qa").await, "qa-r2");

@@ -70,6 +70,21 @@ pub enum Tool {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Check a control plane of your own against the sync protocol, as a
+    /// sidecar reads it (read-only); one line per rule; exit 0 all held, 1
+    /// a rule broken, 2 unreachable
+    Conformance {
+        /// The control plane's base URL (what `[source] url` would say)
+        #[arg(long = "control-plane", value_name = "URL")]
+        url: String,
+        /// The variable holding the bearer token [default:
+        /// ENV_SIDECAR_CONTROL_PLANE_TOKEN, sent when set]
+        #[arg(long, value_name = "VAR")]
+        token_env: Option<String>,
+        /// How long the empty long poll waits
+        #[arg(long, value_name = "D", value_parser = humantime::parse_duration, default_value = "1s")]
+        wait: Duration,
+    },
     /// Which revision every gateway node serves, from the reports the
     /// sidecars publish
     Fleet {
@@ -501,6 +516,20 @@ impl Tool {
                         Err(status) => status,
                     }
                 })
+            }
+            Tool::Conformance {
+                url,
+                token_env,
+                wait,
+            } => {
+                let token_env = token_env.unwrap_or_else(|| DEFAULT_TOKEN_ENV.into());
+                let args = super::conformance::Conformance {
+                    url,
+                    token: Env::process().secret(&token_env),
+                    wait,
+                    request_timeout: Duration::from_secs(10),
+                };
+                block_on(super::conformance::run(&args, &mut stdout))
             }
             Tool::Fleet { command } => {
                 let env = Env::process();

@@ -1,7 +1,7 @@
 //! The operator commands of the binary, as library functions that write
 //! to the given output and return the exit status: `check-config`,
 //! `validate`, `publish`, `keygen`, `sign`, `fleet status`/`fleet wait`
-//! and `health` (one module each; their flags are in [`cli`], and
+//! `conformance` and `health` (one module each; their flags are in [`cli`], and
 //! [`verdict`] is the judgement `validate` and `publish` share). `main`
 //! only parses flags and calls them.
 //!
@@ -10,6 +10,7 @@
 
 pub mod check_config;
 pub mod cli;
+pub mod conformance;
 pub mod fleet;
 pub mod health;
 pub mod input;

@@ -814,9 +814,11 @@ impl Simulator {
                     }
                     let body = world.changes_after(after);
                     if breach == Some(Breach::MisspeltBatch) {
-                        let body = body
-                            .replacen("\"projects\":", "\"changes\":", 1)
-                            .replacen("\"removed\":", "\"deleted\":", 1);
+                        let body = body.replacen("\"projects\":", "\"changes\":", 1).replacen(
+                            "\"removed\":",
+                            "\"deleted\":",
+                            1,
+                        );
                         return json_response(StatusCode::OK, body);
                     }
                     return json_response(StatusCode::OK, body);
