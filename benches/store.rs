@@ -1,6 +1,8 @@
 //! Writer-side costs: replacing one project (1k / 10k / 100k loaded, to show
 //! it does not depend on the count), applying a full snapshot (parse +
-//! validate + index, 10k / 100k), snapshot parse+validate throughput, and
+//! validate + index, 10k / 100k), the same snapshot applied again over
+//! itself (every project the served revision again: parse and the
+//! same-document check), snapshot parse+validate throughput, and
 //! applying hundreds of scheduled changes due at the same instant.
 
 use std::hint::black_box;
@@ -85,6 +87,26 @@ fn full_snapshot(c: &mut Criterion) {
     group.finish();
 }
 
+fn reapply_unchanged(c: &mut Criterion) {
+    let mut group = c.benchmark_group("reapply_unchanged");
+    group.sample_size(10);
+    let n = 10_000;
+    let json = generate::snapshot_json(n, 1);
+    let (_store, mut writer) = loaded(n);
+    group.throughput(Throughput::Bytes(json.len() as u64));
+    group.bench_function(BenchmarkId::from_parameter(n), |b| {
+        b.iter(|| {
+            let body = parse_snapshot(&json).expect("parses");
+            let report = writer
+                .apply(Update::Snapshot(body), opts())
+                .expect("applies");
+            assert_eq!(report.unchanged, n);
+            black_box(report)
+        })
+    });
+    group.finish();
+}
+
 fn parse_validate(c: &mut Criterion) {
     let json = generate::snapshot_json(10_000, 1);
     let mut group = c.benchmark_group("parse_validate");
@@ -166,6 +188,7 @@ criterion_group!(
     benches,
     replace_one,
     full_snapshot,
+    reapply_unchanged,
     parse_validate,
     scheduled_burst
 );

@@ -41,10 +41,14 @@ pub enum Reason {
     NotYetValid,
     /// Larger than `source.max_document_bytes`: refused unread.
     TooLarge,
+    /// The served revision again with other content, a signed removal at
+    /// the served revision, or a re-signed copy not signed after the
+    /// served one: a revision means one document (§4).
+    RevisionReused,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 25] = [
         Reason::Malformed,
         Reason::InvalidProjectId,
         Reason::EnvironmentCount,
@@ -69,6 +73,7 @@ impl Reason {
         Reason::Expired,
         Reason::NotYetValid,
         Reason::TooLarge,
+        Reason::RevisionReused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -97,6 +102,7 @@ impl Reason {
             Reason::Expired => "expired",
             Reason::NotYetValid => "not_yet_valid",
             Reason::TooLarge => "too_large",
+            Reason::RevisionReused => "revision_reused",
         }
     }
 }

@@ -137,6 +137,21 @@ impl ValidProject {
     }
 }
 
+/// Puts environments in serving order: ascending `position`, ties by
+/// slug, those without a position last. Every accepted document is kept
+/// in this order.
+pub fn serving_order(environments: &mut [WireEnvironment]) {
+    environments.sort_by(|a, b| {
+        match (a.position, b.position) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        }
+        .then_with(|| a.slug.cmp(&b.slug))
+    });
+}
+
 /// Validates `doc` against every rule. `previous` holds `(environment id,
 /// slug)` of every environment of the project's last accepted revision
 /// (empty for a new project): slugs are immutable.
@@ -217,15 +232,7 @@ pub fn validate(
         }
     }
 
-    doc.environments.sort_by(|a, b| {
-        match (a.position, b.position) {
-            (Some(x), Some(y)) => x.cmp(&y),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => std::cmp::Ordering::Equal,
-        }
-        .then_with(|| a.slug.cmp(&b.slug))
-    });
+    serving_order(&mut doc.environments);
 
     let mut schedule = Vec::new();
     for (index, env) in doc.environments.iter().enumerate() {

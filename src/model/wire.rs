@@ -16,7 +16,7 @@ use super::envelope::{self, Seal, Stamps, PROJECT_TYPE, TOMBSTONE_TYPE};
 
 /// The three pointer maps an environment carries. Sorted by key, so every
 /// rendering of a project is deterministic.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Hash)]
 pub struct Pointers {
     #[serde(default, deserialize_with = "null_as_default")]
     pub prompts: PointerMap,
@@ -68,7 +68,7 @@ impl Pointers {
 /// A map of strings boxed one by one cost two allocations and 32 bytes of
 /// pointers per entry, and pointers are most of a loaded snapshot.
 /// Duplicate keys in a document: the last one wins.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct PointerMap {
     text: Box<str>,
     /// Per entry: where its key ends and where its value ends in `text`.
@@ -219,7 +219,7 @@ impl<'de> Deserialize<'de> for PointerMap {
 }
 
 /// A release awaiting approval. Informational only: never served.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Hash)]
 pub struct Pending {
     pub kind: String,
     pub key: String,
@@ -231,14 +231,14 @@ pub struct Pending {
 /// A pointer overlay that takes effect at `at`. `pointers` is kept as a
 /// free-form map of kind → key → value so validation can refuse kinds that
 /// are not one of the three pointer maps (instead of silently dropping them).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Hash)]
 pub struct Scheduled {
     pub at: String,
     #[serde(default)]
     pub pointers: BTreeMap<String, BTreeMap<String, String>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Hash)]
 pub struct WireEnvironment {
     pub id: String,
     pub slug: String,
@@ -281,6 +281,24 @@ pub struct WireProject {
 }
 
 impl WireProject {
+    /// A digest of the document's content, signature times aside, its
+    /// environments in the order given (put them in serving order first,
+    /// [`crate::model::validate::serving_order`], as every served document
+    /// is): equal for the same document however it was spelt, so a
+    /// reused revision is told from the same document again without
+    /// reading the served one back. The fields as [`Self::same_content`]
+    /// compares them, hashed in place.
+    pub fn content_digest(&self) -> u64 {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        // A fixed seed: digests are compared within one process only.
+        let mut hasher = foldhash::quality::FixedState::with_seed(0).build_hasher();
+        self.id.hash(&mut hasher);
+        self.revision.hash(&mut hasher);
+        self.environments.hash(&mut hasher);
+        self.published_at.hash(&mut hasher);
+        hasher.finish()
+    }
+
     /// The same document, signature times aside (a re-signed copy of a
     /// revision differs only in those).
     pub fn same_content(&self, other: &WireProject) -> bool {
@@ -820,6 +838,45 @@ mod tests {
             r#"{"a":"9","b":"3","c":"4"}"#
         );
         assert!(serde_json::from_str::<PointerMap>(r#"{"a": 1}"#).is_err());
+    }
+
+    /// The content digest ignores spelling and signature times, and
+    /// nothing else.
+    #[test]
+    fn the_content_digest_tells_other_content_from_another_spelling() {
+        let read = |text: &str| serde_json::from_str::<WireProject>(text).unwrap();
+        let env = |slug: &str, v: &str| {
+            format!(
+                r##"{{"id":"e-{slug}","slug":"{slug}","name":"N","color":"#000000","pointers":{{"prompts":{{"b":"1","a":"{v}"}}}}}}"##
+            )
+        };
+        let doc = |v: &str, extra: &str| {
+            read(&format!(
+                r#"{{"id":"p","revision":3{extra},"environments":[{},{}]}}"#,
+                env("prod", v),
+                env("staging", "1")
+            ))
+        };
+        let base = doc("1", "");
+        let respelt = read(&format!(
+            "{{ \"environments\": [ {}, {} ], \"revision\": 3, \"id\": \"p\", \"unknown\": 1 }}",
+            env("prod", "1"),
+            env("staging", "1")
+        ));
+        assert_eq!(base.content_digest(), respelt.content_digest());
+        let stamped = doc(
+            "1",
+            r#","signed_at":"2026-12-01T00:00:00Z","expires_at":"2027-01-01T00:00:00Z""#,
+        );
+        assert_eq!(base.content_digest(), stamped.content_digest());
+        assert!(base.same_content(&stamped));
+        for other in [
+            doc("2", ""),
+            doc("1", r#","published_at":"2026-12-01T00:00:00Z""#),
+        ] {
+            assert_ne!(base.content_digest(), other.content_digest());
+            assert!(!base.same_content(&other));
+        }
     }
 
     #[test]

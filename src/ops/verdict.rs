@@ -1,13 +1,14 @@
 //! What publishing one document would do, judged the way the sidecar
-//! judges it (`store::Judge`, one implementation) against what is
-//! published, plus what only a publisher can see: a stale or a reused
-//! revision. Shared by `validate` and `publish`.
+//! judges it (`store::Judge`, one implementation, reused revisions
+//! included) against what is published, plus what only a publisher
+//! reports as a refusal: a stale revision, which a sidecar ignores.
+//! Shared by `validate` and `publish`.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::model::trust::Trust;
-use crate::model::wire::{Content, Incoming, SnapshotBody};
+use crate::model::wire::{Incoming, SnapshotBody};
 use crate::store::{ApplyOptions, Floor, Judge, Judged, Store, Update};
 
 /// What publishing one document would do.
@@ -74,7 +75,6 @@ pub fn judge_against(
         from_source: true,
         signers: None,
     };
-    let is_tombstone = matches!(doc.content, Content::Tombstone(_));
     // A removal's verdict carries no keys; name the trusted ones it claims
     // (with keys given, the judge has checked one of them verifies).
     let claimed: Option<Vec<String>> = doc.seal.as_ref().map(|s| {
@@ -84,7 +84,6 @@ pub fn judge_against(
             .filter(|id| !checked || trust.keys().iter().any(|k| k.keyid == *id))
             .collect()
     });
-    let candidate = doc.clone();
     let verdict = match judge.judge(doc, previous.as_deref(), floor) {
         Judged::Valid(valid) => Verdict::Accepted {
             signature: signature(valid.seal().map(|s| &s.verified.keyids[..])),
@@ -106,26 +105,7 @@ pub fn judge_against(
                 previous.as_ref().map(|p| p.revision()).or(high_water).unwrap_or(0)
             ),
         },
-        Judged::Unchanged if is_tombstone => Verdict::Unchanged,
-        // Equal revision: fine if it is the very same document.
-        Judged::Unchanged => match judge.judge(candidate, None, None) {
-            Judged::Valid(valid)
-                if previous.as_ref().is_some_and(|p| {
-                    p.reparse()
-                        .is_ok_and(|served| served.document().same_content(valid.document()))
-                }) =>
-            {
-                Verdict::Unchanged
-            }
-            Judged::Rejected { error, .. } => Verdict::Rejected {
-                reason: error.reason.as_str(),
-                message: error.message,
-            },
-            _ => Verdict::Rejected {
-                reason: "revision_reused",
-                message: format!("revision {revision_text} is already published with a different document; the fleet would ignore this one (raise the revision)"),
-            },
-        },
+        Judged::Unchanged => Verdict::Unchanged,
     };
     (id, revision, verdict)
 }

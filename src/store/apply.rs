@@ -21,7 +21,7 @@ use crate::model::cursor::Cursor;
 use crate::model::envelope::TOMBSTONE_TYPE;
 use crate::model::timestamp::parse_rfc3339;
 use crate::model::trust::{Trust, Verified};
-use crate::model::validate::{validate, Reason, ValidProject, ValidationError};
+use crate::model::validate::{serving_order, validate, Reason, ValidProject, ValidationError};
 use crate::model::wire::{
     claimed_revision, open, ChangesBody, Content, Incoming, SnapshotBody, WireProject,
 };
@@ -467,7 +467,15 @@ impl StoreWriter {
     ) {
         match &prepared {
             Prepared::Stale { revision } => {
+                // Counted apart from rejections: a replay after a full
+                // load is routine, not the writer's mistake.
                 batch.report.stale += 1;
+                tracing::debug!(
+                    project = %id,
+                    revision = ?revision,
+                    served = ?previous.as_ref().map(|p| p.revision()),
+                    "stale document ignored: older than the served revision"
+                );
                 if let (true, Some(revision)) = (batch.judge.from_source, *revision) {
                     lock(&self.shared.ahead).insert(id, revision);
                 }
@@ -858,19 +866,40 @@ impl Judge<'_> {
         let bar = previous
             .map(Project::revision)
             .or(floor.map(Floor::revision));
-        if let (Some(bar), Some(revision)) = (bar, revision) {
-            if revision < bar {
-                return Judged::Stale;
-            }
-            if revision == bar {
-                return Judged::Unchanged;
-            }
-        }
         let rejected = |error| Judged::Rejected {
             revision,
             error,
             signed_at: None,
         };
+        if let (Some(bar), Some(revision)) = (bar, revision) {
+            if revision < bar {
+                return Judged::Stale;
+            }
+            if revision == bar {
+                return match (previous, floor, incoming.content) {
+                    // The same document again is a no-op; other content
+                    // under the served revision is refused, loudly.
+                    (Some(prev), _, Content::Document(mut doc)) => {
+                        serving_order(&mut doc.environments);
+                        if doc.content_digest() == prev.content_digest() {
+                            Judged::Unchanged
+                        } else {
+                            rejected(reused(format!(
+                                "revision {revision} is served with other content; a changed \
+                                 document needs a higher revision"
+                            )))
+                        }
+                    }
+                    (None, Some(Floor::Removed(_)), Content::Document(_)) => {
+                        rejected(reused(format!(
+                            "revision {revision} removed this project; a document that brings \
+                             it back needs a higher revision"
+                        )))
+                    }
+                    _ => Judged::Unchanged,
+                };
+            }
+        }
         if self.trust.require_signatures {
             return rejected(ValidationError {
                 reason: Reason::Unsigned,
@@ -954,9 +983,16 @@ impl Judge<'_> {
             (None, Some(floor))
                 if revision == floor.revision() && !floor.admits(verified.signed_at) =>
             {
-                return match floor {
-                    Floor::Removed(_) => Judged::Unchanged,
-                    Floor::Refused { .. } => Judged::Stale,
+                return match (floor, &incoming.content) {
+                    (Floor::Removed(_), Content::Tombstone(_)) => Judged::Unchanged,
+                    (Floor::Removed(_), _) => rejected(
+                        reused(format!(
+                            "revision {revision} removed this project; a document that brings \
+                             it back needs a higher revision"
+                        )),
+                        None,
+                    ),
+                    (Floor::Refused { .. }, _) => Judged::Stale,
                 };
             }
             _ => {}
@@ -1006,30 +1042,70 @@ impl Judge<'_> {
 /// envelope only when it is newer (a later `signed_at` than the served
 /// one's, which a plain served document has none of): an older envelope
 /// of the same revision is stale, so a replayed one can never bring back
-/// a key that was rotated out. Other content under a reused revision is
-/// ignored, as any equal revision.
+/// a key that was rotated out. Everything else under the served revision
+/// is refused as `revision_reused`, where its writer sees it: other
+/// content, a removal (a tombstone removes a revision below its own),
+/// and a copy signed at the very instant of the served one.
 fn resealed(incoming: Incoming, prev: &Project, verified: Verified) -> Judged {
-    let newer = prev
-        .signature()
-        .map_or(true, |served| verified.signed_at > served.signed_at);
+    let revision = prev.revision();
+    let refused = |message: String| Judged::Rejected {
+        revision: Some(revision),
+        error: reused(message),
+        signed_at: Some(verified.signed_at),
+    };
     let Incoming {
-        content: Content::Document(doc),
+        content,
         seal: Some(seal),
         ..
     } = incoming
     else {
         return Judged::Unchanged;
     };
-    let (Ok(valid), Ok(served)) = (validate(*doc, &prev.environment_keys()), prev.reparse()) else {
-        return Judged::Unchanged;
+    let doc = match content {
+        Content::Document(doc) => doc,
+        Content::Tombstone(_) => {
+            return refused(format!(
+                "a removal at revision {revision}, the served revision; a tombstone's revision \
+                 is above the revision it removes"
+            ))
+        }
+        Content::Sealed | Content::Unreadable(_) | Content::TooLarge(_) => {
+            return Judged::Unchanged
+        }
     };
-    if !valid.document().same_content(served.document()) {
-        return Judged::Unchanged;
+    let valid = match validate(*doc, &prev.environment_keys()) {
+        Ok(valid) => valid,
+        Err(error) => {
+            return Judged::Rejected {
+                revision: Some(revision),
+                error,
+                signed_at: Some(verified.signed_at),
+            }
+        }
+    };
+    if valid.document().content_digest() != prev.content_digest() {
+        return refused(format!(
+            "revision {revision} is served with other content; a re-signed copy carries the \
+             same document, and a changed one needs a higher revision"
+        ));
     }
-    if !newer {
-        return Judged::Stale;
+    match prev.signature().map(|served| served.signed_at) {
+        Some(served) if verified.signed_at < served => Judged::Stale,
+        Some(served) if verified.signed_at == served => refused(format!(
+            "a re-signed copy of revision {revision} signed at the same instant as the served \
+             copy ({}); a reseal is signed later",
+            crate::model::timestamp::format_rfc3339(served)
+        )),
+        _ => Judged::Resealed(valid.sealed(seal.envelope, verified)),
     }
-    Judged::Resealed(valid.sealed(seal.envelope, verified))
+}
+
+/// A `revision_reused` refusal.
+fn reused(message: String) -> ValidationError {
+    ValidationError {
+        reason: Reason::RevisionReused,
+        message,
+    }
 }
 
 #[cfg(test)]

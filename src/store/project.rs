@@ -84,6 +84,9 @@ pub struct Project {
     revision_header: HeaderValue,
     id: Box<str>,
     revision: u64,
+    /// [`WireProject::content_digest`] of the accepted document: tells
+    /// the same revision again from a reused one.
+    content: u64,
     /// The accepted document at rest: as [`ValidProject::to_json`] wrote
     /// it, or, when it was signed, the envelope exactly as received (so a
     /// restart from the cache verifies what arrived).
@@ -147,6 +150,7 @@ impl Project {
         Project {
             id: valid.id().into(),
             revision: valid.revision(),
+            content: valid.document().content_digest(),
             document: match valid.seal() {
                 Some(sealed) => AtRest::new(&sealed.envelope),
                 None => AtRest::new(&valid.to_json()),
@@ -176,6 +180,11 @@ impl Project {
     /// JSON (environments in serving order), or for a signed document the
     /// envelope as it was received. Decompressed on each call: the
     /// cache writer's and introspection's cost, never a resolve's.
+    /// [`WireProject::content_digest`] of the served document.
+    pub fn content_digest(&self) -> u64 {
+        self.content
+    }
+
     pub fn stored_text(&self) -> Result<String, AtRestError> {
         self.document.text()
     }
