@@ -73,6 +73,49 @@ impl PublicKey {
             .is_ok()
     }
 
+    /// For a signature that does not verify: the encoding mistake it was
+    /// made with, when it verifies over one of the usual ones (the
+    /// payload without DSSE's pre-authentication encoding, the encoding
+    /// with its lengths in hex, or the payload's base64 text in place of
+    /// its bytes). Run only on the refusal path, for its message.
+    pub fn misencoding(
+        &self,
+        payload_type: &str,
+        payload: &[u8],
+        signature: &[u8],
+    ) -> Option<&'static str> {
+        use base64::Engine;
+        let key = UnparsedPublicKey::new(&ED25519, &self.key);
+        let hex_lengths = {
+            let mut out = format!(
+                "DSSEv1 {:x} {payload_type} {:x} ",
+                payload_type.len(),
+                payload.len()
+            )
+            .into_bytes();
+            out.extend_from_slice(payload);
+            out
+        };
+        let base64_text = base64::engine::general_purpose::STANDARD.encode(payload);
+        [
+            (
+                payload.to_vec(),
+                "it verifies over the payload alone: sign the pre-authentication encoding",
+            ),
+            (
+                hex_lengths,
+                "it verifies over an encoding with lengths in hex: they are decimal",
+            ),
+            (
+                pae(payload_type, base64_text.as_bytes()),
+                "it verifies over the payload's base64 text: sign the decoded bytes",
+            ),
+        ]
+        .into_iter()
+        .find(|(message, _)| key.verify(message, signature).is_ok())
+        .map(|(_, mistake)| mistake)
+    }
+
     /// The key as a PEM file (with its `keyid:` line).
     pub fn to_pem(&self) -> String {
         let mut der = SPKI_PREFIX.to_vec();
@@ -104,6 +147,13 @@ impl SigningKey {
                 .as_ref()
                 .to_vec(),
         }
+    }
+
+    /// A signature over `bytes` as given: how the tests make the
+    /// encoding mistakes integrators make.
+    #[cfg(test)]
+    pub(crate) fn sign_bytes(&self, bytes: &[u8]) -> Vec<u8> {
+        self.pair.sign(bytes).as_ref().to_vec()
     }
 
     /// `doc` signed as of `now` (its `signed_at` set, `expires_at` set or

@@ -268,12 +268,48 @@ impl Trust {
         self.stamps(keyids, stamps, now, from_source)
     }
 
+    /// The message of a `bad_signature`: the key ids tried, whether a
+    /// signature named one, what a signature covers, and the encoding
+    /// mistake when one of the usual ones explains it.
+    fn why_bad(&self, seal: &Seal, tried: &[(&PublicKey, &[u8])]) -> String {
+        let mut keyids: Vec<&str> = tried.iter().map(|(k, _)| k.keyid.as_str()).collect();
+        keyids.dedup();
+        let named = seal
+            .signatures
+            .iter()
+            .any(|s| !s.keyid.is_empty() && self.keys.iter().any(|k| k.keyid == s.keyid));
+        let matched = if named {
+            "a signature names that key id, and it does not verify with that key"
+        } else {
+            "the signatures name no key id, so every trusted key was tried"
+        };
+        // At most a few: an envelope may carry many signatures, and an
+        // attacker's must not cost many times the verification.
+        let mistake = tried
+            .iter()
+            .take(2)
+            .find_map(|(key, sig)| key.misencoding(&seal.payload_type, &seal.payload, sig));
+        let cause = match mistake {
+            Some(mistake) => mistake.to_owned(),
+            None => "if the encoding is right, the key is not the one the key id names, or the \
+                     payload or its type changed after signing"
+                .to_owned(),
+        };
+        format!(
+            "no signature verifies with the trusted keys tried ({}): {matched}. A signature is \
+             Ed25519 over DSSE's pre-authentication encoding of the payload type and the decoded \
+             payload (\"DSSEv1 <len> <payloadType> <len> <payload>\", lengths in decimal \
+             bytes); {cause}",
+            keyids.join(", ")
+        )
+    }
+
     /// The trusted key ids whose signature verifies, at least one.
     fn signatures(&self, seal: &Seal) -> Result<Vec<String>, ValidationError> {
         if seal.signatures.is_empty() {
             return reject(Reason::Unsigned, "the envelope has no signature".into());
         }
-        let mut trusted = 0;
+        let mut tried: Vec<(&PublicKey, &[u8])> = Vec::new();
         let mut good: Vec<String> = Vec::new();
         for sig in &seal.signatures {
             // A signature naming no key is tried with every trusted key.
@@ -282,7 +318,7 @@ impl Trust {
                 .iter()
                 .filter(|k| sig.keyid.is_empty() || k.keyid == sig.keyid);
             for key in candidates {
-                trusted += 1;
+                tried.push((key, &sig.sig));
                 if key.verifies(&seal.payload_type, &seal.payload, &sig.sig)
                     && !good.contains(&key.keyid)
                 {
@@ -293,11 +329,8 @@ impl Trust {
         if !good.is_empty() {
             return Ok(good);
         }
-        if trusted > 0 {
-            return reject(
-                Reason::BadSignature,
-                "no signature by a trusted key verifies: the document or its type was changed after signing".into(),
-            );
+        if !tried.is_empty() {
+            return reject(Reason::BadSignature, self.why_bad(seal, &tried));
         }
         let named: Vec<String> = seal
             .signatures
@@ -350,6 +383,69 @@ mod tests {
         let sig = signer.sign(PROJECT_TYPE, payload);
         let text = envelope::encode(PROJECT_TYPE, payload, &[sig]);
         (envelope::parse(&text).unwrap(), public)
+    }
+
+    /// `bad_signature` names the keys tried, whether a key id matched,
+    /// what a signature covers, and the usual encoding mistakes by name.
+    #[test]
+    fn a_bad_signature_says_which_check_failed() {
+        use base64::Engine;
+        let (private, public) = generate(Some("cp-1")).unwrap();
+        let signer = parse_private(&private).unwrap();
+        let payload = br#"{"id":"acme","revision":1}"#;
+        let message = |sig: Vec<u8>, keyid: &str| {
+            let seal = envelope::parse(&envelope::encode(
+                PROJECT_TYPE,
+                payload,
+                &[Signature {
+                    keyid: keyid.into(),
+                    sig,
+                }],
+            ))
+            .unwrap();
+            let trust = Trust::new(vec![public.clone()], true, None);
+            let error = trust.verify(&seal).unwrap_err();
+            assert_eq!(error.reason, Reason::BadSignature);
+            error.message
+        };
+        let hex = {
+            let mut m = format!(
+                "DSSEv1 {:x} {PROJECT_TYPE} {:x} ",
+                PROJECT_TYPE.len(),
+                payload.len()
+            )
+            .into_bytes();
+            m.extend_from_slice(payload);
+            m
+        };
+        let base64_text = base64::engine::general_purpose::STANDARD.encode(payload);
+        for (sig, says) in [
+            (signer.sign_bytes(payload), "over the payload alone"),
+            (signer.sign_bytes(&hex), "lengths in hex"),
+            (
+                signer.sign_bytes(&envelope::pae(PROJECT_TYPE, base64_text.as_bytes())),
+                "base64 text",
+            ),
+        ] {
+            let text = message(sig, "cp-1");
+            assert!(text.contains(says), "{text}");
+            assert!(text.contains("tried (cp-1)"), "{text}");
+            assert!(text.contains("a signature names that key id"), "{text}");
+            assert!(text.contains("pre-authentication encoding"), "{text}");
+        }
+        // Another key claiming the trusted key id, and no key id at all.
+        let (stranger, _) = generate(Some("cp-1")).unwrap();
+        let stranger = parse_private(&stranger).unwrap();
+        let text = message(stranger.sign(PROJECT_TYPE, payload).sig, "cp-1");
+        assert!(
+            text.contains("the key is not the one the key id names"),
+            "{text}"
+        );
+        let text = message(stranger.sign(PROJECT_TYPE, payload).sig, "");
+        assert!(
+            text.contains("name no key id, so every trusted key was tried"),
+            "{text}"
+        );
     }
 
     fn at(secs_before_now: u64) -> String {
