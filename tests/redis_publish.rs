@@ -1,5 +1,5 @@
 //! `env-sidecar publish` against a real `redis-server`: a valid file is
-//! written (hash and stream, one MULTI/EXEC per change) and a sidecar
+//! written (hash and stream, one fenced script per transaction) and a sidecar
 //! following Redis serves it; an unchanged file writes nothing; a file
 //! with one bad project writes nothing at all; a mass removal is refused
 //! unless allowed; an unreachable Redis or a bad file exits 2.
@@ -219,19 +219,19 @@ async fn a_large_publish_goes_in_bounded_transactions_marked_incomplete_until_th
         "{out}"
     );
     let stats = common::attacker::redis_cli(redis.port, &["INFO", "commandstats"]);
-    assert!(stats.contains("cmdstat_exec:calls=3,"), "{stats}");
-    // The marker: removed by the first transaction, set by the last.
+    // One script per transaction, fenced on the stream's end.
+    assert!(stats.contains("cmdstat_eval:calls=3,"), "{stats}");
+    // The marker: removed by the first transaction, left alone by the
+    // second, set by the last (each script call names what it does to
+    // the population).
     let log = common::attacker::redis_cli(redis.port, &["SLOWLOG", "GET", "100000"]);
-    // (Each change is an EVAL too, of the script that records its
-    // position: the marker's script is told by its text.)
     let marker_writes: Vec<&str> = log
         .lines()
-        .filter(|l| *l == "DEL" || l.starts_with("return redis.call('SET'"))
-        .map(|l| if l == "DEL" { "DEL" } else { "SET marker" })
+        .filter(|l| ["complete", "incomplete", "untouched"].contains(l))
         .collect();
     assert_eq!(
         marker_writes,
-        ["SET marker", "DEL"],
+        ["complete", "untouched", "incomplete"],
         "newest first: {marker_writes:?}"
     );
     assert_eq!(

@@ -6,8 +6,13 @@
 //! what the fleet can be serving (revision order, slug immutability, a
 //! reused revision, the revision a signed tombstone removed). Only if all
 //! pass is anything written: each project newer than that written (hash
-//! field and stream entry, in one `MULTI`/`EXEC`) and each project absent
-//! from the file removed; the stream is trimmed as it grows (`XADD …
+//! field, stream entry and change position, a batch in one script) and
+//! each project absent from the file removed. Every write is fenced on
+//! where the stream ended when Redis was read (read before the hash): if
+//! Redis no longer ends there (flushed, failed over to a replica that was
+//! behind, written by another writer), nothing is written and the whole
+//! publish reads and judges again (`ops::retry`), so a diff is never
+//! marked as a complete population on a hash that lost data; the stream is trimmed as it grows (`XADD …
 //! MAXLEN ~`). Up to [`CHUNK_CHANGES`] changes (and about
 //! [`CHUNK_BYTES`]) go in one transaction with the population marker set,
 //! so a sidecar taking a full load meanwhile sees the old snapshot or the
@@ -290,6 +295,17 @@ pub async fn publish(
     let mut con = args.redis.connect(env).await?;
     let keys = args.redis.keys();
     let trust = args.reading_trust();
+    // Where the stream ends, read before the hash: every write below is
+    // fenced on it, so Redis losing or changing what was read (a flush, a
+    // failover to a replica that was behind, another writer) aborts the
+    // write instead of getting a diff marked complete (`ops::retry` then
+    // reads again).
+    let mut fence = redis_source::stream_end(&mut con, &keys)
+        .await
+        .map_err(|source| PublishError::Read {
+            what: keys.changes.clone(),
+            source,
+        })?;
     let truth = Truth::read(&mut con, &keys, &trust)
         .await
         .map_err(|source| PublishError::Read {
@@ -419,13 +435,17 @@ pub async fn publish(
                 document: w.document.clone(),
             })
             .collect();
-        let entries = redis_source::write_changes(&mut con, &keys, &changes, population)
-            .await
-            .map_err(|source| PublishError::Write {
-                count: writes.len(),
-                written,
-                source,
-            })?;
+        let entries =
+            redis_source::write_changes_after(&mut con, &keys, &changes, population, &fence)
+                .await
+                .map_err(|source| PublishError::Write {
+                    count: writes.len(),
+                    written,
+                    source,
+                })?;
+        if let Some(last) = entries.last() {
+            fence.clone_from(last);
+        }
         for (w, entry) in chunk.iter().zip(&entries) {
             let revision = w
                 .revision

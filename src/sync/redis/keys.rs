@@ -1,8 +1,8 @@
 //! How the data lives in Redis, and how it is written: the keys under
 //! one hash tag (`{P}:projects`, `{P}:changes`, `{P}:population`,
 //! `{P}:positions`, the node reports), and the writes a publisher makes:
-//! each project's hash field, stream entry and change position in one
-//! `MULTI`/`EXEC`.
+//! each batch of hash fields, stream entries and change positions in one
+//! script, fenced on where the stream ended when the writer read Redis.
 
 use redis::aio::ConnectionLike;
 
@@ -75,69 +75,130 @@ pub enum Population {
     Untouched,
 }
 
-/// Sets the population marker to the hash's field count, atomically
-/// (inside a `MULTI` too).
-const MARK_COMPLETE: &str = "return redis.call('SET', KEYS[2], redis.call('HLEN', KEYS[1]))";
+/// Writes a batch of changes in one script, so a reader sees all of them
+/// or none: first the fence (when `ARGV[1]` is not empty, the stream must
+/// still end at that entry, else nothing is written and the reply is a
+/// `FENCED` error), then the marker removed (`ARGV[2]` = `incomplete`),
+/// then for each change its hash field (set or deleted), its stream entry
+/// (`XADD … MAXLEN ~ ARGV[3]`) and its change position, last the marker
+/// set to the hash's field count (`complete`). Returns the entry ids.
+/// KEYS: projects, changes, positions, population. ARGV: fence,
+/// population, max length, then per change: project, `document` |
+/// `removed`, the document | `1`, the revision | `-`.
+const WRITE: &str = r#"
+local fence = ARGV[1]
+if fence ~= '' then
+  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+  local at = '0-0'
+  if last[1] then at = last[1][1] end
+  if at ~= fence then
+    return redis.error_reply('FENCED the stream ends at ' .. at .. ', not at ' .. fence ..
+      ' where it was read: Redis changed in between')
+  end
+end
+if ARGV[2] == 'incomplete' then redis.call('DEL', KEYS[4]) end
+local ids = {}
+for i = 4, #ARGV, 4 do
+  local project, kind, value, revision = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if kind == 'document' then
+    redis.call('HSET', KEYS[1], project, value)
+  else
+    redis.call('HDEL', KEYS[1], project)
+  end
+  local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'project', project, kind, value)
+  redis.call('HSET', KEYS[3], project, revision .. ' ' .. id)
+  ids[#ids + 1] = id
+end
+if ARGV[2] == 'complete' then redis.call('SET', KEYS[4], redis.call('HLEN', KEYS[1])) end
+return ids
+"#;
 
-/// Adds a change's stream entry and records its id as the project's change
-/// position, atomically (the id exists only once `XADD` ran).
-/// KEYS: stream, positions. ARGV: max length, project, `document`|`removed`,
-/// the document|`1`, the revision|`-`.
-const ADD_CHANGE: &str = "local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', \
-     'project', ARGV[2], ARGV[3], ARGV[4]) \
-     redis.call('HSET', KEYS[2], ARGV[2], ARGV[5] .. ' ' .. id) return id";
+/// Where the stream ends: its last entry's id, `0-0` when it is empty or
+/// absent. Read before the hash, it is the fence of the writes that
+/// follow ([`write_changes_after`]).
+pub async fn stream_end(
+    con: &mut (impl ConnectionLike + Send),
+    keys: &RedisKeys,
+) -> redis::RedisResult<String> {
+    let last: Vec<(String, redis::Value)> = redis::cmd("XREVRANGE")
+        .arg(&keys.changes)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(con)
+        .await?;
+    Ok(last
+        .into_iter()
+        .next()
+        .map_or_else(|| "0-0".to_owned(), |(id, _)| id))
+}
 
-/// Writes `changes` in one `MULTI`/`EXEC`: for each, the hash field (set
-/// or deleted), its stream entry and its change position, and the
-/// population marker as `population` says. A reader sees all of them or
-/// none. Returns the stream entry ids, in order.
+/// True for the refusal of a fenced write: Redis no longer holds what the
+/// writer read (flushed, failed over to a replica that was behind, or
+/// written by another writer); nothing was written.
+pub fn is_fenced(e: &redis::RedisError) -> bool {
+    e.code() == Some("FENCED")
+}
+
+/// [`write_changes_after`] without a fence: for a writer that read
+/// nothing first (the simulator, which is the only writer of its data).
 pub async fn write_changes(
     con: &mut (impl ConnectionLike + Send),
     keys: &RedisKeys,
     changes: &[Change],
     population: Population,
 ) -> redis::RedisResult<Vec<String>> {
+    write_changes_after(con, keys, changes, population, "").await
+}
+
+/// Writes `changes` in one script (see [`WRITE`]): for each, the hash
+/// field (set or deleted), its stream entry and its change position, and
+/// the population marker as `population` says; a reader sees all of them
+/// or none. With `fence` (the stream's end as [`stream_end`] read it
+/// before what the changes were judged against, or the last entry this
+/// writer wrote since), Redis must still hold exactly that, or nothing is
+/// written ([`is_fenced`]): so a flush or a failover between the read and
+/// the write can never get a diff marked as a complete population.
+/// Returns the stream entry ids, in order.
+pub async fn write_changes_after(
+    con: &mut (impl ConnectionLike + Send),
+    keys: &RedisKeys,
+    changes: &[Change],
+    population: Population,
+    fence: &str,
+) -> redis::RedisResult<Vec<String>> {
     if changes.is_empty() && population == Population::Untouched {
         return Ok(Vec::new());
     }
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    if population == Population::Incomplete {
-        pipe.del(&keys.population).ignore();
-    }
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(WRITE)
+        .arg(4)
+        .arg(&keys.projects)
+        .arg(&keys.changes)
+        .arg(&keys.positions)
+        .arg(&keys.population)
+        .arg(fence)
+        .arg(match population {
+            Population::Complete => "complete",
+            Population::Incomplete => "incomplete",
+            Population::Untouched => "untouched",
+        })
+        .arg(STREAM_MAX_LEN);
     for change in changes {
-        match &change.document {
-            Some(json) => pipe.hset(&keys.projects, &change.project, json).ignore(),
-            None => pipe.hdel(&keys.projects, &change.project).ignore(),
-        };
         let revision = change
             .document
             .as_deref()
             .and_then(published_revision)
             .map_or("-".to_owned(), |r| r.to_string());
-        let entry = pipe
-            .cmd("EVAL")
-            .arg(ADD_CHANGE)
-            .arg(2)
-            .arg(&keys.changes)
-            .arg(&keys.positions)
-            .arg(STREAM_MAX_LEN)
-            .arg(&change.project);
+        cmd.arg(&change.project);
         match &change.document {
-            Some(json) => entry.arg("document").arg(json),
-            None => entry.arg("removed").arg("1"),
+            Some(json) => cmd.arg("document").arg(json),
+            None => cmd.arg("removed").arg("1"),
         };
-        entry.arg(revision);
+        cmd.arg(revision);
     }
-    if population == Population::Complete {
-        pipe.cmd("EVAL")
-            .arg(MARK_COMPLETE)
-            .arg(2)
-            .arg(&keys.projects)
-            .arg(&keys.population)
-            .ignore();
-    }
-    pipe.query_async(con).await
+    cmd.query_async(con).await
 }
 
 /// The population marker and the hash's field count now: complete when
@@ -155,7 +216,7 @@ pub async fn population(
 }
 
 /// Writes `document` (JSON) for project `id`: the hash field and the stream
-/// entry in one `MULTI`/`EXEC`; returns the entry's id.
+/// entry in one script; returns the entry's id.
 pub async fn write_project(
     con: &mut (impl ConnectionLike + Send),
     keys: &RedisKeys,
@@ -171,7 +232,7 @@ pub async fn write_project(
 }
 
 /// Removes project `id`: the hash field and a `removed` stream entry in
-/// one `MULTI`/`EXEC`.
+/// one script.
 pub async fn remove_project(
     con: &mut (impl ConnectionLike + Send),
     keys: &RedisKeys,

@@ -49,8 +49,8 @@ pub mod read;
 
 pub use connection::{Conn, Connector, Lazy, Role};
 pub use keys::{
-    population, remove_project, write_changes, write_project, Change, Population, RedisKeys,
-    STREAM_MAX_LEN,
+    is_fenced, population, remove_project, stream_end, write_changes, write_changes_after,
+    write_project, Change, Population, RedisKeys, STREAM_MAX_LEN,
 };
 use read::{changes, read_after, stream_state, Delivery, StreamState};
 pub use read::{read_project, read_projects, StreamBackwards};
