@@ -141,3 +141,100 @@ async fn the_bearer_token_comes_from_the_variable_named() {
     .unwrap();
     assert_eq!(code, 0, "{out}");
 }
+
+/// `conformance --redis URL` against a keyspace `publish` wrote: every
+/// rule holds.
+async fn published_redis(dir: &std::path::Path) -> Option<common::redis::RedisServer> {
+    let redis = common::redis::RedisServer::start(dir, common::redis::Setup::default())?;
+    let file = common::json_file(
+        dir,
+        "v1.json",
+        &common::snapshot(1, vec![project("acme-chat", 1), project("globex", 1)]),
+    );
+    let (code, out) = run_async(&["publish", "--redis", &redis.url, file.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{out}");
+    Some(redis)
+}
+
+async fn conformance_redis(url: &str) -> (i32, String) {
+    run_async(&["conformance", "--redis", url]).await
+}
+
+#[tokio::test]
+async fn a_keyspace_publish_wrote_meets_every_writer_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = published_redis(dir.path()).await else {
+        return;
+    };
+    let (code, out) = conformance_redis(&redis.url).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ok    population marker: 2, the hash's field count"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ok    positions: 2 projects, each at its newest entry"),
+        "{out}"
+    );
+    assert!(out.ends_with("5 checks, 5 passed, 0 failed\n"), "{out}");
+}
+
+/// What a writer holding no rule in mind does with `redis-cli`, each
+/// caught by the check of the rule it breaks.
+#[tokio::test]
+async fn every_broken_writer_rule_is_caught_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = published_redis(dir.path()).await else {
+        return;
+    };
+    let cli = |args: &[&str]| common::attacker::redis_cli(redis.port, args);
+    let doc = project("acme-chat", 2).to_string();
+    // A write of the hash alone: no entry, no position.
+    cli(&["HSET", "{env-sidecar}:projects", "acme-chat", &doc]);
+    let (code, out) = conformance_redis(&redis.url).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "FAIL  stream: 1 projects' newest entry is not what the hash holds: acme-chat"
+        ),
+        "{out}"
+    );
+    // A position that names another entry.
+    cli(&["HSET", "{env-sidecar}:positions", "globex", "1 0-1"]);
+    let (_, out) = conformance_redis(&redis.url).await;
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("FAIL  positions: "))
+        .unwrap_or_else(|| panic!("positions not caught: {out}"));
+    assert!(line.contains("globex: \"1 0-1\", not \"1 "), "{line}");
+    // A new project in the hash only: the marker no longer matches, and no
+    // follower learnt of it.
+    cli(&[
+        "HSET",
+        "{env-sidecar}:projects",
+        "initech",
+        &project("initech", 1).to_string(),
+    ]);
+    let (_, out) = conformance_redis(&redis.url).await;
+    assert!(
+        out.contains("FAIL  population marker: 2, but the hash holds 3 fields"),
+        "{out}"
+    );
+    assert!(
+        out.contains("no stream entry, so no follower learnt of them: initech"),
+        "{out}"
+    );
+    // An entry naming no project, and a key of the wrong type.
+    cli(&["XADD", "{env-sidecar}:changes", "*", "document", "{}"]);
+    cli(&["DEL", "{env-sidecar}:population"]);
+    cli(&["LPUSH", "{env-sidecar}:population", "3"]);
+    let (_, out) = conformance_redis(&redis.url).await;
+    assert!(out.contains("1 entries have no project field"), "{out}");
+    assert!(
+        out.contains("FAIL  keys: {env-sidecar}:population is a list, not a string"),
+        "{out}"
+    );
+    // A port nothing listens on.
+    let (code, out) = conformance_redis("redis://127.0.0.1:1").await;
+    assert_eq!(code, 2, "{out}");
+}

@@ -71,14 +71,26 @@ pub enum Tool {
         file: PathBuf,
     },
     /// Check a control plane of your own against the sync protocol, as a
-    /// sidecar reads it (read-only); one line per rule; exit 0 all held, 1
-    /// a rule broken, 2 unreachable
+    /// sidecar reads it, or a Redis keyspace against the writer rules
+    /// (read-only); one line per rule; exit 0 all held, 1 a rule broken, 2
+    /// unreachable
     Conformance {
         /// The control plane's base URL (what `[source] url` would say)
-        #[arg(long = "control-plane", value_name = "URL")]
-        url: String,
-        /// The variable holding the bearer token [default:
-        /// ENV_SIDECAR_CONTROL_PLANE_TOKEN, sent when set]
+        #[arg(
+            long = "control-plane",
+            value_name = "URL",
+            required_unless_present = "redis",
+            conflicts_with = "redis"
+        )]
+        control_plane: Option<String>,
+        /// Any URL the sidecar takes: redis://, rediss://, redis+unix://,
+        /// redis-sentinel:// (no password: see --password-env)
+        #[arg(long, value_name = "URL")]
+        redis: Option<String>,
+        #[command(flatten)]
+        login: RedisLogin,
+        /// The variable holding the control plane's bearer token
+        /// [default: ENV_SIDECAR_CONTROL_PLANE_TOKEN, sent when set]
         #[arg(long, value_name = "VAR")]
         token_env: Option<String>,
         /// How long the empty long poll waits
@@ -518,18 +530,25 @@ impl Tool {
                 })
             }
             Tool::Conformance {
-                url,
+                control_plane,
+                redis,
+                login,
                 token_env,
                 wait,
             } => {
+                let env = Env::process();
+                if let Some(url) = redis {
+                    let target = login.target(url, None);
+                    return block_on(super::conformance::redis::run(&target, &env, &mut stdout));
+                }
                 let token_env = token_env.unwrap_or_else(|| DEFAULT_TOKEN_ENV.into());
-                let args = super::conformance::Conformance {
-                    url,
-                    token: Env::process().secret(&token_env),
+                let args = super::conformance::http::Conformance {
+                    url: control_plane.unwrap_or_default(),
+                    token: env.secret(&token_env),
                     wait,
                     request_timeout: Duration::from_secs(10),
                 };
-                block_on(super::conformance::run(&args, &mut stdout))
+                block_on(super::conformance::http::run(&args, &mut stdout))
             }
             Tool::Fleet { command } => {
                 let env = Env::process();

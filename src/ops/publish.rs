@@ -590,11 +590,15 @@ async fn newest_verified(
         let Some(batch) = entries.next(con, reader.max_document_bytes).await? else {
             break;
         };
-        for (project, document) in batch {
+        for entry in batch {
+            let (Some(project), redis_source::EntryChange::Document(json)) =
+                (entry.project, entry.change)
+            else {
+                continue;
+            };
             if !missing.contains(&project) {
                 continue;
             }
-            let Some(json) = document else { continue };
             let incoming = reader.filed(&project, &json);
             if incoming.seal.is_some() && verified(trust, &incoming) {
                 missing.remove(&project);

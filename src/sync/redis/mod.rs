@@ -53,7 +53,7 @@ pub use keys::{
     write_project, Change, Population, RedisKeys, STREAM_MAX_LEN,
 };
 use read::{changes, read_after, stream_state, Delivery, StreamState};
-pub use read::{read_project, read_projects, StreamBackwards};
+pub use read::{read_project, read_projects, EntryChange, StreamBackwards, StreamEntry};
 
 use super::refresh::{RefreshRequest, Scope};
 use super::{summary, Contact, FetchError, Origin, Source, Stepped, SyncContext, SyncError};

@@ -185,12 +185,32 @@ return out
 
 /// Reads the stream from its newest entry back, in chunks, each
 /// document's size checked before it is fetched (for a publisher looking
-/// for the last verifiable change of a project).
+/// for the last verifiable change of a project, and for `conformance`).
 #[derive(Debug)]
 pub struct StreamBackwards<'a> {
     keys: &'a RedisKeys,
     /// Where the next chunk starts; `None` once the start was reached.
     from: Option<String>,
+}
+
+/// One stream entry, as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEntry {
+    pub id: String,
+    /// Its `project` field; `None` when it has none (a writer's mistake).
+    pub project: Option<String>,
+    pub change: EntryChange,
+}
+
+/// What a stream entry says of its project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryChange {
+    /// The `document` written to the hash.
+    Document(String),
+    /// A `document` over the reader's `max_document_bytes`: its length.
+    TooLarge(usize),
+    /// No `document` (a `removed` entry).
+    Removed,
 }
 
 impl<'a> StreamBackwards<'a> {
@@ -201,14 +221,12 @@ impl<'a> StreamBackwards<'a> {
         }
     }
 
-    /// The next chunk, newest first: `(project, document)`; a removal, or
-    /// a document over `max_document_bytes`, has none. `None` at the
-    /// start of the stream.
+    /// The next chunk, newest first. `None` at the start of the stream.
     pub async fn next(
         &mut self,
         con: &mut (impl ConnectionLike + Send),
         max_document_bytes: usize,
-    ) -> redis::RedisResult<Option<Vec<(String, Option<String>)>>> {
+    ) -> redis::RedisResult<Option<Vec<StreamEntry>>> {
         let Some(from) = self.from.take() else {
             return Ok(None);
         };
@@ -222,20 +240,29 @@ impl<'a> StreamBackwards<'a> {
             return Err(unexpected("XREVRANGE chunk"));
         };
         let mut out = Vec::with_capacity(entries.len());
-        let mut last = None;
         for entry in entries {
             let Value::Array(mut parts) = entry else {
                 continue;
             };
-            let document = parts.pop().and_then(owned_text_only);
+            let change = match parts.pop() {
+                Some(Value::Int(len)) => EntryChange::TooLarge(len as usize),
+                Some(Value::Nil) | None => EntryChange::Removed,
+                Some(other) => {
+                    owned_text(other).map_or(EntryChange::Removed, EntryChange::Document)
+                }
+            };
             let project = parts.pop().and_then(owned_text_only);
-            last = parts.pop().and_then(owned_text);
-            if let Some(project) = project {
-                out.push((project, document));
-            }
+            let Some(id) = parts.pop().and_then(owned_text) else {
+                continue;
+            };
+            out.push(StreamEntry {
+                id,
+                project,
+                change,
+            });
         }
         self.from = (out.len() >= SCAN_COUNT)
-            .then(|| last.map(|id| format!("({id}")))
+            .then(|| out.last().map(|e| format!("({}", e.id)))
             .flatten();
         Ok(Some(out))
     }

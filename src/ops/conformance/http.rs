@@ -1,9 +1,6 @@
-//! `env-sidecar conformance --control-plane URL`: drives a control plane
-//! through the sync protocol as a sidecar would, with the sidecar's own
-//! client and parsers ([`crate::sync::http::ControlPlane`]), and reports
-//! every rule it breaks with the section of docs/control-plane.md that
-//! states it. For teams that write their own control plane: what it
-//! passes, a sidecar takes.
+//! `conformance --control-plane URL`: drives a control plane through the
+//! sync protocol as a sidecar would, with the sidecar's own client and
+//! parsers ([`crate::sync::http::ControlPlane`]).
 //!
 //! It only reads: a control plane's state is never changed, so a change
 //! batch is asked for just behind the snapshot's revision, and `410` for a
@@ -12,21 +9,14 @@
 use std::io::Write;
 use std::time::Duration;
 
+use super::{documents, fail, pass, report, Finding, Verdict, UNREACHABLE};
 use crate::config::secret::Secret;
-use crate::model::validate::validate;
-use crate::model::wire::{Content, Incoming, Reader};
+use crate::model::wire::Reader;
 use crate::sync::error::{describe as chain, FetchError};
 use crate::sync::http::{ChangesFetch, ControlPlane, SnapshotFetch};
 
-/// Exit statuses: every rule held; a rule broken; the control plane could
-/// not be reached at all.
-pub const OK: u8 = 0;
-pub const VIOLATION: u8 = 1;
-pub const UNREACHABLE: u8 = 2;
-
 const REQUESTS: &str = "docs/control-plane.md#requests-and-answers";
 const RULES: &str = "docs/control-plane.md#rules-a-control-plane-keeps";
-const FORMAT: &str = "docs/control-plane.md#snapshot-format";
 
 /// An id no control plane holds (ids are at most 128 characters of
 /// `A-Z a-z 0-9 _ -`; this one is valid and unlikely).
@@ -43,43 +33,6 @@ pub struct Conformance {
     /// How long the empty long poll waits.
     pub wait: Duration,
     pub request_timeout: Duration,
-}
-
-/// One check's outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Pass(String),
-    /// The rule broken, and where the docs state it.
-    Fail {
-        detail: String,
-        section: &'static str,
-    },
-    /// Could not be exercised against this control plane (why).
-    Skipped(String),
-}
-
-/// A named check and its verdict.
-#[derive(Debug)]
-pub struct Finding {
-    pub check: &'static str,
-    pub verdict: Verdict,
-}
-
-fn pass(check: &'static str, detail: impl Into<String>) -> Finding {
-    Finding {
-        check,
-        verdict: Verdict::Pass(detail.into()),
-    }
-}
-
-fn fail(check: &'static str, section: &'static str, detail: impl Into<String>) -> Finding {
-    Finding {
-        check,
-        verdict: Verdict::Fail {
-            detail: detail.into(),
-            section,
-        },
-    }
 }
 
 /// Runs every check, one line each on `out`, then a summary; returns the
@@ -106,35 +59,6 @@ pub async fn run(args: &Conformance, out: &mut dyn Write) -> u8 {
         }
     };
     report(&findings, out)
-}
-
-/// Writes the findings and the summary; the exit status.
-pub fn report(findings: &[Finding], out: &mut dyn Write) -> u8 {
-    let mut failed = 0;
-    for f in findings {
-        let _ = match &f.verdict {
-            Verdict::Pass(detail) => writeln!(out, "ok    {}: {detail}", f.check),
-            Verdict::Fail { detail, section } => {
-                failed += 1;
-                writeln!(out, "FAIL  {}: {detail} (see {section})", f.check)
-            }
-            Verdict::Skipped(why) => writeln!(out, "skip  {}: {why}", f.check),
-        };
-    }
-    let _ = writeln!(
-        out,
-        "{} checks, {} passed, {failed} failed",
-        findings.len(),
-        findings
-            .iter()
-            .filter(|f| matches!(f.verdict, Verdict::Pass(_)))
-            .count()
-    );
-    if failed == 0 {
-        OK
-    } else {
-        VIOLATION
-    }
 }
 
 /// Every check in order. `Err` only when the snapshot cannot be fetched
@@ -170,55 +94,13 @@ pub async fn check(control_plane: &ControlPlane) -> Result<Vec<Finding>, FetchEr
         _ => 0,
     };
     let ids: Vec<String> = snapshot.projects.iter().map(|p| p.id.clone()).collect();
-    findings.push(documents("snapshot", revision, snapshot.projects));
+    findings.push(documents("snapshot", Some(revision), snapshot.projects));
     findings.push(check_etag(control_plane, etag.as_deref(), revision).await);
     findings.push(empty_poll(control_plane, revision).await);
     findings.push(batch_behind(control_plane, revision).await);
     findings.push(cursor_ahead(control_plane, revision).await);
     findings.extend(projects(control_plane, ids.first().map(String::as_str)).await);
     Ok(findings)
-}
-
-/// Every document of a body is one the sidecar accepts.
-fn documents(check: &'static str, revision: u64, projects: Vec<Incoming>) -> Finding {
-    let count = projects.len();
-    let mut sealed = 0;
-    let mut rejected = Vec::new();
-    for p in projects {
-        let id = p.id.clone();
-        match p.content {
-            Content::Document(doc) => {
-                if let Err(e) = validate(*doc, &[]) {
-                    rejected.push(format!("{id}: {e}"));
-                }
-            }
-            Content::Sealed | Content::Tombstone(_) => sealed += 1,
-            Content::Unreadable(why) => rejected.push(format!("{id}: {why}")),
-            Content::TooLarge(bytes) => rejected.push(format!("{id}: {bytes} bytes, too large")),
-        }
-    }
-    if rejected.is_empty() {
-        let signed = if sealed > 0 {
-            format!(" ({sealed} signed, their signatures not checked here)")
-        } else {
-            String::new()
-        };
-        pass(
-            check,
-            format!("revision {revision}, {count} documents the sidecar accepts{signed}"),
-        )
-    } else {
-        let shown: Vec<_> = rejected.iter().take(5).cloned().collect();
-        fail(
-            check,
-            FORMAT,
-            format!(
-                "{} of {count} documents would be rejected: {}",
-                rejected.len(),
-                shown.join("; ")
-            ),
-        )
-    }
 }
 
 /// `ETag: "N"` on the snapshot, and `304` for `If-None-Match` with it.
@@ -344,7 +226,7 @@ async fn batch_behind(control_plane: &ControlPlane, revision: u64) -> Finding {
         );
     }
     let removed = batch.removed.len();
-    let finding = documents(CHECK, at, batch.projects);
+    let finding = documents(CHECK, Some(at), batch.projects);
     match finding.verdict {
         Verdict::Pass(detail) => pass(CHECK, format!("after={after}: {detail}, {removed} removed")),
         _ => finding,
@@ -386,7 +268,7 @@ async fn projects(control_plane: &ControlPlane, held: Option<&str>) -> Vec<Findi
         }),
         Some(id) => findings.push(match control_plane.project(id).await {
             Ok(Some(p)) if p.id == id => {
-                let finding = documents(CHECK, p.revision.unwrap_or(0), vec![p]);
+                let finding = documents(CHECK, p.revision, vec![p]);
                 match finding.verdict {
                     Verdict::Pass(_) => {
                         pass(CHECK, format!("/v1/projects/{id}: 200, its document"))
