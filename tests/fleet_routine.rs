@@ -169,8 +169,15 @@ async fn a_node_that_stops_leaves_the_control_plane_and_a_killed_one_is_lost() {
     let mut stopped = nodes.remove(0);
     fleet::signal(&stopped, "TERM");
     assert_eq!(stopped.wait_exit(Duration::from_secs(20)).code(), Some(0));
-    // The simulator forgot it at once: not lost, not listed.
+    // The simulator forgot it at once: not lost, not listed; the log
+    // names the request that did it.
     assert!(sim.nodes().current().iter().all(|r| r.summary.node != "g1"));
+    let log = stopped.log();
+    assert!(
+        log.lines().any(|l| l.contains("left the fleet")
+            && l.contains(&format!("target=DELETE {url}/v1/nodes/g1"))),
+        "{log}"
+    );
     wait_status(
         flag,
         &url,

@@ -60,6 +60,11 @@ impl HttpSink {
         format!("POST {}", self.status_url())
     }
 
+    /// What [`HttpSink::leave`] asks, for its log line.
+    pub fn leave_target(&self) -> String {
+        format!("DELETE {}", self.node)
+    }
+
     pub async fn write(&mut self, report: &NodeReport) -> Result<(), ReportError> {
         let body = serde_json::to_vec(report).map_err(|e| ReportError::Failed(e.to_string()))?;
         let mut req = self

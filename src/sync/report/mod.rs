@@ -269,6 +269,14 @@ impl Sink {
             Sink::Http(sink) => sink.target(),
         }
     }
+
+    /// Where leaving the fleet writes (a `DELETE` over HTTP).
+    pub fn leave_target(&self) -> String {
+        match self {
+            Sink::Redis(sink) => sink.target(),
+            Sink::Http(sink) => sink.leave_target(),
+        }
+    }
 }
 
 /// What the reporter has done, for `/admin/status`.
@@ -331,7 +339,7 @@ impl Leaver {
     pub async fn leave(mut self, timeout: Duration) {
         let started_at = format_rfc3339(self.identity.started_at);
         let node = self.identity.node.clone();
-        let target = self.sink.target();
+        let target = self.sink.leave_target();
         let result = tokio::time::timeout(timeout, self.sink.leave(&started_at)).await;
         let now = self.clock.now();
         match result {
