@@ -196,7 +196,9 @@ async fn an_empty_or_broken_redis_gets_a_few_commands_a_second() {
     // Empty: no population marker, so the population is incomplete and
     // the (missing) stream is followed.
     t.wait_population_incomplete().await;
-    let window = Duration::from_secs(15);
+    // Long enough to see a busy loop (it made over 1 900 commands a
+    // second), short enough for every `cargo test`.
+    let window = Duration::from_secs(5);
     let before = commands(redis.port);
     tokio::time::sleep(window).await;
     let empty = commands(redis.port) - before;
@@ -219,7 +221,7 @@ async fn an_empty_or_broken_redis_gets_a_few_commands_a_second() {
     // At most 4 a second on average, counting the commands its read-only
     // scripts run (it was over 1 900 a second).
     for (what, n) in [("empty", empty), ("complete", complete)] {
-        assert!(n <= 60, "{what}: {n} commands in {window:?}");
+        assert!(n <= 20, "{what}: {n} commands in {window:?}");
     }
     assert_eq!(t.sidecar.store().project_count(), 0);
 }
