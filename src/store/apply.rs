@@ -3,8 +3,10 @@
 //!
 //! [`StoreWriter`] is not `Clone`: exactly one exists per store, owned by
 //! the writer (see `sync::writer`), and it runs off the request threads.
-//! Everything it decides from (last accepted revision and slugs) lives in
-//! the served snapshot itself.
+//! It decides from the served snapshot (each project's revision, slugs,
+//! content digest and signature) and from what `Shared` keeps beside it:
+//! the revision floors of projects not served, the last rejections, and
+//! the projects whose source is behind.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};

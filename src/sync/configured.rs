@@ -1,6 +1,8 @@
 //! The source a config names: built from its typed `[source]` and driven
-//! as one [`Source`]. The only place that dispatches on the kind of
-//! source; everything else sees a source, a cursor and a status.
+//! as one [`Source`]. The only place in the sync layer that dispatches on
+//! the kind of source; the sync loop sees a source, a cursor and a
+//! status. (Config checks, status views and the operator commands read
+//! the kind too, to say what it is.)
 
 use std::sync::Arc;
 use std::time::Duration;
