@@ -280,7 +280,9 @@ struct Outgoing {
 }
 
 /// Publishes; `Ok` with what was written, or why nothing was (the lines
-/// of what was judged are written to `out` either way).
+/// of what was judged are written to `out` either way). The phases: read
+/// the file and what Redis holds (the fence first), judge every document
+/// against it, add the removals, then write, fenced.
 pub async fn publish(
     args: &Publish,
     env: &Env,
@@ -300,7 +302,7 @@ pub async fn publish(
     // failover to a replica that was behind, another writer) aborts the
     // write instead of getting a diff marked complete (`ops::retry` then
     // reads again).
-    let mut fence = redis_source::stream_end(&mut con, &keys)
+    let fence = redis_source::stream_end(&mut con, &keys)
         .await
         .map_err(|source| PublishError::Read {
             what: keys.changes.clone(),
@@ -320,153 +322,16 @@ pub async fn publish(
             quoted(why)
         );
     }
-    let current = &truth.store;
     let now = SystemTime::now();
-
-    // Judge everything before writing anything.
-    let mut writes: Vec<Outgoing> = Vec::new();
-    let mut unchanged = Vec::new();
-    let mut in_file = BTreeSet::new();
-    let mut rejected = 0;
-    for doc in docs {
-        let doc = match &args.sign_key {
-            Some(key) => signed(doc, key, now),
-            None => doc,
-        };
-        let text = element_text(&doc);
-        let (id, revision, verdict) = judge_against(doc, current, &trust);
-        in_file.insert(id.clone());
-        let revision_text = revision.map_or("?".to_owned(), |r| r.to_string());
-        let already_ours = |key: &SigningKey| {
-            current
-                .project(&id)
-                .is_some_and(|p| p.signature().is_some_and(|s| s.keyids.contains(&key.keyid)))
-        };
-        let action = match verdict {
-            Verdict::Accepted { .. } => Action::Published,
-            Verdict::Removal { .. } => Action::Removed,
-            Verdict::Resealed { .. } if args.sign_key.as_deref().is_some_and(already_ours) => {
-                unchanged.push((id, revision_text));
-                continue;
-            }
-            Verdict::Resealed { .. } => Action::Resealed,
-            Verdict::Unchanged => {
-                unchanged.push((id, revision_text));
-                continue;
-            }
-            Verdict::Rejected { reason, message } => {
-                rejected += 1;
-                let _ = writeln!(
-                    out,
-                    "rejected project={} revision={revision_text} reason={reason} message={}",
-                    quoted(&id),
-                    quoted(&message)
-                );
-                continue;
-            }
-        };
-        writes.push(Outgoing {
-            action,
-            id,
-            revision,
-            document: Some(text),
-        });
-    }
-    if rejected > 0 {
-        return Err(PublishError::Rejected { count: rejected });
-    }
-    // Projects the fleet can be serving that the file no longer has.
-    let removals: Vec<(String, u64)> = current
-        .projects()
-        .iter()
-        .filter(|p| !in_file.contains(p.id()))
-        .map(|p| (p.id().to_owned(), p.revision()))
-        .collect();
-    let loaded = current.project_count();
-    if !args.allow_mass_removal
-        && loaded >= MASS_REMOVAL_MIN_LOADED
-        && removals.len() as f64 > args.max_removed_fraction * loaded as f64
-    {
-        return Err(PublishError::MassRemoval {
-            removing: removals.len(),
-            of: loaded,
-            fraction: args.max_removed_fraction,
-        });
-    }
-    for (id, served) in removals {
-        // Signed: a tombstone at the next revision; else a plain removal.
-        let (revision, document) = match &args.sign_key {
-            Some(key) => (
-                Some(served + 1),
-                Some(key.seal_tombstone(&id, served + 1, now)),
-            ),
-            None => (None, None),
-        };
-        writes.push(Outgoing {
-            action: Action::Removed,
-            id,
-            revision,
-            document,
-        });
-    }
-
-    for (id, revision) in &unchanged {
+    let mut plan = args.judge(docs, &truth.store, &trust, now, out)?;
+    plan.writes
+        .extend(args.removals(&truth.store, &plan.in_file, now)?);
+    for (id, revision) in &plan.unchanged {
         let _ = writeln!(out, "unchanged project={} revision={revision}", quoted(id));
     }
-    let progress = Progress::on_terminal(writes.len());
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    let chunks = chunks(&writes);
-    let mut written = 0;
-    for (i, chunk) in chunks.iter().enumerate() {
-        // The file is the whole population: Redis holds it complete after
-        // the last write (also when nothing changed but Redis had lost its
-        // marker); while a write of several transactions is under way it
-        // is marked incomplete.
-        let population = match (i, chunks.len()) {
-            (_, 1) => Population::Complete,
-            (0, _) => Population::Incomplete,
-            (i, n) if i + 1 == n => Population::Complete,
-            _ => Population::Untouched,
-        };
-        let changes: Vec<Change> = chunk
-            .iter()
-            .map(|w| Change {
-                project: w.id.clone(),
-                document: w.document.clone(),
-            })
-            .collect();
-        let entries =
-            redis_source::write_changes_after(&mut con, &keys, &changes, population, &fence)
-                .await
-                .map_err(|source| PublishError::Write {
-                    count: writes.len(),
-                    written,
-                    source,
-                })?;
-        if let Some(last) = entries.last() {
-            fence.clone_from(last);
-        }
-        for (w, entry) in chunk.iter().zip(&entries) {
-            let revision = w
-                .revision
-                .map_or(String::new(), |r| format!(" revision={r}"));
-            let signed = if args.sign_key.is_some() {
-                " signed=true"
-            } else {
-                ""
-            };
-            let _ = writeln!(
-                out,
-                "{} project={}{revision} entry={entry}{signed}",
-                w.action.as_str(),
-                quoted(&w.id)
-            );
-            *counts.entry(w.action.as_str()).or_default() += 1;
-        }
-        written += chunk.len();
-        progress.show(written);
-    }
-    progress.done();
+    let counts = args
+        .write(&mut con, &keys, &plan.writes, fence, out)
+        .await?;
     let count = |action: Action| counts.get(action.as_str()).copied().unwrap_or(0);
     // `resealed=` only appears when something was re-signed, so the line
     // reads as it always did for unsigned fleets.
@@ -479,20 +344,220 @@ pub async fn publish(
         "done published={} removed={} unchanged={}{resealed}",
         count(Action::Published),
         count(Action::Removed),
-        unchanged.len()
+        plan.unchanged.len()
     );
-    let written: Published = writes
-        .into_iter()
-        .filter(|w| w.action != Action::Removed)
-        .filter_map(|w| Some((w.id, w.revision?)))
-        .collect();
-    if !written.is_empty() {
-        return Ok(written);
+    Ok(plan.published())
+}
+
+/// What judging the file against Redis gave.
+struct Plan {
+    writes: Vec<Outgoing>,
+    /// `(project, revision)` of what Redis holds already.
+    unchanged: Vec<(String, String)>,
+    in_file: BTreeSet<String>,
+}
+
+impl Plan {
+    /// What `--wait` waits for: every document written (removals aside),
+    /// or, when nothing was, every unchanged one.
+    fn published(self) -> Published {
+        let written: Published = self
+            .writes
+            .into_iter()
+            .filter(|w| w.action != Action::Removed)
+            .filter_map(|w| Some((w.id, w.revision?)))
+            .collect();
+        if !written.is_empty() {
+            return written;
+        }
+        self.unchanged
+            .into_iter()
+            .filter_map(|(id, revision)| Some((id, revision.parse().ok()?)))
+            .collect()
     }
-    Ok(unchanged
-        .into_iter()
-        .filter_map(|(id, revision)| Some((id, revision.parse().ok()?)))
-        .collect())
+}
+
+impl Publish {
+    /// Judges every document of the file (signed first with `--sign-key`)
+    /// against `current`, before anything is written: the writes, or
+    /// `Rejected` once every rejection is on `out`.
+    fn judge(
+        &self,
+        docs: Vec<Incoming>,
+        current: &Store,
+        trust: &Trust,
+        now: SystemTime,
+        out: &mut dyn Write,
+    ) -> Result<Plan, PublishError> {
+        let mut plan = Plan {
+            writes: Vec::new(),
+            unchanged: Vec::new(),
+            in_file: BTreeSet::new(),
+        };
+        let mut rejected = 0;
+        for doc in docs {
+            let doc = match &self.sign_key {
+                Some(key) => signed(doc, key, now),
+                None => doc,
+            };
+            let text = element_text(&doc);
+            let (id, revision, verdict) = judge_against(doc, current, trust);
+            plan.in_file.insert(id.clone());
+            let revision_text = revision.map_or("?".to_owned(), |r| r.to_string());
+            let already_ours = |key: &SigningKey| {
+                current
+                    .project(&id)
+                    .is_some_and(|p| p.signature().is_some_and(|s| s.keyids.contains(&key.keyid)))
+            };
+            let action = match verdict {
+                Verdict::Accepted { .. } => Action::Published,
+                Verdict::Removal { .. } => Action::Removed,
+                Verdict::Resealed { .. } if self.sign_key.as_deref().is_some_and(already_ours) => {
+                    plan.unchanged.push((id, revision_text));
+                    continue;
+                }
+                Verdict::Resealed { .. } => Action::Resealed,
+                Verdict::Unchanged => {
+                    plan.unchanged.push((id, revision_text));
+                    continue;
+                }
+                Verdict::Rejected { reason, message } => {
+                    rejected += 1;
+                    let _ = writeln!(
+                        out,
+                        "rejected project={} revision={revision_text} reason={reason} message={}",
+                        quoted(&id),
+                        quoted(&message)
+                    );
+                    continue;
+                }
+            };
+            plan.writes.push(Outgoing {
+                action,
+                id,
+                revision,
+                document: Some(text),
+            });
+        }
+        if rejected > 0 {
+            return Err(PublishError::Rejected { count: rejected });
+        }
+        Ok(plan)
+    }
+
+    /// The removal of every project the fleet can be serving that the
+    /// file no longer has (a signed tombstone at the next revision with
+    /// `--sign-key`, else a plain removal), unless that is a mass removal.
+    fn removals(
+        &self,
+        current: &Store,
+        in_file: &BTreeSet<String>,
+        now: SystemTime,
+    ) -> Result<Vec<Outgoing>, PublishError> {
+        let removals: Vec<(String, u64)> = current
+            .projects()
+            .iter()
+            .filter(|p| !in_file.contains(p.id()))
+            .map(|p| (p.id().to_owned(), p.revision()))
+            .collect();
+        let loaded = current.project_count();
+        if !self.allow_mass_removal
+            && loaded >= MASS_REMOVAL_MIN_LOADED
+            && removals.len() as f64 > self.max_removed_fraction * loaded as f64
+        {
+            return Err(PublishError::MassRemoval {
+                removing: removals.len(),
+                of: loaded,
+                fraction: self.max_removed_fraction,
+            });
+        }
+        Ok(removals
+            .into_iter()
+            .map(|(id, served)| {
+                let (revision, document) = match &self.sign_key {
+                    Some(key) => (
+                        Some(served + 1),
+                        Some(key.seal_tombstone(&id, served + 1, now)),
+                    ),
+                    None => (None, None),
+                };
+                Outgoing {
+                    action: Action::Removed,
+                    id,
+                    revision,
+                    document,
+                }
+            })
+            .collect())
+    }
+
+    /// Writes `writes` in bounded transactions, each fenced on where the
+    /// stream ended (`fence`, then the last entry the previous one added),
+    /// one line each on `out`; how many of each action were written.
+    async fn write(
+        &self,
+        con: &mut Conn,
+        keys: &RedisKeys,
+        writes: &[Outgoing],
+        mut fence: String,
+        out: &mut dyn Write,
+    ) -> Result<BTreeMap<&'static str, usize>, PublishError> {
+        let progress = Progress::on_terminal(writes.len());
+        let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+        let chunks = chunks(writes);
+        let mut written = 0;
+        for (i, chunk) in chunks.iter().enumerate() {
+            // The file is the whole population: Redis holds it complete
+            // after the last write (also when nothing changed but Redis had
+            // lost its marker); while a write of several transactions is
+            // under way it is marked incomplete.
+            let population = match (i, chunks.len()) {
+                (_, 1) => Population::Complete,
+                (0, _) => Population::Incomplete,
+                (i, n) if i + 1 == n => Population::Complete,
+                _ => Population::Untouched,
+            };
+            let changes: Vec<Change> = chunk
+                .iter()
+                .map(|w| Change {
+                    project: w.id.clone(),
+                    document: w.document.clone(),
+                })
+                .collect();
+            let entries =
+                redis_source::write_changes_after(con, keys, &changes, population, &fence)
+                    .await
+                    .map_err(|source| PublishError::Write {
+                        count: writes.len(),
+                        written,
+                        source,
+                    })?;
+            if let Some(last) = entries.last() {
+                fence.clone_from(last);
+            }
+            for (w, entry) in chunk.iter().zip(&entries) {
+                let revision = w
+                    .revision
+                    .map_or(String::new(), |r| format!(" revision={r}"));
+                let signed = if self.sign_key.is_some() {
+                    " signed=true"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    out,
+                    "{} project={}{revision} entry={entry}{signed}",
+                    w.action.as_str(),
+                    quoted(&w.id)
+                );
+                *counts.entry(w.action.as_str()).or_default() += 1;
+            }
+            written += chunk.len();
+            progress.show(written);
+        }
+        progress.done();
+        Ok(counts)
+    }
 }
 
 impl Publish {
