@@ -82,23 +82,20 @@ impl<'a> Iterator for PointerIter<'a> {
 fn string(text: &str) -> Option<(Cow<'_, str>, &str)> {
     let body = text.strip_prefix('"')?;
     let bytes = body.as_bytes();
-    let mut i = 0;
-    let mut escaped = false;
+    // The common case, found with one vectorised search: no escape
+    // before the closing quote.
+    let first = memchr::memchr2(b'"', b'\\', bytes)?;
+    if bytes[first] == b'"' {
+        return Some((Cow::Borrowed(&body[..first]), &body[first + 1..]));
+    }
+    let mut i = first;
     while i < bytes.len() {
         match bytes[i] {
-            b'\\' => {
-                escaped = true;
-                i += 2;
-            }
+            b'\\' => i += 2,
             b'"' => {
-                let raw = &body[..i];
-                let rest = &body[i + 1..];
-                return Some(if escaped {
-                    // Rare: a `"` or `\` in a key or value.
-                    (Cow::Owned(serde_json::from_str(&text[..i + 2]).ok()?), rest)
-                } else {
-                    (Cow::Borrowed(raw), rest)
-                });
+                // Rare: a `"` or `\` in a key or value.
+                let value = serde_json::from_str(&text[..i + 2]).ok()?;
+                return Some((Cow::Owned(value), &body[i + 1..]));
             }
             _ => i += 1,
         }
