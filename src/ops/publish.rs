@@ -69,7 +69,7 @@ use crate::config::secret::Env;
 use crate::model::keys::{PublicKey, SigningKey};
 use crate::model::trust::Trust;
 use crate::model::wire::{open, parse_element, Content, Incoming, Reader};
-use crate::store::{Store, MASS_REMOVAL_MIN_LOADED};
+use crate::store::{is_mass_removal, Store};
 use crate::sync::redis::{self as redis_source, Change, Population, RedisKeys};
 
 /// What to publish where.
@@ -462,8 +462,7 @@ impl Publish {
             .collect();
         let loaded = current.project_count();
         if !self.allow_mass_removal
-            && loaded >= MASS_REMOVAL_MIN_LOADED
-            && removals.len() as f64 > self.max_removed_fraction * loaded as f64
+            && is_mass_removal(removals.len(), loaded, self.max_removed_fraction)
         {
             return Err(PublishError::MassRemoval {
                 removing: removals.len(),

@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 
 use super::floor::Floor;
 use super::project::Project;
-use super::{copy_index, Index, Rejection, Shared, Slot, MASS_REMOVAL_MIN_LOADED};
+use super::{copy_index, Index, Rejection, Shared, Slot};
 use crate::lock::lock;
 use crate::model::cursor::Cursor;
 use crate::model::envelope::TOMBSTONE_TYPE;
@@ -435,10 +435,7 @@ impl StoreWriter {
         loaded: usize,
         allowed: bool,
     ) -> Result<(), ApplyError> {
-        if allowed || loaded < MASS_REMOVAL_MIN_LOADED {
-            return Ok(());
-        }
-        if removing as f64 > self.max_removed_fraction * loaded as f64 {
+        if !allowed && super::is_mass_removal(removing, loaded, self.max_removed_fraction) {
             return Err(ApplyError::MassRemoval {
                 removing,
                 loaded,

@@ -65,6 +65,14 @@ pub use project::Project;
 /// Mass removal is only guarded once at least this many projects are loaded.
 pub const MASS_REMOVAL_MIN_LOADED: usize = 10;
 
+/// The blast-radius rule (DESIGN §4), for the writer and for `publish`
+/// alike: removing `removing` of `loaded` projects is a mass removal when
+/// at least [`MASS_REMOVAL_MIN_LOADED`] are loaded and more than
+/// `max_fraction` of them would go.
+pub fn is_mass_removal(removing: usize, loaded: usize, max_fraction: f64) -> bool {
+    loaded >= MASS_REMOVAL_MIN_LOADED && removing as f64 > max_fraction * loaded as f64
+}
+
 /// Project id → that project's slot, held by value: a lookup is one hop
 /// from the bucket to the project.
 pub(super) type Index = HashMap<CompactString, Slot, foldhash::fast::RandomState>;
