@@ -40,63 +40,12 @@ pub enum Tool {
     /// project passes, write the changes to Redis for a fleet that follows
     /// it; exit 0, 1 refused (nothing written), 2 unreadable or unreachable,
     /// 3 (with --wait) written but not served everywhere within --timeout
-    Publish {
-        #[command(flatten)]
-        redis: RedisArgs,
-        /// Refuse to remove more than this fraction of the projects in Redis
-        #[arg(long, value_name = "F", default_value_t = 0.5)]
-        max_removed_fraction: f64,
-        /// Remove them anyway
-        #[arg(long)]
-        allow_mass_removal: bool,
-        /// Sign every document written with this private key (removals
-        /// become signed tombstones); what Redis holds counts only where
-        /// its public half (or a --trust-key) verifies it
-        #[arg(long, value_name = "FILE")]
-        sign_key: Option<PathBuf>,
-        /// Also believe what these public keys signed in Redis (repeat for
-        /// several; a key being rotated out)
-        #[arg(long = "trust-key", value_name = "FILE")]
-        trust_keys: Vec<PathBuf>,
-        /// Then wait until the fleet serves what was published (as `fleet
-        /// wait`; exit 3 at the timeout)
-        #[arg(long)]
-        wait: bool,
-        #[command(flatten)]
-        waiting: WaitArgs,
-        #[command(flatten)]
-        retry: RetryArgs,
-        /// The snapshot file (`-` reads stdin)
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
-    },
+    Publish(PublishCmd),
     /// Check a control plane of your own against the sync protocol, as a
     /// sidecar reads it, or a Redis keyspace against the writer rules
     /// (read-only); one line per rule; exit 0 all held, 1 a rule broken, 2
     /// unreachable
-    Conformance {
-        /// The control plane's base URL (what `[source] url` would say)
-        #[arg(
-            long = "control-plane",
-            value_name = "URL",
-            required_unless_present = "redis",
-            conflicts_with = "redis"
-        )]
-        control_plane: Option<String>,
-        /// Any URL the sidecar takes: redis://, rediss://, redis+unix://,
-        /// redis-sentinel:// (no password: see --password-env)
-        #[arg(long, value_name = "URL")]
-        redis: Option<String>,
-        #[command(flatten)]
-        login: RedisLogin,
-        /// The variable holding the control plane's bearer token
-        /// [default: ENV_SIDECAR_CONTROL_PLANE_TOKEN, sent when set]
-        #[arg(long, value_name = "VAR")]
-        token_env: Option<String>,
-        /// How long the empty long poll waits
-        #[arg(long, value_name = "D", value_parser = humantime::parse_duration, default_value = "1s")]
-        wait: Duration,
-    },
+    Conformance(ConformanceCmd),
     /// Which revision every gateway node serves, from the reports the
     /// sidecars publish
     Fleet {
@@ -131,6 +80,65 @@ pub enum Tool {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+}
+
+/// The flags of `publish`.
+#[derive(Debug, clap::Args)]
+pub struct PublishCmd {
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// Refuse to remove more than this fraction of the projects in Redis
+    #[arg(long, value_name = "F", default_value_t = 0.5)]
+    pub max_removed_fraction: f64,
+    /// Remove them anyway
+    #[arg(long)]
+    pub allow_mass_removal: bool,
+    /// Sign every document written with this private key (removals
+    /// become signed tombstones); what Redis holds counts only where
+    /// its public half (or a --trust-key) verifies it
+    #[arg(long, value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
+    /// Also believe what these public keys signed in Redis (repeat for
+    /// several; a key being rotated out)
+    #[arg(long = "trust-key", value_name = "FILE")]
+    pub trust_keys: Vec<PathBuf>,
+    /// Then wait until the fleet serves what was published (as `fleet
+    /// wait`; exit 3 at the timeout)
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub waiting: WaitArgs,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+    /// The snapshot file (`-` reads stdin)
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+/// The flags of `conformance`.
+#[derive(Debug, clap::Args)]
+pub struct ConformanceCmd {
+    /// The control plane's base URL (what `[source] url` would say)
+    #[arg(
+        long = "control-plane",
+        value_name = "URL",
+        required_unless_present = "redis",
+        conflicts_with = "redis"
+    )]
+    pub control_plane: Option<String>,
+    /// Any URL the sidecar takes: redis://, rediss://, redis+unix://,
+    /// redis-sentinel:// (no password: see --password-env)
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    #[command(flatten)]
+    pub login: RedisLogin,
+    /// The variable holding the control plane's bearer token
+    /// [default: ENV_SIDECAR_CONTROL_PLANE_TOKEN, sent when set]
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
+    /// How long the empty long poll waits
+    #[arg(long, value_name = "D", value_parser = humantime::parse_duration, default_value = "1s")]
+    pub wait: Duration,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -469,138 +477,9 @@ impl Tool {
                 let inputs: Vec<Input> = files.iter().map(|f| Input::parse(f)).collect();
                 validate::run(previous.as_ref(), &inputs, &trust, &mut stdout)
             }
-            Tool::Publish {
-                redis,
-                max_removed_fraction,
-                allow_mass_removal,
-                sign_key,
-                trust_keys,
-                wait,
-                waiting,
-                retry,
-                file,
-            } => {
-                let sign_key = match sign_key.as_deref().map(private_key).transpose() {
-                    Ok(key) => key.map(Arc::new),
-                    Err(status) => return status,
-                };
-                let trust_keys = match crate::sync::keys::load(&trust_keys, false) {
-                    Ok(loaded) => loaded.keys,
-                    Err(e) => return key_error(&e.to_string()),
-                };
-                let redis = match redis.target() {
-                    Ok(target) => target,
-                    Err(status) => return status,
-                };
-                let target = fleet::reader::Target::one(fleet::reader::Store::Redis(redis.clone()));
-                let args = publish::Publish {
-                    redis,
-                    max_removed_fraction,
-                    allow_mass_removal,
-                    file: Input::parse(&file),
-                    sign_key,
-                    trust_keys,
-                };
-                let env = Env::process();
-                let retry = retry.retry();
-                let mut stderr = std::io::stderr();
-                block_on(async {
-                    let published =
-                        match publish::run(&args, &env, retry, &mut stdout, &mut stderr).await {
-                            Ok(published) => published,
-                            Err(status) => return status,
-                        };
-                    if !wait {
-                        return publish::OK;
-                    }
-                    match waiting.wait(published, retry) {
-                        Ok(what) => {
-                            fleet::wait(
-                                &SystemClock,
-                                &target,
-                                &what,
-                                &env,
-                                &mut stdout,
-                                &mut stderr,
-                            )
-                            .await
-                        }
-                        Err(status) => status,
-                    }
-                })
-            }
-            Tool::Conformance {
-                control_plane,
-                redis,
-                login,
-                token_env,
-                wait,
-            } => {
-                let env = Env::process();
-                if let Some(url) = redis {
-                    let target = login.target(url, None);
-                    return block_on(super::conformance::redis::run(&target, &env, &mut stdout));
-                }
-                let token_env = token_env.unwrap_or_else(|| DEFAULT_TOKEN_ENV.into());
-                let args = super::conformance::http::Conformance {
-                    url: control_plane.unwrap_or_default(),
-                    token: env.secret(&token_env),
-                    wait,
-                    request_timeout: Duration::from_secs(10),
-                };
-                block_on(super::conformance::http::run(&args, &mut stdout))
-            }
-            Tool::Fleet { command } => {
-                let env = Env::process();
-                match command {
-                    FleetCommand::Status {
-                        from,
-                        project,
-                        json,
-                        lost,
-                        retry,
-                    } => {
-                        let target = match from.target() {
-                            Ok(target) => target,
-                            Err(status) => return status,
-                        };
-                        let query = fleet::Status {
-                            project,
-                            json,
-                            lost_after: lost.lost_after,
-                            retry: retry.retry(),
-                        };
-                        block_on(fleet::status(
-                            &SystemClock,
-                            &target,
-                            &query,
-                            &env,
-                            &mut stdout,
-                            &mut std::io::stderr(),
-                        ))
-                    }
-                    FleetCommand::Wait {
-                        from,
-                        project,
-                        revision,
-                        waiting,
-                        retry,
-                    } => {
-                        let targets = vec![(project, revision)];
-                        match (from.target(), waiting.wait(targets, retry.retry())) {
-                            (Ok(target), Ok(what)) => block_on(fleet::wait(
-                                &SystemClock,
-                                &target,
-                                &what,
-                                &env,
-                                &mut stdout,
-                                &mut std::io::stderr(),
-                            )),
-                            (Err(status), _) | (_, Err(status)) => status,
-                        }
-                    }
-                }
-            }
+            Tool::Publish(cmd) => cmd.run(&mut stdout),
+            Tool::Conformance(cmd) => cmd.run(&mut stdout),
+            Tool::Fleet { command } => command.run(&mut stdout),
             Tool::Keygen {
                 private,
                 public,
@@ -630,6 +509,140 @@ impl Tool {
                     file: Input::parse(&file),
                 };
                 sign::run(&args, &mut stdout, &mut std::io::stderr())
+            }
+        }
+    }
+}
+
+impl PublishCmd {
+    fn run(self, stdout: &mut dyn std::io::Write) -> u8 {
+        let PublishCmd {
+            redis,
+            max_removed_fraction,
+            allow_mass_removal,
+            sign_key,
+            trust_keys,
+            wait,
+            waiting,
+            retry,
+            file,
+        } = self;
+        let sign_key = match sign_key.as_deref().map(private_key).transpose() {
+            Ok(key) => key.map(Arc::new),
+            Err(status) => return status,
+        };
+        let trust_keys = match crate::sync::keys::load(&trust_keys, false) {
+            Ok(loaded) => loaded.keys,
+            Err(e) => return key_error(&e.to_string()),
+        };
+        let redis = match redis.target() {
+            Ok(target) => target,
+            Err(status) => return status,
+        };
+        let target = fleet::reader::Target::one(fleet::reader::Store::Redis(redis.clone()));
+        let args = publish::Publish {
+            redis,
+            max_removed_fraction,
+            allow_mass_removal,
+            file: Input::parse(&file),
+            sign_key,
+            trust_keys,
+        };
+        let env = Env::process();
+        let retry = retry.retry();
+        let mut stderr = std::io::stderr();
+        block_on(async {
+            let published = match publish::run(&args, &env, retry, stdout, &mut stderr).await {
+                Ok(published) => published,
+                Err(status) => return status,
+            };
+            if !wait {
+                return publish::OK;
+            }
+            match waiting.wait(published, retry) {
+                Ok(what) => {
+                    fleet::wait(&SystemClock, &target, &what, &env, stdout, &mut stderr).await
+                }
+                Err(status) => status,
+            }
+        })
+    }
+}
+
+impl ConformanceCmd {
+    fn run(self, stdout: &mut dyn std::io::Write) -> u8 {
+        let ConformanceCmd {
+            control_plane,
+            redis,
+            login,
+            token_env,
+            wait,
+        } = self;
+        let env = Env::process();
+        if let Some(url) = redis {
+            let target = login.target(url, None);
+            return block_on(super::conformance::redis::run(&target, &env, stdout));
+        }
+        let token_env = token_env.unwrap_or_else(|| DEFAULT_TOKEN_ENV.into());
+        let args = super::conformance::http::Conformance {
+            url: control_plane.unwrap_or_default(),
+            token: env.secret(&token_env),
+            wait,
+            request_timeout: Duration::from_secs(10),
+        };
+        block_on(super::conformance::http::run(&args, stdout))
+    }
+}
+
+impl FleetCommand {
+    fn run(self, stdout: &mut dyn std::io::Write) -> u8 {
+        let env = Env::process();
+        match self {
+            FleetCommand::Status {
+                from,
+                project,
+                json,
+                lost,
+                retry,
+            } => {
+                let target = match from.target() {
+                    Ok(target) => target,
+                    Err(status) => return status,
+                };
+                let query = fleet::Status {
+                    project,
+                    json,
+                    lost_after: lost.lost_after,
+                    retry: retry.retry(),
+                };
+                block_on(fleet::status(
+                    &SystemClock,
+                    &target,
+                    &query,
+                    &env,
+                    stdout,
+                    &mut std::io::stderr(),
+                ))
+            }
+            FleetCommand::Wait {
+                from,
+                project,
+                revision,
+                waiting,
+                retry,
+            } => {
+                let targets = vec![(project, revision)];
+                match (from.target(), waiting.wait(targets, retry.retry())) {
+                    (Ok(target), Ok(what)) => block_on(fleet::wait(
+                        &SystemClock,
+                        &target,
+                        &what,
+                        &env,
+                        stdout,
+                        &mut std::io::stderr(),
+                    )),
+                    (Err(status), _) | (_, Err(status)) => status,
+                }
             }
         }
     }
