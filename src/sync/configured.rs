@@ -11,7 +11,6 @@ use super::file::FileSource;
 use super::http::{ControlPlane, HttpSource};
 use super::redis::connection::Settings;
 use super::redis::{Connector, RedisSource};
-use super::refresh::RefreshRequest;
 use super::{Source, Stepped, SyncContext, SyncError};
 use crate::config::secret::Env;
 use crate::config::{Source as Kind, SourceConfig};
@@ -99,15 +98,28 @@ impl Source for Configured {
         }
     }
 
-    async fn refresh(
+    async fn refresh_all(
         &mut self,
         ctx: &SyncContext,
-        request: &RefreshRequest,
+        allow: bool,
     ) -> Result<(ApplyReport, String), SyncError> {
         match self {
-            Configured::File(s) => s.refresh(ctx, request).await,
-            Configured::Http(s) => s.refresh(ctx, request).await,
-            Configured::Redis(s) => s.refresh(ctx, request).await,
+            Configured::File(s) => s.refresh_all(ctx, allow).await,
+            Configured::Http(s) => s.refresh_all(ctx, allow).await,
+            Configured::Redis(s) => s.refresh_all(ctx, allow).await,
+        }
+    }
+
+    async fn refresh_project(
+        &mut self,
+        ctx: &SyncContext,
+        id: &str,
+        allow: bool,
+    ) -> Result<(ApplyReport, String), SyncError> {
+        match self {
+            Configured::File(s) => s.refresh_project(ctx, id, allow).await,
+            Configured::Http(s) => s.refresh_project(ctx, id, allow).await,
+            Configured::Redis(s) => s.refresh_project(ctx, id, allow).await,
         }
     }
 

@@ -9,7 +9,6 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use super::refresh::{RefreshRequest, Scope};
 use super::{summary, Contact, FetchError, Origin, Source, Stepped, SyncContext, SyncError};
 use crate::model::wire::{Reader, SnapshotBody};
 use crate::store::{ApplyReport, Update};
@@ -117,39 +116,40 @@ impl Source for FileSource {
         })
     }
 
-    async fn refresh(
+    async fn refresh_all(
         &mut self,
         ctx: &SyncContext,
-        request: &RefreshRequest,
+        allow: bool,
     ) -> Result<(ApplyReport, String), SyncError> {
-        let allow = request.allow_mass_removal;
         let fingerprint = self.fingerprint().await;
-        match &request.scope {
-            Scope::All => {
-                let result = self
-                    .read_and_apply(ctx, Origin::Refresh, allow, Update::Snapshot)
-                    .await;
-                self.seen = fingerprint.map(|f| (f, result.is_ok()));
-                let report = result?;
-                let message = format!("re-read {}: {}", self.path.display(), summary(&report));
-                Ok((report, message))
+        let result = self
+            .read_and_apply(ctx, Origin::Refresh, allow, Update::Snapshot)
+            .await;
+        self.seen = fingerprint.map(|f| (f, result.is_ok()));
+        let report = result?;
+        let message = format!("re-read {}: {}", self.path.display(), summary(&report));
+        Ok((report, message))
+    }
+
+    async fn refresh_project(
+        &mut self,
+        ctx: &SyncContext,
+        id: &str,
+        allow: bool,
+    ) -> Result<(ApplyReport, String), SyncError> {
+        let wanted = id.to_owned();
+        let to_update = move |body: SnapshotBody| {
+            let document = body.projects.into_iter().find(|p| p.id == wanted);
+            Update::Project {
+                id: wanted,
+                document,
             }
-            Scope::Project(id) => {
-                let wanted = id.clone();
-                let to_update = move |body: SnapshotBody| {
-                    let document = body.projects.into_iter().find(|p| p.id == wanted);
-                    Update::Project {
-                        id: wanted,
-                        document,
-                    }
-                };
-                let report = self
-                    .read_and_apply(ctx, Origin::Refresh, allow, to_update)
-                    .await?;
-                let message = format!("re-read {id} from {}", self.path.display());
-                Ok((report, message))
-            }
-        }
+        };
+        let report = self
+            .read_and_apply(ctx, Origin::Refresh, allow, to_update)
+            .await?;
+        let message = format!("re-read {id} from {}", self.path.display());
+        Ok((report, message))
     }
 
     fn check_now(&mut self) {

@@ -18,7 +18,6 @@ use http::header::{AUTHORIZATION, ETAG, IF_NONE_MATCH};
 use http::{HeaderValue, StatusCode};
 
 use super::backoff::{self, Backoff};
-use super::refresh::{RefreshRequest, Scope};
 use super::{summary, Contact, FetchError, Origin, Source, Stepped, SyncContext, SyncError};
 use crate::config::secret::Secret;
 use crate::config::SyncMode;
@@ -444,27 +443,30 @@ impl Source for HttpSource {
         })
     }
 
-    async fn refresh(
+    async fn refresh_all(
         &mut self,
         ctx: &SyncContext,
-        request: &RefreshRequest,
+        allow: bool,
     ) -> Result<(ApplyReport, String), SyncError> {
-        let allow = request.allow_mass_removal;
-        match &request.scope {
-            Scope::All => match self.full(ctx, Origin::Refresh, false, allow).await? {
-                Some((report, revision)) => {
-                    self.gone_streak = 0;
-                    let message = format!("forced snapshot {revision}: {}", summary(&report));
-                    Ok((report, message))
-                }
-                // Asked without If-None-Match: a 304 is the control plane's bug.
-                None => Err(FetchError::Status(StatusCode::NOT_MODIFIED).into()),
-            },
-            Scope::Project(id) => {
-                let fetch = async { Ok(self.control_plane.project(id).await?) };
-                ctx.refresh_project(id, allow, fetch).await
+        match self.full(ctx, Origin::Refresh, false, allow).await? {
+            Some((report, revision)) => {
+                self.gone_streak = 0;
+                let message = format!("forced snapshot {revision}: {}", summary(&report));
+                Ok((report, message))
             }
+            // Asked without If-None-Match: a 304 is the control plane's bug.
+            None => Err(FetchError::Status(StatusCode::NOT_MODIFIED).into()),
         }
+    }
+
+    async fn refresh_project(
+        &mut self,
+        ctx: &SyncContext,
+        id: &str,
+        allow: bool,
+    ) -> Result<(ApplyReport, String), SyncError> {
+        let fetch = async { Ok(self.control_plane.project(id).await?) };
+        ctx.refresh_project(id, allow, fetch).await
     }
 
     fn backoff_max(&self) -> Duration {

@@ -226,13 +226,20 @@ pub trait Source: Send + 'static {
         ctx: &SyncContext,
     ) -> impl Future<Output = Result<Stepped, SyncError>> + Send;
 
-    /// Fetches now, ignoring any conditional state (ETag, fingerprint),
-    /// whole or for one project; returns what changed and a line for the
-    /// status.
-    fn refresh(
+    /// Fetches everything now, ignoring any conditional state (ETag,
+    /// fingerprint); returns what changed and a line for the status.
+    fn refresh_all(
         &mut self,
         ctx: &SyncContext,
-        request: &RefreshRequest,
+        allow_mass_removal: bool,
+    ) -> impl Future<Output = Result<(ApplyReport, String), SyncError>> + Send;
+
+    /// Fetches project `id` now, as [`Source::refresh_all`] does all.
+    fn refresh_project(
+        &mut self,
+        ctx: &SyncContext,
+        id: &str,
+        allow_mass_removal: bool,
     ) -> impl Future<Output = Result<(ApplyReport, String), SyncError>> + Send;
 
     /// Forget anything that would let the next step skip a fetch.
@@ -352,7 +359,12 @@ async fn forced<S: Source>(
             .map(|p| Cursor::Revision(p.revision())),
     };
     let before = revision(ctx);
-    match source.refresh(ctx, request).await {
+    let allow = request.allow_mass_removal;
+    let refreshed = match &request.scope {
+        Scope::All => source.refresh_all(ctx, allow).await,
+        Scope::Project(id) => source.refresh_project(ctx, id, allow).await,
+    };
+    match refreshed {
         Ok((report, message)) => {
             ctx.status.hold(None);
             ctx.status.success(ctx.clock.now(), message);
@@ -426,10 +438,19 @@ mod tests {
             }
         }
 
-        async fn refresh(
+        async fn refresh_all(
             &mut self,
             _: &SyncContext,
-            _: &RefreshRequest,
+            _: bool,
+        ) -> Result<(ApplyReport, String), SyncError> {
+            Err(FetchError::GoneAgain.into())
+        }
+
+        async fn refresh_project(
+            &mut self,
+            _: &SyncContext,
+            _: &str,
+            _: bool,
         ) -> Result<(ApplyReport, String), SyncError> {
             Err(FetchError::GoneAgain.into())
         }

@@ -55,7 +55,6 @@ pub use keys::{
 use read::{changes, read_after, stream_state, Delivery, StreamState};
 pub use read::{read_project, read_projects, EntryChange, StreamBackwards, StreamEntry};
 
-use super::refresh::{RefreshRequest, Scope};
 use super::{summary, Contact, FetchError, Origin, Source, Stepped, SyncContext, SyncError};
 use crate::config::RedisConfig;
 use crate::model::cursor::Cursor;
@@ -472,44 +471,45 @@ impl Source for RedisSource {
         })
     }
 
-    async fn refresh(
+    async fn refresh_all(
         &mut self,
         ctx: &SyncContext,
-        request: &RefreshRequest,
+        allow: bool,
     ) -> Result<(ApplyReport, String), SyncError> {
-        let allow = request.allow_mass_removal;
-        match &request.scope {
-            Scope::All => {
-                let loaded = self.full_load(ctx, Origin::Refresh, allow).await?;
-                let message = if loaded.complete {
-                    format!(
-                        "forced full load at {}: {}",
-                        loaded.tip,
-                        summary(&loaded.report)
-                    )
-                } else {
-                    format!(
-                        "forced full load at {}: {}; the population is incomplete, nothing removed",
-                        loaded.tip,
-                        summary(&loaded.report)
-                    )
-                };
-                Ok((loaded.report, message))
+        let loaded = self.full_load(ctx, Origin::Refresh, allow).await?;
+        let message = if loaded.complete {
+            format!(
+                "forced full load at {}: {}",
+                loaded.tip,
+                summary(&loaded.report)
+            )
+        } else {
+            format!(
+                "forced full load at {}: {}; the population is incomplete, nothing removed",
+                loaded.tip,
+                summary(&loaded.report)
+            )
+        };
+        Ok((loaded.report, message))
+    }
+
+    async fn refresh_project(
+        &mut self,
+        ctx: &SyncContext,
+        id: &str,
+        allow: bool,
+    ) -> Result<(ApplyReport, String), SyncError> {
+        let fetch = async {
+            let mut con = match self.reads.get().await {
+                Ok(con) => con,
+                Err(e) => return self.failed(e),
+            };
+            match read_project(&mut con, &self.keys, id, self.reader).await {
+                Ok(value) => Ok(value),
+                Err(e) => self.failed(e),
             }
-            Scope::Project(id) => {
-                let fetch = async {
-                    let mut con = match self.reads.get().await {
-                        Ok(con) => con,
-                        Err(e) => return self.failed(e),
-                    };
-                    match read_project(&mut con, &self.keys, id, self.reader).await {
-                        Ok(value) => Ok(value),
-                        Err(e) => self.failed(e),
-                    }
-                };
-                ctx.refresh_project(id, allow, fetch).await
-            }
-        }
+        };
+        ctx.refresh_project(id, allow, fetch).await
     }
 
     fn backoff_max(&self) -> Duration {
