@@ -46,12 +46,6 @@ const EXCEPTIONS: &[(&str, &str, usize, &str)] = &[
     ),
     ("store/apply.rs", "commit", 107, "one arm per judgement"),
     (
-        "sync/report/redis.rs",
-        "write_fields",
-        102,
-        "the delta write and the full write fused: to split",
-    ),
-    (
         "store/apply.rs",
         "judge_sealed",
         96,

@@ -108,6 +108,8 @@ impl RedisSink {
         result
     }
 
+    /// The delta when the last write is known and the hash still exists,
+    /// else everything.
     async fn write_fields(
         &mut self,
         fields: HashMap<String, String>,
@@ -118,57 +120,83 @@ impl RedisSink {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let ttl_ms = self.ttl.as_millis() as u64;
-        if !self.written.is_empty() {
-            // Only what changed. PEXPIRE first: 0 means the hash expired
-            // (a node paused past its TTL) and the fields below would
-            // start a partial one, so a full write follows at once.
-            let mut pipe = ::redis::pipe();
-            pipe.cmd("PEXPIRE").arg(&self.node_key).arg(ttl_ms);
-            let changed: Vec<(&String, &String)> = fields
-                .iter()
-                .filter(|(k, v)| self.written.get(*k) != Some(*v))
-                .collect();
-            let gone: Vec<&String> = self
-                .written
-                .keys()
-                .filter(|k| !fields.contains_key(*k))
-                .collect();
-            if !changed.is_empty() {
-                let cmd = pipe.cmd("HSET").arg(&self.node_key);
-                for (k, v) in &changed {
-                    cmd.arg(k).arg(v);
-                }
-                cmd.ignore();
-            }
-            if !gone.is_empty() {
-                pipe.cmd("HDEL").arg(&self.node_key).arg(&gone).ignore();
-            }
-            // The index entry is refreshed once a heartbeat, not on every
-            // change: it only has to outlive the pruning of stale ones.
-            let index = now_ms.saturating_sub(self.indexed_ms) >= ttl_ms / 3;
-            if index {
-                pipe.cmd("ZADD")
-                    .arg(&self.keys.nodes)
-                    .arg(now_ms)
-                    .arg(&self.node)
-                    .ignore();
-            }
-            let (existed,): (i64,) = pipe.query_async(&mut con).await.map_err(classify)?;
-            if existed == 1 {
-                self.written = fields;
-                if index {
-                    self.indexed_ms = now_ms;
-                }
-                return Ok(());
-            }
+        if !self.written.is_empty() && self.write_delta(&mut con, &fields, now_ms).await? {
+            self.written = fields;
+            return Ok(());
         }
-        // Everything, written over what is there (never deleted first: a
-        // reader must not find the node gone for a moment), the summary
-        // last, then the fields of projects no longer served dropped.
+        self.write_all(&mut con, &fields, now_ms).await?;
+        self.written = fields;
+        self.indexed_ms = now_ms;
+        Ok(())
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.ttl.as_millis() as u64
+    }
+
+    /// Only what changed since the last write. PEXPIRE first: `false`
+    /// when it finds the hash expired (a node paused past its TTL), so
+    /// the fields written would start a partial one and a full write must
+    /// follow at once.
+    async fn write_delta(
+        &mut self,
+        con: &mut (impl ConnectionLike + Send),
+        fields: &HashMap<String, String>,
+        now_ms: u64,
+    ) -> Result<bool, ReportError> {
+        let ttl_ms = self.ttl_ms();
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("PEXPIRE").arg(&self.node_key).arg(ttl_ms);
+        let changed: Vec<(&String, &String)> = fields
+            .iter()
+            .filter(|(k, v)| self.written.get(*k) != Some(*v))
+            .collect();
+        let gone: Vec<&String> = self
+            .written
+            .keys()
+            .filter(|k| !fields.contains_key(*k))
+            .collect();
+        if !changed.is_empty() {
+            let cmd = pipe.cmd("HSET").arg(&self.node_key);
+            for (k, v) in &changed {
+                cmd.arg(k).arg(v);
+            }
+            cmd.ignore();
+        }
+        if !gone.is_empty() {
+            pipe.cmd("HDEL").arg(&self.node_key).arg(&gone).ignore();
+        }
+        // The index entry is refreshed once a heartbeat, not on every
+        // change: it only has to outlive the pruning of stale ones.
+        let index = now_ms.saturating_sub(self.indexed_ms) >= ttl_ms / 3;
+        if index {
+            pipe.cmd("ZADD")
+                .arg(&self.keys.nodes)
+                .arg(now_ms)
+                .arg(&self.node)
+                .ignore();
+        }
+        let (existed,): (i64,) = pipe.query_async(con).await.map_err(classify)?;
+        if existed == 1 && index {
+            self.indexed_ms = now_ms;
+        }
+        Ok(existed == 1)
+    }
+
+    /// Everything, written over what is there (never deleted first: a
+    /// reader must not find the node gone for a moment), the summary
+    /// last, then the fields of projects no longer served dropped, the
+    /// index entry refreshed and stale entries of the index pruned.
+    async fn write_all(
+        &self,
+        con: &mut (impl ConnectionLike + Send),
+        fields: &HashMap<String, String>,
+        now_ms: u64,
+    ) -> Result<(), ReportError> {
+        let ttl_ms = self.ttl_ms();
         let existing: Vec<String> = ::redis::cmd("HKEYS")
             .arg(&self.node_key)
-            .query_async(&mut con)
+            .query_async(con)
             .await
             .map_err(classify)?;
         let mut pipe = ::redis::pipe();
@@ -205,9 +233,7 @@ impl RedisSink {
                 now_ms.saturating_sub(ttl_ms.max(LOST_RETENTION.as_millis() as u64))
             ))
             .ignore();
-        let () = pipe.query_async(&mut con).await.map_err(classify)?;
-        self.written = fields;
-        self.indexed_ms = now_ms;
+        let () = pipe.query_async(con).await.map_err(classify)?;
         Ok(())
     }
 }
