@@ -15,12 +15,6 @@ const LIMIT: usize = 80;
 /// `(file, function, cap, why)`.
 const EXCEPTIONS: &[(&str, &str, usize, &str)] = &[
     (
-        "model/validate.rs",
-        "validate",
-        145,
-        "every rule of the data model, in the contract's order",
-    ),
-    (
         "config/source.rs",
         "into_config",
         132,

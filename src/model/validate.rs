@@ -178,10 +178,36 @@ pub fn validate(
         );
     }
 
-    let mut ids = HashSet::with_capacity(count);
-    let mut slugs = HashSet::with_capacity(count);
+    validate_environments(&doc.environments, previous)?;
+    serving_order(&mut doc.environments);
+    let schedule = validate_schedule(&doc.environments)?;
+
+    // published_at is telemetry: an unreadable one must not block a rollout,
+    // so it is treated as absent rather than rejecting the document.
+    let published_at = doc
+        .published_at
+        .as_deref()
+        .and_then(|t| parse_rfc3339(t).ok());
+    Ok(ValidProject {
+        doc,
+        seal: None,
+        published_at,
+        schedule,
+    })
+}
+
+/// The rules across a project's environments: each environment's own,
+/// ids and slugs unique, the reserved slugs present, exactly one gateway
+/// fallback and one default publish target, and no slug changed from
+/// `previous`.
+fn validate_environments(
+    environments: &[WireEnvironment],
+    previous: &[(&str, &str)],
+) -> Result<(), ValidationError> {
+    let mut ids = HashSet::with_capacity(environments.len());
+    let mut slugs = HashSet::with_capacity(environments.len());
     let (mut fallbacks, mut targets) = (0, 0);
-    for env in &doc.environments {
+    for env in environments {
         validate_environment(env)?;
         if !ids.insert(env.id.as_str()) {
             return fail(
@@ -218,7 +244,7 @@ pub fn validate(
             format!("exactly one environment must be the default publish target, found {targets}"),
         );
     }
-    for env in &doc.environments {
+    for env in environments {
         if let Some((_, old)) = previous.iter().find(|(id, _)| *id == env.id) {
             if *old != env.slug {
                 return fail(
@@ -231,11 +257,18 @@ pub fn validate(
             }
         }
     }
+    Ok(())
+}
 
-    serving_order(&mut doc.environments);
-
+/// Every scheduled change (environments in serving order): a valid
+/// instant, only the three pointer kinds, valid pointers, and at most
+/// [`MAX_POINTERS_PER_ENVIRONMENT`] pointers with them; the schedule by
+/// instant, equal instants in document order.
+fn validate_schedule(
+    environments: &[WireEnvironment],
+) -> Result<Vec<ScheduleEntry>, ValidationError> {
     let mut schedule = Vec::new();
-    for (index, env) in doc.environments.iter().enumerate() {
+    for (index, env) in environments.iter().enumerate() {
         let mut merged: BTreeMap<(&str, &str), ()> = BTreeMap::new();
         for (kind, key, _) in env.pointers.iter() {
             merged.insert((kind, key), ());
@@ -286,19 +319,7 @@ pub fn validate(
     }
     // Stable: equal instants keep document order.
     schedule.sort_by_key(|e| e.at);
-
-    // published_at is telemetry: an unreadable one must not block a rollout,
-    // so it is treated as absent rather than rejecting the document.
-    let published_at = doc
-        .published_at
-        .as_deref()
-        .and_then(|t| parse_rfc3339(t).ok());
-    Ok(ValidProject {
-        doc,
-        seal: None,
-        published_at,
-        schedule,
-    })
+    Ok(schedule)
 }
 
 fn validate_environment(env: &WireEnvironment) -> Result<(), ValidationError> {
