@@ -518,6 +518,14 @@ impl Config {
             }
         }
         let r = &self.report;
+        if !r.redis_url.is_empty() {
+            source::check_redis_url(
+                &r.redis_url,
+                "report.redis_url",
+                "report.token_env",
+                &mut errors,
+            );
+        }
         let mut check = |ok: bool, key: &'static str, message: &str| {
             if !ok {
                 errors.push(invalid(key, message));
@@ -532,21 +540,6 @@ impl Config {
             r.min_interval <= r.interval,
             "report.min_interval",
             "must not exceed report.interval",
-        );
-        check(
-            r.redis_url.is_empty() || is_redis_url(&r.redis_url),
-            "report.redis_url",
-            "must start with redis://, rediss://, redis+unix://, unix://, redis-sentinel:// or rediss-sentinel://",
-        );
-        check(
-            !r.redis_url.contains("#insecure"),
-            "report.redis_url",
-            "#insecure: this build cannot turn certificate checks off",
-        );
-        check(
-            !has_password(&r.redis_url),
-            "report.redis_url",
-            "must not carry a password: name the variable holding it in report.token_env",
         );
         check(
             !(self.trust.require_signatures && self.trust.keys.is_empty()),

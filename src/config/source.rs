@@ -297,91 +297,95 @@ impl RawSource {
             .clone()
             .unwrap_or_else(|| DEFAULT_TOKEN_ENV.into());
         let url = self.url.clone().filter(|u| !u.is_empty());
+        self.foreign(kind, errors);
         let source = match kind {
-            SourceKind::File => {
-                self.foreign(kind, errors);
-                let path = self
-                    .path
-                    .clone()
-                    .unwrap_or_else(|| PathBuf::from(DEFAULT_SNAPSHOT_PATH));
-                if path.as_os_str().is_empty() {
-                    errors.push(invalid(
-                        "source.path",
-                        "is required when source.kind = \"file\"",
-                    ));
-                }
-                Source::File(FileConfig { path })
-            }
-            SourceKind::Http => {
-                self.foreign(kind, errors);
-                match &url {
-                    None => errors.push(invalid(
-                        "source.url",
-                        "is required when source.kind = \"http\"",
-                    )),
-                    Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
-                        errors.push(invalid("source.url", "must start with http:// or https://"))
-                    }
-                    Some(_) => {}
-                }
-                Source::Http(HttpConfig {
-                    url: url.unwrap_or_default(),
-                    mode: self.mode.unwrap_or(SyncMode::Watch),
-                    token_env,
-                    timing,
-                })
-            }
-            SourceKind::Redis => {
-                self.foreign(kind, errors);
-                match &url {
-                    None => errors.push(invalid(
-                        "source.url",
-                        "is required when source.kind = \"redis\"",
-                    )),
-                    Some(u) if !is_redis_url(u) => errors.push(invalid(
-                        "source.url",
-                        "must start with redis://, rediss://, redis+unix://, unix://, redis-sentinel:// or rediss-sentinel://",
-                    )),
-                    Some(u) if u.contains("#insecure") => errors.push(invalid(
-                        "source.url",
-                        "#insecure: this build cannot turn certificate checks off",
-                    )),
-                    Some(u) if has_password(u) => errors.push(invalid(
-                        "source.url",
-                        "must not carry a password: name the variable holding it in source.token_env",
-                    )),
-                    Some(_) => {}
-                }
-                let key_prefix = self
-                    .key_prefix
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_KEY_PREFIX.into());
-                if key_prefix.is_empty() || key_prefix.contains(['{', '}']) {
-                    errors.push(invalid(
-                        "source.key_prefix",
-                        "must be non-empty, without braces",
-                    ));
-                }
-                let file = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
-                Source::Redis(RedisConfig {
-                    url: url.unwrap_or_default(),
-                    key_prefix,
-                    token_env,
-                    tls: TlsFiles {
-                        ca_file: file(&self.tls_ca_file),
-                        cert_file: file(&self.tls_cert_file),
-                        key_file: file(&self.tls_key_file),
-                    },
-                    read_from: self.read_from,
-                    timing,
-                })
-            }
+            SourceKind::File => Source::File(self.file_config(errors)),
+            SourceKind::Http => Source::Http(self.http_config(url, token_env, timing, errors)),
+            SourceKind::Redis => Source::Redis(self.redis_config(url, token_env, timing, errors)),
         };
         SourceConfig {
             kind: source,
             poll_interval,
             max_removed_fraction,
             max_document_bytes,
+        }
+    }
+
+    fn file_config(&self, errors: &mut Vec<ConfigError>) -> FileConfig {
+        let path = self
+            .path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SNAPSHOT_PATH));
+        if path.as_os_str().is_empty() {
+            errors.push(invalid(
+                "source.path",
+                "is required when source.kind = \"file\"",
+            ));
+        }
+        FileConfig { path }
+    }
+
+    fn http_config(
+        &self,
+        url: Option<String>,
+        token_env: String,
+        timing: Timing,
+        errors: &mut Vec<ConfigError>,
+    ) -> HttpConfig {
+        match &url {
+            None => errors.push(invalid(
+                "source.url",
+                "is required when source.kind = \"http\"",
+            )),
+            Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+                errors.push(invalid("source.url", "must start with http:// or https://"))
+            }
+            Some(_) => {}
+        }
+        HttpConfig {
+            url: url.unwrap_or_default(),
+            mode: self.mode.unwrap_or(SyncMode::Watch),
+            token_env,
+            timing,
+        }
+    }
+
+    fn redis_config(
+        &self,
+        url: Option<String>,
+        token_env: String,
+        timing: Timing,
+        errors: &mut Vec<ConfigError>,
+    ) -> RedisConfig {
+        match &url {
+            None => errors.push(invalid(
+                "source.url",
+                "is required when source.kind = \"redis\"",
+            )),
+            Some(u) => check_redis_url(u, "source.url", "source.token_env", errors),
+        }
+        let key_prefix = self
+            .key_prefix
+            .clone()
+            .unwrap_or_else(|| DEFAULT_KEY_PREFIX.into());
+        if key_prefix.is_empty() || key_prefix.contains(['{', '}']) {
+            errors.push(invalid(
+                "source.key_prefix",
+                "must be non-empty, without braces",
+            ));
+        }
+        let file = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+        RedisConfig {
+            url: url.unwrap_or_default(),
+            key_prefix,
+            token_env,
+            tls: TlsFiles {
+                ca_file: file(&self.tls_ca_file),
+                cert_file: file(&self.tls_cert_file),
+                key_file: file(&self.tls_key_file),
+            },
+            read_from: self.read_from,
+            timing,
         }
     }
 
@@ -499,6 +503,36 @@ impl Serialize for SourceConfig {
 }
 
 /// True for the URL forms the Redis source reads.
+/// The rules of a Redis URL in `key` (whose password lives in the
+/// variable `token_key` names), for `[source]` and `[report]` alike:
+/// one of the schemes the connector reads, certificate checks on, no
+/// password in the URL. Each rule broken is an error.
+pub(super) fn check_redis_url(
+    url: &str,
+    key: &'static str,
+    token_key: &str,
+    errors: &mut Vec<ConfigError>,
+) {
+    if !is_redis_url(url) {
+        errors.push(invalid(
+            key,
+            "must start with redis://, rediss://, redis+unix://, unix://, redis-sentinel:// or rediss-sentinel://",
+        ));
+    }
+    if url.contains("#insecure") {
+        errors.push(invalid(
+            key,
+            "#insecure: this build cannot turn certificate checks off",
+        ));
+    }
+    if has_password(url) {
+        errors.push(invalid(
+            key,
+            &format!("must not carry a password: name the variable holding it in {token_key}"),
+        ));
+    }
+}
+
 pub fn is_redis_url(url: &str) -> bool {
     [
         "redis://",
