@@ -15,12 +15,6 @@ const LIMIT: usize = 80;
 /// `(file, function, cap, why)`.
 const EXCEPTIONS: &[(&str, &str, usize, &str)] = &[
     (
-        "store/apply.rs",
-        "apply",
-        127,
-        "judge, guard, commit and publish of one update",
-    ),
-    (
         "app/core.rs",
         "start",
         122,

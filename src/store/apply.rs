@@ -252,39 +252,7 @@ impl StoreWriter {
             },
             judge,
         };
-        // Before the store is first loaded (a cold start, a restart from
-        // the cache) nothing is served yet and the request threads are
-        // idle: a large batch is judged and rendered on every core.
-        let parallel = !self.shared.loaded.load(Ordering::Acquire)
-            && intake.docs.len() >= crate::parallel::MIN_PARALLEL
-            && all_distinct(&intake.docs);
-        if parallel {
-            let inputs: Vec<_> = intake
-                .docs
-                .into_iter()
-                .map(|doc| {
-                    let (previous, floor) = self.served(&batch, &doc.id);
-                    (doc, previous, floor)
-                })
-                .collect();
-            let prepared = crate::parallel::map(inputs, true, |(doc, previous, floor)| {
-                let id = doc.id.clone();
-                let prepared = prepare(&batch.judge, doc, previous.as_deref(), floor, opts.now);
-                (id, previous, prepared)
-            });
-            for (id, previous, prepared) in prepared {
-                self.commit(&mut batch, id, previous, prepared);
-            }
-        } else {
-            // One at a time: a batch may name a project twice, and the
-            // second judging must see the first.
-            for doc in intake.docs {
-                let id = doc.id.clone();
-                let (previous, floor) = self.served(&batch, &id);
-                let prepared = prepare(&batch.judge, doc, previous.as_deref(), floor, opts.now);
-                self.commit(&mut batch, id, previous, prepared);
-            }
-        }
+        self.judge_all(&mut batch, intake.docs, opts.now);
         for id in &removals {
             self.remove(id, &mut batch);
         }
@@ -300,28 +268,77 @@ impl StoreWriter {
                 lock(&self.shared.rejections).retain(|id, _| present.contains(id));
             }
         }
-        // The cache's own documents refused under the current trust
-        // settings (signatures now required, a key removed): the cache no
-        // longer stands in for the source. Its cursor is not taken, so the
-        // source loads in full.
-        let refused_cache = !from_source && !batch.report.rejected.is_empty();
         // Loaded (ready) once a full snapshot from the source is applied,
         // or the cache's serves something (or held nothing): a sidecar
         // serving nothing because everything its cache held was refused
         // is not ready until its source has answered.
         let serves = !batch.edit.next.as_ref().unwrap_or(&current).is_empty();
-        if intake.loads && (from_source || serves || documents == 0) {
+        let loaded = intake.loads && (from_source || serves || documents == 0);
+        Ok(self.publish(batch, intake.cursor, loaded, from_source))
+    }
+
+    /// Judges and commits every document of a batch. Before the store is
+    /// first loaded (a cold start, a restart from the cache) nothing is
+    /// served yet and the request threads are idle: a large batch is
+    /// judged and rendered on every core.
+    fn judge_all(&mut self, batch: &mut Batch<'_>, docs: Vec<Incoming>, now: SystemTime) {
+        let parallel = !self.shared.loaded.load(Ordering::Acquire)
+            && docs.len() >= crate::parallel::MIN_PARALLEL
+            && all_distinct(&docs);
+        if parallel {
+            let inputs: Vec<_> = docs
+                .into_iter()
+                .map(|doc| {
+                    let (previous, floor) = self.served(batch, &doc.id);
+                    (doc, previous, floor)
+                })
+                .collect();
+            let prepared = crate::parallel::map(inputs, true, |(doc, previous, floor)| {
+                let id = doc.id.clone();
+                let prepared = prepare(&batch.judge, doc, previous.as_deref(), floor, now);
+                (id, previous, prepared)
+            });
+            for (id, previous, prepared) in prepared {
+                self.commit(batch, id, previous, prepared);
+            }
+        } else {
+            // One at a time: a batch may name a project twice, and the
+            // second judging must see the first.
+            for doc in docs {
+                let id = doc.id.clone();
+                let (previous, floor) = self.served(batch, &id);
+                let prepared = prepare(&batch.judge, doc, previous.as_deref(), floor, now);
+                self.commit(batch, id, previous, prepared);
+            }
+        }
+    }
+
+    /// Makes a judged batch what is served: the store marked loaded
+    /// (ready) when `loaded`, the index swapped, the cursor taken unless
+    /// the cache's own documents were refused (under the trust settings
+    /// now: signatures required, a key removed, so the cache no longer
+    /// stands in for the source and the source loads in full). Returns
+    /// the report.
+    fn publish(
+        &mut self,
+        mut batch: Batch<'_>,
+        cursor: Option<Cursor>,
+        loaded: bool,
+        from_source: bool,
+    ) -> ApplyReport {
+        let refused_cache = !from_source && !batch.report.rejected.is_empty();
+        if loaded {
             self.shared.loaded.store(true, Ordering::Release);
         }
         if let Some(next) = batch.edit.next {
             self.shared.index.store(Arc::new(next));
         }
-        let mut cursor = lock(&self.shared.cursor);
-        if let (Some(new), false) = (intake.cursor, refused_cache) {
-            *cursor = new;
+        let mut held = lock(&self.shared.cursor);
+        if let (Some(new), false) = (cursor, refused_cache) {
+            *held = new;
         }
-        batch.report.cursor = *cursor;
-        Ok(batch.report)
+        batch.report.cursor = *held;
+        batch.report
     }
 
     /// Records that `id` keeps serving although the update asked for it
