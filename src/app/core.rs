@@ -61,6 +61,19 @@ pub struct Core {
     sync_runtime: SyncRuntime,
 }
 
+/// The trust settings: the key files loaded (each problem warned of
+/// once), the signature age and clock skew limits.
+fn trust_of(t: &crate::config::TrustConfig) -> Result<Trust, StartError> {
+    let loaded = sync::keys::load(&t.keys, t.require_signatures)
+        .map_err(|e| StartError::Trust(e.to_string()))?;
+    loaded.warn();
+    let max_age = Some(t.max_signature_age).filter(|d| !d.is_zero());
+    Ok(
+        Trust::new(loaded.keys, t.require_signatures, max_age)
+            .with_max_clock_skew(t.max_clock_skew),
+    )
+}
+
 impl Core {
     /// Loads the cache (if any), then starts the writer, the source and
     /// the cache writer. Returns once the cache is loaded; the source's
@@ -70,13 +83,7 @@ impl Core {
         let metrics = Metrics::new();
         let (store, mut store_writer) = Store::new(config.source.max_removed_fraction);
         let t = &config.trust;
-        let loaded = sync::keys::load(&t.keys, t.require_signatures)
-            .map_err(|e| StartError::Trust(e.to_string()))?;
-        loaded.warn();
-        let keys = loaded.keys;
-        let max_age = Some(t.max_signature_age).filter(|d| !d.is_zero());
-        let trust =
-            Trust::new(keys, t.require_signatures, max_age).with_max_clock_skew(t.max_clock_skew);
+        let trust = trust_of(t)?;
         store_writer.set_trust(Arc::new(trust.clone()));
         let trust_state = Arc::new(TrustState::new(&trust));
         let status = Arc::new(SyncStatus::default());
@@ -133,29 +140,31 @@ impl Core {
             config.node.id.clone()
         };
         let report_state = Arc::new(ReportState::default());
-        let mut reporter_task = None;
-        if let Some(sink) =
-            sync::report::sink_for(config, &options.env, &node).map_err(StartError::Report)?
+        let reporter_task = match sync::report::sink_for(config, &options.env, &node)
+            .map_err(StartError::Report)?
         {
-            let reporter = Reporter {
-                sink,
-                identity: NodeIdentity {
-                    node: node.clone(),
-                    labels: config.node.labels.clone(),
-                    source: s.kind.kind().as_str(),
-                    started_at: clock.now(),
-                },
-                store: store.clone(),
-                status: status.clone(),
-                metrics: metrics.clone(),
-                clock: clock.clone(),
-                state: report_state.clone(),
-                due: report_due,
-                interval: config.report.interval,
-                min_interval: config.report.min_interval,
-            };
-            reporter_task = Some(sync_runtime.spawn(reporter.run(shutdown_rx.clone())));
-        }
+            Some(sink) => {
+                let reporter = Reporter {
+                    sink,
+                    identity: NodeIdentity {
+                        node: node.clone(),
+                        labels: config.node.labels.clone(),
+                        source: s.kind.kind().as_str(),
+                        started_at: clock.now(),
+                    },
+                    store: store.clone(),
+                    status: status.clone(),
+                    metrics: metrics.clone(),
+                    clock: clock.clone(),
+                    state: report_state.clone(),
+                    due: report_due,
+                    interval: config.report.interval,
+                    min_interval: config.report.min_interval,
+                };
+                Some(sync_runtime.spawn(reporter.run(shutdown_rx.clone())))
+            }
+            None => None,
+        };
         if !t.keys.is_empty() {
             let watcher = KeyWatcher {
                 paths: t.keys.clone(),
