@@ -26,7 +26,6 @@ const EXCEPTIONS: &[(&str, &str, usize, &str)] = &[
         110,
         "every cross-key check of a config, in file order",
     ),
-    ("store/apply.rs", "commit", 107, "one arm per judgement"),
     (
         "store/apply.rs",
         "judge_sealed",

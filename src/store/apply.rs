@@ -481,35 +481,16 @@ impl StoreWriter {
         previous: Option<Arc<Project>>,
         prepared: Prepared,
     ) {
-        match &prepared {
-            Prepared::Stale { revision } => {
-                // Counted apart from rejections: a replay after a full
-                // load is routine, not the writer's mistake.
-                batch.report.stale += 1;
-                tracing::debug!(
-                    project = %id,
-                    revision = ?revision,
-                    served = ?previous.as_ref().map(|p| p.revision()),
-                    "stale document ignored: older than the served revision"
-                );
-                if let (true, Some(revision)) = (batch.judge.from_source, *revision) {
-                    lock(&self.shared.ahead).insert(id, revision);
-                }
-                return;
-            }
-            _ => {
-                let mut ahead = lock(&self.shared.ahead);
-                if !ahead.is_empty() {
-                    ahead.remove(&id);
-                }
+        if !matches!(prepared, Prepared::Stale { .. }) {
+            // Anything not older from the source: it is no longer behind.
+            let mut ahead = lock(&self.shared.ahead);
+            if !ahead.is_empty() {
+                ahead.remove(&id);
             }
         }
-        let (project, published) = match prepared {
-            Prepared::Stale { .. } => return,
-            Prepared::Unchanged => {
-                batch.report.unchanged += 1;
-                return;
-            }
+        match prepared {
+            Prepared::Stale { revision } => self.ignore_stale(batch, id, previous, revision),
+            Prepared::Unchanged => batch.report.unchanged += 1,
             Prepared::Rejected {
                 revision,
                 error,
@@ -528,7 +509,6 @@ impl StoreWriter {
                     raise(&mut lock(&self.shared.floors), &id, floor);
                 }
                 self.reject(id, revision, error, batch.judge.now, &mut batch.report);
-                return;
             }
             Prepared::Removal { revision } => {
                 self.remove(&id, batch);
@@ -537,24 +517,70 @@ impl StoreWriter {
                     &id,
                     Floor::Removed(revision),
                 );
-                return;
             }
-            Prepared::Resealed(project) => {
-                if let (Some(slot), Some(prev)) = (batch.edit.get(&id), previous) {
-                    slot.0.store(Arc::new(project));
-                    batch.report.resealed += 1;
-                    let mut rejections = lock(&self.shared.rejections);
-                    if rejections
-                        .get(&id)
-                        .is_some_and(|r| r.revision <= Some(prev.revision()))
-                    {
-                        rejections.remove(&id);
-                    }
-                }
-                return;
+            Prepared::Resealed(project) => self.reseal(batch, id, previous, project),
+            Prepared::Valid { project, published } => {
+                self.accept(batch, id, previous, project, published)
             }
-            Prepared::Valid { project, published } => (project, published),
+        }
+    }
+
+    /// Counted apart from rejections (a replay after a full load is
+    /// routine, not the writer's mistake) and logged at debug; from the
+    /// source, the project is recorded as behind this node.
+    fn ignore_stale(
+        &mut self,
+        batch: &mut Batch,
+        id: String,
+        previous: Option<Arc<Project>>,
+        revision: Option<u64>,
+    ) {
+        batch.report.stale += 1;
+        tracing::debug!(
+            project = %id,
+            revision = ?revision,
+            served = ?previous.as_ref().map(|p| p.revision()),
+            "stale document ignored: older than the served revision"
+        );
+        if let (true, Some(revision)) = (batch.judge.from_source, revision) {
+            lock(&self.shared.ahead).insert(id, revision);
+        }
+    }
+
+    /// The served revision in a newer envelope: the slot takes it, and a
+    /// rejection of this revision or older is moot.
+    fn reseal(
+        &mut self,
+        batch: &mut Batch,
+        id: String,
+        previous: Option<Arc<Project>>,
+        project: Project,
+    ) {
+        let (Some(slot), Some(prev)) = (batch.edit.get(&id), previous) else {
+            return;
         };
+        slot.0.store(Arc::new(project));
+        batch.report.resealed += 1;
+        let mut rejections = lock(&self.shared.rejections);
+        if rejections
+            .get(&id)
+            .is_some_and(|r| r.revision <= Some(prev.revision()))
+        {
+            rejections.remove(&id);
+        }
+    }
+
+    /// An accepted revision (or a new project): into its slot, counted,
+    /// its schedule and publication time reported, its floor and its
+    /// rejection gone.
+    fn accept(
+        &mut self,
+        batch: &mut Batch,
+        id: String,
+        previous: Option<Arc<Project>>,
+        project: Project,
+        published: Option<SystemTime>,
+    ) {
         if let Some(published) = published {
             batch.report.published.push(published);
         }
