@@ -107,57 +107,13 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(path) = &args.sign_key {
-        let key = std::fs::read_to_string(path)
-            .map_err(|e| e.to_string())
-            .and_then(|text| {
-                env_sidecar::model::keys::parse_private(&text).map_err(|e| e.to_string())
-            });
-        match key {
-            Ok(key) => {
-                eprintln!("signing with key {}", key.keyid);
-                sim.sign_with(std::sync::Arc::new(key));
-            }
-            Err(e) => {
-                eprintln!("control-plane-sim: --sign-key {}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
-        }
-    }
-    if let Some(url) = &args.redis {
-        let password = args
-            .redis_password_env
-            .as_deref()
-            .and_then(|v| std::env::var(v).ok())
-            .filter(|p| !p.is_empty())
-            .map(env_sidecar::config::secret::Secret::new);
-        if let Err(e) = sim
-            .mirror_to_redis(url, password.as_ref(), &args.key_prefix)
-            .await
-        {
-            eprintln!("control-plane-sim: cannot reach Redis at {url}: {e}");
+    let population = match populate(&sim, &args).await {
+        Ok(population) => population,
+        Err(e) => {
+            eprintln!("control-plane-sim: {e}");
             return ExitCode::FAILURE;
         }
-        eprintln!("publishing every change to Redis too ({url})");
-    }
-    let mut population = 0;
-    if let Some(path) = &args.snapshot {
-        match std::fs::read(path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| sim.load_snapshot(&b))
-        {
-            Ok(n) => eprintln!("serving {n} projects from {}", path.display()),
-            Err(e) => {
-                eprintln!("control-plane-sim: {}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
-        }
-    }
-    if let Some(n) = args.generate {
-        sim.generate(n);
-        population = n;
-        eprintln!("serving {n} generated projects");
-    }
+    };
     sim.set_faults(Faults {
         error_rate: args.error_rate,
         error_status: args.error_status,
@@ -189,6 +145,47 @@ async fn run(args: Args) -> ExitCode {
     let _ = tokio::signal::ctrl_c().await;
     sim.stop();
     ExitCode::SUCCESS
+}
+
+/// Signing, the Redis mirror and the projects the flags ask for; the
+/// size of a generated population (0 when none was generated), or why
+/// the simulator cannot start.
+async fn populate(sim: &Simulator, args: &Args) -> Result<usize, String> {
+    if let Some(path) = &args.sign_key {
+        let key = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                env_sidecar::model::keys::parse_private(&text).map_err(|e| e.to_string())
+            })
+            .map_err(|e| format!("--sign-key {}: {e}", path.display()))?;
+        eprintln!("signing with key {}", key.keyid);
+        sim.sign_with(std::sync::Arc::new(key));
+    }
+    if let Some(url) = &args.redis {
+        let password = args
+            .redis_password_env
+            .as_deref()
+            .and_then(|v| std::env::var(v).ok())
+            .filter(|p| !p.is_empty())
+            .map(env_sidecar::config::secret::Secret::new);
+        sim.mirror_to_redis(url, password.as_ref(), &args.key_prefix)
+            .await
+            .map_err(|e| format!("cannot reach Redis at {url}: {e}"))?;
+        eprintln!("publishing every change to Redis too ({url})");
+    }
+    if let Some(path) = &args.snapshot {
+        let n = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| sim.load_snapshot(&b))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("serving {n} projects from {}", path.display());
+    }
+    if let Some(n) = args.generate {
+        sim.generate(n);
+        eprintln!("serving {n} generated projects");
+        return Ok(n);
+    }
+    Ok(0)
 }
 
 /// Runs the mutator (at once when `running`), and pauses or resumes it on

@@ -497,26 +497,7 @@ impl Config {
             "log.level",
             "must be a level (error, warn, info, debug, trace) or target=level list",
         );
-        check(
-            self.node.id.is_empty() || is_valid_node_id(&self.node.id),
-            "node.id",
-            "must be 1-128 of A-Z a-z 0-9 . _ : -",
-        );
-        check(
-            self.node.labels.len() <= MAX_LABELS,
-            "node.labels",
-            "at most 8 labels",
-        );
-        for (key, value) in &self.node.labels {
-            if !is_valid_label(key, value) {
-                errors.push(ConfigError::Invalid {
-                    key: "node.labels",
-                    message: format!(
-                        "{key:?} = {value:?}: keys are 1-63 of a-z 0-9 . _ - starting with a letter, values 0-63 of A-Z a-z 0-9 . _ -"
-                    ),
-                });
-            }
-        }
+        self.node_problems(&mut errors);
         let r = &self.report;
         if !r.redis_url.is_empty() {
             source::check_redis_url(
@@ -556,34 +537,61 @@ impl Config {
             "server.max_pointers_header_bytes",
             "at most 61440 (60 KiB, Envoy's default limit on a response's headers)",
         );
-        // Every TLS file is read now, so a missing or garbled one stops the
-        // start (and check-config) naming its key, not the first connect.
-        let mut files: Vec<(&'static str, &Path, Pem)> = Vec::new();
-        if let Source::Redis(r) = &self.source.kind {
-            files.extend(tls_keys("source", &r.tls));
-        }
-        let report_tls = self.report.tls();
-        files.extend(tls_keys("report", &report_tls));
-        for (key, path, what) in files {
-            if let Err(message) = read_pem(path, what) {
-                errors.push(ConfigError::Invalid { key, message });
-            }
-        }
-        if let Source::Redis(r) = &self.source.kind {
-            if r.tls.cert_file.is_some() != r.tls.key_file.is_some() {
-                errors.push(invalid(
-                    "source.tls_key_file",
-                    "source.tls_cert_file and source.tls_key_file go together",
-                ));
-            }
-        }
-        if report_tls.cert_file.is_some() != report_tls.key_file.is_some() {
-            errors.push(invalid(
-                "report.tls_key_file",
-                "report.tls_cert_file and report.tls_key_file go together",
-            ));
-        }
+        self.tls_problems(&mut errors);
         errors
+    }
+
+    /// `[node]`: the id and the labels.
+    fn node_problems(&self, errors: &mut Vec<ConfigError>) {
+        if !(self.node.id.is_empty() || is_valid_node_id(&self.node.id)) {
+            errors.push(invalid("node.id", "must be 1-128 of A-Z a-z 0-9 . _ : -"));
+        }
+        if self.node.labels.len() > MAX_LABELS {
+            errors.push(invalid("node.labels", "at most 8 labels"));
+        }
+        for (key, value) in &self.node.labels {
+            if !is_valid_label(key, value) {
+                errors.push(ConfigError::Invalid {
+                    key: "node.labels",
+                    message: format!(
+                        "{key:?} = {value:?}: keys are 1-63 of a-z 0-9 . _ - starting with a letter, values 0-63 of A-Z a-z 0-9 . _ -"
+                    ),
+                });
+            }
+        }
+    }
+
+    /// Every TLS file is read now, so a missing or garbled one stops the
+    /// start (and check-config) naming its key, not the first connect; a
+    /// client certificate goes with its key.
+    fn tls_problems(&self, errors: &mut Vec<ConfigError>) {
+        let mut sections: Vec<(&'static str, TlsFiles)> = Vec::new();
+        if let Source::Redis(r) = &self.source.kind {
+            sections.push(("source", r.tls.clone()));
+        }
+        sections.push(("report", self.report.tls()));
+        for (section, tls) in &sections {
+            for (key, path, what) in tls_keys(section, tls) {
+                if let Err(message) = read_pem(path, what) {
+                    errors.push(ConfigError::Invalid { key, message });
+                }
+            }
+        }
+        for (section, tls) in &sections {
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                let (key, message) = match *section {
+                    "source" => (
+                        "source.tls_key_file",
+                        "source.tls_cert_file and source.tls_key_file go together",
+                    ),
+                    _ => (
+                        "report.tls_key_file",
+                        "report.tls_cert_file and report.tls_key_file go together",
+                    ),
+                };
+                errors.push(invalid(key, message));
+            }
+        }
     }
 
     /// The effective config as TOML (what `check-config` prints).

@@ -637,22 +637,8 @@ impl Simulator {
 
     async fn answer(&self, req: Request<Incoming>) -> Response<Body> {
         let inner = &self.inner;
-        *lock(&inner.last_authorization) = req
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        if let Some(token) = &inner.token {
-            let expected = format!("Bearer {token}");
-            if req
-                .headers()
-                .get(AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                != Some(expected.as_str())
-            {
-                inner.counters.unauthorized.fetch_add(1, Ordering::SeqCst);
-                return text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-            }
+        if let Some(refused) = self.authorize(&req) {
+            return refused;
         }
         let path = req.uri().path().to_owned();
         if path == "/v1/nodes" || path.starts_with("/v1/nodes/") {
@@ -717,6 +703,27 @@ impl Simulator {
             );
         }
         response
+    }
+
+    /// Records the request's `Authorization`; the `401` when a token is
+    /// required and it is not that token.
+    fn authorize(&self, req: &Request<Incoming>) -> Option<Response<Body>> {
+        let inner = &self.inner;
+        let sent = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        *lock(&inner.last_authorization) = sent.clone();
+        let token = inner.token.as_ref()?;
+        if sent.as_deref() == Some(format!("Bearer {token}").as_str()) {
+            return None;
+        }
+        inner.counters.unauthorized.fetch_add(1, Ordering::SeqCst);
+        Some(text(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token",
+        ))
     }
 
     async fn hang(&self) {
