@@ -67,20 +67,12 @@ impl HttpSink {
 
     pub async fn write(&mut self, report: &NodeReport) -> Result<(), ReportError> {
         let body = serde_json::to_vec(report).map_err(|e| ReportError::Failed(e.to_string()))?;
-        let mut req = self
+        let req = self
             .http
             .post(self.status_url())
-            .timeout(self.timeout)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body);
-        if let Some(token) = &self.token {
-            req = req.header(AUTHORIZATION, format!("Bearer {}", token.expose()));
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| ReportError::Failed(e.to_string()))?;
-        match resp.status().as_u16() {
+        match self.send(req).await? {
             200..=299 => Ok(()),
             s @ (401 | 403) => Err(ReportError::Refused(format!("status {s}"))),
             s => Err(ReportError::Failed(format!("status {s}"))),
@@ -89,16 +81,9 @@ impl HttpSink {
 }
 
 impl HttpSink {
-    /// Leaves the fleet: `DELETE {base}/v1/nodes/{id}?started_at=…`.
-    /// A `404` (the control plane did not know the node) is left too;
-    /// `405`/`501` say the control plane does not forget nodes (the node
-    /// then shows as lost until its report ages out).
-    pub async fn leave(&mut self, started_at: &str) -> Result<bool, ReportError> {
-        let mut req = self
-            .http
-            .delete(&self.node)
-            .query(&[("started_at", started_at)])
-            .timeout(self.timeout);
+    /// Sends `req` with the timeout and the bearer token: its status.
+    async fn send(&self, mut req: reqwest::RequestBuilder) -> Result<u16, ReportError> {
+        req = req.timeout(self.timeout);
         if let Some(token) = &self.token {
             req = req.header(AUTHORIZATION, format!("Bearer {}", token.expose()));
         }
@@ -106,7 +91,19 @@ impl HttpSink {
             .send()
             .await
             .map_err(|e| ReportError::Failed(e.to_string()))?;
-        match resp.status().as_u16() {
+        Ok(resp.status().as_u16())
+    }
+
+    /// Leaves the fleet: `DELETE {base}/v1/nodes/{id}?started_at=…`.
+    /// A `404` (the control plane did not know the node) is left too;
+    /// `405`/`501` say the control plane does not forget nodes (the node
+    /// then shows as lost until its report ages out).
+    pub async fn leave(&mut self, started_at: &str) -> Result<bool, ReportError> {
+        let req = self
+            .http
+            .delete(&self.node)
+            .query(&[("started_at", started_at)]);
+        match self.send(req).await? {
             200..=299 | 404 => Ok(true),
             409 => Ok(false),
             s @ (401 | 403 | 405 | 501) => Err(ReportError::Refused(format!("status {s}"))),
