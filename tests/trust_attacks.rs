@@ -386,3 +386,44 @@ async fn a_document_over_the_size_limit_is_refused_unread_from_the_hash_and_the_
     assert_eq!(t.served("acme", "qa").await, "qa-r1");
     assert_eq!(t.served("keep", "qa").await, "qa-r1");
 }
+
+/// A writer holding no key writes an envelope carrying thousands of
+/// keyless signatures (each would be tried with every trusted key): it is
+/// refused as malformed before one is verified, the project keeps
+/// serving, and the writer goes on applying what comes after it.
+#[tokio::test]
+async fn an_envelope_with_thousands_of_signatures_is_refused_unverified() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
+        return;
+    };
+    let key = TestKey::new(dir.path(), "cp");
+    let v1 = json_file(
+        dir.path(),
+        "v1.json",
+        &snapshot(1, vec![project("acme", 1), project("keep", 1)]),
+    );
+    let sign = ["--sign-key", key.private_file.to_str().unwrap()];
+    assert_eq!(publish(&redis.url, &sign, &v1).0, 0);
+    let cache = dir.path().join("lkg.json");
+    let config = signed_redis_follower(dir.path(), &redis.url, &[&key.public_file], &cache);
+    let t = start(config, None).await;
+
+    let mut flood = forged(&project("acme", 2), "cp");
+    let one = json!({"sig": "A".repeat(86) + "=="});
+    flood["signatures"] = Value::Array(vec![one; 5000]);
+    let entry = write_text_as_attacker(redis.port, "acme", &flood.to_string());
+    t.wait_stream_entry(&entry).await;
+    t.wait_rejection("acme", "malformed").await;
+    let message = t.sidecar.store().rejection("acme").unwrap().message;
+    assert!(message.contains("5000 signatures; at most 16"), "{message}");
+    assert_eq!(t.served("acme", "qa").await, "qa-r1");
+    // What comes after it is applied as usual.
+    let v2 = json_file(
+        dir.path(),
+        "v2.json",
+        &snapshot(2, vec![project("acme", 1), project("keep", 2)]),
+    );
+    assert_eq!(publish(&redis.url, &sign, &v2).0, 0);
+    t.wait_revision("keep", 2).await;
+}

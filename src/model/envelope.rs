@@ -102,7 +102,14 @@ pub enum EnvelopeError {
     Base64 { field: &'static str },
     #[error("envelope payload is not UTF-8")]
     NotUtf8,
+    /// More signatures than anyone signs with: each would be verified, so
+    /// a crafted envelope could cost many verifications per fetch.
+    #[error("envelope has {0} signatures; at most {MAX_SIGNATURES} are read")]
+    TooManySignatures(usize),
 }
+
+/// The most signatures an envelope may carry (a key rotation needs two).
+pub const MAX_SIGNATURES: usize = 16;
 
 /// True when `json` (one JSON value) is an object with a top-level
 /// `payloadType` key: it is then read as an envelope, whatever else it
@@ -190,6 +197,9 @@ impl<'de> Deserialize<'de> for KeyText<'de> {
 pub fn parse(json: &str) -> Result<Seal, EnvelopeError> {
     let raw: RawEnvelope =
         serde_json::from_str(json).map_err(|e| EnvelopeError::Shape(e.to_string()))?;
+    if raw.signatures.len() > MAX_SIGNATURES {
+        return Err(EnvelopeError::TooManySignatures(raw.signatures.len()));
+    }
     let payload = decode(&raw.payload, "payload")?;
     if std::str::from_utf8(&payload).is_err() {
         return Err(EnvelopeError::NotUtf8);
@@ -334,6 +344,23 @@ mod tests {
             parse(r#"{"payloadType":"t"}"#),
             Err(EnvelopeError::Shape(_))
         ));
+    }
+
+    /// A crafted envelope cannot make the writer verify thousands of
+    /// signatures: more than [`MAX_SIGNATURES`] is refused unread.
+    #[test]
+    fn an_envelope_with_too_many_signatures_is_refused() {
+        let sig = Signature {
+            keyid: String::new(),
+            sig: vec![0; 64],
+        };
+        let text = encode("t", b"{}", &vec![sig.clone(); MAX_SIGNATURES]);
+        assert_eq!(parse(&text).unwrap().signatures.len(), MAX_SIGNATURES);
+        let text = encode("t", b"{}", &vec![sig; MAX_SIGNATURES + 1]);
+        assert_eq!(
+            parse(&text).unwrap_err(),
+            EnvelopeError::TooManySignatures(MAX_SIGNATURES + 1)
+        );
     }
 
     #[test]

@@ -942,6 +942,14 @@ impl Judge<'_> {
                 };
             }
         }
+        // What could not be read at all (an envelope that does not parse
+        // among it) says why, signatures required or not.
+        if let Content::Unreadable(message) = incoming.content {
+            return rejected(ValidationError {
+                reason: Reason::Malformed,
+                message,
+            });
+        }
         if self.trust.require_signatures {
             return rejected(ValidationError {
                 reason: Reason::Unsigned,
@@ -950,10 +958,7 @@ impl Judge<'_> {
         }
         match incoming.content {
             Content::Document(doc) => self.validated(*doc, previous, None),
-            Content::Unreadable(message) => rejected(ValidationError {
-                reason: Reason::Malformed,
-                message,
-            }),
+            Content::Unreadable(_) => Judged::Unchanged,
             // Only an envelope makes these.
             Content::Tombstone(_) | Content::Sealed | Content::TooLarge(_) => Judged::Unchanged,
         }
