@@ -125,6 +125,17 @@ async fn served_unsigned_then_stopped(dir: &Path, source: &str) {
     assert!(dir.join("lkg.json").exists());
 }
 
+/// The sample copied to `snapshot.json` in `dir` and served unsigned by
+/// a sidecar that then stopped (its cache holds it): the file's path and
+/// the `[source]` lines reading it.
+async fn file_served_unsigned_then_stopped(dir: &Path) -> (PathBuf, String) {
+    let snapshot = dir.join("snapshot.json");
+    std::fs::copy(sample(), &snapshot).unwrap();
+    let source = format!("kind = \"file\"\npath = \"{}\"", snapshot.display());
+    served_unsigned_then_stopped(dir, &source).await;
+    (snapshot, source)
+}
+
 fn sample() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("config/snapshot.json")
 }
@@ -132,10 +143,7 @@ fn sample() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_direct_switch_over_a_file_serves_nothing_until_the_signed_file_then_all_of_it() {
     let dir = tempfile::tempdir().unwrap();
-    let snapshot = dir.path().join("snapshot.json");
-    std::fs::copy(sample(), &snapshot).unwrap();
-    let source = format!("kind = \"file\"\npath = \"{}\"", snapshot.display());
-    served_unsigned_then_stopped(dir.path(), &source).await;
+    let (snapshot, source) = file_served_unsigned_then_stopped(dir.path()).await;
 
     let (private, public) = keygen(dir.path());
     // Restarted requiring signatures while the file is being replaced
@@ -165,10 +173,7 @@ async fn the_direct_switch_over_a_file_serves_nothing_until_the_signed_file_then
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_staged_migration_over_a_file_keeps_every_project_served() {
     let dir = tempfile::tempdir().unwrap();
-    let snapshot = dir.path().join("snapshot.json");
-    std::fs::copy(sample(), &snapshot).unwrap();
-    let source = format!("kind = \"file\"\npath = \"{}\"", snapshot.display());
-    served_unsigned_then_stopped(dir.path(), &source).await;
+    let (snapshot, source) = file_served_unsigned_then_stopped(dir.path()).await;
     let (private, public) = keygen(dir.path());
     // A key trusted, not required: the signed copies replace the plain.
     let node = SidecarProcess::start(&config(dir.path(), &source, &trusting(&public, false)), &[]);
@@ -199,14 +204,21 @@ fn publish(url: &str, key: Option<&Path>) -> String {
     out
 }
 
+/// A Redis holding the unsigned sample (`publish`), and the `[source]`
+/// lines following it; `None` without `redis-server`.
+fn redis_with_the_sample(dir: &Path) -> Option<(RedisServer, String)> {
+    let redis = RedisServer::start(dir, Setup::default())?;
+    publish(&redis.url, None);
+    let source = format!("kind = \"redis\"\nurl = \"{}\"", redis.url);
+    Some((redis, source))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_direct_switch_over_redis_serves_the_same_revisions_published_signed() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
+    let Some((redis, source)) = redis_with_the_sample(dir.path()) else {
         return;
     };
-    publish(&redis.url, None);
-    let source = format!("kind = \"redis\"\nurl = \"{}\"", redis.url);
     served_unsigned_then_stopped(dir.path(), &source).await;
 
     let (private, public) = keygen(dir.path());
@@ -238,11 +250,9 @@ async fn the_direct_switch_over_redis_serves_the_same_revisions_published_signed
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_staged_migration_over_redis_keeps_every_project_served() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
+    let Some((redis, source)) = redis_with_the_sample(dir.path()) else {
         return;
     };
-    publish(&redis.url, None);
-    let source = format!("kind = \"redis\"\nurl = \"{}\"", redis.url);
     let (private, public) = keygen(dir.path());
     let node = SidecarProcess::start(&config(dir.path(), &source, &trusting(&public, false)), &[]);
     let out = publish(&redis.url, Some(&private));

@@ -36,6 +36,28 @@ async fn start(config: Config, clock: Option<&ManualClock>) -> TestSidecar {
 }
 
 /// The key ids the sidecar's kept envelope of `id` was signed by.
+/// `acme` and `keep` at revision 1 published signed with a new key `cp`
+/// to the Redis at `url`, and a sidecar (config `tweak`ed) that follows
+/// it requiring that key, ready.
+async fn signed_acme_and_keep(
+    dir: &Path,
+    url: &str,
+    tweak: impl FnOnce(&mut Config),
+) -> (TestKey, TestSidecar) {
+    let key = TestKey::new(dir, "cp");
+    let v1 = json_file(
+        dir,
+        "v1.json",
+        &snapshot(1, vec![project("acme", 1), project("keep", 1)]),
+    );
+    let sign = ["--sign-key", key.private_file.to_str().unwrap()];
+    assert_eq!(publish(url, &sign, &v1).0, 0);
+    let cache = dir.join("lkg.json");
+    let mut config = signed_redis_follower(dir, url, &[&key.public_file], &cache);
+    tweak(&mut config);
+    (key, start(config, None).await)
+}
+
 fn signed_by(t: &TestSidecar, id: &str) -> Option<Vec<String>> {
     t.sidecar
         .store()
@@ -347,18 +369,10 @@ async fn a_document_over_the_size_limit_is_refused_unread_from_the_hash_and_the_
     let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
         return;
     };
-    let key = TestKey::new(dir.path(), "cp");
-    let v1 = json_file(
-        dir.path(),
-        "v1.json",
-        &snapshot(1, vec![project("acme", 1), project("keep", 1)]),
-    );
-    let sign = ["--sign-key", key.private_file.to_str().unwrap()];
-    assert_eq!(publish(&redis.url, &sign, &v1).0, 0);
-    let cache = dir.path().join("lkg.json");
-    let mut config = signed_redis_follower(dir.path(), &redis.url, &[&key.public_file], &cache);
-    config.source.max_document_bytes = 64 << 10;
-    let t = start(config, None).await;
+    let (_, t) = signed_acme_and_keep(dir.path(), &redis.url, |c| {
+        c.source.max_document_bytes = 64 << 10
+    })
+    .await;
 
     // A forged envelope of 1 MiB: through the stream, then (the stream
     // deleted) through a full load, then a forced one-project refresh.
@@ -397,17 +411,7 @@ async fn an_envelope_with_thousands_of_signatures_is_refused_unverified() {
     let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
         return;
     };
-    let key = TestKey::new(dir.path(), "cp");
-    let v1 = json_file(
-        dir.path(),
-        "v1.json",
-        &snapshot(1, vec![project("acme", 1), project("keep", 1)]),
-    );
-    let sign = ["--sign-key", key.private_file.to_str().unwrap()];
-    assert_eq!(publish(&redis.url, &sign, &v1).0, 0);
-    let cache = dir.path().join("lkg.json");
-    let config = signed_redis_follower(dir.path(), &redis.url, &[&key.public_file], &cache);
-    let t = start(config, None).await;
+    let (key, t) = signed_acme_and_keep(dir.path(), &redis.url, |_| {}).await;
 
     let mut flood = forged(&project("acme", 2), "cp");
     let one = json!({"sig": "A".repeat(86) + "=="});
@@ -424,6 +428,7 @@ async fn an_envelope_with_thousands_of_signatures_is_refused_unverified() {
         "v2.json",
         &snapshot(2, vec![project("acme", 1), project("keep", 2)]),
     );
+    let sign = ["--sign-key", key.private_file.to_str().unwrap()];
     assert_eq!(publish(&redis.url, &sign, &v2).0, 0);
     t.wait_revision("keep", 2).await;
 }
