@@ -153,10 +153,37 @@ impl RedisServer {
                 .expect("redis-server starts"),
         );
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while !self.answers() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "redis-server on port {} exited ({status}): see {}",
+                    self.port,
+                    self.dir.join(format!("redis-{}.log", self.port)).display()
+                );
+            }
             assert!(Instant::now() < deadline, "redis-server did not listen");
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Whether the server answers: a Redis reply to `PING` (`+PONG`, or an
+    /// error such as `-NOAUTH`) over plain TCP. A bare connect is not
+    /// enough: a connect to a port nobody listens on yet can meet itself
+    /// (TCP simultaneous open), and would then read its own `PING` back.
+    /// Over TLS only the connect is checked.
+    fn answers(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        if !self.url.starts_with("redis://") {
+            return true;
+        }
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut first = [0u8; 1];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut first).is_ok()
+            && matches!(first[0], b'+' | b'-')
     }
 
     /// SIGKILL: Redis is gone, as in a crash.
