@@ -1,5 +1,6 @@
 //! Configuration: the TOML file, its defaults, and validation of every key;
-//! [`source`]: `[source]`, one typed config per kind; [`secret`]: where
+//! [`source`]: `[source]`, one typed config per kind; [`report`]:
+//! `[report]`, its own Redis read as the source's; [`secret`]: where
 //! secrets come from.
 //!
 //! Every key is optional. An unknown key, a wrong type or a bad value
@@ -18,8 +19,11 @@ use std::time::Duration;
 use http::HeaderName;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub mod report;
 pub mod secret;
 pub mod source;
+
+pub use report::{ReportConfig, ReportsTo};
 
 pub use source::{
     is_redis_url, FileConfig, HttpConfig, ReadFrom, RedisConfig, Source, SourceConfig, SourceKind,
@@ -212,106 +216,6 @@ pub struct NodeConfig {
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
-/// The served report each sidecar publishes for fleet commands.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReportConfig {
-    /// Publish it (to the Redis source, or to the control plane over
-    /// HTTP; the file source only with `redis_url`).
-    pub enabled: bool,
-    /// Heartbeat: the report is written at least this often; it expires
-    /// after three of them.
-    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
-    pub interval: Duration,
-    /// At most one write this often: a burst of changes is one write.
-    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
-    pub min_interval: Duration,
-    /// Where reports go instead of `source.url` (a primary, when data is
-    /// read from a replica); for the file source, enables Redis reports.
-    pub redis_url: String,
-    /// The variable holding that Redis' password (empty: `source.token_env`).
-    pub token_env: String,
-    /// TLS to that Redis (as `source.tls_*`; empty: the source's when it
-    /// reports beside it).
-    #[serde(skip_serializing_if = "path_is_empty")]
-    pub tls_ca_file: PathBuf,
-    #[serde(skip_serializing_if = "path_is_empty")]
-    pub tls_cert_file: PathBuf,
-    #[serde(skip_serializing_if = "path_is_empty")]
-    pub tls_key_file: PathBuf,
-}
-
-fn path_is_empty(p: &Path) -> bool {
-    p.as_os_str().is_empty()
-}
-
-impl ReportConfig {
-    /// The TLS files of `report.redis_url`.
-    pub fn tls(&self) -> TlsFiles {
-        let file = |p: &PathBuf| (!p.as_os_str().is_empty()).then(|| p.clone());
-        TlsFiles {
-            ca_file: file(&self.tls_ca_file),
-            cert_file: file(&self.tls_cert_file),
-            key_file: file(&self.tls_key_file),
-        }
-    }
-}
-
-/// Where a sidecar's reports go (and where fleet commands read them).
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReportsTo {
-    Redis(RedisConfig),
-    ControlPlane(HttpConfig),
-}
-
-impl Config {
-    /// Reports go to `report.redis_url` (with its own password variable
-    /// and TLS files when set), else beside the source: the Redis source
-    /// to its Redis, the HTTP source to its control plane, the file
-    /// source nowhere. Whether they are sent at all is `report.enabled`.
-    pub fn reports_to(&self) -> Option<ReportsTo> {
-        let r = &self.report;
-        let non_empty = |text: &str| (!text.is_empty()).then(|| text.to_owned());
-        let elsewhere = |token_env: &str| RedisConfig {
-            token_env: non_empty(&r.token_env).unwrap_or_else(|| token_env.to_owned()),
-            tls: r.tls(),
-            ..RedisConfig::new(r.redis_url.clone())
-        };
-        match (&self.source.kind, r.redis_url.is_empty()) {
-            (Source::Redis(source), true) => Some(ReportsTo::Redis(source.clone())),
-            (Source::Redis(source), false) => {
-                let to = elsewhere(&source.token_env);
-                Some(ReportsTo::Redis(RedisConfig {
-                    url: to.url,
-                    token_env: to.token_env,
-                    tls: to.tls,
-                    read_from: None,
-                    ..source.clone()
-                }))
-            }
-            (Source::Http(h), false) => Some(ReportsTo::Redis(elsewhere(&h.token_env))),
-            (Source::Http(h), true) => Some(ReportsTo::ControlPlane(h.clone())),
-            (Source::File(_), false) => Some(ReportsTo::Redis(elsewhere(DEFAULT_TOKEN_ENV))),
-            (Source::File(_), true) => None,
-        }
-    }
-}
-
-impl Default for ReportConfig {
-    fn default() -> Self {
-        ReportConfig {
-            enabled: true,
-            interval: Duration::from_secs(10),
-            min_interval: Duration::from_secs(1),
-            redis_url: String::new(),
-            token_env: String::new(),
-            tls_ca_file: PathBuf::new(),
-            tls_cert_file: PathBuf::new(),
-            tls_key_file: PathBuf::new(),
-        }
-    }
-}
-
 /// True for a node id of 1-128 of `A-Z a-z 0-9 . _ : -`.
 pub fn is_valid_node_id(id: &str) -> bool {
     (1..=MAX_NODE_ID_LEN).contains(&id.len())
@@ -411,6 +315,7 @@ impl Config {
         let mut errors = Vec::new();
         let mut config = Config::default();
         let mut raw_source = None;
+        let mut raw_report = None;
         for (name, value) in table {
             let mut section = |into: &mut dyn FnMut(toml::Value) -> Result<(), SectionError>| {
                 if let Err(e) = into(value.clone()) {
@@ -431,7 +336,12 @@ impl Config {
                 "log" => section(&mut |v| read(v, &mut config.log)),
                 "trust" => section(&mut |v| read(v, &mut config.trust)),
                 "node" => section(&mut |v| read(v, &mut config.node)),
-                "report" => section(&mut |v| read(v, &mut config.report)),
+                "report" => section(&mut |v| {
+                    let mut raw = report::RawReport::default();
+                    read(v, &mut raw)?;
+                    raw_report = Some(raw);
+                    Ok(())
+                }),
                 _ => errors.push(ConfigError::Parse {
                     path: path.to_owned(),
                     key: name.clone(),
@@ -440,6 +350,9 @@ impl Config {
             }
         }
         config.source = raw_source.unwrap_or_default().into_config(&mut errors);
+        config.report = raw_report
+            .unwrap_or_default()
+            .into_config(&config.source, &mut errors);
         errors.extend(config.problems());
         if errors.is_empty() {
             Ok(config)
@@ -498,30 +411,12 @@ impl Config {
             "must be a level (error, warn, info, debug, trace) or target=level list",
         );
         self.node_problems(&mut errors);
-        let r = &self.report;
-        if !r.redis_url.is_empty() {
-            source::check_redis_url(
-                &r.redis_url,
-                "report.redis_url",
-                "report.token_env",
-                &mut errors,
-            );
-        }
+        self.report.problems(&mut errors);
         let mut check = |ok: bool, key: &'static str, message: &str| {
             if !ok {
                 errors.push(invalid(key, message));
             }
         };
-        check(
-            !r.interval.is_zero() && !r.min_interval.is_zero(),
-            "report.interval",
-            "report.interval and report.min_interval must be greater than zero",
-        );
-        check(
-            r.min_interval <= r.interval,
-            "report.min_interval",
-            "must not exceed report.interval",
-        );
         check(
             !(self.trust.require_signatures && self.trust.keys.is_empty()),
             "trust.keys",
@@ -569,7 +464,9 @@ impl Config {
         if let Source::Redis(r) = &self.source.kind {
             sections.push(("source", r.tls.clone()));
         }
-        sections.push(("report", self.report.tls()));
+        if let Some(r) = &self.report.redis {
+            sections.push(("report", r.tls.clone()));
+        }
         for (section, tls) in &sections {
             for (key, path, what) in tls_keys(section, tls) {
                 if let Err(message) = read_pem(path, what) {

@@ -131,6 +131,38 @@ pub struct TlsFiles {
     pub key_file: Option<PathBuf>,
 }
 
+impl TlsFiles {
+    /// The files set, as `tls_ca_file`, `tls_cert_file` and `tls_key_file`
+    /// entries of `map` (the keys of `[source]` and `[report]` alike).
+    pub(super) fn serialize_into<M: SerializeMap>(&self, map: &mut M) -> Result<(), M::Error> {
+        for (key, file) in [
+            ("tls_ca_file", &self.ca_file),
+            ("tls_cert_file", &self.cert_file),
+            ("tls_key_file", &self.key_file),
+        ] {
+            if let Some(file) = file {
+                map.serialize_entry(key, &file.display().to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The files of three optional keys; an empty path is no file.
+    pub(super) fn of(ca: Option<PathBuf>, cert: Option<PathBuf>, key: Option<PathBuf>) -> TlsFiles {
+        let file = |p: Option<PathBuf>| p.filter(|p| !p.as_os_str().is_empty());
+        TlsFiles {
+            ca_file: file(ca),
+            cert_file: file(cert),
+            key_file: file(key),
+        }
+    }
+
+    /// True when no file is named.
+    pub fn is_empty(&self) -> bool {
+        self == &TlsFiles::default()
+    }
+}
+
 /// Which node a Redis follower reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -246,7 +278,9 @@ pub(super) struct RawSource {
     max_document_bytes: Option<usize>,
 }
 
-fn some_duration<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+pub(super) fn some_duration<'de, D: serde::Deserializer<'de>>(
+    de: D,
+) -> Result<Option<Duration>, D::Error> {
     duration(de).map(Some)
 }
 
@@ -374,16 +408,15 @@ impl RawSource {
                 "must be non-empty, without braces",
             ));
         }
-        let file = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
         RedisConfig {
             url: url.unwrap_or_default(),
             key_prefix,
             token_env,
-            tls: TlsFiles {
-                ca_file: file(&self.tls_ca_file),
-                cert_file: file(&self.tls_cert_file),
-                key_file: file(&self.tls_key_file),
-            },
+            tls: TlsFiles::of(
+                self.tls_ca_file.clone(),
+                self.tls_cert_file.clone(),
+                self.tls_key_file.clone(),
+            ),
             read_from: self.read_from,
             timing,
         }
@@ -479,15 +512,7 @@ impl Serialize for SourceConfig {
                 if let Some(read_from) = r.read_from {
                     map.serialize_entry("read_from", &read_from)?;
                 }
-                for (key, file) in [
-                    ("tls_ca_file", &r.tls.ca_file),
-                    ("tls_cert_file", &r.tls.cert_file),
-                    ("tls_key_file", &r.tls.key_file),
-                ] {
-                    if let Some(file) = file {
-                        map.serialize_entry(key, &file.display().to_string())?;
-                    }
-                }
+                r.tls.serialize_into(&mut map)?;
             }
         }
         map.serialize_entry("poll_interval", &d(self.poll_interval))?;

@@ -25,8 +25,8 @@ pub fn render(config: &Config, env: &Env, source_path: &str) -> Result<String, S
         Source::Http(h) => secrets.push(("source.token_env", &h.token_env)),
         Source::Redis(r) => secrets.push(("source.token_env", &r.token_env)),
     }
-    if !config.report.token_env.is_empty() {
-        secrets.push(("report.token_env", &config.report.token_env));
+    if let Some(r) = &config.report.redis {
+        secrets.push(("report.token_env", &r.token_env));
     }
     let mut out = format!("# effective configuration ({source_path}); every check passed\n");
     out.push_str(&config.to_toml());

@@ -275,16 +275,16 @@ impl FleetFrom {
         };
         let config = sidecar_config(&path)?;
         // Reports sent elsewhere: the positions are at the source.
-        let at_source = match (&config.source.kind, config.report.redis_url.is_empty()) {
-            (_, true) => None,
-            (Source::Redis(source), false) => Some(Store::Redis(
+        let at_source = match (&config.source.kind, &config.report.redis) {
+            (_, None) => None,
+            (Source::Redis(source), Some(_)) => Some(Store::Redis(
                 RedisLogin::default().target(source.url.clone(), Some(source)),
             )),
-            (Source::Http(h), false) => Some(control_plane(h.url.clone(), &h.token_env)),
-            (Source::File(_), false) => None,
+            (Source::Http(h), Some(_)) => Some(control_plane(h.url.clone(), &h.token_env)),
+            (Source::File(_), Some(_)) => None,
         };
         let positions = flagged.or(at_source);
-        match config.reports_to() {
+        match config.report.to(&config.source.kind) {
             Some(ReportsTo::Redis(r)) => Ok(Target {
                 reports: Store::Redis(self.login.target(r.url.clone(), Some(&r))),
                 positions,

@@ -459,7 +459,7 @@ pub fn sink_for(
     if !config.report.enabled {
         return Ok(None);
     }
-    match config.reports_to() {
+    match config.report.to(&config.source.kind) {
         Some(ReportsTo::Redis(target)) => {
             let timeout = target.timing.request_timeout;
             let connector = Connector::new(Settings {
