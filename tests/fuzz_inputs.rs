@@ -270,7 +270,7 @@ fn damaged(doc: Value, cut: usize, flip: Option<(usize, u8)>) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: common::scaled(1000), ..ProptestConfig::default() })]
 
     #[test]
     fn documents_are_accepted_exactly_when_they_keep_every_rule(doc in document()) {
@@ -458,7 +458,7 @@ fn the_signed_seed_is_served_and_an_unsigned_copy_is_not() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(common::scaled(512)))]
 
     /// Any single-byte change inside the payload or the signature of a
     /// signed document is rejected: it either no longer decodes, or
@@ -562,7 +562,7 @@ fn the_document_generator_reaches_both_sides_of_the_rules() {
     );
     let strategy = document();
     let mut reasons = std::collections::BTreeMap::new();
-    let total = 2000;
+    let total = common::scaled(2000);
     let mut accepted = 0;
     for _ in 0..total {
         let doc = strategy.new_tree(&mut runner).expect("generates").current();

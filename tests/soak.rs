@@ -6,8 +6,8 @@
 //! file descriptors must stay flat; once the faults stop the sidecar must
 //! converge on the control plane's final state and cache it.
 //!
-//! 30 s by default (two cycles of every fault), so the README's `cargo
-//! test` stays short; `SOAK_SECONDS=600 cargo test --release --test soak
+//! 30 s under `ENV_SIDECAR_LONG_TESTS` (CI), 10 s in a plain `cargo
+//! test` (two cycles of every fault either way); `SOAK_SECONDS=600 cargo test --release --test soak
 //! -- --nocapture` soaks longer and prints the figures.
 //!
 //! A second soak does the same with the sidecar following Redis as a
@@ -17,8 +17,8 @@
 //! stalled (`DEBUG SLEEP`), the primary killed (the sentinels fail over;
 //! it comes back empty and rejoins as a replica), everything flushed
 //! (the simulator repopulates in several transactions). No project that
-//! exists may ever answer anything but a 200. 30 s by default
-//! (`REDIS_SOAK_SECONDS`).
+//! exists may ever answer anything but a 200. 30 s or 10 s like the
+//! first (`REDIS_SOAK_SECONDS`).
 //!
 //! `SOAK_SIGNED=1` runs both signed: the simulator signs every document
 //! (removals become signed tombstones) and the sidecar requires
@@ -43,6 +43,15 @@ const ALL: usize = 200;
 const FINAL_REVISION: u64 = 1_000_000;
 /// A pointer value only rejected documents carry.
 const MARKER: &str = "FROM-A-REJECTED-DOCUMENT";
+
+/// A soak's length unless `SOAK_SECONDS` / `REDIS_SOAK_SECONDS` say.
+fn default_seconds() -> u64 {
+    if common::long_tests() {
+        30
+    } else {
+        10
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 enum Phase {
@@ -74,7 +83,7 @@ async fn a_soak_under_every_fault_loses_nothing_leaks_nothing_and_converges() {
     let total: u64 = std::env::var("SOAK_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+        .unwrap_or_else(default_seconds);
     let cycles = (total / 30).max(2);
     let phase_len = Duration::from_secs(total) / (cycles as u32 * PHASES.len() as u32);
 
@@ -416,7 +425,7 @@ async fn a_redis_soak_under_redis_faults_loses_nothing_and_converges() {
     let total: u64 = std::env::var("REDIS_SOAK_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+        .unwrap_or_else(default_seconds);
     let cycles = (total / 15).max(2);
     let phase_len = Duration::from_secs(total) / (cycles as u32 * REDIS_PHASES.len() as u32);
     let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), None)

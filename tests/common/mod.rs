@@ -604,6 +604,24 @@ pub async fn raw_get(addr: std::net::SocketAddr, path: &[u8]) -> (u16, String) {
 pub mod rules;
 pub mod targets;
 
+/// Whether the long forms run: the soaks at their full length, the scale
+/// tests at full scale, the property tests with all their cases. CI sets
+/// `ENV_SIDECAR_LONG_TESTS=1`; a plain `cargo test` runs the short forms
+/// (the same assertions on less), so a newcomer's run stays short.
+pub fn long_tests() -> bool {
+    std::env::var_os("ENV_SIDECAR_LONG_TESTS").is_some_and(|v| v != "0")
+}
+
+/// `long` under [`long_tests`], a quarter of it otherwise: how many
+/// generated cases a property test runs, or a scale test holds.
+pub fn scaled(long: u32) -> u32 {
+    if long_tests() {
+        long
+    } else {
+        (long / 4).max(1)
+    }
+}
+
 /// A system program a test drives for real (nginx, prometheus, promtool).
 /// Where it is missing the test is skipped with a printed reason, unless
 /// `ENV_SIDECAR_REQUIRE_TOOLS` is set: CI sets it after installing them,
