@@ -18,9 +18,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
+use env_sidecar::model::origin::Origin;
 use env_sidecar::model::wire::parse_snapshot;
 use env_sidecar::sim::generate;
-use env_sidecar::store::{ApplyOptions, Store, Update};
+use env_sidecar::store::{Contents, Store, Update};
 
 /// The system allocator, counting live bytes and allocations.
 struct Counting;
@@ -88,12 +89,9 @@ fn main() {
     let json = generate::snapshot_json(10_000, 1);
     let (bytes_before, allocations_before) = live();
     let (store, mut writer) = Store::new(0.5);
-    let opts = ApplyOptions {
-        now: SystemTime::now(),
-        allow_mass_removal: false,
-    };
+    let contents = Contents::Snapshot(parse_snapshot(&json).unwrap());
     writer
-        .apply(Update::Snapshot(parse_snapshot(&json).unwrap()), opts)
+        .apply(Update::new(Origin::Snapshot, contents), SystemTime::now())
         .unwrap();
     let (bytes_after, allocations_after) = live();
     println!(

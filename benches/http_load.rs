@@ -27,9 +27,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use env_sidecar::model::origin::Origin;
 use env_sidecar::model::wire::parse_snapshot;
 use env_sidecar::sim::generate;
-use env_sidecar::store::{ApplyOptions, Store, Update};
+use env_sidecar::store::{Contents, Store, Update};
 use support::{Load, Target};
 
 const PROJECTS: usize = 10_000;
@@ -191,11 +192,8 @@ fn main() {
 fn typical_answer(snapshot: &[u8]) -> Vec<u8> {
     let (store, mut writer) = Store::new(0.5);
     let body = parse_snapshot(snapshot).unwrap();
-    let opts = ApplyOptions {
-        now: std::time::SystemTime::now(),
-        allow_mass_removal: false,
-    };
-    writer.apply(Update::Snapshot(body), opts).unwrap();
+    let update = Update::new(Origin::Snapshot, Contents::Snapshot(body));
+    writer.apply(update, std::time::SystemTime::now()).unwrap();
     store
         .resolve_with(&generate::project_id(42), Some("staging"), false, |a| {
             a.body()

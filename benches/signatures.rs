@@ -17,10 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use env_sidecar::model::keys;
+use env_sidecar::model::origin::{MassRemoval, Origin};
 use env_sidecar::model::trust::Trust;
 use env_sidecar::model::wire::parse_snapshot;
 use env_sidecar::sim::generate;
-use env_sidecar::store::{ApplyOptions, Store, StoreWriter, Update};
+use env_sidecar::store::{Contents, Store, StoreWriter, Update};
 
 mod support;
 
@@ -117,11 +118,11 @@ fn apply(writer: &mut StoreWriter, json: &str, expect_added: usize) -> Timing {
     let body = parse_snapshot(json.as_bytes()).expect("parses");
     let report = writer
         .apply(
-            Update::Snapshot(body),
-            ApplyOptions {
-                now: SystemTime::now(),
-                allow_mass_removal: true,
-            },
+            Update::new(
+                Origin::Refresh(MassRemoval::Allowed),
+                Contents::Snapshot(body),
+            ),
+            SystemTime::now(),
         )
         .expect("applies");
     let timing = Timing {

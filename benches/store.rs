@@ -9,16 +9,17 @@ use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use env_sidecar::model::origin::Origin;
 use env_sidecar::model::validate::validate;
 use env_sidecar::model::wire::{parse_snapshot, Content, Incoming, SnapshotBody};
 use env_sidecar::sim::generate;
-use env_sidecar::store::{ApplyOptions, Store, StoreWriter, Update};
+use env_sidecar::store::{Contents, Store, StoreWriter, Update};
 
-fn opts() -> ApplyOptions {
-    ApplyOptions {
-        now: SystemTime::now(),
-        allow_mass_removal: false,
-    }
+/// Applies `contents` as news from the source, now.
+fn apply(writer: &mut StoreWriter, contents: Contents) -> env_sidecar::store::ApplyReport {
+    writer
+        .apply(Update::new(Origin::Snapshot, contents), SystemTime::now())
+        .expect("applies")
 }
 
 fn loaded(n: usize) -> (Store, StoreWriter) {
@@ -30,9 +31,7 @@ fn loaded(n: usize) -> (Store, StoreWriter) {
             .collect(),
         ..SnapshotBody::default()
     };
-    writer
-        .apply(Update::Snapshot(body), opts())
-        .expect("applies");
+    apply(&mut writer, Contents::Snapshot(body));
     (store, writer)
 }
 
@@ -48,11 +47,11 @@ fn replace_one(c: &mut Criterion) {
                     generate::project(n / 2, revision, None)
                 },
                 |doc| {
-                    let update = Update::Project {
+                    let contents = Contents::Project {
                         id: doc.id.clone(),
                         document: Some(Incoming::document(doc)),
                     };
-                    black_box(writer.apply(update, opts()).expect("applies"))
+                    black_box(apply(&mut writer, contents))
                 },
                 BatchSize::SmallInput,
             )
@@ -74,9 +73,7 @@ fn full_snapshot(c: &mut Criterion) {
                 || Store::new(0.5),
                 |(store, mut writer)| {
                     let body = parse_snapshot(&json).expect("parses");
-                    writer
-                        .apply(Update::Snapshot(body), opts())
-                        .expect("applies");
+                    apply(&mut writer, Contents::Snapshot(body));
                     // Dropping 100k projects is not part of applying them.
                     store
                 },
@@ -97,9 +94,7 @@ fn reapply_unchanged(c: &mut Criterion) {
     group.bench_function(BenchmarkId::from_parameter(n), |b| {
         b.iter(|| {
             let body = parse_snapshot(&json).expect("parses");
-            let report = writer
-                .apply(Update::Snapshot(body), opts())
-                .expect("applies");
+            let report = apply(&mut writer, Contents::Snapshot(body));
             assert_eq!(report.unchanged, n);
             black_box(report)
         })
@@ -156,16 +151,12 @@ fn scheduled_burst(c: &mut Criterion) {
                         Incoming::document(doc)
                     })
                     .collect();
-                writer
-                    .apply(
-                        Update::Snapshot(SnapshotBody {
-                            cursor: env_sidecar::model::cursor::Cursor::Revision(1),
-                            projects,
-                            ..SnapshotBody::default()
-                        }),
-                        opts(),
-                    )
-                    .expect("applies");
+                let body = SnapshotBody {
+                    cursor: env_sidecar::model::cursor::Cursor::Revision(1),
+                    projects,
+                    ..SnapshotBody::default()
+                };
+                apply(&mut writer, Contents::Snapshot(body));
                 (store, writer)
             },
             |(store, mut writer)| {

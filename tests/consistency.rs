@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use env_sidecar::model::origin::{MassRemoval, Origin};
 use env_sidecar::model::wire::{Incoming, SnapshotBody, WireProject};
-use env_sidecar::store::{ApplyOptions, Store, Update};
+use env_sidecar::store::{Contents, Store, Update};
 use serde_json::{json, Value};
 
 const PROJECTS: usize = 20;
@@ -61,10 +62,6 @@ fn check(body: &Value, header_revision: Option<&str>) -> u64 {
 #[test]
 fn in_process_readers_never_see_mixed_or_rejected_revisions() {
     let (store, mut writer) = Store::new(0.5);
-    let opts = || ApplyOptions {
-        now: SystemTime::now(),
-        allow_mass_removal: false,
-    };
     let initial = (0..PROJECTS)
         .map(|i| {
             Incoming::document(serde_json::from_value::<WireProject>(tagged(i, 1, false)).unwrap())
@@ -72,12 +69,15 @@ fn in_process_readers_never_see_mixed_or_rejected_revisions() {
         .collect();
     writer
         .apply(
-            Update::Snapshot(SnapshotBody {
-                cursor: env_sidecar::model::cursor::Cursor::Revision(1),
-                projects: initial,
-                ..SnapshotBody::default()
-            }),
-            opts(),
+            Update::new(
+                Origin::Snapshot,
+                Contents::Snapshot(SnapshotBody {
+                    cursor: env_sidecar::model::cursor::Cursor::Revision(1),
+                    projects: initial,
+                    ..SnapshotBody::default()
+                }),
+            ),
+            SystemTime::now(),
         )
         .unwrap();
 
@@ -120,11 +120,14 @@ fn in_process_readers_never_see_mixed_or_rejected_revisions() {
         let doc = serde_json::from_value::<WireProject>(tagged(i, revisions[i], bad)).unwrap();
         writer
             .apply(
-                Update::Project {
-                    id: format!("p{i}"),
-                    document: Some(Incoming::document(doc)),
-                },
-                opts(),
+                Update::new(
+                    Origin::Refresh(MassRemoval::Guarded),
+                    Contents::Project {
+                        id: format!("p{i}"),
+                        document: Some(Incoming::document(doc)),
+                    },
+                ),
+                SystemTime::now(),
             )
             .unwrap();
         if bad {

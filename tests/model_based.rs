@@ -8,8 +8,9 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::time::SystemTime;
 
+use env_sidecar::model::origin::{MassRemoval, Origin};
 use env_sidecar::model::wire::{ChangesBody, Incoming, SnapshotBody, WireProject};
-use env_sidecar::store::{ApplyOptions, Store, StoreWriter, Update};
+use env_sidecar::store::{Contents, Store, StoreWriter, Update};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use serde_json::json;
@@ -145,9 +146,8 @@ fn observed(store: &Store) -> Model {
 
 fn step(writer: &mut StoreWriter, model: &mut Model, op: &Op, n: usize) {
     let stamp = |pos: usize| format!("s{n}-{pos}");
-    let opts = |allow| ApplyOptions {
-        now: SystemTime::now(),
-        allow_mass_removal: allow,
+    let apply = |writer: &mut StoreWriter, origin, contents| {
+        let _ = writer.apply(Update::new(origin, contents), SystemTime::now());
     };
     match op {
         Op::Changes { docs, removed } => {
@@ -169,7 +169,7 @@ fn step(writer: &mut StoreWriter, model: &mut Model, op: &Op, n: usize) {
                 removed: present,
                 ..ChangesBody::default()
             };
-            let _ = writer.apply(Update::Changes(body), opts(false));
+            apply(writer, Origin::Changes, Contents::Changes(body));
         }
         Op::Snapshot { docs, allow } => {
             let ids: HashSet<String> = docs.iter().map(|&(i, _, _)| id(i)).collect();
@@ -190,7 +190,12 @@ fn step(writer: &mut StoreWriter, model: &mut Model, op: &Op, n: usize) {
                 projects,
                 ..SnapshotBody::default()
             };
-            let _ = writer.apply(Update::Snapshot(body), opts(*allow));
+            let origin = if *allow {
+                Origin::Refresh(MassRemoval::Allowed)
+            } else {
+                Origin::Snapshot
+            };
+            apply(writer, origin, Contents::Snapshot(body));
         }
         Op::Project { id: i, doc } => {
             match doc {
@@ -205,13 +210,11 @@ fn step(writer: &mut StoreWriter, model: &mut Model, op: &Op, n: usize) {
                 }
             }
             let document = doc.map(|(r, v)| incoming(*i, r, v, &stamp(0)));
-            let _ = writer.apply(
-                Update::Project {
-                    id: id(*i),
-                    document,
-                },
-                opts(false),
-            );
+            let contents = Contents::Project {
+                id: id(*i),
+                document,
+            };
+            apply(writer, Origin::Refresh(MassRemoval::Guarded), contents);
         }
     }
 }
@@ -230,7 +233,7 @@ proptest! {
         let (store, mut writer) = Store::new(0.5);
         // A sync always starts with a snapshot (here an empty one).
         let empty = SnapshotBody::default();
-        writer.apply(Update::Snapshot(empty), ApplyOptions { now: SystemTime::now(), allow_mass_removal: false }).unwrap();
+        writer.apply(Update::new(Origin::Snapshot, Contents::Snapshot(empty)), SystemTime::now()).unwrap();
         let mut model = Model::default();
         for (n, op) in ops.iter().enumerate() {
             step(&mut writer, &mut model, op, n);

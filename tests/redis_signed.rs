@@ -202,8 +202,10 @@ async fn an_old_valid_envelope_replayed_after_a_restart_is_refused() {
     .await;
     eventually("the removal cached", || async {
         env_sidecar::sync::cache::load(&cache).is_ok_and(|c| {
-            c.floors
-                .contains(&("acme".to_owned(), env_sidecar::store::Floor::Removed(3)))
+            c.floors.contains(&(
+                "acme".to_owned(),
+                env_sidecar::model::floor::Floor::Removed(3),
+            ))
         })
     })
     .await;

@@ -517,7 +517,12 @@ async fn the_simulator_binary_signs_what_it_serves() {
         let seal = incoming.seal.as_ref().expect("an envelope");
         let opened = env_sidecar::model::wire::open(incoming.clone());
         trust
-            .check(seal, opened.stamps(), std::time::SystemTime::now(), true)
+            .check(
+                seal,
+                opened.stamps(),
+                std::time::SystemTime::now(),
+                &env_sidecar::model::origin::Origin::Snapshot,
+            )
             .expect("it verifies");
     }
 }

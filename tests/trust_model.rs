@@ -30,9 +30,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use env_sidecar::model::keys::{self, PublicKey, SigningKey};
+use env_sidecar::model::origin::Origin;
 use env_sidecar::model::trust::Trust;
 use env_sidecar::model::wire::{parse_element, ChangesBody, Incoming, WireProject};
-use env_sidecar::store::{ApplyOptions, Store, StoreWriter, Update};
+use env_sidecar::store::{Contents, Store, StoreWriter, Update};
 use env_sidecar::sync::cache;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -175,11 +176,8 @@ impl World {
             removed: removed.into_iter().collect(),
             ..ChangesBody::default()
         };
-        let opts = ApplyOptions {
-            now: self.now,
-            allow_mass_removal: false,
-        };
-        let _ = self.writer.apply(Update::Changes(body), opts);
+        let update = Update::new(Origin::Changes, Contents::Changes(body));
+        let _ = self.writer.apply(update, self.now);
     }
 
     fn envelope(&mut self, text: String) {
@@ -199,11 +197,7 @@ impl World {
         let cached = cache::decode(Path::new("model.cache"), &bytes).unwrap();
         let (store, mut writer) = Store::new(1.0);
         writer.set_trust(Arc::new(self.trust()));
-        let opts = ApplyOptions {
-            now: self.now,
-            allow_mass_removal: true,
-        };
-        writer.apply(cached.into_update(), opts).unwrap();
+        writer.apply(cached.into_update(), self.now).unwrap();
         self.store = store;
         self.writer = writer;
         self.required_since_restart = self.required;

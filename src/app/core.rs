@@ -27,7 +27,7 @@ use crate::sync::runtime::SyncRuntime;
 use crate::sync::status::Activity;
 use crate::sync::status::SyncStatus;
 use crate::sync::writer::{self, WriterHandle};
-use crate::sync::{self as sync, Origin, SourceCommand, SyncContext};
+use crate::sync::{self as sync, SourceCommand, SyncContext};
 use crate::telemetry::Metrics;
 
 /// How often histogram samples are folded into buckets between scrapes.
@@ -299,7 +299,7 @@ async fn load_cache(path: &Path, writer: &WriterHandle, status: &SyncStatus) {
         );
         Ok::<_, cache::CacheError>(cached.into_update())
     };
-    match writer.parse_and_apply(decode, Origin::Cache, true).await {
+    match writer.parse_and_apply("cache", decode).await {
         Ok(Ok(Ok(report))) => {
             // The data is as fresh as the file: staleness counts from its write.
             if let Ok(written) = std::fs::metadata(path).and_then(|m| m.modified()) {

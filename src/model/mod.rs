@@ -12,13 +12,17 @@
 //! * [`keys`]: Ed25519 key files; signing.
 //! * [`trust`]: which keys are believed, and the one check of a seal.
 //! * [`cursor`]: where a sidecar is in its source's history.
+//! * [`origin`]: where an update came from, and what that permits.
+//! * [`floor`]: how a project that is not served may come back.
 //! * [`timestamp`]: RFC 3339 in and out.
 //! * [`clock`]: the wall clock, injectable so tests never sleep.
 
 pub mod clock;
 pub mod cursor;
 pub mod envelope;
+pub mod floor;
 pub mod keys;
+pub mod origin;
 pub mod rejection;
 pub mod timestamp;
 pub mod trust;

@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use super::envelope::{Seal, Stamps, PROJECT_TYPE, TOMBSTONE_TYPE};
 use super::keys::PublicKey;
+use super::origin::Origin;
 use super::rejection::{Reason, ValidationError};
 use super::timestamp::{format_rfc3339, parse_rfc3339};
 
@@ -175,17 +176,19 @@ impl Trust {
         (!trusted.is_empty()).then_some(trusted)
     }
 
-    /// Step 2: the times of a verified payload, as of `now`;
-    /// `from_source` applies `max_signature_age` and `max_clock_skew`
-    /// (a document the sidecar accepted before, reloaded from its cache,
-    /// is neither aged out nor judged against a clock that moved since).
+    /// Step 2: the times of a verified payload, as of `now`; news from
+    /// the source ([`Origin::is_news`]) is held to `max_signature_age` and
+    /// `max_clock_skew` (a document the sidecar accepted before, reloaded
+    /// from its cache, is neither aged out nor judged against a clock that
+    /// moved since).
     pub fn stamps(
         &self,
         keyids: Vec<String>,
         stamps: Stamps<'_>,
         now: SystemTime,
-        from_source: bool,
+        origin: &Origin,
     ) -> Result<Verified, ValidationError> {
+        let from_source = origin.is_news();
         let time = |t: Option<&str>| t.and_then(|t| parse_rfc3339(t).ok());
         if self.mode != Mode::Sidecar {
             return Ok(Verified {
@@ -262,10 +265,10 @@ impl Trust {
         seal: &Seal,
         stamps: Stamps<'_>,
         now: SystemTime,
-        from_source: bool,
+        origin: &Origin,
     ) -> Result<Verified, ValidationError> {
         let keyids = self.verify(seal)?;
-        self.stamps(keyids, stamps, now, from_source)
+        self.stamps(keyids, stamps, now, origin)
     }
 
     /// The message of a `bad_signature`: the key ids tried, whether a
@@ -377,6 +380,11 @@ mod tests {
 
     const NOW: Duration = Duration::from_secs(1_800_000_000);
 
+    /// A document reloaded from the sidecar's own cache.
+    fn cached() -> Origin {
+        Origin::Cache(crate::model::origin::CacheRecord::default())
+    }
+
     fn signed(keyid: &str, payload: &[u8]) -> (Seal, PublicKey) {
         let (private, public) = generate(Some(keyid)).unwrap();
         let signer = parse_private(&private).unwrap();
@@ -463,7 +471,7 @@ mod tests {
             expires_at: expires,
         };
         trust
-            .check(seal, stamps, UNIX_EPOCH + NOW, true)
+            .check(seal, stamps, UNIX_EPOCH + NOW, &Origin::Snapshot)
             .map_err(|e| e.reason)
     }
 
@@ -533,7 +541,12 @@ mod tests {
             check(&trust, &seal, "yesterday", None),
             Err(Reason::Malformed)
         );
-        let no_stamp = trust.check(&seal, Stamps::default(), UNIX_EPOCH + NOW, true);
+        let no_stamp = trust.check(
+            &seal,
+            Stamps::default(),
+            UNIX_EPOCH + NOW,
+            &Origin::Snapshot,
+        );
         assert_eq!(no_stamp.unwrap_err().reason, Reason::Malformed);
     }
 
@@ -546,7 +559,9 @@ mod tests {
             signed_at: Some(&old),
             expires_at: None,
         };
-        assert!(trust.check(&seal, stamps, UNIX_EPOCH + NOW, false).is_ok());
+        assert!(trust
+            .check(&seal, stamps, UNIX_EPOCH + NOW, &cached())
+            .is_ok());
         let expired = at(1);
         let stamps = Stamps {
             signed_at: Some(&old),
@@ -554,7 +569,7 @@ mod tests {
         };
         assert_eq!(
             trust
-                .check(&seal, stamps, UNIX_EPOCH + NOW, false)
+                .check(&seal, stamps, UNIX_EPOCH + NOW, &cached())
                 .unwrap_err()
                 .reason,
             Reason::Expired
@@ -623,7 +638,12 @@ mod tests {
         seal.signatures[0].keyid = "x\nINFO forged line".into();
         let (_, key) = signed("cp-2", b"{}");
         let err = Trust::new(vec![key], true, None)
-            .check(&seal, Stamps::default(), UNIX_EPOCH + NOW, true)
+            .check(
+                &seal,
+                Stamps::default(),
+                UNIX_EPOCH + NOW,
+                &Origin::Snapshot,
+            )
             .unwrap_err();
         assert!(!err.message.contains('\n'), "{}", err.message);
         assert!(

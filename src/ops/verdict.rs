@@ -7,9 +7,11 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::model::floor::Floor;
+use crate::model::origin::{MassRemoval, Origin};
 use crate::model::trust::Trust;
 use crate::model::wire::{Incoming, SnapshotBody};
-use crate::store::{ApplyOptions, Floor, Judge, Judged, Store, Update};
+use crate::store::{Contents, Judge, Judged, Store, Update};
 
 /// What publishing one document would do.
 #[derive(Debug)]
@@ -69,11 +71,11 @@ pub fn judge_against(
         (Some(keys), true) => Signature::Verified(keys.to_vec()),
         (Some(_), false) => Signature::Unchecked,
     };
+    // As the fleet judges it: news from the source.
     let judge = Judge {
         trust,
         now: SystemTime::now(),
-        from_source: true,
-        signers: None,
+        origin: &Origin::Changes,
     };
     // A removal's verdict carries no keys; name the trusted ones it claims
     // (with keys given, the judge has checked one of them verifies).
@@ -122,11 +124,11 @@ pub fn published(docs: Vec<Incoming>, floors: &[(String, Floor)], trust: &Trust)
         projects: docs,
         ..SnapshotBody::default()
     };
-    let opts = ApplyOptions {
-        now: SystemTime::now(),
-        allow_mass_removal: true,
-    };
     // A full snapshot with removals allowed cannot be refused.
-    let _ = writer.apply(Update::Snapshot(body), opts);
+    let update = Update::new(
+        Origin::Refresh(MassRemoval::Allowed),
+        Contents::Snapshot(body),
+    );
+    let _ = writer.apply(update, SystemTime::now());
     store
 }

@@ -29,6 +29,7 @@ use super::{Body, Handler, Reply};
 use crate::config::secret::Secret;
 use crate::config::Source;
 use crate::model::cursor::Cursor;
+use crate::model::origin::MassRemoval;
 use crate::model::timestamp::format_rfc3339;
 use crate::model::validate::is_valid_id;
 use crate::sync::keys::TrustState;
@@ -228,7 +229,7 @@ fn parse_refresh(query: &str) -> Result<RefreshRequest, String> {
     };
     Ok(RefreshRequest {
         scope,
-        allow_mass_removal: flag("allow_mass_removal", allow.as_deref())?,
+        mass_removal: MassRemoval::from_flag(flag("allow_mass_removal", allow.as_deref())?),
     })
 }
 

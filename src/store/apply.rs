@@ -15,12 +15,13 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
-use super::floor::Floor;
 use super::project::Project;
 use super::{copy_index, Index, Rejection, Shared, Slot};
 use crate::lock::lock;
 use crate::model::cursor::Cursor;
 use crate::model::envelope::TOMBSTONE_TYPE;
+use crate::model::floor::Floor;
+use crate::model::origin::{MassRemoval, Origin};
 use crate::model::timestamp::parse_rfc3339;
 use crate::model::trust::{Trust, Verified};
 use crate::model::validate::{serving_order, validate, Reason, ValidProject, ValidationError};
@@ -38,10 +39,30 @@ pub struct StoreWriter {
     trust: Arc<Trust>,
 }
 
+/// One fetch's worth of news for the writer: what it holds, and where it
+/// came from (which decides how it is judged: see [`Origin`]).
+#[derive(Debug)]
+pub struct Update {
+    pub origin: Origin,
+    pub contents: Contents,
+}
+
+impl Update {
+    pub fn new(origin: Origin, contents: Contents) -> Update {
+        Update { origin, contents }
+    }
+}
+
 /// What a fetch brought.
 #[derive(Debug)]
-pub enum Update {
-    /// A full snapshot: projects absent from it are removed.
+pub enum Contents {
+    /// A full snapshot: projects absent from it are removed. From the
+    /// cache ([`Origin::Cache`]) an envelope whose recorded signer is
+    /// still trusted is believed without checking its signature again
+    /// (the sidecar's own disk); any other is verified. Expiry is checked
+    /// again; `max_signature_age` and the clock skew are not (these are
+    /// not news from the source). A cached document that fails its check
+    /// is not served, and still sets its project's floor.
     Snapshot(SnapshotBody),
     /// A change batch: upserts plus explicit removals.
     Changes(ChangesBody),
@@ -51,35 +72,6 @@ pub enum Update {
         id: String,
         document: Option<Incoming>,
     },
-    /// The last-known-good cache at start: a full snapshot of what this
-    /// sidecar accepted before, and the revision high-water marks of the
-    /// projects it does not serve (removed by signed tombstones, or whose
-    /// cached document it could no longer serve). An envelope whose
-    /// recorded signer is still trusted is believed without checking its
-    /// signature again (the sidecar's own disk); any other is verified.
-    /// Expiry is checked again; `max_signature_age` and the clock skew
-    /// are not (these are not news from the source). A cached document
-    /// that fails its check is not served, and still sets its project's
-    /// floor.
-    Cached {
-        body: SnapshotBody,
-        floors: Vec<(String, Floor)>,
-        signers: Signers,
-    },
-}
-
-/// Project id → the trusted key ids that verified its envelope, as the
-/// last-known-good cache recorded them.
-pub type Signers = HashMap<String, Vec<String>>;
-
-/// How to apply an update.
-#[derive(Debug, Clone, Copy)]
-pub struct ApplyOptions {
-    /// The wall-clock instant of the apply: acceptance time, and which
-    /// scheduled changes are due.
-    pub now: SystemTime,
-    /// Operator override of the blast-radius guard.
-    pub allow_mass_removal: bool,
 }
 
 /// What an applied update changed.
@@ -196,24 +188,13 @@ impl StoreWriter {
     /// Applies one fetch: validates every document, publishes the accepted
     /// ones project by project, records rejections, removes what the fetch
     /// removes. A fetch tripping the blast-radius guard changes nothing.
-    pub fn apply(
-        &mut self,
-        mut update: Update,
-        opts: ApplyOptions,
-    ) -> Result<ApplyReport, ApplyError> {
+    pub fn apply(&mut self, update: Update, now: SystemTime) -> Result<ApplyReport, ApplyError> {
         let current = self.shared.index.load_full();
-        let from_source = !matches!(update, Update::Cached { .. });
-        let mut signers = Signers::new();
-        if let Update::Cached {
-            floors,
-            signers: recorded,
-            ..
-        } = &mut update
-        {
-            self.restore_floors(floors);
-            signers = std::mem::take(recorded);
+        let Update { origin, contents } = update;
+        if let Origin::Cache(record) = &origin {
+            self.restore_floors(&record.floors);
         }
-        let intake = Intake::of(update, &current);
+        let intake = Intake::of(contents, &current);
         let documents = intake.docs.len() + intake.unattributed.len();
         // Without required signatures an unsigned removal is a removal;
         // with them it is refused (and shown), and the project keeps
@@ -229,16 +210,15 @@ impl StoreWriter {
         let trust = self.trust.clone();
         let judge = Judge {
             trust: &trust,
-            now: opts.now,
-            from_source,
-            signers: (!signers.is_empty()).then_some(&signers),
+            now,
+            origin: &origin,
         };
         let tombstoned = self.tombstones_removing(&judge, &intake.docs, &current);
         removals.retain(|id| !tombstoned.contains(id));
         self.check_blast_radius(
             removals.len() + tombstoned.len(),
             current.len(),
-            opts.allow_mass_removal,
+            origin.mass_removal(),
         )?;
 
         let mut batch = Batch {
@@ -252,7 +232,7 @@ impl StoreWriter {
             },
             judge,
         };
-        self.judge_all(&mut batch, intake.docs, opts.now);
+        self.judge_all(&mut batch, intake.docs, now);
         for id in &removals {
             self.remove(id, &mut batch);
         }
@@ -273,8 +253,9 @@ impl StoreWriter {
         // serving nothing because everything its cache held was refused
         // is not ready until its source has answered.
         let serves = !batch.edit.next.as_ref().unwrap_or(&current).is_empty();
-        let loaded = intake.loads && (from_source || serves || documents == 0);
-        Ok(self.publish(batch, intake.cursor, loaded, from_source))
+        let loaded = intake.loads && (origin.is_news() || serves || documents == 0);
+        let from_cache = !origin.is_news();
+        Ok(self.publish(batch, intake.cursor, loaded, from_cache))
     }
 
     /// Judges and commits every document of a batch. Before the store is
@@ -324,9 +305,9 @@ impl StoreWriter {
         mut batch: Batch<'_>,
         cursor: Option<Cursor>,
         loaded: bool,
-        from_source: bool,
+        from_cache: bool,
     ) -> ApplyReport {
-        let refused_cache = !from_source && !batch.report.rejected.is_empty();
+        let refused_cache = from_cache && !batch.report.rejected.is_empty();
         if loaded {
             self.shared.loaded.store(true, Ordering::Release);
         }
@@ -450,9 +431,11 @@ impl StoreWriter {
         &self,
         removing: usize,
         loaded: usize,
-        allowed: bool,
+        allowed: MassRemoval,
     ) -> Result<(), ApplyError> {
-        if !allowed && super::is_mass_removal(removing, loaded, self.max_removed_fraction) {
+        if allowed == MassRemoval::Guarded
+            && super::is_mass_removal(removing, loaded, self.max_removed_fraction)
+        {
             return Err(ApplyError::MassRemoval {
                 removing,
                 loaded,
@@ -501,7 +484,7 @@ impl StoreWriter {
                 // required, its key was removed, it expired) still holds
                 // the project's floor: nothing older may come back in its
                 // place, and of its revision only a signed copy.
-                if let (false, Some(revision)) = (batch.judge.from_source, revision) {
+                if let (false, Some(revision)) = (batch.judge.origin.is_news(), revision) {
                     let floor = Floor::Refused {
                         revision,
                         signed_at,
@@ -542,7 +525,7 @@ impl StoreWriter {
             served = ?previous.as_ref().map(|p| p.revision()),
             "stale document ignored: older than the served revision"
         );
-        if let (true, Some(revision)) = (batch.judge.from_source, revision) {
+        if let (true, Some(revision)) = (batch.judge.origin.is_news(), revision) {
             lock(&self.shared.ahead).insert(id, revision);
         }
     }
@@ -667,9 +650,9 @@ struct Intake {
 }
 
 impl Intake {
-    fn of(update: Update, current: &Index) -> Intake {
-        match update {
-            Update::Snapshot(body) | Update::Cached { body, .. } => {
+    fn of(contents: Contents, current: &Index) -> Intake {
+        match contents {
+            Contents::Snapshot(body) => {
                 let ids: HashSet<String> = body.projects.iter().map(|d| d.id.clone()).collect();
                 // An element that could not be attributed may be any
                 // project's, and a partial snapshot may lack some: absence
@@ -693,7 +676,7 @@ impl Intake {
                     unattributed: body.unattributed,
                 }
             }
-            Update::Changes(body) => {
+            Contents::Changes(body) => {
                 let mut seen = HashSet::new();
                 let unsigned = body
                     .removed
@@ -710,7 +693,7 @@ impl Intake {
                     unattributed: body.unattributed,
                 }
             }
-            Update::Project { id, document } => {
+            Contents::Project { id, document } => {
                 let gone = document.is_none() && current.contains_key(id.as_str());
                 Intake {
                     docs: document.into_iter().collect(),
@@ -852,11 +835,10 @@ pub struct Judge<'a> {
     pub trust: &'a Trust,
     /// Expiry and signature age are judged as of this instant.
     pub now: SystemTime,
-    /// The document comes from the source (not the sidecar's own cache):
-    /// `max_signature_age` and `max_clock_skew` apply.
-    pub from_source: bool,
-    /// For the sidecar's own cache: who had verified each envelope.
-    pub signers: Option<&'a Signers>,
+    /// Where the document came from: from the source `max_signature_age`
+    /// and `max_clock_skew` apply; from the sidecar's own cache, who had
+    /// verified each envelope.
+    pub origin: &'a Origin,
 }
 
 impl Judge<'_> {
@@ -977,7 +959,7 @@ impl Judge<'_> {
         if previous.is_some_and(|p| p.stored_text().is_ok_and(|t| *t == *seal.envelope)) {
             return Judged::Unchanged;
         }
-        let recorded = self.signers.and_then(|s| s.get(&incoming.id));
+        let recorded = self.origin.signers().and_then(|s| s.get(&incoming.id));
         let believed = recorded.and_then(|keyids| self.trust.recorded(seal, keyids));
         let keyids = match believed.map_or_else(|| self.trust.verify(seal), Ok) {
             Ok(keyids) => keyids,
@@ -1003,20 +985,19 @@ impl Judge<'_> {
             };
             return rejected(error, None);
         }
-        let verified =
-            match self
-                .trust
-                .stamps(keyids, incoming.stamps(), self.now, self.from_source)
-            {
-                Ok(verified) => verified,
-                Err(error) => {
-                    let signed_at = incoming
-                        .stamps()
-                        .signed_at
-                        .and_then(|t| parse_rfc3339(t).ok());
-                    return rejected(error, signed_at);
-                }
-            };
+        let verified = match self
+            .trust
+            .stamps(keyids, incoming.stamps(), self.now, self.origin)
+        {
+            Ok(verified) => verified,
+            Err(error) => {
+                let signed_at = incoming
+                    .stamps()
+                    .signed_at
+                    .and_then(|t| parse_rfc3339(t).ok());
+                return rejected(error, signed_at);
+            }
+        };
         let revision = revision.unwrap_or(0);
         match (previous, floor) {
             (Some(prev), _) if revision < prev.revision() => return Judged::Stale,
@@ -1162,16 +1143,9 @@ mod tests {
     use crate::store::Store;
 
     fn apply(writer: &mut StoreWriter, body: &str) -> ApplyReport {
-        let opts = ApplyOptions {
-            now: SystemTime::now(),
-            allow_mass_removal: true,
-        };
-        writer
-            .apply(
-                Update::Snapshot(parse_snapshot(body.as_bytes()).unwrap()),
-                opts,
-            )
-            .unwrap()
+        let contents = Contents::Snapshot(parse_snapshot(body.as_bytes()).unwrap());
+        let update = Update::new(Origin::Refresh(MassRemoval::Allowed), contents);
+        writer.apply(update, SystemTime::now()).unwrap()
     }
 
     fn doc(id: &str) -> String {

@@ -6,7 +6,6 @@
 //!   the hot path's single entry, [`Store::resolve_with`];
 //! * [`project`]: a project as served, its answers pre-rendered;
 //! * [`at_rest`]: a project's accepted document, kept compressed;
-//! * [`floor`]: how a project that is not served may come back;
 //! * [`answer`]: the answer types a resolve lends;
 //! * [`pointers`]: one pointer read back out of an answer (embedders);
 //! * [`apply`]: [`StoreWriter`], which validates and publishes updates.
@@ -38,7 +37,6 @@
 pub mod answer;
 pub mod apply;
 pub mod at_rest;
-pub mod floor;
 pub mod pointers;
 pub mod project;
 
@@ -53,12 +51,12 @@ use arc_swap::ArcSwap;
 use compact_str::CompactString;
 
 use crate::model::cursor::Cursor;
+use crate::model::floor::Floor;
 use crate::model::validate::{is_valid_id, lower_slug, Reason, MAX_SLUG_LEN};
 pub use answer::{Answer, AnswerRef, Outcome, ResolveError};
 pub use apply::{
-    ApplyError, ApplyOptions, ApplyReport, DueOutcome, Judge, Judged, Signers, StoreWriter, Update,
+    ApplyError, ApplyReport, Contents, DueOutcome, Judge, Judged, StoreWriter, Update,
 };
-pub use floor::Floor;
 pub use pointers::{PointerIter, PointerKind};
 pub use project::Project;
 

@@ -37,8 +37,10 @@ use tokio::sync::{watch, Notify};
 use super::status::Activity;
 use crate::model::clock::SharedClock;
 use crate::model::cursor::Cursor;
+use crate::model::floor::Floor;
+use crate::model::origin::{CacheRecord, Origin, Signers};
 use crate::model::wire::{Reader, SnapshotBody};
-use crate::store::{Floor, Project, Signers, Store, Update};
+use crate::store::{Contents, Project, Store, Update};
 
 pub const FORMAT: &str = "env-sidecar-last-known-good";
 pub const VERSION: u32 = 1;
@@ -111,11 +113,11 @@ pub struct Cached {
 impl Cached {
     /// The update that reloads it.
     pub fn into_update(self) -> Update {
-        Update::Cached {
-            body: self.snapshot,
-            floors: self.floors,
+        let record = CacheRecord {
             signers: self.signers,
-        }
+            floors: self.floors,
+        };
+        Update::new(Origin::Cache(record), Contents::Snapshot(self.snapshot))
     }
 }
 
@@ -460,7 +462,6 @@ impl CacheWriter {
 mod tests {
     use super::*;
     use crate::model::wire::parse_snapshot;
-    use crate::store::ApplyOptions;
 
     /// Project `i` at revision 3: prod (fallback) and staging.
     fn project(i: usize) -> String {
@@ -482,11 +483,8 @@ mod tests {
         let text = format!(r#"{{"revision":42,"projects":[{}]}}"#, projects.join(","));
         let body = parse_snapshot(text.as_bytes()).unwrap();
         assert!(body.projects.iter().all(|p| p.as_document().is_some()));
-        let opts = ApplyOptions {
-            now: std::time::SystemTime::now(),
-            allow_mass_removal: false,
-        };
-        writer.apply(Update::Snapshot(body), opts).unwrap();
+        let update = Update::new(Origin::Snapshot, Contents::Snapshot(body));
+        writer.apply(update, std::time::SystemTime::now()).unwrap();
         store
     }
 

@@ -4,6 +4,7 @@
 //! status. (Config checks, status views and the operator commands read
 //! the kind too, to say what it is.)
 
+use crate::model::origin::MassRemoval;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,7 +102,7 @@ impl Source for Configured {
     async fn refresh_all(
         &mut self,
         ctx: &SyncContext,
-        allow: bool,
+        allow: MassRemoval,
     ) -> Result<(ApplyReport, String), SyncError> {
         match self {
             Configured::File(s) => s.refresh_all(ctx, allow).await,
@@ -114,7 +115,7 @@ impl Source for Configured {
         &mut self,
         ctx: &SyncContext,
         id: &str,
-        allow: bool,
+        allow: MassRemoval,
     ) -> Result<(ApplyReport, String), SyncError> {
         match self {
             Configured::File(s) => s.refresh_project(ctx, id, allow).await,

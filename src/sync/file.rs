@@ -9,9 +9,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use super::{summary, Contact, FetchError, Origin, Source, Stepped, SyncContext, SyncError};
+use super::{summary, Contact, FetchError, Source, Stepped, SyncContext, SyncError};
+use crate::model::origin::{MassRemoval, Origin};
 use crate::model::wire::{Reader, SnapshotBody};
-use crate::store::{ApplyReport, Update};
+use crate::store::{ApplyReport, Contents};
 use crate::telemetry::{SyncKind, SyncResult};
 
 /// Size and modification time: enough to notice an edit or a replace.
@@ -41,14 +42,13 @@ impl FileSource {
     }
 
     /// Reads the file, then has the writer parse (on its thread) and apply
-    /// what `to_update` makes of it. The read and the parse count as one
-    /// `snapshot` sync request.
+    /// what `to_update` makes of it, as news from `origin`. The read and
+    /// the parse count as one `snapshot` sync request.
     async fn read_and_apply(
         &self,
         ctx: &SyncContext,
         origin: Origin,
-        allow_mass_removal: bool,
-        to_update: impl FnOnce(SnapshotBody) -> Update + Send + 'static,
+        to_update: impl FnOnce(SnapshotBody) -> Contents + Send + 'static,
     ) -> Result<ApplyReport, SyncError> {
         let read = async {
             let bytes = tokio::fs::read(&self.path)
@@ -62,7 +62,6 @@ impl FileSource {
                 "the snapshot file",
                 move || reader.snapshot(&bytes).map(to_update),
                 origin,
-                allow_mass_removal,
             )
             .await
         };
@@ -100,9 +99,7 @@ impl Source for FileSource {
         } else {
             Origin::File
         };
-        let result = self
-            .read_and_apply(ctx, origin, false, Update::Snapshot)
-            .await;
+        let result = self.read_and_apply(ctx, origin, Contents::Snapshot).await;
         self.seen = fingerprint.map(|f| (f, result.is_ok()));
         self.applied_once |= result.is_ok();
         let report = result?;
@@ -119,11 +116,11 @@ impl Source for FileSource {
     async fn refresh_all(
         &mut self,
         ctx: &SyncContext,
-        allow: bool,
+        mass_removal: MassRemoval,
     ) -> Result<(ApplyReport, String), SyncError> {
         let fingerprint = self.fingerprint().await;
         let result = self
-            .read_and_apply(ctx, Origin::Refresh, allow, Update::Snapshot)
+            .read_and_apply(ctx, Origin::Refresh(mass_removal), Contents::Snapshot)
             .await;
         self.seen = fingerprint.map(|f| (f, result.is_ok()));
         let report = result?;
@@ -135,18 +132,18 @@ impl Source for FileSource {
         &mut self,
         ctx: &SyncContext,
         id: &str,
-        allow: bool,
+        mass_removal: MassRemoval,
     ) -> Result<(ApplyReport, String), SyncError> {
         let wanted = id.to_owned();
         let to_update = move |body: SnapshotBody| {
             let document = body.projects.into_iter().find(|p| p.id == wanted);
-            Update::Project {
+            Contents::Project {
                 id: wanted,
                 document,
             }
         };
         let report = self
-            .read_and_apply(ctx, Origin::Refresh, allow, to_update)
+            .read_and_apply(ctx, Origin::Refresh(mass_removal), to_update)
             .await?;
         let message = format!("re-read {id} from {}", self.path.display());
         Ok((report, message))

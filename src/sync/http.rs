@@ -18,12 +18,13 @@ use http::header::{AUTHORIZATION, ETAG, IF_NONE_MATCH};
 use http::{HeaderValue, StatusCode};
 
 use super::backoff::{self, Backoff};
-use super::{summary, Contact, FetchError, Origin, Source, Stepped, SyncContext, SyncError};
+use super::{summary, Contact, FetchError, Source, Stepped, SyncContext, SyncError};
 use crate::config::secret::Secret;
 use crate::config::SyncMode;
 use crate::model::cursor::Cursor;
+use crate::model::origin::{MassRemoval, Origin};
 use crate::model::wire::{Incoming, Reader};
-use crate::store::{ApplyReport, Update};
+use crate::store::{ApplyReport, Contents};
 use crate::telemetry::{SyncKind, SyncResult};
 
 /// What RFC 3986 requires encoded in a path segment: everything but
@@ -286,7 +287,6 @@ impl HttpSource {
         ctx: &SyncContext,
         origin: Origin,
         conditional: bool,
-        allow: bool,
     ) -> Result<Option<(ApplyReport, u64)>, SyncError> {
         let etag = if conditional { self.etag.clone() } else { None };
         let control_plane = &self.control_plane;
@@ -301,11 +301,9 @@ impl HttpSource {
             let parse = move || {
                 let body = reader.snapshot(&body)?;
                 seen.store(revision_of(body.cursor), Ordering::Relaxed);
-                Ok(Update::Snapshot(body))
+                Ok(Contents::Snapshot(body))
             };
-            let report = ctx
-                .parse_and_apply("snapshot", parse, origin, allow)
-                .await?;
+            let report = ctx.parse_and_apply("snapshot", parse, origin).await?;
             Ok(Some((report, revision.load(Ordering::Relaxed), etag)))
         };
         let count = |got: &Option<_>| match got {
@@ -336,10 +334,10 @@ impl HttpSource {
             let parse = move || {
                 let body = reader.changes(&body)?;
                 seen.store(revision_of(body.cursor), Ordering::Relaxed);
-                Ok(Update::Changes(body))
+                Ok(Contents::Changes(body))
             };
             let report = ctx
-                .parse_and_apply("change batch", parse, Origin::Changes, false)
+                .parse_and_apply("change batch", parse, Origin::Changes)
                 .await?;
             Ok(Some((report, revision.load(Ordering::Relaxed))))
         };
@@ -433,7 +431,7 @@ impl Source for HttpSource {
         } else {
             Duration::ZERO
         };
-        let message = match self.full(ctx, Origin::Snapshot, poll, false).await? {
+        let message = match self.full(ctx, Origin::Snapshot, poll).await? {
             Some((report, revision)) => format!("snapshot {revision}: {}", summary(&report)),
             None => "snapshot not modified".to_owned(),
         };
@@ -446,9 +444,9 @@ impl Source for HttpSource {
     async fn refresh_all(
         &mut self,
         ctx: &SyncContext,
-        allow: bool,
+        mass_removal: MassRemoval,
     ) -> Result<(ApplyReport, String), SyncError> {
-        match self.full(ctx, Origin::Refresh, false, allow).await? {
+        match self.full(ctx, Origin::Refresh(mass_removal), false).await? {
             Some((report, revision)) => {
                 self.gone_streak = 0;
                 let message = format!("forced snapshot {revision}: {}", summary(&report));
@@ -463,10 +461,10 @@ impl Source for HttpSource {
         &mut self,
         ctx: &SyncContext,
         id: &str,
-        allow: bool,
+        mass_removal: MassRemoval,
     ) -> Result<(ApplyReport, String), SyncError> {
         let fetch = async { Ok(self.control_plane.project(id).await?) };
-        ctx.refresh_project(id, allow, fetch).await
+        ctx.refresh_project(id, mass_removal, fetch).await
     }
 
     fn backoff_max(&self) -> Duration {

@@ -56,48 +56,10 @@ use writer::WriterHandle;
 
 use crate::model::clock::SharedClock;
 use crate::model::cursor::Cursor;
+use crate::model::origin::{MassRemoval, Origin};
 use crate::model::wire::{Incoming, MalformedBody};
-use crate::store::{ApplyReport, Store, Update};
+use crate::store::{ApplyReport, Contents, Store, Update};
 use crate::telemetry::{Metrics, SyncKind, SyncResult};
-
-/// Where an update came from: it names the update in logs; only updates
-/// that are news (not a reload of the cache) trigger a cache write, and
-/// only changes seen as they happen count for propagation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// The last-known-good file, at start.
-    Cache,
-    /// The snapshot file, as first read.
-    File,
-    /// The snapshot file, changed since it was read.
-    FileChange,
-    /// A full snapshot from the control plane (or a full load from Redis).
-    Snapshot,
-    /// A change batch (a long poll's changes, stream entries).
-    Changes,
-    /// A forced refresh.
-    Refresh,
-}
-
-impl Origin {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Origin::Cache => "cache",
-            Origin::File | Origin::FileChange => "file",
-            Origin::Snapshot => "snapshot",
-            Origin::Changes => "changes",
-            Origin::Refresh => "refresh",
-        }
-    }
-
-    /// A change seen as it happened: publication → served is
-    /// `env_sidecar_propagation_delay_seconds`. A full load, the cache or
-    /// a forced refresh brings documents published any time before (a
-    /// cold start would report weeks), so they do not count.
-    pub fn is_live(self) -> bool {
-        matches!(self, Origin::Changes | Origin::FileChange)
-    }
-}
 
 /// What every source works with.
 #[derive(Debug, Clone)]
@@ -111,31 +73,25 @@ pub struct SyncContext {
 
 impl SyncContext {
     /// Hands `update` to the writer and waits for what it changed.
-    pub async fn apply(
-        &self,
-        update: Update,
-        origin: Origin,
-        allow_mass_removal: bool,
-    ) -> Result<ApplyReport, SyncError> {
-        Ok(self
-            .writer
-            .apply(update, origin, allow_mass_removal)
-            .await?)
+    pub async fn apply(&self, update: Update) -> Result<ApplyReport, SyncError> {
+        Ok(self.writer.apply(update).await?)
     }
 
     /// Hands a fetched body to the writer, which parses it with `parse`
     /// (on its own thread: large bodies never occupy a request thread)
-    /// and applies it. `what` names the body in errors.
+    /// and applies it as news from `origin`. `what` names the body in
+    /// errors.
     pub async fn parse_and_apply(
         &self,
         what: &'static str,
-        parse: impl FnOnce() -> Result<Update, MalformedBody> + Send + 'static,
+        parse: impl FnOnce() -> Result<Contents, MalformedBody> + Send + 'static,
         origin: Origin,
-        allow_mass_removal: bool,
     ) -> Result<ApplyReport, SyncError> {
+        let name = origin.as_str();
+        let parse = move || parse().map(|contents| Update::new(origin, contents));
         let parsed = self
             .writer
-            .parse_and_apply(parse, origin, allow_mass_removal)
+            .parse_and_apply(name, parse)
             .await
             .map_err(SyncError::from)?;
         let applied = parsed.map_err(|source| FetchError::Malformed { what, source })?;
@@ -148,15 +104,15 @@ impl SyncContext {
     pub async fn refresh_project(
         &self,
         id: &str,
-        allow_mass_removal: bool,
+        mass_removal: MassRemoval,
         fetch: impl Future<Output = Result<Option<Incoming>, SyncError>>,
     ) -> Result<(ApplyReport, String), SyncError> {
         let apply = async {
-            let update = Update::Project {
+            let contents = Contents::Project {
                 id: id.to_owned(),
                 document: fetch.await?,
             };
-            self.apply(update, Origin::Refresh, allow_mass_removal)
+            self.apply(Update::new(Origin::Refresh(mass_removal), contents))
                 .await
         };
         let report = self
@@ -231,7 +187,7 @@ pub trait Source: Send + 'static {
     fn refresh_all(
         &mut self,
         ctx: &SyncContext,
-        allow_mass_removal: bool,
+        mass_removal: MassRemoval,
     ) -> impl Future<Output = Result<(ApplyReport, String), SyncError>> + Send;
 
     /// Fetches project `id` now, as [`Source::refresh_all`] does all.
@@ -239,7 +195,7 @@ pub trait Source: Send + 'static {
         &mut self,
         ctx: &SyncContext,
         id: &str,
-        allow_mass_removal: bool,
+        mass_removal: MassRemoval,
     ) -> impl Future<Output = Result<(ApplyReport, String), SyncError>> + Send;
 
     /// Forget anything that would let the next step skip a fetch.
@@ -359,7 +315,7 @@ async fn forced<S: Source>(
             .map(|p| Cursor::Revision(p.revision())),
     };
     let before = revision(ctx);
-    let allow = request.allow_mass_removal;
+    let allow = request.mass_removal;
     let refreshed = match &request.scope {
         Scope::All => source.refresh_all(ctx, allow).await,
         Scope::Project(id) => source.refresh_project(ctx, id, allow).await,
@@ -441,7 +397,7 @@ mod tests {
         async fn refresh_all(
             &mut self,
             _: &SyncContext,
-            _: bool,
+            _: MassRemoval,
         ) -> Result<(ApplyReport, String), SyncError> {
             Err(FetchError::GoneAgain.into())
         }
@@ -450,7 +406,7 @@ mod tests {
             &mut self,
             _: &SyncContext,
             _: &str,
-            _: bool,
+            _: MassRemoval,
         ) -> Result<(ApplyReport, String), SyncError> {
             Err(FetchError::GoneAgain.into())
         }

@@ -5,6 +5,7 @@
 //! fetch (in its own task, so a caller that hangs up cancels nothing) and
 //! every caller that arrives while it runs waits for the same outcome.
 
+use crate::model::origin::MassRemoval;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,8 +30,8 @@ pub enum Scope {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RefreshRequest {
     pub scope: Scope,
-    /// Lets this fetch past the blast-radius guard.
-    pub allow_mass_removal: bool,
+    /// `Allowed` lets this fetch past the blast-radius guard.
+    pub mass_removal: MassRemoval,
 }
 
 /// How a forced refresh went.

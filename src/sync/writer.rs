@@ -34,11 +34,10 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{oneshot, Notify};
 
 use super::memory;
-use super::Origin;
 use crate::model::clock::SharedClock;
 use crate::model::timestamp::format_rfc3339;
 use crate::model::trust::Trust;
-use crate::store::{ApplyError, ApplyOptions, ApplyReport, StoreWriter, Update};
+use crate::store::{ApplyError, ApplyReport, Contents, StoreWriter, Update};
 use crate::telemetry::Metrics;
 
 /// The longest the scheduler waits before looking at the wall clock again.
@@ -57,7 +56,8 @@ enum Command {
     /// Parse (on the writer thread) and apply; the job answers through
     /// its own channel.
     Apply {
-        origin: Origin,
+        /// The origin's name, for `Debug`.
+        origin: &'static str,
         job: Box<dyn FnOnce(&mut Writer) + Send>,
     },
     /// Apply whatever scheduled changes are due now (the clock may be a
@@ -76,18 +76,10 @@ pub struct WriterHandle {
 
 impl WriterHandle {
     /// Applies `update` and returns what it changed.
-    pub async fn apply(
-        &self,
-        update: Update,
-        origin: Origin,
-        allow_mass_removal: bool,
-    ) -> Result<ApplyReport, WriteError> {
+    pub async fn apply(&self, update: Update) -> Result<ApplyReport, WriteError> {
+        let name = update.origin.as_str();
         let parsed = self
-            .parse_and_apply(
-                move || Ok::<_, std::convert::Infallible>(update),
-                origin,
-                allow_mass_removal,
-            )
+            .parse_and_apply(name, move || Ok::<_, std::convert::Infallible>(update))
             .await?;
         match parsed {
             Ok(applied) => Ok(applied?),
@@ -95,19 +87,18 @@ impl WriterHandle {
         }
     }
 
-    /// Runs `parse` on the writer thread and applies what it gives: the
-    /// outer error says the writer is gone, the middle one that the body
-    /// did not parse (nothing changed), the inner one that the update was
-    /// refused whole.
+    /// Runs `parse` on the writer thread and applies the update it gives
+    /// (`origin` names it until then): the outer error says the writer is
+    /// gone, the middle one that the body did not parse (nothing changed),
+    /// the inner one that the update was refused whole.
     pub async fn parse_and_apply<E: Send + 'static>(
         &self,
+        origin: &'static str,
         parse: impl FnOnce() -> Result<Update, E> + Send + 'static,
-        origin: Origin,
-        allow_mass_removal: bool,
     ) -> Result<Result<Result<ApplyReport, ApplyError>, E>, WriteError> {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(move |writer: &mut Writer| {
-            let result = parse().map(|update| writer.apply(update, origin, allow_mass_removal));
+            let result = parse().map(|update| writer.apply(update));
             let _ = reply.send(result);
         });
         self.tx
@@ -233,37 +224,31 @@ impl Writer {
         }
     }
 
-    fn apply(
-        &mut self,
-        update: Update,
-        origin: Origin,
-        allow: bool,
-    ) -> Result<ApplyReport, ApplyError> {
+    fn apply(&mut self, update: Update) -> Result<ApplyReport, ApplyError> {
         let now = self.clock.now();
-        let snapshot = matches!(update, Update::Snapshot(_) | Update::Cached { .. });
-        let cursor = self.store.reader().cursor();
-        let result = self.store.apply(
-            update,
-            ApplyOptions {
-                now,
-                allow_mass_removal: allow,
-            },
+        let snapshot = matches!(update.contents, Contents::Snapshot(_));
+        let (name, live, news) = (
+            update.origin.as_str(),
+            update.origin.is_live(),
+            update.origin.is_news(),
         );
+        let cursor = self.store.reader().cursor();
+        let result = self.store.apply(update, now);
         if snapshot {
             // The whole parsed snapshot was just freed.
             memory::release();
         }
-        log_outcome(origin, &result);
+        log_outcome(name, &result);
         if let Ok(report) = &result {
             for r in &report.rejected {
                 self.metrics.rejected(r.reason);
             }
-            if origin.is_live() {
+            if live {
                 for published in &report.published {
                     self.metrics.propagated(*published, now);
                 }
             }
-            if origin != Origin::Cache && report.to_persist() {
+            if news && report.to_persist() {
                 self.persist();
             }
             for (id, at) in &report.scheduled {
@@ -319,8 +304,7 @@ impl Writer {
     }
 }
 
-fn log_outcome(origin: Origin, result: &Result<ApplyReport, ApplyError>) {
-    let origin = origin.as_str();
+fn log_outcome(origin: &'static str, result: &Result<ApplyReport, ApplyError>) {
     match result {
         Ok(report) => {
             for r in &report.rejected {

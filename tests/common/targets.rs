@@ -8,13 +8,14 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use env_sidecar::model::origin::{MassRemoval, Origin};
 use env_sidecar::model::validate::validate;
 use env_sidecar::model::wire::{self, Content, Incoming, SnapshotBody, WireProject};
 use env_sidecar::server::data::parse_batch;
 use env_sidecar::server::query::{fill_from_headers, parse_query};
 use env_sidecar::store::Project;
 use env_sidecar::store::{AnswerRef, Outcome, ResolveError};
-use env_sidecar::store::{ApplyOptions, Store, Update};
+use env_sidecar::store::{Contents, Store, Update};
 use env_sidecar::sync::cache;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
@@ -98,12 +99,8 @@ pub fn envelope_served(data: &[u8]) -> bool {
         projects: vec![incoming],
         ..SnapshotBody::default()
     };
-    let opts = ApplyOptions {
-        now: SystemTime::now(),
-        allow_mass_removal: true,
-    };
     writer
-        .apply(Update::Snapshot(body), opts)
+        .apply(refresh(body), SystemTime::now())
         .expect("one element cannot trip the guard");
     let Some(served) = store.projects().into_iter().next() else {
         return false;
@@ -350,7 +347,7 @@ fn served() -> &'static Store {
         let body = serde_json::json!({"revision": 1, "projects": docs});
         let snapshot = wire::parse_snapshot(body.to_string().as_bytes()).expect("fixture parses");
         let report = writer
-            .apply(Update::Snapshot(snapshot), options())
+            .apply(refresh(snapshot), at_start())
             .expect("fixture applies");
         assert_eq!(report.added, 3);
         store
@@ -372,11 +369,18 @@ fn fixture(id: &str) -> Value {
     serde_json::json!({"id": id, "revision": 3, "environments": [prod, staging, env("qa", false)]})
 }
 
-fn options() -> ApplyOptions {
-    ApplyOptions {
-        now: UNIX_EPOCH + Duration::from_secs(1),
-        allow_mass_removal: true,
-    }
+/// A full snapshot applied as an operator's refresh that lifts the
+/// blast-radius guard.
+fn refresh(body: SnapshotBody) -> Update {
+    Update::new(
+        Origin::Refresh(MassRemoval::Allowed),
+        Contents::Snapshot(body),
+    )
+}
+
+/// The instant fixed-time applies run at.
+fn at_start() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1)
 }
 
 fn check_incoming(raw: &Value, incoming: Incoming) {
@@ -442,7 +446,7 @@ fn check_document(raw: &Value, doc: WireProject) {
 fn check_snapshot(raw_projects: &Value, snapshot: SnapshotBody) {
     let raw: Vec<Value> = raw_projects.as_array().cloned().unwrap_or_default();
     let (store, mut writer) = Store::new(1.0);
-    let report = writer.apply(Update::Snapshot(snapshot), options());
+    let report = writer.apply(refresh(snapshot), at_start());
     let Ok(report) = report else {
         return;
     };

@@ -55,12 +55,13 @@ pub use keys::{
 use read::{changes, read_after, stream_state, Delivery, StreamState};
 pub use read::{read_project, read_projects, EntryChange, StreamBackwards, StreamEntry};
 
-use super::{summary, Contact, FetchError, Origin, Source, Stepped, SyncContext, SyncError};
+use super::{summary, Contact, FetchError, Source, Stepped, SyncContext, SyncError};
 use crate::config::RedisConfig;
 use crate::model::cursor::Cursor;
 pub use crate::model::cursor::StreamId;
+use crate::model::origin::{MassRemoval, Origin};
 use crate::model::wire::{Reader, SnapshotBody};
-use crate::store::{ApplyReport, Update};
+use crate::store::{ApplyReport, Contents};
 use crate::telemetry::{SyncKind, SyncResult};
 
 /// The Redis source's state.
@@ -161,12 +162,7 @@ impl RedisSource {
 
     /// A full load, counted: `ok` when it found a complete population,
     /// `error` when not (nothing was removed; the step backs off).
-    async fn full_load(
-        &mut self,
-        ctx: &SyncContext,
-        origin: Origin,
-        allow: bool,
-    ) -> Result<Loaded, SyncError> {
+    async fn full_load(&mut self, ctx: &SyncContext, origin: Origin) -> Result<Loaded, SyncError> {
         let count = |l: &Loaded| {
             if l.complete {
                 SyncResult::Ok
@@ -174,17 +170,12 @@ impl RedisSource {
                 SyncResult::Error
             }
         };
-        let load = self.load_all(ctx, origin, allow);
+        let load = self.load_all(ctx, origin);
         ctx.request(SyncKind::Snapshot, count, load).await
     }
 
     /// [`full_load`](Self::full_load), uncounted.
-    async fn load_all(
-        &mut self,
-        ctx: &SyncContext,
-        origin: Origin,
-        allow: bool,
-    ) -> Result<Loaded, SyncError> {
+    async fn load_all(&mut self, ctx: &SyncContext, origin: Origin) -> Result<Loaded, SyncError> {
         let mut con = match self.reads.get().await {
             Ok(con) => con,
             Err(e) => return self.failed(e),
@@ -222,16 +213,14 @@ impl RedisSource {
         };
         let cursor = Cursor::Stream(tip);
         let parse = move || {
-            Ok(Update::Snapshot(SnapshotBody {
+            Ok(Contents::Snapshot(SnapshotBody {
                 cursor,
                 projects: all,
                 partial: !complete,
                 ..SnapshotBody::default()
             }))
         };
-        let report = ctx
-            .parse_and_apply("redis hash", parse, origin, allow)
-            .await?;
+        let report = ctx.parse_and_apply("redis hash", parse, origin).await?;
         self.cursor = Some(tip);
         self.checked = Some(tip);
         self.known_len = Some(length);
@@ -346,9 +335,9 @@ impl RedisSource {
         };
         let next = Cursor::Stream(last);
         let reader = self.reader;
-        let parse = move || Ok(Update::Changes(changes(next, entries, reader)));
+        let parse = move || Ok(Contents::Changes(changes(next, entries, reader)));
         let report = ctx
-            .parse_and_apply("stream entries", parse, Origin::Changes, false)
+            .parse_and_apply("stream entries", parse, Origin::Changes)
             .await?;
         self.cursor = Some(last);
         self.checked = Some(last);
@@ -370,7 +359,7 @@ impl RedisSource {
         why: &str,
         expected: bool,
     ) -> Result<Stepped, SyncError> {
-        let loaded = self.full_load(ctx, Origin::Snapshot, false).await?;
+        let loaded = self.full_load(ctx, Origin::Snapshot).await?;
         let at = ctx.clock.now();
         if loaded.complete {
             ctx.status.population(at, None);
@@ -474,9 +463,9 @@ impl Source for RedisSource {
     async fn refresh_all(
         &mut self,
         ctx: &SyncContext,
-        allow: bool,
+        mass_removal: MassRemoval,
     ) -> Result<(ApplyReport, String), SyncError> {
-        let loaded = self.full_load(ctx, Origin::Refresh, allow).await?;
+        let loaded = self.full_load(ctx, Origin::Refresh(mass_removal)).await?;
         let message = if loaded.complete {
             format!(
                 "forced full load at {}: {}",
@@ -497,7 +486,7 @@ impl Source for RedisSource {
         &mut self,
         ctx: &SyncContext,
         id: &str,
-        allow: bool,
+        mass_removal: MassRemoval,
     ) -> Result<(ApplyReport, String), SyncError> {
         let fetch = async {
             let mut con = match self.reads.get().await {
@@ -509,7 +498,7 @@ impl Source for RedisSource {
                 Err(e) => self.failed(e),
             }
         };
-        ctx.refresh_project(id, allow, fetch).await
+        ctx.refresh_project(id, mass_removal, fetch).await
     }
 
     fn backoff_max(&self) -> Duration {
