@@ -84,6 +84,11 @@ async fn an_older_revision_is_stale_not_a_rejection() {
     let t = start(dir.path(), &snapshot(1, vec![project("acme", 3)]), |_| {}).await;
     replace(&t, &snapshot(2, vec![project("acme", 2)])).await;
     assert_eq!(rejection(&t, "acme"), None);
+    // The source holds an older revision than this node serves.
+    assert_eq!(
+        t.sidecar.store().all_ahead(),
+        vec![("acme".to_owned(), 3, 2)]
+    );
     assert_eq!(t.metric(REUSED).await, 0.0);
     assert_eq!(t.served("acme", "qa").await, "qa-r3");
 }
@@ -94,7 +99,7 @@ async fn signed_writes_under_the_served_revision_are_refused_by_name() {
     let key = TestKey::new(dir.path(), "cp-2026");
     let signed_at = ago(60);
     let served = key.sign_at(&project("acme", 3), signed_at, None);
-    let t = start(dir.path(), &snapshot(1, vec![served]), |c| {
+    let t = start(dir.path(), &snapshot(1, vec![served.clone()]), |c| {
         requiring(c, &[&key.public_file], None)
     })
     .await;
@@ -144,4 +149,11 @@ async fn signed_writes_under_the_served_revision_are_refused_by_name() {
             .is_some_and(|at| at > signed_at)
     })
     .await;
+    // The first envelope again, signed before the one now served: ignored,
+    // and not taken for a source behind this node (it holds the served
+    // revision).
+    replace(&t, &snapshot(6, vec![served])).await;
+    let kept = t.sidecar.store().project("acme").unwrap();
+    assert!(kept.signature().is_some_and(|s| s.signed_at > signed_at));
+    assert_eq!(t.sidecar.store().all_ahead(), Vec::new());
 }

@@ -100,7 +100,14 @@ pub fn judge_against(
             reason: error.reason.as_str(),
             message: error.message,
         },
-        Judged::Stale => Verdict::Rejected {
+        Judged::OlderEnvelope => Verdict::Rejected {
+            reason: "stale_revision",
+            message: format!(
+                "revision {revision_text} is published in an envelope signed later; the fleet \
+                 would ignore this one"
+            ),
+        },
+        Judged::Stale { .. } => Verdict::Rejected {
             reason: "stale_revision",
             message: format!(
                 "revision {revision_text} is older than the published {}; the fleet would ignore it",

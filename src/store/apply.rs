@@ -462,9 +462,9 @@ impl StoreWriter {
         batch: &mut Batch,
         id: String,
         previous: Option<Arc<Project>>,
-        prepared: Prepared,
+        prepared: Judged<Project>,
     ) {
-        if !matches!(prepared, Prepared::Stale { .. }) {
+        if !matches!(prepared, Judged::Stale { .. }) {
             // Anything not older from the source: it is no longer behind.
             let mut ahead = lock(&self.shared.ahead);
             if !ahead.is_empty() {
@@ -472,9 +472,16 @@ impl StoreWriter {
             }
         }
         match prepared {
-            Prepared::Stale { revision } => self.ignore_stale(batch, id, previous, revision),
-            Prepared::Unchanged => batch.report.unchanged += 1,
-            Prepared::Rejected {
+            Judged::Stale { revision } => self.ignore_stale(batch, id, previous, revision),
+            Judged::OlderEnvelope => {
+                batch.report.stale += 1;
+                tracing::debug!(
+                    project = %id,
+                    "envelope ignored: the served revision, signed before the served copy"
+                );
+            }
+            Judged::Unchanged => batch.report.unchanged += 1,
+            Judged::Rejected {
                 revision,
                 error,
                 signed_at,
@@ -493,7 +500,7 @@ impl StoreWriter {
                 }
                 self.reject(id, revision, error, batch.judge.now, &mut batch.report);
             }
-            Prepared::Removal { revision } => {
+            Judged::Removal { revision } => {
                 self.remove(&id, batch);
                 raise(
                     &mut lock(&self.shared.floors),
@@ -501,10 +508,8 @@ impl StoreWriter {
                     Floor::Removed(revision),
                 );
             }
-            Prepared::Resealed(project) => self.reseal(batch, id, previous, project),
-            Prepared::Valid { project, published } => {
-                self.accept(batch, id, previous, project, published)
-            }
+            Judged::Resealed(project) => self.reseal(batch, id, previous, project),
+            Judged::Valid(project) => self.accept(batch, id, previous, project),
         }
     }
 
@@ -562,9 +567,8 @@ impl StoreWriter {
         id: String,
         previous: Option<Arc<Project>>,
         project: Project,
-        published: Option<SystemTime>,
     ) {
-        if let Some(published) = published {
+        if let Some(published) = project.published_at() {
             batch.report.published.push(published);
         }
         let project = Arc::new(project);
@@ -731,18 +735,24 @@ fn add(counter: &AtomicUsize, delta: isize) {
 }
 
 /// What the store makes of one incoming document, given the project as
-/// served (if any): the one judgement both the writer and `env-sidecar
-/// validate` use.
+/// served (if any): the one judgement the writer, `env-sidecar validate`
+/// and `publish` share. `T` is what would be served: the validated
+/// document as judged ([`Judge::judge`]), the served form once the
+/// writer has rendered it ([`prepare`]: `Judged<Project>`).
 #[derive(Debug)]
-pub enum Judged {
+pub enum Judged<T = ValidProject> {
     /// Older than the served revision (or than the revision a signed
-    /// tombstone removed): ignored.
-    Stale,
+    /// tombstone removed): ignored. `revision`: the one the source holds.
+    Stale { revision: Option<u64> },
+    /// The served revision in an envelope signed before the served one:
+    /// ignored (a replay never brings back a key rotated out). Not stale:
+    /// the source holds the served revision.
+    OlderEnvelope,
     /// The served revision again: a no-op.
     Unchanged,
     /// The served revision again, the same document in a newer, believed
     /// envelope (re-signed: a key rotation, a fresher signature).
-    Resealed(ValidProject),
+    Resealed(T),
     /// Breaks a rule, could not be read as a document at all, or its
     /// signature is not believed. `signed_at`: its signing time when its
     /// signature was believed and only its times are refused.
@@ -752,74 +762,48 @@ pub enum Judged {
         signed_at: Option<SystemTime>,
     },
     /// Would be accepted.
-    Valid(ValidProject),
+    Valid(T),
     /// A believed signed tombstone: the project goes, and no revision up
     /// to this one may bring it back.
     Removal { revision: u64 },
 }
 
-/// What judging one document gave, its served form built: the part of
-/// an upsert that touches no shared state, so a large load runs it on
-/// every core ([`crate::parallel`]).
-#[derive(Debug)]
-pub enum Prepared {
-    /// Older than what is served: the revision the source holds.
-    Stale {
-        revision: Option<u64>,
-    },
-    Unchanged,
-    Rejected {
-        revision: Option<u64>,
-        error: ValidationError,
-        signed_at: Option<SystemTime>,
-    },
-    Removal {
-        revision: u64,
-    },
-    /// The served revision in a newer envelope, rendered with the served
-    /// one's acceptance time and schedule position.
-    Resealed(Project),
-    Valid {
-        project: Project,
-        published: Option<SystemTime>,
-    },
-}
-
 /// Judges `incoming` against `previous` and `floor` (see
-/// [`Judge::judge`]) and renders what would be served.
+/// [`Judge::judge`]) and renders what would be served: the part of an
+/// upsert that touches no shared state, so a large load runs it on every
+/// core ([`crate::parallel`]). A reseal keeps the served copy's
+/// acceptance time and schedule position.
 pub fn prepare(
     judge: &Judge<'_>,
     incoming: Incoming,
     previous: Option<&Project>,
     floor: Option<Floor>,
     now: SystemTime,
-) -> Prepared {
-    let claimed = incoming.revision;
+) -> Judged<Project> {
     match judge.judge(incoming, previous, floor) {
-        Judged::Stale => Prepared::Stale { revision: claimed },
-        Judged::Unchanged => Prepared::Unchanged,
+        Judged::Stale { revision } => Judged::Stale { revision },
+        Judged::OlderEnvelope => Judged::OlderEnvelope,
+        Judged::Unchanged => Judged::Unchanged,
         Judged::Rejected {
             revision,
             error,
             signed_at,
-        } => Prepared::Rejected {
+        } => Judged::Rejected {
             revision,
             error,
             signed_at,
         },
-        Judged::Removal { revision } => Prepared::Removal { revision },
+        Judged::Removal { revision } => Judged::Removal { revision },
+        // Only a served project is resealed.
         Judged::Resealed(valid) => match previous {
-            Some(prev) => Prepared::Resealed(Project::with_applied(
+            Some(prev) => Judged::Resealed(Project::with_applied(
                 &valid,
                 prev.accepted_at(),
                 prev.applied(),
             )),
-            None => Prepared::Unchanged,
+            None => Judged::Unchanged,
         },
-        Judged::Valid(valid) => Prepared::Valid {
-            project: Project::build(&valid, now, now),
-            published: valid.published_at(),
-        },
+        Judged::Valid(valid) => Judged::Valid(Project::build(&valid, now, now)),
     }
 }
 
@@ -897,7 +881,9 @@ impl Judge<'_> {
         };
         if let (Some(bar), Some(revision)) = (bar, revision) {
             if revision < bar {
-                return Judged::Stale;
+                return Judged::Stale {
+                    revision: Some(revision),
+                };
             }
             if revision == bar {
                 return match (previous, floor, incoming.content) {
@@ -1000,11 +986,19 @@ impl Judge<'_> {
         };
         let revision = revision.unwrap_or(0);
         match (previous, floor) {
-            (Some(prev), _) if revision < prev.revision() => return Judged::Stale,
+            (Some(prev), _) if revision < prev.revision() => {
+                return Judged::Stale {
+                    revision: Some(revision),
+                }
+            }
             (Some(prev), _) if revision == prev.revision() => {
                 return resealed(incoming, prev, verified)
             }
-            (None, Some(floor)) if revision < floor.revision() => return Judged::Stale,
+            (None, Some(floor)) if revision < floor.revision() => {
+                return Judged::Stale {
+                    revision: Some(revision),
+                }
+            }
             // Signed outranks refused: a copy signed after what was
             // refused serves again (see `Floor`); a tombstone's own
             // revision never does.
@@ -1020,7 +1014,9 @@ impl Judge<'_> {
                         )),
                         None,
                     ),
-                    (Floor::Refused { .. }, _) => Judged::Stale,
+                    (Floor::Refused { .. }, _) => Judged::Stale {
+                        revision: Some(revision),
+                    },
                 };
             }
             _ => {}
@@ -1118,7 +1114,7 @@ fn resealed(incoming: Incoming, prev: &Project, verified: Verified) -> Judged {
         ));
     }
     match prev.signature().map(|served| served.signed_at) {
-        Some(served) if verified.signed_at < served => Judged::Stale,
+        Some(served) if verified.signed_at < served => Judged::OlderEnvelope,
         Some(served) if verified.signed_at == served => refused(format!(
             "a re-signed copy of revision {revision} signed at the same instant as the served \
              copy ({}); a reseal is signed later",
