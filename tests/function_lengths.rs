@@ -21,12 +21,6 @@ const EXCEPTIONS: &[(&str, &str, usize, &str)] = &[
         "the ordered start of every task",
     ),
     (
-        "store/apply.rs",
-        "judge_sealed",
-        96,
-        "verify, open, check times, order: the trust model's steps",
-    ),
-    (
         "server/mod.rs",
         "serve",
         91,
@@ -203,7 +197,7 @@ fn lengths(code: &str) -> Vec<(String, usize)> {
 
 #[test]
 fn long_functions_are_listed_exceptions_that_do_not_grow() {
-    assert!(EXCEPTIONS.len() <= 6, "at most 6 exceptions");
+    assert!(EXCEPTIONS.len() <= 5, "at most 5 exceptions");
     assert!(
         EXCEPTIONS.iter().all(|(_, _, cap, _)| *cap <= 120),
         "none over 120 lines"

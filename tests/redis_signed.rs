@@ -284,8 +284,7 @@ async fn keys_rotate_on_a_running_sidecar() {
         env_sidecar::sync::cache::load(&cache).is_ok_and(|c| {
             c.snapshot.projects.len() == 2
                 && c.snapshot.projects.iter().all(|p| {
-                    p.seal
-                        .as_ref()
+                    p.seal()
                         .is_some_and(|s| s.signatures.iter().all(|x| x.keyid == "cp-2027"))
                 })
         })

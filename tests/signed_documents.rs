@@ -514,8 +514,8 @@ async fn the_simulator_binary_signs_what_it_serves() {
     let snapshot = env_sidecar::model::wire::parse_snapshot(body.to_string().as_bytes()).unwrap();
     let trust = env_sidecar::model::trust::Trust::new(vec![key.public.clone()], true, None);
     for incoming in &snapshot.projects {
-        let seal = incoming.seal.as_ref().expect("an envelope");
-        let opened = env_sidecar::model::wire::open(incoming.clone());
+        let seal = incoming.seal().expect("an envelope");
+        let opened = incoming.clone().open().expect("sealed").expect("it reads");
         trust
             .check(
                 seal,

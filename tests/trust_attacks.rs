@@ -80,8 +80,7 @@ async fn cached_signed_by(cache: &Path, id: &str, keyid: &str) {
         env_sidecar::sync::cache::load(cache).is_ok_and(|c| {
             c.snapshot.projects.iter().any(|p| {
                 p.id == id
-                    && p.seal
-                        .as_ref()
+                    && p.seal()
                         .is_some_and(|s| s.signatures.iter().all(|x| x.keyid == keyid))
             })
         })

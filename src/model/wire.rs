@@ -317,34 +317,61 @@ impl WireProject {
 pub struct Incoming {
     /// The project's id: where the element was filed (a Redis hash
     /// field, the URL it was fetched from), else what the document says.
-    /// For a sealed element not yet opened, an unverified reading of its
-    /// payload, used only to find the served project and to name a
-    /// rejection; [`open`] checks the payload says the same.
+    /// For a sealed element, an unverified reading of its payload, used
+    /// only to find the served project and to name a rejection;
+    /// [`Incoming::open`] checks the payload says the same.
     pub id: String,
-    /// Its revision, when that much could be read (for a sealed element
-    /// not yet opened: an unverified reading, for messages only).
+    /// Its revision, when that much could be read (for a sealed element:
+    /// an unverified reading, for messages only).
     pub revision: Option<u64>,
     pub content: Content,
-    /// Present when the element was a signed envelope. Nothing here is
-    /// checked yet: the writer does that ([`super::trust`]).
-    pub seal: Option<Box<Seal>>,
 }
 
-/// What a project element holds.
+/// What a project element is: a plain document, or a signed envelope not
+/// yet read (or an element refused before either).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Content {
+    /// A plain (unsigned) document.
     Document(Box<WireProject>),
-    /// A signed removal of the project at `revision`.
-    Tombstone(Tombstone),
-    /// A signed envelope whose payload has not been read: it is read
-    /// ([`open`]) only once a trusted signature over its bytes verified.
-    Sealed,
-    /// Not readable as a project document (wrong types, missing fields):
-    /// rejected like an invalid document, so it never blocks its siblings.
+    /// A signed envelope. Nothing in it is checked yet (the writer does
+    /// that, [`super::trust`]), and its payload is read
+    /// ([`Incoming::open`]) only once a trusted signature over its bytes
+    /// verified.
+    Sealed(Box<Seal>),
+    /// Not readable as a project document (wrong types, missing fields,
+    /// an envelope that does not parse): rejected like an invalid
+    /// document, so it never blocks its siblings.
     Unreadable(String),
     /// Larger than the source's `max_document_bytes` (its size in bytes):
     /// refused without being read.
     TooLarge(usize),
+}
+
+/// A sealed element with its payload read: a document or a signed
+/// removal, of the element's own id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    pub id: String,
+    /// The revision the payload names.
+    pub revision: u64,
+    pub payload: Payload,
+    pub seal: Box<Seal>,
+}
+
+/// What a signed payload holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    Document(Box<WireProject>),
+    /// A signed removal of the project at the element's revision.
+    Tombstone(Tombstone),
+}
+
+/// A sealed payload that does not read as one the sidecar takes: why,
+/// and the revision it seemed to name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unopened {
+    pub revision: Option<u64>,
+    pub message: String,
 }
 
 /// The times a signed removal carries.
@@ -363,7 +390,6 @@ impl Incoming {
             id: doc.id.clone(),
             revision: Some(doc.revision),
             content: Content::Document(Box::new(doc)),
-            seal: None,
         }
     }
 
@@ -377,7 +403,6 @@ impl Incoming {
             id: id.into(),
             revision,
             content: Content::Unreadable(message.into()),
-            seal: None,
         }
     }
 
@@ -387,11 +412,20 @@ impl Incoming {
             id: id.into(),
             revision: None,
             content: Content::TooLarge(bytes),
-            seal: None,
         }
     }
 
-    /// The document, if it is one.
+    /// A signed envelope filed under `id` (`revision`: what its payload
+    /// seems to say, unverified).
+    fn sealed(id: impl Into<String>, revision: Option<u64>, seal: Seal) -> Incoming {
+        Incoming {
+            id: id.into(),
+            revision,
+            content: Content::Sealed(Box::new(seal)),
+        }
+    }
+
+    /// The plain document, if it is one.
     pub fn as_document(&self) -> Option<&WireProject> {
         match &self.content {
             Content::Document(doc) => Some(doc),
@@ -399,18 +433,39 @@ impl Incoming {
         }
     }
 
+    /// The envelope, if it is one.
+    pub fn seal(&self) -> Option<&Seal> {
+        match &self.content {
+            Content::Sealed(seal) => Some(seal),
+            _ => None,
+        }
+    }
+
+    /// Reads a sealed element's payload (call it once its signature has
+    /// verified): a document or a tombstone of the element's own id;
+    /// anything else (not a payload type this sidecar reads, not
+    /// readable, another id) is [`Unopened`] with the reason said. `None`
+    /// for an element that is not sealed.
+    pub fn open(self) -> Option<Result<Opened, Unopened>> {
+        match self.content {
+            Content::Sealed(seal) => Some(open(self.id, self.revision, seal)),
+            _ => None,
+        }
+    }
+}
+
+impl Opened {
     /// The signature times of the payload.
     pub fn stamps(&self) -> Stamps<'_> {
-        match &self.content {
-            Content::Document(doc) => Stamps {
+        match &self.payload {
+            Payload::Document(doc) => Stamps {
                 signed_at: doc.signed_at.as_deref(),
                 expires_at: doc.expires_at.as_deref(),
             },
-            Content::Tombstone(t) => Stamps {
+            Payload::Tombstone(t) => Stamps {
                 signed_at: t.signed_at.as_deref(),
                 expires_at: t.expires_at.as_deref(),
             },
-            Content::Sealed | Content::Unreadable(_) | Content::TooLarge(_) => Stamps::default(),
         }
     }
 }
@@ -598,12 +653,7 @@ impl Reader {
         }
         if envelope::is_envelope(json) {
             return match envelope::parse(json) {
-                Ok(seal) => Incoming {
-                    id: id.to_owned(),
-                    revision: None,
-                    content: Content::Sealed,
-                    seal: Some(Box::new(seal)),
-                },
+                Ok(seal) => Incoming::sealed(id, None, seal),
                 Err(e) => Incoming::unreadable(id, None, e.to_string()),
             };
         }
@@ -639,12 +689,7 @@ impl Reader {
         // Unverified: only to find the project and name a rejection.
         let payload = std::str::from_utf8(&seal.payload).unwrap_or_default();
         Ok(match identity(payload, "a signed payload") {
-            Ok(who) => Element::Attributed(Incoming {
-                id: who.id,
-                revision: who.revision,
-                content: Content::Sealed,
-                seal: Some(Box::new(seal)),
-            }),
+            Ok(who) => Element::Attributed(Incoming::sealed(who.id, who.revision, seal)),
             Err(e) => Element::Unattributed(e.0),
         })
     }
@@ -667,63 +712,54 @@ pub fn parse_element(json: &str) -> Result<Incoming, MalformedBody> {
     }
 }
 
-/// Reads the payload of a sealed element (call it once its signature has
-/// verified): a document or a tombstone of the element's own id.
-/// Anything else (not a payload type this sidecar reads, not readable,
-/// another id) becomes unreadable with the reason said. Elements that are
-/// not sealed are returned as they are.
-pub fn open(incoming: Incoming) -> Incoming {
-    let Incoming {
-        id,
-        revision,
-        content: Content::Sealed,
-        seal: Some(seal),
-    } = incoming
-    else {
-        return incoming;
-    };
+/// [`Incoming::open`] of an envelope filed under `id` (`claimed`: the
+/// revision its payload seemed to name before).
+pub fn open(id: String, claimed: Option<u64>, seal: Box<Seal>) -> Result<Opened, Unopened> {
     let payload = std::str::from_utf8(&seal.payload).unwrap_or_default();
-    let (read_id, revision, content) = match seal.payload_type.as_str() {
+    let unopened = |message: String| Unopened {
+        revision: claimed,
+        message,
+    };
+    let (read_id, revision, payload) = match seal.payload_type.as_str() {
         PROJECT_TYPE => match serde_json::from_str::<WireProject>(payload) {
             Ok(doc) => (
                 doc.id.clone(),
-                Some(doc.revision),
-                Content::Document(Box::new(doc)),
+                doc.revision,
+                Payload::Document(Box::new(doc)),
             ),
-            Err(e) => (
-                id.clone(),
-                revision,
-                Content::Unreadable(format!("the signed payload is not a project document: {e}")),
-            ),
+            Err(e) => {
+                return Err(unopened(format!(
+                    "the signed payload is not a project document: {e}"
+                )))
+            }
         },
         TOMBSTONE_TYPE => match serde_json::from_str::<RawTombstone>(payload) {
-            Ok(t) => (t.id, Some(t.revision), Content::Tombstone(t.stamps)),
-            Err(e) => (
-                id.clone(),
-                revision,
-                Content::Unreadable(format!("the signed payload is not a tombstone: {e}")),
-            ),
+            Ok(t) => (t.id, t.revision, Payload::Tombstone(t.stamps)),
+            Err(e) => {
+                return Err(unopened(format!(
+                    "the signed payload is not a tombstone: {e}"
+                )))
+            }
         },
-        other => (
-            id.clone(),
-            revision,
-            Content::Unreadable(format!(
+        other => {
+            return Err(unopened(format!(
                 "a payload of type {:?}",
                 other.chars().take(64).collect::<String>()
-            )),
-        ),
+            )))
+        }
     };
-    let content = if read_id != id && !matches!(content, Content::Unreadable(_)) {
-        Content::Unreadable(other_id(&id, &read_id))
-    } else {
-        content
-    };
-    Incoming {
+    if read_id != id {
+        return Err(Unopened {
+            revision: Some(revision),
+            message: other_id(&id, &read_id),
+        });
+    }
+    Ok(Opened {
         id,
         revision,
-        content,
-        seal: Some(seal),
-    }
+        payload,
+        seal,
+    })
 }
 
 /// The revision an unverified payload claims, to name its rejection (it
@@ -930,7 +966,7 @@ mod tests {
         assert_eq!(snap.projects.len(), 2);
         assert_eq!(snap.projects[1].id, "forged");
         assert_eq!(snap.projects[1].revision, Some(2));
-        assert!(matches!(snap.projects[1].content, Content::Sealed));
+        assert!(matches!(snap.projects[1].content, Content::Sealed(_)));
         assert_eq!(snap.unattributed.len(), 2, "{:?}", snap.unattributed);
         assert!(snap.unattributed[0].starts_with("element 2: "));
     }
@@ -963,20 +999,31 @@ mod tests {
         let reader = Reader::default();
         // A repeated field: the parse error, not a missing signed_at.
         let twice = envelope(r#"{"id": "a", "revision": 1, "revision": 2, "environments": []}"#);
-        let Content::Unreadable(why) = open(reader.filed("a", &twice)).content else {
+        let Some(Err(Unopened { message: why, .. })) = reader.filed("a", &twice).open() else {
             panic!("read");
         };
         assert!(why.contains("duplicate field"), "{why}");
         // Filed under another project's id.
         let other = envelope(r#"{"id": "b", "revision": 1, "environments": []}"#);
-        let Content::Unreadable(why) = open(reader.filed("a", &other)).content else {
+        let Some(Err(Unopened {
+            message: why,
+            revision,
+        })) = reader.filed("a", &other).open()
+        else {
             panic!("read");
         };
+        assert_eq!(revision, Some(1));
         assert!(
             why.contains(r#"filed under "a""#) && why.contains(r#""b""#),
             "{why}"
         );
         let plain = reader.filed("a", r#"{"id": "b", "revision": 1, "environments": []}"#);
         assert!(matches!(plain.content, Content::Unreadable(ref m) if m.contains("filed under")));
+        // A plain element is not opened; a good envelope opens to its payload.
+        assert_eq!(plain.open(), None);
+        let good = envelope(r#"{"id": "a", "revision": 4, "environments": []}"#);
+        let opened = reader.filed("a", &good).open().unwrap().unwrap();
+        assert_eq!((opened.id.as_str(), opened.revision), ("a", 4));
+        assert!(matches!(opened.payload, Payload::Document(_)));
     }
 }

@@ -68,7 +68,7 @@ use super::verdict::{judge_against, published, Verdict};
 use crate::config::secret::Env;
 use crate::model::keys::{PublicKey, SigningKey};
 use crate::model::trust::Trust;
-use crate::model::wire::{open, parse_element, Content, Incoming, Reader};
+use crate::model::wire::{parse_element, Content, Incoming, Opened, Payload, Reader};
 use crate::store::{is_mass_removal, Store};
 use crate::sync::redis::{self as redis_source, Change, Population, RedisKeys};
 
@@ -612,12 +612,12 @@ impl Truth {
                 let stands_in = found
                     .iter()
                     .find(|d| d.id == id)
-                    .map(|d| open(d.clone()).revision);
+                    .and_then(|d| d.clone().open()?.ok())
+                    .map(|opened| opened.revision);
                 let message = match stands_in {
                     Some(revision) => format!(
                         "the hash value is not believed ({why}); judged against the stream's \
-                         last verified change of it (revision {})",
-                        revision.map_or("?".to_owned(), |r| r.to_string())
+                         last verified change of it (revision {revision})"
                     ),
                     None => format!(
                         "Redis holds nothing a trusted key signed for this project ({why}); \
@@ -664,7 +664,7 @@ async fn newest_verified(
                 continue;
             }
             let incoming = reader.filed(&project, &json);
-            if incoming.seal.is_some() && verified(trust, &incoming) {
+            if verified(trust, &incoming) {
                 missing.remove(&project);
                 found.push(incoming);
             }
@@ -673,26 +673,34 @@ async fn newest_verified(
     Ok(found)
 }
 
-/// True when a trusted key signed `incoming` and it reads.
+/// True when `incoming` is an envelope a trusted key signed, and it reads.
 fn verified(trust: &Trust, incoming: &Incoming) -> bool {
-    let Some(seal) = &incoming.seal else {
-        return false;
-    };
-    trust.verify(seal).is_ok() && !matches!(open(incoming.clone()).content, Content::Unreadable(_))
+    incoming
+        .seal()
+        .is_some_and(|seal| trust.verify(seal).is_ok())
+        && incoming.clone().open().is_some_and(|opened| opened.is_ok())
 }
 
 /// `doc` signed with `key` (a document or tombstone, opened unchecked:
 /// the operator re-signs what the file holds; what is not readable is
 /// left for the judge to reject).
 fn signed(doc: Incoming, key: &SigningKey, now: SystemTime) -> Incoming {
-    let doc = open(doc);
     let text = match &doc.content {
         Content::Document(d) => key.seal_document(d, now, None),
-        Content::Tombstone(_) => match doc.revision {
-            Some(revision) => key.seal_tombstone(&doc.id, revision, now),
-            None => return doc,
+        Content::Sealed(_) => match doc.clone().open() {
+            Some(Ok(Opened {
+                payload: Payload::Document(d),
+                ..
+            })) => key.seal_document(&d, now, None),
+            Some(Ok(Opened {
+                id,
+                revision,
+                payload: Payload::Tombstone(_),
+                ..
+            })) => key.seal_tombstone(&id, revision, now),
+            _ => return doc,
         },
-        Content::Sealed | Content::Unreadable(_) | Content::TooLarge(_) => return doc,
+        Content::Unreadable(_) | Content::TooLarge(_) => return doc,
     };
     parse_element(&text).unwrap_or(doc)
 }
@@ -700,10 +708,10 @@ fn signed(doc: Incoming, key: &SigningKey, now: SystemTime) -> Incoming {
 /// The JSON a document is written as: its envelope as it is, or the plain
 /// document.
 fn element_text(doc: &Incoming) -> String {
-    match (&doc.seal, &doc.content) {
-        (Some(seal), _) => seal.envelope.to_string(),
-        (None, Content::Document(d)) => serde_json::to_string(d).unwrap_or_default(),
-        (None, _) => String::new(),
+    match &doc.content {
+        Content::Sealed(seal) => seal.envelope.to_string(),
+        Content::Document(d) => serde_json::to_string(d).unwrap_or_default(),
+        Content::Unreadable(_) | Content::TooLarge(_) => String::new(),
     }
 }
 

@@ -79,7 +79,7 @@ pub fn judge_against(
     };
     // A removal's verdict carries no keys; name the trusted ones it claims
     // (with keys given, the judge has checked one of them verifies).
-    let claimed: Option<Vec<String>> = doc.seal.as_ref().map(|s| {
+    let claimed: Option<Vec<String>> = doc.seal().map(|s| {
         s.signatures
             .iter()
             .map(|x| x.keyid.clone())

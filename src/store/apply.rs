@@ -19,14 +19,15 @@ use super::project::Project;
 use super::{copy_index, Index, Rejection, Shared, Slot};
 use crate::lock::lock;
 use crate::model::cursor::Cursor;
-use crate::model::envelope::TOMBSTONE_TYPE;
+use crate::model::envelope::{Seal, TOMBSTONE_TYPE};
 use crate::model::floor::Floor;
 use crate::model::origin::{MassRemoval, Origin};
 use crate::model::timestamp::parse_rfc3339;
 use crate::model::trust::{Trust, Verified};
 use crate::model::validate::{serving_order, validate, Reason, ValidProject, ValidationError};
 use crate::model::wire::{
-    claimed_revision, open, ChangesBody, Content, Incoming, SnapshotBody, WireProject,
+    claimed_revision, open, ChangesBody, Content, Incoming, Opened, Payload, SnapshotBody,
+    WireProject,
 };
 
 /// Write side of the store: exactly one exists per store.
@@ -363,12 +364,7 @@ impl StoreWriter {
         current: &Index,
     ) -> HashSet<String> {
         docs.iter()
-            .filter(|d| {
-                matches!(d.content, Content::Tombstone(_))
-                    || d.seal
-                        .as_ref()
-                        .is_some_and(|s| s.payload_type == TOMBSTONE_TYPE)
-            })
+            .filter(|d| d.seal().is_some_and(|s| s.payload_type == TOMBSTONE_TYPE))
             .filter_map(|d| {
                 let served = current.get(d.id.as_str())?.0.load_full();
                 matches!(
@@ -844,9 +840,14 @@ impl Judge<'_> {
         previous: Option<&Project>,
         floor: Option<Floor>,
     ) -> Judged {
-        if let Content::TooLarge(bytes) = incoming.content {
-            return Judged::Rejected {
-                revision: incoming.revision,
+        let Incoming {
+            id,
+            revision,
+            content,
+        } = incoming;
+        match content {
+            Content::TooLarge(bytes) => Judged::Rejected {
+                revision,
                 error: ValidationError {
                     reason: Reason::TooLarge,
                     message: format!(
@@ -854,21 +855,23 @@ impl Judge<'_> {
                     ),
                 },
                 signed_at: None,
-            };
-        }
-        match &incoming.seal {
-            Some(_) => self.judge_sealed(incoming, previous, floor),
-            None => self.judge_plain(incoming, previous, floor),
+            },
+            Content::Sealed(seal) => self.judge_sealed(id, revision, seal, previous, floor),
+            Content::Document(doc) => self.judge_plain(revision, Ok(doc), previous, floor),
+            Content::Unreadable(message) => {
+                self.judge_plain(revision, Err(message), previous, floor)
+            }
         }
     }
 
+    /// A plain element: the document, or why it did not read.
     fn judge_plain(
         &self,
-        incoming: Incoming,
+        revision: Option<u64>,
+        doc: Result<Box<WireProject>, String>,
         previous: Option<&Project>,
         floor: Option<Floor>,
     ) -> Judged {
-        let revision = incoming.revision;
         // A plain copy never outranks what is served or refused at its
         // revision: equal is a no-op.
         let bar = previous
@@ -886,10 +889,10 @@ impl Judge<'_> {
                 };
             }
             if revision == bar {
-                return match (previous, floor, incoming.content) {
+                return match (previous, floor, doc) {
                     // The same document again is a no-op; other content
                     // under the served revision is refused, loudly.
-                    (Some(prev), _, Content::Document(mut doc)) => {
+                    (Some(prev), _, Ok(mut doc)) => {
                         serving_order(&mut doc.environments);
                         if doc.content_digest() == prev.content_digest() {
                             Judged::Unchanged
@@ -900,141 +903,150 @@ impl Judge<'_> {
                             )))
                         }
                     }
-                    (None, Some(Floor::Removed(_)), Content::Document(_)) => {
-                        rejected(reused(format!(
-                            "revision {revision} removed this project; a document that brings \
-                             it back needs a higher revision"
-                        )))
-                    }
+                    (None, Some(Floor::Removed(_)), Ok(_)) => rejected(reused(format!(
+                        "revision {revision} removed this project; a document that brings \
+                         it back needs a higher revision"
+                    ))),
+                    // Refused before at this revision, or unreadable at the
+                    // served one: nothing new.
                     _ => Judged::Unchanged,
                 };
             }
         }
         // What could not be read at all (an envelope that does not parse
         // among it) says why, signatures required or not.
-        if let Content::Unreadable(message) = incoming.content {
-            return rejected(ValidationError {
-                reason: Reason::Malformed,
-                message,
-            });
-        }
+        let doc = match doc {
+            Ok(doc) => doc,
+            Err(message) => {
+                return rejected(ValidationError {
+                    reason: Reason::Malformed,
+                    message,
+                })
+            }
+        };
         if self.trust.require_signatures {
             return rejected(ValidationError {
                 reason: Reason::Unsigned,
                 message: "the document is not signed, and trust.require_signatures is on".into(),
             });
         }
-        match incoming.content {
-            Content::Document(doc) => self.validated(*doc, previous, None),
-            Content::Unreadable(_) => Judged::Unchanged,
-            // Only an envelope makes these.
-            Content::Tombstone(_) | Content::Sealed | Content::TooLarge(_) => Judged::Unchanged,
-        }
+        self.validated(*doc, previous, None)
     }
 
+    /// A signed envelope filed under `id` (`hint`: the revision its
+    /// payload seems to name, unverified).
     fn judge_sealed(
         &self,
-        incoming: Incoming,
+        id: String,
+        hint: Option<u64>,
+        seal: Box<Seal>,
         previous: Option<&Project>,
         floor: Option<Floor>,
     ) -> Judged {
-        let hint = incoming.revision;
-        let Some(seal) = &incoming.seal else {
-            return Judged::Unchanged;
-        };
         if previous.is_some_and(|p| p.stored_text().is_ok_and(|t| *t == *seal.envelope)) {
             return Judged::Unchanged;
         }
-        let recorded = self.origin.signers().and_then(|s| s.get(&incoming.id));
-        let believed = recorded.and_then(|keyids| self.trust.recorded(seal, keyids));
-        let keyids = match believed.map_or_else(|| self.trust.verify(seal), Ok) {
-            Ok(keyids) => keyids,
-            Err(error) => {
+        let (opened, verified) = match self.believe(id, hint, seal) {
+            Ok(believed) => believed,
+            Err(Unbelieved {
+                revision,
+                error,
+                signed_at,
+            }) => {
                 return Judged::Rejected {
-                    revision: hint.or_else(|| claimed_revision(seal)),
+                    revision,
                     error,
-                    signed_at: None,
+                    signed_at,
                 }
             }
         };
-        let incoming = open(incoming);
-        let revision = incoming.revision;
-        let rejected = |error, signed_at| Judged::Rejected {
-            revision,
-            error,
-            signed_at,
+        let revision = opened.revision;
+        let stale = Judged::Stale {
+            revision: Some(revision),
         };
-        if let Content::Unreadable(message) = &incoming.content {
-            let error = ValidationError {
-                reason: Reason::Malformed,
-                message: message.clone(),
-            };
-            return rejected(error, None);
-        }
-        let verified = match self
-            .trust
-            .stamps(keyids, incoming.stamps(), self.now, self.origin)
-        {
-            Ok(verified) => verified,
-            Err(error) => {
-                let signed_at = incoming
-                    .stamps()
-                    .signed_at
-                    .and_then(|t| parse_rfc3339(t).ok());
-                return rejected(error, signed_at);
-            }
-        };
-        let revision = revision.unwrap_or(0);
         match (previous, floor) {
-            (Some(prev), _) if revision < prev.revision() => {
-                return Judged::Stale {
-                    revision: Some(revision),
-                }
-            }
+            (Some(prev), _) if revision < prev.revision() => return stale,
             (Some(prev), _) if revision == prev.revision() => {
-                return resealed(incoming, prev, verified)
+                return resealed(opened, prev, verified)
             }
-            (None, Some(floor)) if revision < floor.revision() => {
-                return Judged::Stale {
-                    revision: Some(revision),
-                }
-            }
+            (None, Some(floor)) if revision < floor.revision() => return stale,
             // Signed outranks refused: a copy signed after what was
             // refused serves again (see `Floor`); a tombstone's own
             // revision never does.
             (None, Some(floor))
                 if revision == floor.revision() && !floor.admits(verified.signed_at) =>
             {
-                return match (floor, &incoming.content) {
-                    (Floor::Removed(_), Content::Tombstone(_)) => Judged::Unchanged,
-                    (Floor::Removed(_), _) => rejected(
-                        reused(format!(
+                return match (floor, &opened.payload) {
+                    (Floor::Removed(_), Payload::Tombstone(_)) => Judged::Unchanged,
+                    (Floor::Removed(_), Payload::Document(_)) => Judged::Rejected {
+                        revision: Some(revision),
+                        error: reused(format!(
                             "revision {revision} removed this project; a document that brings \
                              it back needs a higher revision"
                         )),
-                        None,
-                    ),
-                    (Floor::Refused { .. }, _) => Judged::Stale {
-                        revision: Some(revision),
+                        signed_at: None,
                     },
+                    (Floor::Refused { .. }, _) => stale,
                 };
             }
             _ => {}
         }
-        let Incoming {
-            content,
-            seal: Some(seal),
-            ..
-        } = incoming
-        else {
-            return Judged::Unchanged;
-        };
-        match content {
-            Content::Document(doc) => {
-                self.validated(*doc, previous, Some((seal.envelope, verified)))
+        match opened.payload {
+            Payload::Document(doc) => {
+                self.validated(*doc, previous, Some((opened.seal.envelope, verified)))
             }
-            Content::Tombstone(_) => Judged::Removal { revision },
-            Content::Sealed | Content::Unreadable(_) | Content::TooLarge(_) => Judged::Unchanged,
+            Payload::Tombstone(_) => Judged::Removal { revision },
+        }
+    }
+
+    /// Whether an envelope is believed, in order: a trusted signature over
+    /// its bytes (or, from the cache, the signer it recorded, still
+    /// trusted), then its payload read, then its times. The opened
+    /// envelope and what verified it, or the rejection.
+    fn believe(
+        &self,
+        id: String,
+        hint: Option<u64>,
+        seal: Box<Seal>,
+    ) -> Result<(Opened, Verified), Unbelieved> {
+        let recorded = self.origin.signers().and_then(|s| s.get(&id));
+        let believed = recorded.and_then(|keyids| self.trust.recorded(&seal, keyids));
+        let keyids = match believed.map_or_else(|| self.trust.verify(&seal), Ok) {
+            Ok(keyids) => keyids,
+            Err(error) => {
+                return Err(Unbelieved {
+                    revision: hint.or_else(|| claimed_revision(&seal)),
+                    error,
+                    signed_at: None,
+                })
+            }
+        };
+        let opened = match open(id, hint, seal) {
+            Ok(opened) => opened,
+            Err(unopened) => {
+                return Err(Unbelieved {
+                    revision: unopened.revision,
+                    error: ValidationError {
+                        reason: Reason::Malformed,
+                        message: unopened.message,
+                    },
+                    signed_at: None,
+                })
+            }
+        };
+        match self
+            .trust
+            .stamps(keyids, opened.stamps(), self.now, self.origin)
+        {
+            Ok(verified) => Ok((opened, verified)),
+            Err(error) => Err(Unbelieved {
+                revision: Some(opened.revision),
+                error,
+                signed_at: opened
+                    .stamps()
+                    .signed_at
+                    .and_then(|t| parse_rfc3339(t).ok()),
+            }),
         }
     }
 
@@ -1061,40 +1073,37 @@ impl Judge<'_> {
     }
 }
 
+/// Why an envelope is not believed (see [`Judge::believe`]): a
+/// rejection, as [`Judged::Rejected`] words it.
+struct Unbelieved {
+    revision: Option<u64>,
+    error: ValidationError,
+    signed_at: Option<SystemTime>,
+}
+
 /// The served revision again, in a believed envelope other than the one
 /// served. A re-signed copy of the same document replaces the kept
 /// envelope only when it is newer (a later `signed_at` than the served
 /// one's, which a plain served document has none of): an older envelope
-/// of the same revision is stale, so a replayed one can never bring back
-/// a key that was rotated out. Everything else under the served revision
-/// is refused as `revision_reused`, where its writer sees it: other
-/// content, a removal (a tombstone removes a revision below its own),
-/// and a copy signed at the very instant of the served one.
-fn resealed(incoming: Incoming, prev: &Project, verified: Verified) -> Judged {
+/// of the same revision is ignored, so a replayed one can never bring
+/// back a key that was rotated out. Everything else under the served
+/// revision is refused as `revision_reused`, where its writer sees it:
+/// other content, a removal (a tombstone removes a revision below its
+/// own), and a copy signed at the very instant of the served one.
+fn resealed(opened: Opened, prev: &Project, verified: Verified) -> Judged {
     let revision = prev.revision();
     let refused = |message: String| Judged::Rejected {
         revision: Some(revision),
         error: reused(message),
         signed_at: Some(verified.signed_at),
     };
-    let Incoming {
-        content,
-        seal: Some(seal),
-        ..
-    } = incoming
-    else {
-        return Judged::Unchanged;
-    };
-    let doc = match content {
-        Content::Document(doc) => doc,
-        Content::Tombstone(_) => {
+    let doc = match opened.payload {
+        Payload::Document(doc) => doc,
+        Payload::Tombstone(_) => {
             return refused(format!(
                 "a removal at revision {revision}, the served revision; a tombstone's revision \
                  is above the revision it removes"
             ))
-        }
-        Content::Sealed | Content::Unreadable(_) | Content::TooLarge(_) => {
-            return Judged::Unchanged
         }
     };
     let valid = match validate(*doc, &prev.environment_keys()) {
@@ -1120,7 +1129,7 @@ fn resealed(incoming: Incoming, prev: &Project, verified: Verified) -> Judged {
              copy ({}); a reseal is signed later",
             crate::model::timestamp::format_rfc3339(served)
         )),
-        _ => Judged::Resealed(valid.sealed(seal.envelope, verified)),
+        _ => Judged::Resealed(valid.sealed(opened.seal.envelope, verified)),
     }
 }
 

@@ -262,11 +262,11 @@ impl Publisher {
     pub async fn write(&mut self, doc: &serde_json::Value) -> String {
         let id = match doc["id"].as_str() {
             Some(id) => id.to_owned(),
+            // An envelope is attributed to the id its payload names.
             None => {
-                env_sidecar::model::wire::open(
-                    env_sidecar::model::wire::parse_element(&doc.to_string()).expect("an envelope"),
-                )
-                .id
+                env_sidecar::model::wire::parse_element(&doc.to_string())
+                    .expect("an envelope")
+                    .id
             }
         };
         redis_source::write_project(&mut self.con, &self.keys, &id, &doc.to_string())

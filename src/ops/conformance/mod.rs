@@ -106,7 +106,7 @@ pub(super) fn documents(check: &'static str, at: Option<u64>, projects: Vec<Inco
                     rejected.push(format!("{id}: {e}"));
                 }
             }
-            Content::Sealed | Content::Tombstone(_) => sealed += 1,
+            Content::Sealed(_) => sealed += 1,
             Content::Unreadable(why) => rejected.push(format!("{id}: {why}")),
             Content::TooLarge(bytes) => rejected.push(format!("{id}: {bytes} bytes, too large")),
         }
