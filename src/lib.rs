@@ -16,7 +16,9 @@
 //! 1. [`model`]: wire types, validation, time, signed envelopes, keys and
 //!    the one check of a signature. Pure: no I/O, no state.
 //!    [`config`]: the TOML file and where secrets come from.
-//! 2. [`telemetry`]: the contract's metrics, recorded without locks.
+//! 2. [`telemetry`]: the contract's metrics, recorded without locks;
+//!    [`redis_client`]: the Redis client the source, the reports and
+//!    the commands share (connections, the data's layout, reads).
 //! 3. [`store`]: every project as served, answers pre-rendered; the hot
 //!    path's single entry ([`store::Store::resolve_with`]) and the one
 //!    writer that validates and publishes updates.
@@ -49,6 +51,7 @@ pub mod lock;
 pub mod model;
 pub mod ops;
 pub mod parallel;
+pub mod redis_client;
 pub mod server;
 #[cfg(feature = "sim")]
 pub mod sim;

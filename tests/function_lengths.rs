@@ -27,7 +27,7 @@ const EXCEPTIONS: &[(&str, &str, usize, &str)] = &[
         "the accept loop with its limits and drain",
     ),
     (
-        "sync/redis/connection.rs",
+        "redis_client/connection.rs",
         "new",
         89,
         "every Redis URL form and its TLS and login settings",

@@ -17,7 +17,7 @@ use common::fleet::publish;
 use common::redis::{Publisher, RedisServer, Setup};
 use common::resolver_loop::ResolverLoop;
 use common::{eventually, json_file, project, redis_config, redis_mut, snapshot, TestSidecar};
-use env_sidecar::sync::redis::{write_changes, Change, Population};
+use env_sidecar::redis_client::{write_changes, Change, Population};
 use serde_json::Value;
 
 const ALL: [&str; 3] = ["acme", "globex", "initech"];

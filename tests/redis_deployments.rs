@@ -15,7 +15,7 @@ use common::fleet::{self, node_config, redis_source, reporting, run_async};
 use common::redis::{Pki, Publisher, RedisServer, Setup};
 use common::{eventually, json_file, project, redis_config, redis_mut, snapshot, TestSidecar};
 use env_sidecar::config::Timing;
-use env_sidecar::sync::redis::{write_changes, Change, Population};
+use env_sidecar::redis_client::{write_changes, Change, Population};
 
 fn v1(dir: &std::path::Path) -> String {
     json_file(

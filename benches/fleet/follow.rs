@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{cpu_of, signal_usr1, start_member, start_redis, wait_ready, Args, Member, Peer};
+use env_sidecar::redis_client::{write_changes, Change, Population, RedisKeys};
 use env_sidecar::sim::generate;
-use env_sidecar::sync::redis::{write_changes, Change, Population, RedisKeys};
 
 /// Rounds of each latency measure.
 const ROUNDS: usize = 200;

@@ -157,31 +157,32 @@ pub(super) fn connection(
     timeout: Duration,
 ) -> (
     tokio::runtime::Runtime,
-    env_sidecar::sync::redis::Conn,
-    env_sidecar::sync::redis::RedisKeys,
+    env_sidecar::redis_client::Conn,
+    env_sidecar::redis_client::RedisKeys,
 ) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let tls = env_sidecar::config::TlsFiles::default();
-    let connector =
-        env_sidecar::sync::redis::Connector::new(env_sidecar::sync::redis::connection::Settings {
+    let connector = env_sidecar::redis_client::Connector::new(
+        env_sidecar::redis_client::connection::Settings {
             url,
             password: None,
             tls: &tls,
             read_from: None,
             connect_timeout: timeout,
             response_timeout: timeout,
-        })
-        .unwrap();
+        },
+    )
+    .unwrap();
     let con = rt
-        .block_on(connector.connect(env_sidecar::sync::redis::Role::Writer))
+        .block_on(connector.connect(env_sidecar::redis_client::Role::Writer))
         .unwrap();
     (
         rt,
         con,
-        env_sidecar::sync::redis::RedisKeys::new("env-sidecar"),
+        env_sidecar::redis_client::RedisKeys::new("env-sidecar"),
     )
 }
 
@@ -217,8 +218,8 @@ fn wait_rounds(url: &str, args: &Args) {
 pub(super) fn publish_then_wait(
     (rt, con, keys): &mut (
         tokio::runtime::Runtime,
-        env_sidecar::sync::redis::Conn,
-        env_sidecar::sync::redis::RedisKeys,
+        env_sidecar::redis_client::Conn,
+        env_sidecar::redis_client::RedisKeys,
     ),
     url: &str,
     i: usize,
@@ -228,7 +229,7 @@ pub(super) fn publish_then_wait(
     let doc = env_sidecar::sim::generate::project(i, revision, Some(std::time::SystemTime::now()));
     let text = serde_json::to_string(&doc).unwrap();
     let started = Instant::now();
-    rt.block_on(env_sidecar::sync::redis::write_project(
+    rt.block_on(env_sidecar::redis_client::write_project(
         con, keys, &id, &text,
     ))
     .unwrap();

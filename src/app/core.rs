@@ -19,7 +19,7 @@ use crate::server::admin::{AdminPlane, StatusInfo};
 use crate::store::Store;
 use crate::sync::cache::{self, CacheWriter};
 use crate::sync::configured::Configured;
-use crate::sync::keys::{KeyWatcher, TrustState};
+use crate::sync::key_watch::{KeyWatcher, TrustState};
 use crate::sync::readiness::Readiness;
 use crate::sync::refresh::Refresher;
 use crate::sync::report::{host_name, Leaver, NodeIdentity, ReportState, Reporter};
@@ -64,7 +64,7 @@ pub struct Core {
 /// The trust settings: the key files loaded (each problem warned of
 /// once), the signature age and clock skew limits.
 fn trust_of(t: &crate::config::TrustConfig) -> Result<Trust, StartError> {
-    let loaded = sync::keys::load(&t.keys, t.require_signatures)
+    let loaded = sync::key_watch::load(&t.keys, t.require_signatures)
         .map_err(|e| StartError::Trust(e.to_string()))?;
     loaded.warn();
     let max_age = Some(t.max_signature_age).filter(|d| !d.is_zero());

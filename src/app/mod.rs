@@ -75,7 +75,7 @@ impl StartError {
 pub fn preflight(config: &Config, env: &Env) -> Result<Vec<String>, StartError> {
     config.admin.token(env)?;
     let t = &config.trust;
-    crate::sync::keys::load(&t.keys, t.require_signatures)
+    crate::sync::key_watch::load(&t.keys, t.require_signatures)
         .map_err(|e| StartError::Trust(e.to_string()))?;
     crate::sync::configured::Configured::build(&config.source, env)?;
     crate::sync::report::sink_for(config, env, "preflight").map_err(StartError::Report)?;

@@ -468,7 +468,7 @@ impl Tool {
                 let trust = if trust_keys.is_empty() {
                     Trust::skip_signatures()
                 } else {
-                    match crate::sync::keys::load(&trust_keys, true) {
+                    match crate::sync::key_watch::load(&trust_keys, true) {
                         Ok(loaded) => Trust::new(loaded.keys, true, None),
                         Err(e) => return key_error(&e.to_string()),
                     }
@@ -531,7 +531,7 @@ impl PublishCmd {
             Ok(key) => key.map(Arc::new),
             Err(status) => return status,
         };
-        let trust_keys = match crate::sync::keys::load(&trust_keys, false) {
+        let trust_keys = match crate::sync::key_watch::load(&trust_keys, false) {
             Ok(loaded) => loaded.keys,
             Err(e) => return key_error(&e.to_string()),
         };

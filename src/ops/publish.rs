@@ -59,7 +59,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::sync::redis::Conn;
+use crate::redis_client::Conn;
 
 use super::input::{documents, quoted, read, Input};
 use super::retry::RetryFor;
@@ -69,8 +69,8 @@ use crate::config::secret::Env;
 use crate::model::keys::{PublicKey, SigningKey};
 use crate::model::trust::Trust;
 use crate::model::wire::{parse_element, Content, Incoming, Opened, Payload, Reader};
+use crate::redis_client::{self as redis_source, Change, Population, RedisKeys};
 use crate::store::{is_mass_removal, Store};
-use crate::sync::redis::{self as redis_source, Change, Population, RedisKeys};
 
 /// What to publish where.
 #[derive(Debug, Clone)]

@@ -43,7 +43,7 @@ pub fn transient(e: &redis::RedisError) -> Option<&'static str> {
         ErrorKind::Io if e.is_connection_refusal() || e.is_connection_dropped() => {
             Some("Redis to accept connections (refused or reset)")
         }
-        _ if crate::sync::redis::is_fenced(e) => Some(
+        _ if crate::redis_client::is_fenced(e) => Some(
             "Redis to hold what was read (it changed between the read and the write: flushed, \
              failed over to a replica that was behind, or written by another writer; nothing \
              was written)",

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use crate::config::secret::Env;
 use crate::config::TlsFiles;
-use crate::sync::redis::connection::{ConnectorError, Settings};
-use crate::sync::redis::{Conn, Connector, RedisKeys, Role};
+use crate::redis_client::connection::{ConnectorError, Settings};
+use crate::redis_client::{Conn, Connector, RedisKeys, Role};
 
 /// Where a command's Redis is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,7 +32,7 @@ use crate::model::cursor::Cursor;
 use crate::model::origin::MassRemoval;
 use crate::model::timestamp::format_rfc3339;
 use crate::model::validate::is_valid_id;
-use crate::sync::keys::TrustState;
+use crate::sync::key_watch::TrustState;
 use crate::sync::readiness::Readiness;
 use crate::sync::refresh::{RefreshRequest, Refresher, Scope};
 use crate::sync::report::ReportState;

@@ -169,11 +169,11 @@ struct Inner {
 /// (the marker removed first, set by the last chunk), and drops the
 /// fields it does not have.
 async fn repopulate(
-    con: &mut crate::sync::redis::Conn,
-    keys: &crate::sync::redis::RedisKeys,
+    con: &mut crate::redis_client::Conn,
+    keys: &crate::redis_client::RedisKeys,
     inner: &Inner,
 ) -> redis::RedisResult<()> {
-    use crate::sync::redis::{write_changes, Change, Population};
+    use crate::redis_client::{write_changes, Change, Population};
     let world: Vec<Change> = lock(&inner.world)
         .projects
         .iter()
@@ -216,7 +216,7 @@ async fn repopulate(
 }
 
 /// The changes of one publish call, for Redis (written as one batch).
-type Mirrored = Vec<crate::sync::redis::Change>;
+type Mirrored = Vec<crate::redis_client::Change>;
 
 /// A running simulator. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -344,7 +344,7 @@ impl Simulator {
             world.revision += 1;
             let at = world.revision;
             if mirror.is_some() {
-                batch.push(crate::sync::redis::Change {
+                batch.push(crate::redis_client::Change {
                     project: id.clone(),
                     document: Some(text.clone()),
                 });
@@ -385,7 +385,7 @@ impl Simulator {
         let mut world = lock(&self.inner.world);
         for id in ids {
             if world.projects.remove(id).is_some() {
-                batch.push(crate::sync::redis::Change {
+                batch.push(crate::redis_client::Change {
                     project: id.to_owned(),
                     document: None,
                 });
@@ -414,7 +414,7 @@ impl Simulator {
         password: Option<&crate::config::secret::Secret>,
         key_prefix: &str,
     ) -> redis::RedisResult<Arc<AtomicU64>> {
-        use crate::sync::redis::{self as redis_source, Population};
+        use crate::redis_client::{self as redis_source, Population};
         let timeout = Duration::from_secs(5);
         let connector = redis_source::Connector::new(redis_source::connection::Settings {
             url,

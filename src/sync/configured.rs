@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use super::file::FileSource;
 use super::http::{ControlPlane, HttpSource};
-use super::redis::connection::Settings;
-use super::redis::{Connector, RedisSource};
+use super::redis::RedisSource;
 use super::{Source, Stepped, SyncContext, SyncError};
 use crate::config::secret::Env;
 use crate::config::{Source as Kind, SourceConfig};
 use crate::model::wire::Reader;
+use crate::redis_client::connection::Settings;
+use crate::redis_client::Connector;
 use crate::store::ApplyReport;
 
 /// Why the configured source could not be set up.

@@ -32,7 +32,7 @@ pub mod configured;
 pub mod error;
 pub mod file;
 pub mod http;
-pub mod keys;
+pub mod key_watch;
 pub mod memory;
 pub mod readiness;
 pub mod redis;

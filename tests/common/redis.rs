@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use env_sidecar::config::TlsFiles;
-use env_sidecar::sync::redis::connection::Settings;
-use env_sidecar::sync::redis::{self as redis_source, Conn, Connector, RedisKeys, Role};
+use env_sidecar::redis_client::connection::Settings;
+use env_sidecar::redis_client::{self as redis_source, Conn, Connector, RedisKeys, Role};
 
 pub struct RedisServer {
     child: Option<Child>,

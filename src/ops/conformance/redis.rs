@@ -14,10 +14,10 @@ use super::{documents, fail, pass, report, Finding, Verdict, UNREACHABLE};
 use crate::config::secret::Env;
 use crate::model::wire::{published_revision, Incoming, Reader};
 use crate::ops::target::RedisTarget;
-use crate::sync::error::describe;
-use crate::sync::redis::{
+use crate::redis_client::{
     read_projects, EntryChange, RedisKeys, StreamBackwards, StreamEntry, STREAM_MAX_LEN,
 };
+use crate::sync::error::describe;
 
 const KEYS: &str = "docs/control-plane.md#keys-and-the-rules-for-a-writer";
 

@@ -20,7 +20,7 @@ use crate::model::trust::Trust;
 use crate::model::wire::{self, parse_snapshot};
 use crate::ops::target::{RedisTarget, TargetError};
 use crate::ops::verdict::published;
-use crate::sync::redis::{self as redis_source, Conn, RedisKeys};
+use crate::redis_client::{self as redis_source, Conn, RedisKeys};
 use crate::sync::report::redis::{
     parse_ahead, parse_nack, parse_served, read_all_fields, read_fields, read_summaries,
 };

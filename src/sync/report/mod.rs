@@ -455,7 +455,7 @@ pub fn sink_for(
     node: &str,
 ) -> Result<Option<Sink>, String> {
     use crate::config::ReportsTo;
-    use crate::sync::redis::connection::{Connector, Settings};
+    use crate::redis_client::connection::{Connector, Settings};
     if !config.report.enabled {
         return Ok(None);
     }

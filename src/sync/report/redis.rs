@@ -39,7 +39,7 @@ use ::redis::RedisError;
 use super::{
     Ahead, Nack, NodeReport, ReportError, Served, Summary, EXPIRY_HEARTBEATS, LOST_RETENTION,
 };
-use crate::sync::redis::{Connector, Lazy, RedisKeys, Role};
+use crate::redis_client::{Connector, Lazy, RedisKeys, Role};
 
 /// Fields per `HSET` of a full write.
 const CHUNK: usize = 1000;

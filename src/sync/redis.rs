@@ -3,12 +3,12 @@
 //! simulator) writes in one `MULTI`/`EXEC` per change, with a population
 //! marker (`{P}:population`) saying when the hash holds a complete
 //! population. For fleets: every sidecar follows Redis (a replica, a
-//! cluster, a sentinel-managed set: see [`connection`]) instead of the
+//! cluster, a sentinel-managed set: see [`crate::redis_client`]) instead of the
 //! control plane.
 //!
 //! * **Full load**: the stream's last generated id becomes the cursor
 //!   (`0-0` when the stream is missing), then the hash is read in bounded
-//!   chunks ([`read::read_projects`]). When the marker is there, matches
+//!   chunks ([`read_projects`]). When the marker is there, matches
 //!   the fields read and did not move meanwhile, the population is
 //!   complete: applied as a full snapshot (absent projects removed, under
 //!   the blast-radius guard). Otherwise Redis lost data, is being
@@ -26,7 +26,7 @@
 //!   holds fewer entries than it did plus those just read (trimmed past,
 //!   deleted, recreated while the read blocked, a Redis that came back
 //!   empty), or a read that was a full batch, is checked thoroughly
-//!   ([`read::stream_state`], ids only): missing while the cursor is past
+//!   ([`stream_state`], ids only): missing while the cursor is past
 //!   `0-0`, its first entry newer than the cursor, or empty while its
 //!   last generated id is newer: entries may be gone, so a full load (the
 //!   Redis form of `410`). The thorough check also runs on start and
@@ -43,17 +43,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-pub mod connection;
-pub mod keys;
-pub mod read;
-
-pub use connection::{Conn, Connector, Lazy, Role};
-pub use keys::{
-    is_fenced, population, remove_project, stream_end, write_changes, write_changes_after,
-    write_project, Change, Population, RedisKeys, STREAM_MAX_LEN,
+use crate::redis_client::read::{
+    changes, read_after, read_project, read_projects, stream_state, Delivery, StreamState,
 };
-use read::{changes, read_after, stream_state, Delivery, StreamState};
-pub use read::{read_project, read_projects, EntryChange, StreamBackwards, StreamEntry};
+use crate::redis_client::{population, Connector, Lazy, RedisKeys, Role};
 
 use super::{summary, Contact, FetchError, Source, Stepped, SyncContext, SyncError};
 use crate::config::RedisConfig;

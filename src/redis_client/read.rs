@@ -6,7 +6,7 @@
 use redis::aio::ConnectionLike;
 use redis::Value;
 
-use super::keys::RedisKeys;
+use super::layout::RedisKeys;
 use crate::model::cursor::Cursor;
 pub use crate::model::cursor::StreamId;
 use crate::model::wire::{ChangesBody, Incoming, Reader};
