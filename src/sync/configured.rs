@@ -1,5 +1,5 @@
 //! The source a config names: built from its typed `[source]` and driven
-//! as one [`Source`]. The only place in the sync layer that dispatches on
+//! as one [`Fetch`]. The only place in the sync layer that dispatches on
 //! the kind of source; the sync loop sees a source, a cursor and a
 //! status. (Config checks, status views and the operator commands read
 //! the kind too, to say what it is.)
@@ -11,9 +11,9 @@ use std::time::Duration;
 use super::file::FileSource;
 use super::http::{ControlPlane, HttpSource};
 use super::redis::RedisSource;
-use super::{Source, Stepped, SyncContext, SyncError};
+use super::{Fetch, Stepped, SyncContext, SyncError};
 use crate::config::secret::Env;
-use crate::config::{Source as Kind, SourceConfig};
+use crate::config::{Source, SourceConfig};
 use crate::model::wire::Reader;
 use crate::redis_client::connection::Settings;
 use crate::redis_client::Connector;
@@ -44,12 +44,12 @@ impl Configured {
             parallel: false,
         };
         Ok(match &config.kind {
-            Kind::File(f) => Configured::File(FileSource::new(
+            Source::File(f) => Configured::File(FileSource::new(
                 f.path.clone(),
                 config.poll_interval,
                 reader,
             )),
-            Kind::Http(h) => {
+            Source::Http(h) => {
                 let token = env.secret(&h.token_env);
                 let control_plane = ControlPlane::new(
                     &h.url,
@@ -66,7 +66,7 @@ impl Configured {
                     h.timing.backoff_max,
                 ))
             }
-            Kind::Redis(r) => {
+            Source::Redis(r) => {
                 let connector = Connector::new(Settings {
                     url: &r.url,
                     password: env.secret(&r.token_env),
@@ -83,7 +83,7 @@ impl Configured {
     }
 }
 
-impl Source for Configured {
+impl Fetch for Configured {
     fn first_delay(&mut self, ctx: &SyncContext) -> Duration {
         match self {
             Configured::File(s) => s.first_delay(ctx),

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use super::{summary, Contact, FetchError, Source, Stepped, SyncContext, SyncError};
+use super::{summary, Contact, Fetch, FetchError, Stepped, SyncContext, SyncError};
 use crate::model::origin::{MassRemoval, Origin};
 use crate::model::wire::{Reader, SnapshotBody};
 use crate::store::{ApplyReport, Contents};
@@ -75,7 +75,7 @@ impl FileSource {
     }
 }
 
-impl Source for FileSource {
+impl Fetch for FileSource {
     async fn step(&mut self, ctx: &SyncContext) -> Result<Stepped, SyncError> {
         let fingerprint = self.fingerprint().await;
         if let (Some(now), Some((seen, applied))) = (fingerprint, self.seen) {

@@ -18,7 +18,7 @@ use http::header::{AUTHORIZATION, ETAG, IF_NONE_MATCH};
 use http::{HeaderValue, StatusCode};
 
 use super::backoff::{self, Backoff};
-use super::{summary, Contact, FetchError, Source, Stepped, SyncContext, SyncError};
+use super::{summary, Contact, Fetch, FetchError, Stepped, SyncContext, SyncError};
 use crate::config::secret::Secret;
 use crate::config::SyncMode;
 use crate::model::cursor::Cursor;
@@ -371,7 +371,7 @@ impl HttpSource {
     }
 }
 
-impl Source for HttpSource {
+impl Fetch for HttpSource {
     fn first_delay(&mut self, ctx: &SyncContext) -> Duration {
         if let (true, Cursor::Revision(revision)) = (ctx.store.is_loaded(), ctx.store.cursor()) {
             // Loaded from the cache: carry on from its cursor.

@@ -1,7 +1,7 @@
 //! Sync: keeping the store fresh from its source, and what is known about
 //! how that goes.
 //!
-//! Every source has the same shape ([`Source`]): one step fetches whatever
+//! Every source has the same shape ([`Fetch`]): one step fetches whatever
 //! is new and hands it to the writer, a forced refresh fetches now, and
 //! [`run`] drives either with shared backoff, status, logging, "check now"
 //! and shutdown. Sources fetch and parse (off the request threads) and
@@ -167,8 +167,9 @@ pub struct Stepped {
     pub contact: Contact,
 }
 
-/// A source of snapshots: the file, a control plane, Redis.
-pub trait Source: Send + 'static {
+/// What the driver steps: a source of snapshots (the file, a control
+/// plane, Redis), as `config::Source` names one.
+pub trait Fetch: Send + 'static {
     /// How long to wait before the first step (a fleet restarted together
     /// from its caches must not poll in lockstep).
     fn first_delay(&mut self, _ctx: &SyncContext) -> Duration {
@@ -190,7 +191,7 @@ pub trait Source: Send + 'static {
         mass_removal: MassRemoval,
     ) -> impl Future<Output = Result<(ApplyReport, String), SyncError>> + Send;
 
-    /// Fetches project `id` now, as [`Source::refresh_all`] does all.
+    /// Fetches project `id` now, as [`Fetch::refresh_all`] does all.
     fn refresh_project(
         &mut self,
         ctx: &SyncContext,
@@ -221,7 +222,7 @@ pub const INCONCLUSIVE_RETRY: Duration = Duration::from_secs(1);
 /// Drives `source` until `shutdown` flips: steps, with full-jitter
 /// backoff after failures; commands are served at once, even in the
 /// middle of a step (which is abandoned and retried).
-pub async fn run<S: Source>(
+pub async fn run<S: Fetch>(
     mut source: S,
     ctx: SyncContext,
     mut commands: mpsc::Receiver<SourceCommand>,
@@ -302,7 +303,7 @@ pub async fn run<S: Source>(
 }
 
 /// Carries out a forced refresh and words its outcome.
-async fn forced<S: Source>(
+async fn forced<S: Fetch>(
     source: &mut S,
     ctx: &SyncContext,
     request: &RefreshRequest,
@@ -379,7 +380,7 @@ mod tests {
         error: fn() -> SyncError,
     }
 
-    impl Source for Flaky {
+    impl Fetch for Flaky {
         async fn step(&mut self, _: &SyncContext) -> Result<Stepped, SyncError> {
             let n = self.steps.fetch_add(1, Ordering::SeqCst);
             // A loop that spins would never give the timer a chance.

@@ -48,7 +48,7 @@ use crate::redis_client::read::{
 };
 use crate::redis_client::{population, Connector, Lazy, RedisKeys, Role};
 
-use super::{summary, Contact, FetchError, Source, Stepped, SyncContext, SyncError};
+use super::{summary, Contact, Fetch, FetchError, Stepped, SyncContext, SyncError};
 use crate::config::RedisConfig;
 use crate::model::cursor::Cursor;
 pub use crate::model::cursor::StreamId;
@@ -399,7 +399,7 @@ fn lost(state: &StreamState, cursor: StreamId) -> bool {
     }
 }
 
-impl Source for RedisSource {
+impl Fetch for RedisSource {
     fn first_delay(&mut self, ctx: &SyncContext) -> Duration {
         if ctx.store.is_loaded() {
             // Loaded from the cache: carry on from its cursor (checked
