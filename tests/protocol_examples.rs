@@ -3,7 +3,7 @@
 //! by the sidecar's own parser, and its documents validated, here.
 
 use env_sidecar::model::validate::validate;
-use env_sidecar::model::wire::{Content, Incoming, Reader};
+use env_sidecar::model::wire::{BodyReader, Content, Incoming};
 
 /// `(kind, outcome, body)` of every `<!-- example: KIND OUTCOME -->`
 /// followed by a ```` ```json ```` block.
@@ -54,7 +54,7 @@ fn every_protocol_example_reads_as_the_docs_say() {
     };
     assert!(count("snapshot", "accepted") >= 1 && count("snapshot", "refused") >= 1);
     assert!(count("changes", "accepted") >= 3 && count("changes", "refused") >= 2);
-    let reader = Reader::default();
+    let reader = BodyReader::default();
     for (kind, outcome, body) in &examples {
         let read = match kind.as_str() {
             "snapshot" => reader.snapshot(body.as_bytes()).map(|b| b.projects),

@@ -177,7 +177,7 @@ pub(super) fn connection(
     )
     .unwrap();
     let con = rt
-        .block_on(connector.connect(env_sidecar::redis_client::Role::Writer))
+        .block_on(connector.connect(env_sidecar::redis_client::Role::Write))
         .unwrap();
     (
         rt,

@@ -544,27 +544,27 @@ pub const DEFAULT_MAX_DOCUMENT_BYTES: usize = 4 << 20;
 /// Reads fetch bodies and elements, refusing any element (a document or
 /// an envelope, as received) larger than `max_document_bytes` unread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reader {
+pub struct BodyReader {
     pub max_document_bytes: usize,
     /// A large list is read on every core ([`crate::parallel`]): for a
     /// load before the sidecar is ready.
     pub parallel: bool,
 }
 
-impl Default for Reader {
-    fn default() -> Reader {
-        Reader {
+impl Default for BodyReader {
+    fn default() -> BodyReader {
+        BodyReader {
             max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
             parallel: false,
         }
     }
 }
 
-impl Reader {
+impl BodyReader {
     /// The same reader, reading large lists on every core when
     /// `parallel`.
-    pub fn on_every_core(self, parallel: bool) -> Reader {
-        Reader { parallel, ..self }
+    pub fn on_every_core(self, parallel: bool) -> BodyReader {
+        BodyReader { parallel, ..self }
     }
 }
 
@@ -575,7 +575,7 @@ enum Element {
     Unattributed(String),
 }
 
-impl Reader {
+impl BodyReader {
     pub fn snapshot(&self, body: &[u8]) -> Result<SnapshotBody, MalformedBody> {
         let raw: RawSnapshot =
             serde_json::from_slice(body).map_err(|e| MalformedBody(e.to_string()))?;
@@ -696,17 +696,17 @@ impl Reader {
 }
 
 pub fn parse_snapshot(body: &[u8]) -> Result<SnapshotBody, MalformedBody> {
-    Reader::default().snapshot(body)
+    BodyReader::default().snapshot(body)
 }
 
 pub fn parse_changes(body: &[u8]) -> Result<ChangesBody, MalformedBody> {
-    Reader::default().changes(body)
+    BodyReader::default().changes(body)
 }
 
 /// A single document or envelope, as the tools read one from a file: a
 /// sealed element is attributed to the id its payload names.
 pub fn parse_element(json: &str) -> Result<Incoming, MalformedBody> {
-    match Reader::default().element(json)? {
+    match BodyReader::default().element(json)? {
         Element::Attributed(incoming) => Ok(incoming),
         Element::Unattributed(why) => Err(MalformedBody(why)),
     }
@@ -973,9 +973,9 @@ mod tests {
 
     #[test]
     fn an_element_over_the_limit_is_refused_unread_and_attributed_when_plain() {
-        let reader = Reader {
+        let reader = BodyReader {
             max_document_bytes: 64,
-            ..Reader::default()
+            ..BodyReader::default()
         };
         let long = format!(
             r#"{{"id": "big", "revision": 1, "environments": [], "pad": "{}"}}"#,
@@ -996,7 +996,7 @@ mod tests {
 
     #[test]
     fn opening_says_why_a_payload_does_not_serve() {
-        let reader = Reader::default();
+        let reader = BodyReader::default();
         // A repeated field: the parse error, not a missing signed_at.
         let twice = envelope(r#"{"id": "a", "revision": 1, "revision": 2, "environments": []}"#);
         let Some(Err(Unopened { message: why, .. })) = reader.filed("a", &twice).open() else {

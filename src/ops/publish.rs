@@ -68,7 +68,7 @@ use super::verdict::{judge_against, published, Verdict};
 use crate::config::secret::Env;
 use crate::model::keys::{PublicKey, SigningKey};
 use crate::model::trust::Trust;
-use crate::model::wire::{parse_element, Content, Incoming, Opened, Payload, Reader};
+use crate::model::wire::{parse_element, BodyReader, Content, Incoming, Opened, Payload};
 use crate::redis_client::{self as redis_source, Change, Population, RedisKeys};
 use crate::store::{is_mass_removal, Store};
 
@@ -589,7 +589,7 @@ struct Truth {
 
 impl Truth {
     async fn read(con: &mut Conn, keys: &RedisKeys, trust: &Trust) -> redis::RedisResult<Truth> {
-        let held = redis_source::read_projects(con, keys, Reader::default()).await?;
+        let held = redis_source::read_projects(con, keys, BodyReader::default()).await?;
         let store = published(held, &[], trust);
         // What the hash holds that did not verify: the stream's newest
         // verifiable entry of that project stands in for it.
@@ -648,7 +648,7 @@ async fn newest_verified(
 ) -> redis::RedisResult<Vec<Incoming>> {
     let mut missing = wanted.clone();
     let mut found = Vec::new();
-    let reader = Reader::default();
+    let reader = BodyReader::default();
     let mut entries = redis_source::StreamBackwards::new(keys);
     while !missing.is_empty() {
         let Some(batch) = entries.next(con, reader.max_document_bytes).await? else {

@@ -56,7 +56,7 @@ impl RedisTarget {
             response_timeout: TIMEOUT,
         })?;
         connector
-            .connect(Role::Writer)
+            .connect(Role::Write)
             .await
             .map_err(TargetError::Connect)
     }

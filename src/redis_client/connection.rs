@@ -8,9 +8,9 @@
 //! | `redis+unix:///path`, `unix:///path` | the server on that socket |
 //! | `redis-sentinel://h:p[,h:p…][/db]#MASTER`, `rediss-sentinel://…` | the sentinels are asked, at each connect, for the current primary of `MASTER` or one of its replicas |
 //!
-//! A [`Role`] says what the connection is for: a [`Role::Reader`]
+//! A [`Role`] says what the connection is for: a [`Role::Follow`]
 //! (following the data) reads a replica where the deployment and
-//! `read_from` allow it (`READONLY` in a cluster); a [`Role::Writer`]
+//! `read_from` allow it (`READONLY` in a cluster); a [`Role::Write`]
 //! (`publish`, node reports) always talks to the primary. Clustering,
 //! redirections, replica reads and sentinel lookups are the redis crate's
 //! own (`cluster-async`, `sentinel`); this module only chooses.
@@ -40,9 +40,9 @@ use crate::config::{read_pem, Pem, ReadFrom, TlsFiles};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// Following the data: a replica where the deployment allows.
-    Reader,
+    Follow,
     /// Writing (`publish`, node reports): the primary.
-    Writer,
+    Write,
 }
 
 /// Why a Redis deployment could not be set up from its settings.
@@ -304,7 +304,7 @@ impl Connector {
         if let Some(certs) = &self.tls {
             builder = builder.certs(certs.clone());
         }
-        let replica = role == Role::Reader
+        let replica = role == Role::Follow
             && match self.read_from {
                 Some(ReadFrom::Replica) => true,
                 Some(ReadFrom::Primary) => false,
@@ -318,7 +318,7 @@ impl Connector {
     }
 
     async fn connect_sentinel(&self, role: Role) -> RedisResult<Conn> {
-        let replica = role == Role::Reader && self.read_from != Some(ReadFrom::Primary);
+        let replica = role == Role::Follow && self.read_from != Some(ReadFrom::Primary);
         if replica {
             // A replica, the primary when none is up.
             match self.sentinel_connection(SentinelServerType::Replica).await {

@@ -9,7 +9,7 @@ use redis::Value;
 use super::layout::RedisKeys;
 use crate::model::cursor::Cursor;
 pub use crate::model::cursor::StreamId;
-use crate::model::wire::{ChangesBody, Incoming, Reader};
+use crate::model::wire::{BodyReader, ChangesBody, Incoming};
 
 // The scripts below are how a value's size is checked before the value
 // is fetched: Redis 7.0 has no `HSCAN … NOVALUES`, and a stream entry no
@@ -80,7 +80,7 @@ fn bounded(value: Value) -> Option<Bounded> {
 pub async fn read_projects(
     con: &mut (impl ConnectionLike + Send),
     keys: &RedisKeys,
-    reader: Reader,
+    reader: BodyReader,
 ) -> redis::RedisResult<Vec<Incoming>> {
     let mut out = Vec::new();
     // Values read, parsed a batch at a time (on every core when the
@@ -147,7 +147,7 @@ pub async fn read_project(
     con: &mut (impl ConnectionLike + Send),
     keys: &RedisKeys,
     id: &str,
-    reader: Reader,
+    reader: BodyReader,
 ) -> redis::RedisResult<Option<Incoming>> {
     let value: Value = read_only_script(GET_BOUNDED, &keys.projects)
         .arg(id)
@@ -551,7 +551,7 @@ pub fn stream_entries(reply: Value, max_document_bytes: usize) -> Vec<(StreamId,
 pub fn changes(
     cursor: Cursor,
     entries: Vec<(StreamId, String, Entry)>,
-    reader: Reader,
+    reader: BodyReader,
 ) -> ChangesBody {
     let mut last: Vec<(String, Entry)> = Vec::new();
     for (_, project, entry) in entries {
@@ -595,7 +595,7 @@ mod tests {
                 entry(4, "b", Entry::Document("not json".into())),
                 entry(5, "c", Entry::Unreadable("x")),
             ],
-            Reader::default(),
+            BodyReader::default(),
         );
         assert_eq!(body.removed, ["a"]);
         assert_eq!(body.projects.len(), 2);

@@ -433,8 +433,8 @@ impl Simulator {
         })?;
         let connector = Arc::new(connector);
         // Connected once here, so a bad address fails the call.
-        let first = connector.connect(redis_source::Role::Writer).await?;
-        let mut writer = redis_source::Lazy::new(connector, redis_source::Role::Writer);
+        let first = connector.connect(redis_source::Role::Write).await?;
+        let mut writer = redis_source::Lazy::new(connector, redis_source::Role::Write);
         let keys = redis_source::RedisKeys::new(key_prefix);
         let (tx, mut rx) = mpsc::unbounded_channel::<Mirrored>();
         *lock(&self.inner.mirror) = Some(tx);

@@ -39,7 +39,7 @@ use crate::model::clock::SharedClock;
 use crate::model::cursor::Cursor;
 use crate::model::floor::Floor;
 use crate::model::origin::{CacheRecord, Origin, Signers};
-use crate::model::wire::{Reader, SnapshotBody};
+use crate::model::wire::{BodyReader, SnapshotBody};
 use crate::store::{Contents, Project, Store, Update};
 
 pub const FORMAT: &str = "env-sidecar-last-known-good";
@@ -250,7 +250,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Cached, CacheError> {
     // The snapshot parser's own element parser: cached documents take the
     // same path as fetched ones.
     // Read at start, before anything is served: on every core.
-    let (projects, unattributed) = Reader::default()
+    let (projects, unattributed) = BodyReader::default()
         .on_every_core(true)
         .elements(&body.projects)
         .map_err(|e| format_error(e.to_string()))?;

@@ -14,7 +14,7 @@ use super::redis::RedisSource;
 use super::{Fetch, Stepped, SyncContext, SyncError};
 use crate::config::secret::Env;
 use crate::config::{Source, SourceConfig};
-use crate::model::wire::Reader;
+use crate::model::wire::BodyReader;
 use crate::redis_client::connection::Settings;
 use crate::redis_client::Connector;
 use crate::store::ApplyReport;
@@ -39,7 +39,7 @@ pub enum Configured {
 impl Configured {
     /// The source `config` names, with its secrets from `env`.
     pub fn build(config: &SourceConfig, env: &Env) -> Result<Configured, BuildError> {
-        let reader = Reader {
+        let reader = BodyReader {
             max_document_bytes: config.max_document_bytes,
             parallel: false,
         };

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{summary, Contact, Fetch, FetchError, Stepped, SyncContext, SyncError};
 use crate::model::origin::{MassRemoval, Origin};
-use crate::model::wire::{Reader, SnapshotBody};
+use crate::model::wire::{BodyReader, SnapshotBody};
 use crate::store::{ApplyReport, Contents};
 use crate::telemetry::{SyncKind, SyncResult};
 
@@ -27,11 +27,11 @@ pub struct FileSource {
     /// The file was read and applied once: what a later read brings is
     /// a change seen as it happens.
     applied_once: bool,
-    reader: Reader,
+    reader: BodyReader,
 }
 
 impl FileSource {
-    pub fn new(path: PathBuf, poll_interval: Duration, reader: Reader) -> FileSource {
+    pub fn new(path: PathBuf, poll_interval: Duration, reader: BodyReader) -> FileSource {
         FileSource {
             path,
             poll_interval,

@@ -23,7 +23,7 @@ use crate::config::secret::Secret;
 use crate::config::SyncMode;
 use crate::model::cursor::Cursor;
 use crate::model::origin::{MassRemoval, Origin};
-use crate::model::wire::{Incoming, Reader};
+use crate::model::wire::{BodyReader, Incoming};
 use crate::store::{ApplyReport, Contents};
 use crate::telemetry::{SyncKind, SyncResult};
 
@@ -75,7 +75,7 @@ pub struct ControlPlane {
     token: Option<Secret>,
     pub request_timeout: Duration,
     pub long_poll_wait: Duration,
-    reader: Reader,
+    reader: BodyReader,
 }
 
 impl ControlPlane {
@@ -84,7 +84,7 @@ impl ControlPlane {
         token: Option<Secret>,
         request_timeout: Duration,
         long_poll_wait: Duration,
-        reader: Reader,
+        reader: BodyReader,
     ) -> Result<ControlPlane, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(request_timeout)
@@ -102,7 +102,7 @@ impl ControlPlane {
     }
 
     /// How bodies and documents are read.
-    pub fn reader(&self) -> Reader {
+    pub fn reader(&self) -> BodyReader {
         self.reader
     }
 

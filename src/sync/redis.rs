@@ -53,7 +53,7 @@ use crate::config::RedisConfig;
 use crate::model::cursor::Cursor;
 pub use crate::model::cursor::StreamId;
 use crate::model::origin::{MassRemoval, Origin};
-use crate::model::wire::{Reader, SnapshotBody};
+use crate::model::wire::{BodyReader, SnapshotBody};
 use crate::store::{ApplyReport, Contents};
 use crate::telemetry::{SyncKind, SyncResult};
 
@@ -81,7 +81,7 @@ pub struct RedisSource {
     /// complete.
     incomplete: bool,
     /// How large one document may be.
-    reader: Reader,
+    reader: BodyReader,
 }
 
 /// Stream entries one `XREAD` takes at most.
@@ -131,10 +131,10 @@ impl Followed {
 impl RedisSource {
     /// Follows `config` through `connector` (whose response timeout must
     /// be longer than `long_poll_wait`).
-    pub fn new(connector: Arc<Connector>, config: &RedisConfig, reader: Reader) -> RedisSource {
+    pub fn new(connector: Arc<Connector>, config: &RedisConfig, reader: BodyReader) -> RedisSource {
         RedisSource {
-            reads: Lazy::new(connector.clone(), Role::Reader),
-            follow: Lazy::new(connector, Role::Reader),
+            reads: Lazy::new(connector.clone(), Role::Follow),
+            follow: Lazy::new(connector, Role::Follow),
             keys: RedisKeys::new(&config.key_prefix),
             long_poll_wait: config.timing.long_poll_wait,
             backoff_max: config.timing.backoff_max,

@@ -58,7 +58,7 @@ enum Command {
     Apply {
         /// The origin's name, for `Debug`.
         origin: &'static str,
-        job: Box<dyn FnOnce(&mut Writer) + Send>,
+        job: Box<dyn FnOnce(&mut WriterThread) + Send>,
     },
     /// Apply whatever scheduled changes are due now (the clock may be a
     /// manual one); answers how many entries were applied.
@@ -97,7 +97,7 @@ impl WriterHandle {
         parse: impl FnOnce() -> Result<Update, E> + Send + 'static,
     ) -> Result<Result<Result<ApplyReport, ApplyError>, E>, WriteError> {
         let (reply, answer) = oneshot::channel();
-        let job = Box::new(move |writer: &mut Writer| {
+        let job = Box::new(move |writer: &mut WriterThread| {
             let result = parse().map(|update| writer.apply(update));
             let _ = reply.send(result);
         });
@@ -139,7 +139,7 @@ impl std::fmt::Debug for Command {
 }
 
 /// The writer's state.
-pub struct Writer {
+pub struct WriterThread {
     store: StoreWriter,
     clock: SharedClock,
     persist: Option<Arc<Notify>>,
@@ -181,7 +181,7 @@ pub fn spawn(
 ) -> std::io::Result<(WriterHandle, Stopped)> {
     let (tx, rx) = mpsc::channel::<Command>();
     let (done_tx, done_rx) = oneshot::channel();
-    let writer = Writer {
+    let writer = WriterThread {
         store,
         clock,
         persist: listeners.persist,
@@ -198,7 +198,7 @@ pub fn spawn(
     Ok((WriterHandle { tx }, Stopped(done_rx)))
 }
 
-impl Writer {
+impl WriterThread {
     fn run(mut self, rx: mpsc::Receiver<Command>) {
         loop {
             let wait = self.due.peek().map(|Reverse((at, _))| {

@@ -242,7 +242,7 @@ impl Publisher {
         })
         .expect("a usable URL");
         let con = connector
-            .connect(Role::Writer)
+            .connect(Role::Write)
             .await
             .expect("connects to redis");
         Publisher {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::{documents, fail, pass, report, Finding, Verdict, UNREACHABLE};
 use crate::config::secret::Secret;
-use crate::model::wire::Reader;
+use crate::model::wire::BodyReader;
 use crate::sync::error::{describe as chain, FetchError};
 use crate::sync::http::{ChangesFetch, ControlPlane, SnapshotFetch};
 
@@ -43,7 +43,7 @@ pub async fn run(args: &Conformance, out: &mut dyn Write) -> u8 {
         args.token.clone(),
         args.request_timeout,
         args.wait,
-        Reader::default(),
+        BodyReader::default(),
     ) {
         Ok(c) => c,
         Err(e) => {

@@ -12,7 +12,7 @@ use redis::aio::ConnectionLike;
 
 use super::{documents, fail, pass, report, Finding, Verdict, UNREACHABLE};
 use crate::config::secret::Env;
-use crate::model::wire::{published_revision, Incoming, Reader};
+use crate::model::wire::{published_revision, BodyReader, Incoming};
 use crate::ops::target::RedisTarget;
 use crate::redis_client::{
     read_projects, EntryChange, RedisKeys, StreamBackwards, StreamEntry, STREAM_MAX_LEN,
@@ -51,7 +51,7 @@ pub async fn check(
     let mut findings = Vec::new();
     let types = key_types(con, keys).await?;
     findings.push(types_finding(&types));
-    let reader = Reader::default();
+    let reader = BodyReader::default();
     let held = read_projects(con, keys, reader).await?;
     let marker: Option<String> = redis::cmd("GET")
         .arg(&keys.population)
@@ -145,7 +145,7 @@ fn marker_finding(marker: Option<&str>, fields: usize) -> Finding {
 /// the hash holds (its document, or its absence for a removal); while
 /// the stream is shorter than its trimming length, every hash field
 /// has an entry.
-fn stream_finding(held: &[Incoming], entries: &[StreamEntry], reader: Reader) -> Finding {
+fn stream_finding(held: &[Incoming], entries: &[StreamEntry], reader: BodyReader) -> Finding {
     const CHECK: &str = "stream";
     let hash: BTreeMap<&str, &Incoming> = held.iter().map(|i| (i.id.as_str(), i)).collect();
     let mut problems = Vec::new();

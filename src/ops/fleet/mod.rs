@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use self::reader::{Expired, Positions, ProjectState, ReadError, Reader, Target};
+use self::reader::{Expired, Positions, ProjectState, ReadError, ReportReader, Target};
 use super::input::quoted;
 use super::retry::RetryFor;
 use crate::config::secret::Env;
@@ -179,7 +179,7 @@ async fn read_status(
     env: &Env,
     now: SystemTime,
 ) -> Result<StatusRead, ReadError> {
-    let mut reader = Reader::connect(target, env).await?;
+    let mut reader = ReportReader::connect(target, env).await?;
     let positions = reader.positions(None).await?;
     let source = reader.source(&positions).await?;
     let roster = reader.roster(now).await?;
@@ -459,7 +459,11 @@ struct Round {
     rows: Vec<Vec<ProjectState>>,
 }
 
-async fn read_round(reader: &mut Reader, what: &Wait, now: SystemTime) -> Result<Round, ReadError> {
+async fn read_round(
+    reader: &mut ReportReader,
+    what: &Wait,
+    now: SystemTime,
+) -> Result<Round, ReadError> {
     let projects: Vec<String> = what.targets.iter().map(|(p, _)| p.clone()).collect();
     let roster = reader.roster(now).await?;
     let lost: Vec<Expired> = lost(roster.expired, now, what.lost_after)
@@ -499,7 +503,7 @@ pub async fn wait(
     let goal = goal_text(&what.targets);
     let deadline = Instant::now() + what.timeout;
     let mut shown: Option<(usize, usize, usize)> = None;
-    let mut reader: Option<Reader> = None;
+    let mut reader: Option<ReportReader> = None;
     let mut retrier = what.retry.retrier();
     loop {
         let now = clock.now();
@@ -579,15 +583,15 @@ fn goal_text(targets: &[(String, u64)]) -> String {
 /// One round on `reader`, or on a new connection when there is none;
 /// hands the reader back with it.
 async fn next_round(
-    reader: Option<Reader>,
+    reader: Option<ReportReader>,
     target: &Target,
     env: &Env,
     what: &Wait,
     now: SystemTime,
-) -> Result<(Reader, Round), ReadError> {
+) -> Result<(ReportReader, Round), ReadError> {
     let mut reader = match reader {
         Some(reader) => reader,
-        None => Reader::connect(target, env).await?,
+        None => ReportReader::connect(target, env).await?,
     };
     let round = read_round(&mut reader, what, now).await?;
     Ok((reader, round))

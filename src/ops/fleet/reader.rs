@@ -56,19 +56,19 @@ impl Target {
 
 /// The reports, and the positions when they are elsewhere.
 #[derive(Debug)]
-pub struct Reader {
+pub struct ReportReader {
     reports: Link,
     positions: Option<Link>,
 }
 
-impl Reader {
-    pub async fn connect(target: &Target, env: &Env) -> Result<Reader, ReadError> {
+impl ReportReader {
+    pub async fn connect(target: &Target, env: &Env) -> Result<ReportReader, ReadError> {
         let reports = Link::connect(&target.reports, env).await?;
         let positions = match &target.positions {
             Some(store) => Some(Link::connect(store, env).await?),
             None => None,
         };
-        Ok(Reader { reports, positions })
+        Ok(ReportReader { reports, positions })
     }
 
     fn positions_link(&mut self) -> &mut Link {
@@ -263,7 +263,7 @@ impl Link {
         }
         let docs = match self {
             Link::Redis { con, keys } => {
-                redis_source::read_projects(con, keys, wire::Reader::default())
+                redis_source::read_projects(con, keys, wire::BodyReader::default())
                     .await
                     .map_err(redis(keys.projects.clone()))?
             }

@@ -85,7 +85,7 @@ impl RedisSink {
             node: node.to_owned(),
             ttl: interval * EXPIRY_HEARTBEATS,
             target,
-            con: Lazy::new(connector, Role::Writer),
+            con: Lazy::new(connector, Role::Write),
             written: HashMap::new(),
             indexed_ms: 0,
         }
