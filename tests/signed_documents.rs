@@ -166,7 +166,7 @@ async fn only_a_signed_tombstone_removes_and_no_older_revision_comes_back_even_a
         t.sidecar.store().project("acme").is_none()
     })
     .await;
-    assert_eq!(t.sidecar.store().high_water("acme"), Some(2));
+    assert_eq!(t.sidecar.store().floor_revision("acme"), Some(2));
 
     // Replaying the old, validly signed revision 1 does not bring it back.
     let at = std::time::SystemTime::now();
@@ -188,7 +188,7 @@ async fn only_a_signed_tombstone_removes_and_no_older_revision_comes_back_even_a
     })
     .await;
     assert!(t.sidecar.store().project("acme").is_none());
-    assert_eq!(t.sidecar.store().high_water("acme"), Some(2));
+    assert_eq!(t.sidecar.store().floor_revision("acme"), Some(2));
     t.write_snapshot(&snapshot(6, vec![key.sign(&project("acme", 3))]));
     t.wait_revision("acme", 3).await;
 }
@@ -473,7 +473,7 @@ async fn a_signing_simulator_is_followed_over_http_and_its_removals_are_tombston
         t.sidecar.store().project("globex").is_none()
     })
     .await;
-    assert_eq!(t.sidecar.store().high_water("globex"), Some(2));
+    assert_eq!(t.sidecar.store().floor_revision("globex"), Some(2));
 }
 
 #[tokio::test]

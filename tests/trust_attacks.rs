@@ -250,7 +250,7 @@ async fn a_revision_that_expired_still_holds_its_floor_after_a_restart() {
         "status 404",
         "no way back to 57"
     );
-    assert_eq!(t.sidecar.store().high_water("acme"), Some(58));
+    assert_eq!(t.sidecar.store().floor_revision("acme"), Some(58));
     assert_eq!(t.served("keep", "qa").await, "qa-r1");
     // The floor survives the cache being written again (another project
     // changed: the expired document is no longer in it) and a restart.
@@ -269,7 +269,7 @@ async fn a_revision_that_expired_still_holds_its_floor_after_a_restart() {
     let t = start(config(), Some(&clock)).await;
     t.wait_stream_entry(&entry).await;
     assert_eq!(t.served("acme", "qa").await, "status 404");
-    assert_eq!(t.sidecar.store().high_water("acme"), Some(58));
+    assert_eq!(t.sidecar.store().floor_revision("acme"), Some(58));
     // A newer revision moves on.
     publisher
         .write(&key.sign_at(&project("acme", 59), clock_now(&clock), None))

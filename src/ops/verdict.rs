@@ -63,7 +63,7 @@ pub fn judge_against(
     let revision = doc.revision;
     let previous = published.project(&id);
     let floor = published.floor(&id);
-    let high_water = floor.map(Floor::revision);
+    let floor_revision = floor.map(Floor::revision);
     let revision_text = revision.map_or("?".to_owned(), |r| r.to_string());
     let checked = !trust.keys().is_empty();
     let signature = |keys: Option<&[String]>| match (keys, checked) {
@@ -111,7 +111,7 @@ pub fn judge_against(
             reason: "stale_revision",
             message: format!(
                 "revision {revision_text} is older than the published {}; the fleet would ignore it",
-                previous.as_ref().map(|p| p.revision()).or(high_water).unwrap_or(0)
+                previous.as_ref().map(|p| p.revision()).or(floor_revision).unwrap_or(0)
             ),
         },
         Judged::Unchanged => Verdict::Unchanged,

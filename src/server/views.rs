@@ -6,12 +6,11 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::model::cursor::Cursor;
 use crate::model::timestamp::format_rfc3339;
 use crate::model::validate::ValidProject;
 use crate::model::wire::{Pending, Pointers};
 use crate::store::{Project, Rejection};
-use crate::sync::refresh::RefreshOutcome;
+use crate::sync::refresh::{Position, RefreshOutcome};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RejectionView {
@@ -38,8 +37,8 @@ impl From<&Rejection> for RejectionView {
 #[derive(Debug, Serialize)]
 pub struct RefreshView<'a> {
     pub result: &'static str,
-    pub revision_before: Option<Cursor>,
-    pub revision_after: Option<Cursor>,
+    pub revision_before: Option<Position>,
+    pub revision_after: Option<Position>,
     pub changed: usize,
     pub rejected: Vec<RejectionView>,
     pub error: Option<&'a str>,

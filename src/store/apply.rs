@@ -345,7 +345,7 @@ impl StoreWriter {
         );
     }
 
-    /// Seeds the revision high-water marks of projects not served (from
+    /// Seeds the floors of projects not served (from
     /// the cache, before its snapshot is applied).
     pub fn restore_floors(&mut self, floors: &[(String, Floor)]) {
         let mut marks = lock(&self.shared.floors);
@@ -823,7 +823,7 @@ pub struct Judge<'a> {
 
 impl Judge<'_> {
     /// Judges `incoming` against `previous`, the project as served, and
-    /// `floor`, the revision high-water mark of a project not served (a
+    /// `floor`, the revision floor of a project not served (a
     /// signed tombstone removed it, or its cached document could no
     /// longer be served).
     ///

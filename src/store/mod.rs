@@ -101,7 +101,7 @@ pub(super) struct Shared {
     /// Last rejection per project id. Touched by the writer and by
     /// introspection only, never by resolve.
     pub(super) rejections: Mutex<HashMap<String, Rejection>>,
-    /// The revision high-water mark of each project not served that was
+    /// The floor ([`Floor`]) of each project not served that was
     /// accepted before: removed by a signed tombstone (at its revision),
     /// or whose cached document could no longer be served at a restart
     /// (at that document's revision). No document up to it brings the
@@ -241,7 +241,7 @@ impl Store {
 
     /// The revision floor of project `id` when it is not served (a signed
     /// tombstone removed it, or its cached document could not be served).
-    pub fn high_water(&self, id: &str) -> Option<u64> {
+    pub fn floor_revision(&self, id: &str) -> Option<u64> {
         self.floor(id).map(Floor::revision)
     }
 
@@ -274,7 +274,7 @@ impl Store {
                 let kept = self
                     .project(&id)
                     .map(|p| p.revision())
-                    .or_else(|| self.high_water(&id))?;
+                    .or_else(|| self.floor_revision(&id))?;
                 Some((id, kept, source))
             })
             .collect();

@@ -88,10 +88,14 @@ struct BodyIn<'a> {
     cursor: Cursor,
     #[serde(borrow)]
     projects: Vec<&'a RawValue>,
-    /// Absent in files written before signed tombstones.
+    /// The floors of projects a signed tombstone removed
+    /// ([`Floor::Removed`]): id → revision. Absent in files written
+    /// before signed tombstones.
     #[serde(default)]
     removed: std::collections::BTreeMap<String, u64>,
-    /// Absent in files written before refused floors were told apart.
+    /// The floors of projects whose cached document was refused
+    /// ([`Floor::Refused`]): id → (revision, signing time). Absent in
+    /// files written before refused floors were told apart.
     #[serde(default)]
     refused: std::collections::BTreeMap<String, (u64, Option<u64>)>,
     /// Absent in files written before restarts believed them.

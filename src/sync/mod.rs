@@ -50,12 +50,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 pub use error::{describe, FetchError, SyncError};
-use refresh::{RefreshOutcome, RefreshRequest, Scope};
+use refresh::{Position, RefreshOutcome, RefreshRequest, Scope};
 use status::SyncStatus;
 use writer::WriterHandle;
 
 use crate::model::clock::SharedClock;
-use crate::model::cursor::Cursor;
 use crate::model::origin::{MassRemoval, Origin};
 use crate::model::wire::{Incoming, MalformedBody};
 use crate::store::{ApplyReport, Contents, Store, Update};
@@ -309,11 +308,11 @@ async fn forced<S: Fetch>(
     request: &RefreshRequest,
 ) -> RefreshOutcome {
     let revision = |ctx: &SyncContext| match &request.scope {
-        Scope::All => Some(ctx.store.cursor()),
+        Scope::All => Some(Position::Cursor(ctx.store.cursor())),
         Scope::Project(id) => ctx
             .store
             .project(id)
-            .map(|p| Cursor::Revision(p.revision())),
+            .map(|p| Position::Revision(p.revision())),
     };
     let before = revision(ctx);
     let allow = request.mass_removal;

@@ -69,14 +69,33 @@ impl From<RefreshResult> for RefreshLabel {
     }
 }
 
+/// Where a refresh found what it refreshes, and where it left it: the
+/// store's cursor (scope all), or the project's revision (scope project).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    Cursor(Cursor),
+    Revision(u64),
+}
+
+/// As the answer spells it: a cursor as a cursor does, a revision as a
+/// number.
+impl serde::Serialize for Position {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Position::Cursor(cursor) => cursor.serialize(ser),
+            Position::Revision(revision) => ser.serialize_u64(*revision),
+        }
+    }
+}
+
 /// The outcome of `POST /admin/refresh` (the server renders it).
 #[derive(Debug, Clone)]
 pub struct RefreshOutcome {
     pub result: RefreshResult,
-    /// Snapshot cursor (scope all) or project revision (scope project)
-    /// before and after; `None` where there was none.
-    pub revision_before: Option<Cursor>,
-    pub revision_after: Option<Cursor>,
+    /// Before and after; `None` where there was none (a project not
+    /// served).
+    pub revision_before: Option<Position>,
+    pub revision_after: Option<Position>,
     /// Projects added, updated or removed.
     pub changed: usize,
     pub rejected: Vec<Rejection>,
@@ -89,8 +108,8 @@ impl RefreshOutcome {
     /// document was rejected, else `not_modified`.
     pub fn applied(
         report: &ApplyReport,
-        before: Option<Cursor>,
-        after: Option<Cursor>,
+        before: Option<Position>,
+        after: Option<Position>,
     ) -> RefreshOutcome {
         let result = if report.changed() > 0 {
             RefreshResult::Updated
@@ -110,7 +129,7 @@ impl RefreshOutcome {
     }
 
     /// The fetch was refused whole (the blast-radius guard).
-    pub fn refused(message: String, revision: Option<Cursor>) -> RefreshOutcome {
+    pub fn refused(message: String, revision: Option<Position>) -> RefreshOutcome {
         RefreshOutcome {
             result: RefreshResult::Rejected,
             ..RefreshOutcome::failed(message, revision)
@@ -118,7 +137,7 @@ impl RefreshOutcome {
     }
 
     /// The fetch failed.
-    pub fn failed(message: String, revision: Option<Cursor>) -> RefreshOutcome {
+    pub fn failed(message: String, revision: Option<Position>) -> RefreshOutcome {
         RefreshOutcome {
             result: RefreshResult::Error,
             revision_before: revision,
