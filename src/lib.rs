@@ -9,7 +9,7 @@
 //!
 //! Each folder is a layer; a layer imports only the layers listed before
 //! it, never one after it, and the modules inside a layer import each
-//! other without cycles (checked in CI by `tests/layers.rs`):
+//! other without cycles (checked in CI by `tests/it/layers.rs`):
 //!
 //! 0. [`lock`]: the poison-tolerant `Mutex` lock every layer uses;
 //!    [`parallel`]: work split over the cores for loads before ready.

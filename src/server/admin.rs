@@ -55,7 +55,7 @@ pub struct StatusInfo {
 }
 
 /// Every route of this plane, as `(method, OpenAPI path)`: the surface
-/// `openapi/admin.json` must describe (see `tests/openapi.rs`).
+/// `openapi/admin.json` must describe (see `tests/it/openapi.rs`).
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("GET", "/healthz"),

@@ -47,7 +47,7 @@ pub use super::headers::{
 };
 
 /// Every route of this plane, as `(method, OpenAPI path)`: the surface
-/// `openapi/data.json` must describe (`tests/openapi.rs` holds them in
+/// `openapi/data.json` must describe (`tests/it/openapi.rs` holds them in
 /// step, and probes each one on a live sidecar). `*` is any method.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/resolve"),

@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 descriptions of both planes, served at `GET
 //! /openapi.json` on each. They are files in `openapi/` beside this one;
-//! `tests/openapi.rs` keeps them in step with each plane's `ROUTES`, and
+//! `tests/it/openapi.rs` keeps them in step with each plane's `ROUTES`, and
 //! CI runs schemathesis against the real sidecar with them.
 
 use bytes::Bytes;

@@ -1,6 +1,6 @@
 //! What each fuzz target checks, shared by the cargo-fuzz targets in
 //! `tests/fuzz/` (coverage-guided, run for as long as you like) and by
-//! `tests/fuzz_inputs.rs` (generated inputs plus every saved crash, on
+//! `tests/it/fuzz_inputs.rs` (generated inputs plus every saved crash, on
 //! every `cargo test`). Each function takes arbitrary bytes and panics only
 //! when the sidecar breaks a property; the sidecar itself must never panic.
 

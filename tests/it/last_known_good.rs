@@ -1,0 +1,276 @@
+//! The last-known-good cache: written after accepted changes (debounced),
+//! loaded first on start so the sidecar serves while the control plane is
+//! down, carried on from its cursor, and ignored when damaged.
+
+use crate::common;
+
+use std::sync::atomic::Ordering;
+
+use common::{eventually, http_config, project, simulator, TestSidecar};
+
+fn cached(config: &mut env_sidecar::config::Config, path: &std::path::Path) {
+    config.cache.path = path.to_owned();
+}
+
+#[tokio::test]
+async fn a_restart_serves_from_the_cache_while_the_control_plane_is_down() {
+    let keep = tempfile::tempdir().unwrap();
+    let cache = keep.path().join("lkg.json");
+    let sim = simulator(vec![project("acme", 1), project("globex", 1)], None).await;
+    let url = sim.url();
+    let first = TestSidecar::follow(&url, |c| cached(c, &cache)).await;
+    first.wait_ready().await;
+    sim.publish([project("acme", 2)]);
+    first.wait_revision("acme", 2).await;
+    eventually("the cache written at revision 2", || async {
+        std::fs::read_to_string(&cache).is_ok_and(|t| t.contains("qa-r2"))
+    })
+    .await;
+    first.sidecar.shutdown().await;
+    sim.stop();
+
+    let second = TestSidecar::follow(&url, |c| cached(c, &cache)).await;
+    // Ready at once, before any contact with the (dead) control plane.
+    assert_eq!(second.get_admin("/readyz").await.status, 200);
+    assert_eq!(second.served("acme", "qa").await, "qa-r2");
+    assert_eq!(second.served("globex", "qa").await, "qa-r1");
+    assert!(second.sidecar.status().events().last_success.is_none());
+    eventually("failures against the dead control plane", || async {
+        second.sidecar.status().events().last_error.is_some()
+    })
+    .await;
+    assert_eq!(second.served("acme", "qa").await, "qa-r2", "still serving");
+}
+
+#[tokio::test]
+async fn a_restart_carries_on_from_the_cached_cursor() {
+    let keep = tempfile::tempdir().unwrap();
+    let cache = keep.path().join("lkg.json");
+    let sim = simulator(vec![project("acme", 1)], None).await;
+    let first = TestSidecar::follow(&sim.url(), |c| cached(c, &cache)).await;
+    first.wait_ready().await;
+    eventually("the cache written", || async {
+        first.sidecar.cache().log().successes >= 1
+    })
+    .await;
+    first.sidecar.shutdown().await;
+
+    let snapshots = sim.counters().snapshot.load(Ordering::SeqCst);
+    let second = TestSidecar::follow(&sim.url(), |c| cached(c, &cache)).await;
+    sim.publish([project("acme", 2)]);
+    second.wait_revision("acme", 2).await;
+    assert_eq!(
+        sim.counters().snapshot.load(Ordering::SeqCst),
+        snapshots,
+        "no full snapshot needed: the cursor came from the cache"
+    );
+}
+
+#[tokio::test]
+async fn a_burst_of_changes_costs_one_write() {
+    let keep = tempfile::tempdir().unwrap();
+    let cache = keep.path().join("lkg.json");
+    let sim = simulator(vec![project("acme", 1)], None).await;
+    let t = TestSidecar::follow(&sim.url(), |c| cached(c, &cache)).await;
+    t.wait_ready().await;
+    eventually("the first write", || async {
+        t.sidecar.cache().log().successes == 1
+    })
+    .await;
+    // 20 revisions in quick succession (well inside the 200 ms debounce).
+    for rev in 2..=21 {
+        sim.publish([project("acme", rev)]);
+    }
+    t.wait_revision("acme", 21).await;
+    eventually("the burst written", || async {
+        std::fs::read_to_string(&cache).is_ok_and(|text| text.contains("qa-r21"))
+    })
+    .await;
+    // One more revision, once the burst is on disk: the writer takes its
+    // work in order, so when this one is written every write the burst
+    // caused has happened (no window to wait out).
+    sim.publish([project("acme", 22)]);
+    t.wait_revision("acme", 22).await;
+    eventually("the revision after the burst written", || async {
+        std::fs::read_to_string(&cache).is_ok_and(|text| text.contains("qa-r22"))
+    })
+    .await;
+    let writes = t.sidecar.cache().log().successes;
+    assert!(
+        writes <= 4,
+        "{writes} writes for the first load, one burst and one change"
+    );
+    assert!(t.sidecar.cache().log().last_error.is_none());
+}
+
+#[tokio::test]
+async fn a_damaged_cache_is_ignored_and_the_source_still_loads() {
+    let sim = simulator(vec![project("acme", 1)], None).await;
+    for damage in ["corrupt", "truncated", "checksum", "version", "empty"] {
+        let keep = tempfile::tempdir().unwrap();
+        let cache = keep.path().join("lkg.json");
+        // A valid cache of a different state, then damaged.
+        let good = valid_cache_bytes().await;
+        let text = String::from_utf8(good.clone()).unwrap();
+        let bytes: Vec<u8> = match damage {
+            "corrupt" => b"\x00\x01 not json at all".to_vec(),
+            "truncated" => good[..good.len() / 2].to_vec(),
+            "checksum" => text.replacen("qa-r7", "qa-r8", 1).into_bytes(),
+            "version" => text
+                .replacen("\"version\":1", "\"version\":99", 1)
+                .into_bytes(),
+            _ => Vec::new(),
+        };
+        std::fs::write(&cache, bytes).unwrap();
+        let t = TestSidecar::follow(&sim.url(), |c| cached(c, &cache)).await;
+        t.wait_ready().await;
+        assert_eq!(
+            t.served("acme", "qa").await,
+            "qa-r1",
+            "{damage}: served what the control plane has"
+        );
+        t.sidecar.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_damaged_cache_with_no_control_plane_leaves_the_sidecar_not_ready() {
+    let keep = tempfile::tempdir().unwrap();
+    let cache = keep.path().join("lkg.json");
+    let good = valid_cache_bytes().await;
+    std::fs::write(&cache, &good[..good.len() - 10]).unwrap();
+    let t = TestSidecar::follow("http://127.0.0.1:9", |c| cached(c, &cache)).await;
+    eventually("a failed fetch", || async {
+        t.sidecar.status().events().last_error.is_some()
+    })
+    .await;
+    assert_eq!(t.get_admin("/readyz").await.status, 503);
+    assert_eq!(
+        t.get("/v1/resolve?project=acme").await.error_code(),
+        "not_ready"
+    );
+}
+
+/// The bytes of a real cache file holding `acme` at revision 7.
+async fn valid_cache_bytes() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("lkg.json");
+    let sim = simulator(vec![project("acme", 7)], None).await;
+    let mut config = http_config(dir.path(), &sim.url());
+    config.cache.path = cache.clone();
+    let t = TestSidecar::launch(config, tempfile::tempdir().unwrap()).await;
+    t.wait_ready().await;
+    eventually("cache written", || async {
+        t.sidecar.cache().log().successes >= 1
+    })
+    .await;
+    t.sidecar.shutdown().await;
+    sim.stop();
+    std::fs::read(&cache).unwrap()
+}
+
+/// A full disk, as the process sees it: the file-size limit (`ulimit -f`,
+/// with SIGXFSZ ignored) makes every write past 4 KiB fail, as ENOSPC
+/// would. The sidecar must keep serving what it accepted, report the
+/// failed write, and leave the previous cache file whole.
+#[tokio::test]
+async fn a_cache_write_that_runs_out_of_space_keeps_serving_and_the_old_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot_path = dir.path().join("snapshot.json");
+    let cache = dir.path().join("lkg.json");
+    common::write_json(
+        &snapshot_path,
+        &common::snapshot(1, vec![project("small", 1)]),
+    );
+    let config = dir.path().join("sidecar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [source]\npath = \"{}\"\npoll_interval = \"100ms\"\n[cache]\npath = \"{}\"\n",
+            snapshot_path.display(),
+            cache.display()
+        ),
+    )
+    .unwrap();
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(r#"trap '' XFSZ; ulimit -f 8; exec "$0" --config "$1""#)
+        .arg(env!("CARGO_BIN_EXE_env-sidecar"))
+        .arg(&config);
+    let mut sidecar = common::process::SidecarProcess::spawn(command);
+    eventually("the small snapshot cached", || async {
+        env_sidecar::sync::cache::load(&cache).is_ok()
+    })
+    .await;
+    let small = std::fs::read(&cache).unwrap();
+    assert!(small.len() < 4096, "the first cache file fits the limit");
+
+    // Twenty projects: the cache file would be well over the limit.
+    common::write_json(&snapshot_path, &common::snapshot(2, common::numbered(20)));
+    let client = reqwest::Client::new();
+    let status_url = format!("http://{}/admin/status", sidecar.admin_addr);
+    eventually("the failed cache write reported", || async {
+        let Ok(resp) = client.get(&status_url).send().await else {
+            return false;
+        };
+        let status: serde_json::Value =
+            serde_json::from_str(&resp.text().await.unwrap_or_default()).unwrap_or_default();
+        status["cache"]["last_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("lkg.json"))
+    })
+    .await;
+    let resolve = format!(
+        "http://{}/v1/resolve?project=p19&environment=qa",
+        sidecar.data_addr
+    );
+    let served = client.get(&resolve).send().await.unwrap();
+    assert_eq!(served.status(), 200, "the new snapshot is served");
+    assert!(sidecar.is_running());
+    assert_eq!(
+        std::fs::read(&cache).unwrap(),
+        small,
+        "the old cache file is whole"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[tokio::test]
+async fn a_restart_removes_temp_files_a_crashed_writer_left_behind() {
+    let keep = tempfile::tempdir().unwrap();
+    let cache = keep.path().join("lkg.json");
+    let sim = simulator(vec![project("acme", 1)], None).await;
+    let first = TestSidecar::follow(&sim.url(), |c| cached(c, &cache)).await;
+    first.wait_ready().await;
+    eventually("the cache written", || async { cache.exists() }).await;
+    first.sidecar.shutdown().await;
+    // What a process killed in the middle of a write leaves: its own
+    // temporary file, named after its pid. Files that merely look alike
+    // belong to someone else and stay.
+    let orphan = keep.path().join(".lkg.json.tmp.4242");
+    std::fs::write(&orphan, vec![b'x'; 1 << 20]).unwrap();
+    let strangers = [
+        ".lkg.json.tmp.notapid",
+        ".other.json.tmp.4242",
+        "lkg.json.bak",
+    ];
+    for name in strangers {
+        std::fs::write(keep.path().join(name), b"mine").unwrap();
+    }
+    sim.stop();
+
+    let second = TestSidecar::follow(&sim.url(), |c| cached(c, &cache)).await;
+    assert!(!orphan.exists(), "the orphaned temp file is gone");
+    for name in strangers {
+        assert!(keep.path().join(name).exists(), "{name} must be left alone");
+    }
+    // The cache itself was untouched and serves.
+    assert_eq!(second.served("acme", "qa").await, "qa-r1");
+}
