@@ -324,6 +324,34 @@ impl Sentinels {
             .restart();
     }
 
+    /// [`Sentinels::restart`], then until every sentinel sees the server
+    /// on `port` as a replica whose link to the primary is up: a
+    /// failover needs a replica to promote, and a sentinel looks at a
+    /// returning server only every few seconds.
+    pub fn rejoin(&mut self, port: u16) {
+        self.restart(port);
+        until(
+            Duration::from_secs(60),
+            "the old primary back as a replica",
+            || {
+                self.sentinels.iter().all(|s| {
+                    let reply = redis_cli(s.port, &["SENTINEL", "replicas", MASTER_NAME]);
+                    replica_fields(&reply).iter().any(|fields| {
+                        let field = |k: &str| {
+                            fields
+                                .iter()
+                                .find(|(key, _)| key == k)
+                                .map(|(_, v)| v.as_str())
+                        };
+                        field("port") == Some(port.to_string().as_str())
+                            && field("flags") == Some("slave")
+                            && field("master-link-status") == Some("ok")
+                    })
+                })
+            },
+        );
+    }
+
     /// SIGKILL of the primary; returns once every sentinel names a new
     /// one, and that one says it is the master.
     pub fn kill_primary(&mut self) -> u16 {
@@ -364,4 +392,21 @@ impl Sentinels {
         });
         new
     }
+}
+
+/// The replicas of a `SENTINEL replicas` reply as redis-cli prints it
+/// (one line per element): each replica's field/value pairs.
+fn replica_fields(reply: &str) -> Vec<Vec<(String, String)>> {
+    let lines: Vec<&str> = reply.lines().map(str::trim).collect();
+    let mut replicas: Vec<Vec<(String, String)>> = Vec::new();
+    for pair in lines.chunks(2) {
+        let [key, value] = pair else { break };
+        if *key == "name" {
+            replicas.push(Vec::new());
+        }
+        if let Some(fields) = replicas.last_mut() {
+            fields.push((key.to_string(), value.to_string()));
+        }
+    }
+    replicas
 }

@@ -484,7 +484,7 @@ async fn a_redis_soak_under_redis_faults_loses_nothing_and_converges() {
                     // comes back empty and is made a replica again.
                     let old = redis.primary();
                     redis.kill_primary();
-                    redis.restart(old);
+                    redis.rejoin(old);
                 }),
                 RedisPhase::Flushed => tokio::task::block_in_place(|| {
                     // Everything gone at once; the simulator's next write
