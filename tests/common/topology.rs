@@ -324,32 +324,61 @@ impl Sentinels {
             .restart();
     }
 
-    /// [`Sentinels::restart`], then until every sentinel sees the server
-    /// on `port` as a replica whose link to the primary is up: a
-    /// failover needs a replica to promote, and a sentinel looks at a
-    /// returning server only every few seconds.
-    pub fn rejoin(&mut self, port: u16) {
-        self.restart(port);
-        until(
-            Duration::from_secs(60),
-            "the old primary back as a replica",
-            || {
-                self.sentinels.iter().all(|s| {
-                    let reply = redis_cli(s.port, &["SENTINEL", "replicas", MASTER_NAME]);
-                    replica_fields(&reply).iter().any(|fields| {
-                        let field = |k: &str| {
-                            fields
-                                .iter()
-                                .find(|(key, _)| key == k)
-                                .map(|(_, v)| v.as_str())
-                        };
-                        field("port") == Some(port.to_string().as_str())
-                            && field("flags") == Some("slave")
-                            && field("master-link-status") == Some("ok")
-                    })
+    /// Until every sentinel names the same primary and sees a replica of
+    /// it with its link up (a failover needs one to promote; a server
+    /// that just came back, or a failover a stall set off, takes the
+    /// sentinels a few seconds to settle); that primary's port.
+    pub fn wait_promotable(&self) -> u16 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let primaries: Vec<String> = self
+                .sentinels
+                .iter()
+                .map(|s| {
+                    redis_cli(
+                        s.port,
+                        &["SENTINEL", "get-master-addr-by-name", MASTER_NAME],
+                    )
+                    .lines()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned()
                 })
-            },
-        );
+                .collect();
+            let replicas: Vec<String> = self
+                .sentinels
+                .iter()
+                .map(|s| redis_cli(s.port, &["SENTINEL", "replicas", MASTER_NAME]))
+                .collect();
+            let primary = primaries[0].clone();
+            let agreed = primaries.iter().all(|p| *p == primary);
+            let promotable = |reply: &String| {
+                replica_fields(reply).iter().any(|fields| {
+                    let field = |k: &str| {
+                        fields
+                            .iter()
+                            .find(|(key, _)| key == k)
+                            .map(|(_, v)| v.as_str())
+                    };
+                    field("flags") == Some("slave")
+                        && field("master-link-status") == Some("ok")
+                        && field("master-port") == Some(primary.as_str())
+                })
+            };
+            if agreed && replicas.iter().all(promotable) {
+                if let Ok(port) = primary.parse() {
+                    return port;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for a primary with a replica to promote; the sentinels \
+                 name {primaries:?} and list:\n{}",
+                replicas.join("\n--\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// SIGKILL of the primary; returns once every sentinel names a new
@@ -359,10 +388,11 @@ impl Sentinels {
         self.wait_new_primary(old)
     }
 
-    /// SIGKILL of the primary, returning its port at once: the sentinels
-    /// have not noticed yet.
+    /// SIGKILL of the primary (once it has a replica to promote, see
+    /// [`Sentinels::wait_promotable`]), returning its port at once: the
+    /// sentinels have not noticed yet.
     pub fn kill_primary_now(&mut self) -> u16 {
-        let old = self.primary();
+        let old = self.wait_promotable();
         self.servers
             .iter_mut()
             .find(|s| s.port == old)

@@ -482,9 +482,9 @@ async fn a_redis_soak_under_redis_faults_loses_nothing_and_converges() {
                 RedisPhase::Failover => tokio::task::block_in_place(|| {
                     // The sentinels promote the replica; the old primary
                     // comes back empty and is made a replica again.
-                    let old = redis.primary();
-                    redis.kill_primary();
-                    redis.rejoin(old);
+                    let old = redis.kill_primary_now();
+                    redis.wait_new_primary(old);
+                    redis.restart(old);
                 }),
                 RedisPhase::Flushed => tokio::task::block_in_place(|| {
                     // Everything gone at once; the simulator's next write
