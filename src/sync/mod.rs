@@ -19,12 +19,13 @@
 //! * [`status`], [`readiness`]: what the source last did; are we ready.
 //! * [`cache`]: the last-known-good file. [`memory`]: giving memory back
 //!   after a large update.
-//! * [`keys`]: the trusted keys, read again when their files change.
+//! * [`key_watch`]: the trusted keys, read again when their files change.
 //! * [`report`]: what this node serves, published for fleet commands.
 //! * [`runtime`]: the sync thread, where the source and the cache writer
 //!   run, away from the request threads.
 //!
-//! Sync depends on the store, the model and telemetry; never on the server.
+//! Sync depends on the store, the model, the config, telemetry and the
+//! Redis client; never on the server.
 
 pub mod backoff;
 pub mod cache;

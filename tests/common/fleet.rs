@@ -44,6 +44,18 @@ pub fn start(config: &Path, envs: &[(&str, &str)]) -> SidecarProcess {
     SidecarProcess::start(config, envs)
 }
 
+/// Until `fleet status` on `store` (`--redis URL`, `--control-plane
+/// URL`) lists every node of `ids`: on a busy machine a node's first
+/// report can come after a test's next step, and `fleet wait` counts
+/// only the nodes that have reported.
+pub fn listed(store: &[&str], ids: &[&str]) {
+    let mut args = vec!["fleet", "status"];
+    args.extend_from_slice(store);
+    until(Duration::from_secs(240), &args, |out| {
+        ids.iter().all(|id| out.contains(&format!("node={id} ")))
+    });
+}
+
 /// `env-sidecar ARGS…`: exit code and stdout.
 pub fn run(args: &[&str]) -> (i32, String) {
     run_with_env(args, &[])

@@ -47,6 +47,8 @@ async fn a_fleet_over_http_reports_to_the_control_plane_and_converges() {
             fleet::start(&config, &[])
         })
         .collect();
+    // The simulator serves on this runtime's other worker meanwhile.
+    tokio::task::block_in_place(|| fleet::listed(&["--control-plane", &url], &["h1", "h2", "h3"]));
     let wait =
         |revision: &'static str, timeout: &'static str| wait_acme(&url, revision, timeout, &[]);
     let (code, out) = wait("1", "20s").await;

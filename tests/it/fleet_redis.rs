@@ -34,20 +34,23 @@ fn revisions(acme: u64) -> Value {
 }
 
 /// Sidecar processes `(id, region)` following Redis at `url`, reporting
-/// with a heartbeat of `interval`.
+/// with a heartbeat of `interval`; returns once each has reported.
 fn following(
     dir: &Path,
     url: &str,
     nodes: &[(&str, &str)],
     interval: &str,
 ) -> Vec<common::process::SidecarProcess> {
-    nodes
+    let started = nodes
         .iter()
         .map(|(id, region)| {
             let config = node_config(dir, id, region, &redis_source(url), &reporting(interval));
             fleet::start(&config, &[])
         })
-        .collect()
+        .collect();
+    let ids: Vec<&str> = nodes.iter().map(|(id, _)| *id).collect();
+    fleet::listed(&["--redis", url], &ids);
+    started
 }
 
 /// `fleet wait --redis URL --project P --revision R EXTRA…`.
@@ -475,6 +478,7 @@ async fn a_node_refusing_one_project_is_named_for_it_and_not_for_others() {
             fleet::start(&config, &[])
         })
         .collect();
+    fleet::listed(&["--redis", url], &["strict", "lenient"]);
     let (code, out) = wait_for(url, "acme", "1", &["--timeout", "20s"]);
     assert_eq!(code, 0, "{out}");
 

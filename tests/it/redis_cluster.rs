@@ -48,6 +48,7 @@ async fn a_cluster_is_followed_through_any_node_and_through_failovers() {
         ),
         &[],
     );
+    fleet::listed(&["--redis", &via], &["c1", "c2"]);
     let (code, out) = run_async(&[
         "fleet",
         "wait",

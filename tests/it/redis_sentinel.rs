@@ -29,6 +29,7 @@ async fn sentinels_are_followed_through_a_failover() {
             fleet::start(&config, &[])
         })
         .collect();
+    fleet::listed(&["--redis", &url], &["s1", "s2"]);
     let out = publish_acme(dir.path(), &url, 2, true).await;
     assert!(out.contains("converged nodes=2 of=2"), "{out}");
     // They read replicas, not the primary.
