@@ -1,6 +1,6 @@
 //! `[report]`: how often a sidecar publishes what it serves, and where.
 //!
-//! Read through [`RawReport`] (every key optional, an empty string unset,
+//! Read through `RawReport` (every key optional, an empty string unset,
 //! as the shipped file spells it) and turned once into [`ReportConfig`]:
 //! a Redis of the reports' own (`report.redis_url` and the keys beside
 //! it) becomes a [`RedisConfig`] checked by the same rules as the Redis

@@ -1,7 +1,7 @@
 //! `[source]`: what the sidecar follows, one typed config per kind.
 //!
 //! The file keeps its documented flat form (`kind = "redis"`, `url =
-//! …`), read through [`RawSource`] and turned into [`SourceConfig`]: the
+//! …`), read through `RawSource` and turned into [`SourceConfig`]: the
 //! kind is an enum carrying exactly its own settings, each checked by its
 //! own rules, optional values are `Option`s. A key that only another kind
 //! reads may be present with its default or empty value (the shipped

@@ -152,7 +152,7 @@ pub async fn write_changes(
     write_changes_after(con, keys, changes, population, "").await
 }
 
-/// Writes `changes` in one script (see [`WRITE`]): for each, the hash
+/// Writes `changes` in one script (see `WRITE`): for each, the hash
 /// field (set or deleted), its stream entry and its change position, and
 /// the population marker as `population` says; a reader sees all of them
 /// or none. With `fence` (the stream's end as [`stream_end`] read it

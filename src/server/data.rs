@@ -5,7 +5,7 @@
 //! * `ANY  /v1/authz[/...]`    forward-auth: the configured headers only;
 //!   200 with the `x-resolved-*` headers, 404 / 400 to deny, 503 not ready
 //! * `POST /envoy.service.auth.v3.Authorization/Check`  Envoy ext_authz
-//!   over gRPC (HTTP/2), see [`ext_authz`](super::ext_authz)
+//!   over gRPC (HTTP/2), see [`super::ext_authz`]
 //! * `GET  /v1/projects`       ids and revisions of every project
 //! * `GET  /v1/projects/{id}`  one project as served now
 //!

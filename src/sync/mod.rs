@@ -9,7 +9,7 @@
 //!
 //! * [`configured`]: the source a config names (the one dispatch on the
 //!   kind).
-//! * [`file`]: a JSON snapshot file, re-read when it changes (the default).
+//! * [`file`](mod@file): a JSON snapshot file, re-read when it changes (the default).
 //! * [`http`]: a control plane, in `watch` or `poll` mode.
 //! * [`redis`](mod@redis): a hash and a stream in Redis (fleets).
 //! * [`writer`]: applies updates and runs scheduled cutovers, on its own

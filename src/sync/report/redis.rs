@@ -257,7 +257,7 @@ return 1
 "#;
 
 impl RedisSink {
-    /// Leaves the fleet (see [`LEAVE`]): the last act of a node that stops
+    /// Leaves the fleet (see `LEAVE`): the last act of a node that stops
     /// gracefully. `Ok(false)` when the report was another process's.
     pub async fn leave(&mut self, started_at: &str) -> Result<bool, ReportError> {
         let mut con = self.con.get().await.map_err(classify)?;
