@@ -241,7 +241,7 @@ mod tests {
         assert_eq!(r.token_env, "DATA_PW");
         assert_eq!(r.timing.backoff_max, Duration::from_secs(7));
         assert_eq!(r.read_from, None);
-        assert!(r.tls.is_empty());
+        assert_eq!(r.tls, TlsFiles::default());
         // Its own password variable wins; the file source has the default.
         let own = "[report]\nredis_url = \"redis://r:6379/0\"\ntoken_env = \"REPORT_PW\"\n";
         assert_eq!(redis_of(&parse(own).unwrap()).token_env, "REPORT_PW");

@@ -156,11 +156,6 @@ impl TlsFiles {
             key_file: file(key),
         }
     }
-
-    /// True when no file is named.
-    pub fn is_empty(&self) -> bool {
-        self == &TlsFiles::default()
-    }
 }
 
 /// Which node a Redis follower reads.
