@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 use super::{Options, StartError};
+use crate::config::host_name;
 use crate::config::secret::Secret;
 use crate::config::Config;
 use crate::model::clock::SharedClock;
@@ -22,7 +23,7 @@ use crate::sync::configured::Configured;
 use crate::sync::key_watch::{KeyWatcher, TrustState};
 use crate::sync::readiness::Readiness;
 use crate::sync::refresh::Refresher;
-use crate::sync::report::{host_name, Leaver, NodeIdentity, ReportState, Reporter};
+use crate::sync::report::{Leaver, NodeIdentity, ReportState, Reporter};
 use crate::sync::runtime::SyncRuntime;
 use crate::sync::status::Activity;
 use crate::sync::status::SyncStatus;

@@ -53,6 +53,8 @@ pub enum StartError {
     Trust(String),
     #[error("config: report: cannot set up the node report: {0}")]
     Report(String),
+    #[error("config: {0}")]
+    NodeId(#[from] crate::config::BadNodeId),
 }
 
 impl StartError {
@@ -65,6 +67,7 @@ impl StartError {
                 | StartError::Source(_)
                 | StartError::Trust(_)
                 | StartError::Report(_)
+                | StartError::NodeId(_)
         )
     }
 }
@@ -74,6 +77,7 @@ impl StartError {
 /// `check-config` run, so they never disagree.
 pub fn preflight(config: &Config, env: &Env) -> Result<Vec<String>, StartError> {
     config.admin.token(env)?;
+    config.node.resolve_id(env, config.server.listen.port())?;
     let t = &config.trust;
     crate::sync::key_watch::load(&t.keys, t.require_signatures)
         .map_err(|e| StartError::Trust(e.to_string()))?;
@@ -195,9 +199,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
     };
 
     let mut config = config;
-    if config.node.id.is_empty() {
-        config.node.id = format!("{}:{}", crate::sync::report::host_name(), data_addr.port());
-    }
+    config.node.id = config.node.resolve_id(&options.env, data_addr.port())?;
     let core = Core::start(&config, &options).await?;
     let shutdown_rx = core.shutdown.subscribe();
     let data = Arc::new(DataPlane {

@@ -208,12 +208,52 @@ pub const MAX_NODE_ID_LEN: usize = 128;
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
-    /// Empty: the host name and the data-plane port (`gw-7:8080`).
+    /// Empty: the value of `id_env` when that variable is set, else the
+    /// host name and the data-plane port (`gw-7:8080`).
     pub id: String,
+    /// A variable holding the id, read when `id` is empty (on Kubernetes,
+    /// the pod name from the downward API: `metadata.name`).
+    pub id_env: String,
     /// Static labels (`region`, `zone`, ...): at most 8; keys 1-63 of
     /// `a-z 0-9 . _ -` starting with a letter, values 0-63 of
     /// `A-Z a-z 0-9 . _ -`.
     pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// `node.id_env` names a variable whose value is not a node id.
+#[derive(Debug, thiserror::Error)]
+#[error("node.id_env: ${variable} = {value:?} is not a node id (1-128 of A-Z a-z 0-9 . _ : -)")]
+pub struct BadNodeId {
+    pub variable: String,
+    pub value: String,
+}
+
+impl NodeConfig {
+    /// The id this node reports under: `id`, else the value of `id_env`
+    /// when that variable is set and not empty, else the host name and
+    /// `port`.
+    pub fn resolve_id(&self, env: &secret::Env, port: u16) -> Result<String, BadNodeId> {
+        if !self.id.is_empty() {
+            return Ok(self.id.clone());
+        }
+        match env.value(&self.id_env) {
+            Some(value) if is_valid_node_id(&value) => Ok(value),
+            Some(value) => Err(BadNodeId {
+                variable: self.id_env.clone(),
+                value,
+            }),
+            None => Ok(format!("{}:{port}", host_name())),
+        }
+    }
+}
+
+/// The host name (`/proc/sys/kernel/hostname`), or `localhost`.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| is_valid_node_id(h))
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// True for a node id of 1-128 of `A-Z a-z 0-9 . _ : -`.

@@ -72,6 +72,12 @@ impl Env {
     /// The secret in variable `name`; an empty name, an unset or an empty
     /// variable means none.
     pub fn secret(&self, name: &str) -> Option<Secret> {
+        self.value(name).map(Secret)
+    }
+
+    /// The value of variable `name`, not a secret (a node id); an empty
+    /// name, an unset or an empty variable means none.
+    pub fn value(&self, name: &str) -> Option<String> {
         if name.is_empty() {
             return None;
         }
@@ -79,7 +85,7 @@ impl Env {
             None => std::env::var(name).ok(),
             Some(vars) => vars.get(name).cloned(),
         };
-        value.filter(|v| !v.is_empty()).map(Secret)
+        value.filter(|v| !v.is_empty())
     }
 }
 

@@ -34,6 +34,10 @@ pub fn render(config: &Config, env: &Env, source_path: &str) -> Result<String, S
     for (key, var) in secrets {
         out.push_str(&format!("#   {key} = {var}: {}\n", state(var)));
     }
+    let port = config.server.listen.port();
+    if let Ok(id) = config.node.resolve_id(env, port) {
+        out.push_str(&format!("# node id: {id}\n"));
+    }
     for note in notes {
         out.push_str(&format!("# note: {note}\n"));
     }
@@ -72,6 +76,7 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("\"t\""), "never the secret itself");
+        assert!(text.contains("# node id: gw-1\n"), "{text}");
         let again = Config::from_toml(&text, Path::new("rendered")).unwrap();
         assert_eq!(again.source, config.source);
         assert_eq!(again.log.format, config.log.format);

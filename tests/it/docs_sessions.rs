@@ -272,7 +272,7 @@ fn the_shown_sample_sessions_are_what_the_sidecar_answers() {
         assert!(std::time::Instant::now() < deadline, "{}", sidecar.log());
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let host = env_sidecar::sync::report::host_name();
+    let host = env_sidecar::config::host_name();
     let port = data.port().to_string();
     let run = |cmd: &str| {
         let cmd = cmd
@@ -297,10 +297,13 @@ fn the_shown_command_sessions_are_what_the_commands_print() {
         all.len() >= 3,
         "validate, check-config and sign sessions are marked"
     );
+    // check-config names the node: this host, as `gw-1` in the docs.
+    let host = env_sidecar::config::host_name();
     let mut failures = Vec::new();
     for session in &all {
         let dir = workdir();
-        failures.extend(check(session, |cmd| sh(dir.path(), cmd), None));
+        let host_port = Some((host.as_str(), "8080"));
+        failures.extend(check(session, |cmd| sh(dir.path(), cmd), host_port));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

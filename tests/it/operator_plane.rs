@@ -223,6 +223,38 @@ async fn status_shows_the_control_plane_url_and_never_the_token() {
     assert!(!s.text.contains("cp-s3cret"));
 }
 
+#[tokio::test]
+async fn the_node_id_comes_from_id_env_and_a_bad_value_is_refused() {
+    let doc = snapshot(1, vec![project("acme", 1)]);
+    let named = |c: &mut env_sidecar::config::Config| c.node.id_env = "POD_NAME".into();
+    let env = |value: &str| Env::from_pairs([("POD_NAME", value)]);
+    // Set: the variable's value is the id.
+    let t = TestSidecar::start_with_env(Some(&doc), named, env("gw-7f9c-x2")).await;
+    let s = t.get_admin("/admin/status").await;
+    assert_eq!(s.body["node"]["id"], "gw-7f9c-x2", "{}", s.text);
+    // Empty (a variable the pod does not set): the host name and the port.
+    let t = TestSidecar::start_with_env(Some(&doc), named, env("")).await;
+    let s = t.get_admin("/admin/status").await;
+    let fallback = format!(
+        "{}:{}",
+        env_sidecar::config::host_name(),
+        t.sidecar.data_addr().port()
+    );
+    assert_eq!(s.body["node"]["id"], fallback.as_str(), "{}", s.text);
+    // A value that is no node id stops the start, naming the key.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = file_config(dir.path());
+    named(&mut config);
+    let options = Options {
+        env: env("gw 1"),
+        ..common::test_options()
+    };
+    let err = app::start_with(config, options).await.expect_err("refused");
+    assert!(matches!(err, StartError::NodeId(_)), "{err}");
+    assert!(err.is_config());
+    assert!(err.to_string().contains("node.id_env: $POD_NAME"), "{err}");
+}
+
 /// A poll-mode sidecar that only fetches when forced.
 async fn forced_only(sim: &env_sidecar::sim::simulator::Simulator) -> TestSidecar {
     let t = TestSidecar::follow(&sim.url(), |c| {

@@ -492,15 +492,6 @@ pub fn sink_for(
     }
 }
 
-/// The host name (`/proc/sys/kernel/hostname`), or `localhost`.
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| crate::config::is_valid_node_id(h))
-        .unwrap_or_else(|| "localhost".into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
