@@ -12,14 +12,16 @@ use std::process::Command;
 use common::system_tool;
 use env_sidecar::config::Config;
 
-fn repo(path: &str) -> PathBuf {
+pub fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-fn validate(tool: &Path, file: &Path) -> (bool, String) {
+/// `kubernetes-validate --strict` of `files` against Kubernetes
+/// `version`'s schemas: whether all passed, and what it said.
+pub fn validate(tool: &Path, version: &str, files: &[PathBuf]) -> (bool, String) {
     let out = Command::new(tool)
-        .args(["--strict", "-k", "1.37.0"])
-        .arg(file)
+        .args(["--strict", "-k", version])
+        .args(files)
         .output()
         .expect("kubernetes-validate runs");
     (
@@ -41,7 +43,7 @@ fn the_manifest_is_valid_kubernetes_and_a_broken_one_is_not() {
         return;
     };
     let manifest = repo("config/kubernetes/env-sidecar.yaml");
-    let (ok, report) = validate(&tool, &manifest);
+    let (ok, report) = validate(&tool, "1.37.0", std::slice::from_ref(&manifest));
     assert!(ok, "{report}");
     assert_eq!(report.matches("passed").count(), 3, "{report}");
     // The check can fail: a misspelt field is refused.
@@ -57,12 +59,12 @@ fn the_manifest_is_valid_kubernetes_and_a_broken_one_is_not() {
         ),
     )
     .unwrap();
-    let (ok, report) = validate(&tool, &broken);
+    let (ok, report) = validate(&tool, "1.37.0", &[broken]);
     assert!(!ok, "a misspelt field passed: {report}");
 }
 
 /// The `sidecar.toml` of the ConfigMap, unindented.
-fn embedded_config(manifest: &str) -> String {
+pub fn embedded_config(manifest: &str) -> String {
     let start = manifest
         .find("sidecar.toml: |\n")
         .expect("the ConfigMap has sidecar.toml")

@@ -26,6 +26,7 @@ mod forward_auth;
 mod function_lengths;
 mod fuzz_inputs;
 mod haproxy_gateway;
+mod helm_chart;
 mod http2;
 mod http_sync;
 mod introspection_http;
