@@ -622,6 +622,18 @@ pub fn scaled(long: u32) -> u32 {
     }
 }
 
+/// Runs `command` to its end: whether it succeeded, and what it wrote
+/// (stdout, then stderr).
+pub fn run_to_end(command: &mut std::process::Command) -> (bool, String) {
+    let out = command.output().expect("the program runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// A system program a test drives for real (nginx, prometheus, promtool).
 /// Where it is missing the test is skipped with a printed reason, unless
 /// `ENV_SIDECAR_REQUIRE_TOOLS` is set: CI sets it after installing them,

@@ -12,7 +12,7 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::kubernetes_manifests::{embedded_config, repo, validate};
+use super::kubernetes_manifests::{embedded_config, kubernetes_validate, repo, validate};
 use common::redis::Pki;
 use common::{python_with, system_tool};
 
@@ -178,10 +178,7 @@ fn the_chart_lints_clean_in_strict_mode_and_a_broken_one_does_not() {
 #[test]
 fn every_value_set_renders_manifests_valid_for_two_kubernetes_versions() {
     let Some(python) = helm() else { return };
-    let Some(tool) = system_tool(
-        "kubernetes-validate",
-        "kubernetes-validate (pip install kubernetes-validate)",
-    ) else {
+    let Some(tool) = kubernetes_validate() else {
         return;
     };
     let gateway = gateway_chart();
@@ -310,23 +307,15 @@ fn lay_out(rendered: &Rendered, root: &Path, pki: &Pki) -> PathBuf {
 /// `env-sidecar check-config` as the pod runs it: the variables its
 /// Secrets and the downward API set.
 fn check_config(config: &Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
-        .arg("check-config")
-        .arg("--config")
-        .arg(config)
-        .env("ENV_SIDECAR_ADMIN_TOKEN", "admin-token-from-the-secret")
-        .env("ENV_SIDECAR_CONTROL_PLANE_TOKEN", "token-from-the-secret")
-        .env("ENV_SIDECAR_REPORT_TOKEN", "token-from-the-secret")
-        .env("POD_NAME", "gw-llm-gateway-7f9c-x2k")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    common::run_to_end(
+        Command::new(env!("CARGO_BIN_EXE_env-sidecar"))
+            .arg("check-config")
+            .arg("--config")
+            .arg(config)
+            .env("ENV_SIDECAR_ADMIN_TOKEN", "admin-token-from-the-secret")
+            .env("ENV_SIDECAR_CONTROL_PLANE_TOKEN", "token-from-the-secret")
+            .env("ENV_SIDECAR_REPORT_TOKEN", "token-from-the-secret")
+            .env("POD_NAME", "gw-llm-gateway-7f9c-x2k"),
     )
 }
 
@@ -425,17 +414,7 @@ fn the_prometheus_rule_carries_the_shipped_rules_and_promtool_accepts_them() {
     let file = dir.path().join("rules.yml");
     std::fs::write(&file, &rules).unwrap();
     let check = |file: &Path| {
-        let out = Command::new(&promtool)
-            .args(["check", "rules"])
-            .arg(file)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        common::run_to_end(Command::new(&promtool).args(["check", "rules"]).arg(file))
     };
     let (ok, text) = check(&file);
     assert!(ok, "{text}\n{rules}");
@@ -532,10 +511,7 @@ fn beside_a_gateway_the_helpers_add_a_native_sidecar_sharing_the_socket() {
 #[test]
 fn the_values_docs_operations_shows_render_valid_kubernetes() {
     let Some(python) = helm() else { return };
-    let Some(tool) = system_tool(
-        "kubernetes-validate",
-        "kubernetes-validate (pip install kubernetes-validate)",
-    ) else {
+    let Some(tool) = kubernetes_validate() else {
         return;
     };
     let docs = std::fs::read_to_string(repo("docs/operations.md")).unwrap();

@@ -19,27 +19,24 @@ pub fn repo(path: &str) -> PathBuf {
 /// `kubernetes-validate --strict` of `files` against Kubernetes
 /// `version`'s schemas: whether all passed, and what it said.
 pub fn validate(tool: &Path, version: &str, files: &[PathBuf]) -> (bool, String) {
-    let out = Command::new(tool)
-        .args(["--strict", "-k", version])
-        .args(files)
-        .output()
-        .expect("kubernetes-validate runs");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    common::run_to_end(
+        Command::new(tool)
+            .args(["--strict", "-k", version])
+            .args(files),
+    )
+}
+
+/// `kubernetes-validate`, from PyPI.
+pub fn kubernetes_validate() -> Option<PathBuf> {
+    system_tool(
+        "kubernetes-validate",
+        "kubernetes-validate (pip install kubernetes-validate)",
     )
 }
 
 #[test]
 fn the_manifest_is_valid_kubernetes_and_a_broken_one_is_not() {
-    let Some(tool) = system_tool(
-        "kubernetes-validate",
-        "kubernetes-validate (pip install kubernetes-validate)",
-    ) else {
+    let Some(tool) = kubernetes_validate() else {
         return;
     };
     let manifest = repo("config/kubernetes/env-sidecar.yaml");
