@@ -94,10 +94,16 @@ impl ValidProject {
     /// the cache stores. Reading it back and validating it again gives
     /// this same project.
     pub fn to_json(&self) -> Box<str> {
+        let mut out = Vec::new();
+        self.write_json(&mut out);
+        String::from_utf8(out).unwrap_or_default().into_boxed_str()
+    }
+
+    /// [`to_json`](Self::to_json), appended to `out` (a buffer the writer
+    /// reuses, rather than a new string per project).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
         // Plain data of strings, integers and booleans: cannot fail.
-        serde_json::to_string(&self.doc)
-            .unwrap_or_default()
-            .into_boxed_str()
+        let _ = serde_json::to_writer(out, &self.doc);
     }
 
     pub fn published_at(&self) -> Option<SystemTime> {

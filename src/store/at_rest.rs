@@ -40,11 +40,17 @@ thread_local! {
 
 impl AtRest {
     pub fn new(text: &str) -> AtRest {
+        AtRest::of_bytes(text.as_bytes())
+    }
+
+    /// [`AtRest::new`] of text as bytes (read back as UTF-8 by
+    /// [`AtRest::text`], which checks it).
+    pub fn of_bytes(text: &[u8]) -> AtRest {
         SCRATCH.with_borrow_mut(|scratch| {
             scratch.clear();
             scratch.resize(lz4_flex::block::get_maximum_output_size(text.len()), 0);
             // The output is sized for the worst case: this cannot fail.
-            let n = lz4_flex::block::compress_into(text.as_bytes(), scratch).unwrap_or(0);
+            let n = lz4_flex::block::compress_into(text, scratch).unwrap_or(0);
             let mut kept = Vec::with_capacity(4 + n);
             // Documents are bounded far below 4 GiB; a longer text would
             // read back as a length error, never as another text.

@@ -16,6 +16,7 @@
 //! and they read the text back ([`Project::reparse`]); resolving never
 //! does.
 
+use std::io::Write;
 use std::ops::Range;
 use std::time::SystemTime;
 
@@ -116,15 +117,28 @@ impl Project {
         let envs = valid.environments();
         let fallback = envs.iter().position(|e| e.gateway_fallback).unwrap_or(0);
 
-        let mut out = Rendered::default();
-        let prefix = out.prefix(valid);
-        let tails: Vec<TailRanges> = (0..envs.len())
-            .map(|i| match valid.overlaid_pointers(i, applied) {
-                Some(overlaid) => out.tail(&envs[i], &overlaid),
-                None => out.tail(&envs[i], &envs[i].pointers),
-            })
-            .collect();
-        let buffer = Bytes::from(out.bytes.into_boxed_slice());
+        // Rendered in a buffer the thread reuses, then copied once at its
+        // exact size: no growing, no shrinking, one allocation.
+        let (buffer, prefix, tails) = SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            let mut out = Rendered { bytes: scratch };
+            let prefix = out.prefix(valid);
+            let tails: Vec<TailRanges> = (0..envs.len())
+                .map(|i| match valid.overlaid_pointers(i, applied) {
+                    Some(overlaid) => out.tail(&envs[i], &overlaid),
+                    None => out.tail(&envs[i], &envs[i].pointers),
+                })
+                .collect();
+            (Bytes::copy_from_slice(out.bytes), prefix, tails)
+        });
+        let document = match valid.seal() {
+            Some(sealed) => AtRest::new(&sealed.envelope),
+            None => SCRATCH.with_borrow_mut(|scratch| {
+                scratch.clear();
+                valid.write_json(scratch);
+                AtRest::of_bytes(scratch)
+            }),
+        };
 
         let environments: Box<[ServedEnvironment]> = tails
             .into_iter()
@@ -151,10 +165,7 @@ impl Project {
             id: valid.id().into(),
             revision: valid.revision(),
             content: valid.document().content_digest(),
-            document: match valid.seal() {
-                Some(sealed) => AtRest::new(&sealed.envelope),
-                None => AtRest::new(&valid.to_json()),
-            },
+            document,
             signature: valid.seal().map(|s| Box::new(s.verified.clone())),
             published_at: valid.published_at(),
             schedule: valid.schedule().into(),
@@ -369,13 +380,18 @@ impl SlugKey {
 
 const _: () = assert!(MAX_SLUG_LEN <= 64);
 
-/// The answer parts of one project, rendered into one buffer.
-#[derive(Default)]
-struct Rendered {
-    bytes: Vec<u8>,
+thread_local! {
+    /// Where a thread renders a project's answers and writes its document
+    /// before compressing it; it keeps the largest size it needed.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-impl Rendered {
+/// The answer parts of one project, rendered into one buffer.
+struct Rendered<'a> {
+    bytes: &'a mut Vec<u8>,
+}
+
+impl Rendered<'_> {
     /// Writes `{"project":…,"revision":…,`; returns its range and the
     /// range of the revision's digits.
     fn prefix(&mut self, valid: &ValidProject) -> (Range<usize>, Range<usize>) {
@@ -384,8 +400,8 @@ impl Rendered {
         self.json(valid.id());
         self.bytes.extend_from_slice(br#","revision":"#);
         let digits = self.bytes.len();
-        self.bytes
-            .extend_from_slice(valid.revision().to_string().as_bytes());
+        // Into a Vec: cannot fail.
+        let _ = write!(self.bytes, "{}", valid.revision());
         let digits = digits..self.bytes.len();
         self.bytes.push(b',');
         (start..self.bytes.len(), digits)
@@ -414,7 +430,7 @@ impl Rendered {
         let at = self.bytes.len();
         // Maps of strings into a Vec: cannot fail.
         let _ = pointers.serialize(&mut serde_json::Serializer::with_formatter(
-            &mut self.bytes,
+            &mut *self.bytes,
             AsciiOnly,
         ));
         let pointers = at..self.bytes.len();
@@ -428,7 +444,7 @@ impl Rendered {
 
     fn json(&mut self, value: &(impl Serialize + ?Sized)) {
         // Strings, booleans and maps of strings into a Vec: cannot fail.
-        let _ = serde_json::to_writer(&mut self.bytes, value);
+        let _ = serde_json::to_writer(&mut *self.bytes, value);
     }
 }
 
