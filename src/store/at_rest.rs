@@ -47,10 +47,13 @@ impl AtRest {
     /// [`AtRest::text`], which checks it).
     pub fn of_bytes(text: &[u8]) -> AtRest {
         SCRATCH.with_borrow_mut(|scratch| {
-            scratch.clear();
-            scratch.resize(lz4_flex::block::get_maximum_output_size(text.len()), 0);
+            // Grown, never cleared: compression writes before it reads.
+            let needed = lz4_flex::block::get_maximum_output_size(text.len());
+            if scratch.len() < needed {
+                scratch.resize(needed, 0);
+            }
             // The output is sized for the worst case: this cannot fail.
-            let n = lz4_flex::block::compress_into(text, scratch).unwrap_or(0);
+            let n = lz4_flex::block::compress_into(text, &mut scratch[..needed]).unwrap_or(0);
             let mut kept = Vec::with_capacity(4 + n);
             // Documents are bounded far below 4 GiB; a longer text would
             // read back as a length error, never as another text.
