@@ -216,21 +216,23 @@ async fn not_ready_follows_the_fail_mode(envoy: &Path, recipe: &str) {
     assert!(!seen.contains("smuggled"), "{seen}");
 }
 
-#[tokio::test]
-async fn envoy_http_service_resolves_denies_and_overwrites() {
-    let Some(envoy) = envoy() else { return };
+/// A recipe's resolved answers reach the upstream, unknown projects are
+/// denied, and the sidecar counts the checks under `api`.
+async fn resolves_denies_and_overwrites(envoy: &Path, recipe: &str, api: &str) {
     let t = sidecar().await;
-    let gw = start(
-        &envoy,
-        HTTP_RECIPE,
-        Sidecar::Tcp(t.sidecar.data_addr()),
-        false,
-    );
+    let gw = start(envoy, recipe, Sidecar::Tcp(t.sidecar.data_addr()), false);
     resolved_answers_reach_the_upstream(&gw).await;
     unknown_projects_are_denied(&gw).await;
     let m = t.get_admin("/metrics").await.text;
     // One exact check, and four of the pointer cases.
-    assert!(m.contains("outcome=\"exact\",api=\"authz_http\"} 5"), "{m}");
+    let counted = format!("outcome=\"exact\",api=\"{api}\"}} 5");
+    assert!(m.contains(&counted), "{m}");
+}
+
+#[tokio::test]
+async fn envoy_http_service_resolves_denies_and_overwrites() {
+    let Some(envoy) = envoy() else { return };
+    resolves_denies_and_overwrites(&envoy, HTTP_RECIPE, "authz_http").await;
 }
 
 #[tokio::test]
@@ -242,18 +244,7 @@ async fn envoy_http_service_not_ready_follows_failure_mode_allow() {
 #[tokio::test]
 async fn envoy_grpc_service_resolves_denies_and_overwrites() {
     let Some(envoy) = envoy() else { return };
-    let t = sidecar().await;
-    let gw = start(
-        &envoy,
-        GRPC_RECIPE,
-        Sidecar::Tcp(t.sidecar.data_addr()),
-        false,
-    );
-    resolved_answers_reach_the_upstream(&gw).await;
-    unknown_projects_are_denied(&gw).await;
-    let m = t.get_admin("/metrics").await.text;
-    // One exact check, and four of the pointer cases.
-    assert!(m.contains("outcome=\"exact\",api=\"authz_grpc\"} 5"), "{m}");
+    resolves_denies_and_overwrites(&envoy, GRPC_RECIPE, "authz_grpc").await;
 }
 
 #[tokio::test]

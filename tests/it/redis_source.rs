@@ -26,6 +26,22 @@ async fn follow(dir: &Path, url: &str, tweak: impl FnOnce(&mut Config), env: Env
     TestSidecar::launch_with(config, tempfile::tempdir().unwrap(), options).await
 }
 
+/// A `redis-server` in `dir` holding acme@1, and its publisher; `None`
+/// (skipped) where redis-server is not installed.
+async fn redis_with_acme(dir: &Path) -> Option<(RedisServer, Publisher)> {
+    let redis = RedisServer::start(dir, Setup::default())?;
+    let mut publisher = Publisher::plain(&redis.url).await;
+    publisher.write(&project("acme", 1)).await;
+    Some((redis, publisher))
+}
+
+/// A sidecar following `url` with its last-known-good cache at
+/// `dir/lkg.json`.
+async fn follow_cached(dir: &Path, url: &str) -> TestSidecar {
+    let cache = dir.join("lkg.json");
+    follow(dir, url, |c| c.cache.path = cache, no_secrets()).await
+}
+
 fn no_secrets() -> Env {
     Env::from_pairs::<&str, &str>([])
 }
@@ -33,19 +49,10 @@ fn no_secrets() -> Env {
 #[tokio::test]
 async fn the_cursor_shows_as_the_stream_id_and_the_revision_gauge_is_exact() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
+    let Some((redis, mut publisher)) = redis_with_acme(dir.path()).await else {
         return;
     };
-    let mut publisher = Publisher::plain(&redis.url).await;
-    publisher.write(&project("acme", 1)).await;
-    let cache = dir.path().join("lkg.json");
-    let t = follow(
-        dir.path(),
-        &redis.url,
-        |c| c.cache.path = cache.clone(),
-        no_secrets(),
-    )
-    .await;
+    let t = follow_cached(dir.path(), &redis.url).await;
     t.wait_ready().await;
     let entry = publisher.write(&project("acme", 2)).await;
     t.wait_stream_entry(&entry).await;
@@ -57,6 +64,7 @@ async fn the_cursor_shows_as_the_stream_id_and_the_revision_gauge_is_exact() {
     let ms: f64 = entry.split('-').next().unwrap().parse().unwrap();
     assert_eq!(t.metric("env_sidecar_snapshot_revision").await, ms);
     // The cache keeps it as the id.
+    let cache = dir.path().join("lkg.json");
     eventually("the cursor cached", || async {
         std::fs::read_to_string(&cache)
             .is_ok_and(|c| c.contains(&format!("\"cursor\":\"{entry}\"")))
@@ -67,11 +75,9 @@ async fn the_cursor_shows_as_the_stream_id_and_the_revision_gauge_is_exact() {
 #[tokio::test]
 async fn every_failed_request_to_redis_is_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(mut redis) = RedisServer::start(dir.path(), Setup::default()) else {
+    let Some((mut redis, _)) = redis_with_acme(dir.path()).await else {
         return;
     };
-    let mut publisher = Publisher::plain(&redis.url).await;
-    publisher.write(&project("acme", 1)).await;
     let t = follow(dir.path(), &redis.url, |_| {}, no_secrets()).await;
     t.wait_ready().await;
     let series =
@@ -95,11 +101,9 @@ async fn every_failed_request_to_redis_is_counted() {
 #[tokio::test]
 async fn published_changes_are_followed_and_served() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
+    let Some((redis, mut publisher)) = redis_with_acme(dir.path()).await else {
         return;
     };
-    let mut publisher = Publisher::plain(&redis.url).await;
-    publisher.write(&project("acme", 1)).await;
     publisher.write(&project("globex", 1)).await;
     let t = follow(dir.path(), &redis.url, |_| {}, no_secrets()).await;
     t.wait_ready().await;
@@ -179,11 +183,9 @@ async fn a_read_replica_is_followed_while_the_publisher_writes_to_the_primary() 
 #[tokio::test]
 async fn a_trimmed_stream_leads_to_a_full_load_on_restart_from_the_cache() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
+    let Some((redis, mut publisher)) = redis_with_acme(dir.path()).await else {
         return;
     };
-    let mut publisher = Publisher::plain(&redis.url).await;
-    publisher.write(&project("acme", 1)).await;
     let cache = dir.path().join("lkg.json");
     let cached = |c: &mut Config| c.cache.path = cache.clone();
     let first = follow(dir.path(), &redis.url, cached, no_secrets()).await;
@@ -222,19 +224,10 @@ async fn a_trimmed_stream_leads_to_a_full_load_on_restart_from_the_cache() {
 #[tokio::test]
 async fn redis_down_keeps_serving_restarts_from_the_cache_and_follows_again() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(mut redis) = RedisServer::start(dir.path(), Setup::default()) else {
+    let Some((mut redis, _)) = redis_with_acme(dir.path()).await else {
         return;
     };
-    let mut publisher = Publisher::plain(&redis.url).await;
-    publisher.write(&project("acme", 1)).await;
-    let cache = dir.path().join("lkg.json");
-    let t = follow(
-        dir.path(),
-        &redis.url,
-        |c| c.cache.path = cache.clone(),
-        no_secrets(),
-    )
-    .await;
+    let t = follow_cached(dir.path(), &redis.url).await;
     t.wait_ready().await;
     eventually("the cache written", || async {
         t.sidecar.cache().log().successes > 0
