@@ -207,6 +207,26 @@ fn wait_ready(members: &[Member]) {
     }
 }
 
+/// A `redis-server` the simulator mirrors `args.projects` projects to,
+/// ready to change 1 % of them a second from its first SIGUSR1: the
+/// Redis, its URL, the simulator and that rate.
+fn churning_redis(args: &Args, dir: &Path) -> (Peer, String, Peer, f64) {
+    let (redis, url) = start_redis(dir);
+    let rate = args.projects as f64 / 100.0;
+    let (projects, rate_arg) = (args.projects.to_string(), rate.to_string());
+    let (sim, _) = support::start_simulator(&[
+        "--generate",
+        &projects,
+        "--mutate",
+        &rate_arg,
+        "--mutate-paused",
+        "--redis",
+        &url,
+    ]);
+    wait_mirrored(&url, args.projects);
+    (redis, url, Peer(sim), rate)
+}
+
 /// Waits until the simulator has mirrored its whole population to Redis,
 /// so the idle window measures an idle Redis.
 fn wait_mirrored(url: &str, projects: usize) {

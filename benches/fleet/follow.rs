@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{cpu_of, signal_usr1, start_member, start_redis, wait_ready, Args, Member, Peer};
+use super::{cpu_of, signal_usr1, start_member, wait_ready, Args, Member};
 use env_sidecar::redis_client::{write_changes, Change, Population, RedisKeys};
 use env_sidecar::sim::generate;
 
@@ -28,21 +28,8 @@ use env_sidecar::sim::generate;
 const ROUNDS: usize = 200;
 
 pub fn run(args: &Args, dir: &Path) {
-    let (redis, url) = start_redis(dir);
+    let (redis, url, sim, rate) = super::churning_redis(args, dir);
     let redis_pid = redis.0.id();
-    let rate = args.projects as f64 / 100.0;
-    let (projects, rate_arg) = (args.projects.to_string(), rate.to_string());
-    let (sim, _) = super::support::start_simulator(&[
-        "--generate",
-        &projects,
-        "--mutate",
-        &rate_arg,
-        "--mutate-paused",
-        "--redis",
-        &url,
-    ]);
-    let sim = Peer(sim);
-    super::wait_mirrored(&url, args.projects);
     println!(
         "\n## following — {} followers on Redis, {} projects, {rate} changes/s",
         args.sidecars, args.projects

@@ -31,21 +31,8 @@ const SYNTHETIC: usize = 10_000;
 const EXCEPTIONS: usize = 10;
 
 pub fn run(args: &Args, dir: &Path) {
-    let (redis, url) = start_redis(dir);
+    let (redis, url, sim, rate) = super::churning_redis(args, dir);
     let redis_pid = redis.0.id();
-    let rate = args.projects as f64 / 100.0;
-    let (projects, rate_arg) = (args.projects.to_string(), rate.to_string());
-    let (sim, _) = super::support::start_simulator(&[
-        "--generate",
-        &projects,
-        "--mutate",
-        &rate_arg,
-        "--mutate-paused",
-        "--redis",
-        &url,
-    ]);
-    let sim = Peer(sim);
-    super::wait_mirrored(&url, args.projects);
     println!(
         "\n## node reports — {} sidecars on Redis, {} projects, {rate} changes/s",
         args.sidecars, args.projects
