@@ -100,7 +100,7 @@ fn main() {
     let mut baseline = None;
     if let Some(binary) = support::baseline() {
         let addr = support::shared::free_addr();
-        let child = start_sidecar_from(&binary, dir.path(), addr, None);
+        let child = start_sidecar_from(&binary, dir.path(), addr, None, "");
         support::wait_ok(
             addr,
             "/v1/resolve?project=proj-000001",
@@ -303,6 +303,27 @@ fn protocols(
             Some(sidecar_pid),
         ),
     ];
+    // The same Check against a sidecar whose writer renders the struct.
+    let prerendered_addr = support::shared::free_addr();
+    let mut prerendered = start_sidecar_from(
+        &support::shared::binary(),
+        dir,
+        prerendered_addr,
+        None,
+        "grpc_pointers_struct = \"prerendered\"\n",
+    );
+    support::wait_ok(
+        prerendered_addr,
+        "/v1/resolve?project=proj-000001",
+        Duration::from_secs(60),
+    );
+    let prerendered_base = format!("http://{prerendered_addr}");
+    rows.push((
+        "sidecar, gRPC Check, prerendered struct",
+        load(&prerendered_base, false, &grpc),
+        &check,
+        Some(prerendered.id()),
+    ));
     if let Some((addr, pid)) = baseline {
         let base = format!("http://{addr}");
         rows.push((
@@ -335,6 +356,7 @@ fn protocols(
             results[i].1.push(run);
         }
     }
+    support::stop(&mut prerendered);
     support::print_table(
         "protocols and transports, one generator (h2load -t1, 32 HTTP/1.1 connections or 4 x 8 HTTP/2 streams)",
         "sidecar, TCP, HTTP/1.1",
@@ -384,15 +406,17 @@ fn protocols(
 }
 
 fn start_sidecar(dir: &Path, addr: SocketAddr, control_plane: Option<&str>) -> Child {
-    start_sidecar_from(&support::shared::binary(), dir, addr, control_plane)
+    start_sidecar_from(&support::shared::binary(), dir, addr, control_plane, "")
 }
 
-/// [`start_sidecar`] running the build at `binary`.
+/// [`start_sidecar`] running the build at `binary`, with `server` lines
+/// added to its `[server]` section.
 fn start_sidecar_from(
     binary: &Path,
     dir: &Path,
     addr: SocketAddr,
     control_plane: Option<&str>,
+    server: &str,
 ) -> Child {
     let source = match control_plane {
         Some(url) => format!("kind = \"http\"\nurl = \"{url}\"\n"),
@@ -404,7 +428,7 @@ fn start_sidecar_from(
     let admin = support::shared::free_addr();
     let socket = data_socket(dir, addr);
     let config = format!(
-        "[server]\nlisten = \"{addr}\"\nunix_socket = \"{}\"\n[admin]\nlisten = \"{admin}\"\n[source]\n{source}[cache]\npath = \"\"\n",
+        "[server]\nlisten = \"{addr}\"\nunix_socket = \"{}\"\n{server}[admin]\nlisten = \"{admin}\"\n[source]\n{source}[cache]\npath = \"\"\n",
         socket.display()
     );
     support::start_sidecar_from(binary, dir, &format!("sidecar-{}", addr.port()), &config)

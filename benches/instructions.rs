@@ -58,29 +58,7 @@ fn main() {
     )
     .unwrap();
 
-    let addr = support::shared::free_addr();
-    let admin = support::shared::free_addr();
-    let config = dir.path().join("sidecar.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"{addr}\"\n[admin]\nlisten = \"{admin}\"\n[source]\nkind = \"file\"\npath = \"{}\"\n[cache]\npath = \"\"\n",
-            dir.path().join("snapshot.json").display()
-        ),
-    )
-    .unwrap();
-    let sidecar = under_callgrind(
-        dir.path(),
-        "sidecar",
-        Command::new(support::shared::binary())
-            .arg("--config")
-            .arg(&config),
-    );
-    support::wait_ok(
-        addr,
-        "/v1/resolve?project=proj-000001",
-        Duration::from_secs(120),
-    );
+    let (addr, sidecar) = start_sidecar(dir.path(), "sidecar", "");
     let (_, body) = support::http_get(addr, "/v1/resolve?project=proj-000001").unwrap();
     // 2 000 random projects and slugs (exact, fallback and unknown ones),
     // the same list on every run; `-B` says where to send them.
@@ -95,6 +73,25 @@ fn main() {
         env_sidecar::server::ext_authz::CHECK_PATH
     );
     let check_path = check.to_str().unwrap();
+    let check_load = |url: &str| -> Vec<String> {
+        [
+            "-c",
+            "4",
+            "-m",
+            "8",
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            "-d",
+            check_path,
+            url,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let checks = check_load(&h2_check);
+    let checks: Vec<&str> = checks.iter().map(String::as_str).collect();
     let counts = measure(
         dir.path(),
         "sidecar",
@@ -102,22 +99,23 @@ fn main() {
         &[
             &["--h1", "-c", "8", "-B", &base, "-i", urls.to_str().unwrap()],
             &["-c", "4", "-m", "8", &h2_resolve],
-            &[
-                "-c",
-                "4",
-                "-m",
-                "8",
-                "-H",
-                "content-type: application/grpc",
-                "-H",
-                "te: trailers",
-                "-d",
-                check_path,
-                &h2_check,
-            ],
+            &checks,
         ],
     );
     let (sidecar_per_request, h2_per_resolve, per_check) = (counts[0], counts[1], counts[2]);
+
+    // The same Check against a sidecar whose writer renders the struct.
+    let (addr, prerendered) = start_sidecar(
+        dir.path(),
+        "prerendered",
+        "grpc_pointers_struct = \"prerendered\"\n",
+    );
+    let checks = check_load(&format!(
+        "http://{addr}{}",
+        env_sidecar::server::ext_authz::CHECK_PATH
+    ));
+    let checks: Vec<&str> = checks.iter().map(String::as_str).collect();
+    let per_prerendered_check = measure(dir.path(), "prerendered", prerendered, &[&checks])[0];
 
     let body_path = dir.path().join("floor-body.json");
     std::fs::write(&body_path, &body).unwrap();
@@ -166,10 +164,15 @@ fn main() {
         "| gRPC Check | {per_check:.0} | {:.2} |",
         per_check / h2_per_resolve
     );
+    println!(
+        "| gRPC Check, `grpc_pointers_struct = \"prerendered\"` | {per_prerendered_check:.0} | {:.2} |",
+        per_prerendered_check / h2_per_resolve
+    );
     for (name, dump, what) in [
         ("sidecar", 1, "HTTP/1.1 resolve"),
         ("floor", 1, "HTTP/1.1 resolve"),
         ("sidecar", 3, "gRPC Check"),
+        ("prerendered", 1, "gRPC Check, prerendered struct"),
     ] {
         let dump = dir.path().join(format!("{name}.callgrind.{dump}"));
         let (total, top) = top_functions(&dump, 12);
@@ -251,6 +254,36 @@ fn without_generics(name: &str) -> String {
         }
     }
     out
+}
+
+/// The sidecar under callgrind over `dir`'s snapshot, with `server`
+/// lines added to its `[server]` section; its data address, once it
+/// answers.
+fn start_sidecar(dir: &Path, name: &str, server: &str) -> (std::net::SocketAddr, Child) {
+    let addr = support::shared::free_addr();
+    let admin = support::shared::free_addr();
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"{addr}\"\n{server}[admin]\nlisten = \"{admin}\"\n[source]\nkind = \"file\"\npath = \"{}\"\n[cache]\npath = \"\"\n",
+            dir.join("snapshot.json").display()
+        ),
+    )
+    .unwrap();
+    let child = under_callgrind(
+        dir,
+        name,
+        Command::new(support::shared::binary())
+            .arg("--config")
+            .arg(&config),
+    );
+    support::wait_ok(
+        addr,
+        "/v1/resolve?project=proj-000001",
+        Duration::from_secs(120),
+    );
+    (addr, child)
 }
 
 fn under_callgrind(dir: &Path, name: &str, command: &mut Command) -> Child {

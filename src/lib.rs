@@ -12,7 +12,8 @@
 //! other without cycles (checked in CI by `tests/it/layers.rs`):
 //!
 //! 0. [`lock`]: the poison-tolerant `Mutex` lock every layer uses;
-//!    [`parallel`]: work split over the cores for loads before ready.
+//!    [`parallel`]: work split over the cores for loads before ready;
+//!    [`protobuf`]: the wire format of the gRPC `Check` reply.
 //! 1. [`model`]: wire types, validation, time, signed envelopes, keys and
 //!    the one check of a signature. Pure: no I/O, no state.
 //!    [`config`]: the TOML file and where secrets come from.
@@ -51,6 +52,7 @@ pub mod lock;
 pub mod model;
 pub mod ops;
 pub mod parallel;
+pub mod protobuf;
 pub mod redis_client;
 pub mod server;
 #[cfg(feature = "sim")]

@@ -13,11 +13,11 @@ use tokio::task::JoinHandle;
 use super::{Options, StartError};
 use crate::config::host_name;
 use crate::config::secret::Secret;
-use crate::config::Config;
+use crate::config::{Config, GrpcPointersStruct};
 use crate::model::clock::SharedClock;
 use crate::model::trust::Trust;
 use crate::server::admin::{AdminPlane, StatusInfo};
-use crate::store::Store;
+use crate::store::{PointersStructs, Store};
 use crate::sync::cache::{self, CacheWriter};
 use crate::sync::configured::Configured;
 use crate::sync::key_watch::{KeyWatcher, TrustState};
@@ -86,6 +86,10 @@ impl Core {
         let t = &config.trust;
         let trust = trust_of(t)?;
         store_writer.set_trust(Arc::new(trust.clone()));
+        store_writer.set_pointers_structs(match config.server.grpc_pointers_struct {
+            GrpcPointersStruct::PerCheck => PointersStructs::PerCheck,
+            GrpcPointersStruct::Prerendered => PointersStructs::Prerendered,
+        });
         let trust_state = Arc::new(TrustState::new(&trust));
         let status = Arc::new(SyncStatus::default());
         let cache_path = Some(config.cache.path.clone()).filter(|p| !p.as_os_str().is_empty());

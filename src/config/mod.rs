@@ -119,6 +119,22 @@ pub struct ServerConfig {
     /// pointers' JSON is longer than this many bytes: 3 KiB keeps an auth
     /// answer's headers within nginx's default 4 KiB `proxy_buffer_size`.
     pub max_pointers_header_bytes: usize,
+    /// How a gRPC `Check`'s `pointers` metadata struct is made.
+    pub grpc_pointers_struct: GrpcPointersStruct,
+}
+
+/// `server.grpc_pointers_struct`: when the protobuf struct of a gRPC
+/// `Check`'s `pointers` metadata is encoded. The same bytes either way;
+/// a trade of CPU per `Check` against memory per environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrpcPointersStruct {
+    /// On each `Check`, from the answer's pointers text: no memory.
+    #[default]
+    PerCheck,
+    /// Once per accepted revision, by the writer: a `Check` copies it.
+    /// Holds about the pointers' JSON size again per environment.
+    Prerendered,
 }
 
 /// The most `server.max_pointers_header_bytes` may be: Envoy's default
@@ -133,6 +149,7 @@ impl Default for ServerConfig {
             project_header: HeaderName::from_static("x-project-id"),
             environment_header: HeaderName::from_static("x-environment"),
             max_pointers_header_bytes: 3072,
+            grpc_pointers_struct: GrpcPointersStruct::PerCheck,
         }
     }
 }

@@ -33,7 +33,7 @@ use super::service::{allowed, routed};
 use super::views::ProjectView;
 use super::{Body, Handler, Reply};
 use crate::model::validate::is_valid_id;
-use crate::store::{Answer, Outcome, ResolveError, Store};
+use crate::store::{Answer, AnswerRef, Outcome, ResolveError, Store};
 use crate::telemetry::{Api, Metrics, ResolveOutcome};
 
 /// Most requests in one batch.
@@ -127,7 +127,7 @@ impl DataPlane {
         ) {
             return self.invalid(Api::Resolve, message, started).into_response();
         }
-        match self.resolve_one(Api::Resolve, &query, started) {
+        match self.resolve_one(Api::Resolve, &query, started, |a| a.owned()) {
             Ok(answer) => answer_response(answer, self.pointers_limit),
             Err(err) => err.into_response(),
         }
@@ -152,7 +152,7 @@ impl DataPlane {
                     .into_response()
             }
         };
-        match self.resolve_one(Api::AuthzHttp, &query, started) {
+        match self.resolve_one(Api::AuthzHttp, &query, started, |a| a.owned()) {
             Ok(answer) => answer_response(answer, self.pointers_limit),
             Err(err) => err.into_response(),
         }
@@ -200,11 +200,11 @@ impl DataPlane {
                 }
                 Err(e) => return ext_authz::failure(&e),
             };
-        match self.resolve_one(Api::AuthzGrpc, &query, started) {
-            Ok(answer) => {
-                let project = query.project.as_deref().unwrap_or_default();
-                ext_authz::allowed_reply(&answer, project, self.pointers_limit)
-            }
+        let project = query.project.as_deref().unwrap_or_default();
+        let reply =
+            |answer: AnswerRef<'_>| ext_authz::allowed_reply(&answer, project, self.pointers_limit);
+        match self.resolve_one(Api::AuthzGrpc, &query, started, reply) {
+            Ok(reply) => reply,
             // Envoy's failure_mode_allow decides.
             Err(err) if err.code == ErrorCode::NotReady => {
                 ext_authz::failure(&RpcError::new(ext_authz::code::UNAVAILABLE, err.message))
@@ -213,13 +213,15 @@ impl DataPlane {
         }
     }
 
-    /// Resolves one request and records it in the metrics.
-    fn resolve_one(
+    /// Resolves one request, records it in the metrics, and lends the
+    /// answer to `f` (as [`Store::resolve_with`] does).
+    fn resolve_one<R>(
         &self,
         api: Api,
         query: &ResolveQuery<'_>,
         started: Instant,
-    ) -> Result<Answer, ApiError> {
+        f: impl FnOnce(AnswerRef<'_>) -> R,
+    ) -> Result<R, ApiError> {
         let Some(project) = query.project.as_deref() else {
             let header = &self.project_header;
             let message = match api {
@@ -239,9 +241,9 @@ impl DataPlane {
         let environment = query.environment.as_deref().filter(|e| !e.is_empty());
         let result = self
             .store
-            .resolve_with(project, environment, query.strict, |a| a.owned());
+            .resolve_with(project, environment, query.strict, |a| (a.outcome, f(a)));
         let outcome = match &result {
-            Ok(answer) if answer.outcome == Outcome::Exact => ResolveOutcome::Exact,
+            Ok((Outcome::Exact, _)) => ResolveOutcome::Exact,
             Ok(_) => ResolveOutcome::Fallback,
             Err(ResolveError::InvalidProject | ResolveError::InvalidEnvironment) => {
                 ResolveOutcome::InvalidRequest
@@ -251,7 +253,9 @@ impl DataPlane {
             Err(ResolveError::NotReady) => ResolveOutcome::NotReady,
         };
         self.metrics.resolved(api, outcome, started.elapsed());
-        result.map_err(|err| ApiError::from_resolve(err, project, environment))
+        result
+            .map(|(_, r)| r)
+            .map_err(|err| ApiError::from_resolve(err, project, environment))
     }
 
     fn invalid(&self, api: Api, message: String, started: Instant) -> ApiError {
@@ -291,8 +295,10 @@ impl DataPlane {
                 environment: item.environment.as_deref().map(Cow::Borrowed),
                 strict: item.strict,
             };
-            match self.resolve_one(Api::Batch, &query, Instant::now()) {
-                Ok(answer) => answer.borrowed().write_body(&mut out),
+            match self.resolve_one(Api::Batch, &query, Instant::now(), |a| {
+                a.write_body(&mut out)
+            }) {
+                Ok(()) => {}
                 Err(err) => out.extend_from_slice(&err.body()),
             }
         }

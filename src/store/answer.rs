@@ -61,6 +61,9 @@ pub struct AnswerRef<'a> {
     /// non-ASCII key is `\u`-escaped in both). The HTTP data plane
     /// leaves it out above `server.max_pointers_header_bytes`.
     pub pointers: &'a HeaderValue,
+    /// The same pointers as a gRPC `Check`'s metadata struct, when the
+    /// writer rendered it ([`PointersStructs::Prerendered`](super::PointersStructs)).
+    pub pointers_struct: Option<&'a Bytes>,
 }
 
 impl<'a> AnswerRef<'a> {
@@ -80,6 +83,17 @@ impl<'a> AnswerRef<'a> {
     /// slice of the pre-rendered answer, the text of `x-resolved-pointers`.
     pub fn pointers_json(&self) -> &'a str {
         std::str::from_utf8(self.pointers.as_bytes()).unwrap_or_default()
+    }
+
+    /// The pointers' metadata struct: the writer's bytes, or measured
+    /// from the text now.
+    pub fn pointers_struct(&self) -> StructBytes<'a> {
+        match self.pointers_struct {
+            Some(bytes) => StructBytes::Rendered(bytes),
+            None => StructBytes::Measured(super::pointers_struct::PointersStruct::measure(
+                self.pointers_json(),
+            )),
+        }
     }
 
     /// Every served pointer, read back from the answer's text.
@@ -120,7 +134,9 @@ impl<'a> AnswerRef<'a> {
         out
     }
 
-    /// An owned answer: reference-count bumps, no copy.
+    /// An owned answer: reference-count bumps, no copy. It leaves the
+    /// writer's pointers struct behind (an HTTP answer has no use for
+    /// it): a `Check` encodes from the borrowed answer.
     pub fn owned(self) -> Answer {
         Answer {
             outcome: self.outcome,
@@ -129,6 +145,37 @@ impl<'a> AnswerRef<'a> {
             environment: self.environment.clone(),
             revision: self.revision.clone(),
             pointers: self.pointers.clone(),
+        }
+    }
+}
+
+/// An answer's pointers struct, ready to write.
+#[derive(Debug, Clone)]
+pub enum StructBytes<'a> {
+    /// Rendered by the writer: copied as they are.
+    Rendered(&'a Bytes),
+    /// Measured from the answer's text, written from it.
+    Measured(super::pointers_struct::PointersStruct<'a>),
+}
+
+impl StructBytes<'_> {
+    /// The length of the struct's fields.
+    pub fn len(&self) -> usize {
+        match self {
+            StructBytes::Rendered(bytes) => bytes.len(),
+            StructBytes::Measured(m) => m.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes the struct's fields ([`len`](Self::len) bytes).
+    pub fn put(&self, out: &mut impl bytes::BufMut) {
+        match self {
+            StructBytes::Rendered(bytes) => out.put_slice(bytes),
+            StructBytes::Measured(m) => m.put(out),
         }
     }
 }
@@ -154,6 +201,7 @@ impl Answer {
             environment: &self.environment,
             revision: &self.revision,
             pointers: &self.pointers,
+            pointers_struct: None,
         }
     }
 

@@ -15,6 +15,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
+use super::pointers_struct::PointersStructs;
 use super::project::Project;
 use super::{copy_index, Index, Rejection, Shared, Slot};
 use crate::lock::lock;
@@ -38,6 +39,8 @@ pub struct StoreWriter {
     /// The keys documents are checked against; swapped when a key file
     /// changes.
     trust: Arc<Trust>,
+    /// Whether projects are rendered with their gRPC pointers structs.
+    structs: PointersStructs,
 }
 
 /// One fetch's worth of news for the writer: what it holds, and where it
@@ -165,7 +168,16 @@ impl StoreWriter {
             shared,
             max_removed_fraction,
             trust: Arc::new(Trust::default()),
+            structs: PointersStructs::default(),
         }
+    }
+
+    /// From now on, projects are rendered with their gRPC pointers
+    /// structs encoded as `structs` says. Set before the first load:
+    /// projects already served keep how they were rendered until their
+    /// next revision.
+    pub fn set_pointers_structs(&mut self, structs: PointersStructs) {
+        self.structs = structs;
     }
 
     /// From now on, documents are checked against `trust`. What is served
@@ -268,6 +280,7 @@ impl StoreWriter {
             && docs.len() >= crate::parallel::MIN_PARALLEL
             && all_distinct(&docs);
         if parallel {
+            let structs = self.structs;
             let inputs: Vec<_> = docs
                 .into_iter()
                 .map(|doc| {
@@ -277,7 +290,7 @@ impl StoreWriter {
                 .collect();
             let prepared = crate::parallel::map(inputs, true, |(doc, previous, floor)| {
                 let id = doc.id.clone();
-                let prepared = prepare(&batch.judge, doc, previous.as_deref(), floor, now);
+                let prepared = prepare(&batch.judge, doc, previous.as_deref(), floor, now, structs);
                 (id, previous, prepared)
             });
             for (id, previous, prepared) in prepared {
@@ -289,7 +302,14 @@ impl StoreWriter {
             for doc in docs {
                 let id = doc.id.clone();
                 let (previous, floor) = self.served(batch, &id);
-                let prepared = prepare(&batch.judge, doc, previous.as_deref(), floor, now);
+                let prepared = prepare(
+                    &batch.judge,
+                    doc,
+                    previous.as_deref(),
+                    floor,
+                    now,
+                    self.structs,
+                );
                 self.commit(batch, id, previous, prepared);
             }
         }
@@ -414,7 +434,12 @@ impl StoreWriter {
                 return DueOutcome::default();
             }
         };
-        let next = Arc::new(Project::with_applied(&valid, current.accepted_at(), due));
+        let next = Arc::new(Project::with_applied(
+            &valid,
+            current.accepted_at(),
+            due,
+            self.structs,
+        ));
         let outcome = DueOutcome {
             applied: due - current.applied(),
             next_due: next.next_due(),
@@ -775,6 +800,7 @@ pub fn prepare(
     previous: Option<&Project>,
     floor: Option<Floor>,
     now: SystemTime,
+    structs: PointersStructs,
 ) -> Judged<Project> {
     match judge.judge(incoming, previous, floor) {
         Judged::Stale { revision } => Judged::Stale { revision },
@@ -796,10 +822,11 @@ pub fn prepare(
                 &valid,
                 prev.accepted_at(),
                 prev.applied(),
+                structs,
             )),
             None => Judged::Unchanged,
         },
-        Judged::Valid(valid) => Judged::Valid(Project::build(&valid, now, now)),
+        Judged::Valid(valid) => Judged::Valid(Project::build(&valid, now, now, structs)),
     }
 }
 
@@ -1145,7 +1172,7 @@ fn reused(message: String) -> ValidationError {
 mod tests {
     use super::*;
     use crate::model::wire::parse_snapshot;
-    use crate::store::Store;
+    use crate::store::{PointersStruct, Store};
 
     fn apply(writer: &mut StoreWriter, body: &str) -> ApplyReport {
         let contents = Contents::Snapshot(parse_snapshot(body.as_bytes()).unwrap());
@@ -1187,5 +1214,58 @@ mod tests {
             &format!(r#"{{"revision":3,"projects":[{}]}}"#, doc("a")),
         );
         assert!(store.project("b").is_none());
+    }
+
+    /// The struct bytes each answer lends, per environment, or `None`.
+    fn lent_structs(store: &Store, slugs: &[&str]) -> Vec<Option<(Vec<u8>, Vec<u8>)>> {
+        slugs
+            .iter()
+            .map(|slug| {
+                store
+                    .resolve_with("a", Some(slug), true, |a| {
+                        let mut measured = Vec::new();
+                        PointersStruct::measure(a.pointers_json()).put(&mut measured);
+                        a.pointers_struct.map(|b| (b.to_vec(), measured))
+                    })
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn prerendered_pointers_structs_are_what_the_encoder_writes_and_follow_changes() {
+        let now = SystemTime::now();
+        let later =
+            crate::model::timestamp::format_rfc3339(now + std::time::Duration::from_secs(60));
+        let scheduled = doc("a").replace(
+            r#""gateway_fallback":true"#,
+            &format!(
+                r#""gateway_fallback":true,"pointers":{{"prompts":{{"s\"um":"1"}},"providers":{{"é":"2"}}}},"scheduled":[{{"at":"{later}","pointers":{{"prompts":{{"s\"um":"3"}}}}}}]"#
+            ),
+        );
+        let body = format!(r#"{{"revision":1,"projects":[{scheduled}]}}"#);
+
+        let (store, mut writer) = Store::new(1.0);
+        apply(&mut writer, &body);
+        assert_eq!(
+            store.project("a").unwrap().pointers_structs(),
+            PointersStructs::PerCheck
+        );
+        assert_eq!(lent_structs(&store, &["prod", "staging"]), [None, None]);
+
+        let (store, mut writer) = Store::new(1.0);
+        writer.set_pointers_structs(PointersStructs::Prerendered);
+        apply(&mut writer, &body);
+        let before = lent_structs(&store, &["prod", "staging"]);
+        for (rendered, measured) in before.iter().map(|s| s.as_ref().unwrap()) {
+            assert_eq!(rendered, measured);
+        }
+        writer.apply_due("a", now + std::time::Duration::from_secs(60));
+        let after = lent_structs(&store, &["prod", "staging"]);
+        for (rendered, measured) in after.iter().map(|s| s.as_ref().unwrap()) {
+            assert_eq!(rendered, measured);
+        }
+        assert_ne!(before[0], after[0], "the due change is in the prod struct");
+        assert_eq!(before[1], after[1]);
     }
 }

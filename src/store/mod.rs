@@ -8,6 +8,8 @@
 //! * [`at_rest`]: a project's accepted document, kept compressed;
 //! * [`answer`]: the answer types a resolve lends;
 //! * [`pointers`]: one pointer read back out of an answer (embedders);
+//! * [`pointers_struct`]: the pointers as a gRPC `Check`'s metadata
+//!   struct, encoded per `Check` or rendered by the writer;
 //! * [`apply`]: [`StoreWriter`], which validates and publishes updates.
 //!
 //! The store never does I/O and never imports the layers above it (sync,
@@ -38,6 +40,7 @@ pub mod answer;
 pub mod apply;
 pub mod at_rest;
 pub mod pointers;
+pub mod pointers_struct;
 pub mod project;
 
 use std::collections::HashMap;
@@ -53,11 +56,12 @@ use compact_str::CompactString;
 use crate::model::cursor::Cursor;
 use crate::model::floor::Floor;
 use crate::model::validate::{is_valid_id, lower_slug, Reason, MAX_SLUG_LEN};
-pub use answer::{Answer, AnswerRef, Outcome, ResolveError};
+pub use answer::{Answer, AnswerRef, Outcome, ResolveError, StructBytes};
 pub use apply::{
     ApplyError, ApplyReport, Contents, DueOutcome, Judge, Judged, StoreWriter, Update,
 };
 pub use pointers::{PointerIter, PointerKind};
+pub use pointers_struct::{PointersStruct, PointersStructs};
 pub use project::Project;
 
 /// Mass removal is only guarded once at least this many projects are loaded.

@@ -26,6 +26,7 @@ use serde::Serialize;
 
 use super::answer::{AnswerRef, Outcome};
 use super::at_rest::{AtRest, AtRestError};
+use super::pointers_struct::{PointersStruct, PointersStructs};
 use crate::model::envelope::{self, EnvelopeError};
 use crate::model::trust::Verified;
 use crate::model::validate::{
@@ -83,6 +84,10 @@ pub struct Project {
     prefix: Bytes,
     /// The revision's digits, a slice of `prefix`: `x-snapshot-revision`.
     revision_header: HeaderValue,
+    /// Each environment's pointers as a gRPC `Check`'s metadata struct,
+    /// in the order of `environments`, when the writer renders them
+    /// ([`PointersStructs::Prerendered`]); one buffer for all.
+    pointers_structs: Option<Box<[Bytes]>>,
     id: Box<str>,
     revision: u64,
     /// [`WireProject::content_digest`] of the accepted document: tells
@@ -105,14 +110,24 @@ pub struct Project {
 impl Project {
     /// Builds the served form with every scheduled entry due at `now`
     /// applied.
-    pub fn build(valid: &ValidProject, accepted_at: SystemTime, now: SystemTime) -> Project {
+    pub fn build(
+        valid: &ValidProject,
+        accepted_at: SystemTime,
+        now: SystemTime,
+        structs: PointersStructs,
+    ) -> Project {
         let applied = valid.schedule().iter().take_while(|e| e.at <= now).count();
-        Project::with_applied(valid, accepted_at, applied)
+        Project::with_applied(valid, accepted_at, applied, structs)
     }
 
     /// Builds the served form with exactly the first `applied` schedule
     /// entries in effect.
-    pub fn with_applied(valid: &ValidProject, accepted_at: SystemTime, applied: usize) -> Project {
+    pub fn with_applied(
+        valid: &ValidProject,
+        accepted_at: SystemTime,
+        applied: usize,
+        structs: PointersStructs,
+    ) -> Project {
         let applied = applied.min(valid.schedule().len());
         let envs = valid.environments();
         let fallback = envs.iter().position(|e| e.gateway_fallback).unwrap_or(0);
@@ -148,6 +163,10 @@ impl Project {
                 pointers: header_value(buffer.slice(ranges.pointers)),
             })
             .collect();
+        let pointers_structs = match structs {
+            PointersStructs::PerCheck => None,
+            PointersStructs::Prerendered => Some(render_structs(&environments)),
+        };
         let mut slug_index: Vec<SlugKey> = environments
             .iter()
             .enumerate()
@@ -173,6 +192,7 @@ impl Project {
             applied,
             revision_header: header_value(buffer.slice(prefix.1)),
             prefix: buffer.slice(prefix.0),
+            pointers_structs,
             environments,
             slug_index: SlugIndex::new(slug_index),
             fallback,
@@ -264,6 +284,14 @@ impl Project {
         self.environments.len()
     }
 
+    /// How this project's pointers structs were made.
+    pub fn pointers_structs(&self) -> PointersStructs {
+        match self.pointers_structs {
+            Some(_) => PointersStructs::Prerendered,
+            None => PointersStructs::PerCheck,
+        }
+    }
+
     /// The answer for a slug already lower-cased and syntax-checked, or the
     /// fallback; `None` only in strict mode for a slug that is not here.
     #[inline]
@@ -282,6 +310,7 @@ impl Project {
             environment: &env.slug,
             revision: &self.revision_header,
             pointers: &env.pointers,
+            pointers_struct: self.pointers_structs.as_ref().map(|s| &s[index]),
         })
     }
 
@@ -446,6 +475,32 @@ impl Rendered<'_> {
         // Strings, booleans and maps of strings into a Vec: cannot fail.
         let _ = serde_json::to_writer(&mut *self.bytes, value);
     }
+}
+
+/// Every environment's pointers struct, encoded from its pointers text
+/// into one buffer of the exact size.
+fn render_structs(environments: &[ServedEnvironment]) -> Box<[Bytes]> {
+    let measured: Vec<PointersStruct<'_>> = environments
+        .iter()
+        .map(|e| {
+            PointersStruct::measure(std::str::from_utf8(e.pointers.as_bytes()).unwrap_or("{}"))
+        })
+        .collect();
+    let mut out = Vec::with_capacity(measured.iter().map(PointersStruct::len).sum());
+    let mut ends = Vec::with_capacity(measured.len());
+    for m in &measured {
+        m.put(&mut out);
+        ends.push(out.len());
+    }
+    let out = Bytes::from(out);
+    let mut start = 0;
+    ends.into_iter()
+        .map(|end| {
+            let part = out.slice(start..end);
+            start = end;
+            part
+        })
+        .collect()
 }
 
 /// Where one environment's parts are in the project's buffer.

@@ -13,9 +13,9 @@ use env_sidecar::model::validate::validate;
 use env_sidecar::model::wire::{self, Content, Incoming, SnapshotBody, WireProject};
 use env_sidecar::server::data::parse_batch;
 use env_sidecar::server::query::{fill_from_headers, parse_query};
-use env_sidecar::store::Project;
 use env_sidecar::store::{AnswerRef, Outcome, ResolveError};
 use env_sidecar::store::{Contents, Store, Update};
+use env_sidecar::store::{PointersStructs, Project};
 use env_sidecar::sync::cache;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
@@ -252,6 +252,35 @@ fn check_resolve(project: &str, environment: Option<&str>, strict: bool) {
     }
 }
 
+/// The pointers struct a gRPC `Check` carries (the writer's bytes when
+/// it rendered them, else measured now) is as long as it says and
+/// decodes, by prost, to `parsed`, the body's pointers.
+fn check_pointers_struct(answer: &AnswerRef<'_>, parsed: &[(String, String, String)]) {
+    use env_sidecar::server::ext_authz::{Kind, Struct};
+    use prost::Message;
+    let pointers = answer.pointers_struct();
+    let mut bytes = Vec::new();
+    pointers.put(&mut bytes);
+    assert_eq!(bytes.len(), pointers.len());
+    let decoded = Struct::decode(bytes.as_slice()).expect("the struct decodes");
+    let mut from_struct = Vec::new();
+    for (kind, value) in decoded.fields {
+        let Some(Kind::Struct(map)) = value.kind else {
+            panic!("{kind} is not a struct")
+        };
+        for (key, value) in map.fields {
+            let Some(Kind::String(value)) = value.kind else {
+                panic!("{kind}.{key} is not a string")
+            };
+            from_struct.push((kind.clone(), key, value));
+        }
+    }
+    let mut expected = parsed.to_vec();
+    expected.sort();
+    from_struct.sort();
+    assert_eq!(from_struct, expected);
+}
+
 fn check_answer(project: &str, environment: Option<&str>, answer: AnswerRef<'_>) {
     let body: Value = serde_json::from_slice(&answer.body()).expect("answers are JSON");
     assert_eq!(body["project"], project);
@@ -283,6 +312,7 @@ fn check_answer(project: &str, environment: Option<&str>, answer: AnswerRef<'_>)
     }
     assert_eq!(scanned, parsed);
     check_pointers_header(&answer);
+    check_pointers_struct(&answer, &parsed);
     // Lookups scan: sample a few (first, last, and some between).
     let step = (parsed.len() / 8).max(1);
     for (kind, key, value) in parsed.iter().step_by(step).chain(parsed.last()) {
@@ -410,7 +440,14 @@ fn check_document(raw: &Value, doc: WireProject) {
     if let Some(broken) = verdict {
         panic!("accepted a document that breaks a rule ({broken}): {raw}");
     }
-    let project = Project::build(&valid, SystemTime::now(), UNIX_EPOCH);
+    // Prerendered: the writer's struct bytes go through the same checks
+    // as the text (the resolve target covers the per-check encoding).
+    let project = Project::build(
+        &valid,
+        SystemTime::now(),
+        UNIX_EPOCH,
+        PointersStructs::Prerendered,
+    );
     let stored = project.reparse().expect("the stored form reads back");
     assert_eq!(stored, valid, "the stored form is the accepted project");
     let keys: Vec<(&str, &str)> = valid

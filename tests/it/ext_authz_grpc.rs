@@ -8,6 +8,8 @@ use crate::common;
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
+
 use common::h2;
 use common::{project, snapshot, TestSidecar};
 use env_sidecar::server::ext_authz::{
@@ -265,4 +267,120 @@ async fn checks_work_over_the_unix_socket() {
     let (_, message) = h2::check(&mut client, &request(&[("x-project-id", "acme")], &[])).await;
     assert_eq!(message.unwrap().status.unwrap().code, 0);
     drop(t);
+}
+
+/// A project whose prod pointers need JSON escapes and change at a
+/// scheduled instant, for comparing the two ways of making the struct.
+fn escaped_and_scheduled(revision: u64, change_at: std::time::SystemTime) -> serde_json::Value {
+    let mut doc = project("acme", revision);
+    doc["environments"][3]["pointers"] = serde_json::json!({
+        "prompts": {"q\"uote": "x\\y", "été": format!("r{revision}")},
+        "routing_rules": {"default": "rr-1"},
+        "providers": {"😀": "act-2"}
+    });
+    doc["environments"][3]["scheduled"] = serde_json::json!([{
+        "at": env_sidecar::model::timestamp::format_rfc3339(change_at),
+        "pointers": {"prompts": {"été": "scheduled"}}
+    }]);
+    doc
+}
+
+/// Every way of asking for acme (each slug, none, an unknown one): the
+/// raw reply bytes of each, and prod's `prompts` struct decoded.
+async fn replies(t: &TestSidecar) -> (Vec<Bytes>, Vec<(String, String)>) {
+    let mut client = h2::connect(t.sidecar.data_addr()).await;
+    let mut raw = Vec::new();
+    for slug in ["prod", "staging", "qa", "canary", "", "nope"] {
+        let req = request(&[("x-project-id", "acme"), ("x-environment", slug)], &[]);
+        let answer = h2::check_raw(&mut client, h2::framed(&req)).await;
+        assert_eq!(answer.grpc_status(), Some(0), "{slug}: {answer:?}");
+        raw.push(answer.body);
+    }
+    let (_, message) = h2::check(
+        &mut client,
+        &request(&[("x-project-id", "acme"), ("x-environment", "prod")], &[]),
+    )
+    .await;
+    let fields = message.unwrap().dynamic_metadata.unwrap().fields;
+    let Some(Kind::Struct(pointers)) = fields["pointers"].kind.as_ref() else {
+        panic!("pointers: {fields:?}")
+    };
+    let Some(Kind::Struct(prompts)) = pointers.fields["prompts"].kind.as_ref() else {
+        panic!("prompts: {pointers:?}")
+    };
+    let prompts = prompts
+        .fields
+        .iter()
+        .map(|(k, v)| match v.kind.as_ref() {
+            Some(Kind::String(s)) => (k.clone(), s.clone()),
+            other => panic!("{k}: {other:?}"),
+        })
+        .collect();
+    (raw, prompts)
+}
+
+#[tokio::test]
+async fn a_prerendered_pointers_struct_is_the_same_reply_through_cutovers_and_revisions() {
+    use env_sidecar::config::GrpcPointersStruct;
+    use env_sidecar::model::clock::ManualClock;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    let t0 = UNIX_EPOCH + Duration::from_secs(1_893_456_000);
+    let change_at = t0 + Duration::from_secs(60);
+    let start = |structs: GrpcPointersStruct| {
+        let clock = ManualClock::new(t0);
+        let options = env_sidecar::app::Options {
+            clock: std::sync::Arc::new(clock.clone()),
+            ..common::test_options()
+        };
+        let doc = snapshot(1, vec![escaped_and_scheduled(1, change_at)]);
+        async move {
+            let t = TestSidecar::start_configured(
+                Some(&doc),
+                |c| c.server.grpc_pointers_struct = structs,
+                options,
+            )
+            .await;
+            (t, clock)
+        }
+    };
+    let (per_check, per_check_clock) = start(GrpcPointersStruct::PerCheck).await;
+    let (prerendered, prerendered_clock) = start(GrpcPointersStruct::Prerendered).await;
+    let prompts = |ete: &str| {
+        vec![
+            ("q\"uote".to_owned(), "x\\y".to_owned()),
+            ("été".to_owned(), ete.to_owned()),
+        ]
+    };
+
+    let (expected, decoded) = replies(&per_check).await;
+    assert_eq!(decoded, prompts("r1"));
+    assert_eq!(replies(&prerendered).await, (expected, decoded));
+
+    // The scheduled change falls due: both render it.
+    for (t, clock) in [
+        (&per_check, &per_check_clock),
+        (&prerendered, &prerendered_clock),
+    ] {
+        clock.set(change_at);
+        assert_eq!(t.sidecar.tick_schedules().await, 1);
+    }
+    let (expected, decoded) = replies(&per_check).await;
+    assert_eq!(decoded, prompts("scheduled"));
+    assert_eq!(replies(&prerendered).await, (expected, decoded));
+
+    // A new revision replaces the project.
+    for t in [&per_check, &prerendered] {
+        t.write_snapshot(&snapshot(
+            2,
+            vec![escaped_and_scheduled(
+                2,
+                change_at + Duration::from_secs(3600),
+            )],
+        ));
+        t.wait_revision("acme", 2).await;
+    }
+    let (expected, decoded) = replies(&per_check).await;
+    assert_eq!(decoded, prompts("r2"));
+    assert_eq!(replies(&prerendered).await, (expected, decoded));
 }

@@ -14,11 +14,15 @@ use std::path::Path;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("lock", &[]),
     ("parallel", &[]),
+    ("protobuf", &[]),
     ("model", &["lock", "parallel"]),
     ("config", &["lock"]),
     ("telemetry", &["lock", "model", "config"]),
     ("redis_client", &["lock", "parallel", "model", "config"]),
-    ("store", &["lock", "parallel", "model", "telemetry"]),
+    (
+        "store",
+        &["lock", "parallel", "protobuf", "model", "telemetry"],
+    ),
     (
         "sync",
         &[
@@ -33,7 +37,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "server",
-        &["lock", "model", "config", "telemetry", "store", "sync"],
+        &[
+            "lock",
+            "protobuf",
+            "model",
+            "config",
+            "telemetry",
+            "store",
+            "sync",
+        ],
     ),
     (
         "app",

@@ -25,7 +25,8 @@ use prost::Message;
 use super::error::ApiError;
 use super::headers::PointersLimit;
 use super::Body;
-use crate::store::{Answer, PointerIter, PointerKind};
+use crate::protobuf::{self, ValueKind};
+use crate::store::{AnswerRef, StructBytes};
 
 /// The RPC's path (HTTP/2 `:path`).
 pub const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
@@ -234,15 +235,20 @@ pub fn identity<'a>(
 /// The answer for a resolved check as a framed gRPC reply: OK, the
 /// `x-resolved-*` headers set (replacing whatever the client sent), and
 /// the resolution as dynamic metadata (`pointers` as a struct, kind → key
-/// → version, read back from the answer's pre-rendered text in two
-/// passes). Encoded straight from the answer into one buffer, without
-/// the allocations of building the message first: the message prost
-/// reads back is the one the tests build. This is the `Check` hot path.
-pub fn allowed_reply(answer: &Answer, project: &str, limit: PointersLimit) -> Response<Body> {
+/// → version: the writer's bytes, or encoded from the answer's text, see
+/// [`PointersStructs`](crate::store::PointersStructs)). Encoded straight
+/// from the answer into one buffer, without the allocations of building
+/// the message first: the message prost reads back is the one the tests
+/// build. This is the `Check` hot path.
+pub fn allowed_reply(
+    answer: &AnswerRef<'_>,
+    project: &str,
+    limit: PointersLimit,
+) -> Response<Body> {
     let environment = answer.environment.as_bytes();
     let revision = answer.revision.as_bytes();
     let outcome = answer.outcome.as_str().as_bytes();
-    let (pointers_name, pointers_header) = limit.header(&answer.pointers);
+    let (pointers_name, pointers_header) = limit.header(answer.pointers);
     // The names of `headers::RESOLVED_ENVIRONMENT` and the others (the test
     // against `allowed` holds them equal).
     let headers: [(&[u8], &[u8]); 4] = [
@@ -254,46 +260,53 @@ pub fn allowed_reply(answer: &Answer, project: &str, limit: PointersLimit) -> Re
             pointers_header.as_bytes(),
         ),
     ];
-    let pointers = Pointers::measure(answer.borrowed().pointers_json());
+    let pointers = answer.pointers_struct();
     // Struct fields, in the key order of prost's BTreeMap.
     let metadata: [(&[u8], Field); 5] = [
         (b"environment", Field::String(environment)),
         (b"outcome", Field::String(outcome)),
-        (b"pointers", Field::Pointers(&pointers)),
+        (b"pointers", Field::Struct(&pointers)),
         (b"project", Field::String(project.as_bytes())),
         (b"revision", Field::String(revision)),
     ];
     let header_option_len = |k: &[u8], v: &[u8]| {
-        wire::message_len(wire::string_len(k) + wire::string_len(v))
-            + wire::varint_field_len(OVERWRITE_IF_EXISTS_OR_ADD as u64)
+        protobuf::message_len(protobuf::string_len(k) + protobuf::string_len(v))
+            + protobuf::varint_field_len(OVERWRITE_IF_EXISTS_OR_ADD as u64)
     };
     let ok_len: usize = headers
         .iter()
-        .map(|(k, v)| wire::message_len(header_option_len(k, v)))
+        .map(|(k, v)| protobuf::message_len(header_option_len(k, v)))
         .sum();
     let metadata: [(&[u8], Field, usize); 5] = metadata.map(|(k, v)| (k, v, v.len()));
     let struct_len: usize = metadata
         .iter()
-        .map(|(k, _, len)| wire::message_len(entry_len(k, *len)))
+        .map(|(k, _, len)| protobuf::message_len(protobuf::struct_entry_len(k, *len)))
         .sum();
     // status = 1 (an empty RpcStatus: code OK), ok_response = 3,
     // dynamic_metadata = 4.
-    let len = wire::message_len(0) + wire::message_len(ok_len) + wire::message_len(struct_len);
+    let len = protobuf::message_len(0)
+        + protobuf::message_len(ok_len)
+        + protobuf::message_len(struct_len);
     let mut out = BytesMut::with_capacity(5 + len);
     out.put_u8(0);
     out.put_u32(len as u32);
-    wire::put_message(&mut out, 1, 0);
-    wire::put_message(&mut out, 3, ok_len);
+    protobuf::put_message(&mut out, 1, 0);
+    protobuf::put_message(&mut out, 3, ok_len);
     for (k, v) in headers {
-        wire::put_message(&mut out, 2, header_option_len(k, v));
-        wire::put_message(&mut out, 1, wire::string_len(k) + wire::string_len(v));
-        wire::put_string(&mut out, 1, k);
-        wire::put_string(&mut out, 2, v);
-        wire::put_varint_field(&mut out, 3, OVERWRITE_IF_EXISTS_OR_ADD as u64);
+        protobuf::put_message(&mut out, 2, header_option_len(k, v));
+        protobuf::put_message(
+            &mut out,
+            1,
+            protobuf::string_len(k) + protobuf::string_len(v),
+        );
+        protobuf::put_string(&mut out, 1, k);
+        protobuf::put_string(&mut out, 2, v);
+        protobuf::put_varint_field(&mut out, 3, OVERWRITE_IF_EXISTS_OR_ADD as u64);
     }
-    wire::put_message(&mut out, 4, struct_len);
+    protobuf::put_message(&mut out, 4, struct_len);
     for (k, v, len) in metadata {
-        put_entry(&mut out, k, v, len);
+        protobuf::put_struct_entry_head(&mut out, k, v.kind(), len);
+        v.put(&mut out);
     }
     debug_assert_eq!(out.len(), 5 + len);
     let mut trailers = http::HeaderMap::new();
@@ -306,62 +319,10 @@ pub fn allowed_reply(answer: &Answer, project: &str, limit: PointersLimit) -> Re
 /// A `google.protobuf.Value` of the dynamic metadata, before encoding.
 #[derive(Clone, Copy)]
 enum Field<'a> {
-    /// `string_value` (3).
+    /// `string_value`.
     String(&'a [u8]),
-    /// `struct_value` (5): the answer's pointers as a struct of structs.
-    Pointers(&'a Pointers<'a>),
-}
-
-/// The answer's pointers JSON, measured once for its struct encoding:
-/// each kind's inner struct length, in the answer's kind order.
-struct Pointers<'a> {
-    json: &'a str,
-    kinds: [usize; 3],
-}
-
-impl<'a> Pointers<'a> {
-    /// One pass over the answer's text.
-    fn measure(json: &'a str) -> Pointers<'a> {
-        let mut kinds = [0; 3];
-        for (kind, key, value) in PointerIter::new(json) {
-            kinds[kind as usize] += wire::message_len(entry_len(key.as_bytes(), value.len()));
-        }
-        Pointers { json, kinds }
-    }
-
-    /// The outer struct's length: one entry per kind.
-    fn len(&self) -> usize {
-        PointerKind::ALL
-            .iter()
-            .map(|&kind| {
-                let inner = self.kinds[kind as usize];
-                wire::message_len(entry_len(kind.as_str().as_bytes(), inner))
-            })
-            .sum()
-    }
-
-    /// Writes the outer struct's fields: the kinds in the answer's order
-    /// (a map's order means nothing on the wire), each with its entries,
-    /// in one more pass over the text.
-    fn put(&self, out: &mut BytesMut) {
-        let mut entries = PointerIter::new(self.json).peekable();
-        for kind in PointerKind::ALL {
-            let inner = self.kinds[kind as usize];
-            let name = kind.as_str().as_bytes();
-            wire::put_message(out, 1, entry_len(name, inner));
-            wire::put_string(out, 1, name);
-            wire::put_message(out, 2, wire::message_len(inner));
-            wire::put_message(out, 5, inner);
-            while let Some((_, key, value)) = entries.next_if(|(k, _, _)| *k == kind) {
-                put_entry(
-                    out,
-                    key.as_bytes(),
-                    Field::String(value.as_bytes()),
-                    value.len(),
-                );
-            }
-        }
-    }
+    /// `struct_value`: the answer's pointers as a struct of structs.
+    Struct(&'a StructBytes<'a>),
 }
 
 impl Field<'_> {
@@ -370,15 +331,14 @@ impl Field<'_> {
     fn len(self) -> usize {
         match self {
             Field::String(v) => v.len(),
-            Field::Pointers(p) => p.len(),
+            Field::Struct(p) => p.len(),
         }
     }
 
-    /// The `Value`'s oneof field number.
-    fn tag(self) -> u8 {
+    fn kind(self) -> ValueKind {
         match self {
-            Field::String(_) => 3,
-            Field::Pointers(_) => 5,
+            Field::String(_) => ValueKind::String,
+            Field::Struct(_) => ValueKind::Struct,
         }
     }
 
@@ -386,86 +346,7 @@ impl Field<'_> {
     fn put(self, out: &mut BytesMut) {
         match self {
             Field::String(v) => out.put_slice(v),
-            Field::Pointers(p) => p.put(out),
-        }
-    }
-}
-
-/// A `Struct.fields` entry: the key (1) and the `Value` (2) whose oneof
-/// member holds `len` bytes. A oneof member is written even empty.
-fn entry_len(key: &[u8], len: usize) -> usize {
-    wire::string_len(key) + wire::message_len(wire::message_len(len))
-}
-
-fn put_entry(out: &mut BytesMut, key: &[u8], value: Field<'_>, len: usize) {
-    wire::put_message(out, 1, entry_len(key, len));
-    wire::put_string(out, 1, key);
-    wire::put_message(out, 2, wire::message_len(len));
-    wire::put_message(out, value.tag(), len);
-    value.put(out);
-}
-
-/// Protobuf wire format for fields numbered 1 to 15 (one-byte keys), as
-/// prost writes them: proto3 defaults (empty strings, zero) left out.
-mod wire {
-    use bytes::{BufMut, BytesMut};
-
-    pub fn varint_len(mut v: u64) -> usize {
-        let mut n = 1;
-        while v >= 0x80 {
-            v >>= 7;
-            n += 1;
-        }
-        n
-    }
-
-    pub fn put_varint(out: &mut BytesMut, mut v: u64) {
-        while v >= 0x80 {
-            out.put_u8((v as u8) | 0x80);
-            v >>= 7;
-        }
-        out.put_u8(v as u8);
-    }
-
-    /// A length-delimited field holding `len` bytes: key, length, bytes.
-    pub fn message_len(len: usize) -> usize {
-        1 + varint_len(len as u64) + len
-    }
-
-    /// A string field; an empty one is not written.
-    pub fn string_len(s: &[u8]) -> usize {
-        if s.is_empty() {
-            0
-        } else {
-            message_len(s.len())
-        }
-    }
-
-    /// An integer field; zero is not written.
-    pub fn varint_field_len(v: u64) -> usize {
-        if v == 0 {
-            0
-        } else {
-            1 + varint_len(v)
-        }
-    }
-
-    pub fn put_message(out: &mut BytesMut, tag: u8, len: usize) {
-        out.put_u8(tag << 3 | 2);
-        put_varint(out, len as u64);
-    }
-
-    pub fn put_string(out: &mut BytesMut, tag: u8, s: &[u8]) {
-        if !s.is_empty() {
-            put_message(out, tag, s.len());
-            out.put_slice(s);
-        }
-    }
-
-    pub fn put_varint_field(out: &mut BytesMut, tag: u8, v: u64) {
-        if v != 0 {
-            out.put_u8(tag << 3);
-            put_varint(out, v);
+            Field::Struct(p) => p.put(out),
         }
     }
 }
@@ -550,7 +431,7 @@ fn percent_encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Outcome;
+    use crate::store::{Answer, Outcome, PointersStruct};
     use http_body_util::BodyExt;
 
     /// What [`allowed_reply`] encodes, as a message: the oracle for its
@@ -668,14 +549,25 @@ mod tests {
                 revision: HeaderValue::from_str(revision).unwrap(),
                 pointers: HeaderValue::from_str(pointers).unwrap(),
             };
+            // The struct as the writer renders it: the same reply.
+            let mut rendered = Vec::new();
+            PointersStruct::measure(pointers).put(&mut rendered);
+            let rendered = Bytes::from(rendered);
+            let prerendered = AnswerRef {
+                pointers_struct: Some(&rendered),
+                ..answer.borrowed()
+            };
             // Under the limit, exactly at it, and one byte over.
             for limit in [3072, pointers.len(), pointers.len() - 1].map(PointersLimit) {
-                let response = allowed_reply(&answer, project, limit);
+                let response = allowed_reply(&answer.borrowed(), project, limit);
+                let same = allowed_reply(&prerendered, project, limit);
+                let same = same.into_body().collect().await.unwrap().to_bytes();
                 assert_eq!(response.headers()[header::CONTENT_TYPE], "application/grpc");
                 let collected = response.into_body().collect().await.unwrap();
                 let trailers = collected.trailers().cloned().unwrap();
                 assert_eq!(trailers[GRPC_STATUS], "0");
                 let bytes = collected.to_bytes();
+                assert_eq!(same, bytes, "{project}: prerendered and per check differ");
                 let expected = allowed(&answer, project, limit);
                 let HttpResponse::Ok(ok) = expected.http_response.as_ref().unwrap() else {
                     unreachable!()

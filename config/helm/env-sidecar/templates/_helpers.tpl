@@ -67,6 +67,7 @@ unix_socket = {{ $v.server.unixSocket | toJson }}
 project_header = {{ $v.server.projectHeader | toJson }}
 environment_header = {{ $v.server.environmentHeader | toJson }}
 max_pointers_header_bytes = {{ $v.server.maxPointersHeaderBytes | int }}
+grpc_pointers_struct = {{ $v.server.grpcPointersStruct | toJson }}
 
 [admin]
 listen = {{ printf "0.0.0.0:%d" ($v.admin.port | int) | toJson }}
