@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use env_sidecar::model::origin::Origin;
 use env_sidecar::model::wire::parse_snapshot;
 use env_sidecar::sim::generate;
-use env_sidecar::store::{Contents, Store, Update};
+use env_sidecar::store::{Contents, PointersStructs, Store, Update};
 
 /// The system allocator, counting live bytes and allocations.
 struct Counting;
@@ -87,19 +87,25 @@ fn main() {
     println!("ready from a 10k-project last-known-good cache (control plane down):");
     let cache = dir.path().join("lkg.json");
     let json = generate::snapshot_json(10_000, 1);
-    let (bytes_before, allocations_before) = live();
-    let (store, mut writer) = Store::new(0.5);
-    let contents = Contents::Snapshot(parse_snapshot(&json).unwrap());
-    writer
-        .apply(Update::new(Origin::Snapshot, contents), SystemTime::now())
-        .unwrap();
-    let (bytes_after, allocations_after) = live();
-    println!(
-        "  (in process: a loaded project holds {} B in {} allocations, requested sizes; its JSON is {} B)",
-        (bytes_after - bytes_before) / 10_000,
-        (allocations_after - allocations_before) / 10_000,
-        json.len() / 10_000
-    );
+    let load = |structs: PointersStructs| {
+        let (bytes_before, allocations_before) = live();
+        let (store, mut writer) = Store::new(0.5);
+        writer.set_pointers_structs(structs);
+        let contents = Contents::Snapshot(parse_snapshot(&json).unwrap());
+        writer
+            .apply(Update::new(Origin::Snapshot, contents), SystemTime::now())
+            .unwrap();
+        let (bytes_after, allocations_after) = live();
+        println!(
+            "  (in process, {structs:?}: a loaded project holds {} B in {} allocations, requested sizes; its JSON is {} B)",
+            (bytes_after - bytes_before) / 10_000,
+            (allocations_after - allocations_before) / 10_000,
+            json.len() / 10_000
+        );
+        store
+    };
+    drop(load(PointersStructs::Prerendered));
+    let store = load(PointersStructs::PerCheck);
     std::fs::write(
         &cache,
         env_sidecar::sync::cache::encode(env_sidecar::sync::cache::State {

@@ -39,7 +39,7 @@ use bytes::Bytes;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use prefixed::Prefixed;
+use prefixed::{Prefixed, Writes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Semaphore};
@@ -223,10 +223,17 @@ pub async fn serve<L: Listener, H: Handler>(
                     Ok(Ok(sniffed)) => sniffed,
                     _ => return,
                 };
-            let io = TokioIo::new(Prefixed::new(prefix, io));
             let result = match protocol {
-                Protocol::Http1 => watcher.watch(http1.serve_connection(io, service)).await,
-                Protocol::Http2 => watcher.watch(http2.serve_connection(io, service)).await,
+                Protocol::Http1 => {
+                    let io = TokioIo::new(Prefixed::new(prefix, io, Writes::AsInner));
+                    watcher.watch(http1.serve_connection(io, service)).await
+                }
+                Protocol::Http2 => {
+                    // h2 then gathers the small replies of many streams
+                    // into one write (see `prefixed`).
+                    let io = TokioIo::new(Prefixed::new(prefix, io, Writes::Contiguous));
+                    watcher.watch(http2.serve_connection(io, service)).await
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
