@@ -130,6 +130,18 @@ enum Protocol {
     Http2,
 }
 
+impl Protocol {
+    /// How its connections offer writes: HTTP/2 contiguous, so h2
+    /// gathers the small replies of many streams into one write (see
+    /// `prefixed`).
+    fn writes(self) -> Writes {
+        match self {
+            Protocol::Http1 => Writes::AsInner,
+            Protocol::Http2 => Writes::Contiguous,
+        }
+    }
+}
+
 /// Reads until the first bytes either are the HTTP/2 preface or cannot be
 /// (one read is enough for HTTP/1.1: its first byte is a method's).
 async fn sniff<I: AsyncRead + Unpin>(io: &mut I) -> io::Result<(Protocol, Bytes)> {
@@ -223,17 +235,10 @@ pub async fn serve<L: Listener, H: Handler>(
                     Ok(Ok(sniffed)) => sniffed,
                     _ => return,
                 };
+            let io = TokioIo::new(Prefixed::new(prefix, io, protocol.writes()));
             let result = match protocol {
-                Protocol::Http1 => {
-                    let io = TokioIo::new(Prefixed::new(prefix, io, Writes::AsInner));
-                    watcher.watch(http1.serve_connection(io, service)).await
-                }
-                Protocol::Http2 => {
-                    // h2 then gathers the small replies of many streams
-                    // into one write (see `prefixed`).
-                    let io = TokioIo::new(Prefixed::new(prefix, io, Writes::Contiguous));
-                    watcher.watch(http2.serve_connection(io, service)).await
-                }
+                Protocol::Http1 => watcher.watch(http1.serve_connection(io, service)).await,
+                Protocol::Http2 => watcher.watch(http2.serve_connection(io, service)).await,
             };
             if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
