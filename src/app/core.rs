@@ -17,7 +17,7 @@ use crate::config::{Config, GrpcPointersStruct};
 use crate::model::clock::SharedClock;
 use crate::model::trust::Trust;
 use crate::server::admin::{AdminPlane, StatusInfo};
-use crate::store::{PointersStructs, Store};
+use crate::store::{PointersStructs, Store, StoreWriter};
 use crate::sync::cache::{self, CacheWriter};
 use crate::sync::configured::Configured;
 use crate::sync::key_watch::{KeyWatcher, TrustState};
@@ -82,14 +82,9 @@ impl Core {
     pub async fn start(config: &Config, options: &Options) -> Result<Core, StartError> {
         let clock = options.clock.clone();
         let metrics = Metrics::new();
-        let (store, mut store_writer) = Store::new(config.source.max_removed_fraction);
         let t = &config.trust;
         let trust = trust_of(t)?;
-        store_writer.set_trust(Arc::new(trust.clone()));
-        store_writer.set_pointers_structs(match config.server.grpc_pointers_struct {
-            GrpcPointersStruct::PerCheck => PointersStructs::PerCheck,
-            GrpcPointersStruct::Prerendered => PointersStructs::Prerendered,
-        });
+        let (store, store_writer) = store_of(config, &trust);
         let trust_state = Arc::new(TrustState::new(&trust));
         let status = Arc::new(SyncStatus::default());
         let cache_path = Some(config.cache.path.clone()).filter(|p| !p.as_os_str().is_empty());
@@ -278,6 +273,17 @@ async fn metrics_upkeep(metrics: Arc<Metrics>, mut shutdown: watch::Receiver<boo
     }
 }
 
+/// The store and its only writer, set up as `config` says.
+fn store_of(config: &Config, trust: &Trust) -> (Store, StoreWriter) {
+    let (store, mut writer) = Store::new(config.source.max_removed_fraction);
+    writer.set_trust(Arc::new(trust.clone()));
+    writer.set_pointers_structs(match config.server.grpc_pointers_struct {
+        GrpcPointersStruct::PerCheck => PointersStructs::PerCheck,
+        GrpcPointersStruct::Prerendered => PointersStructs::Prerendered,
+    });
+    (store, writer)
+}
+
 /// Loads the last-known-good cache, if there is a valid one. Never fails:
 /// a missing or damaged cache is logged and the sidecar starts without it.
 /// The writer decodes it on its thread, as it parses every fetched body.
@@ -298,10 +304,7 @@ async fn load_cache(path: &Path, writer: &WriterHandle, status: &SyncStatus) {
     let counted = projects.clone();
     let decode = move || {
         let cached = cache::decode(&owned, &bytes)?;
-        counted.store(
-            cached.snapshot.projects.len(),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        counted.store(cached.len(), std::sync::atomic::Ordering::Relaxed);
         Ok::<_, cache::CacheError>(cached.into_update())
     };
     match writer.parse_and_apply("cache", decode).await {

@@ -163,9 +163,16 @@ impl Trust {
     /// signature itself is not checked: whoever can write the cache
     /// already owns the node.
     pub fn recorded(&self, seal: &Seal, recorded: &[String]) -> Option<Vec<String>> {
-        if self.mode != Mode::Sidecar
-            || (seal.payload_type != PROJECT_TYPE && seal.payload_type != TOMBSTONE_TYPE)
-        {
+        if seal.payload_type != PROJECT_TYPE && seal.payload_type != TOMBSTONE_TYPE {
+            return None;
+        }
+        self.still_trusted(recorded)
+    }
+
+    /// The keys among `recorded` still trusted, `None` when none is (or
+    /// outside the sidecar, which always verifies).
+    pub fn still_trusted(&self, recorded: &[String]) -> Option<Vec<String>> {
+        if self.mode != Mode::Sidecar {
             return None;
         }
         let trusted: Vec<String> = recorded

@@ -407,6 +407,27 @@ impl Incoming {
     }
 
     /// An element of `bytes` bytes, over the limit, filed under `id`.
+    /// A document this sidecar kept (its cache), filed under project
+    /// `id` at `revision`: read as any element is, with no size limit
+    /// (it was accepted under the limit of its day). One that does not
+    /// read is [`Content::Unreadable`], for the writer to refuse.
+    pub fn kept(id: &str, revision: u64, text: &str) -> Incoming {
+        let reader = BodyReader {
+            max_document_bytes: usize::MAX,
+            parallel: false,
+        };
+        let why = match reader.element(text) {
+            Ok(Element::Attributed(incoming)) => return incoming,
+            Ok(Element::Unattributed(why)) => why,
+            Err(e) => e.to_string(),
+        };
+        Incoming {
+            id: id.to_owned(),
+            revision: Some(revision),
+            content: Content::Unreadable(why),
+        }
+    }
+
     pub fn too_large(id: impl Into<String>, bytes: usize) -> Incoming {
         Incoming {
             id: id.into(),

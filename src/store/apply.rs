@@ -76,6 +76,17 @@ pub enum Contents {
         id: String,
         document: Option<Incoming>,
     },
+    /// The cache's projects rebuilt as this build served them
+    /// ([`Project::from_parts`]), at the cache's cursor: a full snapshot
+    /// from the cache. Each serves as it is when [`Judge::restored`] says
+    /// so; any other goes through judgement from its stored document, as
+    /// a [`Contents::Snapshot`] from the cache would, and so do
+    /// `documents` (the cache's documents that could not be rebuilt).
+    Restored {
+        cursor: Cursor,
+        projects: Vec<Project>,
+        documents: Vec<Incoming>,
+    },
 }
 
 /// What an applied update changed.
@@ -208,7 +219,7 @@ impl StoreWriter {
             self.restore_floors(&record.floors);
         }
         let intake = Intake::of(contents, &current);
-        let documents = intake.docs.len() + intake.unattributed.len();
+        let documents = intake.docs.len() + intake.restored.len() + intake.unattributed.len();
         // Without required signatures an unsigned removal is a removal;
         // with them it is refused (and shown), and the project keeps
         // serving: only a signed tombstone removes.
@@ -245,7 +256,9 @@ impl StoreWriter {
             },
             judge,
         };
-        self.judge_all(&mut batch, intake.docs, now);
+        let mut docs = intake.docs;
+        docs.extend(self.restore_all(&mut batch, intake.restored, now));
+        self.judge_all(&mut batch, docs, now);
         for id in &removals {
             self.remove(id, &mut batch);
         }
@@ -269,6 +282,35 @@ impl StoreWriter {
         let loaded = intake.loads && (origin.is_news() || serves || documents == 0);
         let from_cache = !origin.is_news();
         Ok(self.publish(batch, intake.cursor, loaded, from_cache))
+    }
+
+    /// Commits every project rebuilt from the cache that
+    /// [`Judge::restored`] lets serve as it is; returns the documents of
+    /// the others, to judge as any.
+    fn restore_all(
+        &mut self,
+        batch: &mut Batch<'_>,
+        restored: Vec<Project>,
+        now: SystemTime,
+    ) -> Vec<Incoming> {
+        let mut documents = Vec::new();
+        for project in restored {
+            let id = project.id().to_owned();
+            let (previous, floor) = self.served(batch, &id);
+            match batch.judge.restored(project, previous.as_deref(), floor) {
+                Ok(mut project) => {
+                    // Accepted by this process now, as a document from the
+                    // cache is (docs/operations.md).
+                    project.accepted_now(now);
+                    if project.pointers_structs() != self.structs {
+                        project.set_pointers_structs(self.structs);
+                    }
+                    self.commit(batch, id, previous, Judged::Valid(project))
+                }
+                Err(document) => documents.push(document),
+            }
+        }
+        documents
     }
 
     /// Judges and commits every document of a batch. Before the store is
@@ -664,6 +706,8 @@ enum RemovalCause {
 /// source is after it, and what it removes without a signature.
 struct Intake {
     docs: Vec<Incoming>,
+    /// Projects rebuilt from the cache, not judged yet.
+    restored: Vec<Project>,
     cursor: Option<Cursor>,
     /// For a complete full snapshot: the ids it holds (valid or not).
     present: Option<HashSet<String>>,
@@ -693,6 +737,7 @@ impl Intake {
                 };
                 let loads = !body.partial || !body.projects.is_empty();
                 Intake {
+                    restored: Vec::new(),
                     docs: body.projects,
                     cursor: Some(body.cursor),
                     present: (!body.partial).then_some(ids),
@@ -710,6 +755,7 @@ impl Intake {
                     .map(|id| (id, RemovalCause::Listed))
                     .collect();
                 Intake {
+                    restored: Vec::new(),
                     docs: body.projects,
                     cursor: Some(body.cursor),
                     present: None,
@@ -721,6 +767,7 @@ impl Intake {
             Contents::Project { id, document } => {
                 let gone = document.is_none() && current.contains_key(id.as_str());
                 Intake {
+                    restored: Vec::new(),
                     docs: document.into_iter().collect(),
                     cursor: None,
                     present: None,
@@ -733,6 +780,39 @@ impl Intake {
                     unattributed: Vec::new(),
                 }
             }
+            Contents::Restored {
+                cursor,
+                projects,
+                documents,
+            } => Intake::restored(cursor, projects, documents, current),
+        }
+    }
+
+    /// The cache's projects: a full snapshot, part of it rebuilt.
+    fn restored(
+        cursor: Cursor,
+        projects: Vec<Project>,
+        documents: Vec<Incoming>,
+        current: &Index,
+    ) -> Intake {
+        let ids: HashSet<String> = projects
+            .iter()
+            .map(|p| p.id().to_owned())
+            .chain(documents.iter().map(|d| d.id.clone()))
+            .collect();
+        let unsigned = current
+            .keys()
+            .filter(|id| !ids.contains(&***id))
+            .map(|id| (id.to_string(), RemovalCause::Absent))
+            .collect();
+        Intake {
+            docs: documents,
+            restored: projects,
+            cursor: Some(cursor),
+            present: Some(ids),
+            loads: true,
+            unsigned,
+            unattributed: Vec::new(),
         }
     }
 }
@@ -849,6 +929,44 @@ pub struct Judge<'a> {
 }
 
 impl Judge<'_> {
+    /// Whether a project rebuilt from this build's cache serves as it is:
+    /// it came from the cache, nothing is served or refused in its place
+    /// at or above its revision, no scheduled change fell due while the
+    /// sidecar was down, and it is unsigned while signatures are not
+    /// required, or signed by a key it recorded that is still trusted
+    /// ([`Trust::still_trusted`]) and not expired: what [`Judge::judge`]
+    /// decides for a cached document, without reading it. The project
+    /// (its signers narrowed to the keys still trusted), or its stored
+    /// document, for [`Judge::judge`] to decide.
+    pub fn restored(
+        &self,
+        mut project: Project,
+        previous: Option<&Project>,
+        floor: Option<Floor>,
+    ) -> Result<Project, Incoming> {
+        let serves = matches!(self.origin, Origin::Cache(_))
+            && previous.is_none()
+            && floor.map_or(true, |f| f.revision() < project.revision())
+            && project.next_due().map_or(true, |due| due > self.now)
+            && match project.signature() {
+                None => !self.trust.require_signatures,
+                Some(verified) => {
+                    verified.expires_at.map_or(true, |e| e > self.now)
+                        && self.trust.still_trusted(&verified.keyids).is_some()
+                }
+            };
+        if !serves {
+            return Err(project.incoming());
+        }
+        if let Some(keyids) = project
+            .signature()
+            .and_then(|v| self.trust.still_trusted(&v.keyids))
+        {
+            project.narrow_signers(keyids);
+        }
+        Ok(project)
+    }
+
     /// Judges `incoming` against `previous`, the project as served, and
     /// `floor`, the revision floor of a project not served (a
     /// signed tombstone removed it, or its cached document could no

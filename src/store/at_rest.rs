@@ -83,6 +83,18 @@ impl AtRest {
     pub fn compressed_len(&self) -> usize {
         self.0.len()
     }
+
+    /// The stored bytes as they are (length and LZ4 block), for the
+    /// cache to keep without decompressing.
+    pub fn stored(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Bytes [`stored`](Self::stored) gave out, taken back unchecked:
+    /// [`text`](Self::text) finds out if they are not what they were.
+    pub fn from_stored(bytes: &[u8]) -> AtRest {
+        AtRest(bytes.into())
+    }
 }
 
 #[cfg(test)]

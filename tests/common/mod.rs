@@ -685,3 +685,61 @@ pub mod resolver_loop;
 pub mod shared;
 pub mod signing;
 pub mod topology;
+
+/// The documents the last-known-good cache at `path` holds, as their
+/// text (none while there is no valid cache): what a test looks for in
+/// the cache now that the file is binary.
+pub fn cached_documents(path: &std::path::Path) -> Vec<String> {
+    env_sidecar::sync::cache::load(path).map_or_else(
+        |_| Vec::new(),
+        |cached| {
+            cached
+                .projects
+                .iter()
+                .filter_map(|p| p.stored_text().ok())
+                .collect()
+        },
+    )
+}
+
+/// True when a document the cache at `path` holds contains `text`.
+pub fn cache_contains(path: &std::path::Path, text: &str) -> bool {
+    cached_documents(path).iter().any(|d| d.contains(text))
+}
+
+/// The cache at `path` in the form version 1 files had (`{"body":
+/// {"cursor", "projects": [documents as JSON], "signers", "removed",
+/// "refused"}}`): for tests that edit a cache as an earlier version
+/// wrote it.
+pub fn cache_as_v1(path: &std::path::Path) -> Value {
+    use env_sidecar::model::floor::Floor;
+    let cached = env_sidecar::sync::cache::load(path).expect("a cache");
+    let projects: Vec<Value> = cached_documents(path)
+        .iter()
+        .map(|text| serde_json::from_str(text).expect("documents are JSON"))
+        .collect();
+    let mut removed = serde_json::Map::new();
+    let mut refused = serde_json::Map::new();
+    for (id, floor) in &cached.floors {
+        match floor {
+            Floor::Removed(revision) => {
+                removed.insert(id.clone(), json!(revision));
+            }
+            Floor::Refused {
+                revision,
+                signed_at,
+            } => {
+                let nanos = signed_at
+                    .map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+                refused.insert(id.clone(), json!([revision, nanos]));
+            }
+        }
+    }
+    json!({"body": {
+        "cursor": cached.cursor,
+        "projects": projects,
+        "signers": cached.signers,
+        "removed": removed,
+        "refused": refused,
+    }})
+}

@@ -23,7 +23,7 @@ async fn a_restart_serves_from_the_cache_while_the_control_plane_is_down() {
     sim.publish([project("acme", 2)]);
     first.wait_revision("acme", 2).await;
     eventually("the cache written at revision 2", || async {
-        std::fs::read_to_string(&cache).is_ok_and(|t| t.contains("qa-r2"))
+        common::cache_contains(&cache, "qa-r2")
     })
     .await;
     first.sidecar.shutdown().await;
@@ -83,7 +83,7 @@ async fn a_burst_of_changes_costs_one_write() {
     }
     t.wait_revision("acme", 21).await;
     eventually("the burst written", || async {
-        std::fs::read_to_string(&cache).is_ok_and(|text| text.contains("qa-r21"))
+        common::cache_contains(&cache, "qa-r21")
     })
     .await;
     // One more revision, once the burst is on disk: the writer takes its
@@ -92,7 +92,7 @@ async fn a_burst_of_changes_costs_one_write() {
     sim.publish([project("acme", 22)]);
     t.wait_revision("acme", 22).await;
     eventually("the revision after the burst written", || async {
-        std::fs::read_to_string(&cache).is_ok_and(|text| text.contains("qa-r22"))
+        common::cache_contains(&cache, "qa-r22")
     })
     .await;
     let writes = t.sidecar.cache().log().successes;
@@ -111,14 +111,24 @@ async fn a_damaged_cache_is_ignored_and_the_source_still_loads() {
         let cache = keep.path().join("lkg.json");
         // A valid cache of a different state, then damaged.
         let good = valid_cache_bytes().await;
-        let text = String::from_utf8(good.clone()).unwrap();
         let bytes: Vec<u8> = match damage {
-            "corrupt" => b"\x00\x01 not json at all".to_vec(),
+            "corrupt" => b"\x00\x01 not a cache at all".to_vec(),
             "truncated" => good[..good.len() / 2].to_vec(),
-            "checksum" => text.replacen("qa-r7", "qa-r8", 1).into_bytes(),
-            "version" => text
-                .replacen("\"version\":1", "\"version\":99", 1)
-                .into_bytes(),
+            "checksum" => {
+                // A rendered answer changed after the checksum was taken.
+                let at = good
+                    .windows(5)
+                    .position(|w| w == b"qa-r7")
+                    .expect("the answers are kept as rendered");
+                let mut bytes = good.clone();
+                bytes[at + 4] = b'8';
+                bytes
+            }
+            "version" => {
+                let mut bytes = good.clone();
+                bytes[16..20].copy_from_slice(&99u32.to_le_bytes());
+                bytes
+            }
             _ => Vec::new(),
         };
         std::fs::write(&cache, bytes).unwrap();
@@ -273,4 +283,171 @@ async fn a_restart_removes_temp_files_a_crashed_writer_left_behind() {
     }
     // The cache itself was untouched and serves.
     assert_eq!(second.served("acme", "qa").await, "qa-r1");
+}
+
+/// A sidecar whose control plane is down, over the cache file `bytes`,
+/// with `tweak` applied; ready when the cache serves.
+async fn restarted_over(
+    bytes: &[u8],
+    tweak: impl FnOnce(&mut env_sidecar::config::Config),
+) -> (TestSidecar, tempfile::TempDir) {
+    let keep = tempfile::tempdir().unwrap();
+    let cache = keep.path().join("lkg.json");
+    std::fs::write(&cache, bytes).unwrap();
+    let t = TestSidecar::follow("http://127.0.0.1:9", |c| {
+        cached(c, &cache);
+        tweak(c)
+    })
+    .await;
+    (t, keep)
+}
+
+/// `bytes`, a version 2 cache file, with `from` replaced by `to` (the same
+/// length) and its checksum made right again: an edit the checksum does
+/// not catch, as by someone who can write the disk.
+fn edited(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from)
+        .unwrap_or_else(|| panic!("{} is in the file", String::from_utf8_lossy(from)));
+    let mut out = bytes.to_vec();
+    out[at..at + to.len()].copy_from_slice(to);
+    let crc = crc32fast::hash(&out[24..]);
+    out[20..24].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+#[tokio::test]
+async fn a_cache_written_by_the_previous_version_still_loads() {
+    // Written by the build before version 2 (JSON): acme at revision 3,
+    // globex at 5.
+    let v1 = include_bytes!("../fixtures/last-known-good-v1.json");
+    assert!(v1.starts_with(b"{\"format\":\"env-sidecar-last-known-good\",\"version\":1"));
+    let (t, _keep) = restarted_over(v1, |_| {}).await;
+    t.wait_ready().await;
+    assert_eq!(t.served("acme", "qa").await, "qa-r3");
+    assert_eq!(t.served("globex", "prod").await, "prod-r5");
+    t.sidecar.shutdown().await;
+
+    // Its documents go through today's trust rules: unsigned ones are
+    // refused once signatures are required, and nothing is served.
+    let keys = tempfile::tempdir().unwrap();
+    let key = common::signing::TestKey::new(keys.path(), "cp-2026");
+    let (t, _keep) = restarted_over(v1, |c| {
+        c.trust.keys = vec![key.public_file.clone()];
+        c.trust.require_signatures = true;
+    })
+    .await;
+    t.wait_rejection("acme", "unsigned").await;
+    assert_eq!(
+        t.get("/v1/resolve?project=acme").await.error_code(),
+        "not_ready"
+    );
+}
+
+#[tokio::test]
+async fn the_same_build_serves_its_cache_as_rendered_another_build_from_the_documents() {
+    let good = valid_cache_bytes().await;
+    // Someone with the disk changes a rendered answer (the boundary
+    // docs/trust.md draws: the disk is out of scope). The same build
+    // serves it as rendered: nothing was parsed or rendered again.
+    let tampered = edited(&good, b"qa-r7", b"qa-r6");
+    let (t, _keep) = restarted_over(&tampered, |_| {}).await;
+    t.wait_ready().await;
+    assert_eq!(t.served("acme", "qa").await, "qa-r6");
+    t.sidecar.shutdown().await;
+
+    // Said to be another build's, the same file is restored from its
+    // documents, which still say revision 7.
+    let build = format!("\"build\":\"{}\"", env!("CARGO_PKG_VERSION"));
+    let other = format!(
+        "\"build\":\"{}\"",
+        "9".repeat(env!("CARGO_PKG_VERSION").len())
+    );
+    let another = edited(&tampered, build.as_bytes(), other.as_bytes());
+    let (t, _keep) = restarted_over(&another, |_| {}).await;
+    t.wait_ready().await;
+    assert_eq!(t.served("acme", "qa").await, "qa-r7");
+}
+
+/// `kill -9` while the cache is being written: the file on disk is the
+/// previous one whole (the new one was a temp file, renamed only once
+/// synced), so a restart serves one consistent revision, never a mix and
+/// never a half-written file. Caught in the act: the test waits for the
+/// writer's temp file to appear, then kills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_during_a_cache_write_leaves_a_cache_that_loads_or_is_ignored() {
+    use env_sidecar::sim::generate;
+    const PROJECTS: usize = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("snapshot.json");
+    let cache = dir.path().join("lkg.json");
+    // Every project at `revision`.
+    let at = |revision: u64| {
+        let projects: Vec<_> = (0..PROJECTS)
+            .map(|i| generate::project(i, revision, None))
+            .collect();
+        serde_json::to_vec(&serde_json::json!({"revision": revision, "projects": projects}))
+            .unwrap()
+    };
+    std::fs::write(&snapshot, at(1)).unwrap();
+    let config = dir.path().join("sidecar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [source]\npath = \"{}\"\npoll_interval = \"50ms\"\n[cache]\npath = \"{}\"\n",
+            snapshot.display(),
+            cache.display()
+        ),
+    )
+    .unwrap();
+    let mut sidecar = common::process::SidecarProcess::start(&config, &[]);
+    let revisions = |path: &std::path::Path| {
+        env_sidecar::sync::cache::load(path).map(|c| {
+            let mut revisions: Vec<Option<u64>> =
+                c.revisions().into_iter().map(|(_, r)| r).collect();
+            revisions.dedup();
+            (c.len(), revisions)
+        })
+    };
+    eventually("revision 1 cached", || async {
+        revisions(&cache).is_ok_and(|r| r == (PROJECTS, vec![Some(1)]))
+    })
+    .await;
+    let temp = dir
+        .path()
+        .join(format!(".lkg.json.tmp.{}", sidecar.child.id()));
+    std::fs::write(&snapshot, at(2)).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !temp.exists() {
+        if std::time::Instant::now() > deadline {
+            let names: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            panic!("no cache write seen: {names:?}\n{}", sidecar.log());
+        }
+        std::hint::spin_loop();
+    }
+    sidecar.child.kill().unwrap();
+    sidecar.child.wait().unwrap();
+    // Usually killed mid-write; the write may also have just finished.
+    let caught = temp.exists();
+
+    let (len, kept) = revisions(&cache).expect("the previous cache file is whole");
+    assert_eq!(len, PROJECTS);
+    assert!(
+        kept == [Some(1)] || kept == [Some(2)],
+        "one revision, not a mix: {kept:?}"
+    );
+    // A restart over it serves that revision (and clears the temp file).
+    let t = TestSidecar::follow("http://127.0.0.1:9", |c| cached(c, &cache)).await;
+    t.wait_ready().await;
+    let served = t.get("/v1/resolve?project=proj-000042").await;
+    assert_eq!(served.body["revision"], serde_json::json!(kept[0]));
+    if caught {
+        assert!(!temp.exists(), "the dead writer's temp file is removed");
+    }
 }

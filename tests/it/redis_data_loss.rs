@@ -51,9 +51,9 @@ fn publish_all(dir: &Path, url: &str, ids: &[&str], revision: u64) {
 
 /// The projects the last-known-good cache holds.
 fn cached_projects(dir: &Path) -> usize {
-    let text = std::fs::read_to_string(dir.join("lkg.json")).expect("a cache");
-    let cache: Value = serde_json::from_str(&text).expect("JSON");
-    cache["body"]["projects"].as_array().map_or(0, Vec::len)
+    env_sidecar::sync::cache::load(&dir.join("lkg.json"))
+        .expect("a cache")
+        .len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,8 +66,7 @@ async fn the_cursor_shows_as_the_stream_id_and_the_revision_gauge_is_exact() {
     // The cache keeps it as the id.
     let cache = dir.path().join("lkg.json");
     eventually("the cursor cached", || async {
-        std::fs::read_to_string(&cache)
-            .is_ok_and(|c| c.contains(&format!("\"cursor\":\"{entry}\"")))
+        env_sidecar::sync::cache::load(&cache).is_ok_and(|c| c.cursor.to_string() == entry)
     })
     .await;
 }

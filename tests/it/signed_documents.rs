@@ -174,7 +174,12 @@ async fn only_a_signed_tombstone_removes_and_no_older_revision_comes_back_even_a
     t.wait_source_read_after(at).await;
     assert!(t.sidecar.store().project("acme").is_none());
     eventually("the cache written with the removal", || async {
-        std::fs::read_to_string(&cache).is_ok_and(|c| c.contains("\"removed\":{\"acme\":2}"))
+        env_sidecar::sync::cache::load(&cache).is_ok_and(|c| {
+            c.floors.contains(&(
+                "acme".to_owned(),
+                env_sidecar::model::floor::Floor::Removed(2),
+            ))
+        })
     })
     .await;
     let config_dir = t.dir.path().to_owned();
@@ -210,8 +215,11 @@ async fn a_restart_believes_the_signers_its_cache_recorded_while_they_are_truste
     })
     .await;
     t.sidecar.shutdown().await;
-    let text = std::fs::read_to_string(&cache).unwrap();
-    let file: Value = serde_json::from_str(&text).unwrap();
+    let written = std::fs::read(&cache).unwrap();
+    // Edited below as version 1 files (JSON), which still load by the
+    // same rules; the file this build wrote is used again at the end.
+    let file = common::cache_as_v1(&cache);
+    let text = file.to_string();
     assert!(
         file["body"]["projects"][0]["payloadType"].is_string(),
         "envelopes are kept: {text}"
@@ -261,6 +269,22 @@ async fn a_restart_believes_the_signers_its_cache_recorded_while_they_are_truste
     // The recorded signer no longer trusted: verified, and refused.
     let t = restart(&file["body"], &other).await;
     eventually("the cached document judged", || async {
+        reason(&t, "acme").is_some()
+    })
+    .await;
+    assert_eq!(reason(&t, "acme").as_deref(), Some("unknown_key"));
+    assert!(t.sidecar.store().project("acme").is_none());
+    t.sidecar.shutdown().await;
+    // The same from the file this build wrote (its answers rendered):
+    // the recorded signer no longer trusted, it is verified and refused.
+    std::fs::write(&cache, &written).unwrap();
+    let mut config = common::file_config(dir.path());
+    config.source.kind = env_sidecar::config::Source::File(env_sidecar::config::FileConfig {
+        path: dir.path().join("absent.json"),
+    });
+    requiring(&mut config, &[&other.public_file], Some(&cache));
+    let t = TestSidecar::launch(config, tempfile::tempdir().unwrap()).await;
+    eventually("the cached project judged", || async {
         reason(&t, "acme").is_some()
     })
     .await;

@@ -161,12 +161,11 @@ async fn a_soak_under_every_fault_loses_nothing_leaks_nothing_and_converges() {
         "the final state cached",
         || async {
             env_sidecar::sync::cache::load(&cache).is_ok_and(|cached| {
-                cached.snapshot.projects.len() == ALL
-                    && cached
-                        .snapshot
-                        .projects
+                let revisions = cached.revisions();
+                revisions.len() == ALL
+                    && revisions
                         .iter()
-                        .all(|p| p.revision == Some(FINAL_REVISION))
+                        .all(|(_, revision)| *revision == Some(FINAL_REVISION))
             })
         },
     )

@@ -78,9 +78,11 @@ fn signed_at(t: &TestSidecar, id: &str) -> Option<SystemTime> {
 async fn cached_signed_by(cache: &Path, id: &str, keyid: &str) {
     eventually(&format!("{id} cached as signed by {keyid}"), || async {
         env_sidecar::sync::cache::load(cache).is_ok_and(|c| {
-            c.snapshot.projects.iter().any(|p| {
-                p.id == id
-                    && p.seal()
+            c.projects.iter().any(|p| {
+                p.id() == id
+                    && p.stored_text()
+                        .ok()
+                        .and_then(|text| env_sidecar::model::envelope::parse(&text).ok())
                         .is_some_and(|s| s.signatures.iter().all(|x| x.keyid == keyid))
             })
         })
@@ -194,10 +196,9 @@ async fn an_envelope_with_an_earlier_expiry_cannot_replace_a_later_one() {
         "an envelope signed earlier is stale"
     );
     eventually("the later envelope cached", || async {
-        std::fs::read_to_string(&cache).is_ok_and(|c| {
-            c.contains(later["payload"].as_str().unwrap())
-                && !c.contains(first["payload"].as_str().unwrap())
-        })
+        let c = common::cached_documents(&cache).join("\n");
+        c.contains(later["payload"].as_str().unwrap())
+            && !c.contains(first["payload"].as_str().unwrap())
     })
     .await;
     t.sidecar.shutdown().await;
@@ -233,7 +234,7 @@ async fn a_revision_that_expired_still_holds_its_floor_after_a_restart() {
     t.wait_revision("acme", 58).await;
     eventually("revision 58 cached", || async {
         env_sidecar::sync::cache::load(&cache)
-            .is_ok_and(|c| c.snapshot.projects.iter().any(|p| p.revision == Some(58)))
+            .is_ok_and(|c| c.revisions().iter().any(|(_, r)| *r == Some(58)))
     })
     .await;
     t.sidecar.shutdown().await;
@@ -261,7 +262,7 @@ async fn a_revision_that_expired_still_holds_its_floor_after_a_restart() {
             c.floors
                 .iter()
                 .any(|(id, f)| id == "acme" && f.revision() == 58)
-                && c.snapshot.projects.iter().all(|p| p.id != "acme")
+                && c.revisions().iter().all(|(id, _)| id != "acme")
         })
     })
     .await;

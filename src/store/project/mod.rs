@@ -16,6 +16,10 @@
 //! and they read the text back ([`Project::reparse`]); resolving never
 //! does.
 
+mod parts;
+
+pub use parts::{EnvironmentParts, Parts, PartsError, RENDER_FORMAT};
+
 use std::io::Write;
 use std::ops::Range;
 use std::time::SystemTime;
@@ -32,7 +36,7 @@ use crate::model::trust::Verified;
 use crate::model::validate::{
     validate, ScheduleEntry, ValidProject, ValidationError, MAX_SLUG_LEN,
 };
-use crate::model::wire::{Pointers, WireEnvironment, WireProject};
+use crate::model::wire::{Content, Incoming, Pointers, WireEnvironment, WireProject};
 
 /// One environment as served.
 #[derive(Debug)]
@@ -167,19 +171,7 @@ impl Project {
             PointersStructs::PerCheck => None,
             PointersStructs::Prerendered => Some(render_structs(&environments)),
         };
-        let mut slug_index: Vec<SlugKey> = environments
-            .iter()
-            .enumerate()
-            .map(|(i, e)| SlugKey::new(e.slug.as_bytes(), i as u16))
-            .collect();
-        slug_index.sort_unstable_by(|a, b| {
-            (a.prefix, a.len).cmp(&(b.prefix, b.len)).then_with(|| {
-                environments[usize::from(a.index)]
-                    .slug
-                    .as_bytes()
-                    .cmp(environments[usize::from(b.index)].slug.as_bytes())
-            })
-        });
+        let slug_index = SlugIndex::of(&environments);
         Project {
             id: valid.id().into(),
             revision: valid.revision(),
@@ -194,7 +186,7 @@ impl Project {
             prefix: buffer.slice(prefix.0),
             pointers_structs,
             environments,
-            slug_index: SlugIndex::new(slug_index),
+            slug_index,
             fallback,
         }
     }
@@ -223,6 +215,33 @@ impl Project {
     /// What the document at rest takes in memory (compressed), in bytes.
     pub fn stored_len(&self) -> usize {
         self.document.compressed_len()
+    }
+
+    /// The stored document as the element it arrived as, for judging
+    /// it again (a project rebuilt from the cache that cannot serve as
+    /// it is). A text that no longer reads is unreadable, and refused.
+    pub fn incoming(&self) -> Incoming {
+        match self.document.text() {
+            Ok(text) => Incoming::kept(&self.id, self.revision, &text),
+            Err(e) => Incoming {
+                id: self.id.to_string(),
+                revision: Some(self.revision),
+                content: Content::Unreadable(e.to_string()),
+            },
+        }
+    }
+
+    /// Marks the project accepted at `now` (restored from the cache).
+    pub(in crate::store) fn accepted_now(&mut self, now: SystemTime) {
+        self.accepted_at = now;
+    }
+
+    /// Keeps only `keyids` as the keys that verified the envelope (the
+    /// ones still trusted).
+    pub(in crate::store) fn narrow_signers(&mut self, keyids: Vec<String>) {
+        if let Some(verified) = &mut self.signature {
+            verified.keyids = keyids;
+        }
     }
 
     /// What the document was signed by, when it came signed.
@@ -282,6 +301,15 @@ impl Project {
     /// Number of environments.
     pub fn environment_count(&self) -> usize {
         self.environments.len()
+    }
+
+    /// Makes this project's pointers structs as `structs` says (a
+    /// project restored from the cache, for a writer that renders them).
+    pub fn set_pointers_structs(&mut self, structs: PointersStructs) {
+        self.pointers_structs = match structs {
+            PointersStructs::PerCheck => None,
+            PointersStructs::Prerendered => Some(render_structs(&self.environments)),
+        };
     }
 
     /// How this project's pointers structs were made.
@@ -363,6 +391,24 @@ enum SlugIndex {
 const INLINE_SLUGS: usize = 4;
 
 impl SlugIndex {
+    /// The index of `environments`' slugs.
+    fn of(environments: &[ServedEnvironment]) -> SlugIndex {
+        let mut keys: Vec<SlugKey> = environments
+            .iter()
+            .enumerate()
+            .map(|(i, e)| SlugKey::new(e.slug.as_bytes(), i as u16))
+            .collect();
+        keys.sort_unstable_by(|a, b| {
+            (a.prefix, a.len).cmp(&(b.prefix, b.len)).then_with(|| {
+                environments[usize::from(a.index)]
+                    .slug
+                    .as_bytes()
+                    .cmp(environments[usize::from(b.index)].slug.as_bytes())
+            })
+        });
+        SlugIndex::new(keys)
+    }
+
     fn new(keys: Vec<SlugKey>) -> SlugIndex {
         if keys.len() <= INLINE_SLUGS {
             let mut inline = [SlugKey::new(b"", 0); INLINE_SLUGS];

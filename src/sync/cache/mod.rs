@@ -1,29 +1,42 @@
-//! The last-known-good cache: the whole served state (every project's
-//! accepted document, and the sync cursor) on local disk, so a restart
-//! serves at once even when the control plane is down.
+//! The last-known-good cache: the whole served state (every project as
+//! served, and the sync cursor) on local disk, so a restart serves at
+//! once even when the control plane is down.
 //!
-//! File format (JSON): `{"format": "env-sidecar-last-known-good",
-//! "version": 1, "crc32": "<hex>", "body": {"cursor": N, "projects": [...],
-//! "removed": {"id": revision, ...}}}` where the CRC-32 covers the exact
-//! bytes of `body`. A signed project is kept as the envelope it arrived
-//! in, and `signers` names, for each, the trusted keys that verified it:
-//! a restart believes that record while one of those keys is still
-//! trusted (the cache is the sidecar's own disk; whoever can write it
-//! is outside what signatures protect against), and verifies the
-//! signature again otherwise; `removed` holds the revision floor of each
-//! project a signed tombstone removed, and `refused` (`{"id": [revision,
-//! signed_at in ns since the epoch or null]}`) that of each project whose
-//! document was accepted before and could no longer be served at a
-//! restart ([`Floor`]), so a replayed older document stays refused across
-//! restarts while a signed copy of a refused revision may still serve.
-//! (Files written before `refused` existed kept both kinds in `removed`:
-//! they read as removals, the stricter.) Written atomically:
-//! a temp file in the same directory, fsync, rename over the old file, fsync
-//! the directory. A load that fails any check (unreadable, truncated, wrong
-//! format or version, checksum mismatch) is an error the caller logs and
-//! ignores: the cache can never stop the sidecar from starting.
+//! Since version 2 the file keeps each project as served, answers
+//! rendered ([`binary`]): a restart by the same build rebuilds them
+//! without parsing, validating, rendering or compressing, and the writer
+//! still judges each one ([`Judge::restored`](crate::store::Judge::restored)):
+//! a project whose recorded signer is no longer trusted, that expired,
+//! or whose scheduled change fell due meanwhile is judged again from its
+//! document, like any fetched one. A file of another build is restored
+//! from its documents. The file is checked whole (magic, version,
+//! CRC-32) before anything in it is used.
 //!
-//! Loaded documents go through the same validation as any fetch.
+//! Version 1 (written before): JSON, `{"format":
+//! "env-sidecar-last-known-good", "version": 1, "crc32": "<hex>", "body":
+//! {"cursor": N, "projects": [...], "removed": {"id": revision, ...}}}`
+//! where the CRC-32 covers the exact bytes of `body`. A signed project is
+//! kept as the envelope it arrived in, and `signers` names, for each, the
+//! trusted keys that verified it: a restart believes that record while
+//! one of those keys is still trusted (the cache is the sidecar's own
+//! disk; whoever can write it is outside what signatures protect
+//! against), and verifies the signature again otherwise; `removed` holds
+//! the revision floor of each project a signed tombstone removed, and
+//! `refused` (`{"id": [revision, signed_at in ns since the epoch or
+//! null]}`) that of each project whose document was accepted before and
+//! could no longer be served at a restart ([`Floor`]), so a replayed
+//! older document stays refused across restarts while a signed copy of a
+//! refused revision may still serve. Such a file still loads, through
+//! the same validation as any fetch; the next write replaces it with
+//! version 2.
+//!
+//! Written atomically: a temp file in the same directory, fsync, rename
+//! over the old file, fsync the directory. A load that fails any check
+//! (unreadable, truncated, wrong format or version, checksum mismatch)
+//! is an error the caller logs and ignores: the cache can never stop the
+//! sidecar from starting.
+
+pub mod binary;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -39,10 +52,11 @@ use crate::model::clock::SharedClock;
 use crate::model::cursor::Cursor;
 use crate::model::floor::Floor;
 use crate::model::origin::{CacheRecord, Origin, Signers};
-use crate::model::wire::{BodyReader, SnapshotBody};
+use crate::model::wire::{BodyReader, Incoming, SnapshotBody};
 use crate::store::{Contents, Project, Store, Update};
 
 pub const FORMAT: &str = "env-sidecar-last-known-good";
+/// The version of the JSON files written before [`binary`].
 pub const VERSION: u32 = 1;
 
 /// A burst of accepted changes within this window costs one write.
@@ -106,8 +120,14 @@ struct BodyIn<'a> {
 /// What a cache file holds.
 #[derive(Debug)]
 pub struct Cached {
-    /// Every accepted document (`revision` is the cursor).
-    pub snapshot: SnapshotBody,
+    pub cursor: Cursor,
+    /// Projects rebuilt as this build served them.
+    pub projects: Vec<Project>,
+    /// Documents to judge as fetched ones are (a file of another build
+    /// or version, or parts that did not fit).
+    pub documents: Vec<Incoming>,
+    /// Elements of a version 1 file that named no project.
+    pub unattributed: Vec<String>,
     /// Floors of projects not served.
     pub floors: Vec<(String, Floor)>,
     /// The trusted keys that had verified each signed project.
@@ -115,13 +135,45 @@ pub struct Cached {
 }
 
 impl Cached {
+    /// How many projects it holds.
+    pub fn len(&self) -> usize {
+        self.projects.len() + self.documents.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Each project's id and revision (as far as it reads).
+    pub fn revisions(&self) -> Vec<(String, Option<u64>)> {
+        self.projects
+            .iter()
+            .map(|p| (p.id().to_owned(), Some(p.revision())))
+            .chain(self.documents.iter().map(|d| (d.id.clone(), d.revision)))
+            .collect()
+    }
+
     /// The update that reloads it.
     pub fn into_update(self) -> Update {
         let record = CacheRecord {
             signers: self.signers,
             floors: self.floors,
         };
-        Update::new(Origin::Cache(record), Contents::Snapshot(self.snapshot))
+        let contents = if self.projects.is_empty() {
+            Contents::Snapshot(SnapshotBody {
+                cursor: self.cursor,
+                projects: self.documents,
+                unattributed: self.unattributed,
+                partial: false,
+            })
+        } else {
+            Contents::Restored {
+                cursor: self.cursor,
+                projects: self.projects,
+                documents: self.documents,
+            }
+        };
+        Update::new(Origin::Cache(record), contents)
     }
 }
 
@@ -143,90 +195,24 @@ pub fn encode(state: State<'_>) -> Vec<u8> {
     out
 }
 
-/// Writes the cache file for `projects` at `cursor` to `out`, copying each
-/// project's stored JSON as it is: no copy of the whole file is ever built
-/// in memory (it would be as large as the snapshot, and the allocator keeps
-/// such peaks resident long after).
-/// Returns the number of bytes written.
+/// Writes the cache file for `state` to `out` (version 2, [`binary`]),
+/// a project at a time: no copy of the whole file is ever built in memory
+/// (it would be as large as the snapshot, and the allocator keeps such
+/// peaks resident long after). Returns the number of bytes written.
 pub fn write_to(out: &mut (impl Write + ?Sized), state: State<'_>) -> std::io::Result<u64> {
-    let mut crc = crc32fast::Hasher::new();
-    body_parts(state, |part| {
-        crc.update(part);
-        Ok(())
-    })?;
-    let head = format!(
-        r#"{{"format":"{FORMAT}","version":{VERSION},"crc32":"{:08x}","body":"#,
-        crc.finalize()
-    );
-    let mut written = head.len() as u64;
-    out.write_all(head.as_bytes())?;
-    body_parts(state, |part| {
-        written += part.len() as u64;
-        out.write_all(part)
-    })?;
-    let end = b"}\n";
-    out.write_all(end)?;
-    Ok(written + end.len() as u64)
+    binary::write_to(out, state)
 }
 
-/// Hands the body's bytes to `f` in order:
-/// `{"cursor":N,"projects":[…],"removed":{…},"signers":{…}}`.
-fn body_parts(
-    state: State<'_>,
-    mut f: impl FnMut(&[u8]) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let cursor = serde_json::to_string(&state.cursor).unwrap_or_else(|_| "null".into());
-    f(format!(r#"{{"cursor":{cursor},"projects":["#).as_bytes())?;
-    for (i, project) in state.projects.iter().enumerate() {
-        if i > 0 {
-            f(b",")?;
-        }
-        // A text that does not read back (a bug) fails the write: the
-        // cache on disk stays the last one written whole.
-        let text = project.stored_text().map_err(std::io::Error::other)?;
-        f(text.as_bytes())?;
-    }
-    // Ids of projects not served were validated: nothing to escape, but
-    // JSON-encode anyway.
-    let quoted = |id: &str| serde_json::to_string(id).unwrap_or_default();
-    f(b"],\"removed\":{")?;
-    let removed = state.floors.iter().filter_map(|(id, floor)| match floor {
-        Floor::Removed(revision) => Some((id, *revision)),
-        Floor::Refused { .. } => None,
-    });
-    for (i, (id, revision)) in removed.enumerate() {
-        let sep = if i > 0 { "," } else { "" };
-        f(format!("{sep}{}:{revision}", quoted(id)).as_bytes())?;
-    }
-    f(b"},\"refused\":{")?;
-    let refused = state.floors.iter().filter_map(|(id, floor)| match floor {
-        Floor::Refused {
-            revision,
-            signed_at,
-        } => Some((id, *revision, signed_at.map(nanos))),
-        Floor::Removed(_) => None,
-    });
-    for (i, (id, revision, signed_at)) in refused.enumerate() {
-        let sep = if i > 0 { "," } else { "" };
-        let signed_at = signed_at.map_or("null".to_owned(), |n| n.to_string());
-        f(format!("{sep}{}:[{revision},{signed_at}]", quoted(id)).as_bytes())?;
-    }
-    f(b"},\"signers\":{")?;
-    let signed = state
-        .projects
-        .iter()
-        .filter_map(|p| Some((p.id(), &p.signature()?.keyids)));
-    for (i, (id, keyids)) in signed.enumerate() {
-        let sep = if i > 0 { "," } else { "" };
-        let id = serde_json::to_string(id).unwrap_or_default();
-        let keyids = serde_json::to_string(keyids).unwrap_or_else(|_| "[]".into());
-        f(format!("{sep}{id}:{keyids}").as_bytes())?;
-    }
-    f(b"}}")
-}
-
-/// Checks and decodes a cache file.
+/// Checks and decodes a cache file, of either version.
 pub fn decode(path: &Path, bytes: &[u8]) -> Result<Cached, CacheError> {
+    if bytes.starts_with(binary::MAGIC) {
+        return binary::decode(path, bytes);
+    }
+    decode_json(path, bytes)
+}
+
+/// A version 1 file.
+fn decode_json(path: &Path, bytes: &[u8]) -> Result<Cached, CacheError> {
     let format_error = |message: String| CacheError::Format {
         path: path.to_owned(),
         message,
@@ -259,27 +245,11 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Cached, CacheError> {
         .elements(&body.projects)
         .map_err(|e| format_error(e.to_string()))?;
     Ok(Cached {
-        snapshot: SnapshotBody {
-            cursor: body.cursor,
-            projects,
-            unattributed,
-            partial: false,
-        },
-        floors: body
-            .removed
-            .into_iter()
-            .map(|(id, revision)| (id, Floor::Removed(revision)))
-            .chain(body.refused.into_iter().map(|(id, (revision, signed_at))| {
-                let signed_at = signed_at.map(|n| UNIX_EPOCH + Duration::from_nanos(n));
-                (
-                    id,
-                    Floor::Refused {
-                        revision,
-                        signed_at,
-                    },
-                )
-            }))
-            .collect(),
+        cursor: body.cursor,
+        projects: Vec::new(),
+        documents: projects,
+        unattributed,
+        floors: binary::floors(body.removed, body.refused),
         signers: body.signers,
     })
 }
@@ -466,6 +436,7 @@ impl CacheWriter {
 mod tests {
     use super::*;
     use crate::model::wire::parse_snapshot;
+    use crate::store::Contents;
 
     /// Project `i` at revision 3: prod (fallback) and staging.
     fn project(i: usize) -> String {
@@ -492,6 +463,14 @@ mod tests {
         store
     }
 
+    /// A version 1 file (JSON) with `body`, as earlier versions wrote it.
+    fn json_file(body: &str) -> String {
+        format!(
+            r#"{{"format":"{FORMAT}","version":{VERSION},"crc32":"{:08x}","body":{body}}}"#,
+            crc32fast::hash(body.as_bytes())
+        )
+    }
+
     #[test]
     fn a_stream_cursor_is_kept_as_one_and_an_old_packed_one_still_reads() {
         let id = crate::model::cursor::StreamId::parse("1796300713335-2").unwrap();
@@ -502,21 +481,19 @@ mod tests {
         });
         assert!(String::from_utf8_lossy(&bytes).contains(r#""cursor":"1796300713335-2""#));
         let cached = decode(Path::new("c"), &bytes).unwrap();
-        assert_eq!(cached.snapshot.cursor, Cursor::Stream(id));
+        assert_eq!(cached.cursor, Cursor::Stream(id));
         // Written by an earlier version: the id packed into a number.
         let packed = (1796300713335u64 << 20) | 2;
-        let body = format!(r#"{{"cursor":{packed},"projects":[],"removed":{{}}}}"#);
-        let old = format!(
-            r#"{{"format":"{FORMAT}","version":{VERSION},"crc32":"{:08x}","body":{body}}}"#,
-            crc32fast::hash(body.as_bytes())
-        );
+        let old = json_file(&format!(
+            r#"{{"cursor":{packed},"projects":[],"removed":{{}}}}"#
+        ));
         let cached = decode(Path::new("c"), old.as_bytes()).unwrap();
-        assert_eq!(cached.snapshot.cursor, Cursor::Revision(packed));
+        assert_eq!(cached.cursor, Cursor::Revision(packed));
         assert_eq!(crate::model::cursor::StreamId::unpack_legacy(packed), id);
     }
 
     #[test]
-    fn round_trips_cursor_and_documents() {
+    fn round_trips_cursor_projects_and_floors() {
         let store = store_with(5);
         let projects = store.projects();
         // A refused envelope's signing time to the nanosecond, one of an
@@ -550,10 +527,11 @@ mod tests {
         let reported = write_to(&mut streamed, state).unwrap();
         assert_eq!((streamed.len() as u64, &streamed), (reported, &bytes));
         let cached = decode(Path::new("x"), &bytes).unwrap();
-        assert_eq!(cached.snapshot.cursor, Cursor::Revision(42));
-        assert_eq!(cached.snapshot.projects.len(), 5);
-        let first = cached.snapshot.projects[0].as_document().unwrap();
-        assert_eq!(first, store.projects()[0].reparse().unwrap().document());
+        assert_eq!(cached.cursor, Cursor::Revision(42));
+        assert!(cached.documents.is_empty(), "this build's file: rebuilt");
+        let parts = |p: &[Arc<Project>]| p.iter().map(|p| p.parts()).collect::<Vec<_>>();
+        let rebuilt: Vec<Arc<Project>> = cached.projects.into_iter().map(Arc::new).collect();
+        assert_eq!(parts(&rebuilt), parts(&projects));
         let mut read = cached.floors;
         read.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(read, floors);
@@ -561,13 +539,28 @@ mod tests {
 
     #[test]
     fn a_file_of_an_earlier_version_reads_every_floor_as_a_removal() {
-        let body = r#"{"cursor":3,"projects":[],"removed":{"a":4}}"#;
-        let old = format!(
-            r#"{{"format":"{FORMAT}","version":{VERSION},"crc32":"{:08x}","body":{body}}}"#,
-            crc32fast::hash(body.as_bytes())
-        );
+        let old = json_file(r#"{"cursor":3,"projects":[],"removed":{"a":4}}"#);
         let cached = decode(Path::new("c"), old.as_bytes()).unwrap();
         assert_eq!(cached.floors, [("a".to_owned(), Floor::Removed(4))]);
+    }
+
+    #[test]
+    fn a_file_of_an_earlier_version_gives_its_documents_to_judge() {
+        let old = json_file(&format!(
+            r#"{{"cursor":3,"projects":[{},{}],"removed":{{}}}}"#,
+            project(1),
+            project(2)
+        ));
+        let cached = decode(Path::new("c"), old.as_bytes()).unwrap();
+        assert!(cached.projects.is_empty());
+        assert_eq!(
+            cached.revisions(),
+            [("p1".to_owned(), Some(3)), ("p2".to_owned(), Some(3))]
+        );
+        assert!(matches!(
+            cached.into_update().contents,
+            Contents::Snapshot(_)
+        ));
     }
 
     #[test]
@@ -580,27 +573,56 @@ mod tests {
         });
         let path = Path::new("x");
         // Truncated anywhere.
-        for cut in [0, 1, good.len() / 2, good.len() - 3] {
+        for cut in [0, 1, 20, good.len() / 2, good.len() - 3] {
             assert!(decode(path, &good[..cut]).is_err(), "cut at {cut}");
         }
-        // A flipped byte inside the body (a digit in a revision: still JSON).
-        let text = String::from_utf8(good.clone()).unwrap();
-        let flipped = text.replacen("\"revision\":3", "\"revision\":4", 1);
+        // A changed byte anywhere after the header.
+        for at in [24, 60, good.len() / 2, good.len() - 1] {
+            let mut flipped = good.clone();
+            flipped[at] ^= 0x20;
+            assert!(
+                matches!(decode(path, &flipped), Err(CacheError::Checksum { .. })),
+                "byte {at}"
+            );
+        }
+        let mut wrong_version = good.clone();
+        wrong_version[16..20].copy_from_slice(&3u32.to_le_bytes());
         assert!(matches!(
-            decode(path, flipped.as_bytes()),
-            Err(CacheError::Checksum { .. })
+            decode(path, &wrong_version),
+            Err(CacheError::Version { found: 3, .. })
         ));
-        let wrong_version = text.replacen("\"version\":1", "\"version\":2", 1);
-        assert!(matches!(
-            decode(path, wrong_version.as_bytes()),
-            Err(CacheError::Version { found: 2, .. })
-        ));
+        let text = json_file(r#"{"cursor":3,"projects":[]}"#);
         let wrong_format = text.replacen(FORMAT, "something-else", 1);
         assert!(matches!(
             decode(path, wrong_format.as_bytes()),
             Err(CacheError::Format { .. })
         ));
         assert!(decode(path, b"\x00\xff garbage").is_err());
+    }
+
+    /// Counts and lengths a file claims, made right by its checksum, do
+    /// not make the reader panic or reach past the file.
+    #[test]
+    fn lying_lengths_are_refused_not_followed() {
+        let projects = store_with(2).projects();
+        let good = encode(State {
+            cursor: Cursor::Revision(7),
+            projects: &projects,
+            floors: &[],
+        });
+        for at in (24..good.len()).step_by(3) {
+            for value in [0u8, 0x7f, 0xff] {
+                let mut bad = good.clone();
+                bad[at] = value;
+                let crc = crc32fast::hash(&bad[24..]);
+                bad[20..24].copy_from_slice(&crc.to_le_bytes());
+                // Either an error, or projects that fit (a byte in a
+                // rendered answer or a document is just different data).
+                if let Ok(cached) = decode(Path::new("x"), &bad) {
+                    assert!(cached.len() <= 2);
+                }
+            }
+        }
     }
 
     #[test]

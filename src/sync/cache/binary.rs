@@ -1,0 +1,438 @@
+//! The cache file since version 2: every project as served ([`Parts`]:
+//! its answers rendered, its document compressed, who signed it), so a
+//! restart rebuilds what it served without parsing, validating,
+//! rendering or compressing anything.
+//!
+//! ```text
+//! "env-sidecar-lkg\n"  magic, 16 bytes
+//! u32 version (2)      u32 CRC-32 of everything after it
+//! u32 length, meta     JSON: cursor, floors, this build and its render format
+//! u32 count            then per project: u32 length, its record
+//! ```
+//!
+//! All integers little-endian; a string or byte run is a `u32` length
+//! then its bytes; an instant is `u64` seconds and `u32` nanoseconds
+//! since the epoch; an optional value is a `0`/`1` byte then the value.
+//! Every read is bounded by what is left of its record: a file that
+//! passed its checksum still cannot make the reader panic or allocate
+//! more than its own size.
+//!
+//! The rendered answers are used only by the build that wrote them (same
+//! version, same [`RENDER_FORMAT`]); another build restores the same
+//! file from its documents, through every check a fetch goes through.
+
+use std::ops::Range;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{CacheError, Cached, State};
+use crate::model::cursor::Cursor;
+use crate::model::floor::Floor;
+use crate::model::origin::Signers;
+use crate::model::trust::Verified;
+use crate::model::validate::ScheduleEntry;
+use crate::model::wire::{Content, Incoming};
+use crate::store::at_rest::AtRest;
+use crate::store::project::{EnvironmentParts, Parts, RENDER_FORMAT};
+use crate::store::{PointersStructs, Project};
+
+pub const MAGIC: &[u8; 16] = b"env-sidecar-lkg\n";
+pub const VERSION: u32 = 2;
+
+/// The build whose rendered answers a file may be restored from.
+const BUILD: &str = env!("CARGO_PKG_VERSION");
+
+/// What the file says besides the projects.
+#[derive(Debug, Serialize, Deserialize)]
+struct Meta {
+    cursor: Cursor,
+    /// Floors of projects removed by signed tombstones: id → revision.
+    removed: std::collections::BTreeMap<String, u64>,
+    /// Floors of refused projects: id → (revision, signed_at in ns).
+    refused: std::collections::BTreeMap<String, (u64, Option<u64>)>,
+    build: String,
+    render_format: u32,
+}
+
+/// Writes the file for `state` to `out`, a project at a time (no copy of
+/// the whole file in memory). Returns the number of bytes written.
+pub fn write_to(
+    out: &mut (impl std::io::Write + ?Sized),
+    state: State<'_>,
+) -> std::io::Result<u64> {
+    let meta = meta(state);
+    let mut crc = crc32fast::Hasher::new();
+    body(&meta, state, |part| {
+        crc.update(part);
+        Ok(())
+    })?;
+    out.write_all(MAGIC)?;
+    out.write_all(&VERSION.to_le_bytes())?;
+    out.write_all(&crc.finalize().to_le_bytes())?;
+    let mut written = (MAGIC.len() + 8) as u64;
+    body(&meta, state, |part| {
+        written += part.len() as u64;
+        out.write_all(part)
+    })?;
+    Ok(written)
+}
+
+fn meta(state: State<'_>) -> Vec<u8> {
+    let mut meta = Meta {
+        cursor: state.cursor,
+        removed: Default::default(),
+        refused: Default::default(),
+        build: BUILD.to_owned(),
+        render_format: RENDER_FORMAT,
+    };
+    for (id, floor) in state.floors {
+        match *floor {
+            Floor::Removed(revision) => {
+                meta.removed.insert(id.clone(), revision);
+            }
+            Floor::Refused {
+                revision,
+                signed_at,
+            } => {
+                meta.refused
+                    .insert(id.clone(), (revision, signed_at.map(super::nanos)));
+            }
+        }
+    }
+    serde_json::to_vec(&meta).unwrap_or_default()
+}
+
+/// Hands the body's bytes to `f` in order.
+fn body(
+    meta: &[u8],
+    state: State<'_>,
+    mut f: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    f(&(meta.len() as u32).to_le_bytes())?;
+    f(meta)?;
+    f(&(state.projects.len() as u32).to_le_bytes())?;
+    let mut record = Vec::new();
+    for project in state.projects {
+        record.clear();
+        put_parts(&mut record, &project.parts());
+        f(&(record.len() as u32).to_le_bytes())?;
+        f(&record)?;
+    }
+    Ok(())
+}
+
+fn put_parts(out: &mut Vec<u8>, p: &Parts) {
+    put_bytes(out, p.id.as_bytes());
+    put_u64(out, p.revision);
+    put_u64(out, p.content);
+    put_time(out, p.accepted_at);
+    put_option(out, p.published_at.as_ref(), |out, t| put_time(out, *t));
+    put_u32(out, p.applied);
+    put_option(out, p.signature.as_ref(), |out, v| {
+        put_u32(out, v.keyids.len() as u32);
+        for keyid in &v.keyids {
+            put_bytes(out, keyid.as_bytes());
+        }
+        put_time(out, v.signed_at);
+        put_option(out, v.expires_at.as_ref(), |out, t| put_time(out, *t));
+    });
+    put_u32(out, p.schedule.len() as u32);
+    for entry in &p.schedule {
+        put_time(out, entry.at);
+        put_u32(out, entry.environment as u32);
+        put_u32(out, entry.entry as u32);
+    }
+    put_bytes(out, &p.document);
+    put_bytes(out, &p.rendered);
+    put_u32(out, p.prefix_len);
+    put_u32(out, p.environments.len() as u32);
+    for env in &p.environments {
+        put_u32(out, env.tail_len);
+        for r in [&env.slug, &env.pointers] {
+            put_u32(out, r.start);
+            put_u32(out, r.end);
+        }
+    }
+    put_u32(out, p.fallback);
+}
+
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_u32(out, b.len() as u32);
+    out.extend_from_slice(b);
+}
+
+fn put_time(out: &mut Vec<u8>, t: SystemTime) {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    put_u64(out, d.as_secs());
+    put_u32(out, d.subsec_nanos());
+}
+
+fn put_option<T>(out: &mut Vec<u8>, v: Option<&T>, put: impl FnOnce(&mut Vec<u8>, &T)) {
+    match v {
+        None => out.push(0),
+        Some(v) => {
+            out.push(1);
+            put(out, v);
+        }
+    }
+}
+
+/// Checks and decodes a file that starts with [`MAGIC`].
+pub fn decode(path: &std::path::Path, bytes: &[u8]) -> Result<Cached, CacheError> {
+    let format = |message: String| CacheError::Format {
+        path: path.to_owned(),
+        message,
+    };
+    let mut r = Reader(checked_body(path, bytes)?);
+    let meta = r
+        .bytes()
+        .ok_or_else(|| format("the meta is cut short".into()))?;
+    let meta: Meta = serde_json::from_slice(meta).map_err(|e| format(format!("the meta: {e}")))?;
+    let count = r
+        .u32()
+        .ok_or_else(|| format("the count is cut short".into()))?;
+    let mut records = Vec::with_capacity((count as usize).min(r.0.len() / 4));
+    for i in 0..count {
+        let record = r
+            .bytes()
+            .ok_or_else(|| format(format!("project {i} is cut short")))?;
+        records.push(record);
+    }
+    if !r.0.is_empty() {
+        return Err(format("bytes after the last project".into()));
+    }
+    let parts: Vec<Parts> = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, record)| {
+            Reader(record)
+                .parts()
+                .ok_or_else(|| format(format!("project {i} does not read")))
+        })
+        .collect::<Result<_, _>>()?;
+    let rendered_here = meta.build == BUILD && meta.render_format == RENDER_FORMAT;
+    let signers: Signers = parts
+        .iter()
+        .filter_map(|p| Some((p.id.clone(), p.signature.as_ref()?.keyids.clone())))
+        .collect();
+    // Rebuilt on every core: nothing is served yet.
+    let kept = crate::parallel::map(parts, true, move |parts| {
+        if !rendered_here {
+            return Err(kept_document(&parts.id, parts.revision, &parts.document));
+        }
+        Project::from_parts(parts, PointersStructs::PerCheck).map_err(|e| {
+            tracing::warn!(error = %e, "a cached project is restored from its document");
+            kept_document(&e.id, e.revision, &e.document)
+        })
+    });
+    let (mut projects, mut documents) = (Vec::new(), Vec::new());
+    for k in kept {
+        match k {
+            Ok(project) => projects.push(project),
+            Err(incoming) => documents.push(incoming),
+        }
+    }
+    if !rendered_here {
+        tracing::info!(
+            path = %path.display(),
+            written_by = %meta.build,
+            render_format = meta.render_format,
+            "the cache was written by another build: restored from its documents"
+        );
+    }
+    Ok(Cached {
+        cursor: meta.cursor,
+        projects,
+        documents,
+        unattributed: Vec::new(),
+        floors: floors(meta.removed, meta.refused),
+        signers,
+    })
+}
+
+/// The body of a file whose header (version, checksum) holds.
+fn checked_body<'a>(path: &std::path::Path, bytes: &'a [u8]) -> Result<&'a [u8], CacheError> {
+    let mut head = Reader(bytes.get(MAGIC.len()..).unwrap_or_default());
+    let (Some(version), Some(stored)) = (head.u32(), head.u32()) else {
+        return Err(CacheError::Format {
+            path: path.to_owned(),
+            message: "the header is cut short".into(),
+        });
+    };
+    if version != VERSION {
+        return Err(CacheError::Version {
+            path: path.to_owned(),
+            found: version,
+        });
+    }
+    let computed = crc32fast::hash(head.0);
+    if computed != stored {
+        return Err(CacheError::Checksum {
+            path: path.to_owned(),
+            stored: format!("{stored:08x}"),
+            computed,
+        });
+    }
+    Ok(head.0)
+}
+
+/// A kept document (compressed at rest) as the element it arrived as.
+fn kept_document(id: &str, revision: u64, document: &[u8]) -> Incoming {
+    match AtRest::from_stored(document).text() {
+        Ok(text) => Incoming::kept(id, revision, &text),
+        Err(e) => Incoming {
+            id: id.to_owned(),
+            revision: Some(revision),
+            content: Content::Unreadable(e.to_string()),
+        },
+    }
+}
+
+pub(super) fn floors(
+    removed: std::collections::BTreeMap<String, u64>,
+    refused: std::collections::BTreeMap<String, (u64, Option<u64>)>,
+) -> Vec<(String, Floor)> {
+    removed
+        .into_iter()
+        .map(|(id, revision)| (id, Floor::Removed(revision)))
+        .chain(refused.into_iter().map(|(id, (revision, signed_at))| {
+            let signed_at = signed_at.map(|n| UNIX_EPOCH + Duration::from_nanos(n));
+            (
+                id,
+                Floor::Refused {
+                    revision,
+                    signed_at,
+                },
+            )
+        }))
+        .collect()
+}
+
+/// Reads a record front to back; `None` once anything is cut short.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if n > self.0.len() {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4)?.try_into().ok().map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8)?.try_into().ok().map(u64::from_le_bytes)
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+
+    fn string(&mut self) -> Option<String> {
+        String::from_utf8(self.bytes()?.to_vec()).ok()
+    }
+
+    fn time(&mut self) -> Option<SystemTime> {
+        let secs = self.u64()?;
+        let nanos = self.u32()?;
+        (nanos < 1_000_000_000)
+            .then(|| UNIX_EPOCH.checked_add(Duration::new(secs, nanos)))
+            .flatten()
+    }
+
+    fn option<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+        match self.u8()? {
+            0 => Some(None),
+            1 => read(self).map(Some),
+            _ => None,
+        }
+    }
+
+    fn range(&mut self) -> Option<Range<u32>> {
+        Some(self.u32()?..self.u32()?)
+    }
+
+    /// A count of items each at least `min` bytes long, checked against
+    /// what is left (so it cannot ask for more memory than the file has).
+    fn count(&mut self, min: usize) -> Option<usize> {
+        let n = self.u32()? as usize;
+        (n.checked_mul(min)? <= self.0.len()).then_some(n)
+    }
+
+    fn parts(&mut self) -> Option<Parts> {
+        let id = self.string()?;
+        let revision = self.u64()?;
+        let content = self.u64()?;
+        let accepted_at = self.time()?;
+        let published_at = self.option(Self::time)?;
+        let applied = self.u32()?;
+        let signature = self.option(|r| {
+            let n = r.count(4)?;
+            let keyids = (0..n).map(|_| r.string()).collect::<Option<Vec<_>>>()?;
+            Some(Verified {
+                keyids,
+                signed_at: r.time()?,
+                expires_at: r.option(Self::time)?,
+            })
+        })?;
+        let n = self.count(20)?;
+        let schedule = (0..n)
+            .map(|_| {
+                Some(ScheduleEntry {
+                    at: self.time()?,
+                    environment: self.u32()? as usize,
+                    entry: self.u32()? as usize,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let document = Bytes::copy_from_slice(self.bytes()?);
+        let rendered = Bytes::copy_from_slice(self.bytes()?);
+        let prefix_len = self.u32()?;
+        let n = self.count(20)?;
+        let environments = (0..n)
+            .map(|_| {
+                Some(EnvironmentParts {
+                    tail_len: self.u32()?,
+                    slug: self.range()?,
+                    pointers: self.range()?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let fallback = self.u32()?;
+        self.0.is_empty().then_some(Parts {
+            id,
+            revision,
+            content,
+            accepted_at,
+            published_at,
+            applied,
+            signature,
+            schedule,
+            document,
+            rendered,
+            prefix_len,
+            environments,
+            fallback,
+        })
+    }
+}
