@@ -92,8 +92,8 @@ impl AtRest {
 
     /// Bytes [`stored`](Self::stored) gave out, taken back unchecked:
     /// [`text`](Self::text) finds out if they are not what they were.
-    pub fn from_stored(bytes: &[u8]) -> AtRest {
-        AtRest(bytes.into())
+    pub fn from_stored(bytes: Box<[u8]>) -> AtRest {
+        AtRest(bytes)
     }
 }
 

@@ -735,10 +735,16 @@ pub fn cache_as_v1(path: &std::path::Path) -> Value {
             }
         }
     }
+    let mut signers = cached.signers.clone();
+    for p in &cached.projects {
+        if let Some(verified) = p.signature() {
+            signers.insert(p.id().to_owned(), verified.keyids.clone());
+        }
+    }
     json!({"body": {
         "cursor": cached.cursor,
         "projects": projects,
-        "signers": cached.signers,
+        "signers": signers,
         "removed": removed,
         "refused": refused,
     }})

@@ -16,6 +16,7 @@ use std::ops::Range;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use http::HeaderValue;
 
 use super::{
     header_value, render_structs, AtRest, PointersStructs, Project, ServedEnvironment, SlugIndex,
@@ -45,7 +46,7 @@ pub struct Parts {
     pub signature: Option<Verified>,
     pub schedule: Vec<ScheduleEntry>,
     /// The document at rest, compressed as the project keeps it.
-    pub document: Bytes,
+    pub document: Box<[u8]>,
     /// The answers: the prefix, then each environment's tail.
     pub rendered: Bytes,
     pub prefix_len: u32,
@@ -73,7 +74,7 @@ pub struct PartsError {
     pub what: &'static str,
     pub revision: u64,
     /// The document at rest, as [`Parts::document`].
-    pub document: Bytes,
+    pub document: Box<[u8]>,
 }
 
 impl Project {
@@ -113,7 +114,7 @@ impl Project {
             applied: self.applied as u32,
             signature: self.signature.as_deref().cloned(),
             schedule: self.schedule.to_vec(),
-            document: Bytes::copy_from_slice(self.document.stored()),
+            document: self.document.stored().into(),
             rendered: rendered.into(),
             prefix_len: self.prefix.len() as u32,
             environments,
@@ -124,33 +125,19 @@ impl Project {
     /// The project the parts describe, its pointers structs made as
     /// `structs` says. The answers are the parts' buffer, shared.
     pub fn from_parts(parts: Parts, structs: PointersStructs) -> Result<Project, PartsError> {
-        let fail = |what| PartsError {
-            id: parts.id.clone(),
-            what,
-            revision: parts.revision,
-            document: parts.document.clone(),
+        let (environments, revision_at) = match checked(&parts) {
+            Ok(checked) => checked,
+            Err(what) => {
+                return Err(PartsError {
+                    id: parts.id,
+                    what,
+                    revision: parts.revision,
+                    document: parts.document,
+                })
+            }
         };
-        if !is_valid_id(&parts.id) {
-            return Err(fail("the id is not a project id"));
-        }
         let buffer = &parts.rendered;
         let prefix_len = parts.prefix_len as usize;
-        let digits = parts.revision.to_string();
-        // `{"project":…,"revision":<digits>,`
-        let revision_at = prefix_len
-            .checked_sub(digits.len() + 1)
-            .ok_or_else(|| fail("the prefix is too short"))?;
-        if buffer.get(revision_at..prefix_len) != Some(format!("{digits},").as_bytes()) {
-            return Err(fail("the prefix does not end with the revision"));
-        }
-        let environments = environments(buffer, prefix_len, &parts.environments).map_err(fail)?;
-        let fallback = parts.fallback as usize;
-        if fallback >= environments.len() {
-            return Err(fail("the fallback is not an environment"));
-        }
-        if parts.applied as usize > parts.schedule.len() {
-            return Err(fail("more schedule entries applied than there are"));
-        }
         let environments: Box<[ServedEnvironment]> = environments.into();
         let pointers_structs = match structs {
             PointersStructs::PerCheck => None,
@@ -162,12 +149,12 @@ impl Project {
             revision_header: header_value(buffer.slice(revision_at..prefix_len - 1)),
             prefix: buffer.slice(..prefix_len),
             environments,
-            fallback,
+            fallback: parts.fallback as usize,
             pointers_structs,
             id: parts.id.into_boxed_str(),
             revision: parts.revision,
             content: parts.content,
-            document: AtRest::from_stored(&parts.document),
+            document: AtRest::from_stored(parts.document),
             signature: parts.signature.map(Box::new),
             published_at: parts.published_at,
             schedule: parts.schedule.into_boxed_slice(),
@@ -175,6 +162,34 @@ impl Project {
             applied: parts.applied as usize,
         })
     }
+}
+
+/// Checks that the parts fit together: the environments' served parts,
+/// and where the revision's digits start in the prefix.
+fn checked(parts: &Parts) -> Result<(Vec<ServedEnvironment>, usize), &'static str> {
+    if !is_valid_id(&parts.id) {
+        return Err("the id is not a project id");
+    }
+    let buffer = &parts.rendered;
+    let prefix_len = parts.prefix_len as usize;
+    let digits = parts.revision.to_string();
+    // `{"project":…,"revision":<digits>,`
+    let revision_at = prefix_len
+        .checked_sub(digits.len() + 1)
+        .ok_or("the prefix is too short")?;
+    if buffer.get(revision_at..prefix_len - 1) != Some(digits.as_bytes())
+        || buffer.get(prefix_len - 1) != Some(&b',')
+    {
+        return Err("the prefix does not end with the revision");
+    }
+    let environments = environments(buffer, prefix_len, &parts.environments)?;
+    if parts.fallback as usize >= environments.len() {
+        return Err("the fallback is not an environment");
+    }
+    if parts.applied as usize > parts.schedule.len() {
+        return Err("more schedule entries applied than there are");
+    }
+    Ok((environments, revision_at))
 }
 
 /// Each environment's served parts, slices of `buffer` after its
@@ -204,14 +219,14 @@ fn environments(
         if !is_valid_slug(slug_text) {
             return Err("a slug is not a valid slug");
         }
-        let pointers = buffer.slice(pointers);
-        if !pointers.iter().all(|b| (0x20..0x7f).contains(b)) {
-            return Err("the pointers are not printable ASCII");
-        }
+        // A valid slug is a valid header value; the pointers are checked.
+        let Ok(pointers) = HeaderValue::from_maybe_shared(buffer.slice(pointers)) else {
+            return Err("the pointers are not a valid header value");
+        };
         environments.push(ServedEnvironment {
             tail: buffer.slice(tail.clone()),
             slug: header_value(buffer.slice(slug)),
-            pointers: header_value(pointers),
+            pointers,
         });
         at = tail.end;
     }

@@ -211,35 +211,35 @@ pub fn decode(path: &std::path::Path, bytes: &[u8]) -> Result<Cached, CacheError
     if !r.0.is_empty() {
         return Err(format("bytes after the last project".into()));
     }
-    let parts: Vec<Parts> = records
-        .into_iter()
-        .enumerate()
-        .map(|(i, record)| {
-            Reader(record)
-                .parts()
-                .ok_or_else(|| format(format!("project {i} does not read")))
-        })
-        .collect::<Result<_, _>>()?;
     let rendered_here = meta.build == BUILD && meta.render_format == RENDER_FORMAT;
-    let signers: Signers = parts
-        .iter()
-        .filter_map(|p| Some((p.id.clone(), p.signature.as_ref()?.keyids.clone())))
-        .collect();
-    // Rebuilt on every core: nothing is served yet.
-    let kept = crate::parallel::map(parts, true, move |parts| {
+    // Read and rebuilt on every core: nothing is served yet. Each gives
+    // the project, or its document with the keys that had verified it.
+    type Kept = Result<Project, (Incoming, Option<Vec<String>>)>;
+    let kept: Vec<Option<Kept>> = crate::parallel::map(records, true, move |record| {
+        let parts = Reader(record).parts()?;
+        let keyids = parts.signature.as_ref().map(|v| v.keyids.clone());
         if !rendered_here {
-            return Err(kept_document(&parts.id, parts.revision, &parts.document));
+            let document = kept_document(&parts.id, parts.revision, &parts.document);
+            return Some(Err((document, keyids)));
         }
-        Project::from_parts(parts, PointersStructs::PerCheck).map_err(|e| {
-            tracing::warn!(error = %e, "a cached project is restored from its document");
-            kept_document(&e.id, e.revision, &e.document)
-        })
+        Some(
+            Project::from_parts(parts, PointersStructs::PerCheck).map_err(|e| {
+                tracing::warn!(error = %e, "a cached project is restored from its document");
+                (kept_document(&e.id, e.revision, &e.document), keyids)
+            }),
+        )
     });
     let (mut projects, mut documents) = (Vec::new(), Vec::new());
-    for k in kept {
-        match k {
+    let mut signers = Signers::new();
+    for (i, k) in kept.into_iter().enumerate() {
+        match k.ok_or_else(|| format(format!("project {i} does not read")))? {
             Ok(project) => projects.push(project),
-            Err(incoming) => documents.push(incoming),
+            Err((incoming, keyids)) => {
+                if let Some(keyids) = keyids {
+                    signers.insert(incoming.id.clone(), keyids);
+                }
+                documents.push(incoming);
+            }
         }
     }
     if !rendered_here {
@@ -288,7 +288,7 @@ fn checked_body<'a>(path: &std::path::Path, bytes: &'a [u8]) -> Result<&'a [u8],
 
 /// A kept document (compressed at rest) as the element it arrived as.
 fn kept_document(id: &str, revision: u64, document: &[u8]) -> Incoming {
-    match AtRest::from_stored(document).text() {
+    match AtRest::from_stored(document.into()).text() {
         Ok(text) => Incoming::kept(id, revision, &text),
         Err(e) => Incoming {
             id: id.to_owned(),
@@ -405,7 +405,7 @@ impl<'a> Reader<'a> {
                 })
             })
             .collect::<Option<Vec<_>>>()?;
-        let document = Bytes::copy_from_slice(self.bytes()?);
+        let document: Box<[u8]> = self.bytes()?.into();
         let rendered = Bytes::copy_from_slice(self.bytes()?);
         let prefix_len = self.u32()?;
         let n = self.count(20)?;

@@ -130,7 +130,8 @@ pub struct Cached {
     pub unattributed: Vec<String>,
     /// Floors of projects not served.
     pub floors: Vec<(String, Floor)>,
-    /// The trusted keys that had verified each signed project.
+    /// The trusted keys that had verified each signed document of
+    /// `documents` (a rebuilt project carries its own).
     pub signers: Signers,
 }
 
