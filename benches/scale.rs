@@ -358,13 +358,13 @@ fn print_figures(n: usize, json: u64, results: &[(Mode, Figures)]) {
     );
     row(
         "cold start → ready (sidecar CPU)",
-        "≤ 1.5 s unsigned, ≤ 2.5 s signed",
+        "≤ 1.5 s unsigned, ≤ 2.0 s signed",
         &|f| format!("{} ({})", secs(f.cold_ready), secs(f.cold_cpu)),
     );
-    row("restart from cache → ready (CPU)", "≤ 1.0 s", &|f| {
+    row("restart from cache → ready (CPU)", "≤ 0.3 s", &|f| {
         format!("{} ({})", secs(f.restart_ready), secs(f.restart_cpu))
     });
-    row("RSS once ready / JSON", "≤ 2.0× (signed +10 %)", &|f| {
+    row("RSS once ready / JSON", "≤ 1.5× (signed +10 %)", &|f| {
         format!(
             "{:.0} MiB, {:.2}×",
             mib(f.steady_rss),
@@ -374,7 +374,7 @@ fn print_figures(n: usize, json: u64, results: &[(Mode, Figures)]) {
     row("RSS at /readyz", "-", &|f| {
         format!("{:.0} MiB", mib(f.ready_rss))
     });
-    row("peak RSS, full reload / steady", "≤ 1.5×", &|f| {
+    row("peak RSS, full reload / steady", "≤ 1.3×", &|f| {
         format!(
             "{:.0} MiB, {:.2}×",
             mib(f.reload_peak),
