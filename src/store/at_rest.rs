@@ -32,6 +32,10 @@ pub enum AtRestError {
     Utf8(#[from] std::string::FromUtf8Error),
 }
 
+/// The most an LZ4 block expands: a match of length 255·n + 19 takes
+/// n + 3 bytes.
+const MAX_RATIO: usize = 255;
+
 thread_local! {
     /// The compressor's output buffer, reused: each kept text is then
     /// one exact-size allocation, and nothing is freed beside it.
@@ -69,6 +73,12 @@ impl AtRest {
             return Err(AtRestError::Truncated);
         };
         let kept = u32::from_le_bytes(*len) as usize;
+        // An LZ4 block expands at most about 255 times: a length beyond
+        // that is not what was stored (bytes kept on disk and read back,
+        // [`from_stored`](Self::from_stored)), and is not allocated.
+        if kept > blocks.len().saturating_mul(MAX_RATIO).saturating_add(16) {
+            return Err(AtRestError::Length { kept, got: 0 });
+        }
         let bytes = lz4_flex::block::decompress(blocks, kept)?;
         if bytes.len() != kept {
             return Err(AtRestError::Length {
@@ -100,6 +110,19 @@ impl AtRest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_length_no_block_could_hold_is_refused_unallocated() {
+        let mut kept = AtRest::new("x").stored().to_vec();
+        kept[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            AtRest::from_stored(kept.into()).text(),
+            Err(AtRestError::Length { got: 0, .. })
+        ));
+        // The most a block can expand to still reads.
+        let zeros = "0".repeat(100_000);
+        assert_eq!(AtRest::new(&zeros).text().unwrap(), zeros);
+    }
 
     #[test]
     fn gives_back_what_it_was_given() {
