@@ -13,7 +13,7 @@ use bytes::Bytes;
 use common::h2;
 use common::{project, snapshot, TestSidecar};
 use env_sidecar::server::ext_authz::{
-    AttributeContext, AttributeRequest, CheckRequest, HttpRequest, HttpResponse, Kind,
+    AttributeContext, AttributeRequest, CheckRequest, HttpRequest, HttpResponse, Kind, Struct,
 };
 
 fn request(headers: &[(&str, &str)], extensions: &[(&str, &str)]) -> CheckRequest {
@@ -36,6 +36,17 @@ fn request(headers: &[(&str, &str)], extensions: &[(&str, &str)]) -> CheckReques
             context_extensions: map(extensions),
         }),
     }
+}
+
+/// The entries of a struct whose values are all strings, in key order.
+fn strings(map: &Struct) -> Vec<(&str, &str)> {
+    map.fields
+        .iter()
+        .map(|(k, v)| match v.kind.as_ref() {
+            Some(Kind::String(s)) => (k.as_str(), s.as_str()),
+            other => panic!("{k}: {other:?}"),
+        })
+        .collect()
 }
 
 async fn sidecar() -> TestSidecar {
@@ -112,15 +123,7 @@ async fn a_resolved_check_is_ok_with_overwriting_headers_and_metadata() {
             let Some(Kind::Struct(map)) = value.kind.as_ref() else {
                 panic!("{kind}: {value:?}")
             };
-            let entries = map
-                .fields
-                .iter()
-                .map(|(k, v)| match v.kind.as_ref() {
-                    Some(Kind::String(s)) => (k.as_str(), s.as_str()),
-                    other => panic!("{k}: {other:?}"),
-                })
-                .collect();
-            (kind.as_str(), entries)
+            (kind.as_str(), strings(map))
         })
         .collect();
     assert_eq!(
@@ -308,13 +311,9 @@ async fn replies(t: &TestSidecar) -> (Vec<Bytes>, Vec<(String, String)>) {
     let Some(Kind::Struct(prompts)) = pointers.fields["prompts"].kind.as_ref() else {
         panic!("prompts: {pointers:?}")
     };
-    let prompts = prompts
-        .fields
-        .iter()
-        .map(|(k, v)| match v.kind.as_ref() {
-            Some(Kind::String(s)) => (k.clone(), s.clone()),
-            other => panic!("{k}: {other:?}"),
-        })
+    let prompts = strings(prompts)
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
     (raw, prompts)
 }

@@ -161,6 +161,28 @@ async fn a_damaged_cache_with_no_control_plane_leaves_the_sidecar_not_ready() {
     );
 }
 
+/// `dir/sidecar.toml` for the binary: any free ports, the snapshot file
+/// read every `poll`, the cache at `cache`. Returns its path.
+fn process_config(
+    dir: &std::path::Path,
+    snapshot: &std::path::Path,
+    poll: &str,
+    cache: &std::path::Path,
+) -> std::path::PathBuf {
+    let config = dir.join("sidecar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [source]\npath = \"{}\"\npoll_interval = \"{poll}\"\n[cache]\npath = \"{}\"\n",
+            snapshot.display(),
+            cache.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
 /// The bytes of a real cache file holding `acme` at revision 7.
 async fn valid_cache_bytes() -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
@@ -192,17 +214,7 @@ async fn a_cache_write_that_runs_out_of_space_keeps_serving_and_the_old_file() {
         &snapshot_path,
         &common::snapshot(1, vec![project("small", 1)]),
     );
-    let config = dir.path().join("sidecar.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-             [source]\npath = \"{}\"\npoll_interval = \"100ms\"\n[cache]\npath = \"{}\"\n",
-            snapshot_path.display(),
-            cache.display()
-        ),
-    )
-    .unwrap();
+    let config = process_config(dir.path(), &snapshot_path, "100ms", &cache);
     let mut command = std::process::Command::new("sh");
     command
         .arg("-c")
@@ -392,17 +404,7 @@ async fn a_kill_during_a_cache_write_leaves_a_cache_that_loads_or_is_ignored() {
             .unwrap()
     };
     std::fs::write(&snapshot, at(1)).unwrap();
-    let config = dir.path().join("sidecar.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-             [source]\npath = \"{}\"\npoll_interval = \"50ms\"\n[cache]\npath = \"{}\"\n",
-            snapshot.display(),
-            cache.display()
-        ),
-    )
-    .unwrap();
+    let config = process_config(dir.path(), &snapshot, "50ms", &cache);
     let mut sidecar = common::process::SidecarProcess::start(&config, &[]);
     let revisions = |path: &std::path::Path| {
         env_sidecar::sync::cache::load(path).map(|c| {
