@@ -53,7 +53,7 @@ struct Args {
     hang_rate: f64,
     /// Break one rule of the protocol on every request, as a control
     /// plane written by someone else might: misspelt-batch,
-    /// no-content-poll, no-gone, no-etag or no-not-found
+    /// no-content-poll, no-gone, no-etag, no-not-found or no-wait
     #[arg(long, value_name = "RULE")]
     breach: Option<Breach>,
     /// Go down (connection refused) every this long ...

@@ -66,15 +66,18 @@ pub enum Breach {
     /// `GET /v1/projects/{id}` of a project it does not hold answers
     /// `200` with `null`.
     NoNotFound,
+    /// A long poll is answered at once, its `wait` ignored.
+    NoWait,
 }
 
 impl Breach {
-    pub const ALL: [Breach; 5] = [
+    pub const ALL: [Breach; 6] = [
         Breach::MisspeltBatch,
         Breach::NoContentPoll,
         Breach::NoGone,
         Breach::NoEtag,
         Breach::NoNotFound,
+        Breach::NoWait,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,6 +87,7 @@ impl Breach {
             Breach::NoGone => "no-gone",
             Breach::NoEtag => "no-etag",
             Breach::NoNotFound => "no-not-found",
+            Breach::NoWait => "no-wait",
         }
     }
 }
@@ -797,7 +801,10 @@ impl Simulator {
         let Some(after) = after else {
             return text(StatusCode::BAD_REQUEST, "after=N is required");
         };
-        let wait = Duration::from_secs_f64(wait.clamp(0.0, 300.0));
+        let wait = match self.faults().breach {
+            Some(Breach::NoWait) => Duration::ZERO,
+            _ => Duration::from_secs_f64(wait.clamp(0.0, 300.0)),
+        };
         let mut revisions = self.inner.revision.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {

@@ -62,6 +62,7 @@ async fn every_broken_control_plane_is_caught_by_name() {
         ),
         (Breach::NoEtag, "etag", "the snapshot has no ETag"),
         (Breach::NoNotFound, "unknown project", "answered 200"),
+        (Breach::NoWait, "long poll", "answered empty at once"),
     ] {
         sim.set_faults(Faults {
             breach: Some(breach),

@@ -131,9 +131,11 @@ async fn check_etag(control_plane: &ControlPlane, etag: Option<&str>, revision: 
 }
 
 /// A long poll after the snapshot's revision: `200` with empty lists and
-/// the same revision when nothing changed, or a batch above it.
+/// the same revision when nothing changed, after holding the poll (at
+/// least half its `wait`), or a batch above it.
 async fn empty_poll(control_plane: &ControlPlane, revision: u64) -> Finding {
     const CHECK: &str = "long poll";
+    let started = std::time::Instant::now();
     let body = match control_plane.changes(revision, false).await {
         Ok(ChangesFetch::Body(body)) => body,
         Ok(ChangesFetch::Gone) => {
@@ -151,7 +153,17 @@ async fn empty_poll(control_plane: &ControlPlane, revision: u64) -> Finding {
     };
     let at = cursor_of(&batch.cursor);
     let empty = batch.projects.is_empty() && batch.removed.is_empty();
+    let (held, wait) = (started.elapsed(), control_plane.long_poll_wait);
     match (at, empty) {
+        (at, true) if at == revision && held < wait / 2 => fail(
+            CHECK,
+            RULES,
+            format!(
+                "after={revision}&wait={}: answered empty at once ({} ms): a long poll holds until something changes or the wait passes",
+                wait.as_secs_f64(),
+                held.as_millis()
+            ),
+        ),
         (at, true) if at == revision => pass(
             CHECK,
             format!("after={revision}: 200, empty lists, revision {revision}"),
