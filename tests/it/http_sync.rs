@@ -149,6 +149,9 @@ async fn a_wrong_token_never_loads_anything() {
         env,
     )
     .await;
+    // The sync's own error (the node's report is refused too, and may be
+    // the first 401 the control plane counts).
+    t.wait_error_containing("401").await;
     eventually("401s", || async {
         sim.counters().unauthorized.load(Ordering::SeqCst) >= 2
     })
