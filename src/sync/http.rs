@@ -16,9 +16,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, ETAG, IF_NONE_MATCH};
 use http::{HeaderValue, StatusCode};
+use tokio::time::Instant;
 
 use super::backoff::{self, Backoff};
-use super::{summary, Contact, Fetch, FetchError, Stepped, SyncContext, SyncError};
+use super::{summary, Contact, Fetch, FetchError, QuietPace, Stepped, SyncContext, SyncError};
 use crate::config::secret::Secret;
 use crate::config::SyncMode;
 use crate::model::cursor::Cursor;
@@ -259,6 +260,8 @@ pub struct HttpSource {
     /// waiting: the control plane is reached (and what is served is
     /// confirmed live) at once, not after `long_poll_wait`.
     reached: bool,
+    /// Paces long polls answered empty before their wait.
+    quiet: QuietPace,
 }
 
 impl HttpSource {
@@ -277,6 +280,7 @@ impl HttpSource {
             etag: None,
             gone_streak: 0,
             reached: false,
+            quiet: QuietPace::default(),
         }
     }
 
@@ -386,11 +390,22 @@ impl Fetch for HttpSource {
 
     async fn step(&mut self, ctx: &SyncContext) -> Result<Stepped, SyncError> {
         if let (SyncMode::Watch, Some(cursor)) = (self.mode, self.cursor) {
+            let started = Instant::now();
+            let wait = if self.reached {
+                self.control_plane.long_poll_wait
+            } else {
+                Duration::ZERO
+            };
             return match self.changes(ctx, cursor).await? {
                 Polled::Applied(report) => {
                     self.gone_streak = 0;
+                    let quiet = self.cursor == Some(cursor);
                     Ok(Stepped {
-                        next: Duration::ZERO,
+                        next: if quiet {
+                            self.quiet.next(started, wait, "a long poll")
+                        } else {
+                            Duration::ZERO
+                        },
                         contact: Contact::Reached(format!(
                             "changes after {cursor}: {}",
                             summary(&report)

@@ -238,7 +238,7 @@ pub async fn run<S: Fetch>(
     let mut failing: Option<String> = None;
     loop {
         let event = tokio::select! {
-            _ = tokio::time::sleep_until(next) => {
+            _ = until(next) => {
                 tokio::select! {
                     r = source.step(&ctx) => Event::Step(r),
                     Some(c) = commands.recv() => Event::Command(c),
@@ -299,6 +299,46 @@ pub async fn run<S: Fetch>(
                 next = Instant::now() + delay;
             }
         }
+    }
+}
+
+/// Resolves at `at`, or at once when `at` has come. Tokio's timer rounds
+/// every deadline up to its next millisecond tick, so sleeping until a
+/// deadline already passed would add a millisecond, a timer and two
+/// wake-ups to every change a follower applies.
+async fn until(at: Instant) {
+    if at > Instant::now() {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// Paces long polls that bring nothing: the next one starts at once when
+/// the last waited the `wait` it asked for (half of it, for timers that
+/// round), and after [`backoff::BASE`] when it came back sooner, so a source that ignores the wait (a proxy
+/// that does not block, a control plane that answers at once) is asked
+/// ten times a second, never in a loop. Said once at `warn`.
+#[derive(Debug, Default)]
+pub(crate) struct QuietPace {
+    warned: bool,
+}
+
+impl QuietPace {
+    /// The delay before the next long poll after an empty one that
+    /// started at `started` and asked to wait `wait`.
+    pub(crate) fn next(&mut self, started: Instant, wait: Duration, what: &str) -> Duration {
+        let waited = started.elapsed();
+        if waited >= wait / 2 {
+            return Duration::ZERO;
+        }
+        if !std::mem::replace(&mut self.warned, true) {
+            tracing::warn!(
+                waited = ?waited,
+                wait = ?wait,
+                "{what} came back empty before its wait; asking again every {:?} instead of back to back",
+                backoff::BASE
+            );
+        }
+        backoff::BASE
     }
 }
 

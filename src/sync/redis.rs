@@ -43,12 +43,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::redis_client::read::{
     changes, read_after, read_project, read_projects, stream_state, Delivery, StreamState,
 };
 use crate::redis_client::{population, Connector, Lazy, RedisKeys, Role};
 
-use super::{summary, Contact, Fetch, FetchError, Stepped, SyncContext, SyncError};
+use super::{summary, Contact, Fetch, FetchError, QuietPace, Stepped, SyncContext, SyncError};
 use crate::config::RedisConfig;
 use crate::model::cursor::Cursor;
 pub use crate::model::cursor::StreamId;
@@ -82,6 +84,8 @@ pub struct RedisSource {
     incomplete: bool,
     /// How large one document may be.
     reader: BodyReader,
+    /// Paces reads that come back empty before their block.
+    quiet: QuietPace,
 }
 
 /// Stream entries one `XREAD` takes at most.
@@ -143,6 +147,18 @@ impl RedisSource {
             known_len: None,
             incomplete: false,
             reader,
+            quiet: QuietPace::default(),
+        }
+    }
+
+    /// How long one read blocks: `long_poll_wait`, and at most
+    /// `backoff_max` while the population is incomplete (the marker is
+    /// read with every delivery).
+    fn block(&self) -> Duration {
+        if self.incomplete {
+            self.long_poll_wait.min(self.backoff_max)
+        } else {
+            self.long_poll_wait
         }
     }
 
@@ -274,13 +290,7 @@ impl RedisSource {
                 return Err(FetchError::Redis(e).into());
             }
         };
-        // While the population is incomplete the marker is read at least
-        // every backoff_max.
-        let block = if self.incomplete {
-            self.long_poll_wait.min(self.backoff_max)
-        } else {
-            self.long_poll_wait
-        };
+        let block = self.block();
         let max = self.reader.max_document_bytes;
         let delivery = match read_after(
             &mut con,
@@ -432,23 +442,29 @@ impl Fetch for RedisSource {
             let message = format!("reached: the stream continues from {cursor}");
             ctx.status.success(ctx.clock.now(), message);
         }
+        let (started, block) = (Instant::now(), self.block());
         let followed = self.follow(ctx, cursor).await?;
         if self.incomplete && followed.completes() {
             return self
                 .load_step(ctx, "the population is marked complete again; ", true)
                 .await;
         }
-        let message = match followed {
-            Followed::Applied { report, last, .. } => {
-                format!("changes up to {last}: {}", summary(&report))
-            }
-            Followed::Lost => {
-                format!("the stream no longer continues {cursor}; taking a full load")
-            }
-            Followed::Quiet { .. } => format!("no changes after {cursor}"),
+        let (message, next) = match followed {
+            Followed::Applied { report, last, .. } => (
+                format!("changes up to {last}: {}", summary(&report)),
+                Duration::ZERO,
+            ),
+            Followed::Lost => (
+                format!("the stream no longer continues {cursor}; taking a full load"),
+                Duration::ZERO,
+            ),
+            Followed::Quiet { .. } => (
+                format!("no changes after {cursor}"),
+                self.quiet.next(started, block, "an XREAD BLOCK"),
+            ),
         };
         Ok(Stepped {
-            next: Duration::ZERO,
+            next,
             contact: Contact::Reached(message),
         })
     }

@@ -118,6 +118,28 @@ async fn a_204_long_poll_is_an_error_that_names_the_rule() {
     wait_served(&node, "acme", "qa-r2").await;
 }
 
+/// A control plane that answers every long poll at once, its `wait`
+/// ignored, is asked again after 100 ms, not back to back (a loop of
+/// thousands of requests a second), and the log says so once; what it
+/// publishes still arrives.
+#[tokio::test]
+async fn a_control_plane_that_ignores_the_wait_is_not_asked_in_a_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = simulator(vec![project("acme", 1)], None).await;
+    let node = following(dir.path(), &sim).await;
+    sim.set_faults(breaking(Breach::NoWait));
+    wait_logged(&node, "came back empty before its wait").await;
+    let during = common::requests_during(&sim, Duration::from_millis(1500)).await;
+    assert!(during <= 20, "{during} requests in 1.5 s");
+    sim.publish([project("acme", 2)]);
+    wait_served(&node, "acme", "qa-r2").await;
+    let said = node
+        .log()
+        .matches("came back empty before its wait")
+        .count();
+    assert_eq!(said, 1, "{}", node.log());
+}
+
 /// A control plane restarted without its change log, at a lower
 /// revision, answers the sidecar's cursor with an empty batch at its own
 /// revision: the sidecar says it went back and takes a full snapshot, so

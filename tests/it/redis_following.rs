@@ -6,6 +6,8 @@
 //!   with an `XLEN` beside it, and no script (the thorough check of the
 //!   stream, which builds its first and last entries, runs only when
 //!   entries may be gone).
+//! * A read that comes back empty before its block is not repeated back
+//!   to back.
 //! * A follower that found the population incomplete (the writer follows
 //!   the hash-and-stream rule alone, and never marks) keeps following the
 //!   stream: changes and explicit removals arrive as on a complete
@@ -14,6 +16,9 @@
 
 use crate::common;
 
+use std::time::{Duration, Instant};
+
+use common::attacker::redis_cli;
 use common::redis::{command_calls, Publisher, RedisServer, Setup};
 use common::{eventually, project, redis_config, TestSidecar};
 
@@ -67,6 +72,43 @@ async fn a_follower_that_keeps_up_costs_one_read_and_a_length_per_delivery() {
     eventually("a full load", || async { t.metric(loads).await > before }).await;
     assert!(calls(redis.port, "eval_ro") > scripts);
     t.wait_revision("acme", 22).await;
+}
+
+/// A read that comes back empty before its block (cut short here with
+/// `CLIENT UNBLOCK … TIMEOUT`, as a proxy that does not block would
+/// answer) is followed by the next one 100 ms later, not back to back;
+/// changes still arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_comes_back_early_is_not_repeated_in_a_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), Setup::default()) else {
+        return;
+    };
+    let mut publisher = Publisher::plain(&redis.url).await;
+    publisher.write(&project("acme", 1)).await;
+    let t = TestSidecar::launch_ready(redis_config(dir.path(), &redis.url), None).await;
+    let blocked_reads = || {
+        redis_cli(redis.port, &["CLIENT", "LIST"])
+            .lines()
+            .filter(|l| l.contains("cmd=xread") && l.contains("flags=b"))
+            .filter_map(|l| Some(l.strip_prefix("id=")?.split(' ').next()?.to_owned()))
+            .collect::<Vec<_>>()
+    };
+    let reads = calls(redis.port, "xread");
+    let (started, mut cut_short) = (Instant::now(), 0);
+    while started.elapsed() < Duration::from_millis(1500) {
+        for id in blocked_reads() {
+            redis_cli(redis.port, &["CLIENT", "UNBLOCK", &id, "TIMEOUT"]);
+            cut_short += 1;
+        }
+    }
+    let reads = calls(redis.port, "xread") - reads;
+    assert!(cut_short >= 5, "only {cut_short} reads were cut short");
+    // Back to back, each read would be cut short as soon as this loop
+    // sees it: hundreds in 1.5 s.
+    assert!(reads <= 25, "{reads} reads in 1.5 s");
+    publisher.write(&project("acme", 2)).await;
+    t.wait_revision("acme", 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
