@@ -182,6 +182,13 @@ async fn status_reports_accepted_and_rejected_updates() {
     bad["environments"].as_array_mut().unwrap().truncate(1);
     t.write_snapshot(&snapshot(6, vec![bad, project("globex", 2)]));
     t.wait_revision("globex", 2).await;
+    // The store moves before the status records the fetch that moved it.
+    eventually("the status recording the update", || async {
+        t.get_admin("/admin/status").await.body["last_success"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("1 changed, 1 rejected"))
+    })
+    .await;
     let s = t.get_admin("/admin/status").await;
     assert_eq!(s.status, 200, "{}", s.text);
     let b = &s.body;
