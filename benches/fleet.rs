@@ -28,7 +28,8 @@
 //! `--idle-seconds S`, `--only http|redis|reports|synthetic|follow` (synthetic:
 //! the 10 000 synthetic reports alone, with no sidecar, so `--projects
 //! 100000` fits), `--long-poll-wait S`
-//! (the sidecars' `source.long_poll_wait`), `--sign` (every document
+//! (the sidecars' `source.long_poll_wait`), `--rounds N` (alternating
+//! rounds of `--only follow`, default 3), `--sign` (every document
 //! signed by the simulator, every sidecar requiring signatures).
 
 #[path = "fleet/follow.rs"]
@@ -61,6 +62,8 @@ struct Args {
     long_poll_wait: Option<u64>,
     /// The simulator signs, the sidecars require signatures.
     sign: bool,
+    /// Alternating rounds of the follow bench (`fleet/follow.rs`).
+    rounds: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +101,7 @@ impl Args {
             sources: vec![Source::Http, Source::Redis, Source::Reports, Source::Follow],
             long_poll_wait: None,
             sign: false,
+            rounds: 3,
         };
         let argv: Vec<String> = std::env::args().skip(1).collect();
         let mut it = argv.iter();
@@ -128,10 +132,11 @@ impl Args {
                     }
                 }
                 "--sign" => args.sign = true,
+                "--rounds" => args.rounds = value().parse().expect("--rounds N"),
                 _ => {} // cargo bench passes `--bench`
             }
         }
-        assert!(args.sidecars >= 1 && args.projects >= 100);
+        assert!(args.sidecars >= 1 && args.projects >= 100 && args.rounds >= 1);
         args
     }
 }

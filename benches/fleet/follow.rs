@@ -2,12 +2,12 @@
 //! measured (`cargo bench --bench fleet -- --only follow`):
 //!
 //! * Redis CPU (Redis pinned to a core of its own) with N sidecars
-//!   following the stream (reports off) against
-//!   N bare `XREAD BLOCK` clients on the same stream (a floor: the read
-//!   itself, and nothing more), under the same churn (1 % of the projects
-//!   a second), alternating three times in one run (with another build's
-//!   sidecars too when `ENV_SIDECAR_BENCH_BASELINE` names one); the ratio
-//!   of the medians (goal: ≤ 1.2).
+//!   following the stream (reports off) against N bare `XREAD BLOCK`
+//!   clients on the same stream (a floor: the read itself, and nothing
+//!   more), under the same churn (1 % of the projects a second),
+//!   alternating `--rounds` times (three by default) in one run (with
+//!   another build's sidecars too when `ENV_SIDECAR_BENCH_BASELINE` names
+//!   one); the ratio of the medians (goal: ≤ 1.2).
 //! * A writer that never marks its population: one sidecar that found it
 //!   incomplete; changes and explicit removals written one at a time,
 //!   each timed until the sidecar serves it (p50 / p99; goal: p99 ≤ 50 ms
@@ -59,7 +59,7 @@ pub fn run(args: &Args, dir: &Path) {
             .collect();
     let mut floor = Vec::new();
     let mut followers = vec![Vec::new(); builds.len()];
-    for round in 0..3 {
+    for round in 0..args.rounds {
         let readers = BareReaders::start(&url, args.sidecars);
         floor.push(churn_cpu(redis_pid, sim.0.id(), args.churn));
         drop(readers);
@@ -80,9 +80,10 @@ pub fn run(args: &Args, dir: &Path) {
             followers[k].push(churn_cpu(redis_pid, sim.0.id(), args.churn));
             drop(members);
             line.push_str(&format!(
-                ", {:.1} ms/s with {} {name}",
+                ", {:.1} ms/s with {} {name} ({:.2}x)",
                 followers[k][round] * 1e3,
-                args.sidecars
+                args.sidecars,
+                followers[k][round] / floor[round].max(1e-9)
             ));
         }
         println!("{line}");
@@ -91,9 +92,10 @@ pub fn run(args: &Args, dir: &Path) {
     for ((name, _), cpu) in builds.iter().zip(followers) {
         let cpu = median(cpu);
         println!(
-            "Redis CPU, {} {name} / {} bare XREAD clients under churn (medians of 3): {:.1} / {:.1} ms/s = {:.2}x (goal ≤ 1.2)",
+            "Redis CPU, {} {name} / {} bare XREAD clients under churn (medians of {}): {:.1} / {:.1} ms/s = {:.2}x (goal ≤ 1.2)",
             args.sidecars,
             args.sidecars,
+            args.rounds,
             cpu * 1e3,
             floor * 1e3,
             cpu / floor.max(1e-9)
