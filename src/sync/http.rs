@@ -130,14 +130,19 @@ impl ControlPlane {
         }
     }
 
-    /// `GET /v1/changes?after=N&wait=S`: S is `long_poll_wait`, or 0
-    /// when `at_once` (a check that answers without waiting).
-    pub async fn changes(&self, after: u64, at_once: bool) -> Result<ChangesFetch, FetchError> {
-        let long_poll = if at_once {
+    /// What a long poll asks the control plane to wait: `long_poll_wait`,
+    /// or nothing when `at_once` (a check that answers without waiting).
+    pub fn wait(&self, at_once: bool) -> Duration {
+        if at_once {
             Duration::ZERO
         } else {
             self.long_poll_wait
-        };
+        }
+    }
+
+    /// `GET /v1/changes?after=N&wait=S`, S being [`wait`](Self::wait).
+    pub async fn changes(&self, after: u64, at_once: bool) -> Result<ChangesFetch, FetchError> {
+        let long_poll = self.wait(at_once);
         let wait = long_poll.as_secs_f64();
         let path = format!("/v1/changes?after={after}&wait={wait}");
         let timeout = long_poll + self.request_timeout;
@@ -390,12 +395,7 @@ impl Fetch for HttpSource {
 
     async fn step(&mut self, ctx: &SyncContext) -> Result<Stepped, SyncError> {
         if let (SyncMode::Watch, Some(cursor)) = (self.mode, self.cursor) {
-            let started = Instant::now();
-            let wait = if self.reached {
-                self.control_plane.long_poll_wait
-            } else {
-                Duration::ZERO
-            };
+            let (started, wait) = (Instant::now(), self.control_plane.wait(!self.reached));
             return match self.changes(ctx, cursor).await? {
                 Polled::Applied(report) => {
                     self.gone_streak = 0;

@@ -312,11 +312,18 @@ async fn until(at: Instant) {
     }
 }
 
+/// Whether a long poll that asked to wait `wait` and came back empty
+/// after `waited` held it: at least half of it (timers round, and a
+/// server may cap the wait), as the sidecar and `conformance` judge it.
+pub fn held(waited: Duration, wait: Duration) -> bool {
+    waited >= wait / 2
+}
+
 /// Paces long polls that bring nothing: the next one starts at once when
-/// the last waited the `wait` it asked for (half of it, for timers that
-/// round), and after [`backoff::BASE`] when it came back sooner, so a source that ignores the wait (a proxy
-/// that does not block, a control plane that answers at once) is asked
-/// ten times a second, never in a loop. Said once at `warn`.
+/// the last [`held`] its wait, and after [`backoff::BASE`] when it came
+/// back sooner, so a source that ignores the wait (a proxy that does not
+/// block, a control plane that answers at once) is asked ten times a
+/// second, never in a loop. Said once at `warn`.
 #[derive(Debug, Default)]
 pub(crate) struct QuietPace {
     warned: bool,
@@ -327,7 +334,7 @@ impl QuietPace {
     /// started at `started` and asked to wait `wait`.
     pub(crate) fn next(&mut self, started: Instant, wait: Duration, what: &str) -> Duration {
         let waited = started.elapsed();
-        if waited >= wait / 2 {
+        if held(waited, wait) {
             return Duration::ZERO;
         }
         if !std::mem::replace(&mut self.warned, true) {
@@ -396,6 +403,27 @@ mod tests {
     use super::*;
     use crate::model::clock::SystemClock;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn a_long_poll_held_its_wait_from_half_of_it() {
+        let wait = Duration::from_secs(1);
+        assert!(!held(Duration::from_millis(499), wait));
+        assert!(held(Duration::from_millis(500), wait));
+        assert!(
+            held(Duration::ZERO, Duration::ZERO),
+            "a poll asked not to wait"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_empty_poll_that_did_not_hold_delays_the_next() {
+        let mut pace = QuietPace::default();
+        let wait = Duration::from_secs(30);
+        assert_eq!(pace.next(Instant::now(), wait, "a poll"), backoff::BASE);
+        let long_ago = Instant::now() - wait;
+        assert_eq!(pace.next(long_ago, wait, "a poll"), Duration::ZERO);
+        assert!(pace.warned, "said once");
+    }
 
     /// A context over an empty store, on the system clock.
     fn context() -> SyncContext {

@@ -266,13 +266,18 @@ impl RedisSource {
             .await
     }
 
-    /// One blocking read, applied (see [`Followed`]).
-    async fn follow(&mut self, ctx: &SyncContext, cursor: StreamId) -> Result<Followed, SyncError> {
+    /// One read blocking up to `block`, applied (see [`Followed`]).
+    async fn follow(
+        &mut self,
+        ctx: &SyncContext,
+        cursor: StreamId,
+        block: Duration,
+    ) -> Result<Followed, SyncError> {
         let count = |got: &Followed| match got {
             Followed::Quiet { .. } => SyncResult::NotModified,
             _ => SyncResult::Ok,
         };
-        let read = self.read_changes(ctx, cursor);
+        let read = self.read_changes(ctx, cursor, block);
         ctx.request(SyncKind::Changes, count, read).await
     }
 
@@ -281,6 +286,7 @@ impl RedisSource {
         &mut self,
         ctx: &SyncContext,
         cursor: StreamId,
+        block: Duration,
     ) -> Result<Followed, SyncError> {
         let mut con = match self.follow.get().await {
             Ok(con) => con,
@@ -290,7 +296,6 @@ impl RedisSource {
                 return Err(FetchError::Redis(e).into());
             }
         };
-        let block = self.block();
         let max = self.reader.max_document_bytes;
         let delivery = match read_after(
             &mut con,
@@ -443,7 +448,7 @@ impl Fetch for RedisSource {
             ctx.status.success(ctx.clock.now(), message);
         }
         let (started, block) = (Instant::now(), self.block());
-        let followed = self.follow(ctx, cursor).await?;
+        let followed = self.follow(ctx, cursor, block).await?;
         if self.incomplete && followed.completes() {
             return self
                 .load_step(ctx, "the population is marked complete again; ", true)

@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::{documents, fail, pass, report, Finding, Verdict, UNREACHABLE};
 use crate::config::secret::Secret;
 use crate::model::wire::BodyReader;
+use crate::sync;
 use crate::sync::error::{describe as chain, FetchError};
 use crate::sync::http::{ChangesFetch, ControlPlane, SnapshotFetch};
 
@@ -153,15 +154,15 @@ async fn empty_poll(control_plane: &ControlPlane, revision: u64) -> Finding {
     };
     let at = cursor_of(&batch.cursor);
     let empty = batch.projects.is_empty() && batch.removed.is_empty();
-    let (held, wait) = (started.elapsed(), control_plane.long_poll_wait);
+    let (waited, wait) = (started.elapsed(), control_plane.wait(false));
     match (at, empty) {
-        (at, true) if at == revision && held < wait / 2 => fail(
+        (at, true) if at == revision && !sync::held(waited, wait) => fail(
             CHECK,
             RULES,
             format!(
                 "after={revision}&wait={}: answered empty at once ({} ms): a long poll holds until something changes or the wait passes",
                 wait.as_secs_f64(),
-                held.as_millis()
+                waited.as_millis()
             ),
         ),
         (at, true) if at == revision => pass(
