@@ -9,6 +9,7 @@ use env_sidecar::model::clock::Clock;
 use std::time::SystemTime;
 
 use common::{project, snapshot, TestSidecar};
+use env_sidecar::config::Source;
 use serde_json::json;
 
 fn summarize(r: &common::Reply) -> &str {
@@ -36,6 +37,60 @@ async fn a_changed_file_is_picked_up() {
 async fn the_file_is_noticed_without_being_asked() {
     let t = TestSidecar::start(Some(&snapshot(1, vec![project("acme", 1)]))).await;
     common::write_json(&t.snapshot_path, &snapshot(2, vec![project("acme", 2)]));
+    t.wait_revision("acme", 2).await;
+}
+
+/// Sets the file's modification time, as a write within one tick of the
+/// file system's coarse clock would leave it.
+fn set_modified(path: &std::path::Path, at: SystemTime) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(at).unwrap();
+}
+
+fn modified(path: &std::path::Path) -> SystemTime {
+    std::fs::metadata(path).unwrap().modified().unwrap()
+}
+
+#[tokio::test]
+async fn a_replace_at_the_same_size_and_time_is_noticed_by_its_inode() {
+    // Long settled before the sidecar first looks: only the inode tells
+    // the two files apart.
+    let long_ago = SystemTime::now() - std::time::Duration::from_secs(3600);
+    let t = TestSidecar::start_with(Some(&snapshot(1, vec![project("acme", 1)])), |c| {
+        let Source::File(file) = &c.source.kind else {
+            unreachable!("a file config")
+        };
+        set_modified(&file.path, long_ago);
+    })
+    .await;
+    let replacement = t.snapshot_path.with_extension("next");
+    let body = serde_json::to_vec_pretty(&snapshot(2, vec![project("acme", 2)])).unwrap();
+    std::fs::write(&replacement, &body).unwrap();
+    assert_eq!(
+        std::fs::metadata(&t.snapshot_path).unwrap().len(),
+        body.len() as u64
+    );
+    set_modified(&replacement, long_ago);
+    std::fs::rename(&replacement, &t.snapshot_path).unwrap();
+    assert_eq!(modified(&t.snapshot_path), long_ago);
+    t.wait_revision("acme", 2).await;
+}
+
+#[tokio::test]
+async fn an_edit_in_place_in_the_same_tick_is_noticed_by_a_second_read() {
+    let t = TestSidecar::start(Some(&snapshot(1, vec![project("acme", 1)]))).await;
+    t.wait_revision("acme", 1).await;
+    // Rewritten in place (the same inode), at the same size, and stamped
+    // with the same time, as a second write in one tick of a file
+    // system's clock: the poll after the first read reads it again.
+    let first = modified(&t.snapshot_path);
+    let body = serde_json::to_vec_pretty(&snapshot(2, vec![project("acme", 2)])).unwrap();
+    assert_eq!(
+        std::fs::metadata(&t.snapshot_path).unwrap().len(),
+        body.len() as u64
+    );
+    std::fs::write(&t.snapshot_path, body).unwrap();
+    set_modified(&t.snapshot_path, first);
     t.wait_revision("acme", 2).await;
 }
 
@@ -238,6 +293,13 @@ async fn a_file_removing_most_projects_is_refused_whole() {
         "{}",
         err.message
     );
+    // Written within a second of its read, the file is read again at the
+    // next poll: the same bytes, so nothing is applied, or refused, twice.
+    let same_again = "env_sidecar_sync_requests_total{kind=\"snapshot\",result=\"not_modified\"}";
+    common::eventually("the file read again", || async {
+        t.metric(same_again).await >= 1.0
+    })
+    .await;
     let m = t.get_admin("/metrics").await.text;
     assert!(
         m.contains("env_sidecar_updates_refused_total{reason=\"mass_removal\"} 1"),
