@@ -286,24 +286,14 @@ fn store_of(config: &Config, trust: &Trust) -> (Store, StoreWriter) {
 
 /// Loads the last-known-good cache, if there is a valid one. Never fails:
 /// a missing or damaged cache is logged and the sidecar starts without it.
-/// The writer decodes it on its thread, as it parses every fetched body.
+/// The writer reads and decodes it on its thread, as it parses every
+/// fetched body.
 async fn load_cache(path: &Path, writer: &WriterHandle, status: &SyncStatus) {
-    let bytes = match tokio::fs::read(path).await {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tracing::info!(path = %path.display(), "no last-known-good cache yet");
-            return;
-        }
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "last-known-good cache ignored: unreadable");
-            return;
-        }
-    };
     let owned = path.to_owned();
     let projects = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = projects.clone();
     let decode = move || {
-        let cached = cache::decode(&owned, &bytes)?;
+        let cached = cache::load(&owned)?;
         counted.store(cached.len(), std::sync::atomic::Ordering::Relaxed);
         Ok::<_, cache::CacheError>(cached.into_update())
     };
@@ -326,6 +316,11 @@ async fn load_cache(path: &Path, writer: &WriterHandle, status: &SyncStatus) {
                     "the cache holds documents refused under the current trust settings: it does not stand in for the source, which is loaded in full"
                 );
             }
+        }
+        Ok(Err(cache::CacheError::Read { source, .. }))
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            tracing::info!(path = %path.display(), "no last-known-good cache yet");
         }
         Ok(Err(e)) => tracing::warn!(error = %e, "last-known-good cache ignored"),
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "last-known-good cache not applied"),

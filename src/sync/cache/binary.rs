@@ -21,6 +21,7 @@
 //! version, same [`RENDER_FORMAT`]); another build restores the same
 //! file from its documents, through every check a fetch goes through.
 
+use std::io::Read;
 use std::ops::Range;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -187,52 +188,92 @@ fn put_option<T>(out: &mut Vec<u8>, v: Option<&T>, put: impl FnOnce(&mut Vec<u8>
     }
 }
 
-/// Checks and decodes a file that starts with [`MAGIC`].
+/// Bytes of the file read at a time: the records are decoded a chunk at
+/// a time, so the file is never in memory whole (reading 200 MB into
+/// fresh memory cost more than decoding it).
+const CHUNK: usize = 16 << 20;
+
+/// A project restored from its record: the project, or its document with
+/// the keys that had verified it.
+type Kept = Result<Project, (Incoming, Option<Vec<String>>)>;
+
+/// Checks and decodes a file that starts with [`MAGIC`], held in memory.
 pub fn decode(path: &std::path::Path, bytes: &[u8]) -> Result<Cached, CacheError> {
-    let format = |message: String| CacheError::Format {
-        path: path.to_owned(),
-        message,
+    decode_from(path, bytes)
+}
+
+/// Checks and decodes a file that starts with [`MAGIC`], read from
+/// `input` a chunk at a time. Nothing decoded is returned unless the
+/// whole file passed its checksum; a file that is cut short or does not
+/// read is reported as failing its checksum if it does.
+pub fn decode_from(path: &std::path::Path, input: impl Read) -> Result<Cached, CacheError> {
+    decode_in_chunks(path, input, CHUNK)
+}
+
+/// [`decode_from`], reading `chunk` bytes at a time.
+pub(super) fn decode_in_chunks(
+    path: &std::path::Path,
+    input: impl Read,
+    chunk: usize,
+) -> Result<Cached, CacheError> {
+    let mut file = Chunks::new(path, input, chunk);
+    let decoded = decode_body(&mut file);
+    let stored = file.stored;
+    let computed = file.rest_checksum();
+    match (stored, decoded) {
+        (Some(stored), _) if stored != computed => Err(CacheError::Checksum {
+            path: path.to_owned(),
+            stored: format!("{stored:08x}"),
+            computed,
+        }),
+        (_, decoded) => decoded,
+    }
+}
+
+/// Everything after the header, decoded (the checksum not yet compared).
+fn decode_body(file: &mut Chunks<impl Read>) -> Result<Cached, CacheError> {
+    let head = file.take(MAGIC.len() + 8, "the header")?;
+    let mut head = Reader(&head[MAGIC.len()..]);
+    let (Some(version), Some(stored)) = (head.u32(), head.u32()) else {
+        return Err(file.format("the header is cut short".into()));
     };
-    let mut r = Reader(checked_body(path, bytes)?);
-    let meta = r
-        .bytes()
-        .ok_or_else(|| format("the meta is cut short".into()))?;
-    let meta: Meta = serde_json::from_slice(meta).map_err(|e| format(format!("the meta: {e}")))?;
-    let count = r
-        .u32()
-        .ok_or_else(|| format("the count is cut short".into()))?;
-    let mut records = Vec::with_capacity((count as usize).min(r.0.len() / 4));
-    for i in 0..count {
-        let record = r
-            .bytes()
-            .ok_or_else(|| format(format!("project {i} is cut short")))?;
-        records.push(record);
+    if version != VERSION {
+        return Err(CacheError::Version {
+            path: file.path.to_owned(),
+            found: version,
+        });
     }
-    if !r.0.is_empty() {
-        return Err(format("bytes after the last project".into()));
-    }
+    file.checked_from_here(stored);
+    let length = file.take(4, "the meta")?;
+    let length = Reader(&length).u32().unwrap_or_default() as usize;
+    let meta = file.take(length, "the meta")?;
+    let meta: Meta =
+        serde_json::from_slice(&meta).map_err(|e| file.format(format!("the meta: {e}")))?;
+    let count = file.take(4, "the count")?;
+    let count = Reader(&count).u32().unwrap_or_default() as usize;
     let rendered_here = meta.build == BUILD && meta.render_format == RENDER_FORMAT;
-    // Read and rebuilt on every core: nothing is served yet. Each gives
-    // the project, or its document with the keys that had verified it.
-    type Kept = Result<Project, (Incoming, Option<Vec<String>>)>;
-    let kept: Vec<Option<Kept>> = crate::parallel::map(records, true, move |record| {
-        let parts = Reader(record).parts()?;
-        let keyids = parts.signature.as_ref().map(|v| v.keyids.clone());
-        if !rendered_here {
-            let document = kept_document(&parts.id, parts.revision, &parts.document);
-            return Some(Err((document, keyids)));
+    // Read and rebuilt on every core, a chunk at a time: nothing is
+    // served yet.
+    let mut kept: Vec<Kept> = Vec::with_capacity(count.min(1 << 16));
+    while kept.len() < count {
+        let records = file.records(count - kept.len())?;
+        let first = kept.len();
+        let slices: Vec<&[u8]> = records.iter().map(|r| file.bytes(r.clone())).collect();
+        let restored = crate::parallel::map(slices, true, |record| restore(record, rendered_here));
+        for (i, k) in restored.into_iter().enumerate() {
+            kept.push(
+                k.ok_or_else(|| file.format(format!("project {} does not read", first + i)))?,
+            );
         }
-        Some(
-            Project::from_parts(parts, PointersStructs::PerCheck).map_err(|e| {
-                tracing::warn!(error = %e, "a cached project is restored from its document");
-                (kept_document(&e.id, e.revision, &e.document), keyids)
-            }),
-        )
-    });
+        file.consumed(records);
+    }
+    if !file.at_end()? {
+        return Err(file.format("bytes after the last project".into()));
+    }
     let (mut projects, mut documents) = (Vec::new(), Vec::new());
     let mut signers = Signers::new();
-    for (i, k) in kept.into_iter().enumerate() {
-        match k.ok_or_else(|| format(format!("project {i} does not read")))? {
+    for k in kept {
+        match k {
             Ok(project) => projects.push(project),
             Err((incoming, keyids)) => {
                 if let Some(keyids) = keyids {
@@ -244,7 +285,7 @@ pub fn decode(path: &std::path::Path, bytes: &[u8]) -> Result<Cached, CacheError
     }
     if !rendered_here {
         tracing::info!(
-            path = %path.display(),
+            path = %file.path.display(),
             written_by = %meta.build,
             render_format = meta.render_format,
             "the cache was written by another build: restored from its documents"
@@ -260,30 +301,162 @@ pub fn decode(path: &std::path::Path, bytes: &[u8]) -> Result<Cached, CacheError
     })
 }
 
-/// The body of a file whose header (version, checksum) holds.
-fn checked_body<'a>(path: &std::path::Path, bytes: &'a [u8]) -> Result<&'a [u8], CacheError> {
-    let mut head = Reader(bytes.get(MAGIC.len()..).unwrap_or_default());
-    let (Some(version), Some(stored)) = (head.u32(), head.u32()) else {
-        return Err(CacheError::Format {
-            path: path.to_owned(),
-            message: "the header is cut short".into(),
-        });
-    };
-    if version != VERSION {
-        return Err(CacheError::Version {
-            path: path.to_owned(),
-            found: version,
-        });
+/// One project's record rebuilt: as served if this build rendered it,
+/// otherwise (or if its parts do not fit together) its document.
+fn restore(record: &[u8], rendered_here: bool) -> Option<Kept> {
+    let parts = Reader(record).parts()?;
+    let keyids = parts.signature.as_ref().map(|v| v.keyids.clone());
+    if !rendered_here {
+        let document = kept_document(&parts.id, parts.revision, &parts.document);
+        return Some(Err((document, keyids)));
     }
-    let computed = crc32fast::hash(head.0);
-    if computed != stored {
-        return Err(CacheError::Checksum {
-            path: path.to_owned(),
-            stored: format!("{stored:08x}"),
-            computed,
-        });
+    Some(
+        Project::from_parts(parts, PointersStructs::PerCheck).map_err(|e| {
+            tracing::warn!(error = %e, "a cached project is restored from its document");
+            (kept_document(&e.id, e.revision, &e.document), keyids)
+        }),
+    )
+}
+
+/// The file read front to back, a chunk at a time into one buffer that
+/// is reused, the checksum computed over what follows the header.
+struct Chunks<'p, R> {
+    path: &'p std::path::Path,
+    input: R,
+    /// Bytes read at a time (more when one record is longer).
+    chunk: usize,
+    buffer: Vec<u8>,
+    /// Where the bytes not yet consumed start in `buffer`.
+    start: usize,
+    /// The checksum the header states, once read; bytes from then on
+    /// count into `crc` as they are read.
+    stored: Option<u32>,
+    crc: crc32fast::Hasher,
+}
+
+impl<'p, R: Read> Chunks<'p, R> {
+    fn new(path: &'p std::path::Path, input: R, chunk: usize) -> Self {
+        Chunks {
+            path,
+            input,
+            chunk,
+            buffer: Vec::new(),
+            start: 0,
+            stored: None,
+            crc: crc32fast::Hasher::new(),
+        }
     }
-    Ok(head.0)
+
+    fn format(&self, message: String) -> CacheError {
+        CacheError::Format {
+            path: self.path.to_owned(),
+            message,
+        }
+    }
+
+    fn read_error(&self, source: std::io::Error) -> CacheError {
+        CacheError::Read {
+            path: self.path.to_owned(),
+            source,
+        }
+    }
+
+    /// From the next byte on, the file counts into the checksum, which
+    /// the header states is `stored`.
+    fn checked_from_here(&mut self, stored: u32) {
+        self.stored = Some(stored);
+        self.crc.update(&self.buffer[self.start..]);
+    }
+
+    /// Reads until at least `n` bytes are not yet consumed (or the file
+    /// ends); whether there are.
+    fn fill(&mut self, n: usize) -> Result<bool, CacheError> {
+        if self.start > 0 && self.buffer.len() - self.start < n {
+            self.buffer.drain(..self.start);
+            self.start = 0;
+        }
+        while self.buffer.len() - self.start < n {
+            let want = (n - (self.buffer.len() - self.start)).max(self.chunk) as u64;
+            let before = self.buffer.len();
+            let read = (&mut self.input)
+                .take(want)
+                .read_to_end(&mut self.buffer)
+                .map_err(|e| self.read_error(e))?;
+            if self.stored.is_some() {
+                self.crc.update(&self.buffer[before..]);
+            }
+            if read == 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The next `n` bytes, consumed; what they are is named in the error
+    /// if the file ends first.
+    fn take(&mut self, n: usize, what: &str) -> Result<Vec<u8>, CacheError> {
+        if !self.fill(n)? {
+            return Err(self.format(format!("{what} is cut short")));
+        }
+        let taken = self.buffer[self.start..self.start + n].to_vec();
+        self.start += n;
+        Ok(taken)
+    }
+
+    /// The records (each a `u32` length, then that many bytes) that the
+    /// buffer holds whole, at most `max` of them, at least one: where each
+    /// is in the buffer, for [`bytes`](Self::bytes).
+    fn records(&mut self, max: usize) -> Result<Vec<Range<usize>>, CacheError> {
+        // At least one record whole: its length, then all of it.
+        if !self.fill(4)? {
+            return Err(self.format("a project is cut short".into()));
+        }
+        let first = Reader(&self.buffer[self.start..]).u32().unwrap_or_default() as usize;
+        if !self.fill(4 + first)? {
+            return Err(self.format("a project is cut short".into()));
+        }
+        let mut records = Vec::new();
+        let mut at = self.start;
+        while records.len() < max {
+            let mut r = Reader(&self.buffer[at..]);
+            let Some(record) = r.bytes() else { break };
+            records.push(at + 4..at + 4 + record.len());
+            at += 4 + record.len();
+        }
+        Ok(records)
+    }
+
+    fn bytes(&self, range: Range<usize>) -> &[u8] {
+        &self.buffer[range]
+    }
+
+    /// The `records` are decoded: the buffer may drop them.
+    fn consumed(&mut self, records: Vec<Range<usize>>) {
+        if let Some(last) = records.last() {
+            self.start = last.end;
+        }
+    }
+
+    /// Whether the file ends where consumed.
+    fn at_end(&mut self) -> Result<bool, CacheError> {
+        Ok(!self.fill(1)?)
+    }
+
+    /// Reads what is left of the file (a file that stops reading counts as
+    /// ending there) and returns the checksum of everything after the
+    /// header.
+    fn rest_checksum(mut self) -> u32 {
+        if self.stored.is_none() {
+            return 0;
+        }
+        let mut chunk = vec![0; 64 << 10];
+        loop {
+            match self.input.read(&mut chunk) {
+                Ok(0) | Err(_) => return self.crc.finalize(),
+                Ok(n) => self.crc.update(&chunk[..n]),
+            }
+        }
+    }
 }
 
 /// A kept document (compressed at rest) as the element it arrived as.

@@ -38,7 +38,7 @@
 
 pub mod binary;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -262,13 +262,24 @@ fn nanos(at: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// Reads and decodes the cache file.
+/// Reads and decodes the cache file: a version 2 file a chunk at a time
+/// (never whole in memory), a version 1 file whole.
 pub fn load(path: &Path) -> Result<Cached, CacheError> {
-    let bytes = std::fs::read(path).map_err(|source| CacheError::Read {
+    let unreadable = |source| CacheError::Read {
         path: path.to_owned(),
         source,
-    })?;
-    decode(path, &bytes)
+    };
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    let mut start = Vec::with_capacity(binary::MAGIC.len());
+    (&mut file)
+        .take(binary::MAGIC.len() as u64)
+        .read_to_end(&mut start)
+        .map_err(unreadable)?;
+    if start == binary::MAGIC {
+        return binary::decode_from(path, start.as_slice().chain(file));
+    }
+    file.read_to_end(&mut start).map_err(unreadable)?;
+    decode(path, &start)
 }
 
 /// Writes `bytes` to `path` atomically and durably.
@@ -599,6 +610,58 @@ mod tests {
             Err(CacheError::Format { .. })
         ));
         assert!(decode(path, b"\x00\xff garbage").is_err());
+    }
+
+    /// Read a few bytes at a time, records straddle every chunk boundary:
+    /// the same projects, and the same damage found.
+    #[test]
+    fn a_file_read_in_chunks_of_any_size_decodes_the_same() {
+        let projects = store_with(4).projects();
+        let good = encode(State {
+            cursor: Cursor::Revision(7),
+            projects: &projects,
+            floors: &[],
+        });
+        let path = Path::new("x");
+        let parts = |c: Cached| c.projects.iter().map(|p| p.parts()).collect::<Vec<_>>();
+        let whole = parts(decode(path, &good).unwrap());
+        assert_eq!(whole.len(), 4);
+        for chunk in [1, 3, 64, 700, good.len()] {
+            let read = binary::decode_in_chunks(path, good.as_slice(), chunk).unwrap();
+            assert_eq!(parts(read), whole, "chunks of {chunk}");
+            for at in [30, good.len() / 2, good.len() - 1] {
+                let mut flipped = good.clone();
+                flipped[at] ^= 0x20;
+                assert!(
+                    matches!(
+                        binary::decode_in_chunks(path, flipped.as_slice(), chunk),
+                        Err(CacheError::Checksum { .. })
+                    ),
+                    "byte {at}, chunks of {chunk}"
+                );
+            }
+            for cut in [good.len() / 3, good.len() - 1] {
+                assert!(
+                    matches!(
+                        binary::decode_in_chunks(path, &good[..cut], chunk),
+                        Err(CacheError::Checksum { .. })
+                    ),
+                    "cut at {cut}, chunks of {chunk}"
+                );
+            }
+            let mut longer = good.clone();
+            longer.push(0);
+            assert!(binary::decode_in_chunks(path, longer.as_slice(), chunk).is_err());
+        }
+        // And from a file, as a restart reads it.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("lkg");
+        std::fs::write(&file, &good).unwrap();
+        assert_eq!(parts(load(&file).unwrap()), whole);
+        assert!(matches!(
+            load(&dir.path().join("absent")),
+            Err(CacheError::Read { .. })
+        ));
     }
 
     /// Counts and lengths a file claims, made right by its checksum, do
