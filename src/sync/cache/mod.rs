@@ -475,6 +475,15 @@ mod tests {
         store
     }
 
+    /// A cache file of `n` projects, as this build writes it.
+    fn file_with(n: usize) -> Vec<u8> {
+        encode(State {
+            cursor: Cursor::Revision(7),
+            projects: &store_with(n).projects(),
+            floors: &[],
+        })
+    }
+
     /// A version 1 file (JSON) with `body`, as earlier versions wrote it.
     fn json_file(body: &str) -> String {
         format!(
@@ -577,12 +586,7 @@ mod tests {
 
     #[test]
     fn every_kind_of_damage_is_detected() {
-        let projects = store_with(3).projects();
-        let good = encode(State {
-            cursor: Cursor::Revision(7),
-            projects: &projects,
-            floors: &[],
-        });
+        let good = file_with(3);
         let path = Path::new("x");
         // Truncated anywhere.
         for cut in [0, 1, 20, good.len() / 2, good.len() - 3] {
@@ -616,12 +620,7 @@ mod tests {
     /// the same projects, and the same damage found.
     #[test]
     fn a_file_read_in_chunks_of_any_size_decodes_the_same() {
-        let projects = store_with(4).projects();
-        let good = encode(State {
-            cursor: Cursor::Revision(7),
-            projects: &projects,
-            floors: &[],
-        });
+        let good = file_with(4);
         let path = Path::new("x");
         let parts = |c: Cached| c.projects.iter().map(|p| p.parts()).collect::<Vec<_>>();
         let whole = parts(decode(path, &good).unwrap());
@@ -668,12 +667,7 @@ mod tests {
     /// not make the reader panic or reach past the file.
     #[test]
     fn lying_lengths_are_refused_not_followed() {
-        let projects = store_with(2).projects();
-        let good = encode(State {
-            cursor: Cursor::Revision(7),
-            projects: &projects,
-            floors: &[],
-        });
+        let good = file_with(2);
         for at in (24..good.len()).step_by(3) {
             for value in [0u8, 0x7f, 0xff] {
                 let mut bad = good.clone();
