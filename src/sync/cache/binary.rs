@@ -204,8 +204,9 @@ pub fn decode(path: &std::path::Path, bytes: &[u8]) -> Result<Cached, CacheError
 
 /// Checks and decodes a file that starts with [`MAGIC`], read from
 /// `input` a chunk at a time. Nothing decoded is returned unless the
-/// whole file passed its checksum; a file that is cut short or does not
-/// read is reported as failing its checksum if it does.
+/// whole file passed its checksum; a file cut short, or one that stops
+/// reading part of the way, is reported as failing its checksum when
+/// what could be read does not match it.
 pub fn decode_from(path: &std::path::Path, input: impl Read) -> Result<Cached, CacheError> {
     decode_in_chunks(path, input, CHUNK)
 }
