@@ -142,8 +142,8 @@ impl FileSource {
                     path: self.path.clone(),
                     source,
                 })?;
-            let read = digest.insert(digest_of(&bytes));
-            if same_as == Some(*read) {
+            let this = *digest.insert(digest_of(&bytes));
+            if same_as == Some(this) {
                 return Ok(Read::Same);
             }
             let reader = self.reader.on_every_core(!ctx.store.is_loaded());
