@@ -674,6 +674,12 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` probes every bench target
     }
+    let argv: Vec<String> = std::env::args().collect();
+    if let [_, flag, url] = argv.as_slice() {
+        if flag == follow::BARE_READER {
+            return follow::bare_reader_process(url);
+        }
+    }
     let args = Args::parse();
     let dir: PathBuf = tempfile::tempdir().expect("tempdir").keep();
     println!(

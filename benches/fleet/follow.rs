@@ -4,7 +4,8 @@
 //! * Redis CPU (Redis pinned to a core of its own) with N sidecars
 //!   following the stream (reports off) against N bare `XREAD BLOCK`
 //!   clients on the same stream (a floor: the read itself, and nothing
-//!   more), under the same churn (1 % of the projects a second),
+//!   more), once as threads of this bench and once as processes of their
+//!   own (as followers are), under the same churn (1 % of the projects a second),
 //!   alternating `--rounds` times (three by default) in one run (with
 //!   another build's sidecars too when `ENV_SIDECAR_BENCH_BASELINE` names
 //!   one); the ratio of the medians (goal: ≤ 1.2).
@@ -57,17 +58,21 @@ pub fn run(args: &Args, dir: &Path) {
         std::iter::once(("sidecars", super::support::shared::binary()))
             .chain(super::support::baseline().map(|b| ("baseline sidecars", b)))
             .collect();
-    let mut floor = Vec::new();
+    let (mut floor, mut process_floor) = (Vec::new(), Vec::new());
     let mut followers = vec![Vec::new(); builds.len()];
     for round in 0..args.rounds {
         let readers = BareReaders::start(&url, args.sidecars);
         floor.push(churn_cpu(redis_pid, sim.0.id(), args.churn));
         drop(readers);
+        let readers = BareReaderProcesses::start(&url, args.sidecars);
+        process_floor.push(churn_cpu(redis_pid, sim.0.id(), args.churn));
+        drop(readers);
         let mut line = format!(
-            "round {}: Redis CPU {:.1} ms/s with {} bare XREAD clients",
+            "round {}: Redis CPU {:.1} ms/s with {} bare XREAD clients (threads), {:.1} ms/s as processes",
             round + 1,
             floor[round] * 1e3,
-            args.sidecars
+            args.sidecars,
+            process_floor[round] * 1e3,
         );
         for (k, (name, binary)) in builds.iter().enumerate() {
             let members: Vec<Member> = (0..args.sidecars)
@@ -80,26 +85,32 @@ pub fn run(args: &Args, dir: &Path) {
             followers[k].push(churn_cpu(redis_pid, sim.0.id(), args.churn));
             drop(members);
             line.push_str(&format!(
-                ", {:.1} ms/s with {} {name} ({:.2}x)",
+                ", {:.1} ms/s with {} {name} ({:.2}x / {:.2}x)",
                 followers[k][round] * 1e3,
                 args.sidecars,
-                followers[k][round] / floor[round].max(1e-9)
+                followers[k][round] / floor[round].max(1e-9),
+                followers[k][round] / process_floor[round].max(1e-9)
             ));
         }
         println!("{line}");
     }
-    let floor = median(floor);
+    let floors = [
+        ("threads", median(floor)),
+        ("processes", median(process_floor)),
+    ];
     for ((name, _), cpu) in builds.iter().zip(followers) {
         let cpu = median(cpu);
-        println!(
-            "Redis CPU, {} {name} / {} bare XREAD clients under churn (medians of {}): {:.1} / {:.1} ms/s = {:.2}x (goal ≤ 1.2)",
-            args.sidecars,
-            args.sidecars,
-            args.rounds,
-            cpu * 1e3,
-            floor * 1e3,
-            cpu / floor.max(1e-9)
-        );
+        for (kind, floor) in floors {
+            println!(
+                "Redis CPU, {} {name} / {} bare XREAD clients ({kind}) under churn (medians of {}): {:.1} / {:.1} ms/s = {:.2}x (goal ≤ 1.2)",
+                args.sidecars,
+                args.sidecars,
+                args.rounds,
+                cpu * 1e3,
+                floor * 1e3,
+                cpu / floor.max(1e-9)
+            );
+        }
     }
     unmarked_writer(dir, &url);
     stop_during_wait(dir, &url);
@@ -136,8 +147,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// N connections each in a loop of `XREAD BLOCK 30000 COUNT 512 STREAMS
-/// {env-sidecar}:changes <last id>`: what following costs Redis at the
-/// least. Their connections are killed when dropped.
+/// {env-sidecar}:changes <last id>`, on threads of this process: what
+/// following costs Redis at the least. Their connections are killed when
+/// dropped.
 struct BareReaders {
     url: String,
     stop: Arc<AtomicBool>,
@@ -153,30 +165,11 @@ impl BareReaders {
             .map(|_| {
                 let (url, stop, tx) = (url.to_owned(), stop.clone(), tx.clone());
                 std::thread::spawn(move || {
-                    let client = redis::Client::open(url.as_str()).expect("a URL");
-                    let mut con = client.get_connection().expect("connects");
-                    let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut con).unwrap();
-                    let _ = tx.send(id);
-                    let mut last = "$".to_owned();
-                    while !stop.load(Ordering::SeqCst) {
-                        let reply: redis::RedisResult<redis::Value> = redis::cmd("XREAD")
-                            .arg("BLOCK")
-                            .arg(30_000)
-                            .arg("COUNT")
-                            .arg(512)
-                            .arg("STREAMS")
-                            .arg("{env-sidecar}:changes")
-                            .arg(&last)
-                            .query(&mut con);
-                        match reply {
-                            Ok(value) => {
-                                if let Some(id) = last_id(&value) {
-                                    last = id;
-                                }
-                            }
-                            Err(_) => return,
-                        }
-                    }
+                    read_until(
+                        &url,
+                        |id| tx.send(id).expect("the bench waits"),
+                        || stop.load(Ordering::SeqCst),
+                    )
                 })
             })
             .collect();
@@ -186,6 +179,86 @@ impl BareReaders {
             stop,
             ids,
             threads,
+        }
+    }
+}
+
+/// One bare reader: connects to `url`, tells `connected` its client id,
+/// then reads the stream in the loop [`BareReaders`] describes until
+/// `stop` says so or the connection fails.
+fn read_until(url: &str, connected: impl FnOnce(i64), stop: impl Fn() -> bool) {
+    let client = redis::Client::open(url).expect("a URL");
+    let mut con = client.get_connection().expect("connects");
+    let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut con).unwrap();
+    connected(id);
+    let mut last = "$".to_owned();
+    while !stop() {
+        let reply: redis::RedisResult<redis::Value> = redis::cmd("XREAD")
+            .arg("BLOCK")
+            .arg(30_000)
+            .arg("COUNT")
+            .arg(512)
+            .arg("STREAMS")
+            .arg("{env-sidecar}:changes")
+            .arg(&last)
+            .query(&mut con);
+        match reply {
+            Ok(value) => {
+                if let Some(id) = last_id(&value) {
+                    last = id;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// The argument that makes this bench a bare reader process (`--bare-reader
+/// URL`), for [`BareReaderProcesses`].
+pub const BARE_READER: &str = "--bare-reader";
+
+/// The body of a bare reader process: prints its client id, then reads
+/// until killed.
+pub fn bare_reader_process(url: &str) {
+    read_until(url, |id| println!("{id}"), || false);
+}
+
+/// The same N readers as [`BareReaders`], each a process of its own (this
+/// bench run again with [`BARE_READER`]), as a fleet's followers are: on
+/// loopback, Redis's write wakes the reader's process inside Redis's own
+/// system call, and how a process is woken is part of what Redis pays.
+/// Killed when dropped.
+struct BareReaderProcesses(Vec<std::process::Child>);
+
+impl BareReaderProcesses {
+    fn start(url: &str, n: usize) -> BareReaderProcesses {
+        let exe = std::env::current_exe().expect("this bench's path");
+        let mut children: Vec<_> = (0..n)
+            .map(|_| {
+                std::process::Command::new(&exe)
+                    .args([BARE_READER, url])
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("a bare reader starts")
+            })
+            .collect();
+        for child in &mut children {
+            // Its client id, once connected.
+            let out = child.stdout.take().expect("piped");
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)
+                .expect("a bare reader connects");
+            assert!(line.trim().parse::<i64>().is_ok(), "a client id: {line:?}");
+        }
+        BareReaderProcesses(children)
+    }
+}
+
+impl Drop for BareReaderProcesses {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
