@@ -675,9 +675,10 @@ fn main() {
         return; // `cargo bench -- --list` probes every bench target
     }
     let argv: Vec<String> = std::env::args().collect();
-    if let [_, flag, url] = argv.as_slice() {
+    if let [_, flag, url, spin] = argv.as_slice() {
         if flag == follow::BARE_READER {
-            return follow::bare_reader_process(url);
+            let spin = Duration::from_nanos(spin.parse().expect("nanoseconds"));
+            return follow::bare_reader_process(url, spin);
         }
     }
     let args = Args::parse();

@@ -58,14 +58,14 @@ pub fn run(args: &Args, dir: &Path) {
         std::iter::once(("sidecars", super::support::shared::binary()))
             .chain(super::support::baseline().map(|b| ("baseline sidecars", b)))
             .collect();
-    let (mut floor, mut process_floor) = (Vec::new(), Vec::new());
+    let (mut floor, mut process_floor, mut busy_floor) = (Vec::new(), Vec::new(), Vec::new());
     let mut followers = vec![Vec::new(); builds.len()];
     for round in 0..args.rounds {
         let readers = BareReaders::start(&url, args.sidecars);
-        floor.push(churn_cpu(redis_pid, sim.0.id(), args.churn));
+        floor.push(churn_cpu(redis_pid, sim.0.id(), args.churn, &[]).0);
         drop(readers);
-        let readers = BareReaderProcesses::start(&url, args.sidecars);
-        process_floor.push(churn_cpu(redis_pid, sim.0.id(), args.churn));
+        let readers = BareReaderProcesses::start(&url, args.sidecars, Duration::ZERO);
+        process_floor.push(churn_cpu(redis_pid, sim.0.id(), args.churn, &[]).0);
         drop(readers);
         let mut line = format!(
             "round {}: Redis CPU {:.1} ms/s with {} bare XREAD clients (threads), {:.1} ms/s as processes",
@@ -74,6 +74,8 @@ pub fn run(args: &Args, dir: &Path) {
             args.sidecars,
             process_floor[round] * 1e3,
         );
+        // The CPU this build's followers spent per delivery this round.
+        let mut spin = Duration::ZERO;
         for (k, (name, binary)) in builds.iter().enumerate() {
             let members: Vec<Member> = (0..args.sidecars)
                 .map(|i| {
@@ -82,27 +84,51 @@ pub fn run(args: &Args, dir: &Path) {
                 })
                 .collect();
             wait_ready(&members);
-            followers[k].push(churn_cpu(redis_pid, sim.0.id(), args.churn));
+            let pids: Vec<u32> = members.iter().map(|m| m.child.id()).collect();
+            let reads = super::reports::command_calls(&url, "xread");
+            let (cpu, own) = churn_cpu(redis_pid, sim.0.id(), args.churn, &pids);
+            let reads = super::reports::command_calls(&url, "xread").saturating_sub(reads);
+            followers[k].push(cpu);
             drop(members);
+            let per_delivery = own / reads.max(1) as u32;
+            if k == 0 {
+                spin = per_delivery;
+            }
             line.push_str(&format!(
-                ", {:.1} ms/s with {} {name} ({:.2}x / {:.2}x)",
+                ", {:.1} ms/s with {} {name} ({:.2}x / {:.2}x; {:.0} µs of their own CPU per delivery)",
                 followers[k][round] * 1e3,
                 args.sidecars,
                 followers[k][round] / floor[round].max(1e-9),
-                followers[k][round] / process_floor[round].max(1e-9)
+                followers[k][round] / process_floor[round].max(1e-9),
+                per_delivery.as_secs_f64() * 1e6,
             ));
         }
+        let readers = BareReaderProcesses::start(&url, args.sidecars, spin);
+        busy_floor.push(churn_cpu(redis_pid, sim.0.id(), args.churn, &[]).0);
+        drop(readers);
+        line.push_str(&format!(
+            ", {:.1} ms/s with {} bare + busy processes ({:.2}x)",
+            busy_floor[round] * 1e3,
+            args.sidecars,
+            followers[0][round] / busy_floor[round].max(1e-9),
+        ));
         println!("{line}");
     }
     let floors = [
         ("threads", median(floor)),
         ("processes", median(process_floor)),
+        ("processes + busy", median(busy_floor)),
     ];
     for ((name, _), cpu) in builds.iter().zip(followers) {
         let cpu = median(cpu);
         for (kind, floor) in floors {
+            let against = if kind.ends_with("busy") {
+                "a control: the floor with the followers' CPU on the other core"
+            } else {
+                "goal ≤ 1.2"
+            };
             println!(
-                "Redis CPU, {} {name} / {} bare XREAD clients ({kind}) under churn (medians of {}): {:.1} / {:.1} ms/s = {:.2}x (goal ≤ 1.2)",
+                "Redis CPU, {} {name} / {} bare XREAD clients ({kind}) under churn (medians of {}): {:.1} / {:.1} ms/s = {:.2}x ({against})",
                 args.sidecars,
                 args.sidecars,
                 args.rounds,
@@ -132,13 +158,18 @@ fn pin(pid: u32, cpus: &str) {
     assert!(ok, "taskset -a -p -c {cpus} {pid}");
 }
 
-/// Redis CPU (seconds per second) over `window` of churn.
-fn churn_cpu(redis_pid: u32, sim_pid: u32, window: Duration) -> f64 {
-    let (c0, t0) = (cpu_of(&[redis_pid]), Instant::now());
+/// Redis CPU (seconds per second) over `window` of churn, and the CPU
+/// the `watched` processes spent meanwhile.
+fn churn_cpu(redis_pid: u32, sim_pid: u32, window: Duration, watched: &[u32]) -> (f64, Duration) {
+    let (c0, w0, t0) = (cpu_of(&[redis_pid]), cpu_of(watched), Instant::now());
     signal_usr1(sim_pid);
     std::thread::sleep(window);
     signal_usr1(sim_pid);
-    cpu_of(&[redis_pid]).saturating_sub(c0).as_secs_f64() / t0.elapsed().as_secs_f64()
+    let redis = cpu_of(&[redis_pid]).saturating_sub(c0).as_secs_f64();
+    (
+        redis / t0.elapsed().as_secs_f64(),
+        cpu_of(watched).saturating_sub(w0),
+    )
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -167,6 +198,7 @@ impl BareReaders {
                 std::thread::spawn(move || {
                     read_until(
                         &url,
+                        Duration::ZERO,
                         |id| tx.send(id).expect("the bench waits"),
                         || stop.load(Ordering::SeqCst),
                     )
@@ -186,7 +218,7 @@ impl BareReaders {
 /// One bare reader: connects to `url`, tells `connected` its client id,
 /// then reads the stream in the loop [`BareReaders`] describes until
 /// `stop` says so or the connection fails.
-fn read_until(url: &str, connected: impl FnOnce(i64), stop: impl Fn() -> bool) {
+fn read_until(url: &str, spin: Duration, connected: impl FnOnce(i64), stop: impl Fn() -> bool) {
     let client = redis::Client::open(url).expect("a URL");
     let mut con = client.get_connection().expect("connects");
     let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut con).unwrap();
@@ -207,6 +239,10 @@ fn read_until(url: &str, connected: impl FnOnce(i64), stop: impl Fn() -> bool) {
                 if let Some(id) = last_id(&value) {
                     last = id;
                 }
+                let busy = Instant::now();
+                while busy.elapsed() < spin {
+                    std::hint::spin_loop();
+                }
             }
             Err(_) => return,
         }
@@ -214,29 +250,29 @@ fn read_until(url: &str, connected: impl FnOnce(i64), stop: impl Fn() -> bool) {
 }
 
 /// The argument that makes this bench a bare reader process (`--bare-reader
-/// URL`), for [`BareReaderProcesses`].
+/// URL SPIN_NANOS`), for [`BareReaderProcesses`].
 pub const BARE_READER: &str = "--bare-reader";
 
 /// The body of a bare reader process: prints its client id, then reads
-/// until killed.
-pub fn bare_reader_process(url: &str) {
-    read_until(url, |id| println!("{id}"), || false);
+/// until killed, spinning `spin` after each read.
+pub fn bare_reader_process(url: &str, spin: Duration) {
+    read_until(url, spin, |id| println!("{id}"), || false);
 }
 
 /// The same N readers as [`BareReaders`], each a process of its own (this
 /// bench run again with [`BARE_READER`]), as a fleet's followers are: on
 /// loopback, Redis's write wakes the reader's process inside Redis's own
 /// system call, and how a process is woken is part of what Redis pays.
-/// Killed when dropped.
+/// Each spins `spin` after every read (zero: none). Killed when dropped.
 struct BareReaderProcesses(Vec<std::process::Child>);
 
 impl BareReaderProcesses {
-    fn start(url: &str, n: usize) -> BareReaderProcesses {
+    fn start(url: &str, n: usize, spin: Duration) -> BareReaderProcesses {
         let exe = std::env::current_exe().expect("this bench's path");
         let mut children: Vec<_> = (0..n)
             .map(|_| {
                 std::process::Command::new(&exe)
-                    .args([BARE_READER, url])
+                    .args([BARE_READER, url, &spin.as_nanos().to_string()])
                     .stdout(std::process::Stdio::piped())
                     .spawn()
                     .expect("a bare reader starts")

@@ -105,7 +105,7 @@ pub fn run_synthetic(args: &Args, dir: &Path) {
 }
 
 /// `calls` of `cmdstat_<name>` in `INFO commandstats`.
-fn command_calls(url: &str, name: &str) -> u64 {
+pub(super) fn command_calls(url: &str, name: &str) -> u64 {
     super::support::redis::redis_command(url, "INFO commandstats")
         .lines()
         .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
