@@ -1,8 +1,9 @@
 //! HTTP comparison: the sidecar against the floor (a bare hyper server
 //! answering a fixed body of the same size as a resolve answer, in its own
-//! process) and a peer (nginx serving that body as a static file, one
-//! worker), under the same load, alternating rounds (sidecar, floor, nginx,
-//! sidecar, ...) so machine drift falls on all alike; with one and two wrk
+//! process) and two peers (nginx, one worker, answering that body with
+//! `return 200` from its configuration and as a static file), under the
+//! same load, alternating rounds (sidecar, floor, nginx, sidecar, ...) so
+//! machine drift falls on all alike; with one and two wrk
 //! threads; then the churn variant (the sidecar in watch mode while the
 //! simulator publishes 1% of projects every 100 ms). Every row has the
 //! server's CPU per request (from `/proc/PID/stat`) beside throughput and
@@ -121,13 +122,15 @@ fn main() {
         ));
     }
     if let Some(nginx) = &nginx {
-        let addr = support::shared::free_addr();
-        targets.push(Target::new(
-            "nginx (static)",
-            format!("http://{addr}"),
-            Some(start_nginx(nginx, dir.path(), addr)),
-        ));
-        support::wait_listening(addr);
+        for answer in [NginxAnswer::Return(&body), NginxAnswer::StaticFile] {
+            let addr = support::shared::free_addr();
+            targets.push(Target::new(
+                answer.name(),
+                format!("http://{addr}"),
+                Some(start_nginx(nginx, dir.path(), addr, answer)),
+            ));
+            support::wait_listening(addr);
+        }
     }
     for threads in [1, 2] {
         let load = Load {
@@ -136,11 +139,11 @@ fn main() {
             secs,
         };
         let results = support::alternate(&targets, rounds, load, &script);
-        support::print_table(
-            &format!("static snapshot, wrk -t{threads} -c{CONNECTIONS}"),
-            "floor",
-            &results,
-        );
+        let title = format!("static snapshot, wrk -t{threads} -c{CONNECTIONS}");
+        support::print_table(&title, "floor", &results);
+        if nginx.is_some() {
+            support::print_table(&title, "nginx (return 200)", &results);
+        }
     }
     protocols(
         dir.path(),
@@ -439,7 +442,42 @@ fn data_socket(dir: &Path, addr: SocketAddr) -> std::path::PathBuf {
     dir.join(format!("data-{}.sock", addr.port()))
 }
 
-fn start_nginx(nginx: &Path, dir: &Path, addr: SocketAddr) -> Child {
+/// How nginx answers every request with the typical answer's bytes.
+#[derive(Clone, Copy)]
+enum NginxAnswer<'a> {
+    /// `return 200 '<body>'`: from its configuration, nothing read per
+    /// request (the cheapest answer nginx gives).
+    Return(&'a [u8]),
+    /// `body.json` from the directory, opened per request.
+    StaticFile,
+}
+
+impl NginxAnswer<'_> {
+    fn name(self) -> &'static str {
+        match self {
+            NginxAnswer::Return(_) => "nginx (return 200)",
+            NginxAnswer::StaticFile => "nginx (static)",
+        }
+    }
+
+    /// The `location /` block's directives.
+    fn directives(self, dir: &Path) -> String {
+        match self {
+            NginxAnswer::Return(body) => {
+                let text = String::from_utf8_lossy(body);
+                assert!(!text.contains('$'), "nginx would read `$` as a variable");
+                let quoted = text.replace('\\', "\\\\").replace('\'', "\\'");
+                format!("default_type application/json; return 200 '{quoted}';")
+            }
+            NginxAnswer::StaticFile => format!(
+                "default_type application/json; root {}; try_files /body.json =404;",
+                dir.display()
+            ),
+        }
+    }
+}
+
+fn start_nginx(nginx: &Path, dir: &Path, addr: SocketAddr, answer: NginxAnswer) -> Child {
     let prefix = dir.join(format!("nginx-{}", addr.port()));
     std::fs::create_dir_all(prefix.join("logs")).unwrap();
     let conf = prefix.join("nginx.conf");
@@ -448,9 +486,9 @@ fn start_nginx(nginx: &Path, dir: &Path, addr: SocketAddr) -> Child {
         format!(
             "worker_processes 1;\ndaemon off;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log;\nevents {{ worker_connections 1024; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {p}; proxy_temp_path {p}; fastcgi_temp_path {p}; uwsgi_temp_path {p}; scgi_temp_path {p};\n\
-             server {{ listen {addr}; keepalive_requests 1000000;\n    location / {{ default_type application/json; root {d}; try_files /body.json =404; }} }}\n}}\n",
+             server {{ listen {addr}; keepalive_requests 1000000;\n    location / {{ {a} }} }}\n}}\n",
             p = prefix.display(),
-            d = dir.display()
+            a = answer.directives(dir)
         ),
     )
     .unwrap();
