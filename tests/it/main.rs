@@ -58,3 +58,4 @@ mod signed_documents;
 mod soak;
 mod trust_attacks;
 mod trust_model;
+mod wire_http1;
