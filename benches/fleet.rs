@@ -216,7 +216,11 @@ fn wait_ready(members: &[Member]) {
 /// ready to change 1 % of them a second from its first SIGUSR1: the
 /// Redis, its URL, the simulator and that rate.
 fn churning_redis(args: &Args, dir: &Path) -> (Peer, String, Peer, f64) {
-    let (redis, url) = start_redis(dir);
+    churning(args, start_redis(dir))
+}
+
+/// [`churning_redis`] on a Redis already started (its process and URL).
+fn churning(args: &Args, (redis, url): (Peer, String)) -> (Peer, String, Peer, f64) {
     let rate = args.projects as f64 / 100.0;
     let (projects, rate_arg) = (args.projects.to_string(), rate.to_string());
     let (sim, _) = support::start_simulator(&[

@@ -24,10 +24,11 @@ mod support;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 use env_sidecar::sim::generate;
+use support::callgrind;
 
 const PROJECTS: usize = 10_000;
 const WARM_UP: u32 = 2_000;
@@ -120,7 +121,7 @@ fn main() {
     let body_path = dir.path().join("floor-body.json");
     std::fs::write(&body_path, &body).unwrap();
     let floor_addr = support::shared::free_addr();
-    let floor = under_callgrind(
+    let floor = callgrind::under_callgrind(
         dir.path(),
         "floor",
         Command::new(std::env::current_exe().unwrap())
@@ -271,7 +272,7 @@ fn start_sidecar(dir: &Path, name: &str, server: &str) -> (std::net::SocketAddr,
         ),
     )
     .unwrap();
-    let child = under_callgrind(
+    let child = callgrind::under_callgrind(
         dir,
         name,
         Command::new(support::shared::binary())
@@ -286,25 +287,6 @@ fn start_sidecar(dir: &Path, name: &str, server: &str) -> (std::net::SocketAddr,
     (addr, child)
 }
 
-fn under_callgrind(dir: &Path, name: &str, command: &mut Command) -> Child {
-    let program = command.get_program().to_owned();
-    let args: Vec<_> = command.get_args().map(|a| a.to_owned()).collect();
-    Command::new("valgrind")
-        .arg("--tool=callgrind")
-        .arg(format!(
-            "--callgrind-out-file={}",
-            dir.join(format!("{name}.callgrind")).display()
-        ))
-        .arg(program)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("valgrind starts")
-}
-
 /// For each load in turn: warms up, zeroes the counters, sends the
 /// measured requests and dumps the counters; returns instructions per
 /// request for each, and stops the process.
@@ -312,25 +294,10 @@ fn measure(dir: &Path, name: &str, mut child: Child, loads: &[&[&str]]) -> Vec<f
     let mut counts = Vec::new();
     for (i, args) in loads.iter().enumerate() {
         h2load(args, WARM_UP);
-        callgrind_control("-z", &child);
+        callgrind::control("-z", &child);
         h2load(args, REQUESTS);
-        callgrind_control("-d", &child);
-        // Dump n is written as `<name>.callgrind.<n>` once the process
-        // takes the command; its `totals:` line is the last one written.
-        let dump = dir.join(format!("{name}.callgrind.{}", i + 1));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let total = loop {
-            let text = std::fs::read_to_string(&dump).unwrap_or_default();
-            if let Some(total) = text
-                .lines()
-                .find_map(|l| l.strip_prefix("totals: "))
-                .and_then(|t| t.trim().parse::<u64>().ok())
-            {
-                break total;
-            }
-            assert!(Instant::now() < deadline, "{name}: no callgrind dump");
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        callgrind::control("-d", &child);
+        let total = callgrind::dumped_total(dir, name, i + 1);
         counts.push(total as f64 / f64::from(REQUESTS));
     }
     let _ = child.kill();
@@ -349,15 +316,4 @@ fn h2load(args: &[&str], requests: u32) {
         text.contains(&format!("{requests} succeeded")),
         "h2load: not every request succeeded:\n{text}"
     );
-}
-
-fn callgrind_control(flag: &str, child: &Child) {
-    let status = Command::new("callgrind_control")
-        .arg(flag)
-        .arg(child.id().to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("callgrind_control runs");
-    assert!(status.success(), "callgrind_control {flag} failed");
 }

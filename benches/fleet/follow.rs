@@ -9,6 +9,10 @@
 //!   alternating `--rounds` times (three by default) in one run (with
 //!   another build's sidecars too when `ENV_SIDECAR_BENCH_BASELINE` names
 //!   one); the ratio of the medians (goal: ≤ 1.2).
+//! * Redis's own instructions per delivery (callgrind, Redis under
+//!   `valgrind`, so up to 10 of each), followers against bare reader
+//!   processes under the same churn: what the followers ask of Redis,
+//!   free of what the other core's load does to Redis's CPU time.
 //! * A writer that never marks its population: one sidecar that found it
 //!   incomplete; changes and explicit removals written one at a time,
 //!   each timed until the sidecar serves it (p50 / p99; goal: p99 ≤ 50 ms
@@ -145,6 +149,7 @@ pub fn run(args: &Args, dir: &Path) {
     if cpus > 1 {
         pin(std::process::id(), &format!("0-{}", cpus - 1));
     }
+    redis_instructions(args, dir);
 }
 
 /// Every thread of process `pid` on `cpus` (`taskset -a -p -c`); what it
@@ -175,6 +180,64 @@ fn churn_cpu(redis_pid: u32, sim_pid: u32, window: Duration, watched: &[u32]) ->
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// Readers held while Redis's instructions are counted.
+enum Readers {
+    Bare(#[allow(dead_code)] BareReaderProcesses),
+    Followers(#[allow(dead_code)] Vec<Member>),
+}
+
+/// Redis's user-space instructions per delivery, counted by callgrind
+/// over one churn window: N bare reader processes, then N followers
+/// (reports off), N at most 10 (Redis under valgrind runs about 50 ×
+/// slower). Instructions do not move with what runs on the other core;
+/// CPU time does (see [`run`]'s "bare + busy" floor).
+fn redis_instructions(args: &Args, dir: &Path) {
+    use super::support::{callgrind, which};
+    if which("valgrind").is_none() || which("callgrind_control").is_none() {
+        println!(
+            "Redis instructions per delivery: skipped (needs valgrind: apt-get install valgrind)"
+        );
+        return;
+    }
+    let n = args.sidecars.min(10);
+    let (mut command, addr) = super::support::redis::redis_server(dir);
+    let child = callgrind::under_callgrind(dir, "redis", &mut command);
+    super::support::wait_listening(addr);
+    let redis = super::support::redis::Peer(child);
+    let (redis, url, sim, _) = super::churning(args, (redis, format!("redis://{addr}")));
+    let source = format!("kind = \"redis\"\nurl = \"{url}\"\n");
+    let mut counted = Vec::new();
+    for (dump, followers) in [(1, false), (2, true)] {
+        let readers = if followers {
+            let members: Vec<Member> = (0..n)
+                .map(|i| start_member(dir, i, &source, "[report]\nenabled = false\n"))
+                .collect();
+            wait_ready(&members);
+            Readers::Followers(members)
+        } else {
+            Readers::Bare(BareReaderProcesses::start(&url, n, Duration::ZERO))
+        };
+        let reads = super::reports::command_calls(&url, "xread");
+        callgrind::control("-z", &redis.0);
+        signal_usr1(sim.0.id());
+        std::thread::sleep(args.churn.min(Duration::from_secs(20)));
+        signal_usr1(sim.0.id());
+        callgrind::control("-d", &redis.0);
+        let reads = super::reports::command_calls(&url, "xread").saturating_sub(reads);
+        let total = callgrind::dumped_total(dir, "redis", dump);
+        counted.push(total as f64 / reads.max(1) as f64);
+        drop(readers);
+    }
+    println!(
+        "Redis instructions per delivery (callgrind), {n} followers / {n} bare XREAD processes under churn: {:.0} / {:.0} = {:.2}x (goal ≤ 1.2)",
+        counted[1],
+        counted[0],
+        counted[1] / counted[0].max(1.0)
+    );
+    drop(sim);
+    drop(redis);
 }
 
 /// N connections each in a loop of `XREAD BLOCK 30000 COUNT 512 STREAMS

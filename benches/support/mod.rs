@@ -5,6 +5,7 @@
 //! `#[path = "support/mod.rs"] mod support;`.
 #![allow(dead_code)]
 
+pub mod callgrind;
 pub mod redis;
 #[path = "../../tests/common/shared.rs"]
 pub mod shared;

@@ -17,21 +17,30 @@ impl Drop for Peer {
 /// A `redis-server` on a free loopback port, without persistence;
 /// killed when dropped.
 pub fn start_redis(dir: &Path) -> (Peer, String) {
-    let binary = super::which("redis-server")
-        .expect("redis-server is needed for the Redis half (apt-get install redis-server)");
-    let port = super::shared::free_addr().port();
-    let child = Command::new(binary)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no", "--dir"])
-        .arg(dir)
+    let (mut command, addr) = redis_server(dir);
+    let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("redis-server starts");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     super::wait_listening(addr);
     (Peer(child), format!("redis://{addr}"))
+}
+
+/// The command line of a `redis-server` on a free port (no persistence,
+/// working directory `dir`), and that port's address; for a caller that
+/// runs it some other way (under callgrind, say).
+pub fn redis_server(dir: &Path) -> (Command, SocketAddr) {
+    let binary = super::which("redis-server")
+        .expect("redis-server is needed for the Redis half (apt-get install redis-server)");
+    let port = super::shared::free_addr().port();
+    let mut command = Command::new(binary);
+    command
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--dir"])
+        .arg(dir);
+    (command, format!("127.0.0.1:{port}").parse().unwrap())
 }
 
 /// One inline command to Redis over a plain connection; the raw reply
