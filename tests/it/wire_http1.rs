@@ -97,6 +97,22 @@ impl Wire {
         }
     }
 
+    /// Sends `request` and reads its answer, which must be a 200 served
+    /// from `environment`.
+    async fn served(&mut self, request: &[u8], head_only: bool, environment: &str) -> Answer {
+        self.send(request).await;
+        let a = self.answer(head_only).await;
+        assert_eq!(a.status, 200, "{a:?}");
+        assert_eq!(a.header("x-resolved-environment"), Some(environment));
+        a
+    }
+
+    /// After an answer: true when more arrives (the next answer), false
+    /// when the peer closes.
+    async fn closes_or_buffers_next(&mut self) -> bool {
+        !self.buf.is_empty() || self.fill().await
+    }
+
     /// True when the server closes the connection within 10 s with
     /// nothing more sent.
     async fn closes(&mut self) -> bool {
@@ -164,10 +180,7 @@ async fn a_request_arriving_in_pieces_is_answered_once_whole() {
     assert!(wire.stays_quiet(Duration::from_millis(100)).await);
     wire.send(second).await;
     assert!(wire.stays_quiet(Duration::from_millis(100)).await);
-    wire.send(third).await;
-    let a = wire.answer(false).await;
-    assert_eq!(a.status, 200);
-    assert_eq!(a.header("x-resolved-environment"), Some("qa"));
+    wire.served(third, false, "qa").await;
 }
 
 #[tokio::test]
@@ -247,28 +260,14 @@ async fn a_body_on_a_hot_route_is_never_read_as_a_request() {
     }
 }
 
-impl Wire {
-    /// After an answer: true when more arrives (the next answer), false
-    /// when the peer closes.
-    async fn closes_or_buffers_next(&mut self) -> bool {
-        !self.buf.is_empty() || self.fill().await
-    }
-}
-
 #[tokio::test]
 async fn header_names_match_in_any_case_and_values_are_trimmed() {
     let t = sidecar().await;
     let mut wire = Wire::open(&t).await;
-    wire.send(b"GET /v1/authz HTTP/1.1\r\nHost: x\r\nX-PROJECT-ID:   acme \t\r\nx-Environment:\tqa  \r\n\r\n")
-        .await;
-    let a = wire.answer(false).await;
-    assert_eq!(a.status, 200, "{a:?}");
-    assert_eq!(a.header("x-resolved-environment"), Some("qa"));
-    wire.send(b"HEAD /v1/resolve HTTP/1.1\r\nhost: x\r\nX-Project-Id: acme\r\nX-ENVIRONMENT: canary\r\n\r\n")
-        .await;
-    let a = wire.answer(true).await;
-    assert_eq!(a.status, 200, "{a:?}");
-    assert_eq!(a.header("x-resolved-environment"), Some("canary"));
+    let request = b"GET /v1/authz HTTP/1.1\r\nHost: x\r\nX-PROJECT-ID:   acme \t\r\nx-Environment:\tqa  \r\n\r\n";
+    wire.served(request, false, "qa").await;
+    let request = b"HEAD /v1/resolve HTTP/1.1\r\nhost: x\r\nX-Project-Id: acme\r\nX-ENVIRONMENT: canary\r\n\r\n";
+    let a = wire.served(request, true, "canary").await;
     assert!(a.header("content-length").is_some_and(|l| l != "0"));
 }
 
@@ -276,16 +275,10 @@ async fn header_names_match_in_any_case_and_values_are_trimmed() {
 async fn the_query_is_percent_decoded_and_absolute_form_targets_work() {
     let t = sidecar().await;
     let mut wire = Wire::open(&t).await;
-    wire.send(b"GET /v1/resolve?project=%61cm%65&environment=q%61 HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await;
-    let a = wire.answer(false).await;
-    assert_eq!(a.status, 200, "{a:?}");
-    assert_eq!(a.header("x-resolved-environment"), Some("qa"));
-    wire.send(b"GET http://sidecar.local/v1/resolve?project=acme&environment=staging HTTP/1.1\r\nhost: sidecar.local\r\n\r\n")
-        .await;
-    let a = wire.answer(false).await;
-    assert_eq!(a.status, 200, "{a:?}");
-    assert_eq!(a.header("x-resolved-environment"), Some("staging"));
+    let request = b"GET /v1/resolve?project=%61cm%65&environment=q%61 HTTP/1.1\r\nhost: x\r\n\r\n";
+    wire.served(request, false, "qa").await;
+    let request = b"GET http://sidecar.local/v1/resolve?project=acme&environment=staging HTTP/1.1\r\nhost: sidecar.local\r\n\r\n";
+    wire.served(request, false, "staging").await;
 }
 
 #[tokio::test]
