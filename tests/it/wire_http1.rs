@@ -2,7 +2,8 @@
 //! sockets: pipelining, requests in pieces, HTTP/1.0, `Connection:
 //! close`, a body sent where none is read, header names in any case,
 //! percent-decoding and absolute-form targets, framing that contradicts
-//! itself, and a `Date` on every answer. Whatever answers these routes
+//! itself, a `Date` on every answer, the order of an answer's headers and
+//! the idle keep-alive timeout. Whatever answers these routes
 //! (hyper today) must keep every one of them.
 
 use crate::common;
@@ -17,6 +18,8 @@ use tokio::net::TcpStream;
 /// One answer as read off the wire.
 #[derive(Debug)]
 struct Answer {
+    /// The status line's version (`HTTP/1.1`).
+    version: String,
     status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
@@ -72,7 +75,9 @@ impl Wire {
         };
         let head = String::from_utf8(self.buf[..end].to_vec()).unwrap();
         let mut lines = head.split("\r\n");
-        let status = lines.next().unwrap()[9..12].parse().unwrap();
+        let status_line = lines.next().unwrap();
+        let version = status_line[..8].to_owned();
+        let status = status_line[9..12].parse().unwrap();
         let headers: Vec<(String, String)> = lines
             .filter(|l| !l.is_empty())
             .map(|l| {
@@ -91,6 +96,7 @@ impl Wire {
         }
         let body = self.buf.drain(..length).collect();
         Answer {
+            version,
             status,
             headers,
             body,
@@ -333,4 +339,48 @@ async fn every_answer_carries_a_date() {
         assert!(date.ends_with(" GMT") && date.len() == 29, "{date}");
         assert!(head_only || !a.body.is_empty(), "{a:?}");
     }
+}
+
+#[tokio::test]
+async fn an_answers_head_comes_in_one_order_with_the_requests_version() {
+    let t = sidecar().await;
+    let names = |a: &Answer| -> Vec<String> { a.headers.iter().map(|(n, _)| n.clone()).collect() };
+    let served = [
+        "content-type",
+        "x-resolved-environment",
+        "x-resolution-outcome",
+        "x-snapshot-revision",
+        "x-resolved-pointers",
+    ];
+    let mut wire = Wire::open(&t).await;
+    let a = wire.served(&resolve("acme", "qa"), false, "qa").await;
+    assert_eq!(a.version, "HTTP/1.1");
+    let mut expected: Vec<&str> = served.to_vec();
+    expected.extend(["content-length", "date"]);
+    assert_eq!(names(&a), expected);
+
+    // HTTP/1.0 is answered as HTTP/1.0; the connection header comes
+    // after the answer's own and before the length.
+    let mut wire = Wire::open(&t).await;
+    let request = b"GET /v1/resolve?project=acme HTTP/1.0\r\nconnection: keep-alive\r\n\r\n";
+    let a = wire.served(request, false, "prod").await;
+    assert_eq!(a.version, "HTTP/1.0");
+    let mut expected: Vec<&str> = served.to_vec();
+    expected.extend(["connection", "content-length", "date"]);
+    assert_eq!(names(&a), expected);
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout() {
+    let t = TestSidecar::with_limits(Limits {
+        header_read_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    })
+    .await;
+    let mut wire = Wire::open(&t).await;
+    wire.served(&resolve("acme", "qa"), false, "qa").await;
+    // Open right after the answer, closed once idle past the timeout,
+    // as a slow request head is.
+    assert!(wire.stays_quiet(Duration::from_millis(100)).await);
+    assert!(wire.closes().await, "an idle connection was kept open");
 }
