@@ -406,14 +406,16 @@ fn json_logs_are_one_object_per_line_with_the_same_events() {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
-    let mut events = Vec::new();
+    // The writer applies the first update on its own thread, so "update
+    // applied" may come before or after "listening": read until both.
+    let mut events: Vec<Value> = Vec::new();
+    let seen = |events: &[Value], message: &str| events.iter().any(|e| e["message"] == message);
     for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
         let line = line.unwrap();
         let event: Value =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        let applied = event["message"] == "update applied";
         events.push(event);
-        if applied {
+        if seen(&events, "update applied") && seen(&events, "env-sidecar listening") {
             break;
         }
     }
@@ -430,7 +432,10 @@ fn json_logs_are_one_object_per_line_with_the_same_events() {
         .as_str()
         .unwrap()
         .starts_with("127.0.0.1:"));
-    let applied = events.last().unwrap();
+    let applied = events
+        .iter()
+        .find(|e| e["message"] == "update applied")
+        .expect("the applied event");
     assert_eq!(applied["origin"], "file");
     assert_eq!(applied["added"], 1);
     assert!(applied["timestamp"].is_string() && applied["target"].is_string());
