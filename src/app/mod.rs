@@ -21,10 +21,10 @@ use tokio::task::JoinHandle;
 
 use self::core::Core;
 use crate::config::secret::Env;
-use crate::config::Config;
+use crate::config::{Config, Http1Path};
 use crate::model::clock::{SharedClock, SystemClock};
 use crate::server::data::{DataPlane, PointersLimit};
-use crate::server::{serve, Limits};
+use crate::server::{serve, Http1, Limits};
 use crate::store::Store;
 use crate::sync::status::Activity;
 use crate::sync::status::SyncStatus;
@@ -210,11 +210,18 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
         pointers_limit: PointersLimit(config.server.max_pointers_header_bytes),
     });
     let admin = Arc::new(core.admin_plane(&config, admin_token));
+    let data_limits = Limits {
+        http1: match config.server.http1 {
+            Http1Path::HotPath => Http1::HotPath,
+            Http1Path::HyperOnly => Http1::HyperOnly,
+        },
+        ..options.limits
+    };
     let mut servers = vec![
         tokio::spawn(serve(
             data_listener,
             data.clone(),
-            options.limits,
+            data_limits,
             Some((core.metrics.clone(), Listener::Data)),
             shutdown_rx.clone(),
         )),
@@ -230,7 +237,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Sidecar, Sta
         servers.push(tokio::spawn(serve(
             listener,
             data,
-            options.limits,
+            data_limits,
             Some((core.metrics.clone(), Listener::Unix)),
             shutdown_rx,
         )));

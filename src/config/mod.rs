@@ -121,6 +121,22 @@ pub struct ServerConfig {
     pub max_pointers_header_bytes: usize,
     /// How a gRPC `Check`'s `pointers` metadata struct is made.
     pub grpc_pointers_struct: GrpcPointersStruct,
+    /// Who reads HTTP/1.1 requests on the data plane first.
+    pub http1: Http1Path,
+}
+
+/// `server.http1`: who reads HTTP/1.1 requests first. The same answers,
+/// byte for byte (`date` aside), either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Http1Path {
+    /// A narrow hot path answers plain resolve and forward-auth `GET` and
+    /// `HEAD` requests; hyper takes the connection at the first request
+    /// that is anything else.
+    #[default]
+    HotPath,
+    /// hyper reads every request.
+    HyperOnly,
 }
 
 /// `server.grpc_pointers_struct`: when the protobuf struct of a gRPC
@@ -150,6 +166,7 @@ impl Default for ServerConfig {
             environment_header: HeaderName::from_static("x-environment"),
             max_pointers_header_bytes: 3072,
             grpc_pointers_struct: GrpcPointersStruct::PerCheck,
+            http1: Http1Path::HotPath,
         }
     }
 }

@@ -65,6 +65,16 @@ impl Body {
         }
     }
 
+    /// The data as its parts, in order; `None` for a body that ends in
+    /// trailers (the HTTP/1.1 hot path writes only whole, trailer-less
+    /// answers).
+    pub fn parts(&self) -> Option<impl Iterator<Item = &[u8]>> {
+        let parts = self.data.as_ref().map_or(&[][..], |d| &d.parts[d.at..]);
+        self.trailers
+            .is_none()
+            .then(|| parts.iter().map(|p| p.as_ref()))
+    }
+
     fn remaining(&self) -> u64 {
         self.data.as_ref().map_or(0, |d| d.remaining() as u64)
     }

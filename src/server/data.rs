@@ -27,8 +27,9 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{clip, json_ok, json_response, ApiError, ErrorCode, JSON};
 use super::ext_authz::{self, RpcError};
+use super::hot::{self, HotRoutes, Taken};
 use super::openapi;
-use super::query::{fill_from_headers, parse_query, single_header, ResolveQuery};
+use super::query::{fill_from_headers, parse_query, single_header, Headers, ResolveQuery};
 use super::service::{allowed, routed};
 use super::views::ProjectView;
 use super::{Body, Handler, Reply};
@@ -71,6 +72,10 @@ pub struct DataPlane {
 }
 
 impl Handler for DataPlane {
+    fn hot_routes(&self) -> Option<&dyn HotRoutes> {
+        Some(self)
+    }
+
     fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Reply {
         let path = req.uri().path();
         match (routed(req.method()), path) {
@@ -112,21 +117,42 @@ fn not_allowed(method: &Method, route: &str) -> Reply {
         .into()
 }
 
+/// Resolve and forward-auth on the HTTP/1.1 hot path: the same rules as
+/// through hyper (`resolve_query`, `authz_query`, `resolve_one`), the
+/// answer written from the writer's pre-rendered parts.
+impl HotRoutes for DataPlane {
+    fn answer(&self, request: &hot::Request<'_>, out: &mut hot::Out<'_>) -> Taken {
+        let started = Instant::now();
+        let (api, query) = match request.path {
+            "/v1/resolve" => (
+                Api::Resolve,
+                self.resolve_query(request.query, request.headers),
+            ),
+            p if p == "/v1/authz" || p.starts_with("/v1/authz/") => {
+                (Api::AuthzHttp, self.authz_query(request.headers))
+            }
+            _ => return Taken::NotHot,
+        };
+        let limit = self.pointers_limit;
+        let answered = match query {
+            Ok(query) => self.resolve_one(api, &query, started, |a| write_answer(out, &a, limit)),
+            Err(message) => Err(self.invalid(api, message, started)),
+        };
+        if let Err(err) = answered {
+            out.respond_with(&err.into_response());
+        }
+        Taken::Answered
+    }
+}
+
 impl DataPlane {
     fn resolve(&self, req: &Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
-        let mut query = match parse_query(req.uri().query().unwrap_or("")) {
-            Ok(q) => q,
+        let query = req.uri().query().unwrap_or("");
+        let query = match self.resolve_query(query, req.headers()) {
+            Ok(query) => query,
             Err(message) => return self.invalid(Api::Resolve, message, started).into_response(),
         };
-        if let Err(message) = fill_from_headers(
-            &mut query,
-            req.headers(),
-            &self.project_header,
-            &self.environment_header,
-        ) {
-            return self.invalid(Api::Resolve, message, started).into_response();
-        }
         match self.resolve_one(Api::Resolve, &query, started, |a| a.owned()) {
             Ok(answer) => answer_response(answer, self.pointers_limit),
             Err(err) => err.into_response(),
@@ -137,16 +163,9 @@ impl DataPlane {
     /// configured headers only (the query and body are the client's).
     fn authz(&self, req: &Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
-        let headers = req.headers();
-        let project = single_header(headers, &self.project_header);
-        let environment = single_header(headers, &self.environment_header);
-        let query = match (project, environment) {
-            (Ok(project), Ok(environment)) => ResolveQuery {
-                project: project.map(Cow::Borrowed),
-                environment: environment.map(Cow::Borrowed),
-                strict: false,
-            },
-            (Err(message), _) | (_, Err(message)) => {
+        let query = match self.authz_query(req.headers()) {
+            Ok(query) => query,
+            Err(message) => {
                 return self
                     .invalid(Api::AuthzHttp, message, started)
                     .into_response()
@@ -156,6 +175,35 @@ impl DataPlane {
             Ok(answer) => answer_response(answer, self.pointers_limit),
             Err(err) => err.into_response(),
         }
+    }
+
+    /// A resolve request: the query's parameters, then the configured
+    /// headers for what it left out.
+    fn resolve_query<'a, H: Headers + ?Sized>(
+        &self,
+        query: &'a str,
+        headers: &'a H,
+    ) -> Result<ResolveQuery<'a>, String> {
+        let mut query = parse_query(query)?;
+        fill_from_headers(
+            &mut query,
+            headers,
+            &self.project_header,
+            &self.environment_header,
+        )?;
+        Ok(query)
+    }
+
+    /// A forward-auth request: the configured headers only.
+    fn authz_query<'a, H: Headers + ?Sized>(
+        &self,
+        headers: &'a H,
+    ) -> Result<ResolveQuery<'a>, String> {
+        Ok(ResolveQuery {
+            project: single_header(headers, &self.project_header)?.map(Cow::Borrowed),
+            environment: single_header(headers, &self.environment_header)?.map(Cow::Borrowed),
+            strict: false,
+        })
     }
 
     /// Envoy ext_authz `Check` over gRPC.
@@ -475,6 +523,30 @@ pub fn answer_response(answer: Answer, limit: PointersLimit) -> Response<Body> {
     }
     *response.headers_mut() = headers;
     response
+}
+
+/// A 200 resolve answer on the hot path: the headers of
+/// [`answer_response`], in its order, from the same pre-rendered values.
+fn write_answer(out: &mut hot::Out<'_>, answer: &AnswerRef<'_>, limit: PointersLimit) {
+    let (pointers_name, pointers) = limit.header(answer.pointers);
+    out.respond(
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE.as_str(), JSON.as_bytes()),
+            (RESOLVED_ENVIRONMENT.as_str(), answer.environment.as_bytes()),
+            (
+                RESOLUTION_OUTCOME.as_str(),
+                answer.outcome.as_str().as_bytes(),
+            ),
+            (SNAPSHOT_REVISION.as_str(), answer.revision.as_bytes()),
+            (pointers_name.as_str(), pointers.as_bytes()),
+        ],
+        [
+            answer.prefix.as_ref(),
+            answer.outcome.fragment(),
+            answer.tail.as_ref(),
+        ],
+    );
 }
 
 /// Every answer's headers, with placeholder values: `content-type`,

@@ -9,6 +9,9 @@
 //! * [`error`]: every error answer, from one vocabulary of codes.
 //! * [`ext_authz`]: Envoy's ext_authz gRPC messages and framing.
 //! * [`headers`]: the headers every resolve answer carries.
+//! * [`hot`]: the HTTP/1.1 hot path, which answers plain resolve and
+//!   forward-auth requests without hyper's per-request machinery and
+//!   hands everything else to hyper.
 //! * [`openapi`]: each plane's OpenAPI description.
 //! * [`query`]: query strings and identity headers.
 //! * [`service`]: the [`Handler`] a plane implements, its ready or pending
@@ -24,6 +27,7 @@ pub mod data;
 pub mod error;
 pub mod ext_authz;
 pub mod headers;
+pub mod hot;
 pub mod openapi;
 mod prefixed;
 pub mod query;
@@ -38,7 +42,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use prefixed::{Prefixed, Writes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
@@ -66,6 +70,24 @@ pub struct Limits {
     /// Concurrent HTTP/2 streams per connection (a client opening more
     /// is refused the extra streams).
     pub max_streams: u32,
+    /// Who reads HTTP/1.1 requests first (`server.http1_hot_path`).
+    pub http1: Http1,
+}
+
+/// Who reads an HTTP/1.1 connection's requests first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Http1 {
+    /// The hot path ([`hot`]) answers what it can, hyper the rest.
+    HotPath,
+    /// hyper answers every request.
+    HyperOnly,
+}
+
+impl Limits {
+    /// The largest HTTP/1 request head read, and so hyper's read buffer.
+    fn max_head_bytes(&self) -> usize {
+        self.max_header_bytes.max(8192)
+    }
 }
 
 impl Default for Limits {
@@ -76,6 +98,7 @@ impl Default for Limits {
             drain_deadline: Duration::from_secs(10),
             max_connections: 1024,
             max_streams: 256,
+            http1: Http1::HotPath,
         }
     }
 }
@@ -160,6 +183,91 @@ async fn sniff<I: AsyncRead + Unpin>(io: &mut I) -> io::Result<(Protocol, Bytes)
     Ok((Protocol::Http2, Bytes::copy_from_slice(&buf)))
 }
 
+/// How a plane's connections are read: the limits, and hyper's two
+/// connection builders, made once per listener.
+struct Protocols {
+    limits: Limits,
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new(limits: Limits) -> Protocols {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_head_bytes())
+            // One flattened write per answer: fewer instructions than
+            // queueing the head and the body's parts for `writev` (see
+            // `body`, which bounds what a large body adds to the buffer).
+            .writev(false)
+            .keep_alive(true);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.max_streams)
+            .max_header_list_size(limits.max_header_bytes as u32)
+            .max_send_buf_size(64 * 1024);
+        Protocols {
+            limits,
+            http1,
+            http2,
+        }
+    }
+
+    /// Serves one accepted connection to its end: sniffed, then, for
+    /// HTTP/1.1 on a plane with hot routes, the hot path, then hyper with
+    /// whatever the hot path did not answer.
+    async fn serve<I, H>(
+        &self,
+        mut io: I,
+        service: PlaneService<H>,
+        watcher: Watcher,
+        shutdown: watch::Receiver<bool>,
+    ) where
+        I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+        H: Handler,
+    {
+        let timeout = self.limits.header_read_timeout;
+        // A client that sends nothing is cut like a slow request head.
+        let (protocol, prefix) = match tokio::time::timeout(timeout, sniff(&mut io)).await {
+            Ok(Ok(sniffed)) => sniffed,
+            _ => return,
+        };
+        let hot_routes = match (protocol, self.limits.http1) {
+            (Protocol::Http1, Http1::HotPath) => service.0.hot_routes(),
+            _ => None,
+        };
+        let (io, prefix) = match hot_routes {
+            None => (io, prefix),
+            Some(routes) => {
+                let max_head = self.limits.max_head_bytes();
+                match hot::serve(io, prefix, routes, timeout, max_head, shutdown).await {
+                    hot::Ended::Closed => return,
+                    hot::Ended::Handoff(io, rest) => (io, rest),
+                }
+            }
+        };
+        let io = TokioIo::new(Prefixed::new(prefix, io, protocol.writes()));
+        let result = match protocol {
+            Protocol::Http1 => {
+                watcher
+                    .watch(self.http1.serve_connection(io, service))
+                    .await
+            }
+            Protocol::Http2 => {
+                watcher
+                    .watch(self.http2.serve_connection(io, service))
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    }
+}
+
 /// Serves `handler` on `listener` until `shutdown` flips, then stops
 /// accepting and lets in-flight requests finish within the drain deadline.
 /// Each connection speaks HTTP/1.1, or HTTP/2 when it opens with the
@@ -180,23 +288,7 @@ pub async fn serve<L: Listener, H: Handler>(
     .into();
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let mut http1 = http1::Builder::new();
-    http1
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        // One flattened write per answer: fewer instructions than queueing
-        // the head and the body's parts for `writev` (see `body`, which
-        // bounds what a large body adds to the buffer).
-        .writev(false)
-        .keep_alive(true);
-    let mut http2 = http2::Builder::new(TokioExecutor::new());
-    http2
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.max_streams)
-        .max_header_list_size(limits.max_header_bytes as u32)
-        .max_send_buf_size(64 * 1024);
-    let (http1, http2) = (Arc::new(http1), Arc::new(http2));
+    let protocols = Arc::new(Protocols::new(limits));
     loop {
         let io = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -223,26 +315,12 @@ pub async fn serve<L: Listener, H: Handler>(
             continue;
         };
         let service = PlaneService(handler.clone());
-        let (http1, http2) = (http1.clone(), http2.clone());
+        let protocols = protocols.clone();
         let watcher = graceful.watcher();
-        let header_read_timeout = limits.header_read_timeout;
         let open = metrics.clone().map(|(m, which)| Open::new(m, which));
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let mut io = io;
-            // A client that sends nothing is cut like a slow request head.
-            let (protocol, prefix) =
-                match tokio::time::timeout(header_read_timeout, sniff(&mut io)).await {
-                    Ok(Ok(sniffed)) => sniffed,
-                    _ => return,
-                };
-            let io = TokioIo::new(Prefixed::new(prefix, io, protocol.writes()));
-            let result = match protocol {
-                Protocol::Http1 => watcher.watch(http1.serve_connection(io, service)).await,
-                Protocol::Http2 => watcher.watch(http2.serve_connection(io, service)).await,
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
+            protocols.serve(io, service, watcher, shutdown).await;
             drop(open);
             drop(permit);
         });

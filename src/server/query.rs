@@ -82,30 +82,61 @@ pub fn decode_param<'a>(key: &str, value: &'a str) -> Result<Cow<'a, str>, Strin
         .map_err(|_| format!("parameter {key:?} is not valid UTF-8 once percent-decoded"))
 }
 
+/// A request's headers, as hyper's map holds them or as the HTTP/1.1 hot
+/// path parsed them in place (`super::hot`): one rule reads both.
+pub trait Headers {
+    /// Every value of header `name`, in the order received.
+    fn values<'s>(&'s self, name: &HeaderName) -> impl Iterator<Item = &'s [u8]>;
+}
+
+impl Headers for HeaderMap {
+    fn values<'s>(&'s self, name: &HeaderName) -> impl Iterator<Item = &'s [u8]> {
+        self.get_all(name).iter().map(|v| v.as_bytes())
+    }
+}
+
+impl Headers for [httparse::Header<'_>] {
+    fn values<'s>(&'s self, name: &HeaderName) -> impl Iterator<Item = &'s [u8]> {
+        let name = name.as_str();
+        self.iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+}
+
 /// The single value of header `name`, if present. A header that arrives
 /// more than once is an error: a proxy that appends its own value to the
 /// client's cannot be told apart from the client, so no copy is trusted.
-pub fn single_header<'a>(
-    headers: &'a HeaderMap,
+pub fn single_header<'a, H: Headers + ?Sized>(
+    headers: &'a H,
     name: &HeaderName,
 ) -> Result<Option<&'a str>, String> {
-    let mut values = headers.get_all(name).iter();
+    let mut values = headers.values(name);
     let Some(value) = values.next() else {
         return Ok(None);
     };
     if values.next().is_some() {
         return Err(format!("header {name} is repeated"));
     }
-    value
-        .to_str()
+    visible_ascii(value)
         .map(Some)
-        .map_err(|_| format!("header {name} must be visible ASCII"))
+        .ok_or_else(|| format!("header {name} must be visible ASCII"))
+}
+
+/// `value` as text when it is visible ASCII or tabs, the rule of
+/// `HeaderValue::to_str`.
+fn visible_ascii(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
 }
 
 /// Fills what the query left out from the configured headers.
-pub fn fill_from_headers<'a>(
+pub fn fill_from_headers<'a, H: Headers + ?Sized>(
     query: &mut ResolveQuery<'a>,
-    headers: &'a HeaderMap,
+    headers: &'a H,
     project_header: &HeaderName,
     environment_header: &HeaderName,
 ) -> Result<(), String> {

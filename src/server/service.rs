@@ -15,11 +15,18 @@ use std::task::{Context, Poll};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
+use super::hot::HotRoutes;
 use super::Body;
 
 /// One plane's routes.
 pub trait Handler: Send + Sync + 'static {
     fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Reply;
+
+    /// The routes the HTTP/1.1 hot path answers without hyper (see
+    /// `super::hot`); none by default.
+    fn hot_routes(&self) -> Option<&dyn HotRoutes> {
+        None
+    }
 }
 
 /// A plane's routes, as `(method, OpenAPI path)`; `*` is any method.

@@ -21,12 +21,6 @@ const EXCEPTIONS: &[(&str, &str, usize, &str)] = &[
         "the ordered start of every task",
     ),
     (
-        "server/mod.rs",
-        "serve",
-        91,
-        "the accept loop with its limits and drain",
-    ),
-    (
         "redis_client/connection.rs",
         "new",
         89,

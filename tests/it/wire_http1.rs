@@ -3,8 +3,11 @@
 //! close`, a body sent where none is read, header names in any case,
 //! percent-decoding and absolute-form targets, framing that contradicts
 //! itself, a `Date` on every answer, the order of an answer's headers and
-//! the idle keep-alive timeout. Whatever answers these routes
-//! (hyper today) must keep every one of them.
+//! the idle keep-alive timeout; a connection that moves from the hot
+//! path to hyper mid-stream, and shutdown closing idle connections.
+//! These run against the default, the hot path (`server::hot`) handing
+//! over to hyper; the `http1` fuzz target holds hyper alone to the same
+//! answers byte for byte.
 
 use crate::common;
 
@@ -383,4 +386,73 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout()
     // as a slow request head is.
     assert!(wire.stays_quiet(Duration::from_millis(100)).await);
     assert!(wire.closes().await, "an idle connection was kept open");
+}
+
+#[tokio::test]
+async fn a_connection_moves_to_hyper_at_the_first_request_the_hot_path_does_not_take() {
+    let t = sidecar().await;
+    let mut wire = Wire::open(&t).await;
+    // Hot, hot, then a batch with a body (hyper's from here on), then a
+    // resolve that hyper answers on the same connection.
+    let batch = br#"{"requests":[{"project":"acme","environment":"qa"}]}"#;
+    let mut all = resolve("acme", "qa");
+    all.extend(b"HEAD /v1/authz HTTP/1.1\r\nx-project-id: acme\r\n\r\n");
+    all.extend(
+        format!(
+            "POST /v1/resolve/batch HTTP/1.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            batch.len()
+        )
+        .as_bytes(),
+    );
+    all.extend(batch);
+    all.extend(resolve("acme", "prod"));
+    all.extend(b"GET /v1/projects HTTP/1.1\r\n\r\n");
+    wire.send(&all).await;
+    let a = wire.answer(false).await;
+    assert_eq!(
+        (a.status, a.header("x-resolved-environment")),
+        (200, Some("qa"))
+    );
+    let a = wire.answer(true).await;
+    assert_eq!(
+        (a.status, a.header("x-resolved-environment")),
+        (200, Some("prod"))
+    );
+    assert!(a.body.is_empty(), "a HEAD answer has no body");
+    let a = wire.answer(false).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let results: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+    assert_eq!(results["results"][0]["environment"]["slug"], "qa");
+    let a = wire.answer(false).await;
+    assert_eq!(
+        (a.status, a.header("x-resolved-environment")),
+        (200, Some("prod"))
+    );
+    let a = wire.answer(false).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let list: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+    assert!(list["projects"].as_array().is_some_and(|p| !p.is_empty()));
+    assert!(wire.stays_quiet(Duration::from_millis(200)).await);
+}
+
+#[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections_at_once() {
+    let t = TestSidecar::with_limits(Limits {
+        drain_deadline: Duration::from_secs(30),
+        ..Limits::default()
+    })
+    .await;
+    let mut idle = Wire::open(&t).await;
+    idle.served(&resolve("acme", "qa"), false, "qa").await;
+    let started = std::time::Instant::now();
+    let TestSidecar { sidecar, .. } = t;
+    let stopping = tokio::spawn(sidecar.shutdown());
+    assert!(idle.closes().await, "an idle connection was kept open");
+    stopping.await.unwrap();
+    // Far inside the drain deadline: nothing was in flight.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }

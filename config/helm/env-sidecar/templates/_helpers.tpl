@@ -68,6 +68,7 @@ project_header = {{ $v.server.projectHeader | toJson }}
 environment_header = {{ $v.server.environmentHeader | toJson }}
 max_pointers_header_bytes = {{ $v.server.maxPointersHeaderBytes | int }}
 grpc_pointers_struct = {{ $v.server.grpcPointersStruct | toJson }}
+http1 = {{ $v.server.http1 | toJson }}
 
 [admin]
 listen = {{ printf "0.0.0.0:%d" ($v.admin.port | int) | toJson }}
