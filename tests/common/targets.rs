@@ -262,6 +262,124 @@ pub fn batch(data: &[u8]) {
     }
 }
 
+/// Raw bytes on one HTTP/1 connection to the data plane, answered with
+/// the hot path and by hyper alone: the same bytes come back (`date`
+/// aside), the connection is left in the same state (closed by the
+/// server, or open), and the same resolve requests are counted.
+pub fn http1(data: &[u8]) {
+    use env_sidecar::server::Http1;
+    let (hot, hot_counts) = converse(data, Http1::HotPath);
+    let (hyper, hyper_counts) = converse(data, Http1::HyperOnly);
+    assert_eq!(
+        String::from_utf8_lossy(&masked_dates(hot)),
+        String::from_utf8_lossy(&masked_dates(hyper)),
+        "the hot path and hyper answer {:?} differently",
+        String::from_utf8_lossy(data)
+    );
+    assert_eq!(hot_counts, hyper_counts, "the metrics differ");
+}
+
+/// Sends `data` on one in-memory connection to a data plane serving the
+/// fixture and reads until the server closes (`<closed>`) or has nothing
+/// more to say (`<open>`: the runtime's clock is paused, so a second of
+/// silence passes only once every task waits); returns that, and the
+/// resolve counters afterwards.
+fn converse(data: &[u8], http1: env_sidecar::server::Http1) -> (Vec<u8>, Vec<String>) {
+    use env_sidecar::server::data::{DataPlane, PointersLimit};
+    use env_sidecar::server::{serve, Limits};
+    use env_sidecar::telemetry::metrics::{Gauges, Listener, Metrics, PROVENANCES};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    thread_local! {
+        static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a runtime");
+    }
+    RUNTIME.with(|runtime| {
+        runtime.block_on(async {
+            let metrics = Metrics::new();
+            let plane = Arc::new(DataPlane {
+                store: served().clone(),
+                metrics: metrics.clone(),
+                project_header: HeaderName::from_static(PROJECT_HEADER),
+                environment_header: HeaderName::from_static(ENVIRONMENT_HEADER),
+                pointers_limit: PointersLimit(3072),
+            });
+            let (mut client, server) = tokio::io::duplex(1 << 20);
+            let (stop, shutdown) = tokio::sync::watch::channel(false);
+            let limits = Limits {
+                http1,
+                ..Limits::default()
+            };
+            let serving = tokio::spawn(serve(
+                OneConnection(Some(server)),
+                plane,
+                limits,
+                Some((metrics.clone(), Listener::Data)),
+                shutdown,
+            ));
+            let _ = client.write_all(data).await;
+            let mut out = Vec::new();
+            let mut chunk = [0u8; 8192];
+            loop {
+                let read = client.read(&mut chunk);
+                match tokio::time::timeout(Duration::from_secs(1), read).await {
+                    Ok(Ok(0) | Err(_)) => break out.extend_from_slice(b"<closed>"),
+                    Ok(Ok(n)) => out.extend_from_slice(&chunk[..n]),
+                    Err(_) => break out.extend_from_slice(b"<open>"),
+                }
+            }
+            drop(client);
+            let _ = stop.send(true);
+            serving.await.expect("the server stops");
+            let gauges = Gauges {
+                revision: 0.0,
+                age_seconds: 0.0,
+                projects: 0,
+                environments: 0,
+                provenance: PROVENANCES[0],
+            };
+            let mut counts: Vec<String> = metrics
+                .render(gauges)
+                .lines()
+                .filter(|l| l.starts_with("env_sidecar_resolve_requests_total"))
+                .filter(|l| !l.ends_with(" 0"))
+                .map(str::to_owned)
+                .collect();
+            counts.sort();
+            (out, counts)
+        })
+    })
+}
+
+/// A listener that yields one connection, then none.
+struct OneConnection(Option<tokio::io::DuplexStream>);
+
+impl env_sidecar::server::Listener for OneConnection {
+    type Io = tokio::io::DuplexStream;
+    async fn accept(&mut self) -> std::io::Result<Self::Io> {
+        match self.0.take() {
+            Some(io) => Ok(io),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// `bytes` with every `date` header's value blanked.
+fn masked_dates(mut bytes: Vec<u8>) -> Vec<u8> {
+    const DATE: &[u8] = b"\r\ndate: ";
+    let mut at = 0;
+    while let Some(i) = bytes[at..].windows(DATE.len()).position(|w| w == DATE) {
+        let start = at + i + DATE.len();
+        let end = (start + 29).min(bytes.len());
+        bytes[start..end].fill(b'#');
+        at = end;
+    }
+    bytes
+}
+
 const PROJECT_HEADER: &str = "x-project-id";
 const ENVIRONMENT_HEADER: &str = "x-environment";
 

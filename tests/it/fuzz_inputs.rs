@@ -259,6 +259,87 @@ fn document() -> impl Strategy<Value = Value> {
 }
 
 /// Byte-level damage to a serialised document: truncation or one flipped byte.
+/// One HTTP/1 request, mostly well formed, from the parts where the hot
+/// path and hyper could part ways: methods, target forms, versions,
+/// framing, connection and identity headers, bodies.
+fn http1_request() -> impl Strategy<Value = Vec<u8>> {
+    let method = prop_oneof![
+        6 => pick(&["GET", "HEAD"]),
+        1 => pick(&["POST", "get", "OPTIONS", "CONNECT"]),
+    ];
+    let target = pick(&[
+        "/v1/resolve?project=acme",
+        "/v1/resolve?project=acme&environment=qa",
+        "/v1/resolve?project=acme&environment=nope&strict=true",
+        "/v1/resolve?project=ac%6De&environment=%FF",
+        "/v1/resolve?project=acme&project=x",
+        "/v1/resolve",
+        "/v1/resolve?",
+        "/v1/resolve?project=acme#frag",
+        "/v1/resolve?project={acme}",
+        "/v1/authz",
+        "/v1/authz/any/path?q=1",
+        "/v1/authzx",
+        "http://sidecar/v1/resolve?project=acme",
+        "/v1/projects",
+        "/v1/resolve/batch",
+        "/nope",
+        "*",
+    ]);
+    let version = prop_oneof![
+        6 => pick(&["HTTP/1.1", "HTTP/1.0"]),
+        1 => pick(&["HTTP/2.0", "HTTP/1.2", "http/1.1"]),
+    ];
+    let header = pick(&[
+        "x-project-id: acme",
+        "X-Project-Id:   globex  ",
+        "x-project-id: bad id",
+        "x-project-id: caf\u{e9}",
+        "x-environment: qa",
+        "X-ENVIRONMENT: staging",
+        "x-environment:",
+        "Host: sidecar",
+        "Connection: close",
+        "connection: Keep-Alive",
+        "Connection: keep-alive, Upgrade",
+        "Connection: close, keep-alive",
+        "Content-Length: 0",
+        "Content-Length: 5",
+        "Content-Length: 5\r\nContent-Length: 6",
+        "Transfer-Encoding: chunked",
+        "Transfer-Encoding: gzip",
+        "Expect: 100-continue",
+        "Upgrade: h2c",
+        "X-Odd : value",
+        " folded",
+        "x-empty:",
+    ]);
+    let body = pick(&[
+        "",
+        "hello",
+        "0\r\n\r\n",
+        "5\r\nhello\r\n0\r\n\r\n",
+        "GET /v1/resolve HTTP/1.1\r\n\r\n",
+    ]);
+    (
+        method,
+        target,
+        version,
+        prop::collection::vec(header, 0..5),
+        body,
+    )
+        .prop_map(|(method, target, version, headers, body)| {
+            let mut request = format!("{method} {target} {version}\r\n");
+            for header in headers {
+                request.push_str(header);
+                request.push_str("\r\n");
+            }
+            request.push_str("\r\n");
+            request.push_str(body);
+            request.into_bytes()
+        })
+}
+
 fn damaged(doc: Value, cut: usize, flip: Option<(usize, u8)>) -> Vec<u8> {
     let mut bytes = doc.to_string().into_bytes();
     if let Some((at, byte)) = flip {
@@ -309,6 +390,23 @@ proptest! {
             _ => input.extend(damaged(body, cut.unwrap_or(0), flip)),
         }
         targets::cache_file(&input);
+    }
+
+    #[test]
+    fn the_hot_path_answers_every_conversation_as_hyper_does(
+        requests in prop::collection::vec(http1_request(), 1..4),
+        cut in prop::option::weighted(0.2, any::<usize>()),
+        flip in prop::option::weighted(0.2, (any::<usize>(), any::<u8>())),
+    ) {
+        let mut input: Vec<u8> = requests.concat();
+        if let Some((at, byte)) = flip {
+            let at = at % input.len();
+            input[at] = byte;
+        }
+        if let Some(cut) = cut {
+            input.truncate(cut % (input.len() + 1));
+        }
+        targets::http1(&input);
     }
 
     #[test]
@@ -537,6 +635,7 @@ fn saved_fuzzer_inputs_still_pass() {
         ("cache_file", targets::cache_file),
         ("check", targets::check),
         ("envelope", targets::envelope),
+        ("http1", targets::http1),
     ] {
         let Ok(entries) = std::fs::read_dir(root.join(target)) else {
             continue;
