@@ -269,7 +269,8 @@ pub async fn serve<I: AsyncRead + AsyncWrite + Unpin>(
                         .reset(Instant::now() + header_read_timeout);
                 }
                 Step::Partial if buf.len() < max_head_bytes => {
-                    partial_len = Some(buf.len());
+                    // Nothing read yet is no partial head (as in hyper).
+                    partial_len = Some(buf.len()).filter(|&len| len > 0);
                     break;
                 }
                 Step::Partial | Step::Handoff => return handoff(io, buf, &out).await,
@@ -386,22 +387,21 @@ impl<'a> Head<'a> {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let mut connection = None;
         for header in parsed.headers.iter() {
-            let name = header.name;
-            let refused = ["content-length", "transfer-encoding", "expect", "upgrade"];
-            if refused.iter().any(|r| name.eq_ignore_ascii_case(r)) {
-                return None;
-            }
-            if name.eq_ignore_ascii_case("connection") {
-                let value = header.value;
-                let wants = if value.eq_ignore_ascii_case(b"close") {
-                    Connection::Close
-                } else if value.eq_ignore_ascii_case(b"keep-alive") {
-                    Connection::KeepAlive
-                } else {
-                    return None;
-                };
-                if connection.replace(wants).is_some() {
-                    return None;
+            match Framing::of(header.name) {
+                Framing::Other => {}
+                Framing::Refused => return None,
+                Framing::Connection => {
+                    let value = header.value;
+                    let wants = if value.eq_ignore_ascii_case(b"close") {
+                        Connection::Close
+                    } else if value.eq_ignore_ascii_case(b"keep-alive") {
+                        Connection::KeepAlive
+                    } else {
+                        return None;
+                    };
+                    if connection.replace(wants).is_some() {
+                        return None;
+                    }
                 }
             }
         }
@@ -429,6 +429,31 @@ impl<'a> Head<'a> {
     }
 }
 
+/// What a request header means to the hot path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// `Content-Length`, `Transfer-Encoding`, `Expect`, `Upgrade`: hyper's.
+    Refused,
+    Connection,
+    /// Anything else: the plane's to read.
+    Other,
+}
+
+impl Framing {
+    fn of(name: &str) -> Framing {
+        // By length first: most headers are ruled out by one comparison.
+        let is = |known: &str| name.eq_ignore_ascii_case(known);
+        match name.len() {
+            6 if is("expect") => Framing::Refused,
+            7 if is("upgrade") => Framing::Refused,
+            10 if is("connection") => Framing::Connection,
+            14 if is("content-length") => Framing::Refused,
+            17 if is("transfer-encoding") => Framing::Refused,
+            _ => Framing::Other,
+        }
+    }
+}
+
 /// A request's `Connection` header, when it is one the hot path reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Connection {
@@ -440,8 +465,25 @@ enum Connection {
 /// characters, `%`, `/`, `?`, `:`, `@`. Anything else (a fragment, a
 /// quote, a brace) goes to hyper, whose URI parser has the last word.
 fn plain_uri_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%/?:@".contains(&b)
+    PLAIN_URI[usize::from(b)]
 }
+
+/// [`plain_uri_byte`] as a table: one load per byte of every target.
+static PLAIN_URI: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let punctuation = b"-._~!$&'()*+,;=%/?:@";
+    let mut i = 0;
+    while i < punctuation.len() {
+        table[punctuation[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {
@@ -454,6 +496,37 @@ mod tests {
             write_decimal(&mut buf, n);
             assert_eq!(buf, n.to_string().as_bytes());
         }
+    }
+
+    #[test]
+    fn plain_uri_bytes_are_alphanumerics_and_listed_punctuation() {
+        for b in 0..=255u8 {
+            let plain = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%/?:@".contains(&b);
+            assert_eq!(plain_uri_byte(b), plain, "{b:#x}");
+        }
+    }
+
+    #[test]
+    fn header_names_are_classified_in_any_case() {
+        assert_eq!(Framing::of("Content-Length"), Framing::Refused);
+        assert_eq!(Framing::of("TRANSFER-ENCODING"), Framing::Refused);
+        assert_eq!(Framing::of("expect"), Framing::Refused);
+        assert_eq!(Framing::of("Upgrade"), Framing::Refused);
+        assert_eq!(Framing::of("Connection"), Framing::Connection);
+        for other in ["content-type", "x-project-id", "expects", "host", ""] {
+            assert_eq!(Framing::of(other), Framing::Other, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_partial_head_is_read_again_only_once_its_end_may_have_come() {
+        assert!(!head_may_be_complete(b"GET / HTTP/1.1\r\nhost: x\r\n", 10));
+        assert!(head_may_be_complete(
+            b"GET / HTTP/1.1\r\nhost: x\r\n\r\n",
+            26
+        ));
+        assert!(head_may_be_complete(b"GET / HTTP/1.1\n\n", 15));
+        assert!(!head_may_be_complete(b"GET / HTTP/1.1\r\n\r\n", 19));
     }
 
     #[test]
