@@ -14,6 +14,9 @@
 //! cores more than it measures either server (docs/performance.md, "Where the tail
 //! comes from").
 //!
+//! The sidecar runs twice: as configured by default (HTTP/1.1 requests
+//! read by its hot path) and with `server.http1 = "hyper_only"`.
+//!
 //! Run: `cargo bench --bench http_load` (`-- --quick` for a short run);
 //! `ENV_SIDECAR_BENCH_BASELINE=path` adds another build's resolve and
 //! forward-auth rows to the same rounds (a before/after in one run).
@@ -97,6 +100,21 @@ fn main() {
             &authz_script,
         ),
     ];
+    // One project over and over: the same code with every answer in the
+    // cache, beside the floor's one fixed body (what random projects
+    // cost in memory traffic).
+    let one_project = dir.path().join("one-project.lua");
+    std::fs::write(
+        &one_project,
+        "request = function()\n  return wrk.format(\"GET\", \"/v1/resolve?project=proj-000042&environment=staging\")\nend\n",
+    )
+    .unwrap();
+    targets.push(Target::alias(
+        "sidecar /v1/resolve, one project",
+        format!("http://{sidecar_addr}"),
+        Some(sidecar_pid),
+        &one_project,
+    ));
     // Another build (today's, say) in the same rounds: a before/after.
     let mut baseline = None;
     if let Some(binary) = support::baseline() {
@@ -121,6 +139,33 @@ fn main() {
             &authz_script,
         ));
     }
+    // The same build with hyper reading every request: what the HTTP/1.1
+    // hot path saves, in the same rounds.
+    let hyper_only_addr = support::shared::free_addr();
+    let hyper_only = start_sidecar_from(
+        &support::shared::binary(),
+        dir.path(),
+        hyper_only_addr,
+        None,
+        "http1 = \"hyper_only\"\n",
+    );
+    support::wait_ok(
+        hyper_only_addr,
+        "/v1/resolve?project=proj-000001",
+        Duration::from_secs(60),
+    );
+    let hyper_only_pid = hyper_only.id();
+    targets.push(Target::new(
+        "sidecar /v1/resolve, hyper only",
+        format!("http://{hyper_only_addr}"),
+        Some(hyper_only),
+    ));
+    targets.push(Target::alias(
+        "sidecar /v1/authz, hyper only",
+        format!("http://{hyper_only_addr}"),
+        Some(hyper_only_pid),
+        &authz_script,
+    ));
     if let Some(nginx) = &nginx {
         for answer in [NginxAnswer::Return(&body), NginxAnswer::StaticFile] {
             let addr = support::shared::free_addr();

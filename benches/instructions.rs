@@ -10,9 +10,12 @@
 //! counted the same way over HTTP/2 (4 connections × 8 streams, one
 //! project) for a resolve and for an Envoy ext_authz gRPC `Check` of that
 //! project, the pair behind the goal "CPU per `Check` ≤ 1.10 × CPU per
-//! resolve". Last, the functions that cost the most (self cost, generic
-//! parameters folded) in the sidecar's and the floor's HTTP/1.1 dumps,
-//! and in the sidecar's `Check` dump.
+//! resolve", and over HTTP/1.1 for a forward-auth `GET /v1/authz` of
+//! that project. A second sidecar with `server.http1 = "hyper_only"` is
+//! counted like the first for HTTP/1.1 resolves: what the hot path saves.
+//! Last, the functions that cost the most (self cost, generic parameters
+//! folded) in the sidecar's, the hyper-only sidecar's and the floor's
+//! HTTP/1.1 dumps, and in the sidecar's `Check` dump.
 //!
 //! Run: `cargo bench --bench instructions`. Needs `valgrind` and `h2load`
 //! (Debian `valgrind`, `nghttp2-client`); it installs nothing and says
@@ -73,6 +76,7 @@ fn main() {
         "http://{addr}{}",
         env_sidecar::server::ext_authz::CHECK_PATH
     );
+    let authz = format!("http://{addr}/v1/authz");
     let check_path = check.to_str().unwrap();
     let check_load = |url: &str| -> Vec<String> {
         [
@@ -101,9 +105,39 @@ fn main() {
             &["--h1", "-c", "8", "-B", &base, "-i", urls.to_str().unwrap()],
             &["-c", "4", "-m", "8", &h2_resolve],
             &checks,
+            &[
+                "--h1",
+                "-c",
+                "8",
+                "-H",
+                "x-project-id: proj-000042",
+                "-H",
+                "x-environment: staging",
+                &authz,
+            ],
         ],
     );
-    let (sidecar_per_request, h2_per_resolve, per_check) = (counts[0], counts[1], counts[2]);
+    let (sidecar_per_request, h2_per_resolve, per_check, per_authz) =
+        (counts[0], counts[1], counts[2], counts[3]);
+
+    // The same build with hyper reading every request: what the HTTP/1.1
+    // hot path saves.
+    let (addr, hyper_only) = start_sidecar(dir.path(), "hyper-only", "http1 = \"hyper_only\"\n");
+    let hyper_only_base = format!("http://{addr}");
+    let hyper_only_per_request = measure(
+        dir.path(),
+        "hyper-only",
+        hyper_only,
+        &[&[
+            "--h1",
+            "-c",
+            "8",
+            "-B",
+            &hyper_only_base,
+            "-i",
+            urls.to_str().unwrap(),
+        ]],
+    )[0];
 
     // The same Check against a sidecar whose writer renders the struct.
     let (addr, prerendered) = start_sidecar(
@@ -155,6 +189,14 @@ fn main() {
         "| sidecar /v1/resolve | {sidecar_per_request:.0} | {:.2} |",
         sidecar_per_request / floor_per_request
     );
+    println!(
+        "| sidecar /v1/resolve, `server.http1 = \"hyper_only\"` | {hyper_only_per_request:.0} | {:.2} |",
+        hyper_only_per_request / floor_per_request
+    );
+    println!(
+        "| sidecar /v1/authz, one project (headers) | {per_authz:.0} | {:.2} |",
+        per_authz / floor_per_request
+    );
     println!("| floor (hyper) | {floor_per_request:.0} | 1.00 |");
     println!();
     println!("HTTP/2, 4 connections x 8 streams, one project ({REQUESTS} requests each)");
@@ -171,6 +213,7 @@ fn main() {
     );
     for (name, dump, what) in [
         ("sidecar", 1, "HTTP/1.1 resolve"),
+        ("hyper-only", 1, "HTTP/1.1 resolve, hyper only"),
         ("floor", 1, "HTTP/1.1 resolve"),
         ("sidecar", 3, "gRPC Check"),
         ("prerendered", 1, "gRPC Check, prerendered struct"),
