@@ -68,7 +68,7 @@ impl Body {
     /// The data as its parts, in order; `None` for a body that ends in
     /// trailers (the HTTP/1.1 hot path writes only whole, trailer-less
     /// answers).
-    pub fn parts(&self) -> Option<impl Iterator<Item = &[u8]>> {
+    pub fn parts(&self) -> Option<impl Iterator<Item = &[u8]> + Clone> {
         let parts = self.data.as_ref().map_or(&[][..], |d| &d.parts[d.at..]);
         self.trailers
             .is_none()

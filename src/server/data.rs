@@ -80,8 +80,7 @@ impl Handler for DataPlane {
         let path = req.uri().path();
         match (routed(req.method()), path) {
             (&Method::GET, "/v1/resolve") => self.resolve(&req).into(),
-            (_, "/v1/authz") => self.authz(&req).into(),
-            (_, p) if p.starts_with("/v1/authz/") => self.authz(&req).into(),
+            (_, p) if is_authz(p) => self.authz(&req).into(),
             (&Method::POST, ext_authz::CHECK_PATH) => {
                 let this = self.clone();
                 Reply::later(async move { this.check(req).await })
@@ -111,6 +110,12 @@ impl Handler for DataPlane {
     }
 }
 
+/// `/v1/authz` and everything under it: forward-auth, any method.
+fn is_authz(path: &str) -> bool {
+    path.strip_prefix("/v1/authz")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 fn not_allowed(method: &Method, route: &str) -> Reply {
     ApiError::method_not_allowed(method, route, allowed(ROUTES, route))
         .into_response()
@@ -128,9 +133,7 @@ impl HotRoutes for DataPlane {
                 Api::Resolve,
                 self.resolve_query(request.query, request.headers),
             ),
-            p if p == "/v1/authz" || p.starts_with("/v1/authz/") => {
-                (Api::AuthzHttp, self.authz_query(request.headers))
-            }
+            p if is_authz(p) => (Api::AuthzHttp, self.authz_query(request.headers)),
             _ => return Taken::NotHot,
         };
         let limit = self.pointers_limit;
