@@ -118,54 +118,26 @@ fn main() {
     // Another build (today's, say) in the same rounds: a before/after.
     let mut baseline = None;
     if let Some(binary) = support::baseline() {
-        let addr = support::shared::free_addr();
-        let child = start_sidecar_from(&binary, dir.path(), addr, None, "");
-        support::wait_ok(
-            addr,
-            "/v1/resolve?project=proj-000001",
-            Duration::from_secs(60),
-        );
-        let pid = child.id();
-        baseline = Some((addr, pid));
-        targets.push(Target::new(
-            "baseline /v1/resolve",
-            format!("http://{addr}"),
-            Some(child),
-        ));
-        targets.push(Target::alias(
-            "baseline /v1/authz",
-            format!("http://{addr}"),
-            Some(pid),
+        let (addr, pid, rows) = resolve_and_authz(
+            |route| format!("baseline {route}"),
+            &binary,
+            dir.path(),
+            "",
             &authz_script,
-        ));
+        );
+        baseline = Some((addr, pid));
+        targets.extend(rows);
     }
     // The same build with hyper reading every request: what the HTTP/1.1
     // hot path saves, in the same rounds.
-    let hyper_only_addr = support::shared::free_addr();
-    let hyper_only = start_sidecar_from(
+    let (.., rows) = resolve_and_authz(
+        |route| format!("sidecar {route}, hyper only"),
         &support::shared::binary(),
         dir.path(),
-        hyper_only_addr,
-        None,
         "http1 = \"hyper_only\"\n",
-    );
-    support::wait_ok(
-        hyper_only_addr,
-        "/v1/resolve?project=proj-000001",
-        Duration::from_secs(60),
-    );
-    let hyper_only_pid = hyper_only.id();
-    targets.push(Target::new(
-        "sidecar /v1/resolve, hyper only",
-        format!("http://{hyper_only_addr}"),
-        Some(hyper_only),
-    ));
-    targets.push(Target::alias(
-        "sidecar /v1/authz, hyper only",
-        format!("http://{hyper_only_addr}"),
-        Some(hyper_only_pid),
         &authz_script,
-    ));
+    );
+    targets.extend(rows);
     if let Some(nginx) = &nginx {
         for answer in [NginxAnswer::Return(&body), NginxAnswer::StaticFile] {
             let addr = support::shared::free_addr();
@@ -451,6 +423,33 @@ fn protocols(
             &results,
         );
     }
+}
+
+/// A sidecar of the build at `binary` with `server` lines, started and
+/// ready, as two rows named by `name` from the route: resolve (charged
+/// the process) and forward-auth (`authz_script` against the same
+/// process).
+fn resolve_and_authz(
+    name: impl Fn(&str) -> String,
+    binary: &Path,
+    dir: &Path,
+    server: &str,
+    authz_script: &Path,
+) -> (SocketAddr, u32, [Target; 2]) {
+    let addr = support::shared::free_addr();
+    let child = start_sidecar_from(binary, dir, addr, None, server);
+    support::wait_ok(
+        addr,
+        "/v1/resolve?project=proj-000001",
+        Duration::from_secs(60),
+    );
+    let pid = child.id();
+    let url = format!("http://{addr}");
+    let rows = [
+        Target::new(&name("/v1/resolve"), url.clone(), Some(child)),
+        Target::alias(&name("/v1/authz"), url, Some(pid), authz_script),
+    ];
+    (addr, pid, rows)
 }
 
 fn start_sidecar(dir: &Path, addr: SocketAddr, control_plane: Option<&str>) -> Child {

@@ -96,13 +96,13 @@ fn main() {
         .to_vec()
     };
     let checks = check_load(&h2_check);
-    let checks: Vec<&str> = checks.iter().map(String::as_str).collect();
+    let checks = as_args(&checks);
     let counts = measure(
         dir.path(),
         "sidecar",
         sidecar,
         &[
-            &["--h1", "-c", "8", "-B", &base, "-i", urls.to_str().unwrap()],
+            &as_args(&random_resolves(&base, &urls)),
             &["-c", "4", "-m", "8", &h2_resolve],
             &checks,
             &[
@@ -123,20 +123,12 @@ fn main() {
     // The same build with hyper reading every request: what the HTTP/1.1
     // hot path saves.
     let (addr, hyper_only) = start_sidecar(dir.path(), "hyper-only", "http1 = \"hyper_only\"\n");
-    let hyper_only_base = format!("http://{addr}");
+    let hyper_only_load = random_resolves(&format!("http://{addr}"), &urls);
     let hyper_only_per_request = measure(
         dir.path(),
         "hyper-only",
         hyper_only,
-        &[&[
-            "--h1",
-            "-c",
-            "8",
-            "-B",
-            &hyper_only_base,
-            "-i",
-            urls.to_str().unwrap(),
-        ]],
+        &[&as_args(&hyper_only_load)],
     )[0];
 
     // The same Check against a sidecar whose writer renders the struct.
@@ -149,7 +141,7 @@ fn main() {
         "http://{addr}{}",
         env_sidecar::server::ext_authz::CHECK_PATH
     ));
-    let checks: Vec<&str> = checks.iter().map(String::as_str).collect();
+    let checks = as_args(&checks);
     let per_prerendered_check = measure(dir.path(), "prerendered", prerendered, &[&checks])[0];
 
     let body_path = dir.path().join("floor-body.json");
@@ -164,21 +156,8 @@ fn main() {
             .arg(&body_path),
     );
     support::wait_ok(floor_addr, "/", Duration::from_secs(60));
-    let floor_base = format!("http://{floor_addr}");
-    let floor_per_request = measure(
-        dir.path(),
-        "floor",
-        floor,
-        &[&[
-            "--h1",
-            "-c",
-            "8",
-            "-B",
-            &floor_base,
-            "-i",
-            urls.to_str().unwrap(),
-        ]],
-    )[0];
+    let floor_load = random_resolves(&format!("http://{floor_addr}"), &urls);
+    let floor_per_request = measure(dir.path(), "floor", floor, &[&as_args(&floor_load)])[0];
 
     println!(
         "user-space instructions per keep-alive resolve ({REQUESTS} requests, h2load --h1 -c 8, {PROJECTS} projects)"
@@ -232,6 +211,18 @@ fn main() {
             );
         }
     }
+}
+
+/// h2load's arguments for the HTTP/1.1 resolves every server is counted
+/// on: 8 keep-alive connections to `base`, the URIs of `urls` in turn.
+fn random_resolves(base: &str, urls: &Path) -> Vec<String> {
+    ["--h1", "-c", "8", "-B", base, "-i", urls.to_str().unwrap()]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+fn as_args(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 /// The `n` functions with the largest self cost in a callgrind dump, and
