@@ -8,6 +8,8 @@
 //!   compact pointer maps.
 //! * [`validate`]: every data-model rule; the only way to a `ValidProject`.
 //! * [`rejection`]: why a document is rejected (the reason vocabulary).
+//! * [`raw`]: the digest of an element's bytes as filed (reloads skip
+//!   what is served unread).
 //! * [`envelope`]: signed envelopes (DSSE) read and written.
 //! * [`keys`]: Ed25519 key files; signing.
 //! * [`trust`]: which keys are believed, and the one check of a seal.
@@ -23,6 +25,7 @@ pub mod envelope;
 pub mod floor;
 pub mod keys;
 pub mod origin;
+pub mod raw;
 pub mod rejection;
 pub mod timestamp;
 pub mod trust;

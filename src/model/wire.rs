@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 
 use super::cursor::Cursor;
 use super::envelope::{self, Seal, Stamps, PROJECT_TYPE, TOMBSTONE_TYPE};
+use super::raw::RawDigest;
 
 /// The three pointer maps an environment carries. Sorted by key, so every
 /// rendering of a project is deterministic.
@@ -325,6 +326,10 @@ pub struct Incoming {
     /// an unverified reading, for messages only).
     pub revision: Option<u64>,
     pub content: Content,
+    /// The digest of the element's bytes as its source filed them (a
+    /// Redis value), when it came from one: kept by the project it
+    /// becomes, so a later full load can skip the same bytes unread.
+    pub raw: Option<RawDigest>,
 }
 
 /// What a project element is: a plain document, or a signed envelope not
@@ -345,6 +350,11 @@ pub enum Content {
     /// Larger than the source's `max_document_bytes` (its size in bytes):
     /// refused without being read.
     TooLarge(usize),
+    /// Byte for byte the element the served project was accepted from
+    /// (its [`RawDigest`] when the fetch looked): not read again. The
+    /// writer counts it unchanged, or, when what is served changed since
+    /// the fetch looked, has it fetched again.
+    AsServed(RawDigest),
 }
 
 /// A sealed element with its payload read: a document or a signed
@@ -390,6 +400,7 @@ impl Incoming {
             id: doc.id.clone(),
             revision: Some(doc.revision),
             content: Content::Document(Box::new(doc)),
+            raw: None,
         }
     }
 
@@ -403,6 +414,7 @@ impl Incoming {
             id: id.into(),
             revision,
             content: Content::Unreadable(message.into()),
+            raw: None,
         }
     }
 
@@ -425,6 +437,7 @@ impl Incoming {
             id: id.to_owned(),
             revision: Some(revision),
             content: Content::Unreadable(why),
+            raw: None,
         }
     }
 
@@ -433,6 +446,7 @@ impl Incoming {
             id: id.into(),
             revision: None,
             content: Content::TooLarge(bytes),
+            raw: None,
         }
     }
 
@@ -443,6 +457,7 @@ impl Incoming {
             id: id.into(),
             revision,
             content: Content::Sealed(Box::new(seal)),
+            raw: None,
         }
     }
 
@@ -669,6 +684,30 @@ impl BodyReader {
     /// whatever it says (a payload naming another id is refused when the
     /// envelope is opened; a plain one at once).
     pub fn filed(&self, id: &str, json: &str) -> Incoming {
+        self.filed_unless(id, json, None)
+    }
+
+    /// [`filed`](Self::filed), unless the element is byte for byte the
+    /// one whose digest is `served` (what the project served under `id`
+    /// was accepted from): then [`Content::AsServed`], not read. Either
+    /// way the element carries its digest.
+    pub fn filed_unless(&self, id: &str, json: &str, served: Option<RawDigest>) -> Incoming {
+        let digest = RawDigest::of(json.as_bytes());
+        if served == Some(digest) {
+            return Incoming {
+                id: id.to_owned(),
+                revision: None,
+                content: Content::AsServed(digest),
+                raw: Some(digest),
+            };
+        }
+        Incoming {
+            raw: Some(digest),
+            ..self.read_filed(id, json)
+        }
+    }
+
+    fn read_filed(&self, id: &str, json: &str) -> Incoming {
         if json.len() > self.max_document_bytes {
             return Incoming::too_large(id, json.len());
         }

@@ -589,7 +589,7 @@ struct Truth {
 
 impl Truth {
     async fn read(con: &mut Conn, keys: &RedisKeys, trust: &Trust) -> redis::RedisResult<Truth> {
-        let held = redis_source::read_projects(con, keys, BodyReader::default()).await?;
+        let held = redis_source::read_projects(con, keys, BodyReader::default(), &|_| None).await?;
         let store = published(held, &[], trust);
         // What the hash holds that did not verify: the stream's newest
         // verifiable entry of that project stands in for it.
@@ -700,7 +700,7 @@ fn signed(doc: Incoming, key: &SigningKey, now: SystemTime) -> Incoming {
             })) => key.seal_tombstone(&id, revision, now),
             _ => return doc,
         },
-        Content::Unreadable(_) | Content::TooLarge(_) => return doc,
+        Content::Unreadable(_) | Content::TooLarge(_) | Content::AsServed(_) => return doc,
     };
     parse_element(&text).unwrap_or(doc)
 }
@@ -711,7 +711,7 @@ fn element_text(doc: &Incoming) -> String {
     match &doc.content {
         Content::Sealed(seal) => seal.envelope.to_string(),
         Content::Document(d) => serde_json::to_string(d).unwrap_or_default(),
-        Content::Unreadable(_) | Content::TooLarge(_) => String::new(),
+        Content::Unreadable(_) | Content::TooLarge(_) | Content::AsServed(_) => String::new(),
     }
 }
 

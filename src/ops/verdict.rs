@@ -114,7 +114,9 @@ pub fn judge_against(
                 previous.as_ref().map(|p| p.revision()).or(floor_revision).unwrap_or(0)
             ),
         },
-        Judged::Unchanged => Verdict::Unchanged,
+        // A publisher reads every document (`BodyReader::filed`): none
+        // is skipped as served, so none is left to fetch again.
+        Judged::Unchanged | Judged::Reread => Verdict::Unchanged,
     };
     (id, revision, verdict)
 }

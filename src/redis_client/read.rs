@@ -9,6 +9,7 @@ use redis::Value;
 use super::layout::RedisKeys;
 use crate::model::cursor::Cursor;
 pub use crate::model::cursor::StreamId;
+use crate::model::raw::RawDigest;
 use crate::model::wire::{BodyReader, ChangesBody, Incoming};
 
 // The scripts below are how a value's size is checked before the value
@@ -74,13 +75,21 @@ fn bounded(value: Value) -> Option<Bounded> {
     }
 }
 
+/// What a full read skips unread: the digest of the bytes the project
+/// served under an id was accepted from ([`BodyReader::filed_unless`]).
+pub type Served<'a> = &'a (dyn Fn(&str) -> Option<RawDigest> + Sync);
+
 /// Every project in the hash, read in `HSCAN` chunks, each value checked
 /// against `reader`'s limit before it is fetched: one over it is never
-/// transferred, and is refused as `too_large`. Sorted by id.
+/// transferred, and is refused as `too_large`; one byte for byte as
+/// `served` is not read ([`Content::AsServed`]). Sorted by id.
+///
+/// [`Content::AsServed`]: crate::model::wire::Content::AsServed
 pub async fn read_projects(
     con: &mut (impl ConnectionLike + Send),
     keys: &RedisKeys,
     reader: BodyReader,
+    served: Served<'_>,
 ) -> redis::RedisResult<Vec<Incoming>> {
     let mut out = Vec::new();
     // Values read, parsed a batch at a time (on every core when the
@@ -90,7 +99,7 @@ pub async fn read_projects(
         out.extend(crate::parallel::map(
             batch,
             reader.parallel,
-            |(id, json)| reader.filed(&id, &json),
+            |(id, json)| reader.filed_unless(&id, &json, served(&id)),
         ));
     };
     let mut cursor = "0".to_owned();

@@ -106,6 +106,10 @@ pub struct ApplyReport {
     pub rejected: Vec<Rejection>,
     /// Elements that could not be attributed to any project, and why.
     pub unattributed: Vec<String>,
+    /// Projects whose element was skipped as byte for byte what was
+    /// served ([`Content::AsServed`]), while what is served changed
+    /// before the writer got to it: for the source to fetch again.
+    pub reread: Vec<String>,
     /// `published_at` of every accepted document that carried one.
     pub published: Vec<SystemTime>,
     /// Accepted projects with scheduled changes still to come, and when
@@ -116,6 +120,22 @@ pub struct ApplyReport {
 }
 
 impl ApplyReport {
+    /// Adds what a later update of the same fetch changed (a project
+    /// fetched again); the cursor stays this report's.
+    pub fn absorb(&mut self, other: ApplyReport) {
+        self.added += other.added;
+        self.updated += other.updated;
+        self.removed += other.removed;
+        self.unchanged += other.unchanged;
+        self.stale += other.stale;
+        self.resealed += other.resealed;
+        self.rejected.extend(other.rejected);
+        self.unattributed.extend(other.unattributed);
+        self.reread.extend(other.reread);
+        self.published.extend(other.published);
+        self.scheduled.extend(other.scheduled);
+    }
+
     /// Projects added, updated or removed.
     pub fn changed(&self) -> usize {
         self.added + self.updated + self.removed
@@ -476,12 +496,10 @@ impl StoreWriter {
                 return DueOutcome::default();
             }
         };
-        let next = Arc::new(Project::with_applied(
-            &valid,
-            current.accepted_at(),
-            due,
-            self.structs,
-        ));
+        let mut next = Project::with_applied(&valid, current.accepted_at(), due, self.structs);
+        // The same bytes from the source: a later full load skips them.
+        next.set_raw(current.raw());
+        let next = Arc::new(next);
         let outcome = DueOutcome {
             applied: due - current.applied(),
             next_due: next.next_due(),
@@ -544,6 +562,7 @@ impl StoreWriter {
                 );
             }
             Judged::Unchanged => batch.report.unchanged += 1,
+            Judged::Reread => batch.report.reread.push(id),
             Judged::Rejected {
                 revision,
                 error,
@@ -867,6 +886,10 @@ pub enum Judged<T = ValidProject> {
     /// A believed signed tombstone: the project goes, and no revision up
     /// to this one may bring it back.
     Removal { revision: u64 },
+    /// Skipped unread as byte for byte what was served when it was
+    /// fetched ([`Content::AsServed`]), but what is served changed since:
+    /// nothing to judge until it is fetched again.
+    Reread,
 }
 
 /// Judges `incoming` against `previous` and `floor` (see
@@ -882,6 +905,7 @@ pub fn prepare(
     now: SystemTime,
     structs: PointersStructs,
 ) -> Judged<Project> {
+    let raw = incoming.raw;
     match judge.judge(incoming, previous, floor) {
         Judged::Stale { revision } => Judged::Stale { revision },
         Judged::OlderEnvelope => Judged::OlderEnvelope,
@@ -896,17 +920,22 @@ pub fn prepare(
             signed_at,
         },
         Judged::Removal { revision } => Judged::Removal { revision },
+        Judged::Reread => Judged::Reread,
         // Only a served project is resealed.
         Judged::Resealed(valid) => match previous {
-            Some(prev) => Judged::Resealed(Project::with_applied(
-                &valid,
-                prev.accepted_at(),
-                prev.applied(),
-                structs,
-            )),
+            Some(prev) => {
+                let mut project =
+                    Project::with_applied(&valid, prev.accepted_at(), prev.applied(), structs);
+                project.set_raw(raw);
+                Judged::Resealed(project)
+            }
             None => Judged::Unchanged,
         },
-        Judged::Valid(valid) => Judged::Valid(Project::build(&valid, now, now, structs)),
+        Judged::Valid(valid) => {
+            let mut project = Project::build(&valid, now, now, structs);
+            project.set_raw(raw);
+            Judged::Valid(project)
+        }
     }
 }
 
@@ -989,8 +1018,17 @@ impl Judge<'_> {
             id,
             revision,
             content,
+            raw: _,
         } = incoming;
         match content {
+            // The bytes the served project was accepted from: whatever
+            // they were judged then, they are judged the same now (a
+            // signed envelope as served is a no-op, a plain document at
+            // the served revision and content too).
+            Content::AsServed(digest) => match previous {
+                Some(served) if served.raw() == Some(digest) => Judged::Unchanged,
+                _ => Judged::Reread,
+            },
             Content::TooLarge(bytes) => Judged::Rejected {
                 revision,
                 error: ValidationError {
@@ -1289,6 +1327,7 @@ fn reused(message: String) -> ValidationError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::raw::RawDigest;
     use crate::model::wire::parse_snapshot;
     use crate::store::{PointersStruct, Store};
 
@@ -1332,6 +1371,99 @@ mod tests {
             &format!(r#"{{"revision":3,"projects":[{}]}}"#, doc("a")),
         );
         assert!(store.project("b").is_none());
+    }
+
+    /// Applies `elements` as a full load filed under their ids (a Redis
+    /// hash), each skipped unread when byte for byte what `store` serves,
+    /// as the Redis source reads them.
+    fn apply_filed(
+        store: &Store,
+        writer: &mut StoreWriter,
+        elements: &[(&str, &str)],
+    ) -> ApplyReport {
+        let reader = crate::model::wire::BodyReader::default();
+        let projects = elements
+            .iter()
+            .map(|(id, json)| reader.filed_unless(id, json, served_raw(store, id)))
+            .collect();
+        apply_incoming(writer, projects)
+    }
+
+    fn apply_incoming(writer: &mut StoreWriter, projects: Vec<Incoming>) -> ApplyReport {
+        let body = SnapshotBody {
+            cursor: Cursor::Revision(1),
+            projects,
+            ..SnapshotBody::default()
+        };
+        let update = Update::new(
+            Origin::Refresh(MassRemoval::Allowed),
+            Contents::Snapshot(body),
+        );
+        writer.apply(update, SystemTime::now()).unwrap()
+    }
+
+    fn served_raw(store: &Store, id: &str) -> Option<RawDigest> {
+        store.project(id).and_then(|p| p.raw())
+    }
+
+    #[test]
+    fn a_full_load_skips_unread_what_is_served_byte_for_byte() {
+        let (store, mut writer) = Store::new(1.0);
+        let (a, b) = (doc("a"), doc("b"));
+        assert_eq!(
+            apply_filed(&store, &mut writer, &[("a", &a), ("b", &b)]).added,
+            2
+        );
+        let served = store.project("a").unwrap();
+        assert_eq!(served.raw(), Some(RawDigest::of(a.as_bytes())));
+        let reader = crate::model::wire::BodyReader::default();
+        let skipped = reader.filed_unless("a", &a, served.raw());
+        assert!(
+            matches!(skipped.content, Content::AsServed(_)),
+            "{skipped:?}"
+        );
+
+        let again = apply_filed(&store, &mut writer, &[("a", &a), ("b", &b)]);
+        assert_eq!((again.unchanged, again.changed()), (2, 0));
+        assert!(Arc::ptr_eq(&served, &store.project("a").unwrap()));
+
+        // Other bytes are read and judged: the same content spelt
+        // otherwise is unchanged, other content under the served
+        // revision refused, loudly, as ever.
+        let respelt = a.replacen(':', ": ", 1);
+        let read = apply_filed(&store, &mut writer, &[("a", &respelt), ("b", &b)]);
+        assert_eq!((read.unchanged, read.rejected.len()), (2, 0));
+        let reused = a.replace(r#""name":"n""#, r#""name":"m""#);
+        assert_ne!(reused, a);
+        let refused = apply_filed(&store, &mut writer, &[("a", &reused), ("b", &b)]);
+        assert_eq!(refused.rejected.len(), 1, "{refused:?}");
+        assert_eq!(refused.rejected[0].reason, Reason::RevisionReused);
+        assert!(Arc::ptr_eq(&served, &store.project("a").unwrap()));
+    }
+
+    #[test]
+    fn an_element_skipped_as_served_is_fetched_again_when_what_is_served_changed() {
+        let (store, mut writer) = Store::new(1.0);
+        let first = doc("a");
+        apply_filed(&store, &mut writer, &[("a", &first)]);
+        let skipped = |id: &str, digest: RawDigest| Incoming {
+            id: id.to_owned(),
+            revision: None,
+            content: Content::AsServed(digest),
+            raw: Some(digest),
+        };
+        let old = RawDigest::of(first.as_bytes());
+        // Revision 2 served since the fetch skipped revision 1's bytes.
+        let second = first.replace(r#""revision":1"#, r#""revision":2"#);
+        assert_eq!(
+            apply_filed(&store, &mut writer, &[("a", &second)]).updated,
+            1
+        );
+        let report = apply_incoming(&mut writer, vec![skipped("a", old), skipped("c", old)]);
+        assert_eq!(report.reread, ["a", "c"]);
+        assert_eq!((report.changed(), report.unchanged), (0, 0));
+        assert_eq!(store.project("a").unwrap().revision(), 2);
+        assert!(store.project("c").is_none());
     }
 
     /// The struct bytes each answer lends, per environment, or `None`.

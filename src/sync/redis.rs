@@ -56,7 +56,7 @@ use crate::model::cursor::Cursor;
 pub use crate::model::cursor::StreamId;
 use crate::model::origin::{MassRemoval, Origin};
 use crate::model::wire::{BodyReader, SnapshotBody};
-use crate::store::{ApplyReport, Contents};
+use crate::store::{ApplyReport, Contents, Update};
 use crate::telemetry::{SyncKind, SyncResult};
 
 /// The Redis source's state.
@@ -105,7 +105,7 @@ struct Loaded {
 enum Followed {
     /// Entries applied up to `last`.
     Applied {
-        report: ApplyReport,
+        report: Box<ApplyReport>,
         last: StreamId,
         /// Read with them while the population is incomplete: whether it
         /// is complete now.
@@ -206,7 +206,9 @@ impl RedisSource {
                 Vec::new()
             } else {
                 let reader = self.reader.on_every_core(!ctx.store.is_loaded());
-                read_projects(&mut con, &self.keys, reader).await?
+                // What is served byte for byte as stored is not read again.
+                let served = |id: &str| ctx.store.project(id).and_then(|p| p.raw());
+                read_projects(&mut con, &self.keys, reader, &served).await?
             };
             // Complete when the marker is there, matches what was read and
             // did not move meanwhile.
@@ -229,7 +231,19 @@ impl RedisSource {
                 ..SnapshotBody::default()
             }))
         };
-        let report = ctx.parse_and_apply("redis hash", parse, origin).await?;
+        let mut report = ctx
+            .parse_and_apply("redis hash", parse, origin.clone())
+            .await?;
+        // Skipped as served, but what is served changed before the writer
+        // got to them (a key removed meanwhile): each read and judged now.
+        for id in std::mem::take(&mut report.reread) {
+            let document = match read_project(&mut con, &self.keys, &id, self.reader).await {
+                Ok(document) => document,
+                Err(e) => return self.failed(e),
+            };
+            let update = Update::new(origin.clone(), Contents::Project { id, document });
+            report.absorb(ctx.apply(update).await?);
+        }
         self.cursor = Some(tip);
         self.checked = Some(tip);
         self.known_len = Some(length);
@@ -350,7 +364,7 @@ impl RedisSource {
         self.cursor = Some(last);
         self.checked = Some(last);
         Ok(Followed::Applied {
-            report,
+            report: Box::new(report),
             last,
             complete,
         })

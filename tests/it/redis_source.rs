@@ -15,6 +15,7 @@ use common::redis_config;
 use common::{eventually, project, TestSidecar};
 use env_sidecar::config::secret::Env;
 use env_sidecar::config::{Config, TlsFiles};
+use env_sidecar::model::raw::RawDigest;
 
 async fn follow(dir: &Path, url: &str, tweak: impl FnOnce(&mut Config), env: Env) -> TestSidecar {
     let mut config = redis_config(dir, url);
@@ -148,6 +149,52 @@ async fn published_changes_are_followed_and_served() {
         m.contains("env_sidecar_sync_requests_total{kind=\"changes\",result=\"ok\"}"),
         "{m}"
     );
+}
+
+/// A full load does not read what is byte for byte the value a served
+/// project was accepted from, and reads everything else as ever: other
+/// content under the served revision, written into the hash alone
+/// (`HSET`, as `redis-cli` would), is refused loudly by a forced reload
+/// while its neighbour stays unchanged; the bytes put back are no news.
+#[tokio::test]
+async fn a_full_load_skips_what_is_served_byte_for_byte_and_reads_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((redis, mut publisher)) = redis_with_acme(dir.path()).await else {
+        return;
+    };
+    publisher.write(&project("globex", 1)).await;
+    let t = follow(dir.path(), &redis.url, |_| {}, no_secrets()).await;
+    t.wait_ready().await;
+    t.wait_revision("globex", 1).await;
+    let hash = "{env-sidecar}:projects";
+    let redis::Value::BulkString(filed) = publisher.run(&["HGET", hash, "acme"]).await else {
+        panic!("acme is in the hash");
+    };
+    let served = t.sidecar.store().project("acme").unwrap();
+    assert_eq!(served.raw(), Some(RawDigest::of(&filed)));
+
+    let mut reused = project("acme", 1);
+    reused["environments"][0]["name"] = serde_json::json!("renamed");
+    publisher
+        .run(&["HSET", hash, "acme", &reused.to_string()])
+        .await;
+    let refresh = t.post_admin("/admin/refresh", None).await;
+    assert_eq!(
+        refresh.body["rejected"][0]["project"], "acme",
+        "{}",
+        refresh.text
+    );
+    assert_eq!(refresh.body["rejected"][0]["reason"], "revision_reused");
+    assert_eq!(refresh.body["changed"], 0);
+    assert!(std::sync::Arc::ptr_eq(
+        &served,
+        &t.sidecar.store().project("acme").unwrap()
+    ));
+
+    let filed = String::from_utf8(filed).unwrap();
+    publisher.run(&["HSET", hash, "acme", &filed]).await;
+    let refresh = t.post_admin("/admin/refresh", None).await;
+    assert_eq!(refresh.body["result"], "not_modified", "{}", refresh.text);
 }
 
 #[tokio::test]

@@ -52,7 +52,7 @@ pub async fn check(
     let types = key_types(con, keys).await?;
     findings.push(types_finding(&types));
     let reader = BodyReader::default();
-    let held = read_projects(con, keys, reader).await?;
+    let held = read_projects(con, keys, reader, &|_| None).await?;
     let marker: Option<String> = redis::cmd("GET")
         .arg(&keys.population)
         .query_async(con)

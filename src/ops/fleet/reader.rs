@@ -263,7 +263,7 @@ impl Link {
         }
         let docs = match self {
             Link::Redis { con, keys } => {
-                redis_source::read_projects(con, keys, wire::BodyReader::default())
+                redis_source::read_projects(con, keys, wire::BodyReader::default(), &|_| None)
                     .await
                     .map_err(redis(keys.projects.clone()))?
             }

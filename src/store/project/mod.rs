@@ -32,6 +32,7 @@ use super::answer::{AnswerRef, Outcome};
 use super::at_rest::{AtRest, AtRestError};
 use super::pointers_struct::{PointersStruct, PointersStructs};
 use crate::model::envelope::{self, EnvelopeError};
+use crate::model::raw::RawDigest;
 use crate::model::trust::Verified;
 use crate::model::validate::{
     validate, ScheduleEntry, ValidProject, ValidationError, MAX_SLUG_LEN,
@@ -97,6 +98,10 @@ pub struct Project {
     /// [`WireProject::content_digest`] of the accepted document: tells
     /// the same revision again from a reused one.
     content: u64,
+    /// The digest of the bytes the source filed this revision as, when
+    /// the writer saw them (not kept by the cache): a full load skips the
+    /// same bytes unread ([`Content::AsServed`]).
+    raw: Option<RawDigest>,
     /// The accepted document at rest: as [`ValidProject::to_json`] wrote
     /// it, or, when it was signed, the envelope exactly as received (so a
     /// restart from the cache verifies what arrived).
@@ -176,6 +181,7 @@ impl Project {
             id: valid.id().into(),
             revision: valid.revision(),
             content: valid.document().content_digest(),
+            raw: None,
             document,
             signature: valid.seal().map(|s| Box::new(s.verified.clone())),
             published_at: valid.published_at(),
@@ -199,15 +205,25 @@ impl Project {
         self.revision
     }
 
-    /// The accepted document at rest, what the cache stores: compact
-    /// JSON (environments in serving order), or for a signed document the
-    /// envelope as it was received. Decompressed on each call: the
-    /// cache writer's and introspection's cost, never a resolve's.
     /// [`WireProject::content_digest`] of the served document.
     pub fn content_digest(&self) -> u64 {
         self.content
     }
 
+    /// The digest of the bytes this revision was filed as, when known.
+    pub fn raw(&self) -> Option<RawDigest> {
+        self.raw
+    }
+
+    /// Records the bytes this revision was filed as (`None`: not known).
+    pub(in crate::store) fn set_raw(&mut self, raw: Option<RawDigest>) {
+        self.raw = raw;
+    }
+
+    /// The accepted document at rest, what the cache stores: compact
+    /// JSON (environments in serving order), or for a signed document the
+    /// envelope as it was received. Decompressed on each call: the
+    /// cache writer's and introspection's cost, never a resolve's.
     pub fn stored_text(&self) -> Result<String, AtRestError> {
         self.document.text()
     }
@@ -227,6 +243,7 @@ impl Project {
                 id: self.id.to_string(),
                 revision: Some(self.revision),
                 content: Content::Unreadable(e.to_string()),
+                raw: None,
             },
         }
     }

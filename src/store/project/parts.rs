@@ -22,6 +22,7 @@ use super::{
     header_value, render_structs, AtRest, PointersStructs, Project, ServedEnvironment, SlugIndex,
     ID_AT,
 };
+use crate::model::raw::RawDigest;
 use crate::model::trust::Verified;
 use crate::model::validate::{is_valid_id, is_valid_slug, ScheduleEntry};
 
@@ -39,6 +40,8 @@ pub struct Parts {
     pub revision: u64,
     /// [`Project::content_digest`].
     pub content: u64,
+    /// [`Project::raw`].
+    pub raw: Option<RawDigest>,
     pub accepted_at: SystemTime,
     pub published_at: Option<SystemTime>,
     /// How many schedule entries are in effect.
@@ -109,6 +112,7 @@ impl Project {
             id: self.id.to_string(),
             revision: self.revision,
             content: self.content,
+            raw: self.raw,
             accepted_at: self.accepted_at,
             published_at: self.published_at,
             applied: self.applied as u32,
@@ -154,6 +158,7 @@ impl Project {
             id: parts.id.into_boxed_str(),
             revision: parts.revision,
             content: parts.content,
+            raw: parts.raw,
             document: AtRest::from_stored(parts.document),
             signature: parts.signature.map(Box::new),
             published_at: parts.published_at,

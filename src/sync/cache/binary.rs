@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! "env-sidecar-lkg\n"  magic, 16 bytes
-//! u32 version (2)      u32 CRC-32 of everything after it
+//! u32 version (3)      u32 CRC-32 of everything after it
 //! u32 length, meta     JSON: cursor, floors, this build and its render format
 //! u32 count            then per project: u32 length, its record
 //! ```
@@ -13,6 +13,9 @@
 //! All integers little-endian; a string or byte run is a `u32` length
 //! then its bytes; an instant is `u64` seconds and `u32` nanoseconds
 //! since the epoch; an optional value is a `0`/`1` byte then the value.
+//! Version 3 ends each record with the digest of the bytes the project
+//! was filed as (optional, 16 bytes: what a full reload skips unread);
+//! a version 2 record, which has none, still reads.
 //! Every read is bounded by what is left of its record: a file that
 //! passed its checksum still cannot make the reader panic or allocate
 //! more than its own size.
@@ -32,6 +35,7 @@ use super::{CacheError, Cached, State};
 use crate::model::cursor::Cursor;
 use crate::model::floor::Floor;
 use crate::model::origin::Signers;
+use crate::model::raw::RawDigest;
 use crate::model::trust::Verified;
 use crate::model::validate::ScheduleEntry;
 use crate::model::wire::{Content, Incoming};
@@ -40,7 +44,10 @@ use crate::store::project::{EnvironmentParts, Parts, RENDER_FORMAT};
 use crate::store::{PointersStructs, Project};
 
 pub const MAGIC: &[u8; 16] = b"env-sidecar-lkg\n";
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
+
+/// The oldest version of this format that still reads.
+const OLDEST: u32 = 2;
 
 /// The build whose rendered answers a file may be restored from.
 const BUILD: &str = env!("CARGO_PKG_VERSION");
@@ -157,6 +164,9 @@ fn put_parts(out: &mut Vec<u8>, p: &Parts) {
         }
     }
     put_u32(out, p.fallback);
+    put_option(out, p.raw.as_ref(), |out, raw| {
+        out.extend_from_slice(&raw.to_bytes())
+    });
 }
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {
@@ -238,7 +248,7 @@ fn decode_body(file: &mut Chunks<impl Read>) -> Result<Cached, CacheError> {
     let (Some(version), Some(stored)) = (head.u32(), head.u32()) else {
         return Err(file.format("the header is cut short".into()));
     };
-    if version != VERSION {
+    if !(OLDEST..=VERSION).contains(&version) {
         return Err(CacheError::Version {
             path: file.path.to_owned(),
             found: version,
@@ -260,7 +270,9 @@ fn decode_body(file: &mut Chunks<impl Read>) -> Result<Cached, CacheError> {
         let records = file.records(count - kept.len())?;
         let first = kept.len();
         let slices: Vec<&[u8]> = records.iter().map(|r| file.bytes(r.clone())).collect();
-        let restored = crate::parallel::map(slices, true, |record| restore(record, rendered_here));
+        let restored = crate::parallel::map(slices, true, |record| {
+            restore(record, version, rendered_here)
+        });
         for (i, k) in restored.into_iter().enumerate() {
             kept.push(
                 k.ok_or_else(|| file.format(format!("project {} does not read", first + i)))?,
@@ -304,8 +316,8 @@ fn decode_body(file: &mut Chunks<impl Read>) -> Result<Cached, CacheError> {
 
 /// One project's record rebuilt: as served if this build rendered it,
 /// otherwise (or if its parts do not fit together) its document.
-fn restore(record: &[u8], rendered_here: bool) -> Option<Kept> {
-    let parts = Reader(record).parts()?;
+fn restore(record: &[u8], version: u32, rendered_here: bool) -> Option<Kept> {
+    let parts = Reader(record).parts(version)?;
     let keyids = parts.signature.as_ref().map(|v| v.keyids.clone());
     if !rendered_here {
         let document = kept_document(&parts.id, parts.revision, &parts.document);
@@ -468,6 +480,7 @@ fn kept_document(id: &str, revision: u64, document: &[u8]) -> Incoming {
             id: id.to_owned(),
             revision: Some(revision),
             content: Content::Unreadable(e.to_string()),
+            raw: None,
         },
     }
 }
@@ -553,7 +566,7 @@ impl<'a> Reader<'a> {
         (n.checked_mul(min)? <= self.0.len()).then_some(n)
     }
 
-    fn parts(&mut self) -> Option<Parts> {
+    fn parts(&mut self, version: u32) -> Option<Parts> {
         let id = self.string()?;
         let revision = self.u64()?;
         let content = self.u64()?;
@@ -593,10 +606,15 @@ impl<'a> Reader<'a> {
             })
             .collect::<Option<Vec<_>>>()?;
         let fallback = self.u32()?;
+        let raw = match version {
+            2 => None,
+            _ => self.option(|r| Some(RawDigest::from_bytes(r.take(16)?.try_into().ok()?)))?,
+        };
         self.0.is_empty().then_some(Parts {
             id,
             revision,
             content,
+            raw,
             accepted_at,
             published_at,
             applied,

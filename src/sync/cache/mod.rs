@@ -447,7 +447,7 @@ impl CacheWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::wire::parse_snapshot;
+    use crate::model::raw::RawDigest;
     use crate::store::Contents;
 
     /// Project `i` at revision 3: prod (fallback) and staging.
@@ -464,11 +464,18 @@ mod tests {
         )
     }
 
+    /// A store serving `n` projects, each filed under its id as a Redis
+    /// hash holds it (so each knows the digest of its bytes).
     fn store_with(n: usize) -> Store {
         let (store, mut writer) = Store::new(0.5);
-        let projects: Vec<String> = (0..n).map(project).collect();
-        let text = format!(r#"{{"revision":42,"projects":[{}]}}"#, projects.join(","));
-        let body = parse_snapshot(text.as_bytes()).unwrap();
+        let reader = crate::model::wire::BodyReader::default();
+        let body = crate::model::wire::SnapshotBody {
+            cursor: Cursor::Revision(42),
+            projects: (0..n)
+                .map(|i| reader.filed(&format!("p{i}"), &project(i)))
+                .collect(),
+            ..Default::default()
+        };
         assert!(body.projects.iter().all(|p| p.as_document().is_some()));
         let update = Update::new(Origin::Snapshot, Contents::Snapshot(body));
         writer.apply(update, std::time::SystemTime::now()).unwrap();
@@ -602,10 +609,10 @@ mod tests {
             );
         }
         let mut wrong_version = good.clone();
-        wrong_version[16..20].copy_from_slice(&3u32.to_le_bytes());
+        wrong_version[16..20].copy_from_slice(&4u32.to_le_bytes());
         assert!(matches!(
             decode(path, &wrong_version),
-            Err(CacheError::Version { found: 3, .. })
+            Err(CacheError::Version { found: 4, .. })
         ));
         let text = json_file(r#"{"cursor":3,"projects":[]}"#);
         let wrong_format = text.replacen(FORMAT, "something-else", 1);
@@ -614,6 +621,44 @@ mod tests {
             Err(CacheError::Format { .. })
         ));
         assert!(decode(path, b"\x00\xff garbage").is_err());
+    }
+
+    /// A file of this build as version 2 wrote it: each record without
+    /// its last `trailer` bytes (the digest of the filed bytes).
+    fn as_version_2(file: &[u8], trailer: usize) -> Vec<u8> {
+        let u32_at = |at: usize| u32::from_le_bytes(file[at..at + 4].try_into().unwrap()) as usize;
+        let meta = 24 + 4 + u32_at(24);
+        let mut body = file[24..meta + 4].to_vec();
+        let mut at = meta + 4;
+        for _ in 0..u32_at(meta) {
+            let len = u32_at(at);
+            body.extend_from_slice(&((len - trailer) as u32).to_le_bytes());
+            body.extend_from_slice(&file[at + 4..at + 4 + len - trailer]);
+            at += 4 + len;
+        }
+        assert_eq!(at, file.len());
+        let mut v2 = file[..16].to_vec();
+        v2.extend_from_slice(&2u32.to_le_bytes());
+        v2.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        v2.extend_from_slice(&body);
+        v2
+    }
+
+    #[test]
+    fn the_digest_of_the_filed_bytes_is_kept_and_a_version_2_file_still_reads() {
+        let path = Path::new("x");
+        let good = file_with(3);
+        let raws = |c: Cached| c.projects.iter().map(|p| p.raw()).collect::<Vec<_>>();
+        let kept = raws(decode(path, &good).unwrap());
+        let filed: Vec<_> = (0..3)
+            .map(|i| Some(RawDigest::of(project(i).as_bytes())))
+            .collect();
+        assert_eq!(kept, filed);
+        let old = decode(path, &as_version_2(&good, 17)).unwrap();
+        assert_eq!(old.projects.len(), 3);
+        assert_eq!(raws(old), [None, None, None]);
+        // Cut one byte more and the records no longer read.
+        assert!(decode(path, &as_version_2(&good, 18)).is_err());
     }
 
     /// Read a few bytes at a time, records straddle every chunk boundary:
