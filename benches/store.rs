@@ -2,7 +2,8 @@
 //! it does not depend on the count), applying a full snapshot (parse +
 //! validate + index, 10k / 100k), the same snapshot applied again over
 //! itself (every project the served revision again: parse and the
-//! same-document check), snapshot parse+validate throughput, and
+//! same-document check; and as a Redis full load applies it, each value
+//! hashed and skipped unread as served), snapshot parse+validate throughput, and
 //! applying hundreds of scheduled changes due at the same instant.
 
 use std::hint::black_box;
@@ -11,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use env_sidecar::model::origin::Origin;
 use env_sidecar::model::validate::validate;
-use env_sidecar::model::wire::{parse_snapshot, Content, Incoming, SnapshotBody};
+use env_sidecar::model::wire::{parse_snapshot, BodyReader, Content, Incoming, SnapshotBody};
 use env_sidecar::sim::generate;
 use env_sidecar::store::{Contents, Store, StoreWriter, Update};
 
@@ -95,6 +96,37 @@ fn reapply_unchanged(c: &mut Criterion) {
         b.iter(|| {
             let body = parse_snapshot(&json).expect("parses");
             let report = apply(&mut writer, Contents::Snapshot(body));
+            assert_eq!(report.unchanged, n);
+            black_box(report)
+        })
+    });
+    // As a Redis full load re-applies it: each value filed under its id,
+    // hashed, and not read when byte for byte what is served.
+    let values: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            let doc = generate::project(i, 1, None);
+            (doc.id.clone(), serde_json::to_string(&doc).expect("writes"))
+        })
+        .collect();
+    let (store, mut writer) = Store::new(0.5);
+    let filed = |store: &Store| {
+        let reader = BodyReader::default();
+        let projects = values
+            .iter()
+            .map(|(id, json)| {
+                reader.filed_unless(id, json, store.project(id).and_then(|p| p.raw()))
+            })
+            .collect();
+        Contents::Snapshot(SnapshotBody {
+            cursor: env_sidecar::model::cursor::Cursor::Revision(1),
+            projects,
+            ..SnapshotBody::default()
+        })
+    };
+    assert_eq!(apply(&mut writer, filed(&store)).added, n);
+    group.bench_function(format!("{n}_filed_as_served"), |b| {
+        b.iter(|| {
+            let report = apply(&mut writer, filed(&store));
             assert_eq!(report.unchanged, n);
             black_box(report)
         })
