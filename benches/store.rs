@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use env_sidecar::model::origin::Origin;
+use env_sidecar::model::raw::RawDigest;
 use env_sidecar::model::validate::validate;
 use env_sidecar::model::wire::{parse_snapshot, BodyReader, Content, Incoming, SnapshotBody};
 use env_sidecar::sim::generate;
@@ -124,6 +125,15 @@ fn reapply_unchanged(c: &mut Criterion) {
         })
     };
     assert_eq!(apply(&mut writer, filed(&store)).added, n);
+    // Of which: hashing every value, what a cold start pays for it.
+    group.bench_function(format!("{n}_hashed_only"), |b| {
+        b.iter(|| {
+            let digests = values
+                .iter()
+                .map(|(_, json)| RawDigest::of(json.as_bytes()));
+            black_box(digests.count())
+        })
+    });
     group.bench_function(format!("{n}_filed_as_served"), |b| {
         b.iter(|| {
             let report = apply(&mut writer, filed(&store));
