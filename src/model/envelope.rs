@@ -268,6 +268,21 @@ const LENIENT: GeneralPurposeConfig =
 const STANDARD_ANY_PAD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, LENIENT);
 const URL_SAFE_ANY_PAD: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT);
 
+/// Where an envelope's text spells its payload (a byte range of `json`)
+/// and the bytes it decodes to, reading nothing else of it; `None` when
+/// it does not read (or spells its payload with escapes).
+pub fn payload_of(json: &str) -> Option<(std::ops::Range<usize>, Vec<u8>)> {
+    #[derive(Deserialize)]
+    struct Payload<'a> {
+        payload: &'a str,
+    }
+    let read: Payload = serde_json::from_str(json).ok()?;
+    // Borrowed from `json`, so it lies within it.
+    let start = read.payload.as_ptr() as usize - json.as_ptr() as usize;
+    let bytes = decode(read.payload, "payload").ok()?;
+    Some((start..start + read.payload.len(), bytes))
+}
+
 fn decode(text: &str, field: &'static str) -> Result<Vec<u8>, EnvelopeError> {
     STANDARD_ANY_PAD
         .decode(text)

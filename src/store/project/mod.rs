@@ -156,7 +156,10 @@ impl Project {
             (Bytes::copy_from_slice(out.bytes), prefix, tails)
         });
         let document = match valid.seal() {
-            Some(sealed) => AtRest::new(&sealed.envelope),
+            Some(sealed) => match envelope::payload_of(&sealed.envelope) {
+                Some((span, payload)) => AtRest::envelope(&sealed.envelope, span, &payload),
+                None => AtRest::new(&sealed.envelope),
+            },
             None => SCRATCH.with_borrow_mut(|scratch| {
                 scratch.clear();
                 valid.write_json(scratch);
