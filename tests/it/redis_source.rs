@@ -36,6 +36,17 @@ async fn redis_with_acme(dir: &Path) -> Option<(RedisServer, Publisher)> {
     Some((redis, publisher))
 }
 
+/// A sidecar, ready, following a `redis-server` in `dir` that holds
+/// acme@1 and globex@1; `None` (skipped) where redis-server is not
+/// installed.
+async fn following_acme_and_globex(dir: &Path) -> Option<(RedisServer, Publisher, TestSidecar)> {
+    let (redis, mut publisher) = redis_with_acme(dir).await?;
+    publisher.write(&project("globex", 1)).await;
+    let t = follow(dir, &redis.url, |_| {}, no_secrets()).await;
+    t.wait_ready().await;
+    Some((redis, publisher, t))
+}
+
 /// A sidecar following `url` with its last-known-good cache at
 /// `dir/lkg.json`.
 async fn follow_cached(dir: &Path, url: &str) -> TestSidecar {
@@ -101,12 +112,9 @@ async fn every_failed_request_to_redis_is_counted() {
 #[tokio::test]
 async fn published_changes_are_followed_and_served() {
     let dir = tempfile::tempdir().unwrap();
-    let Some((redis, mut publisher)) = redis_with_acme(dir.path()).await else {
+    let Some((redis, mut publisher, t)) = following_acme_and_globex(dir.path()).await else {
         return;
     };
-    publisher.write(&project("globex", 1)).await;
-    let t = follow(dir.path(), &redis.url, |_| {}, no_secrets()).await;
-    t.wait_ready().await;
     assert_eq!(t.served("acme", "qa").await, "qa-r1");
 
     publisher.write(&project("acme", 2)).await;
@@ -159,13 +167,9 @@ async fn published_changes_are_followed_and_served() {
 #[tokio::test]
 async fn a_full_load_skips_what_is_served_byte_for_byte_and_reads_the_rest() {
     let dir = tempfile::tempdir().unwrap();
-    let Some((redis, mut publisher)) = redis_with_acme(dir.path()).await else {
+    let Some((_redis, mut publisher, t)) = following_acme_and_globex(dir.path()).await else {
         return;
     };
-    publisher.write(&project("globex", 1)).await;
-    let t = follow(dir.path(), &redis.url, |_| {}, no_secrets()).await;
-    t.wait_ready().await;
-    t.wait_revision("globex", 1).await;
     let hash = "{env-sidecar}:projects";
     let redis::Value::BulkString(filed) = publisher.run(&["HGET", hash, "acme"]).await else {
         panic!("acme is in the hash");
