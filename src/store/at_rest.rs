@@ -72,9 +72,11 @@ impl AtRest {
     /// [`AtRest::new`] of text as bytes (read back as UTF-8 by
     /// [`AtRest::text`], which checks it).
     pub fn of_bytes(text: &[u8]) -> AtRest {
-        // Documents are bounded far below 2 GiB; a longer text would read
-        // back as a length error, never as another text.
-        AtRest::compressed(&[text.len() as u32], text)
+        // Documents are bounded far below 2 GiB; a longer text keeps a
+        // length it does not have, and reads back as a length error, never
+        // as another text or as an envelope.
+        let len = u32::try_from(text.len()).map_or(ENVELOPE - 1, |l| l.min(ENVELOPE - 1));
+        AtRest::compressed(&[len], text)
     }
 
     /// A signed envelope's `text`, which spells its payload at `span` as
@@ -82,7 +84,7 @@ impl AtRest {
     /// that does not spell it as standard padded base64 is kept as text.
     pub fn envelope(text: &str, span: Range<usize>, payload: &[u8]) -> AtRest {
         let encoded = STANDARD.encode(payload);
-        if text.get(span.clone()) != Some(encoded.as_str()) {
+        if text.len() >= ENVELOPE as usize || text.get(span.clone()) != Some(encoded.as_str()) {
             return AtRest::new(text);
         }
         let at = span.start;
@@ -180,13 +182,11 @@ fn envelope_text(len: usize, rest: &[u8]) -> Result<String, AtRestError> {
         return Err(AtRestError::Truncated);
     };
     let (at, encoded, payload) = (at as usize, encoded as usize, payload as usize);
-    let damaged = AtRestError::Length { kept: len, got: 0 };
+    // The text around the payload, which `at` must fall within.
     let around = len
         .checked_sub(encoded)
+        .filter(|around| at <= *around)
         .ok_or(AtRestError::Length { kept: len, got: 0 })?;
-    if at > around {
-        return Err(damaged);
-    }
     let packed = decompressed(around + payload, &rest[12..])?;
     let (text, payload) = packed.split_at(around);
     let mut out = Vec::with_capacity(len);

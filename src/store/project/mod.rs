@@ -99,12 +99,13 @@ pub struct Project {
     /// the same revision again from a reused one.
     content: u64,
     /// The digest of the bytes the source filed this revision as, when
-    /// the writer saw them (not kept by the cache): a full load skips the
+    /// the writer saw them (the cache keeps it): a full load skips the
     /// same bytes unread ([`Content::AsServed`]).
     raw: Option<RawDigest>,
     /// The accepted document at rest: as [`ValidProject::to_json`] wrote
-    /// it, or, when it was signed, the envelope exactly as received (so a
-    /// restart from the cache verifies what arrived).
+    /// it, or, when it was signed, the envelope as its parts, read back
+    /// exactly as received (so a restart from the cache verifies what
+    /// arrived).
     document: AtRest,
     /// What the envelope was signed by, when it was signed.
     signature: Option<Box<Verified>>,
